@@ -1,0 +1,1 @@
+//! The administration REST API under /api/v1, authorized by STS-issued bearer tokens.

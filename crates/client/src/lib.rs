@@ -1,0 +1,1 @@
+//! HTTP client for the service: device-flow sign-in and the admin API.

@@ -1,0 +1,1 @@
+//! The  role: configuration, listeners, TLS and graceful shutdown, wiring the STS and admin API.

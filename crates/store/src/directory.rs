@@ -1,0 +1,801 @@
+//! The tenant's directory: domains, users (with MFA state) and groups.
+
+use postern_time::UnixTime;
+use sqlx::{Any, Transaction};
+
+use crate::error::SqlxResultExt;
+use crate::{DbFlag, Store, StoreError, flag, new_id};
+
+/// How the passwords of a domain's users are checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainAuthMode {
+    /// Password hashes kept by the service (cloud-only accounts).
+    Cloud,
+    /// Pass-through authentication: checked on-prem by an agent.
+    Passthrough,
+}
+
+impl DomainAuthMode {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DomainAuthMode::Cloud => "cloud",
+            DomainAuthMode::Passthrough => "passthrough",
+        }
+    }
+}
+
+impl TryFrom<String> for DomainAuthMode {
+    type Error = StoreError;
+    fn try_from(s: String) -> Result<Self, StoreError> {
+        match s.as_str() {
+            "cloud" => Ok(DomainAuthMode::Cloud),
+            "passthrough" => Ok(DomainAuthMode::Passthrough),
+            other => Err(StoreError::Corrupt(format!("domain auth mode {other:?}"))),
+        }
+    }
+}
+
+/// A DNS domain a tenant uses for its usernames.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct Domain {
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Lowercase domain name.
+    pub name: String,
+    /// Whether ownership was verified; only verified domains can hold users.
+    #[sqlx(try_from = "DbFlag")]
+    pub verified: bool,
+    /// Value to publish in a DNS TXT record to prove ownership.
+    pub verification_token: String,
+    /// How passwords of this domain's users are checked.
+    #[sqlx(try_from = "String")]
+    pub auth_mode: DomainAuthMode,
+    /// When the domain was added.
+    pub created_at: UnixTime,
+}
+
+/// Where an account lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserSource {
+    /// Created in the service, with a password hash kept here.
+    Cloud,
+    /// Mirrored from the on-prem directory; no password here.
+    Directory,
+}
+
+impl UserSource {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserSource::Cloud => "cloud",
+            UserSource::Directory => "directory",
+        }
+    }
+}
+
+impl TryFrom<String> for UserSource {
+    type Error = StoreError;
+    fn try_from(s: String) -> Result<Self, StoreError> {
+        match s.as_str() {
+            "cloud" => Ok(UserSource::Cloud),
+            "directory" => Ok(UserSource::Directory),
+            other => Err(StoreError::Corrupt(format!("user source {other:?}"))),
+        }
+    }
+}
+
+/// A user account.
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct User {
+    /// Stable identifier; the `sub` of tokens.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Sign-in name (UPN), lowercase.
+    pub username: String,
+    /// Name shown to people.
+    pub display_name: String,
+    /// Email address, if known.
+    pub email: Option<String>,
+    /// Where the account lives.
+    #[sqlx(try_from = "String")]
+    pub source: UserSource,
+    /// Stable ID in the on-prem directory, for directory accounts.
+    pub external_id: Option<String>,
+    /// Argon2id hash (PHC string), for cloud accounts with a password.
+    pub password_hash: Option<String>,
+    /// Disabled accounts cannot sign in.
+    #[sqlx(try_from = "DbFlag")]
+    pub enabled: bool,
+    /// Whether this user must always complete MFA.
+    #[sqlx(try_from = "DbFlag")]
+    pub mfa_required: bool,
+    /// The TOTP seed, sealed with the KEK (context `totp:<user id>`).
+    pub totp_sealed: Option<Vec<u8>>,
+    /// When TOTP enrolment completed.
+    pub totp_enrolled_at: Option<UnixTime>,
+    /// The last TOTP time step accepted, so a code is never accepted twice.
+    pub totp_last_step: Option<i64>,
+    /// When the account was created.
+    pub created_at: UnixTime,
+    /// When the account last changed.
+    pub updated_at: UnixTime,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("tenant_id", &self.tenant_id)
+            .field("username", &self.username)
+            .field("source", &self.source)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What is needed to create a user.
+#[derive(Clone)]
+pub struct NewUser {
+    /// Identifier chosen by the caller (so sealed values can be bound to it).
+    pub id: String,
+    /// Sign-in name; stored normalized.
+    pub username: String,
+    /// Name shown to people.
+    pub display_name: String,
+    /// Email address.
+    pub email: Option<String>,
+    /// Where the account lives.
+    pub source: UserSource,
+    /// Stable ID in the on-prem directory.
+    pub external_id: Option<String>,
+    /// Argon2id hash of the initial password.
+    pub password_hash: Option<String>,
+    /// Whether this user must always complete MFA.
+    pub mfa_required: bool,
+    /// An already enrolled TOTP seed, sealed.
+    pub totp_sealed: Option<Vec<u8>>,
+    /// Digests of recovery codes to store with the account.
+    pub recovery_code_digests: Vec<Vec<u8>>,
+}
+
+impl NewUser {
+    /// A cloud user with a fresh ID and nothing but a name and password hash.
+    pub fn cloud(username: &str, display_name: &str, password_hash: Option<String>) -> Self {
+        Self {
+            id: new_id(),
+            username: username.to_owned(),
+            display_name: display_name.to_owned(),
+            email: None,
+            source: UserSource::Cloud,
+            external_id: None,
+            password_hash,
+            mfa_required: false,
+            totp_sealed: None,
+            recovery_code_digests: Vec::new(),
+        }
+    }
+}
+
+/// Changes to a user's profile; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct UserUpdate {
+    /// New display name.
+    pub display_name: Option<String>,
+    /// New email (`Some(None)` clears it).
+    pub email: Option<Option<String>>,
+    /// Enable or disable the account.
+    pub enabled: Option<bool>,
+    /// Require MFA always.
+    pub mfa_required: Option<bool>,
+}
+
+/// A group of users, used for app assignment and policy.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct Group {
+    /// Identifier.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Unique name within the tenant.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Where the group lives.
+    #[sqlx(try_from = "String")]
+    pub source: UserSource,
+    /// Stable ID in the on-prem directory, for directory groups.
+    pub external_id: Option<String>,
+    /// When the group was created.
+    pub created_at: UnixTime,
+}
+
+/// The canonical form of a sign-in name: trimmed and lowercase.
+pub fn normalize_username(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
+macro_rules! user_columns {
+    () => {
+        "id, tenant_id, username, display_name, email, source, external_id, \
+     password_hash, enabled, mfa_required, totp_sealed, totp_enrolled_at, totp_last_step, \
+     created_at, updated_at"
+    };
+}
+macro_rules! domain_columns {
+    () => {
+        "tenant_id, name, verified, verification_token, auth_mode, created_at"
+    };
+}
+macro_rules! group_columns {
+    () => {
+        "id, tenant_id, name, description, source, external_id, created_at"
+    };
+}
+
+/// Inserts a user (and its recovery codes) inside `tx`.
+pub(crate) async fn insert_user(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: &str,
+    user: NewUser,
+    now: UnixTime,
+) -> Result<User, StoreError> {
+    let enrolled_at = user.totp_sealed.as_ref().map(|_| now);
+    sqlx::query(
+        "INSERT INTO users (id, tenant_id, username, display_name, email, source, external_id, \
+         password_hash, enabled, mfa_required, totp_sealed, totp_enrolled_at, totp_last_step, \
+         created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10, $11, NULL, $12, $12)",
+    )
+    .bind(&user.id)
+    .bind(tenant_id)
+    .bind(normalize_username(&user.username))
+    .bind(&user.display_name)
+    .bind(&user.email)
+    .bind(user.source.as_str())
+    .bind(&user.external_id)
+    .bind(&user.password_hash)
+    .bind(flag(user.mfa_required))
+    .bind(&user.totp_sealed)
+    .bind(enrolled_at)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| match StoreError::from_sqlx(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(format!("user {} exists", user.username)),
+        other => other,
+    })?;
+    for digest in &user.recovery_code_digests {
+        sqlx::query(
+            "INSERT INTO recovery_codes (user_id, code_digest, used_at) VALUES ($1, $2, NULL)",
+        )
+        .bind(&user.id)
+        .bind(digest)
+        .execute(&mut **tx)
+        .await
+        .db()?;
+    }
+    sqlx::query_as::<_, User>(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE id = $1"
+    ))
+    .bind(&user.id)
+    .fetch_one(&mut **tx)
+    .await
+    .db()
+}
+
+fn not_found_if_none(rows: u64) -> Result<(), StoreError> {
+    if rows == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+impl Store {
+    // ---- domains -------------------------------------------------------------
+
+    /// Adds an unverified domain to a tenant.
+    pub async fn add_domain(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        verification_token: &str,
+        now: UnixTime,
+    ) -> Result<Domain, StoreError> {
+        let name = name.trim().to_lowercase();
+        sqlx::query(
+            "INSERT INTO domains (tenant_id, name, verified, verification_token, auth_mode, created_at) \
+             VALUES ($1, $2, 0, $3, 'cloud', $4)",
+        )
+        .bind(tenant_id)
+        .bind(&name)
+        .bind(verification_token)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .db()?;
+        self.domain(tenant_id, &name).await
+    }
+
+    /// One domain of a tenant.
+    pub async fn domain(&self, tenant_id: &str, name: &str) -> Result<Domain, StoreError> {
+        sqlx::query_as::<_, Domain>(concat!(
+            "SELECT ",
+            domain_columns!(),
+            " FROM domains WHERE tenant_id = $1 AND name = $2"
+        ))
+        .bind(tenant_id)
+        .bind(name)
+        .fetch_one(&self.pool)
+        .await
+        .db()
+    }
+
+    /// The domains of a tenant.
+    pub async fn domains(&self, tenant_id: &str) -> Result<Vec<Domain>, StoreError> {
+        sqlx::query_as::<_, Domain>(concat!(
+            "SELECT ",
+            domain_columns!(),
+            " FROM domains WHERE tenant_id = $1 ORDER BY name"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+        .db()
+    }
+
+    /// Marks a domain verified. Fails with a conflict if another tenant has
+    /// already verified the same name.
+    pub async fn verify_domain(&self, tenant_id: &str, name: &str) -> Result<(), StoreError> {
+        let done =
+            sqlx::query("UPDATE domains SET verified = 1 WHERE tenant_id = $1 AND name = $2")
+                .bind(tenant_id)
+                .bind(name)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| match StoreError::from_sqlx(e) {
+                    StoreError::Conflict(_) => {
+                        StoreError::Conflict(format!("domain {name} is verified by another tenant"))
+                    }
+                    other => other,
+                })?;
+        not_found_if_none(done.rows_affected())
+    }
+
+    /// Sets how passwords of a domain's users are checked.
+    pub async fn set_domain_auth_mode(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        mode: DomainAuthMode,
+    ) -> Result<(), StoreError> {
+        let done =
+            sqlx::query("UPDATE domains SET auth_mode = $1 WHERE tenant_id = $2 AND name = $3")
+                .bind(mode.as_str())
+                .bind(tenant_id)
+                .bind(name)
+                .execute(&self.pool)
+                .await
+                .db()?;
+        not_found_if_none(done.rows_affected())
+    }
+
+    /// Removes a domain. Refused while users of the tenant still sign in with it.
+    pub async fn remove_domain(&self, tenant_id: &str, name: &str) -> Result<(), StoreError> {
+        let users: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND username LIKE $2",
+        )
+        .bind(tenant_id)
+        .bind(format!("%@{}", name.replace(['%', '_'], "")))
+        .fetch_one(&self.pool)
+        .await
+        .db()?;
+        if users > 0 {
+            return Err(StoreError::Conflict(format!(
+                "{users} users still use domain {name}"
+            )));
+        }
+        let done = sqlx::query("DELETE FROM domains WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .db()?;
+        not_found_if_none(done.rows_affected())
+    }
+
+    // ---- users ---------------------------------------------------------------
+
+    /// Creates a user in a tenant.
+    pub async fn create_user(
+        &self,
+        tenant_id: &str,
+        user: NewUser,
+        now: UnixTime,
+    ) -> Result<User, StoreError> {
+        let mut tx = self.pool.begin().await.db()?;
+        let user = insert_user(&mut tx, tenant_id, user, now).await?;
+        tx.commit().await.db()?;
+        Ok(user)
+    }
+
+    /// The user with this ID in this tenant.
+    pub async fn user(&self, tenant_id: &str, id: &str) -> Result<User, StoreError> {
+        sqlx::query_as::<_, User>(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .db()
+    }
+
+    /// The user with this sign-in name in this tenant.
+    pub async fn user_by_username(
+        &self,
+        tenant_id: &str,
+        username: &str,
+    ) -> Result<User, StoreError> {
+        sqlx::query_as::<_, User>(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE tenant_id = $1 AND username = $2"
+        ))
+        .bind(tenant_id)
+        .bind(normalize_username(username))
+        .fetch_one(&self.pool)
+        .await
+        .db()
+    }
+
+    /// The users of a tenant, by name.
+    pub async fn users(&self, tenant_id: &str) -> Result<Vec<User>, StoreError> {
+        sqlx::query_as::<_, User>(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE tenant_id = $1 ORDER BY username"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+        .db()
+    }
+
+    /// Applies a profile update.
+    pub async fn update_user(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        update: &UserUpdate,
+        now: UnixTime,
+    ) -> Result<User, StoreError> {
+        let current = self.user(tenant_id, id).await?;
+        let display_name = update.display_name.clone().unwrap_or(current.display_name);
+        let email = update.email.clone().unwrap_or(current.email);
+        let enabled = update.enabled.unwrap_or(current.enabled);
+        let mfa_required = update.mfa_required.unwrap_or(current.mfa_required);
+        sqlx::query(
+            "UPDATE users SET display_name = $1, email = $2, enabled = $3, mfa_required = $4, \
+             updated_at = $5 WHERE tenant_id = $6 AND id = $7",
+        )
+        .bind(display_name)
+        .bind(email)
+        .bind(flag(enabled))
+        .bind(flag(mfa_required))
+        .bind(now)
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .db()?;
+        self.user(tenant_id, id).await
+    }
+
+    /// Replaces a cloud user's password hash.
+    pub async fn set_password_hash(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        hash: &str,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = $1, updated_at = $2 \
+             WHERE tenant_id = $3 AND id = $4 AND source = 'cloud'",
+        )
+        .bind(hash)
+        .bind(now)
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .db()?;
+        not_found_if_none(done.rows_affected())
+    }
+
+    /// Deletes a user and everything that hangs off it (sessions, tokens, roles).
+    pub async fn delete_user(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .db()?;
+        not_found_if_none(done.rows_affected())
+    }
+
+    // ---- MFA -----------------------------------------------------------------
+
+    /// Completes TOTP enrolment: stores the sealed seed, the step just used and the
+    /// recovery codes (replacing any earlier ones).
+    pub async fn enroll_totp(
+        &self,
+        user_id: &str,
+        sealed_seed: &[u8],
+        used_step: i64,
+        recovery_code_digests: &[Vec<u8>],
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.db()?;
+        let done = sqlx::query(
+            "UPDATE users SET totp_sealed = $1, totp_enrolled_at = $2, totp_last_step = $3, \
+             updated_at = $2 WHERE id = $4",
+        )
+        .bind(sealed_seed)
+        .bind(now)
+        .bind(used_step)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        not_found_if_none(done.rows_affected())?;
+        sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        for digest in recovery_code_digests {
+            sqlx::query(
+                "INSERT INTO recovery_codes (user_id, code_digest, used_at) VALUES ($1, $2, NULL)",
+            )
+            .bind(user_id)
+            .bind(digest)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        }
+        tx.commit().await.db()
+    }
+
+    /// Records that TOTP step `step` was used, if it is later than the last one.
+    /// Returns false when the step (or a later one) was already used: a replay.
+    pub async fn advance_totp_step(&self, user_id: &str, step: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE users SET totp_last_step = $1 \
+             WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $1)",
+        )
+        .bind(step)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await
+        .db()?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Uses a recovery code once. Returns false if it is unknown or already used.
+    pub async fn use_recovery_code(
+        &self,
+        user_id: &str,
+        code_digest: &[u8],
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE recovery_codes SET used_at = $1 \
+             WHERE user_id = $2 AND code_digest = $3 AND used_at IS NULL",
+        )
+        .bind(now)
+        .bind(user_id)
+        .bind(code_digest)
+        .execute(&self.pool)
+        .await
+        .db()?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// How many unused recovery codes a user has left.
+    pub async fn recovery_codes_left(&self, user_id: &str) -> Result<i64, StoreError> {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
+        )
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await
+        .db()
+    }
+
+    /// Removes a user's TOTP and recovery codes, so they enrol again on next need.
+    pub async fn reset_mfa(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.db()?;
+        let done = sqlx::query(
+            "UPDATE users SET totp_sealed = NULL, totp_enrolled_at = NULL, totp_last_step = NULL, \
+             updated_at = $1 WHERE tenant_id = $2 AND id = $3",
+        )
+        .bind(now)
+        .bind(tenant_id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        not_found_if_none(done.rows_affected())?;
+        sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        tx.commit().await.db()
+    }
+
+    // ---- groups --------------------------------------------------------------
+
+    /// Creates a cloud group.
+    pub async fn create_group(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        description: &str,
+        now: UnixTime,
+    ) -> Result<Group, StoreError> {
+        let id = new_id();
+        sqlx::query(
+            "INSERT INTO groups (id, tenant_id, name, description, source, external_id, created_at) \
+             VALUES ($1, $2, $3, $4, 'cloud', NULL, $5)",
+        )
+        .bind(&id)
+        .bind(tenant_id)
+        .bind(name)
+        .bind(description)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match StoreError::from_sqlx(e) {
+            StoreError::Conflict(_) => StoreError::Conflict(format!("group {name} exists")),
+            other => other,
+        })?;
+        self.group(tenant_id, &id).await
+    }
+
+    /// One group of a tenant.
+    pub async fn group(&self, tenant_id: &str, id: &str) -> Result<Group, StoreError> {
+        sqlx::query_as::<_, Group>(concat!(
+            "SELECT ",
+            group_columns!(),
+            " FROM groups WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .db()
+    }
+
+    /// The groups of a tenant, by name.
+    pub async fn groups(&self, tenant_id: &str) -> Result<Vec<Group>, StoreError> {
+        sqlx::query_as::<_, Group>(concat!(
+            "SELECT ",
+            group_columns!(),
+            " FROM groups WHERE tenant_id = $1 ORDER BY name"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+        .db()
+    }
+
+    /// Deletes a group (memberships go with it).
+    pub async fn delete_group(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM groups WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .db()?;
+        not_found_if_none(done.rows_affected())
+    }
+
+    /// Adds a user to a group; both must belong to `tenant_id`. Idempotent.
+    pub async fn add_member(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+        user_id: &str,
+    ) -> Result<(), StoreError> {
+        self.group(tenant_id, group_id).await?;
+        self.user(tenant_id, user_id).await?;
+        let exists: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM group_members WHERE group_id = $1 AND user_id = $2",
+        )
+        .bind(group_id)
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await
+        .db()?;
+        if exists == 0 {
+            sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2)")
+                .bind(group_id)
+                .bind(user_id)
+                .execute(&self.pool)
+                .await
+                .db()?;
+        }
+        Ok(())
+    }
+
+    /// Removes a user from a group of `tenant_id`.
+    pub async fn remove_member(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+        user_id: &str,
+    ) -> Result<(), StoreError> {
+        self.group(tenant_id, group_id).await?;
+        let done = sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
+            .bind(group_id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .db()?;
+        not_found_if_none(done.rows_affected())
+    }
+
+    /// The members of a group of `tenant_id`.
+    pub async fn group_members(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+    ) -> Result<Vec<User>, StoreError> {
+        self.group(tenant_id, group_id).await?;
+        sqlx::query_as::<_, User>(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE id IN (SELECT user_id FROM group_members WHERE group_id = $1) \
+             ORDER BY username"
+        ))
+        .bind(group_id)
+        .fetch_all(&self.pool)
+        .await
+        .db()
+    }
+
+    /// The groups a user belongs to.
+    pub async fn user_groups(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+    ) -> Result<Vec<Group>, StoreError> {
+        sqlx::query_as::<_, Group>(concat!(
+            "SELECT ",
+            group_columns!(),
+            " FROM groups WHERE tenant_id = $1 \
+             AND id IN (SELECT group_id FROM group_members WHERE user_id = $2) ORDER BY name"
+        ))
+        .bind(tenant_id)
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .db()
+    }
+}

@@ -1,0 +1,61 @@
+//! The store's error type: each variant says what the caller should do.
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The record does not exist (or not in the caller's tenant): a 404 for the
+    /// client, never a hint that it exists elsewhere.
+    #[error("not found")]
+    NotFound,
+    /// A unique name is taken or a referenced record is missing: a 409 for the
+    /// client, with this short description.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database is unreachable or overloaded: a 503; the request may be retried.
+    #[error("database unavailable: {0}")]
+    Unavailable(sqlx::Error),
+    /// The configuration names no usable database; the operator must fix it.
+    #[error("database configuration: {0}")]
+    Config(String),
+    /// The schema could not be brought up to date; the service must not start.
+    #[error("database migration failed: {0}")]
+    Migration(String),
+    /// Stored data violates an invariant (e.g. an unknown enum value): an internal
+    /// error to investigate, never shown to the client.
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Classifies a database error: unique and foreign-key violations are conflicts,
+    /// a missing row is `NotFound`, the rest means the database is unavailable.
+    pub(crate) fn from_sqlx(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict("already exists".into())
+            }
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                StoreError::Conflict("refers to a record that does not exist".into())
+            }
+            _ => StoreError::Unavailable(e),
+        }
+    }
+
+    /// Whether the caller may retry the same operation later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Shorthand for mapping sqlx results.
+pub(crate) trait SqlxResultExt<T> {
+    /// Maps the error with [`StoreError::from_sqlx`].
+    fn db(self) -> Result<T, StoreError>;
+}
+
+impl<T> SqlxResultExt<T> for Result<T, sqlx::Error> {
+    fn db(self) -> Result<T, StoreError> {
+        self.map_err(StoreError::from_sqlx)
+    }
+}

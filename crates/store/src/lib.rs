@@ -1,0 +1,241 @@
+//! Persistent state of the service on SQLite (embedded) or PostgreSQL (scale-out).
+//!
+//! One [`Store`] type serves both databases: queries go through sqlx's `Any` driver
+//! with `$N` placeholders, and only the migrations differ per dialect
+//! (`migrations/sqlite`, `migrations/postgres`, same numbering). Timestamps are Unix
+//! seconds and flags are 0/1 integers so that every column decodes the same way on
+//! both. Every method that depends on time takes `now` from the caller.
+//!
+//! Secrets never enter the store in clear: bearer secrets (codes, tokens, session
+//! IDs) are kept as SHA-256 digests, secrets that must be read back are sealed by
+//! `postern-keyring` before they arrive here, and passwords only as argon2id hashes.
+#![warn(missing_docs)]
+
+mod audit;
+mod clients;
+mod directory;
+mod error;
+mod flows;
+mod keys;
+mod lockout;
+mod oauth;
+mod roles;
+mod sessions;
+mod setup;
+mod signin_log;
+mod tenants;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+pub use audit::{AuditEntry, AuditVerification, NewAuditEntry};
+pub use clients::{NewOAuthClient, OAuthClient};
+pub use directory::{
+    Domain, DomainAuthMode, Group, NewUser, User, UserSource, UserUpdate, normalize_username,
+};
+pub use error::StoreError;
+pub use flows::FlowRecord;
+pub use keys::SigningKeyRecord;
+pub use lockout::{LocationClass, LockoutState};
+pub use oauth::{
+    AuthCode, CodeRedemption, DeviceCode, DeviceStatus, RefreshRotation, RefreshToken,
+};
+pub use roles::Role;
+pub use sessions::Session;
+pub use signin_log::{SigninEvent, SigninOutcome};
+pub use tenants::{NewTenant, Tenant, TenantSettings};
+
+/// Which database the store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// An SQLite file: the embedded default.
+    Sqlite,
+    /// PostgreSQL: for several service instances.
+    Postgres,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connection and migration handle to the service's database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// How to reach the database.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// `sqlite:///path/to/file.db` or `postgres://user@host:port/db`. A
+    /// `?options=-c search_path=NAME` suffix selects a PostgreSQL schema.
+    pub url: String,
+    /// Upper bound on open connections.
+    pub max_connections: u32,
+    /// How long a caller waits for a free connection before getting
+    /// [`StoreError::Unavailable`].
+    pub acquire_timeout: Duration,
+}
+
+impl StoreOptions {
+    /// Options for `url` with the default pool size and deadline.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Store {
+    /// Connects to the database named by `options.url` and brings its schema up to
+    /// date.
+    pub async fn connect(options: &StoreOptions) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if options.url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if options.url.starts_with("postgres:") || options.url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Config(
+                "database url must start with sqlite: or postgres:".into(),
+            ));
+        };
+        let mut url = options.url.clone();
+        if backend == Backend::Sqlite && !url.contains('?') {
+            url.push_str("?mode=rwc");
+        }
+        let connect_options = AnyConnectOptions::from_str(&url)
+            .map_err(|e| StoreError::Config(format!("database url: {e}")))?;
+        let mut pool_options = AnyPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout);
+        if backend == Backend::Sqlite {
+            pool_options = pool_options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; \
+                         PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool_options
+            .connect_with(connect_options)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let store = Self { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    /// The connection pool, for tests that must reach under the store's API.
+    #[cfg(feature = "testing")]
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Checks that the database answers, for readiness probes.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    /// Closes all connections, waiting for checked-out ones to come back.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Deletes expired short-lived records (sign-in flows, codes, device codes,
+    /// ended sessions, used refresh tokens past their family lifetime). Returns how
+    /// many rows went.
+    pub async fn purge_expired(&self, now: postern_time::UnixTime) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        for sql in [
+            "DELETE FROM signin_flows WHERE expires_at < $1",
+            "DELETE FROM auth_codes WHERE expires_at < $1",
+            "DELETE FROM device_codes WHERE expires_at < $1",
+            "DELETE FROM sessions WHERE expires_at < $1",
+            "DELETE FROM refresh_tokens WHERE family_expires_at < $1",
+            "DELETE FROM setup_codes WHERE expires_at < $1",
+        ] {
+            removed += sqlx::query(sql)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::from_sqlx)?
+                .rows_affected();
+        }
+        Ok(removed)
+    }
+}
+
+/// A fresh random identifier for a new row.
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A 0/1 integer column read as `bool`.
+#[derive(sqlx::Type)]
+#[sqlx(transparent)]
+pub(crate) struct DbFlag(i64);
+
+impl From<DbFlag> for bool {
+    fn from(flag: DbFlag) -> bool {
+        flag.0 != 0
+    }
+}
+
+/// The integer stored for `flag`.
+pub(crate) fn flag(flag: bool) -> i64 {
+    i64::from(flag)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    fn names(dir: &str) -> BTreeSet<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn both_dialects_have_the_same_migrations() {
+        let base = env!("CARGO_MANIFEST_DIR");
+        let sqlite = names(&format!("{base}/migrations/sqlite"));
+        let postgres = names(&format!("{base}/migrations/postgres"));
+        assert!(!sqlite.is_empty());
+        assert_eq!(sqlite, postgres);
+    }
+}

@@ -1,0 +1,1040 @@
+//! The store's behaviour, run identically against SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use postern_store::testing::TestDatabase;
+use postern_store::*;
+use postern_time::UnixTime;
+
+const T0: UnixTime = UnixTime::from_secs(1_700_000_000);
+
+fn at(secs: i64) -> UnixTime {
+    UnixTime::from_secs(T0.secs() + secs)
+}
+
+async fn store(backend: Backend) -> (TestDatabase, Store) {
+    let db = TestDatabase::new(backend).await.expect("test database");
+    let store = db.store().await.expect("connect and migrate");
+    assert_eq!(store.backend(), backend);
+    (db, store)
+}
+
+fn tenant(name: &str) -> NewTenant {
+    NewTenant {
+        name: name.into(),
+        display_name: name.to_uppercase(),
+        is_system: false,
+        settings: TenantSettings::default(),
+    }
+}
+
+async fn tenant_with_admin(store: &Store, name: &str, domain: &str) -> (Tenant, User) {
+    let admin = NewUser::cloud(
+        &format!("Admin@{domain}"),
+        "Admin",
+        Some("$argon2id$fake".into()),
+    );
+    store
+        .create_tenant_with_admin(tenant(name), domain, admin, None, T0)
+        .await
+        .expect("create tenant")
+}
+
+/// Generates one test per backend from an `async fn(Backend)`.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(postern_store::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(postern_store::Backend::Postgres).await })*
+        }
+    };
+}
+
+on_both!(
+    migrations_are_idempotent,
+    tenants_and_first_admin,
+    setup_code_creates_one_tenant,
+    verified_domain_belongs_to_one_tenant,
+    users_are_scoped_to_their_tenant,
+    groups_and_memberships,
+    roles,
+    mfa_state,
+    oauth_clients,
+    auth_code_is_single_use,
+    refresh_rotation_and_reuse_detection,
+    device_code_lifecycle,
+    flows_expire,
+    sessions_end_with_their_tokens,
+    signing_key_rotation,
+    lockout_counters,
+    audit_chain_detects_tampering,
+    signin_log,
+    purge_expired_records,
+);
+
+async fn migrations_are_idempotent(backend: Backend) {
+    let (db, store) = store(backend).await;
+    tenant_with_admin(&store, "acme", "acme.test").await;
+    // Connecting again runs the migrator again: nothing changes, nothing is lost.
+    let again = db.store().await.unwrap();
+    assert_eq!(again.tenants().await.unwrap().len(), 1);
+    again.ping().await.unwrap();
+}
+
+async fn tenants_and_first_admin(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    assert!(!store.has_tenants().await.unwrap());
+    let (t, admin) = tenant_with_admin(&store, "acme", "acme.test").await;
+    assert!(store.has_tenants().await.unwrap());
+    assert_eq!(
+        admin.username, "admin@acme.test",
+        "usernames are normalized"
+    );
+    assert_eq!(
+        store.user_roles(&admin.id).await.unwrap(),
+        vec![Role::GlobalAdministrator]
+    );
+    assert_eq!(store.tenant_by_name("acme").await.unwrap(), t);
+    assert_eq!(t.lockout_threshold, 10);
+    let d = store.domain(&t.id, "acme.test").await.unwrap();
+    assert!(d.verified);
+    assert_eq!(d.auth_mode, DomainAuthMode::Cloud);
+
+    let dup = store
+        .create_tenant_with_admin(
+            tenant("acme"),
+            "other.test",
+            NewUser::cloud("a@other.test", "A", None),
+            None,
+            T0,
+        )
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    // The failed transaction left nothing behind.
+    assert!(
+        store
+            .domains(&t.id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.name != "other.test")
+    );
+    assert_eq!(store.tenants().await.unwrap().len(), 1);
+
+    let settings = TenantSettings {
+        lockout_threshold: 3,
+        lockout_seconds: 30,
+        require_mfa: true,
+    };
+    store.update_tenant_settings(&t.id, settings).await.unwrap();
+    let t2 = store.tenant(&t.id).await.unwrap();
+    assert_eq!(
+        (t2.lockout_threshold, t2.lockout_seconds, t2.require_mfa),
+        (3, 30, true)
+    );
+
+    store.delete_tenant(&t.id).await.unwrap();
+    assert!(matches!(
+        store.user(&t.id, &admin.id).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn setup_code_creates_one_tenant(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let code = b"digest-of-code".to_vec();
+    store.create_setup_code(&code, T0, at(600)).await.unwrap();
+    assert!(store.setup_code_valid(&code, at(1)).await.unwrap());
+    assert!(
+        !store.setup_code_valid(&code, at(601)).await.unwrap(),
+        "expired"
+    );
+
+    let mk = |n: &str| NewTenant {
+        is_system: true,
+        ..tenant(n)
+    };
+    store
+        .create_tenant_with_admin(
+            mk("first"),
+            "first.test",
+            NewUser::cloud("a@first.test", "A", None),
+            Some(&code),
+            at(5),
+        )
+        .await
+        .unwrap();
+    let second = store
+        .create_tenant_with_admin(
+            mk("second"),
+            "second.test",
+            NewUser::cloud("a@second.test", "A", None),
+            Some(&code),
+            at(6),
+        )
+        .await;
+    assert!(
+        matches!(second, Err(StoreError::NotFound)),
+        "a used code is refused: {second:?}"
+    );
+    assert!(!store.setup_code_valid(&code, at(7)).await.unwrap());
+    assert!(store.tenant_by_name("second").await.is_err());
+
+    let system = store.tenant_by_name("first").await.unwrap();
+    assert!(system.is_system);
+    assert!(
+        matches!(
+            store.delete_tenant(&system.id).await,
+            Err(StoreError::NotFound)
+        ),
+        "system tenant is not deletable"
+    );
+}
+
+async fn verified_domain_belongs_to_one_tenant(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, _) = tenant_with_admin(&store, "a", "a.test").await;
+    let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
+    // B may claim a.test, but never verify it while A holds it.
+    let claim = store.add_domain(&b.id, "A.test", "tok", T0).await.unwrap();
+    assert_eq!(claim.name, "a.test");
+    assert!(!claim.verified);
+    assert!(matches!(
+        store.verify_domain(&b.id, "a.test").await,
+        Err(StoreError::Conflict(_))
+    ));
+    // A new domain verifies; removing it works while unused, not while in use.
+    store
+        .add_domain(&a.id, "new.test", "tok2", T0)
+        .await
+        .unwrap();
+    store.verify_domain(&a.id, "new.test").await.unwrap();
+    store
+        .set_domain_auth_mode(&a.id, "new.test", DomainAuthMode::Passthrough)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.domain(&a.id, "new.test").await.unwrap().auth_mode,
+        DomainAuthMode::Passthrough
+    );
+    store
+        .create_user(&a.id, NewUser::cloud("x@new.test", "X", None), T0)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.remove_domain(&a.id, "new.test").await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.remove_domain(&b.id, "a.test").await.unwrap();
+    assert_eq!(store.domains(&b.id).await.unwrap().len(), 1);
+}
+
+async fn users_are_scoped_to_their_tenant(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, _) = tenant_with_admin(&store, "a", "a.test").await;
+    let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
+    let u = store
+        .create_user(
+            &a.id,
+            NewUser::cloud(" Bob@A.test ", "Bob", Some("h1".into())),
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(u.username, "bob@a.test");
+    assert!(u.enabled);
+    assert_eq!(
+        store
+            .user_by_username(&a.id, "BOB@a.test")
+            .await
+            .unwrap()
+            .id,
+        u.id
+    );
+    // Tenant B cannot see, change or delete A's user.
+    assert!(matches!(
+        store.user(&b.id, &u.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.user_by_username(&b.id, "bob@a.test").await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.delete_user(&b.id, &u.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.set_password_hash(&b.id, &u.id, "h2", T0).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        store
+            .update_user(&b.id, &u.id, &UserUpdate::default(), T0)
+            .await
+            .is_err()
+    );
+
+    let dup = store
+        .create_user(&a.id, NewUser::cloud("bob@a.test", "Bob 2", None), T0)
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))));
+    // The same name in another tenant is a different account.
+    store
+        .create_user(&b.id, NewUser::cloud("bob@a.test", "Other Bob", None), T0)
+        .await
+        .unwrap();
+
+    let updated = store
+        .update_user(
+            &a.id,
+            &u.id,
+            &UserUpdate {
+                display_name: Some("Robert".into()),
+                email: Some(Some("r@a.test".into())),
+                enabled: Some(false),
+                mfa_required: Some(true),
+            },
+            at(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            updated.display_name.as_str(),
+            updated.email.as_deref(),
+            updated.enabled,
+            updated.mfa_required
+        ),
+        ("Robert", Some("r@a.test"), false, true)
+    );
+    assert_eq!(updated.updated_at, at(10));
+    store
+        .set_password_hash(&a.id, &u.id, "h2", T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .user(&a.id, &u.id)
+            .await
+            .unwrap()
+            .password_hash
+            .as_deref(),
+        Some("h2")
+    );
+    assert_eq!(store.users(&a.id).await.unwrap().len(), 2);
+    store.delete_user(&a.id, &u.id).await.unwrap();
+    assert_eq!(store.users(&a.id).await.unwrap().len(), 1);
+    // The Debug form of a user never shows its password hash or TOTP seed.
+    let admin = store.users(&a.id).await.unwrap().remove(0);
+    assert!(!format!("{admin:?}").contains("argon2"));
+}
+
+async fn groups_and_memberships(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, alice) = tenant_with_admin(&store, "a", "a.test").await;
+    let (b, bob) = tenant_with_admin(&store, "b", "b.test").await;
+    let g = store
+        .create_group(&a.id, "staff", "All staff", T0)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_group(&a.id, "staff", "", T0).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.add_member(&a.id, &g.id, &alice.id).await.unwrap();
+    store.add_member(&a.id, &g.id, &alice.id).await.unwrap(); // idempotent
+    assert_eq!(store.group_members(&a.id, &g.id).await.unwrap().len(), 1);
+    assert_eq!(
+        store.user_groups(&a.id, &alice.id).await.unwrap(),
+        vec![g.clone()]
+    );
+    // No cross-tenant membership, in either direction.
+    assert!(matches!(
+        store.add_member(&a.id, &g.id, &bob.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.add_member(&b.id, &g.id, &bob.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.group_members(&b.id, &g.id).await,
+        Err(StoreError::NotFound)
+    ));
+    store.remove_member(&a.id, &g.id, &alice.id).await.unwrap();
+    assert!(matches!(
+        store.remove_member(&a.id, &g.id, &alice.id).await,
+        Err(StoreError::NotFound)
+    ));
+    store.delete_group(&a.id, &g.id).await.unwrap();
+    assert!(store.groups(&a.id).await.unwrap().is_empty());
+}
+
+async fn roles(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, admin) = tenant_with_admin(&store, "a", "a.test").await;
+    let u = store
+        .create_user(&a.id, NewUser::cloud("u@a.test", "U", None), T0)
+        .await
+        .unwrap();
+    store
+        .assign_role(&u.id, Role::ApplicationAdministrator, T0)
+        .await
+        .unwrap();
+    store
+        .assign_role(&u.id, Role::ApplicationAdministrator, T0)
+        .await
+        .unwrap();
+    store
+        .assign_role(&u.id, Role::HybridIdentityAdministrator, T0)
+        .await
+        .unwrap();
+    assert_eq!(store.user_roles(&u.id).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .count_role_holders(&a.id, Role::GlobalAdministrator)
+            .await
+            .unwrap(),
+        1
+    );
+    store
+        .revoke_role(&u.id, Role::ApplicationAdministrator)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .revoke_role(&u.id, Role::ApplicationAdministrator)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store.user_roles(&u.id).await.unwrap(),
+        vec![Role::HybridIdentityAdministrator]
+    );
+    // A disabled admin does not count as a holder.
+    store
+        .update_user(
+            &a.id,
+            &admin.id,
+            &UserUpdate {
+                enabled: Some(false),
+                ..Default::default()
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .count_role_holders(&a.id, Role::GlobalAdministrator)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+async fn mfa_state(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, u) = tenant_with_admin(&store, "a", "a.test").await;
+    let codes = vec![b"c1".to_vec(), b"c2".to_vec()];
+    store
+        .enroll_totp(&u.id, b"sealed", 100, &codes, at(1))
+        .await
+        .unwrap();
+    let got = store.user(&a.id, &u.id).await.unwrap();
+    assert_eq!(got.totp_sealed.as_deref(), Some(&b"sealed"[..]));
+    assert_eq!(got.totp_enrolled_at, Some(at(1)));
+    // Steps only move forward: a replayed or older step is refused.
+    assert!(!store.advance_totp_step(&u.id, 100).await.unwrap());
+    assert!(!store.advance_totp_step(&u.id, 99).await.unwrap());
+    assert!(store.advance_totp_step(&u.id, 101).await.unwrap());
+    // Recovery codes work once.
+    assert_eq!(store.recovery_codes_left(&u.id).await.unwrap(), 2);
+    assert!(store.use_recovery_code(&u.id, b"c1", at(2)).await.unwrap());
+    assert!(!store.use_recovery_code(&u.id, b"c1", at(3)).await.unwrap());
+    assert!(
+        !store
+            .use_recovery_code(&u.id, b"nope", at(3))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.recovery_codes_left(&u.id).await.unwrap(), 1);
+    store.reset_mfa(&a.id, &u.id, at(4)).await.unwrap();
+    let got = store.user(&a.id, &u.id).await.unwrap();
+    assert!(got.totp_sealed.is_none() && got.totp_last_step.is_none());
+    assert_eq!(store.recovery_codes_left(&u.id).await.unwrap(), 0);
+}
+
+fn client(id: &str) -> NewOAuthClient {
+    NewOAuthClient {
+        client_id: id.into(),
+        name: "App".into(),
+        secret_digest: Some(vec![1, 2, 3]),
+        redirect_uris: vec!["https://app.test/cb".into()],
+        post_logout_redirect_uris: vec![],
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        scopes: vec![],
+        builtin: false,
+    }
+}
+
+async fn oauth_clients(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, _) = tenant_with_admin(&store, "a", "a.test").await;
+    let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
+    let c = store
+        .create_client(&a.id, &client("app"), T0)
+        .await
+        .unwrap();
+    assert!(c.is_confidential() && c.allows_grant("refresh_token") && !c.allows_grant("password"));
+    assert_eq!(c.redirect_uris, vec!["https://app.test/cb".to_string()]);
+    assert!(matches!(
+        store.create_client(&a.id, &client("app"), T0).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.client(&b.id, "app").await,
+        Err(StoreError::NotFound)
+    ));
+    let builtin = NewOAuthClient {
+        builtin: true,
+        secret_digest: None,
+        ..client("cli")
+    };
+    store.create_client(&a.id, &builtin, T0).await.unwrap();
+    assert!(
+        matches!(
+            store.delete_client(&a.id, "cli").await,
+            Err(StoreError::NotFound)
+        ),
+        "builtin clients stay"
+    );
+    assert!(matches!(
+        store.delete_client(&b.id, "app").await,
+        Err(StoreError::NotFound)
+    ));
+    store.delete_client(&a.id, "app").await.unwrap();
+    assert_eq!(store.clients(&a.id).await.unwrap().len(), 1);
+}
+
+fn code_for(t: &Tenant, u: &User, family: &str) -> AuthCode {
+    AuthCode {
+        tenant_id: t.id.clone(),
+        client_id: "app".into(),
+        user_id: u.id.clone(),
+        session_id: None,
+        redirect_uri: "https://app.test/cb".into(),
+        scope: "openid".into(),
+        nonce: Some("n".into()),
+        code_challenge: "ch".into(),
+        auth_time: T0,
+        amr: "pwd".into(),
+        family_id: family.into(),
+        expires_at: at(60),
+    }
+}
+
+fn refresh_for(t: &Tenant, u: &User, family: &str) -> RefreshToken {
+    RefreshToken {
+        family_id: family.into(),
+        tenant_id: t.id.clone(),
+        client_id: "app".into(),
+        user_id: u.id.clone(),
+        session_id: None,
+        scope: "openid offline_access".into(),
+        auth_time: T0,
+        amr: "pwd".into(),
+        expires_at: at(1000),
+        family_expires_at: at(5000),
+    }
+}
+
+async fn auth_code_is_single_use(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, u) = tenant_with_admin(&store, "a", "a.test").await;
+    let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
+    store
+        .create_auth_code(b"code", &code_for(&a, &u, "fam1"), T0)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.redeem_auth_code(&b.id, b"code", at(1)).await.unwrap(),
+        CodeRedemption::Unknown
+    ));
+    let CodeRedemption::Redeemed(code) =
+        store.redeem_auth_code(&a.id, b"code", at(1)).await.unwrap()
+    else {
+        panic!("first redemption must succeed")
+    };
+    assert_eq!(code.nonce.as_deref(), Some("n"));
+    // Tokens issued from the code are revoked when the code is replayed.
+    store
+        .create_refresh_token(b"rt1", &refresh_for(&a, &u, "fam1"), at(1))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.redeem_auth_code(&a.id, b"code", at(2)).await.unwrap(),
+        CodeRedemption::Replayed
+    ));
+    assert!(matches!(
+        store
+            .rotate_refresh_token(&a.id, "app", b"rt1", b"rt2", at(1000), at(3))
+            .await
+            .unwrap(),
+        RefreshRotation::Invalid
+    ));
+    assert!(matches!(
+        store.redeem_auth_code(&a.id, b"nope", at(2)).await.unwrap(),
+        CodeRedemption::Unknown
+    ));
+}
+
+async fn refresh_rotation_and_reuse_detection(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, u) = tenant_with_admin(&store, "a", "a.test").await;
+    store
+        .create_refresh_token(b"r1", &refresh_for(&a, &u, "fam"), T0)
+        .await
+        .unwrap();
+    // Another client cannot use it (and does not burn it).
+    assert!(matches!(
+        store
+            .rotate_refresh_token(&a.id, "other", b"r1", b"x", at(9999), at(1))
+            .await
+            .unwrap(),
+        RefreshRotation::Invalid
+    ));
+    let RefreshRotation::Rotated(old) = store
+        .rotate_refresh_token(&a.id, "app", b"r1", b"r2", at(9999), at(1))
+        .await
+        .unwrap()
+    else {
+        panic!("rotation must succeed")
+    };
+    assert_eq!(old.family_id, "fam");
+    // The new token is capped at the family's end and works once.
+    let RefreshRotation::Rotated(second) = store
+        .rotate_refresh_token(&a.id, "app", b"r2", b"r3", at(1000), at(2))
+        .await
+        .unwrap()
+    else {
+        panic!("second rotation must succeed")
+    };
+    assert_eq!(second.expires_at, at(5000), "capped at the family's end");
+    // Reusing r2 (already rotated) revokes the family: r3 is dead too.
+    assert!(matches!(
+        store
+            .rotate_refresh_token(&a.id, "app", b"r2", b"r4", at(1000), at(3))
+            .await
+            .unwrap(),
+        RefreshRotation::Reused
+    ));
+    assert!(matches!(
+        store
+            .rotate_refresh_token(&a.id, "app", b"r3", b"r5", at(1000), at(4))
+            .await
+            .unwrap(),
+        RefreshRotation::Invalid
+    ));
+    // Expiry is enforced.
+    store
+        .create_refresh_token(b"e1", &refresh_for(&a, &u, "fam2"), T0)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .rotate_refresh_token(&a.id, "app", b"e1", b"e2", at(9999), at(1001))
+            .await
+            .unwrap(),
+        RefreshRotation::Invalid
+    ));
+    // Revocation (RFC 7009) kills the family.
+    store
+        .create_refresh_token(b"v1", &refresh_for(&a, &u, "fam3"), T0)
+        .await
+        .unwrap();
+    store
+        .revoke_refresh_token(&a.id, "app", b"v1", at(1))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .rotate_refresh_token(&a.id, "app", b"v1", b"v2", at(9999), at(2))
+            .await
+            .unwrap(),
+        RefreshRotation::Invalid
+    ));
+}
+
+async fn device_code_lifecycle(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, u) = tenant_with_admin(&store, "a", "a.test").await;
+    let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
+    store
+        .create_device_code(b"dev", b"user", &a.id, "cli", "openid", 5, T0, at(600))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .device_code_by_user_code(&b.id, b"user", at(1))
+            .await
+            .is_err(),
+        "not visible to tenant B"
+    );
+    let d = store
+        .device_code_by_user_code(&a.id, b"user", at(1))
+        .await
+        .unwrap();
+    assert_eq!(d.status, DeviceStatus::Pending);
+    store.record_device_poll(b"dev", 10, at(2)).await.unwrap();
+    let d = store.device_code(&a.id, b"dev").await.unwrap();
+    assert_eq!((d.interval_secs, d.last_poll_at), (10, Some(at(2))));
+    assert!(
+        !store.consume_device_code(b"dev").await.unwrap(),
+        "pending cannot be consumed"
+    );
+    assert!(
+        store
+            .decide_device_code(b"dev", Some((&u.id, at(3), "pwd otp")), at(3))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.decide_device_code(b"dev", None, at(4)).await.unwrap(),
+        "decided once"
+    );
+    assert!(
+        store
+            .device_code_by_user_code(&a.id, b"user", at(4))
+            .await
+            .is_err(),
+        "no longer pending"
+    );
+    assert!(store.consume_device_code(b"dev").await.unwrap());
+    assert!(
+        !store.consume_device_code(b"dev").await.unwrap(),
+        "consumed once"
+    );
+    // Expired requests cannot be approved.
+    store
+        .create_device_code(b"dev2", b"user2", &a.id, "cli", "openid", 5, T0, at(600))
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .decide_device_code(b"dev2", Some((&u.id, at(700), "pwd")), at(700))
+            .await
+            .unwrap()
+    );
+}
+
+async fn flows_expire(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, _) = tenant_with_admin(&store, "a", "a.test").await;
+    let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
+    store
+        .create_flow(b"f", &a.id, "{}", T0, at(600))
+        .await
+        .unwrap();
+    assert_eq!(store.flow(b"f", &a.id, at(1)).await.unwrap().data, "{}");
+    assert!(
+        store.flow(b"f", &b.id, at(1)).await.is_err(),
+        "bound to its tenant"
+    );
+    store.update_flow(b"f", "{\"x\":1}").await.unwrap();
+    assert_eq!(
+        store.flow(b"f", &a.id, at(1)).await.unwrap().data,
+        "{\"x\":1}"
+    );
+    assert!(matches!(
+        store.flow(b"f", &a.id, at(600)).await,
+        Err(StoreError::NotFound)
+    ));
+    store.delete_flow(b"f").await.unwrap();
+    assert!(matches!(
+        store.update_flow(b"f", "{}").await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn sessions_end_with_their_tokens(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, u) = tenant_with_admin(&store, "a", "a.test").await;
+    let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
+    let s = store
+        .create_session(b"cookie", &a.id, &u.id, T0, None, "pwd", T0, at(3600))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .session_by_cookie(b"cookie", &a.id, at(1))
+            .await
+            .unwrap(),
+        s
+    );
+    assert!(
+        store
+            .session_by_cookie(b"cookie", &b.id, at(1))
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .session_by_cookie(b"cookie", &a.id, at(3600))
+            .await
+            .is_err(),
+        "expired"
+    );
+    store
+        .mark_session_mfa(&s.id, "pwd otp", at(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.session(&a.id, &s.id, at(3)).await.unwrap().mfa_at,
+        Some(at(2))
+    );
+    let rt = RefreshToken {
+        session_id: Some(s.id.clone()),
+        ..refresh_for(&a, &u, "f")
+    };
+    store.create_refresh_token(b"r", &rt, T0).await.unwrap();
+    store.end_session(&a.id, &s.id, at(5)).await.unwrap();
+    assert!(store.session(&a.id, &s.id, at(6)).await.is_err());
+    assert!(matches!(
+        store
+            .rotate_refresh_token(&a.id, "app", b"r", b"r2", at(999), at(6))
+            .await
+            .unwrap(),
+        RefreshRotation::Invalid
+    ));
+
+    let s2 = store
+        .create_session(b"c2", &a.id, &u.id, T0, None, "pwd", T0, at(3600))
+        .await
+        .unwrap();
+    store
+        .create_refresh_token(b"r3", &refresh_for(&a, &u, "g"), T0)
+        .await
+        .unwrap();
+    store.end_user_sessions(&a.id, &u.id, at(7)).await.unwrap();
+    assert!(store.session(&a.id, &s2.id, at(8)).await.is_err());
+    assert!(matches!(
+        store
+            .rotate_refresh_token(&a.id, "app", b"r3", b"r4", at(999), at(8))
+            .await
+            .unwrap(),
+        RefreshRotation::Invalid
+    ));
+}
+
+fn key(kid: &str) -> SigningKeyRecord {
+    SigningKeyRecord {
+        kid: kid.into(),
+        alg: "RS256".into(),
+        private_sealed: vec![9; 16],
+        public_jwk: format!("{{\"kid\":\"{kid}\"}}"),
+        created_at: T0,
+        retired_at: None,
+        publish_until: None,
+    }
+}
+
+async fn signing_key_rotation(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    assert!(store.active_signing_key().await.unwrap().is_none());
+    store
+        .rotate_signing_key(&key("k1"), at(0), T0)
+        .await
+        .unwrap();
+    store
+        .rotate_signing_key(&key("k2"), at(700), at(100))
+        .await
+        .unwrap();
+    assert_eq!(store.active_signing_key().await.unwrap().unwrap().kid, "k2");
+    let kids = |keys: Vec<SigningKeyRecord>| keys.into_iter().map(|k| k.kid).collect::<Vec<_>>();
+    assert_eq!(
+        kids(store.published_signing_keys(at(699)).await.unwrap()),
+        vec!["k2", "k1"]
+    );
+    assert_eq!(
+        kids(store.published_signing_keys(at(700)).await.unwrap()),
+        vec!["k2"],
+        "retired key leaves the JWKS"
+    );
+    assert!(
+        !format!("{:?}", key("k3")).contains("9, 9"),
+        "Debug hides the sealed key"
+    );
+}
+
+async fn lockout_counters(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, u) = tenant_with_admin(&store, "a", "a.test").await;
+    let fresh = store
+        .lockout_state(&a.id, "x@a.test", LocationClass::Unfamiliar)
+        .await
+        .unwrap();
+    assert_eq!(fresh.failures, 0);
+    let st = LockoutState {
+        failures: 3,
+        lockout_count: 1,
+        locked_until: at(60),
+        last_failure_at: at(1),
+    };
+    store
+        .put_lockout_state(&a.id, "x@a.test", LocationClass::Unfamiliar, &st)
+        .await
+        .unwrap();
+    store
+        .put_lockout_state(&a.id, "x@a.test", LocationClass::Unfamiliar, &st)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .lockout_state(&a.id, "x@a.test", LocationClass::Unfamiliar)
+            .await
+            .unwrap(),
+        st
+    );
+    assert_eq!(
+        store
+            .lockout_state(&a.id, "x@a.test", LocationClass::Familiar)
+            .await
+            .unwrap()
+            .failures,
+        0,
+        "counted apart"
+    );
+    assert!(
+        !store
+            .is_familiar_network(&u.id, "10.0.0.0/24", T0)
+            .await
+            .unwrap()
+    );
+    store
+        .remember_network(&u.id, "10.0.0.0/24", at(10))
+        .await
+        .unwrap();
+    store
+        .remember_network(&u.id, "10.0.0.0/24", at(20))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .is_familiar_network(&u.id, "10.0.0.0/24", at(15))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .is_familiar_network(&u.id, "10.0.0.0/24", at(20))
+            .await
+            .unwrap(),
+        "older than the window"
+    );
+}
+
+async fn audit_chain_detects_tampering(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    for i in 0..5 {
+        let e = NewAuditEntry {
+            tenant_id: Some("t1".into()),
+            actor: "user:1".into(),
+            action: "user.create".into(),
+            target: format!("user:{i}"),
+            detail: serde_json::json!({ "i": i }),
+        };
+        assert_eq!(store.append_audit(&e, at(i)).await.unwrap(), i + 1);
+    }
+    let ok = store.verify_audit_chain().await.unwrap();
+    assert_eq!(
+        ok,
+        AuditVerification {
+            entries: 5,
+            first_broken_seq: None
+        }
+    );
+    assert_eq!(store.audit_entries("t1", 2, 10).await.unwrap().len(), 3);
+    assert!(store.audit_entries("t2", 0, 10).await.unwrap().is_empty());
+
+    // The database refuses changes to the log...
+    let update = sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE seq = 3")
+        .execute(store.pool())
+        .await;
+    assert!(update.is_err(), "audit_log must be append-only");
+    assert!(
+        sqlx::query("DELETE FROM audit_log WHERE seq = 3")
+            .execute(store.pool())
+            .await
+            .is_err()
+    );
+
+    // ...and someone who bypasses that (as the table owner) is caught by the chain.
+    let (disable, enable) = match backend {
+        Backend::Sqlite => ("DROP TRIGGER audit_log_no_update", "SELECT 1"),
+        Backend::Postgres => (
+            "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update",
+            "ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update",
+        ),
+    };
+    sqlx::query(disable).execute(store.pool()).await.unwrap();
+    sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE seq = 3")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query(enable).execute(store.pool()).await.unwrap();
+    let broken = store.verify_audit_chain().await.unwrap();
+    assert_eq!(broken.first_broken_seq, Some(3));
+}
+
+async fn signin_log(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, u) = tenant_with_admin(&store, "a", "a.test").await;
+    for (i, outcome) in [SigninOutcome::BadCredentials, SigninOutcome::Success]
+        .into_iter()
+        .enumerate()
+    {
+        store
+            .log_signin(&SigninEvent {
+                id: String::new(),
+                tenant_id: a.id.clone(),
+                at: at(i as i64),
+                username: u.username.clone(),
+                user_id: Some(u.id.clone()),
+                client_id: Some("app".into()),
+                ip: "192.0.2.1".into(),
+                outcome,
+                detail: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    let events = store.signins(&a.id, T0, 10).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.outcome).collect::<Vec<_>>(),
+        vec![SigninOutcome::BadCredentials, SigninOutcome::Success]
+    );
+    assert_eq!(store.signins(&a.id, at(1), 10).await.unwrap().len(), 1);
+}
+
+async fn purge_expired_records(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, u) = tenant_with_admin(&store, "a", "a.test").await;
+    store
+        .create_flow(b"f", &a.id, "{}", T0, at(10))
+        .await
+        .unwrap();
+    store
+        .create_auth_code(b"c", &code_for(&a, &u, "f"), T0)
+        .await
+        .unwrap();
+    store
+        .create_flow(b"g", &a.id, "{}", T0, at(10_000))
+        .await
+        .unwrap();
+    let removed = store.purge_expired(at(100)).await.unwrap();
+    assert_eq!(removed, 2);
+    assert!(store.flow(b"g", &a.id, at(100)).await.is_ok());
+}

@@ -1,0 +1,1 @@
+//! The security token service: OpenID Connect provider, sign-in pages, MFA and smart lockout.
