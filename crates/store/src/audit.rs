@@ -65,18 +65,30 @@ pub struct AuditVerification {
     pub first_broken_seq: Option<i64>,
 }
 
+/// The fields of an entry that its hash covers.
+#[derive(Clone, Copy)]
+struct Hashed<'a> {
+    seq: i64,
+    tenant_id: Option<&'a str>,
+    at: UnixTime,
+    actor: &'a str,
+    action: &'a str,
+    target: &'a str,
+    detail: &'a str,
+}
+
 /// The hash of an entry: SHA-256 over the previous hash and each field,
 /// length-prefixed so that no two different entries encode the same.
-fn entry_hash(
-    prev: &[u8],
-    seq: i64,
-    tenant_id: Option<&str>,
-    at: UnixTime,
-    actor: &str,
-    action: &str,
-    target: &str,
-    detail: &str,
-) -> Vec<u8> {
+fn entry_hash(prev: &[u8], e: &Hashed<'_>) -> Vec<u8> {
+    let Hashed {
+        seq,
+        tenant_id,
+        at,
+        actor,
+        action,
+        target,
+        detail,
+    } = *e;
     let mut ctx = Context::new(&SHA256);
     let mut field = |bytes: &[u8]| {
         ctx.update(&(bytes.len() as u64).to_be_bytes());
@@ -115,13 +127,15 @@ impl Store {
             };
             let hash = entry_hash(
                 &prev,
-                seq,
-                entry.tenant_id.as_deref(),
-                now,
-                &entry.actor,
-                &entry.action,
-                &entry.target,
-                &detail,
+                &Hashed {
+                    seq,
+                    tenant_id: entry.tenant_id.as_deref(),
+                    at: now,
+                    actor: &entry.actor,
+                    action: &entry.action,
+                    target: &entry.target,
+                    detail: &detail,
+                },
             );
             let inserted = sqlx::query(
                 "INSERT INTO audit_log (seq, tenant_id, at, actor, action, target, detail, prev_hash, hash) \
@@ -192,13 +206,15 @@ impl Store {
                 checked += 1;
                 let recomputed = entry_hash(
                     &prev,
-                    e.seq,
-                    e.tenant_id.as_deref(),
-                    e.at,
-                    &e.actor,
-                    &e.action,
-                    &e.target,
-                    &e.detail,
+                    &Hashed {
+                        seq: e.seq,
+                        tenant_id: e.tenant_id.as_deref(),
+                        at: e.at,
+                        actor: &e.actor,
+                        action: &e.action,
+                        target: &e.target,
+                        detail: &e.detail,
+                    },
                 );
                 if e.seq != expected_seq || e.prev_hash != prev || e.hash != recomputed {
                     return Ok(AuditVerification {

@@ -40,7 +40,7 @@ pub struct AuthCode {
 #[derive(Debug)]
 pub enum CodeRedemption {
     /// First use: the code's grant.
-    Redeemed(AuthCode),
+    Redeemed(Box<AuthCode>),
     /// The code was already used: the tokens issued from it have been revoked.
     Replayed,
     /// No such code in this tenant.
@@ -220,7 +220,7 @@ impl Store {
         .await
         .db()?;
         match (claimed.rows_affected(), code) {
-            (1, Some(code)) => Ok(CodeRedemption::Redeemed(code)),
+            (1, Some(code)) => Ok(CodeRedemption::Redeemed(Box::new(code))),
             (_, Some(code)) => {
                 self.revoke_refresh_family(&code.family_id, now).await?;
                 Ok(CodeRedemption::Replayed)

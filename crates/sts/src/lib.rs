@@ -1,1 +1,246 @@
 //! The security token service: OpenID Connect provider, sign-in pages, MFA and smart lockout.
+//!
+//! Every tenant has its own issuer, `{public_url}/t/{tenant}`, with the standard
+//! endpoints below it (discovery, JWKS, authorize, token, userinfo, device
+//! authorization, revocation, end-session) and the sign-in pages. Tokens are RS256
+//! JWTs signed with installation-wide keys that rotate; access tokens name the
+//! tenant's issuer, so a token of one tenant is refused by every other.
+//!
+//! State lives in the store, not in memory, so any number of instances can serve
+//! behind a load balancer: sign-in flows, codes, sessions and lockout counters are
+//! rows; only caches and the wrong-password memory of smart lockout are per process.
+#![warn(missing_docs)]
+
+pub mod client_ip;
+mod cookies;
+mod error;
+mod keys;
+pub mod lockout;
+mod mfa;
+mod oidc;
+pub mod pages;
+pub mod password;
+mod setup;
+mod signin;
+mod tenants;
+pub mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use postern_keyring::Keyring;
+use postern_store::Store;
+use postern_time::{SharedClock, UnixTime};
+use url::Url;
+
+pub use client_ip::ClientIp;
+pub use error::{OAuthError, StsError};
+pub use keys::{Jwks, PublicJwk};
+pub use password::PasswordHasher;
+pub use setup::SetupCode;
+pub use tenants::{
+    CLI_CLIENT_ID, NewTenantRequest, TenantCreateError, ValidatedTenant, validate_domain,
+    validate_tenant_name, validate_username,
+};
+pub use tokens::{ADMIN_API_AUDIENCE, ADMIN_SCOPE, AccessClaims, TokenError};
+
+/// Lifetimes and knobs of the STS.
+#[derive(Clone, Debug)]
+pub struct StsConfig {
+    /// The URL browsers and clients reach the service at (no trailing slash).
+    pub public_url: Url,
+    /// Lifetime of access tokens.
+    pub access_token_ttl: Duration,
+    /// Lifetime of ID tokens.
+    pub id_token_ttl: Duration,
+    /// Lifetime of one refresh token (it rotates on each use).
+    pub refresh_token_ttl: Duration,
+    /// Lifetime of a refresh-token family, however often it rotates.
+    pub refresh_family_ttl: Duration,
+    /// Lifetime of a browser session at the STS.
+    pub session_ttl: Duration,
+    /// Time a user has to finish a sign-in.
+    pub flow_ttl: Duration,
+    /// Lifetime of authorization codes.
+    pub auth_code_ttl: Duration,
+    /// Lifetime of device codes.
+    pub device_code_ttl: Duration,
+    /// Minimum interval between device-code polls.
+    pub device_poll_interval: Duration,
+    /// Age at which the token-signing key is replaced.
+    pub signing_key_rotation: Duration,
+    /// Lifetime of the first-run setup code.
+    pub setup_code_ttl: Duration,
+    /// Password hashes computed at once.
+    pub password_hash_concurrency: usize,
+}
+
+impl StsConfig {
+    /// Defaults for a service reachable at `public_url`.
+    pub fn new(public_url: Url) -> Self {
+        Self {
+            public_url,
+            access_token_ttl: Duration::from_secs(10 * 60),
+            id_token_ttl: Duration::from_secs(10 * 60),
+            refresh_token_ttl: Duration::from_secs(14 * 24 * 3600),
+            refresh_family_ttl: Duration::from_secs(90 * 24 * 3600),
+            session_ttl: Duration::from_secs(12 * 3600),
+            flow_ttl: Duration::from_secs(15 * 60),
+            auth_code_ttl: Duration::from_secs(60),
+            device_code_ttl: Duration::from_secs(10 * 60),
+            device_poll_interval: Duration::from_secs(5),
+            signing_key_rotation: Duration::from_secs(90 * 24 * 3600),
+            setup_code_ttl: Duration::from_secs(3600),
+            password_hash_concurrency: 4,
+        }
+    }
+
+    /// The longest lifetime of a signed token (how long a retired key stays
+    /// published).
+    pub fn longest_token_ttl(&self) -> Duration {
+        self.access_token_ttl.max(self.id_token_ttl)
+    }
+}
+
+/// The security token service.
+pub struct Sts {
+    store: Store,
+    keyring: Arc<Keyring>,
+    clock: SharedClock,
+    config: StsConfig,
+    keys: keys::SigningKeys,
+    lockout: Arc<lockout::SmartLockout>,
+    hasher: PasswordHasher,
+    base: String,
+}
+
+impl std::fmt::Debug for Sts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sts")
+            .field("public_url", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sts {
+    /// Builds the STS and makes sure a token-signing key exists (rotating it if it
+    /// is older than the configured age).
+    pub async fn new(
+        store: Store,
+        keyring: Arc<Keyring>,
+        clock: SharedClock,
+        config: StsConfig,
+    ) -> Result<Arc<Self>, StsError> {
+        let base = config.public_url.as_str().trim_end_matches('/').to_owned();
+        let sts = Arc::new(Self {
+            keys: keys::SigningKeys::new(store.clone(), keyring.clone()),
+            lockout: Arc::new(lockout::SmartLockout::new()?),
+            hasher: PasswordHasher::new(config.password_hash_concurrency),
+            store,
+            keyring,
+            clock,
+            config,
+            base,
+        });
+        sts.maintain_signing_keys().await?;
+        Ok(sts)
+    }
+
+    /// The HTTP routes of the STS (issuers under `/t/{tenant}`, first-run setup).
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route(
+                "/t/{tenant}/.well-known/openid-configuration",
+                get(oidc::discovery::configuration),
+            )
+            .route("/t/{tenant}/jwks.json", get(oidc::discovery::jwks))
+            .route(
+                "/t/{tenant}/authorize",
+                get(oidc::authorize::authorize).post(oidc::authorize::authorize_form),
+            )
+            .route("/t/{tenant}/token", post(oidc::token::token))
+            .route(
+                "/t/{tenant}/userinfo",
+                get(oidc::userinfo::userinfo).post(oidc::userinfo::userinfo),
+            )
+            .route(
+                "/t/{tenant}/device_authorization",
+                post(oidc::device::device_authorization),
+            )
+            .route("/t/{tenant}/revoke", post(oidc::token::revoke))
+            .route(
+                "/t/{tenant}/logout",
+                get(oidc::logout::logout).post(oidc::logout::logout_confirm),
+            )
+            .route(
+                "/t/{tenant}/device",
+                get(signin::device_entry).post(signin::device_entry_submit),
+            )
+            .route("/t/{tenant}/signin", get(signin::show).post(signin::submit))
+            .route("/setup", get(setup::show).post(setup::submit))
+            .with_state(self.clone())
+    }
+
+    /// The current time from the service clock.
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The password hasher (bounded, off the async runtime).
+    pub fn hasher(&self) -> &PasswordHasher {
+        &self.hasher
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StsConfig {
+        &self.config
+    }
+
+    /// The issuer URL of a tenant.
+    pub fn issuer(&self, tenant_name: &str) -> String {
+        format!("{}/t/{}", self.base, tenant_name)
+    }
+
+    /// Whether cookies must carry `Secure` (the service is reached over HTTPS).
+    pub(crate) fn secure_cookies(&self) -> bool {
+        self.config.public_url.scheme() == "https"
+    }
+
+    /// Creates the first signing key, or rotates the active one when it is older
+    /// than `signing_key_rotation`. Run at start and periodically.
+    pub async fn maintain_signing_keys(&self) -> Result<(), StsError> {
+        self.keys
+            .ensure(
+                self.config.signing_key_rotation,
+                self.config.longest_token_ttl(),
+                self.now(),
+            )
+            .await
+    }
+
+    /// Replaces the signing key now; the old one stays published until every token
+    /// it signed has expired. Returns the new key ID.
+    pub async fn rotate_signing_key(&self) -> Result<String, StsError> {
+        let now = self.now();
+        self.keys
+            .rotate(now + self.config.longest_token_ttl(), now)
+            .await
+    }
+
+    /// The published keys (JWKS) at this moment.
+    pub async fn jwks(&self) -> Result<Jwks, StsError> {
+        self.keys.jwks(self.now()).await
+    }
+
+    /// Drops cached keys so the next use reads the store.
+    pub async fn forget_cached_keys(&self) {
+        self.keys.invalidate().await;
+    }
+}

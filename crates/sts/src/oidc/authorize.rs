@@ -1,0 +1,346 @@
+//! The authorization endpoint (RFC 6749 §4.1, OIDC Core §3.1.2): code flow with
+//! PKCE S256 only. Until the client and its redirect URI are known good, errors are
+//! shown as a page; after that they go back to the client (RFC 6749 §4.1.2.1).
+
+use std::sync::Arc;
+
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use postern_store::{AuthCode, StoreError, Tenant, User};
+use postern_time::UnixTime;
+use serde::Deserialize;
+use url::Url;
+
+use super::{GRANT_CODE, has_scope, validate_scope};
+use crate::Sts;
+use crate::error::StsError;
+use crate::pages::Page;
+use crate::signin::flow::{AuthRequest, Purpose};
+use crate::signin::see_other;
+
+/// Parameters of an authorization request.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AuthorizeParams {
+    response_type: Option<String>,
+    client_id: Option<String>,
+    redirect_uri: Option<String>,
+    scope: Option<String>,
+    state: Option<String>,
+    nonce: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+    prompt: Option<String>,
+    max_age: Option<String>,
+    response_mode: Option<String>,
+    request: Option<String>,
+    request_uri: Option<String>,
+}
+
+/// Longest `state` or `nonce` accepted.
+const MAX_PARAM_LEN: usize = 1024;
+
+/// `GET /t/{tenant}/authorize`.
+pub(crate) async fn authorize(
+    State(sts): State<Arc<Sts>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    Query(params): Query<AuthorizeParams>,
+) -> Result<Response, StsError> {
+    handle(&sts, &tenant, &headers, params).await
+}
+
+/// `POST /t/{tenant}/authorize` (form-encoded, OIDC Core §3.1.2.1).
+pub(crate) async fn authorize_form(
+    State(sts): State<Arc<Sts>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    Form(params): Form<AuthorizeParams>,
+) -> Result<Response, StsError> {
+    handle(&sts, &tenant, &headers, params).await
+}
+
+fn bad_client_page(tenant: &Tenant, message: &str) -> Response {
+    Page::error(
+        StatusCode::BAD_REQUEST,
+        "This sign-in request is not valid",
+        message,
+    )
+    .context(&tenant.display_name)
+    .para("Contact the application's administrator; the request cannot be completed.")
+    .into_response()
+}
+
+/// A redirect back to the client with an error.
+fn error_redirect(
+    sts: &Sts,
+    tenant: &Tenant,
+    redirect_uri: &Url,
+    state: Option<&str>,
+    error: &str,
+    description: &str,
+) -> Response {
+    let mut url = redirect_uri.clone();
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("error", error);
+        q.append_pair("error_description", description);
+        if let Some(s) = state {
+            q.append_pair("state", s);
+        }
+        q.append_pair("iss", &sts.issuer(&tenant.name));
+    }
+    see_other(url.as_str(), [])
+}
+
+async fn handle(
+    sts: &Sts,
+    tenant_name: &str,
+    headers: &HeaderMap,
+    p: AuthorizeParams,
+) -> Result<Response, StsError> {
+    let tenant = sts.tenant_named(tenant_name).await?;
+    let Some(client_id) = p.client_id.as_deref() else {
+        return Ok(bad_client_page(
+            &tenant,
+            "The request does not name an application (client_id).",
+        ));
+    };
+    let client = match sts.store.client(&tenant.id, client_id).await {
+        Ok(c) => c,
+        Err(StoreError::NotFound) => {
+            return Ok(bad_client_page(
+                &tenant,
+                "The application is not registered with this organisation.",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let Some(redirect_raw) = p.redirect_uri.as_deref() else {
+        return Ok(bad_client_page(
+            &tenant,
+            "The request does not say where to return to (redirect_uri).",
+        ));
+    };
+    if !client.redirect_uris.iter().any(|r| r == redirect_raw) {
+        tracing::warn!(tenant = %tenant.name, client = %client.client_id, "authorization request with an unregistered redirect_uri");
+        return Ok(bad_client_page(
+            &tenant,
+            "The return address (redirect_uri) is not registered for this application.",
+        ));
+    }
+    let Ok(redirect_uri) = Url::parse(redirect_raw) else {
+        return Ok(bad_client_page(
+            &tenant,
+            "The registered return address is not a valid URL.",
+        ));
+    };
+    if !client.allows_grant(GRANT_CODE) {
+        return Ok(bad_client_page(
+            &tenant,
+            "This application may not use the authorization code flow.",
+        ));
+    }
+
+    // From here on, errors go back to the client.
+    let state = p.state.as_deref();
+    let fail = |error: &str, description: &str| {
+        Ok(error_redirect(
+            sts,
+            &tenant,
+            &redirect_uri,
+            state,
+            error,
+            description,
+        ))
+    };
+    if state.is_some_and(|s| s.len() > MAX_PARAM_LEN)
+        || p.nonce.as_deref().is_some_and(|n| n.len() > MAX_PARAM_LEN)
+    {
+        return fail("invalid_request", "state or nonce is too long");
+    }
+    if p.request.is_some() {
+        return fail("request_not_supported", "request objects are not supported");
+    }
+    if p.request_uri.is_some() {
+        return fail("request_uri_not_supported", "request_uri is not supported");
+    }
+    if p.response_type.as_deref() != Some("code") {
+        return fail(
+            "unsupported_response_type",
+            "only response_type=code is supported",
+        );
+    }
+    if p.response_mode.as_deref().is_some_and(|m| m != "query") {
+        return fail("invalid_request", "only response_mode=query is supported");
+    }
+    let scope = match validate_scope(p.scope.as_deref().unwrap_or(""), &client) {
+        Ok(s) => s,
+        Err(e) => return fail(e.error, &e.description),
+    };
+    if !has_scope(&scope, "openid") {
+        return fail("invalid_scope", "the openid scope is required");
+    }
+    let Some(challenge) = p.code_challenge.clone() else {
+        return fail(
+            "invalid_request",
+            "PKCE is required: send code_challenge with code_challenge_method=S256",
+        );
+    };
+    if p.code_challenge_method.as_deref() != Some("S256") {
+        return fail(
+            "invalid_request",
+            "only code_challenge_method=S256 is supported",
+        );
+    }
+    if challenge.len() != 43
+        || !challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return fail(
+            "invalid_request",
+            "code_challenge must be a base64url SHA-256 digest",
+        );
+    }
+    let prompts: Vec<&str> = p
+        .prompt
+        .as_deref()
+        .unwrap_or("")
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .collect();
+    if prompts.contains(&"none") && prompts.len() > 1 {
+        return fail(
+            "invalid_request",
+            "prompt=none cannot be combined with other values",
+        );
+    }
+    let max_age = match p.max_age.as_deref().map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => return fail("invalid_request", "max_age must be a number of seconds"),
+    };
+
+    let request = AuthRequest {
+        client_id: client.client_id.clone(),
+        client_name: client.name.clone(),
+        redirect_uri: redirect_raw.to_owned(),
+        scope,
+        state: p.state.clone(),
+        nonce: p.nonce.clone(),
+        code_challenge: challenge,
+    };
+
+    // Single sign-on: an existing session may answer without any page.
+    let now = sts.now();
+    let session = if prompts.contains(&"login") {
+        None
+    } else {
+        sts.current_session(&tenant, headers)
+            .await?
+            .filter(|s| match max_age {
+                Some(age) => {
+                    now.secs() - s.auth_time.secs() <= i64::try_from(age).unwrap_or(i64::MAX)
+                }
+                None => true,
+            })
+    };
+    if let Some(session) = session {
+        let user = match sts.store.user(&tenant.id, &session.user_id).await {
+            Ok(u) if u.enabled => Some(u),
+            Ok(_) | Err(StoreError::NotFound) => None,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(user) = user {
+            let mfa_owed = sts.mfa_needed(&tenant, &user).await? && session.mfa_at.is_none();
+            if !mfa_owed {
+                let location = sts
+                    .issue_code(
+                        &tenant,
+                        &request,
+                        &user,
+                        Some(&session.id),
+                        session.auth_time,
+                        &session.amr,
+                    )
+                    .await?;
+                return Ok(see_other(&location, []));
+            }
+            if prompts.contains(&"none") {
+                return fail(
+                    "interaction_required",
+                    "multi-factor authentication is required",
+                );
+            }
+            return sts
+                .resume_with_session(
+                    &tenant,
+                    Purpose::Authorize(request),
+                    &user,
+                    &session,
+                    headers,
+                )
+                .await;
+        }
+    }
+    if prompts.contains(&"none") {
+        return fail("login_required", "the user is not signed in");
+    }
+    let (flow_id, cookie) = sts
+        .start_flow(&tenant, Purpose::Authorize(request), headers, |_| {})
+        .await?;
+    Ok(see_other(
+        &format!("{}/signin?flow={flow_id}", sts.issuer(&tenant.name)),
+        cookie,
+    ))
+}
+
+impl Sts {
+    /// Issues an authorization code for a completed sign-in and returns the URL to
+    /// send the browser to.
+    pub(crate) async fn issue_code(
+        &self,
+        tenant: &Tenant,
+        request: &AuthRequest,
+        user: &User,
+        session_id: Option<&str>,
+        auth_time: UnixTime,
+        amr: &str,
+    ) -> Result<String, StsError> {
+        let now = self.now();
+        let code = postern_keyring::random_token()?;
+        self.store
+            .create_auth_code(
+                &postern_keyring::digest(code.expose()),
+                &AuthCode {
+                    tenant_id: tenant.id.clone(),
+                    client_id: request.client_id.clone(),
+                    user_id: user.id.clone(),
+                    session_id: session_id.map(str::to_owned),
+                    redirect_uri: request.redirect_uri.clone(),
+                    scope: request.scope.clone(),
+                    nonce: request.nonce.clone(),
+                    code_challenge: request.code_challenge.clone(),
+                    auth_time,
+                    amr: amr.to_owned(),
+                    family_id: uuid::Uuid::new_v4().to_string(),
+                    expires_at: now + self.config.auth_code_ttl,
+                },
+                now,
+            )
+            .await?;
+        let mut url = Url::parse(&request.redirect_uri)
+            .map_err(|e| StsError::internal(format!("redirect uri: {e}")))?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("code", code.expose());
+            if let Some(s) = &request.state {
+                q.append_pair("state", s);
+            }
+            q.append_pair("iss", &self.issuer(&tenant.name));
+        }
+        Ok(url.into())
+    }
+}

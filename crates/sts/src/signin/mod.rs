@@ -1,0 +1,769 @@
+//! The sign-in pages: username, then password (behind smart lockout), then MFA
+//! (TOTP, a recovery code, or enrolment on first need), then back to the client or
+//! on to approving a device. Every page works without JavaScript; every form
+//! carries the flow's CSRF token and only works in the browser that started the
+//! flow. Messages never tell whether an account exists.
+
+pub(crate) mod flow;
+mod session;
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use postern_keyring::SecretString;
+use postern_store::{SigninEvent, SigninOutcome, StoreError, Tenant, User};
+use serde::Deserialize;
+
+use crate::Sts;
+use crate::client_ip::ClientIp;
+use crate::error::StsError;
+use crate::lockout::{AttemptOutcome, LockoutDecision};
+use crate::mfa;
+use crate::pages::{Field, Page};
+use crate::password::MAX_PASSWORD_LEN;
+use flow::{Flow, Purpose, Stage};
+
+/// Wrong MFA codes allowed in one flow before it is abandoned.
+const MAX_MFA_FAILURES: u32 = 5;
+/// Longest sign-in name accepted.
+const MAX_USERNAME_LEN: usize = 256;
+
+const WRONG_CREDENTIALS: &str = "Your account or password is incorrect. If you don't remember your password, ask your administrator to reset it.";
+const LOCKED: &str =
+    "Your account is temporarily locked to prevent unauthorized use. Try again later.";
+const BUSY: &str = "Another sign-in for this account is being checked. Try again in a moment.";
+const EXPIRED: &str = "This sign-in page has expired or was opened in another browser. Go back to the application and start again.";
+
+#[derive(Deserialize)]
+pub(crate) struct FlowQuery {
+    #[serde(default)]
+    flow: String,
+}
+
+/// A post from any sign-in page.
+#[derive(Deserialize)]
+pub(crate) struct SigninForm {
+    #[serde(default)]
+    flow: String,
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: SecretString,
+    #[serde(default)]
+    code: String,
+}
+
+/// A 303 to `location` with extra cookies.
+pub(crate) fn see_other(
+    location: &str,
+    cookies: impl IntoIterator<Item = HeaderValue>,
+) -> Response {
+    let mut response = Redirect::to(location).into_response();
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    for c in cookies {
+        response.headers_mut().append(header::SET_COOKIE, c);
+    }
+    crate::pages::harden(&mut response);
+    response
+}
+
+/// Adds `Set-Cookie` headers to a response.
+pub(crate) fn with_cookies(
+    mut response: Response,
+    cookies: impl IntoIterator<Item = HeaderValue>,
+) -> Response {
+    for c in cookies {
+        response.headers_mut().append(header::SET_COOKIE, c);
+    }
+    response
+}
+
+fn signin_url(sts: &Sts, tenant: &Tenant, flow_id: &str) -> String {
+    format!("{}/signin?flow={flow_id}", sts.issuer(&tenant.name))
+}
+
+fn expired(tenant: &Tenant) -> Response {
+    Page::error(StatusCode::BAD_REQUEST, "Sign-in expired", EXPIRED)
+        .context(&tenant.display_name)
+        .into_response()
+}
+
+/// The page for the flow's current stage.
+fn stage_page(
+    sts: &Sts,
+    tenant: &Tenant,
+    flow_id: &str,
+    flow: &Flow,
+    error: Option<String>,
+) -> Result<Page, StsError> {
+    let target = match &flow.purpose {
+        Purpose::Authorize(r) => format!("to continue to {}", r.client_name),
+        Purpose::Device { client_name, .. } => format!("to approve {client_name} on your device"),
+    };
+    let action = format!("{}/signin", sts.issuer(&tenant.name));
+    let base = |title: &str| {
+        Page::new(title)
+            .context(&tenant.display_name)
+            .with_error(error.clone())
+            .hidden("flow", flow_id)
+            .hidden("csrf", &flow.csrf)
+    };
+    let who = flow.username.clone().unwrap_or_default();
+    Ok(match flow.stage {
+        Stage::Username => base("Sign in")
+            .para(format!("Sign in {target}."))
+            .form(action, "Next")
+            .field(Field::new("username", "Username", "email").autocomplete("username").value(who).focus()),
+        Stage::Password => base("Enter your password")
+            .para(who)
+            .form(action, "Sign in")
+            .field(Field::new("password", "Password", "password").autocomplete("current-password").focus())
+            .button("back", "Use another account"),
+        Stage::Totp => base("Verify your identity")
+            .para("Enter the 6-digit code from your authenticator app.")
+            .form(action, "Verify")
+            .field(Field::new("code", "Code", "text").autocomplete("one-time-code").numeric().focus())
+            .button("recovery", "Use a recovery code"),
+        Stage::Recovery => base("Use a recovery code")
+            .para("Enter one of the recovery codes you saved when you set up your authenticator. Each works once.")
+            .form(action, "Verify")
+            .field(Field::new("code", "Recovery code", "text").focus())
+            .button("totp", "Use my authenticator app"),
+        Stage::Enrol => {
+            let user_id = flow.user_id.clone().unwrap_or_default();
+            let sealed = flow.pending_seed.clone().unwrap_or_default();
+            let seed = mfa::open_pending_seed(sts, &user_id, &sealed)?;
+            let material = mfa::enrolment(&seed, &format!("Postern ({})", tenant.display_name), &who)?;
+            base("Set up your authenticator")
+                .para("Your organisation requires a second step when you sign in. Scan this code with an authenticator app (or type the key below), then enter the 6-digit code it shows.")
+                .svg(material.qr_svg)
+                .codes(vec![material.secret_base32])
+                .form(action, "Verify and continue")
+                .field(Field::new("code", "Code", "text").autocomplete("one-time-code").numeric().focus())
+        }
+        Stage::Enrolled => base("Authenticator set up")
+            .para("Your authenticator app is set up. You saw your recovery codes once; if you did not save them, ask your administrator to reset your MFA.")
+            .form(action, "Continue"),
+        Stage::DeviceConfirm => {
+            let client = match &flow.purpose {
+                Purpose::Device { client_name, .. } => client_name.clone(),
+                Purpose::Authorize(r) => r.client_name.clone(),
+            };
+            base("Approve sign-in on a device")
+                .para(format!("{client} on another device asks to sign in as {who}."))
+                .para("Only approve if you started this yourself just now, on a device you trust.")
+                .form(action, "Approve")
+                .button("deny", "Deny")
+        }
+    })
+}
+
+/// `GET /t/{tenant}/signin?flow=`: shows the flow's current page.
+pub(crate) async fn show(
+    State(sts): State<Arc<Sts>>,
+    Path(tenant): Path<String>,
+    Query(q): Query<FlowQuery>,
+    headers: HeaderMap,
+) -> Result<Response, StsError> {
+    let tenant = sts.tenant_named(&tenant).await?;
+    let Some(flow) = sts.load_flow(&tenant, &q.flow, &headers).await? else {
+        return Ok(expired(&tenant));
+    };
+    Ok(stage_page(&sts, &tenant, &q.flow, &flow, None)?.into_response())
+}
+
+/// `POST /t/{tenant}/signin`: advances the flow.
+pub(crate) async fn submit(
+    State(sts): State<Arc<Sts>>,
+    Path(tenant): Path<String>,
+    Extension(ip): Extension<ClientIp>,
+    headers: HeaderMap,
+    Form(form): Form<SigninForm>,
+) -> Result<Response, StsError> {
+    let tenant = sts.tenant_named(&tenant).await?;
+    let Some(mut flow) = sts.load_flow(&tenant, &form.flow, &headers).await? else {
+        return Ok(expired(&tenant));
+    };
+    if !postern_keyring::constant_time_eq(form.csrf.as_bytes(), flow.csrf.as_bytes()) {
+        tracing::warn!(tenant = %tenant.name, "sign-in form with a wrong CSRF token refused");
+        return Ok(
+            Page::error(StatusCode::FORBIDDEN, "Request refused", EXPIRED)
+                .context(&tenant.display_name)
+                .into_response(),
+        );
+    }
+    let step = Step {
+        sts: &sts,
+        tenant: &tenant,
+        flow_id: &form.flow,
+        ip,
+    };
+    match flow.stage {
+        Stage::Username => step.username(&mut flow, &form).await,
+        Stage::Password => step.password(&mut flow, &form).await,
+        Stage::Totp | Stage::Recovery => step.second_factor(&mut flow, &form, &headers).await,
+        Stage::Enrol => step.enrol(&mut flow, &form).await,
+        Stage::Enrolled => step.complete(&mut flow, &headers).await,
+        Stage::DeviceConfirm => step.device_decision(&flow, &form).await,
+    }
+}
+
+/// One post's context.
+struct Step<'a> {
+    sts: &'a Sts,
+    tenant: &'a Tenant,
+    flow_id: &'a str,
+    ip: ClientIp,
+}
+
+impl Step<'_> {
+    fn again(&self, flow: &Flow, error: &str) -> Result<Response, StsError> {
+        Ok(stage_page(
+            self.sts,
+            self.tenant,
+            self.flow_id,
+            flow,
+            Some(error.to_owned()),
+        )?
+        .status(StatusCode::OK)
+        .into_response())
+    }
+
+    async fn advance(&self, flow: &Flow) -> Result<Response, StsError> {
+        self.sts.save_flow(self.flow_id, flow).await?;
+        Ok(see_other(
+            &signin_url(self.sts, self.tenant, self.flow_id),
+            [],
+        ))
+    }
+
+    async fn log(
+        &self,
+        flow: &Flow,
+        user: Option<&User>,
+        outcome: SigninOutcome,
+        detail: &str,
+    ) -> Result<(), StsError> {
+        let client_id = match &flow.purpose {
+            Purpose::Authorize(r) => Some(r.client_id.clone()),
+            Purpose::Device { .. } => Some(crate::CLI_CLIENT_ID.to_owned()),
+        };
+        self.sts
+            .store
+            .log_signin(&SigninEvent {
+                id: String::new(),
+                tenant_id: self.tenant.id.clone(),
+                at: self.sts.now(),
+                username: flow.username.clone().unwrap_or_default(),
+                user_id: user.map(|u| u.id.clone()),
+                client_id,
+                ip: self.ip.to_string(),
+                outcome,
+                detail: detail.to_owned(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn username(&self, flow: &mut Flow, form: &SigninForm) -> Result<Response, StsError> {
+        let name = postern_store::normalize_username(&form.username);
+        if name.is_empty() || name.len() > MAX_USERNAME_LEN || name.chars().any(char::is_control) {
+            return self.again(flow, "Enter your username, for example name@example.com.");
+        }
+        flow.username = Some(name);
+        flow.stage = Stage::Password;
+        self.advance(flow).await
+    }
+
+    async fn password(&self, flow: &mut Flow, form: &SigninForm) -> Result<Response, StsError> {
+        if form.action == "back" {
+            flow.username = None;
+            flow.stage = Stage::Username;
+            return self.advance(flow).await;
+        }
+        let username = flow.username.clone().unwrap_or_default();
+        if form.password.is_empty() || form.password.expose().len() > MAX_PASSWORD_LEN {
+            return self.again(flow, "Enter your password.");
+        }
+        let user = match self
+            .sts
+            .store
+            .user_by_username(&self.tenant.id, &username)
+            .await
+        {
+            Ok(u) => Some(u),
+            Err(StoreError::NotFound) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let attempt = match self
+            .sts
+            .check_lockout(self.tenant, &username, user.as_ref(), self.ip)
+            .await?
+        {
+            LockoutDecision::Proceed(a) => a,
+            LockoutDecision::Locked { .. } => {
+                self.log(
+                    flow,
+                    user.as_ref(),
+                    SigninOutcome::LockedOut,
+                    "smart lockout",
+                )
+                .await?;
+                return self.again(flow, LOCKED);
+            }
+            LockoutDecision::Busy => return self.again(flow, BUSY),
+        };
+        let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
+        let ok = self.sts.hasher.verify(&form.password, hash).await?;
+        let Some(user) = user.filter(|_| ok) else {
+            let locked = self
+                .sts
+                .record_attempt(
+                    self.tenant,
+                    attempt,
+                    AttemptOutcome::Failure {
+                        password: &form.password,
+                    },
+                )
+                .await?;
+            self.log(
+                flow,
+                None,
+                SigninOutcome::BadCredentials,
+                "wrong username or password",
+            )
+            .await?;
+            return self.again(
+                flow,
+                if locked.is_some() {
+                    LOCKED
+                } else {
+                    WRONG_CREDENTIALS
+                },
+            );
+        };
+        self.sts
+            .record_attempt(
+                self.tenant,
+                attempt,
+                AttemptOutcome::Success {
+                    user_id: &user.id,
+                    ip: self.ip,
+                },
+            )
+            .await?;
+        if !user.enabled {
+            self.log(
+                flow,
+                Some(&user),
+                SigninOutcome::Disabled,
+                "account disabled",
+            )
+            .await?;
+            return self.again(
+                flow,
+                "Your account is disabled. Contact your administrator.",
+            );
+        }
+        flow.user_id = Some(user.id.clone());
+        flow.auth_time = Some(self.sts.now());
+        flow.add_amr(&["pwd"]);
+        self.after_password(flow, &user).await
+    }
+
+    /// Decides the second step: MFA if required, else done.
+    async fn after_password(&self, flow: &mut Flow, user: &User) -> Result<Response, StsError> {
+        if !self.sts.mfa_needed(self.tenant, user).await? {
+            return self.complete_without_headers(flow).await;
+        }
+        if user.totp_sealed.is_some() {
+            flow.stage = Stage::Totp;
+        } else {
+            let seed = mfa::new_seed()?;
+            flow.pending_seed = Some(mfa::seal_pending_seed(self.sts, &user.id, &seed)?);
+            flow.stage = Stage::Enrol;
+        }
+        self.advance(flow).await
+    }
+
+    async fn current_user(&self, flow: &Flow) -> Result<Option<User>, StsError> {
+        let Some(id) = &flow.user_id else {
+            return Ok(None);
+        };
+        match self.sts.store.user(&self.tenant.id, id).await {
+            Ok(u) if u.enabled => Ok(Some(u)),
+            Ok(_) | Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn mfa_failed(&self, flow: &mut Flow, user: &User) -> Result<Response, StsError> {
+        flow.mfa_failures += 1;
+        self.log(
+            flow,
+            Some(user),
+            SigninOutcome::MfaFailed,
+            "wrong verification code",
+        )
+        .await?;
+        if flow.mfa_failures >= MAX_MFA_FAILURES {
+            self.sts.end_flow(self.flow_id).await?;
+            return Ok(Page::error(
+                StatusCode::FORBIDDEN,
+                "Too many wrong codes",
+                "This sign-in was stopped after too many wrong codes. Go back to the application and start again.",
+            )
+            .context(&self.tenant.display_name)
+            .into_response());
+        }
+        self.sts.save_flow(self.flow_id, flow).await?;
+        self.again(
+            flow,
+            "That code is not right. Authenticator codes change every 30 seconds and work once.",
+        )
+    }
+
+    async fn second_factor(
+        &self,
+        flow: &mut Flow,
+        form: &SigninForm,
+        headers: &HeaderMap,
+    ) -> Result<Response, StsError> {
+        match form.action.as_str() {
+            "recovery" => {
+                flow.stage = Stage::Recovery;
+                return self.advance(flow).await;
+            }
+            "totp" => {
+                flow.stage = Stage::Totp;
+                return self.advance(flow).await;
+            }
+            _ => {}
+        }
+        let Some(user) = self.current_user(flow).await? else {
+            self.sts.end_flow(self.flow_id).await?;
+            return Ok(expired(self.tenant));
+        };
+        let ok = if flow.stage == Stage::Totp {
+            self.sts.verify_totp(&user, &form.code).await?
+        } else {
+            self.sts.use_recovery_code(&user, &form.code).await?
+        };
+        if !ok {
+            return self.mfa_failed(flow, &user).await;
+        }
+        if flow.stage == Stage::Totp {
+            flow.add_amr(&["otp", "mfa"]);
+        } else {
+            flow.add_amr(&["mfa"]);
+            let left = self.sts.store.recovery_codes_left(&user.id).await?;
+            tracing::info!(tenant = %self.tenant.name, user = %user.id, left, "recovery code used");
+        }
+        self.complete(flow, headers).await
+    }
+
+    async fn enrol(&self, flow: &mut Flow, form: &SigninForm) -> Result<Response, StsError> {
+        let Some(user) = self.current_user(flow).await? else {
+            self.sts.end_flow(self.flow_id).await?;
+            return Ok(expired(self.tenant));
+        };
+        let sealed = flow.pending_seed.clone().unwrap_or_default();
+        let seed = mfa::open_pending_seed(self.sts, &user.id, &sealed)?;
+        let Some(step) = mfa::matching_step(&seed, &form.code, self.sts.now())? else {
+            return self.mfa_failed(flow, &user).await;
+        };
+        let codes = self.sts.complete_totp_enrolment(&user, &seed, step).await?;
+        flow.pending_seed = None;
+        flow.add_amr(&["otp", "mfa"]);
+        flow.stage = Stage::Enrolled;
+        self.sts.save_flow(self.flow_id, flow).await?;
+        self.sts
+            .store
+            .append_audit(
+                &postern_store::NewAuditEntry {
+                    tenant_id: Some(self.tenant.id.clone()),
+                    actor: format!("user:{}", user.id),
+                    action: "mfa.enrol".into(),
+                    target: format!("user:{}", user.id),
+                    detail: serde_json::json!({ "method": "totp" }),
+                },
+                self.sts.now(),
+            )
+            .await?;
+        let page = Page::new("Save your recovery codes")
+            .context(&self.tenant.display_name)
+            .para("If you lose your phone, each of these codes lets you sign in once. Save them somewhere safe now: they will not be shown again.")
+            .codes(codes)
+            .form(format!("{}/signin", self.sts.issuer(&self.tenant.name)), "I have saved these codes")
+            .hidden("flow", self.flow_id)
+            .hidden("csrf", &flow.csrf);
+        Ok(page.into_response())
+    }
+
+    async fn complete_without_headers(&self, flow: &mut Flow) -> Result<Response, StsError> {
+        self.complete(flow, &HeaderMap::new()).await
+    }
+
+    /// The user is fully authenticated: record the session, then hand over to the
+    /// flow's purpose.
+    async fn complete(&self, flow: &mut Flow, _headers: &HeaderMap) -> Result<Response, StsError> {
+        let Some(user) = self.current_user(flow).await? else {
+            self.sts.end_flow(self.flow_id).await?;
+            return Ok(expired(self.tenant));
+        };
+        let now = self.sts.now();
+        let amr = flow.amr.join(" ");
+        let mfa_at = flow.amr.iter().any(|a| a == "mfa").then_some(now);
+        let mut cookies = Vec::new();
+        let session = match &flow.session_id {
+            Some(id) => {
+                let s = self.sts.store.session(&self.tenant.id, id, now).await?;
+                if mfa_at.is_some() {
+                    self.sts.store.mark_session_mfa(id, &amr, now).await?;
+                }
+                s
+            }
+            None => {
+                let (s, cookie) = self
+                    .sts
+                    .start_session(
+                        self.tenant,
+                        &user.id,
+                        flow.auth_time.unwrap_or(now),
+                        mfa_at,
+                        &amr,
+                    )
+                    .await?;
+                cookies.push(cookie);
+                s
+            }
+        };
+        self.log(flow, Some(&user), SigninOutcome::Success, &amr)
+            .await?;
+        match flow.purpose.clone() {
+            Purpose::Authorize(request) => {
+                self.sts.end_flow(self.flow_id).await?;
+                let auth_time = flow.auth_time.unwrap_or(session.auth_time);
+                let location = self
+                    .sts
+                    .issue_code(
+                        self.tenant,
+                        &request,
+                        &user,
+                        Some(&session.id),
+                        auth_time,
+                        &amr,
+                    )
+                    .await?;
+                Ok(see_other(&location, cookies))
+            }
+            Purpose::Device { .. } => {
+                flow.stage = Stage::DeviceConfirm;
+                flow.session_id = Some(session.id);
+                self.sts.save_flow(self.flow_id, flow).await?;
+                Ok(see_other(
+                    &signin_url(self.sts, self.tenant, self.flow_id),
+                    cookies,
+                ))
+            }
+        }
+    }
+
+    async fn device_decision(&self, flow: &Flow, form: &SigninForm) -> Result<Response, StsError> {
+        let Purpose::Device {
+            device_code_digest,
+            client_name,
+        } = &flow.purpose
+        else {
+            return Ok(expired(self.tenant));
+        };
+        let Some(user) = self.current_user(flow).await? else {
+            self.sts.end_flow(self.flow_id).await?;
+            return Ok(expired(self.tenant));
+        };
+        let digest = base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            device_code_digest,
+        )
+        .map_err(|_| StsError::internal("device digest encoding"))?;
+        let now = self.sts.now();
+        let approve = form.action != "deny";
+        let amr = flow.amr.join(" ");
+        let decided = if approve {
+            let auth_time = flow.auth_time.unwrap_or(now);
+            self.sts
+                .store
+                .decide_device_code(&digest, Some((&user.id, auth_time, &amr)), now)
+                .await?
+        } else {
+            self.sts
+                .store
+                .decide_device_code(&digest, None, now)
+                .await?
+        };
+        self.sts.end_flow(self.flow_id).await?;
+        let page = if !decided {
+            Page::error(
+                StatusCode::GONE,
+                "Request expired",
+                "This device request has expired or was already answered. Start again on your device.",
+            )
+        } else if approve {
+            tracing::info!(tenant = %self.tenant.name, user = %user.id, client = %client_name, "device sign-in approved");
+            Page::new("Device approved").para(format!("{client_name} is now signed in. You can close this window and return to your device."))
+        } else {
+            Page::new("Request denied")
+                .para("The device was not signed in. You can close this window.")
+        };
+        Ok(page.context(&self.tenant.display_name).into_response())
+    }
+}
+
+impl Sts {
+    /// Whether `user` must complete MFA: the tenant requires it, the user requires
+    /// it, the user has enrolled TOTP, or the user holds an administrative role.
+    pub(crate) async fn mfa_needed(&self, tenant: &Tenant, user: &User) -> Result<bool, StsError> {
+        Ok(tenant.require_mfa
+            || user.mfa_required
+            || user.totp_sealed.is_some()
+            || !self.store.user_roles(&user.id).await?.is_empty())
+    }
+
+    /// Continues a flow for a user already signed in (SSO session) who still owes a
+    /// second factor, or who only has to confirm a device.
+    pub(crate) async fn resume_with_session(
+        &self,
+        tenant: &Tenant,
+        purpose: Purpose,
+        user: &User,
+        session: &postern_store::Session,
+        headers: &HeaderMap,
+    ) -> Result<Response, StsError> {
+        let mfa_owed = self.mfa_needed(tenant, user).await? && session.mfa_at.is_none();
+        let device = matches!(purpose, Purpose::Device { .. });
+        let mut seed_to_seal = None;
+        if mfa_owed && user.totp_sealed.is_none() {
+            seed_to_seal = Some(mfa::seal_pending_seed(self, &user.id, &mfa::new_seed()?)?);
+        }
+        let (flow_id, cookie) = self
+            .start_flow(tenant, purpose, headers, |f| {
+                f.username = Some(user.username.clone());
+                f.user_id = Some(user.id.clone());
+                f.auth_time = Some(session.auth_time);
+                f.amr = session
+                    .amr
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                f.session_id = Some(session.id.clone());
+                f.stage = match (mfa_owed, user.totp_sealed.is_some(), device) {
+                    (true, true, _) => Stage::Totp,
+                    (true, false, _) => Stage::Enrol,
+                    (false, _, _) => Stage::DeviceConfirm,
+                };
+                f.pending_seed = seed_to_seal;
+            })
+            .await?;
+        Ok(see_other(&signin_url(self, tenant, &flow_id), cookie))
+    }
+}
+
+// ---- device verification entry (RFC 8628 §3.3) --------------------------------
+
+#[derive(Deserialize)]
+pub(crate) struct DeviceEntryQuery {
+    #[serde(default)]
+    user_code: String,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DeviceEntryForm {
+    #[serde(default)]
+    user_code: String,
+}
+
+/// `GET /t/{tenant}/device`: asks for the code shown on the device.
+pub(crate) async fn device_entry(
+    State(sts): State<Arc<Sts>>,
+    Path(tenant): Path<String>,
+    Query(q): Query<DeviceEntryQuery>,
+) -> Result<Response, StsError> {
+    let tenant = sts.tenant_named(&tenant).await?;
+    Ok(device_entry_page(&sts, &tenant, &q.user_code, None).into_response())
+}
+
+fn device_entry_page(sts: &Sts, tenant: &Tenant, code: &str, error: Option<&str>) -> Page {
+    Page::new("Sign in on a device")
+        .context(&tenant.display_name)
+        .para("Enter the code your device shows.")
+        .with_error(error.map(str::to_owned))
+        .form(format!("{}/device", sts.issuer(&tenant.name)), "Continue")
+        .field(
+            Field::new("user_code", "Code", "text")
+                .value(code.chars().take(16).collect::<String>())
+                .focus(),
+        )
+}
+
+/// `POST /t/{tenant}/device`: finds the device request and starts a sign-in flow
+/// for it. The code is not trusted as proof of anything: the user must still sign
+/// in and then explicitly approve the named client.
+pub(crate) async fn device_entry_submit(
+    State(sts): State<Arc<Sts>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<DeviceEntryForm>,
+) -> Result<Response, StsError> {
+    let tenant = sts.tenant_named(&tenant).await?;
+    let normalized = crate::oidc::device::normalize_user_code(&form.user_code);
+    let found = match sts
+        .store
+        .device_code_by_user_code(&tenant.id, &postern_keyring::digest(&normalized), sts.now())
+        .await
+    {
+        Ok(d) => Some(d),
+        Err(StoreError::NotFound) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let Some(device) = found else {
+        return Ok(device_entry_page(
+            &sts,
+            &tenant,
+            &form.user_code,
+            Some("That code is not valid or has expired. Check the code on your device."),
+        )
+        .status(StatusCode::BAD_REQUEST)
+        .into_response());
+    };
+    let client_name = match sts.store.client(&tenant.id, &device.client_id).await {
+        Ok(c) => c.name,
+        Err(StoreError::NotFound) => device.client_id.clone(),
+        Err(e) => return Err(e.into()),
+    };
+    let purpose = Purpose::Device {
+        device_code_digest: base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            &device.device_code_digest,
+        ),
+        client_name,
+    };
+    if let Some(session) = sts.current_session(&tenant, &headers).await?
+        && let Ok(user) = sts.store.user(&tenant.id, &session.user_id).await
+        && user.enabled
+    {
+        return sts
+            .resume_with_session(&tenant, purpose, &user, &session, &headers)
+            .await;
+    }
+    let (flow_id, cookie) = sts.start_flow(&tenant, purpose, &headers, |_| {}).await?;
+    Ok(see_other(&signin_url(&sts, &tenant, &flow_id), cookie))
+}

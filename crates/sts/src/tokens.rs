@@ -1,0 +1,301 @@
+//! Tokens the STS issues: ID tokens (OIDC Core §2) and JWT access tokens
+//! (RFC 9068, `typ: at+jwt`), both RS256; and the one place that verifies access
+//! tokens for the resources the service itself protects (admin API, userinfo).
+//!
+//! Verification takes `now` from the service's clock, not the library's, so tests
+//! control expiry.
+
+use jsonwebtoken::{Algorithm, Header, Validation};
+use postern_time::UnixTime;
+use serde::{Deserialize, Serialize};
+
+use crate::Sts;
+use crate::error::StsError;
+
+/// `typ` header of access tokens (RFC 9068 §2.1).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+/// Audience of access tokens for the admin API.
+pub const ADMIN_API_AUDIENCE: &str = "urn:postern:admin-api";
+/// Scope that asks for an admin API token.
+pub const ADMIN_SCOPE: &str = "postern:admin";
+/// Tolerance for tokens issued by a peer instance with a slightly fast clock.
+const IAT_SKEW_SECS: i64 = 60;
+
+/// One string or several, as the `aud` claim allows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// A single audience.
+    One(String),
+    /// Several audiences.
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// Whether `aud` is among the audiences.
+    pub fn contains(&self, aud: &str) -> bool {
+        match self {
+            Audience::One(a) => a == aud,
+            Audience::Many(all) => all.iter().any(|a| a == aud),
+        }
+    }
+}
+
+/// Claims of an ID token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IdClaims {
+    /// Issuer: the tenant's issuer URL.
+    pub iss: String,
+    /// Subject: the user ID.
+    pub sub: String,
+    /// The client ID.
+    pub aud: String,
+    /// Expiry.
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// When the user authenticated.
+    pub auth_time: i64,
+    /// The client's nonce.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// Authentication methods (RFC 8176): `pwd`, `otp`, `mfa`.
+    pub amr: Vec<String>,
+    /// Session ID at the STS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// Tenant ID.
+    pub tid: String,
+    /// Authorized party.
+    pub azp: String,
+    /// Display name (scope `profile`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Sign-in name (scope `profile`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preferred_username: Option<String>,
+    /// Email (scope `email`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Whether the email was verified (scope `email`); the service does not verify
+    /// addresses, so this is false when present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
+}
+
+/// Claims of an access token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// Issuer: the tenant's issuer URL.
+    pub iss: String,
+    /// Subject: the user ID.
+    pub sub: String,
+    /// Resources the token is for.
+    pub aud: Audience,
+    /// Expiry.
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// Unique token ID.
+    pub jti: String,
+    /// Client it was issued to.
+    pub client_id: String,
+    /// Granted scope, space-separated.
+    pub scope: String,
+    /// Tenant ID.
+    pub tid: String,
+    /// When the user authenticated.
+    pub auth_time: i64,
+    /// Authentication methods.
+    pub amr: Vec<String>,
+    /// Session ID at the STS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+}
+
+impl AccessClaims {
+    /// Whether the token grants `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scope.split(' ').any(|s| s == scope)
+    }
+}
+
+/// Why an access token was refused. Each is a 401 `invalid_token` to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not a JWT, or not one of ours (wrong `alg`/`typ`, unknown key).
+    #[error("malformed or unknown token")]
+    Malformed,
+    /// The signature does not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// Issued by another tenant or another service.
+    #[error("token was issued for another tenant")]
+    WrongIssuer,
+    /// Meant for another resource.
+    #[error("token is meant for another audience")]
+    WrongAudience,
+    /// Past its expiry.
+    #[error("token has expired")]
+    Expired,
+    /// Issued in the future.
+    #[error("token is not valid yet")]
+    NotYetValid,
+}
+
+impl Sts {
+    /// Signs `claims` with the active key.
+    pub(crate) async fn sign<T: Serialize>(
+        &self,
+        claims: &T,
+        typ: &str,
+        now: UnixTime,
+    ) -> Result<String, StsError> {
+        let key = self.keys.active(now).await?;
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(key.kid.clone());
+        header.typ = Some(typ.to_owned());
+        jsonwebtoken::encode(&header, claims, &key.encoding)
+            .map_err(|e| StsError::internal(format!("signing failed: {e}")))
+    }
+
+    /// Checks a JWT's header (RS256, `typ`, a published `kid`) and signature, and
+    /// decodes its claims. Claims are checked by the caller.
+    async fn verify_signed<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        typ: &str,
+    ) -> Result<Result<T, TokenError>, StsError> {
+        let Ok(header) = jsonwebtoken::decode_header(token) else {
+            return Ok(Err(TokenError::Malformed));
+        };
+        if header.alg != Algorithm::RS256 || header.typ.as_deref() != Some(typ) {
+            return Ok(Err(TokenError::Malformed));
+        }
+        let Some(kid) = header.kid else {
+            return Ok(Err(TokenError::Malformed));
+        };
+        let Some(key) = self.keys.verifying_key(&kid, self.now()).await? else {
+            return Ok(Err(TokenError::Malformed));
+        };
+        let mut validation = Validation::new(Algorithm::RS256);
+        // Time, issuer and audience are checked by the caller, against the service
+        // clock and with errors that say which check failed.
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        Ok(match jsonwebtoken::decode::<T>(token, &key, &validation) {
+            Ok(data) => Ok(data.claims),
+            Err(e) => Err(match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
+                _ => TokenError::Malformed,
+            }),
+        })
+    }
+
+    async fn verify_access(
+        &self,
+        tenant_name: &str,
+        token: &str,
+        audience: Option<&str>,
+    ) -> Result<Result<AccessClaims, TokenError>, StsError> {
+        let now = self.now();
+        let claims: AccessClaims = match self.verify_signed(token, ACCESS_TOKEN_TYP).await? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        if claims.iss != self.issuer(tenant_name) {
+            return Ok(Err(TokenError::WrongIssuer));
+        }
+        if audience.is_some_and(|aud| !claims.aud.contains(aud)) {
+            return Ok(Err(TokenError::WrongAudience));
+        }
+        if claims.exp <= now.secs() {
+            return Ok(Err(TokenError::Expired));
+        }
+        if claims.iat > now.secs() + IAT_SKEW_SECS {
+            return Ok(Err(TokenError::NotYetValid));
+        }
+        Ok(Ok(claims))
+    }
+
+    /// Verifies an access token for `audience` issued by `tenant_name`'s issuer:
+    /// signature with a published key, `typ`, issuer, audience, expiry and issue
+    /// time against the service clock. The outer error is the service's; the inner
+    /// one is why the token is refused.
+    pub async fn verify_access_token(
+        &self,
+        tenant_name: &str,
+        token: &str,
+        audience: &str,
+    ) -> Result<Result<AccessClaims, TokenError>, StsError> {
+        self.verify_access(tenant_name, token, Some(audience)).await
+    }
+
+    /// Verifies an access token of this tenant whatever client it was issued to
+    /// (for userinfo).
+    pub(crate) async fn verify_access_token_for_any_client(
+        &self,
+        tenant_name: &str,
+        token: &str,
+    ) -> Result<Result<AccessClaims, TokenError>, StsError> {
+        self.verify_access(tenant_name, token, None).await
+    }
+
+    /// Verifies an ID token this tenant issued, expired or not (an `id_token_hint`
+    /// at logout only has to prove who it was issued to).
+    pub(crate) async fn verify_id_token_hint(
+        &self,
+        tenant_name: &str,
+        token: &str,
+    ) -> Result<Option<IdClaims>, StsError> {
+        let claims: IdClaims = match self.verify_signed(token, "JWT").await? {
+            Ok(c) => c,
+            Err(_) => return Ok(None),
+        };
+        Ok((claims.iss == self.issuer(tenant_name)).then_some(claims))
+    }
+
+    /// Verifies a bearer token for the admin API: finds the tenant from the token's
+    /// issuer, then checks signature, issuer, audience ([`ADMIN_API_AUDIENCE`]),
+    /// expiry, scope ([`ADMIN_SCOPE`]) and that the tenant ID claim matches.
+    pub async fn verify_admin_token(
+        &self,
+        token: &str,
+    ) -> Result<Result<(postern_store::Tenant, AccessClaims), TokenError>, StsError> {
+        let Some(tenant_name) = unverified_issuer(token)
+            .and_then(|iss| iss.strip_prefix(&format!("{}/t/", self.base)).map(str::to_owned))
+        else {
+            return Ok(Err(TokenError::WrongIssuer));
+        };
+        let tenant = match self.tenant_named(&tenant_name).await {
+            Ok(t) => t,
+            Err(e) if e.is_not_found() => return Ok(Err(TokenError::WrongIssuer)),
+            Err(e) => return Err(e),
+        };
+        let claims = match self.verify_access_token(&tenant.name, token, ADMIN_API_AUDIENCE).await? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        if claims.tid != tenant.id {
+            return Ok(Err(TokenError::WrongIssuer));
+        }
+        if !claims.has_scope(ADMIN_SCOPE) {
+            return Ok(Err(TokenError::WrongAudience));
+        }
+        Ok(Ok((tenant, claims)))
+    }
+}
+
+/// The `iss` claim of a JWT, read without verifying anything: only used to pick
+/// which tenant's rules to verify it with.
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: String,
+    }
+    serde_json::from_slice::<Iss>(&bytes).ok().map(|i| i.iss)
+}
