@@ -1,6 +1,10 @@
 //! `postern`: one binary with the roles of the system as subcommands.
 
 mod admin;
+mod logging;
+mod serve;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -15,6 +19,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the service: sign-in (OpenID Connect provider), admin API, and more.
+    Serve(serve::ServeArgs),
     /// Manage tenants, domains, users, groups and roles (signs in with the device flow).
     Admin {
         #[command(subcommand)]
@@ -22,10 +28,28 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    // One TLS crypto provider for the whole process, before anything uses TLS.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    match cli.command {
-        Command::Admin { command } => admin::run(command).await,
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Admin { command } => admin::run(command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

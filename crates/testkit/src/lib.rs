@@ -1,1 +1,345 @@
 //! Test harness: starts the real service in-process on loopback with a temporary store and a controlled clock.
+//!
+//! ```text
+//! let svc = TestService::builder().postgres().start().await?;
+//! let tenant = svc.bootstrap().await?;            // first-run setup, through the web pages
+//! let browser = Browser::new();
+//! let landed = browser.sign_in(&authorize_url, &tenant.admin_login(&svc)).await?;
+//! ```
+//!
+//! Everything here talks to the service over real HTTP on 127.0.0.1; nothing is
+//! mocked. Time is a [`ManualClock`] unless a test asks for the system clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![warn(missing_docs)]
+
+mod browser;
+mod pkce;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use postern_service::RunningService;
+use postern_service::config::Config;
+use postern_store::testing::TestDatabase;
+use postern_store::{Backend, Store, Tenant, User};
+use postern_sts::{Sts, StsConfig};
+use postern_time::{Clock, ManualClock, SharedClock, SystemClock, UnixTime};
+
+pub use browser::{Browser, Form, Login, Page};
+pub use pkce::Pkce;
+
+/// Password of the administrator created by [`TestService::bootstrap`].
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+/// Builds a [`TestService`].
+pub struct TestServiceBuilder {
+    backend: Backend,
+    manual_clock: bool,
+    trust_loopback_proxy: bool,
+    tune: Box<dyn FnOnce(&mut StsConfig) + Send>,
+}
+
+impl TestServiceBuilder {
+    /// Use PostgreSQL (a fresh schema) instead of SQLite.
+    pub fn postgres(mut self) -> Self {
+        self.backend = Backend::Postgres;
+        self
+    }
+
+    /// Use the given backend.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Use the system clock (for tests that drive a separate process in real time).
+    pub fn system_clock(mut self) -> Self {
+        self.manual_clock = false;
+        self
+    }
+
+    /// Treat 127.0.0.1 as a trusted proxy, so tests can pose as other client
+    /// addresses with `X-Forwarded-For`.
+    pub fn trust_loopback_proxy(mut self) -> Self {
+        self.trust_loopback_proxy = true;
+        self
+    }
+
+    /// Adjusts the STS's lifetimes and knobs.
+    pub fn tune(mut self, f: impl FnOnce(&mut StsConfig) + Send + 'static) -> Self {
+        self.tune = Box::new(f);
+        self
+    }
+
+    /// Starts the service on 127.0.0.1 with an ephemeral port.
+    pub async fn start(self) -> Result<TestService> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let data = tempfile::tempdir()?;
+        let db = TestDatabase::new(self.backend).await?;
+        let mut config = Config::local(data.path().to_path_buf());
+        config.database_url = db.url.clone();
+        if self.trust_loopback_proxy {
+            config.trusted_proxies = vec!["127.0.0.1/32".parse()?];
+        }
+        let manual = ManualClock::starting_now();
+        let clock: SharedClock = if self.manual_clock {
+            manual.clone()
+        } else {
+            Arc::new(SystemClock)
+        };
+        let mut service = RunningService::start_with(config, clock.clone(), self.tune).await?;
+        let setup_url = service.take_setup_code().map(|s| s.url);
+        Ok(TestService {
+            service: Some(service),
+            clock: manual,
+            uses_manual_clock: self.manual_clock,
+            setup_url,
+            _db: db,
+            data,
+        })
+    }
+}
+
+/// A running service for one test.
+pub struct TestService {
+    service: Option<RunningService>,
+    clock: Arc<ManualClock>,
+    uses_manual_clock: bool,
+    setup_url: Option<String>,
+    _db: TestDatabase,
+    data: tempfile::TempDir,
+}
+
+/// A tenant created for a test, with its administrator's credentials.
+#[derive(Clone, Debug)]
+pub struct TenantFixture {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// The global administrator.
+    pub admin: User,
+    /// The administrator's password.
+    pub admin_password: String,
+    /// The administrator's TOTP secret (base32), as shown at enrolment.
+    pub admin_totp_secret: String,
+    /// Recovery codes shown at setup.
+    pub recovery_codes: Vec<String>,
+}
+
+impl TestService {
+    /// A builder with SQLite, a manual clock and default lifetimes.
+    pub fn builder() -> TestServiceBuilder {
+        TestServiceBuilder {
+            backend: Backend::Sqlite,
+            manual_clock: true,
+            trust_loopback_proxy: false,
+            tune: Box::new(|_| {}),
+        }
+    }
+
+    /// Starts a service with the defaults.
+    pub async fn start() -> Result<TestService> {
+        Self::builder().start().await
+    }
+
+    fn running(&self) -> &RunningService {
+        self.service
+            .as_ref()
+            .expect("service is running until dropped")
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        self.running()
+            .public_url()
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// The issuer URL of a tenant.
+    pub fn issuer(&self, tenant: &str) -> String {
+        format!("{}/t/{tenant}", self.url())
+    }
+
+    /// The STS.
+    pub fn sts(&self) -> &Arc<Sts> {
+        self.running().sts()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        self.running().store()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data.path()
+    }
+
+    /// The controlled clock (only meaningful unless built with `system_clock`).
+    pub fn clock(&self) -> &ManualClock {
+        &self.clock
+    }
+
+    /// The service's current time.
+    pub fn now(&self) -> UnixTime {
+        if self.uses_manual_clock {
+            self.clock.now()
+        } else {
+            SystemClock.now()
+        }
+    }
+
+    /// Moves the service clock forward.
+    pub fn advance(&self, by: std::time::Duration) {
+        assert!(self.uses_manual_clock, "advance() needs the manual clock");
+        self.clock.advance(by);
+    }
+
+    /// The first-run setup URL printed at start.
+    pub fn setup_url(&self) -> Option<&str> {
+        self.setup_url.as_deref()
+    }
+
+    /// Runs first-run setup through the web pages, creating tenant `acme` with
+    /// domain `acme.test` and administrator `admin@acme.test`.
+    pub async fn bootstrap(&self) -> Result<TenantFixture> {
+        let url = self
+            .setup_url()
+            .context("no setup URL: a tenant exists already")?
+            .to_owned();
+        let done = setup_through_web(&url, self.now()).await?;
+        let tenant = self.store().tenant_by_name("acme").await?;
+        let admin = self
+            .store()
+            .user_by_username(&tenant.id, "admin@acme.test")
+            .await?;
+        // The step used at enrolment is spent; move past it so the next sign-in
+        // can use a fresh code.
+        if self.uses_manual_clock {
+            self.advance(std::time::Duration::from_secs(30));
+        }
+        Ok(TenantFixture {
+            tenant,
+            admin,
+            admin_password: ADMIN_PASSWORD.into(),
+            admin_totp_secret: done.totp_secret,
+            recovery_codes: done.recovery_codes,
+        })
+    }
+
+    /// Creates a cloud user with a password (no roles, no MFA) directly through the
+    /// STS's password hasher and the store.
+    pub async fn create_user(
+        &self,
+        tenant: &Tenant,
+        username: &str,
+        password: &str,
+    ) -> Result<User> {
+        let hash = self.sts().hasher().hash(&password.into()).await?;
+        let user = postern_store::NewUser::cloud(username, username, Some(hash));
+        Ok(self
+            .store()
+            .create_user(&tenant.id, user, self.now())
+            .await?)
+    }
+
+    /// Registers an OAuth client directly in the store. With `secret`, a
+    /// confidential client.
+    pub async fn create_client(
+        &self,
+        tenant: &Tenant,
+        client_id: &str,
+        secret: Option<&str>,
+        redirect_uris: &[&str],
+        grant_types: &[&str],
+    ) -> Result<()> {
+        self.store()
+            .create_client(
+                &tenant.id,
+                &postern_store::NewOAuthClient {
+                    client_id: client_id.into(),
+                    name: format!("Test app {client_id}"),
+                    secret_digest: secret.map(postern_keyring::digest),
+                    redirect_uris: redirect_uris.iter().map(|s| s.to_string()).collect(),
+                    post_logout_redirect_uris: redirect_uris
+                        .iter()
+                        .map(|s| format!("{s}/bye"))
+                        .collect(),
+                    grant_types: grant_types.iter().map(|s| s.to_string()).collect(),
+                    scopes: vec![],
+                    builtin: false,
+                },
+                self.now(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Stops the service (draining) and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.service.take() {
+            s.shutdown().await;
+        }
+    }
+}
+
+/// What first-run setup showed.
+#[derive(Debug, Clone)]
+pub struct SetupDone {
+    /// The administrator's TOTP secret (base32).
+    pub totp_secret: String,
+    /// The recovery codes.
+    pub recovery_codes: Vec<String>,
+}
+
+/// Walks the first-run setup pages at `setup_url` like a browser, creating tenant
+/// `acme` (domain `acme.test`) with administrator `admin@acme.test` /
+/// [`ADMIN_PASSWORD`]; TOTP codes are computed for `now`.
+pub async fn setup_through_web(setup_url: &str, now: UnixTime) -> Result<SetupDone> {
+    let browser = Browser::new();
+    let page = browser.get(setup_url).await?;
+    let form = page.form()?;
+    let page = browser
+        .submit(
+            &form,
+            &[
+                ("display_name", "Acme Corp"),
+                ("name", "acme"),
+                ("domain", "acme.test"),
+                ("username", "admin@acme.test"),
+                ("password", ADMIN_PASSWORD),
+                ("password_again", ADMIN_PASSWORD),
+            ],
+        )
+        .await?;
+    let secret = page
+        .codes()
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow!("no TOTP secret on the page:\n{}", page.body))?;
+    let code = totp_code(&secret, now)?;
+    let done = browser.submit(&page.form()?, &[("totp", &code)]).await?;
+    if done.title() != "Your organisation is ready" {
+        bail!("setup did not finish: {} {:?}", done.title(), done.error());
+    }
+    Ok(SetupDone {
+        totp_secret: secret,
+        recovery_codes: done.codes(),
+    })
+}
+
+/// The TOTP code for a base32 secret (spaces allowed) at `now`.
+pub fn totp_code(secret_base32: &str, now: UnixTime) -> Result<String> {
+    let compact: String = secret_base32
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let secret =
+        totp_rs::Secret::try_from_base32(&compact).map_err(|e| anyhow!("bad secret: {e:?}"))?;
+    let totp = totp_rs::Builder::new()
+        .with_secret(secret.as_ref().to_vec())
+        .build()
+        .map_err(|e| anyhow!("totp: {e}"))?;
+    Ok(totp.generate(u64::try_from(now.secs())?).to_string())
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests of `postern`: the real service on loopback, real HTTP clients,
+//! a real OpenID Connect relying party library. One test binary on purpose: each
+//! file under `tests/` would be another slow link (see kanidm's
+//! DO_NOT_ADD_MORE_TESTS_HERE); add modules here instead.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+mod lockout;
+mod mfa;
+mod oidc;
+mod secrets;
+mod setup;
+mod tokens;

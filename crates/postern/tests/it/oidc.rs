@@ -1,0 +1,166 @@
+//! A real OpenID Connect relying party (the `openidconnect` crate) against the
+//! service: discovery, code flow with PKCE, ID token validation against the JWKS,
+//! userinfo, refresh rotation, single sign-on, logout, and the device flow.
+
+use std::time::Duration;
+
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreDeviceAuthorizationResponse, CoreProviderMetadata, CoreUserInfoClaims,
+};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, DeviceAuthorizationUrl, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, RedirectUrl, RefreshToken, Scope, TokenResponse,
+};
+use postern_testkit::{Browser, TestService};
+
+use crate::common::{admin_login, http, query_param};
+
+const REDIRECT: &str = "https://app.acme.test/callback";
+
+#[tokio::test]
+async fn code_flow_with_pkce_through_a_real_relying_party() {
+    let svc = TestService::start().await.unwrap();
+    let t = svc.bootstrap().await.unwrap();
+    svc.create_client(&t.tenant, "web-app", Some("s3cret-s3cret"), &[REDIRECT], &["authorization_code", "refresh_token"])
+        .await
+        .unwrap();
+
+    let issuer = IssuerUrl::new(svc.issuer("acme")).unwrap();
+    let metadata = CoreProviderMetadata::discover_async(issuer, &http).await.expect("discovery");
+    let client = CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new("web-app".into()),
+        Some(ClientSecret::new("s3cret-s3cret".into())),
+    )
+    .set_redirect_uri(RedirectUrl::new(REDIRECT.into()).unwrap());
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (auth_url, csrf, nonce) = client
+        .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+        .add_scope(Scope::new("profile".into()))
+        .add_scope(Scope::new("offline_access".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+
+    let browser = Browser::new();
+    let back = browser.sign_in(auth_url.as_str(), &admin_login(&svc, &t)).await.unwrap();
+    let location = back.location().unwrap();
+    assert!(location.starts_with(REDIRECT), "{location}");
+    assert_eq!(query_param(&location, "state").as_deref(), Some(csrf.secret().as_str()));
+    assert_eq!(query_param(&location, "iss").as_deref(), Some(svc.issuer("acme").as_str()), "RFC 9207 iss");
+    let code = query_param(&location, "code").unwrap();
+
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(code))
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request_async(&http)
+        .await
+        .expect("code exchange");
+    let id_token = tokens.id_token().expect("an ID token");
+    let claims = id_token.claims(&client.id_token_verifier(), &nonce).expect("ID token verifies against the JWKS");
+    assert_eq!(claims.subject().as_str(), t.admin.id);
+    assert_eq!(claims.preferred_username().unwrap().as_str(), "admin@acme.test");
+    let amr: Vec<String> = claims.auth_method_refs().unwrap().iter().map(|a| a.to_string()).collect();
+    assert!(amr.contains(&"mfa".to_string()) && amr.contains(&"pwd".to_string()), "{amr:?}");
+
+    // Userinfo with the access token.
+    let info: CoreUserInfoClaims = client
+        .user_info(tokens.access_token().clone(), None)
+        .unwrap()
+        .request_async(&http)
+        .await
+        .expect("userinfo");
+    assert_eq!(info.subject().as_str(), t.admin.id);
+
+    // Refresh rotates: the new token works, the old one is refused and revokes the family.
+    let first_refresh = tokens.refresh_token().expect("offline_access gives a refresh token").clone();
+    let refreshed = client.exchange_refresh_token(&first_refresh).unwrap().request_async(&http).await.expect("refresh");
+    let second_refresh = refreshed.refresh_token().unwrap().clone();
+    assert_ne!(first_refresh.secret(), second_refresh.secret());
+    assert!(client.exchange_refresh_token(&first_refresh).unwrap().request_async(&http).await.is_err(), "reuse refused");
+    assert!(
+        client.exchange_refresh_token(&second_refresh).unwrap().request_async(&http).await.is_err(),
+        "reuse revoked the whole family"
+    );
+
+    // Single sign-on: a second authorization in the same browser needs no page.
+    let (challenge, _verifier) = PkceCodeChallenge::new_random_sha256();
+    let (again, _, _) = client
+        .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+        .set_pkce_challenge(challenge)
+        .url();
+    let sso = browser.get(again.as_str()).await.unwrap();
+    assert!(sso.status.is_redirection());
+    assert!(sso.location().unwrap().starts_with(REDIRECT), "SSO redirects straight back");
+
+    // Logout with the ID token as hint ends the session at once and returns to the
+    // registered post-logout URI; the next authorization shows the sign-in page.
+    let logout = format!(
+        "{}/logout?id_token_hint={}&post_logout_redirect_uri={}&state=bye",
+        svc.issuer("acme"),
+        id_token.to_string(),
+        url::form_urlencoded::byte_serialize(format!("{REDIRECT}/bye").as_bytes()).collect::<String>()
+    );
+    let out = browser.get(&logout).await.unwrap();
+    assert!(out.location().unwrap().starts_with(&format!("{REDIRECT}/bye?state=bye")), "{:?}", out.location());
+    let (challenge, _verifier) = PkceCodeChallenge::new_random_sha256();
+    let (after, _, _) = client
+        .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+        .set_pkce_challenge(challenge)
+        .url();
+    let page = browser.follow(after.as_str(), &svc.url()).await.unwrap();
+    assert_eq!(page.title(), "Sign in");
+}
+
+#[tokio::test]
+async fn device_flow_through_a_real_client() {
+    let svc = TestService::start().await.unwrap();
+    let t = svc.bootstrap().await.unwrap();
+    let issuer = IssuerUrl::new(svc.issuer("acme")).unwrap();
+    let metadata = CoreProviderMetadata::discover_async(issuer, &http).await.unwrap();
+    let client = CoreClient::from_provider_metadata(metadata, ClientId::new("postern-cli".into()), None)
+        .set_device_authorization_url(DeviceAuthorizationUrl::new(format!("{}/device_authorization", svc.issuer("acme"))).unwrap());
+    let details: CoreDeviceAuthorizationResponse = client
+        .exchange_device_code()
+        .add_scope(Scope::new("postern:admin".into()))
+        .add_scope(Scope::new("offline_access".into()))
+        .request_async(&http)
+        .await
+        .expect("device authorization");
+    let user_code = details.user_code().secret().clone();
+    assert_eq!(user_code.len(), 9, "XXXX-XXXX");
+
+    // The user opens the verification page, signs in (with MFA) and approves.
+    let browser = Browser::new();
+    let complete = details.verification_uri_complete().unwrap().secret().clone();
+    let entry = browser.get(&complete).await.unwrap();
+    let form = entry.form().unwrap();
+    let start = browser.submit(&form, &[("user_code", &user_code)]).await.unwrap();
+    let done = browser.sign_in(&start.location().unwrap(), &admin_login(&svc, &t)).await.unwrap();
+    assert_eq!(done.title(), "Device approved", "{}", done.body);
+
+    // The client polls; its sleeps move the service clock instead of waiting.
+    let clock_svc = &svc;
+    let tokens = client
+        .exchange_device_access_token(&details)
+        .unwrap()
+        .request_async(&http, |d: Duration| async move { clock_svc.advance(d) }, None)
+        .await
+        .expect("device token");
+    assert!(tokens.refresh_token().is_some());
+    // The token works at the admin API.
+    let me = reqwest::Client::new()
+        .get(format!("{}/api/v1/me", svc.url()))
+        .bearer_auth(tokens.access_token().secret())
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(me.status(), 401, "a device-flow admin token is accepted by the admin API");
+    // Refresh works for the CLI (public client) too.
+    let refreshed = client
+        .exchange_refresh_token(&RefreshToken::new(tokens.refresh_token().unwrap().secret().clone()))
+        .unwrap()
+        .request_async(&http)
+        .await;
+    assert!(refreshed.is_ok());
+}

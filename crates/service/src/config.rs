@@ -1,0 +1,472 @@
+//! Configuration of `postern serve`: a TOML file, overlaid by `POSTERN_*`
+//! environment variables (nested keys with `__`, e.g. `POSTERN_TLS__CERT`), overlaid
+//! by command-line flags. Unknown keys are errors; `validate` reports every problem
+//! at once, not just the first.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use ipnet::IpNet;
+use postern_keyring::SecretString;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Environment keys the service reads (after the `POSTERN_` prefix, lowercased,
+/// `__` meaning a nested table). Other `POSTERN_*` variables belong to other tools
+/// (tests, the CLI) and are ignored.
+const ENV_KEYS: &[&str] = &[
+    "data_dir",
+    "public_url",
+    "listen",
+    "database_url",
+    "kek",
+    "log_format",
+    "trusted_proxies",
+    "tls.cert",
+    "tls.key",
+    "limits.max_connections",
+    "limits.max_body_bytes",
+    "limits.header_timeout_secs",
+    "limits.request_timeout_secs",
+    "limits.shutdown_grace_secs",
+];
+
+/// The configuration as written (every field optional).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Directory for the SQLite database, the KEK file and generated keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// URL users and clients reach the service at, e.g. `https://login.example.com`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// Address to listen on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `postgres://...` to scale out; default: SQLite in the data dir.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// Key-encryption key ring (`ID:BASE64` entries); default: the `kek` file in the
+    /// data dir. Give it through the environment, not the file.
+    #[serde(skip_serializing)]
+    pub kek: Option<SecretString>,
+    /// `pretty` (default) or `json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
+    /// Networks of reverse proxies whose `X-Forwarded-For` is believed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// TLS for the listener; without it the service speaks plain HTTP (behind a
+    /// TLS-terminating load balancer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawTls>,
+    /// Limits protecting the service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<RawLimits>,
+}
+
+/// TLS files.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+}
+
+/// Limits as written.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Open client connections at most.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Largest request body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
+    /// Time a client has to send its request headers (slow-client protection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_timeout_secs: Option<u64>,
+    /// Time a request may take in all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_timeout_secs: Option<u64>,
+    /// Time in-flight requests get to finish at shutdown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// TLS settings of the listener.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Limits protecting the service (SEC-9).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Open client connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Time a client has to send its request headers.
+    pub header_timeout: Duration,
+    /// Time a request may take in all.
+    pub request_timeout: Duration,
+    /// Time in-flight requests get to finish at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_body_bytes: 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Data directory (created if missing, mode 0700).
+    pub data_dir: PathBuf,
+    /// Public URL; `None` means "derive from the listening address" (tests, local
+    /// use).
+    pub public_url: Option<Url>,
+    /// Listening address.
+    pub listen: SocketAddr,
+    /// Database URL.
+    pub database_url: String,
+    /// KEK ring from configuration, if not from the data dir.
+    pub kek: Option<SecretString>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Trusted reverse proxies.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Listener TLS.
+    pub tls: Option<TlsFiles>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigError(pub Vec<String>);
+
+/// The default data directory.
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("./postern-data")
+}
+
+impl RawConfig {
+    /// Reads the file at `path` (if given), then the environment, then `overrides`
+    /// (from command-line flags), later sources winning.
+    pub fn load(path: Option<&Path>, overrides: &RawConfig) -> Result<RawConfig, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(p) = path {
+            if !p.exists() {
+                return Err(ConfigError(vec![format!(
+                    "config file {} does not exist",
+                    p.display()
+                )]));
+            }
+            figment = figment.merge(Toml::file(p));
+        }
+        figment = figment
+            .merge(Env::prefixed("POSTERN_").split("__").only(ENV_KEYS))
+            .merge(Serialized::defaults(overrides.clone()).profile(figment::Profile::Default));
+        let mut raw: RawConfig = figment
+            .extract()
+            .map_err(|e| ConfigError(e.into_iter().map(|e| e.to_string()).collect()))?;
+        if raw.kek.is_none() {
+            raw.kek = overrides.kek.clone();
+        }
+        Ok(raw)
+    }
+
+    /// Checks everything and returns the typed configuration, or every problem.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let data_dir = self.data_dir.unwrap_or_else(default_data_dir);
+        let listen = match self
+            .listen
+            .as_deref()
+            .unwrap_or("127.0.0.1:8080")
+            .parse::<SocketAddr>()
+        {
+            Ok(a) => a,
+            Err(_) => {
+                problems.push(format!(
+                    "listen {:?} is not an address like 0.0.0.0:443",
+                    self.listen.unwrap_or_default()
+                ));
+                SocketAddr::from(([127, 0, 0, 1], 8080))
+            }
+        };
+        let public_url = match self.public_url.as_deref().map(Url::parse) {
+            None => None,
+            Some(Err(e)) => {
+                problems.push(format!("public_url: {e}"));
+                None
+            }
+            Some(Ok(u)) => {
+                if !matches!(u.scheme(), "https" | "http") {
+                    problems.push("public_url must be an http(s) URL".into());
+                }
+                if u.path() != "/"
+                    || u.query().is_some()
+                    || u.fragment().is_some()
+                    || !u.username().is_empty()
+                {
+                    problems.push(
+                        "public_url must be an origin only, like https://login.example.com".into(),
+                    );
+                }
+                if u.scheme() == "http" && !is_loopback_host(&u) {
+                    problems.push(
+                        "public_url must use https unless it is a loopback address (put a TLS listener or a TLS-terminating load balancer in front)".into(),
+                    );
+                }
+                Some(u)
+            }
+        };
+        let database_url = match self.database_url {
+            Some(u)
+                if u.starts_with("postgres://")
+                    || u.starts_with("postgresql://")
+                    || u.starts_with("sqlite:") =>
+            {
+                u
+            }
+            Some(_) => {
+                problems.push("database_url must start with postgres:// or sqlite:".into());
+                String::new()
+            }
+            None => format!("sqlite://{}", data_dir.join("postern.db").display()),
+        };
+        let log_format = match self.log_format.as_deref().unwrap_or("pretty") {
+            "pretty" => LogFormat::Pretty,
+            "json" => LogFormat::Json,
+            other => {
+                problems.push(format!("log_format {other:?} must be pretty or json"));
+                LogFormat::Pretty
+            }
+        };
+        let mut trusted_proxies = Vec::new();
+        for p in self.trusted_proxies.unwrap_or_default() {
+            match p
+                .parse::<IpNet>()
+                .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
+            {
+                Ok(net) => trusted_proxies.push(net),
+                Err(_) => problems.push(format!(
+                    "trusted_proxies: {p:?} is not an address or network"
+                )),
+            }
+        }
+        let tls = match self.tls {
+            None => None,
+            Some(RawTls {
+                cert: Some(cert),
+                key: Some(key),
+            }) => {
+                for (what, path) in [("tls.cert", &cert), ("tls.key", &key)] {
+                    if !path.is_file() {
+                        problems.push(format!("{what} {} is not a readable file", path.display()));
+                    }
+                }
+                Some(TlsFiles { cert, key })
+            }
+            Some(_) => {
+                problems.push("tls needs both cert and key".into());
+                None
+            }
+        };
+        let raw_limits = self.limits.unwrap_or_default();
+        let d = Limits::default();
+        let limits = Limits {
+            max_connections: raw_limits.max_connections.unwrap_or(d.max_connections),
+            max_body_bytes: raw_limits.max_body_bytes.unwrap_or(d.max_body_bytes),
+            header_timeout: raw_limits
+                .header_timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or(d.header_timeout),
+            request_timeout: raw_limits
+                .request_timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or(d.request_timeout),
+            shutdown_grace: raw_limits
+                .shutdown_grace_secs
+                .map(Duration::from_secs)
+                .unwrap_or(d.shutdown_grace),
+        };
+        if limits.max_connections == 0 {
+            problems.push("limits.max_connections must be at least 1".into());
+        }
+        if limits.max_body_bytes < 1024 {
+            problems.push("limits.max_body_bytes must be at least 1024".into());
+        }
+        if limits.header_timeout.is_zero() || limits.request_timeout.is_zero() {
+            problems.push("limits timeouts must be at least one second".into());
+        }
+        if let Some(kek) = &self.kek {
+            if let Err(e) = postern_keyring::Keyring::from_text(kek.expose()) {
+                problems.push(format!("kek: {e}"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError(problems));
+        }
+        Ok(Config {
+            data_dir,
+            public_url,
+            listen,
+            database_url,
+            kek: self.kek,
+            log_format,
+            trusted_proxies,
+            tls,
+            limits,
+        })
+    }
+}
+
+fn is_loopback_host(u: &Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+impl Config {
+    /// A configuration for tests and local use: everything in `data_dir`, listening
+    /// on an ephemeral loopback port.
+    pub fn local(data_dir: PathBuf) -> Self {
+        Self {
+            database_url: format!("sqlite://{}", data_dir.join("postern.db").display()),
+            data_dir,
+            public_url: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kek: None,
+            log_format: LogFormat::Pretty,
+            trusted_proxies: Vec::new(),
+            tls: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let raw = RawConfig {
+            public_url: Some("http://login.example.com/path".into()),
+            listen: Some("nonsense".into()),
+            database_url: Some("mysql://x".into()),
+            log_format: Some("xml".into()),
+            trusted_proxies: Some(vec!["10.0.0.0/8".into(), "bogus".into()]),
+            tls: Some(RawTls {
+                cert: Some("/nonexistent.pem".into()),
+                key: None,
+            }),
+            limits: Some(RawLimits {
+                max_connections: Some(0),
+                ..Default::default()
+            }),
+            kek: Some(SecretString::from("1:short")),
+            ..Default::default()
+        };
+        let err = raw.validate().unwrap_err();
+        let all = err.0.join("\n");
+        for needle in [
+            "listen",
+            "origin only",
+            "https unless",
+            "database_url",
+            "log_format",
+            "bogus",
+            "cert and key",
+            "max_connections",
+            "kek",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert!(!all.contains("short"), "a secret value must not be echoed");
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = RawConfig::default().validate().unwrap();
+        assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert!(c.database_url.starts_with("sqlite://"));
+        assert!(c.public_url.is_none());
+        let c = RawConfig {
+            public_url: Some("http://127.0.0.1:9000".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(c.public_url.unwrap().as_str(), "http://127.0.0.1:9000/");
+    }
+
+    #[test]
+    fn toml_with_unknown_keys_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("postern.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:443\"\nlisten_port = 1\n[tls]\ncert = \"a\"\nkye = \"b\"\n",
+        )
+        .unwrap();
+        let err = RawConfig::load(Some(&path), &RawConfig::default()).unwrap_err();
+        let all = err.0.join("\n");
+        assert!(all.contains("listen_port"), "{all}");
+        let ok = dir.path().join("ok.toml");
+        std::fs::write(&ok, "listen = \"0.0.0.0:8443\"\npublic_url = \"https://login.example.com\"\n[limits]\nmax_connections = 5\n").unwrap();
+        let flags = RawConfig {
+            listen: Some("127.0.0.1:9443".into()),
+            ..Default::default()
+        };
+        let c = RawConfig::load(Some(&ok), &flags)
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(c.listen.port(), 9443, "flags win over the file");
+        assert_eq!(c.limits.max_connections, 5);
+        assert!(
+            RawConfig::load(
+                Some(&dir.path().join("missing.toml")),
+                &RawConfig::default()
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! The listener: accepts connections up to a limit, does the TLS handshake within
+//! a deadline, serves HTTP/1.1 and HTTP/2 with a header timeout, attaches the
+//! client's address to every request, and drains gracefully at shutdown.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use ipnet::IpNet;
+use postern_sts::ClientIp;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::config::Limits;
+
+/// Most concurrent HTTP/2 streams per client connection.
+const MAX_H2_STREAMS: u32 = 256;
+
+/// Where requests come from, as far as the service can tell.
+#[derive(Clone, Debug)]
+pub(crate) struct ClientAddressing {
+    trusted_proxies: Arc<Vec<IpNet>>,
+}
+
+impl ClientAddressing {
+    pub(crate) fn new(trusted_proxies: Vec<IpNet>) -> Self {
+        Self {
+            trusted_proxies: Arc::new(trusted_proxies),
+        }
+    }
+
+    fn trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client address of a request from `peer`: the peer itself, unless the
+    /// peer is a trusted proxy, in which case the right-most address of
+    /// `X-Forwarded-For` that is not a trusted proxy.
+    pub(crate) fn resolve<B>(&self, peer: IpAddr, request: &Request<B>) -> IpAddr {
+        if !self.trusted(peer) {
+            return peer;
+        }
+        let forwarded: Vec<IpAddr> = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+            .collect();
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !self.trusted(*ip))
+            .unwrap_or(peer)
+    }
+}
+
+/// A bound listener with everything it needs to serve.
+pub(crate) struct Listener {
+    pub tcp: TcpListener,
+    pub tls: Option<TlsAcceptor>,
+    pub limits: Limits,
+    pub addressing: ClientAddressing,
+}
+
+impl Listener {
+    /// Serves `app` until `shutdown` turns true, then stops accepting and gives
+    /// open connections `limits.shutdown_grace` to finish.
+    pub(crate) async fn serve(self, app: Router, mut shutdown: watch::Receiver<bool>) {
+        let permits = Arc::new(Semaphore::new(self.limits.max_connections));
+        let graceful = GracefulShutdown::new();
+        let tls = self.tls.map(Arc::new);
+        loop {
+            let accepted = tokio::select! {
+                a = self.tcp.accept() => a,
+                _ = shutdown.changed() => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "connection limit reached; connection closed");
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let app = app.clone();
+            let tls = tls.clone();
+            let addressing = self.addressing.clone();
+            let watcher = graceful.watcher();
+            let limits = self.limits.clone();
+            tokio::spawn(async move {
+                serve_connection(stream, peer, tls, app, addressing, watcher, &limits).await;
+                drop(permit);
+            });
+        }
+        drop(self.tcp);
+        if tokio::time::timeout(self.limits.shutdown_grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the shutdown grace period; closing them");
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<Arc<TlsAcceptor>>,
+    app: Router,
+    addressing: ClientAddressing,
+    watcher: hyper_util::server::graceful::Watcher,
+    limits: &Limits,
+) {
+    let service = tower::service_fn(move |mut request: Request<Incoming>| {
+        let ip = addressing.resolve(peer.ip(), &request);
+        request.extensions_mut().insert(ClientIp(ip));
+        app.clone().oneshot(request)
+    });
+    let service = TowerToHyperService::new(service);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_H2_STREAMS)
+        .max_header_list_size(64 * 1024)
+        .keep_alive_interval(Duration::from_secs(30));
+    let result = match tls {
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await;
+            let tls_stream = match handshake {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+            watcher.watch(conn.into_owned()).await
+        }
+        None => {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            watcher.watch(conn.into_owned()).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let a = ClientAddressing::new(vec!["10.0.0.0/8".parse().unwrap()]);
+        let req = Request::builder()
+            .header("x-forwarded-for", "198.51.100.7, 10.1.1.1")
+            .body(())
+            .unwrap();
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(
+            a.resolve(proxy, &req),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            a.resolve(stranger, &req),
+            stranger,
+            "spoofed header from an untrusted peer is ignored"
+        );
+        let none = Request::builder().body(()).unwrap();
+        assert_eq!(a.resolve(proxy, &none), proxy);
+    }
+}

@@ -1,0 +1,78 @@
+//! The service's HTTP surface: STS and admin API routes, health probes, and the
+//! layers every request passes (limits, timeouts, security headers, request logs
+//! that carry no secrets).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use postern_sts::Sts;
+use postern_sts::pages::Page;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use url::Url;
+
+use crate::config::Config;
+
+/// Builds the whole application.
+pub(crate) fn app(sts: &Arc<Sts>, config: &Config, public_url: &Url) -> Router {
+    let probes = Router::new()
+        .route("/", get(landing))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(sts.clone());
+    let mut app = Router::new()
+        .merge(probes)
+        .merge(sts.router())
+        .merge(postern_admin_api::router(sts.clone()))
+        .fallback(not_found)
+        .layer(RequestBodyLimitLayer::new(config.limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.limits.request_timeout))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        // Request logs name the path only: query strings can carry codes and
+        // flow IDs, and headers carry cookies and tokens.
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+        }));
+    if public_url.scheme() == "https" {
+        app = app.layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static("strict-transport-security"),
+            HeaderValue::from_static("max-age=31536000"),
+        ));
+    }
+    app
+}
+
+async fn landing() -> Response {
+    Page::new("Postern")
+        .para("This is a Postern service. Applications published through it, and their sign-in pages, live at their own addresses.")
+        .into_response()
+}
+
+async fn ready(State(sts): State<Arc<Sts>>) -> Response {
+    match sts.store().ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+    }
+}
+
+async fn not_found() -> Response {
+    Page::error(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "There is nothing at this address.",
+    )
+    .into_response()
+}

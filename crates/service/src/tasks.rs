@@ -1,0 +1,31 @@
+//! Background maintenance: signing-key rotation when due and purging expired
+//! short-lived records. Runs until shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_sts::Sts;
+use tokio::sync::watch;
+
+/// How often maintenance runs.
+const EVERY: Duration = Duration::from_secs(300);
+
+/// Runs maintenance every [`EVERY`] until `shutdown` turns true.
+pub(crate) async fn maintenance(sts: Arc<Sts>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = sts.maintain_signing_keys().await {
+            tracing::warn!(error = %e, "signing-key maintenance failed");
+        }
+        match sts.store().purge_expired(sts.now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "expired records purged"),
+            Err(e) => tracing::warn!(error = %e, "purging expired records failed"),
+        }
+    }
+}
