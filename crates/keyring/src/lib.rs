@@ -104,9 +104,7 @@ impl Keyring {
                 )));
             }
             if keys.iter().any(|k: &KekEntry| k.id == id) {
-                return Err(KeyringError::Malformed(format!(
-                    "key id {id} appears twice"
-                )));
+                return Err(KeyringError::Malformed(format!("key id {id} appears twice")));
             }
             let unbound = UnboundKey::new(&AES_256_GCM, &bytes)
                 .map_err(|_| KeyringError::Malformed(format!("key {id} rejected")))?;
@@ -129,10 +127,7 @@ impl Keyring {
             source,
         };
         if !path.exists() {
-            let text = Zeroizing::new(format!(
-                "1:{}\n",
-                STANDARD.encode(random_bytes::<KEY_LEN>()?)
-            ));
+            let text = Zeroizing::new(format!("1:{}\n", STANDARD.encode(random_bytes::<KEY_LEN>()?)));
             write_private_file(path, text.as_bytes()).map_err(io)?;
         }
         check_private_mode(path).map_err(io)?;
@@ -143,10 +138,7 @@ impl Keyring {
     /// Encodes a fresh key as a ring entry with `id`, for operators rotating the KEK.
     pub fn generate_entry(id: u32) -> Result<SecretString, KeyringError> {
         let key = Zeroizing::new(random_bytes::<KEY_LEN>()?);
-        Ok(SecretString::new(format!(
-            "{id}:{}",
-            STANDARD.encode(key.as_slice())
-        )))
+        Ok(SecretString::new(format!("{id}:{}", STANDARD.encode(key.as_slice()))))
     }
 
     /// Seals `plaintext` bound to `context`.
@@ -182,8 +174,7 @@ impl Keyring {
             .iter()
             .find(|k| k.id == id)
             .ok_or(KeyringError::UnknownKey(id))?;
-        let nonce = Nonce::try_assume_unique_for_key(&sealed[5..HEADER_LEN])
-            .map_err(|_| KeyringError::Unsealable)?;
+        let nonce = Nonce::try_assume_unique_for_key(&sealed[5..HEADER_LEN]).map_err(|_| KeyringError::Unsealable)?;
         let mut body = Zeroizing::new(sealed[HEADER_LEN..].to_vec());
         let len = entry
             .key
@@ -207,25 +198,19 @@ impl Keyring {
 /// `N` bytes from the system's secure random generator.
 pub fn random_bytes<const N: usize>() -> Result<[u8; N], KeyringError> {
     let mut buf = [0u8; N];
-    SystemRandom::new()
-        .fill(&mut buf)
-        .map_err(|_| KeyringError::Random)?;
+    SystemRandom::new().fill(&mut buf).map_err(|_| KeyringError::Random)?;
     Ok(buf)
 }
 
 /// A fresh unguessable token of 32 random bytes, base64url without padding: for
 /// refresh tokens, authorization codes, session IDs and CSRF tokens.
 pub fn random_token() -> Result<SecretString, KeyringError> {
-    Ok(SecretString::new(
-        URL_SAFE_NO_PAD.encode(random_bytes::<32>()?),
-    ))
+    Ok(SecretString::new(URL_SAFE_NO_PAD.encode(random_bytes::<32>()?)))
 }
 
 /// SHA-256 of a bearer secret: what the store keeps instead of the secret.
 pub fn digest(secret: &str) -> Vec<u8> {
-    digest::digest(&digest::SHA256, secret.as_bytes())
-        .as_ref()
-        .to_vec()
+    digest::digest(&digest::SHA256, secret.as_bytes()).as_ref().to_vec()
 }
 
 /// Compares two byte strings in time independent of where they differ.
@@ -282,10 +267,7 @@ mod tests {
     fn seal_round_trips_in_its_context_only() {
         let ring = ring();
         let sealed = ring.seal("totp:user-1", b"seed").unwrap();
-        assert_eq!(
-            ring.open("totp:user-1", &sealed).unwrap().as_slice(),
-            b"seed"
-        );
+        assert_eq!(ring.open("totp:user-1", &sealed).unwrap().as_slice(), b"seed");
         assert!(matches!(
             ring.open("totp:user-2", &sealed),
             Err(KeyringError::Unsealable)
@@ -299,14 +281,8 @@ mod tests {
         let mut sealed = ring.seal("ctx", b"secret value").unwrap();
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
-        assert!(matches!(
-            ring.open("ctx", &sealed),
-            Err(KeyringError::Unsealable)
-        ));
-        assert!(matches!(
-            ring.open("ctx", b"short"),
-            Err(KeyringError::Unsealable)
-        ));
+        assert!(matches!(ring.open("ctx", &sealed), Err(KeyringError::Unsealable)));
+        assert!(matches!(ring.open("ctx", b"short"), Err(KeyringError::Unsealable)));
     }
 
     #[test]
@@ -315,16 +291,12 @@ mod tests {
         let old = Keyring::from_text(old_entry.expose()).unwrap();
         let sealed = old.seal("ctx", b"v").unwrap();
         let new_entry = Keyring::generate_entry(2).unwrap();
-        let rotated =
-            Keyring::from_text(&format!("{}\n{}", new_entry.expose(), old_entry.expose())).unwrap();
+        let rotated = Keyring::from_text(&format!("{}\n{}", new_entry.expose(), old_entry.expose())).unwrap();
         assert_eq!(rotated.open("ctx", &sealed).unwrap().as_slice(), b"v");
         assert!(rotated.needs_reseal(&sealed));
         assert!(!rotated.needs_reseal(&rotated.seal("ctx", b"v").unwrap()));
         let other = ring();
-        assert!(matches!(
-            other.open("ctx", &sealed),
-            Err(KeyringError::UnknownKey(1))
-        ));
+        assert!(matches!(other.open("ctx", &sealed), Err(KeyringError::UnknownKey(1))));
     }
 
     #[test]
@@ -347,10 +319,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
             fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
             assert!(Keyring::load_or_create(&path).is_err());
         }

@@ -59,7 +59,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             setup.url
         ));
     }
-    print_banner(&format!("  Postern is listening on {} (public URL {})\n", service.local_addr(), service.public_url()));
+    print_banner(&format!(
+        "  Postern is listening on {} (public URL {})\n",
+        service.local_addr(),
+        service.public_url()
+    ));
     shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
     service.shutdown().await;

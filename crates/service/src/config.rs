@@ -188,10 +188,7 @@ impl RawConfig {
         let mut figment = Figment::new();
         if let Some(p) = path {
             if !p.exists() {
-                return Err(ConfigError(vec![format!(
-                    "config file {} does not exist",
-                    p.display()
-                )]));
+                return Err(ConfigError(vec![format!("config file {} does not exist", p.display())]));
             }
             figment = figment.merge(Toml::file(p));
         }
@@ -211,12 +208,7 @@ impl RawConfig {
     pub fn validate(self) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
         let data_dir = self.data_dir.unwrap_or_else(default_data_dir);
-        let listen = match self
-            .listen
-            .as_deref()
-            .unwrap_or("127.0.0.1:8080")
-            .parse::<SocketAddr>()
-        {
+        let listen = match self.listen.as_deref().unwrap_or("127.0.0.1:8080").parse::<SocketAddr>() {
             Ok(a) => a,
             Err(_) => {
                 problems.push(format!(
@@ -236,14 +228,8 @@ impl RawConfig {
                 if !matches!(u.scheme(), "https" | "http") {
                     problems.push("public_url must be an http(s) URL".into());
                 }
-                if u.path() != "/"
-                    || u.query().is_some()
-                    || u.fragment().is_some()
-                    || !u.username().is_empty()
-                {
-                    problems.push(
-                        "public_url must be an origin only, like https://login.example.com".into(),
-                    );
+                if u.path() != "/" || u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+                    problems.push("public_url must be an origin only, like https://login.example.com".into());
                 }
                 if u.scheme() == "http" && !is_loopback_host(&u) {
                     problems.push(
@@ -254,13 +240,7 @@ impl RawConfig {
             }
         };
         let database_url = match self.database_url {
-            Some(u)
-                if u.starts_with("postgres://")
-                    || u.starts_with("postgresql://")
-                    || u.starts_with("sqlite:") =>
-            {
-                u
-            }
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") || u.starts_with("sqlite:") => u,
             Some(_) => {
                 problems.push("database_url must start with postgres:// or sqlite:".into());
                 String::new()
@@ -277,14 +257,9 @@ impl RawConfig {
         };
         let mut trusted_proxies = Vec::new();
         for p in self.trusted_proxies.unwrap_or_default() {
-            match p
-                .parse::<IpNet>()
-                .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
-            {
+            match p.parse::<IpNet>().or_else(|_| p.parse::<IpAddr>().map(IpNet::from)) {
                 Ok(net) => trusted_proxies.push(net),
-                Err(_) => problems.push(format!(
-                    "trusted_proxies: {p:?} is not an address or network"
-                )),
+                Err(_) => problems.push(format!("trusted_proxies: {p:?} is not an address or network")),
             }
         }
         let tls = match self.tls {
@@ -450,23 +425,18 @@ mod tests {
         let all = err.0.join("\n");
         assert!(all.contains("listen_port"), "{all}");
         let ok = dir.path().join("ok.toml");
-        std::fs::write(&ok, "listen = \"0.0.0.0:8443\"\npublic_url = \"https://login.example.com\"\n[limits]\nmax_connections = 5\n").unwrap();
+        std::fs::write(
+            &ok,
+            "listen = \"0.0.0.0:8443\"\npublic_url = \"https://login.example.com\"\n[limits]\nmax_connections = 5\n",
+        )
+        .unwrap();
         let flags = RawConfig {
             listen: Some("127.0.0.1:9443".into()),
             ..Default::default()
         };
-        let c = RawConfig::load(Some(&ok), &flags)
-            .unwrap()
-            .validate()
-            .unwrap();
+        let c = RawConfig::load(Some(&ok), &flags).unwrap().validate().unwrap();
         assert_eq!(c.listen.port(), 9443, "flags win over the file");
         assert_eq!(c.limits.max_connections, 5);
-        assert!(
-            RawConfig::load(
-                Some(&dir.path().join("missing.toml")),
-                &RawConfig::default()
-            )
-            .is_err()
-        );
+        assert!(RawConfig::load(Some(&dir.path().join("missing.toml")), &RawConfig::default()).is_err());
     }
 }

@@ -114,9 +114,7 @@ impl RunningService {
         let tcp = TcpListener::bind(config.listen)
             .await
             .map_err(io(format!("listening on {}", config.listen)))?;
-        let addr = tcp
-            .local_addr()
-            .map_err(io("reading the listening address"))?;
+        let addr = tcp.local_addr().map_err(io("reading the listening address"))?;
         let tls = match &config.tls {
             Some(files) => Some(tls::acceptor(files)?),
             None => None,
@@ -125,8 +123,7 @@ impl RunningService {
             Some(u) => u.clone(),
             None => {
                 let scheme = if tls.is_some() { "https" } else { "http" };
-                Url::parse(&format!("{scheme}://{addr}"))
-                    .map_err(|e| ServiceError::Tls(e.to_string()))?
+                Url::parse(&format!("{scheme}://{addr}")).map_err(|e| ServiceError::Tls(e.to_string()))?
             }
         };
         let mut sts_config = StsConfig::new(public_url.clone());

@@ -149,8 +149,7 @@ async fn serve_connection(
         .keep_alive_interval(Duration::from_secs(30));
     let result = match tls {
         Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await;
+            let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await;
             let tls_stream = match handshake {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -188,10 +187,7 @@ mod tests {
             .unwrap();
         let proxy: IpAddr = "10.0.0.5".parse().unwrap();
         let stranger: IpAddr = "203.0.113.9".parse().unwrap();
-        assert_eq!(
-            a.resolve(proxy, &req),
-            "198.51.100.7".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(a.resolve(proxy, &req), "198.51.100.7".parse::<IpAddr>().unwrap());
         assert_eq!(
             a.resolve(stranger, &req),
             stranger,

@@ -69,10 +69,5 @@ async fn ready(State(sts): State<Arc<Sts>>) -> Response {
 }
 
 async fn not_found() -> Response {
-    Page::error(
-        StatusCode::NOT_FOUND,
-        "Not found",
-        "There is nothing at this address.",
-    )
-    .into_response()
+    Page::error(StatusCode::NOT_FOUND, "Not found", "There is nothing at this address.").into_response()
 }

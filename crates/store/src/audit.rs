@@ -108,11 +108,7 @@ fn entry_hash(prev: &[u8], e: &Hashed<'_>) -> Vec<u8> {
 
 impl Store {
     /// Appends an entry to the chain and returns its sequence number.
-    pub async fn append_audit(
-        &self,
-        entry: &NewAuditEntry,
-        now: UnixTime,
-    ) -> Result<i64, StoreError> {
+    pub async fn append_audit(&self, entry: &NewAuditEntry, now: UnixTime) -> Result<i64, StoreError> {
         let detail = entry.detail.to_string();
         for _ in 0..APPEND_ATTEMPTS {
             let mut tx = self.pool.begin().await.db()?;
@@ -167,12 +163,7 @@ impl Store {
     }
 
     /// A tenant's audit entries after sequence `after`, oldest first.
-    pub async fn audit_entries(
-        &self,
-        tenant_id: &str,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
+    pub async fn audit_entries(&self, tenant_id: &str, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
         sqlx::query_as::<_, AuditEntry>(
             "SELECT seq, tenant_id, at, actor, action, target, detail, prev_hash, hash FROM audit_log \
              WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",

@@ -122,20 +122,14 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(|e| match StoreError::from_sqlx(e) {
-            StoreError::Conflict(_) => {
-                StoreError::Conflict(format!("client {} exists", client.client_id))
-            }
+            StoreError::Conflict(_) => StoreError::Conflict(format!("client {} exists", client.client_id)),
             other => other,
         })?;
         self.client(tenant_id, &client.client_id).await
     }
 
     /// One client of a tenant.
-    pub async fn client(
-        &self,
-        tenant_id: &str,
-        client_id: &str,
-    ) -> Result<OAuthClient, StoreError> {
+    pub async fn client(&self, tenant_id: &str, client_id: &str) -> Result<OAuthClient, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             client_columns!(),
@@ -166,14 +160,12 @@ impl Store {
     /// Deletes a client that the service does not own, with its codes and tokens.
     pub async fn delete_client(&self, tenant_id: &str, client_id: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.db()?;
-        let done = sqlx::query(
-            "DELETE FROM oauth_clients WHERE tenant_id = $1 AND client_id = $2 AND builtin = 0",
-        )
-        .bind(tenant_id)
-        .bind(client_id)
-        .execute(&mut *tx)
-        .await
-        .db()?;
+        let done = sqlx::query("DELETE FROM oauth_clients WHERE tenant_id = $1 AND client_id = $2 AND builtin = 0")
+            .bind(tenant_id)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await
+            .db()?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }

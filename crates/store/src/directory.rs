@@ -269,32 +269,22 @@ pub(crate) async fn insert_user(
         other => other,
     })?;
     for digest in &user.recovery_code_digests {
-        sqlx::query(
-            "INSERT INTO recovery_codes (user_id, code_digest, used_at) VALUES ($1, $2, NULL)",
-        )
-        .bind(&user.id)
-        .bind(digest)
-        .execute(&mut **tx)
-        .await
-        .db()?;
+        sqlx::query("INSERT INTO recovery_codes (user_id, code_digest, used_at) VALUES ($1, $2, NULL)")
+            .bind(&user.id)
+            .bind(digest)
+            .execute(&mut **tx)
+            .await
+            .db()?;
     }
-    sqlx::query_as::<_, User>(concat!(
-        "SELECT ",
-        user_columns!(),
-        " FROM users WHERE id = $1"
-    ))
-    .bind(&user.id)
-    .fetch_one(&mut **tx)
-    .await
-    .db()
+    sqlx::query_as::<_, User>(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
+        .bind(&user.id)
+        .fetch_one(&mut **tx)
+        .await
+        .db()
 }
 
 fn not_found_if_none(rows: u64) -> Result<(), StoreError> {
-    if rows == 0 {
-        Err(StoreError::NotFound)
-    } else {
-        Ok(())
-    }
+    if rows == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
 
 impl Store {
@@ -353,18 +343,15 @@ impl Store {
     /// Marks a domain verified. Fails with a conflict if another tenant has
     /// already verified the same name.
     pub async fn verify_domain(&self, tenant_id: &str, name: &str) -> Result<(), StoreError> {
-        let done =
-            sqlx::query("UPDATE domains SET verified = 1 WHERE tenant_id = $1 AND name = $2")
-                .bind(tenant_id)
-                .bind(name)
-                .execute(&self.pool)
-                .await
-                .map_err(|e| match StoreError::from_sqlx(e) {
-                    StoreError::Conflict(_) => {
-                        StoreError::Conflict(format!("domain {name} is verified by another tenant"))
-                    }
-                    other => other,
-                })?;
+        let done = sqlx::query("UPDATE domains SET verified = 1 WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match StoreError::from_sqlx(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(format!("domain {name} is verified by another tenant")),
+                other => other,
+            })?;
         not_found_if_none(done.rows_affected())
     }
 
@@ -375,31 +362,26 @@ impl Store {
         name: &str,
         mode: DomainAuthMode,
     ) -> Result<(), StoreError> {
-        let done =
-            sqlx::query("UPDATE domains SET auth_mode = $1 WHERE tenant_id = $2 AND name = $3")
-                .bind(mode.as_str())
-                .bind(tenant_id)
-                .bind(name)
-                .execute(&self.pool)
-                .await
-                .db()?;
+        let done = sqlx::query("UPDATE domains SET auth_mode = $1 WHERE tenant_id = $2 AND name = $3")
+            .bind(mode.as_str())
+            .bind(tenant_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .db()?;
         not_found_if_none(done.rows_affected())
     }
 
     /// Removes a domain. Refused while users of the tenant still sign in with it.
     pub async fn remove_domain(&self, tenant_id: &str, name: &str) -> Result<(), StoreError> {
-        let users: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND username LIKE $2",
-        )
-        .bind(tenant_id)
-        .bind(format!("%@{}", name.replace(['%', '_'], "")))
-        .fetch_one(&self.pool)
-        .await
-        .db()?;
+        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND username LIKE $2")
+            .bind(tenant_id)
+            .bind(format!("%@{}", name.replace(['%', '_'], "")))
+            .fetch_one(&self.pool)
+            .await
+            .db()?;
         if users > 0 {
-            return Err(StoreError::Conflict(format!(
-                "{users} users still use domain {name}"
-            )));
+            return Err(StoreError::Conflict(format!("{users} users still use domain {name}")));
         }
         let done = sqlx::query("DELETE FROM domains WHERE tenant_id = $1 AND name = $2")
             .bind(tenant_id)
@@ -413,12 +395,7 @@ impl Store {
     // ---- users ---------------------------------------------------------------
 
     /// Creates a user in a tenant.
-    pub async fn create_user(
-        &self,
-        tenant_id: &str,
-        user: NewUser,
-        now: UnixTime,
-    ) -> Result<User, StoreError> {
+    pub async fn create_user(&self, tenant_id: &str, user: NewUser, now: UnixTime) -> Result<User, StoreError> {
         let mut tx = self.pool.begin().await.db()?;
         let user = insert_user(&mut tx, tenant_id, user, now).await?;
         tx.commit().await.db()?;
@@ -440,11 +417,7 @@ impl Store {
     }
 
     /// The user with this sign-in name in this tenant.
-    pub async fn user_by_username(
-        &self,
-        tenant_id: &str,
-        username: &str,
-    ) -> Result<User, StoreError> {
+    pub async fn user_by_username(&self, tenant_id: &str, username: &str) -> Result<User, StoreError> {
         sqlx::query_as::<_, User>(concat!(
             "SELECT ",
             user_columns!(),
@@ -564,14 +537,12 @@ impl Store {
             .await
             .db()?;
         for digest in recovery_code_digests {
-            sqlx::query(
-                "INSERT INTO recovery_codes (user_id, code_digest, used_at) VALUES ($1, $2, NULL)",
-            )
-            .bind(user_id)
-            .bind(digest)
-            .execute(&mut *tx)
-            .await
-            .db()?;
+            sqlx::query("INSERT INTO recovery_codes (user_id, code_digest, used_at) VALUES ($1, $2, NULL)")
+                .bind(user_id)
+                .bind(digest)
+                .execute(&mut *tx)
+                .await
+                .db()?;
         }
         tx.commit().await.db()
     }
@@ -613,22 +584,15 @@ impl Store {
 
     /// How many unused recovery codes a user has left.
     pub async fn recovery_codes_left(&self, user_id: &str) -> Result<i64, StoreError> {
-        sqlx::query_scalar(
-            "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
-        )
-        .bind(user_id)
-        .fetch_one(&self.pool)
-        .await
-        .db()
+        sqlx::query_scalar("SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL")
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await
+            .db()
     }
 
     /// Removes a user's TOTP and recovery codes, so they enrol again on next need.
-    pub async fn reset_mfa(
-        &self,
-        tenant_id: &str,
-        user_id: &str,
-        now: UnixTime,
-    ) -> Result<(), StoreError> {
+    pub async fn reset_mfa(&self, tenant_id: &str, user_id: &str, now: UnixTime) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.db()?;
         let done = sqlx::query(
             "UPDATE users SET totp_sealed = NULL, totp_enrolled_at = NULL, totp_last_step = NULL, \
@@ -717,22 +681,15 @@ impl Store {
     }
 
     /// Adds a user to a group; both must belong to `tenant_id`. Idempotent.
-    pub async fn add_member(
-        &self,
-        tenant_id: &str,
-        group_id: &str,
-        user_id: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn add_member(&self, tenant_id: &str, group_id: &str, user_id: &str) -> Result<(), StoreError> {
         self.group(tenant_id, group_id).await?;
         self.user(tenant_id, user_id).await?;
-        let exists: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM group_members WHERE group_id = $1 AND user_id = $2",
-        )
-        .bind(group_id)
-        .bind(user_id)
-        .fetch_one(&self.pool)
-        .await
-        .db()?;
+        let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM group_members WHERE group_id = $1 AND user_id = $2")
+            .bind(group_id)
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await
+            .db()?;
         if exists == 0 {
             sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2)")
                 .bind(group_id)
@@ -745,12 +702,7 @@ impl Store {
     }
 
     /// Removes a user from a group of `tenant_id`.
-    pub async fn remove_member(
-        &self,
-        tenant_id: &str,
-        group_id: &str,
-        user_id: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn remove_member(&self, tenant_id: &str, group_id: &str, user_id: &str) -> Result<(), StoreError> {
         self.group(tenant_id, group_id).await?;
         let done = sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
             .bind(group_id)
@@ -762,11 +714,7 @@ impl Store {
     }
 
     /// The members of a group of `tenant_id`.
-    pub async fn group_members(
-        &self,
-        tenant_id: &str,
-        group_id: &str,
-    ) -> Result<Vec<User>, StoreError> {
+    pub async fn group_members(&self, tenant_id: &str, group_id: &str) -> Result<Vec<User>, StoreError> {
         self.group(tenant_id, group_id).await?;
         sqlx::query_as::<_, User>(concat!(
             "SELECT ",
@@ -781,11 +729,7 @@ impl Store {
     }
 
     /// The groups a user belongs to.
-    pub async fn user_groups(
-        &self,
-        tenant_id: &str,
-        user_id: &str,
-    ) -> Result<Vec<Group>, StoreError> {
+    pub async fn user_groups(&self, tenant_id: &str, user_id: &str) -> Result<Vec<Group>, StoreError> {
         sqlx::query_as::<_, Group>(concat!(
             "SELECT ",
             group_columns!(),

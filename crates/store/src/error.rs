@@ -32,9 +32,7 @@ impl StoreError {
     pub(crate) fn from_sqlx(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::RowNotFound => StoreError::NotFound,
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                StoreError::Conflict("already exists".into())
-            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict("already exists".into()),
             sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
                 StoreError::Conflict("refers to a record that does not exist".into())
             }

@@ -46,12 +46,7 @@ impl Store {
     }
 
     /// The flow with this digest in this tenant, if it has not expired.
-    pub async fn flow(
-        &self,
-        id_digest: &[u8],
-        tenant_id: &str,
-        now: UnixTime,
-    ) -> Result<FlowRecord, StoreError> {
+    pub async fn flow(&self, id_digest: &[u8], tenant_id: &str, now: UnixTime) -> Result<FlowRecord, StoreError> {
         sqlx::query_as::<_, FlowRecord>(
             "SELECT tenant_id, data, created_at, expires_at FROM signin_flows \
              WHERE id_digest = $1 AND tenant_id = $2 AND expires_at > $3",

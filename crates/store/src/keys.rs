@@ -52,14 +52,12 @@ impl Store {
         now: UnixTime,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.db()?;
-        sqlx::query(
-            "UPDATE signing_keys SET retired_at = $1, publish_until = $2 WHERE retired_at IS NULL",
-        )
-        .bind(now)
-        .bind(publish_old_until)
-        .execute(&mut *tx)
-        .await
-        .db()?;
+        sqlx::query("UPDATE signing_keys SET retired_at = $1, publish_until = $2 WHERE retired_at IS NULL")
+            .bind(now)
+            .bind(publish_old_until)
+            .execute(&mut *tx)
+            .await
+            .db()?;
         sqlx::query(
             "INSERT INTO signing_keys (kid, alg, private_sealed, public_jwk, created_at, retired_at, \
              publish_until) VALUES ($1, $2, $3, $4, $5, NULL, NULL)",
@@ -91,10 +89,7 @@ impl Store {
 
     /// Keys to publish in the JWKS at `now`: the active ones and retired ones still
     /// within their publication period.
-    pub async fn published_signing_keys(
-        &self,
-        now: UnixTime,
-    ) -> Result<Vec<SigningKeyRecord>, StoreError> {
+    pub async fn published_signing_keys(&self, now: UnixTime) -> Result<Vec<SigningKeyRecord>, StoreError> {
         sqlx::query_as::<_, SigningKeyRecord>(concat!(
             "SELECT ",
             key_columns!(),

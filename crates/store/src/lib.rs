@@ -35,16 +35,12 @@ use sqlx::{AnyPool, Executor};
 
 pub use audit::{AuditEntry, AuditVerification, NewAuditEntry};
 pub use clients::{NewOAuthClient, OAuthClient};
-pub use directory::{
-    Domain, DomainAuthMode, Group, NewUser, User, UserSource, UserUpdate, normalize_username,
-};
+pub use directory::{Domain, DomainAuthMode, Group, NewUser, User, UserSource, UserUpdate, normalize_username};
 pub use error::StoreError;
 pub use flows::FlowRecord;
 pub use keys::SigningKeyRecord;
 pub use lockout::{LocationClass, LockoutState};
-pub use oauth::{
-    AuthCode, CodeRedemption, DeviceCode, DeviceStatus, RefreshRotation, RefreshToken,
-};
+pub use oauth::{AuthCode, CodeRedemption, DeviceCode, DeviceStatus, RefreshRotation, RefreshToken};
 pub use roles::Role;
 pub use sessions::Session;
 pub use signin_log::{SigninEvent, SigninOutcome};
@@ -111,8 +107,8 @@ impl Store {
         if backend == Backend::Sqlite && !url.contains('?') {
             url.push_str("?mode=rwc");
         }
-        let connect_options = AnyConnectOptions::from_str(&url)
-            .map_err(|e| StoreError::Config(format!("database url: {e}")))?;
+        let connect_options =
+            AnyConnectOptions::from_str(&url).map_err(|e| StoreError::Config(format!("database url: {e}")))?;
         let mut pool_options = AnyPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout);

@@ -114,12 +114,7 @@ impl Store {
     }
 
     /// Whether the user signed in successfully from `network` before.
-    pub async fn is_familiar_network(
-        &self,
-        user_id: &str,
-        network: &str,
-        since: UnixTime,
-    ) -> Result<bool, StoreError> {
+    pub async fn is_familiar_network(&self, user_id: &str, network: &str, since: UnixTime) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM familiar_networks WHERE user_id = $1 AND network = $2 AND last_seen_at > $3",
         )
@@ -133,31 +128,23 @@ impl Store {
     }
 
     /// Remembers `network` as familiar for the user after a successful sign-in.
-    pub async fn remember_network(
-        &self,
-        user_id: &str,
-        network: &str,
-        now: UnixTime,
-    ) -> Result<(), StoreError> {
-        let updated = sqlx::query(
-            "UPDATE familiar_networks SET last_seen_at = $1 WHERE user_id = $2 AND network = $3",
-        )
-        .bind(now)
-        .bind(user_id)
-        .bind(network)
-        .execute(&self.pool)
-        .await
-        .db()?;
-        if updated.rows_affected() == 0 {
-            let inserted = sqlx::query(
-                "INSERT INTO familiar_networks (user_id, network, last_seen_at) VALUES ($1, $2, $3)",
-            )
+    pub async fn remember_network(&self, user_id: &str, network: &str, now: UnixTime) -> Result<(), StoreError> {
+        let updated = sqlx::query("UPDATE familiar_networks SET last_seen_at = $1 WHERE user_id = $2 AND network = $3")
+            .bind(now)
             .bind(user_id)
             .bind(network)
-            .bind(now)
             .execute(&self.pool)
             .await
-            .map_err(StoreError::from_sqlx);
+            .db()?;
+        if updated.rows_affected() == 0 {
+            let inserted =
+                sqlx::query("INSERT INTO familiar_networks (user_id, network, last_seen_at) VALUES ($1, $2, $3)")
+                    .bind(user_id)
+                    .bind(network)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(StoreError::from_sqlx);
             match inserted {
                 Ok(_) | Err(StoreError::Conflict(_)) => {}
                 Err(e) => return Err(e),

@@ -160,12 +160,7 @@ impl Store {
     // ---- authorization codes -------------------------------------------------
 
     /// Stores an authorization code.
-    pub async fn create_auth_code(
-        &self,
-        code_digest: &[u8],
-        code: &AuthCode,
-        now: UnixTime,
-    ) -> Result<(), StoreError> {
+    pub async fn create_auth_code(&self, code_digest: &[u8], code: &AuthCode, now: UnixTime) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO auth_codes (code_digest, tenant_id, client_id, user_id, session_id, \
              redirect_uri, scope, nonce, code_challenge, auth_time, amr, family_id, created_at, \
@@ -343,19 +338,13 @@ impl Store {
     }
 
     /// Revokes every token of a refresh family.
-    pub async fn revoke_refresh_family(
-        &self,
-        family_id: &str,
-        now: UnixTime,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(family_id)
-        .execute(&self.pool)
-        .await
-        .db()?;
+    pub async fn revoke_refresh_family(&self, family_id: &str, now: UnixTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(family_id)
+            .execute(&self.pool)
+            .await
+            .db()?;
         Ok(())
     }
 
@@ -439,11 +428,7 @@ impl Store {
     }
 
     /// The request with this device code digest in this tenant.
-    pub async fn device_code(
-        &self,
-        tenant_id: &str,
-        device_code_digest: &[u8],
-    ) -> Result<DeviceCode, StoreError> {
+    pub async fn device_code(&self, tenant_id: &str, device_code_digest: &[u8]) -> Result<DeviceCode, StoreError> {
         sqlx::query_as::<_, DeviceCode>(concat!(
             "SELECT ",
             device_columns!(),

@@ -6,9 +6,7 @@ use crate::error::SqlxResultExt;
 use crate::{Store, StoreError};
 
 /// An administrative role within a tenant.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Everything in the tenant; in the operator's tenant, also other tenants.
@@ -55,30 +53,21 @@ impl std::fmt::Display for Role {
 
 impl Store {
     /// Gives a user a role. Idempotent.
-    pub async fn assign_role(
-        &self,
-        user_id: &str,
-        role: Role,
-        now: UnixTime,
-    ) -> Result<(), StoreError> {
-        let held: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM role_assignments WHERE user_id = $1 AND role = $2",
-        )
-        .bind(user_id)
-        .bind(role.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .db()?;
-        if held == 0 {
-            sqlx::query(
-                "INSERT INTO role_assignments (user_id, role, created_at) VALUES ($1, $2, $3)",
-            )
+    pub async fn assign_role(&self, user_id: &str, role: Role, now: UnixTime) -> Result<(), StoreError> {
+        let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM role_assignments WHERE user_id = $1 AND role = $2")
             .bind(user_id)
             .bind(role.as_str())
-            .bind(now)
-            .execute(&self.pool)
+            .fetch_one(&self.pool)
             .await
             .db()?;
+        if held == 0 {
+            sqlx::query("INSERT INTO role_assignments (user_id, role, created_at) VALUES ($1, $2, $3)")
+                .bind(user_id)
+                .bind(role.as_str())
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .db()?;
         }
         Ok(())
     }
@@ -99,13 +88,12 @@ impl Store {
 
     /// The roles a user holds.
     pub async fn user_roles(&self, user_id: &str) -> Result<Vec<Role>, StoreError> {
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT role FROM role_assignments WHERE user_id = $1 ORDER BY role",
-        )
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await
-        .db()?;
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT role FROM role_assignments WHERE user_id = $1 ORDER BY role")
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await
+                .db()?;
         names
             .iter()
             .map(|n| Role::parse(n).ok_or_else(|| StoreError::Corrupt(format!("role {n:?}"))))

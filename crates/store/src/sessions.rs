@@ -97,12 +97,7 @@ impl Store {
     }
 
     /// The live session with this public ID.
-    pub async fn session(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        now: UnixTime,
-    ) -> Result<Session, StoreError> {
+    pub async fn session(&self, tenant_id: &str, id: &str, now: UnixTime) -> Result<Session, StoreError> {
         sqlx::query_as::<_, Session>(concat!(
             "SELECT ",
             session_columns!(),
@@ -118,12 +113,7 @@ impl Store {
     }
 
     /// Records a completed MFA step in a session.
-    pub async fn mark_session_mfa(
-        &self,
-        id: &str,
-        amr: &str,
-        now: UnixTime,
-    ) -> Result<(), StoreError> {
+    pub async fn mark_session_mfa(&self, id: &str, amr: &str, now: UnixTime) -> Result<(), StoreError> {
         sqlx::query("UPDATE sessions SET mfa_at = $1, amr = $2 WHERE id = $3")
             .bind(now)
             .bind(amr)
@@ -135,12 +125,7 @@ impl Store {
     }
 
     /// Ends a session and revokes the refresh tokens issued in it.
-    pub async fn end_session(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        now: UnixTime,
-    ) -> Result<(), StoreError> {
+    pub async fn end_session(&self, tenant_id: &str, id: &str, now: UnixTime) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.db()?;
         sqlx::query("UPDATE sessions SET ended_at = $1 WHERE id = $2 AND tenant_id = $3 AND ended_at IS NULL")
             .bind(now)
@@ -164,22 +149,15 @@ impl Store {
 
     /// Ends every session of a user and revokes all their refresh tokens (after a
     /// password reset, MFA reset or disabling the account).
-    pub async fn end_user_sessions(
-        &self,
-        tenant_id: &str,
-        user_id: &str,
-        now: UnixTime,
-    ) -> Result<(), StoreError> {
+    pub async fn end_user_sessions(&self, tenant_id: &str, user_id: &str, now: UnixTime) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.db()?;
-        sqlx::query(
-            "UPDATE sessions SET ended_at = $1 WHERE user_id = $2 AND tenant_id = $3 AND ended_at IS NULL",
-        )
-        .bind(now)
-        .bind(user_id)
-        .bind(tenant_id)
-        .execute(&mut *tx)
-        .await
-        .db()?;
+        sqlx::query("UPDATE sessions SET ended_at = $1 WHERE user_id = $2 AND tenant_id = $3 AND ended_at IS NULL")
+            .bind(now)
+            .bind(user_id)
+            .bind(tenant_id)
+            .execute(&mut *tx)
+            .await
+            .db()?;
         sqlx::query(
             "UPDATE refresh_tokens SET revoked_at = $1 \
              WHERE user_id = $2 AND tenant_id = $3 AND revoked_at IS NULL",

@@ -25,11 +25,7 @@ impl Store {
 
     /// Whether a setup code is unused and unexpired (checked before showing the
     /// setup form; the code is consumed when the tenant is created).
-    pub async fn setup_code_valid(
-        &self,
-        code_digest: &[u8],
-        now: UnixTime,
-    ) -> Result<bool, StoreError> {
+    pub async fn setup_code_valid(&self, code_digest: &[u8], now: UnixTime) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM setup_codes WHERE code_digest = $1 AND used_at IS NULL AND expires_at > $2",
         )

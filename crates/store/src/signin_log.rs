@@ -102,12 +102,7 @@ impl Store {
     }
 
     /// A tenant's sign-in events at or after `since`, oldest first, at most `limit`.
-    pub async fn signins(
-        &self,
-        tenant_id: &str,
-        since: UnixTime,
-        limit: i64,
-    ) -> Result<Vec<SigninEvent>, StoreError> {
+    pub async fn signins(&self, tenant_id: &str, since: UnixTime, limit: i64) -> Result<Vec<SigninEvent>, StoreError> {
         sqlx::query_as::<_, SigninEvent>(
             "SELECT id, tenant_id, at, username, user_id, client_id, ip, outcome, detail FROM signin_log \
              WHERE tenant_id = $1 AND at >= $2 ORDER BY at, id LIMIT $3",

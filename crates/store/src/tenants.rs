@@ -114,9 +114,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| match StoreError::from_sqlx(e) {
-            StoreError::Conflict(_) => {
-                StoreError::Conflict(format!("tenant {} exists", tenant.name))
-            }
+            StoreError::Conflict(_) => StoreError::Conflict(format!("tenant {} exists", tenant.name)),
             other => other,
         })?;
         sqlx::query(
@@ -129,9 +127,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| match StoreError::from_sqlx(e) {
-            StoreError::Conflict(_) => {
-                StoreError::Conflict(format!("domain {domain} belongs to another tenant"))
-            }
+            StoreError::Conflict(_) => StoreError::Conflict(format!("domain {domain} belongs to another tenant")),
             other => other,
         })?;
         let user = insert_user(&mut tx, &id, admin, now).await?;
@@ -142,15 +138,11 @@ impl Store {
             .execute(&mut *tx)
             .await
             .db()?;
-        let tenant = sqlx::query_as::<_, Tenant>(concat!(
-            "SELECT ",
-            tenant_columns!(),
-            " FROM tenants WHERE id = $1"
-        ))
-        .bind(&id)
-        .fetch_one(&mut *tx)
-        .await
-        .db()?;
+        let tenant = sqlx::query_as::<_, Tenant>(concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE id = $1"))
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await
+            .db()?;
         tx.commit().await.db()?;
         Ok((tenant, user))
     }
@@ -166,48 +158,32 @@ impl Store {
 
     /// The tenant with this short name.
     pub async fn tenant_by_name(&self, name: &str) -> Result<Tenant, StoreError> {
-        sqlx::query_as::<_, Tenant>(concat!(
-            "SELECT ",
-            tenant_columns!(),
-            " FROM tenants WHERE name = $1"
-        ))
-        .bind(name)
-        .fetch_one(&self.pool)
-        .await
-        .db()
+        sqlx::query_as::<_, Tenant>(concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE name = $1"))
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .db()
     }
 
     /// The tenant with this ID.
     pub async fn tenant(&self, id: &str) -> Result<Tenant, StoreError> {
-        sqlx::query_as::<_, Tenant>(concat!(
-            "SELECT ",
-            tenant_columns!(),
-            " FROM tenants WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_one(&self.pool)
-        .await
-        .db()
+        sqlx::query_as::<_, Tenant>(concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE id = $1"))
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .db()
     }
 
     /// All tenants, by name.
     pub async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        sqlx::query_as::<_, Tenant>(concat!(
-            "SELECT ",
-            tenant_columns!(),
-            " FROM tenants ORDER BY name"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .db()
+        sqlx::query_as::<_, Tenant>(concat!("SELECT ", tenant_columns!(), " FROM tenants ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await
+            .db()
     }
 
     /// Changes a tenant's settings.
-    pub async fn update_tenant_settings(
-        &self,
-        id: &str,
-        settings: TenantSettings,
-    ) -> Result<(), StoreError> {
+    pub async fn update_tenant_settings(&self, id: &str, settings: TenantSettings) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE tenants SET lockout_threshold = $1, lockout_seconds = $2, require_mfa = $3 \
              WHERE id = $4",

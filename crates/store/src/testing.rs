@@ -54,8 +54,7 @@ impl TestDatabase {
 /// connections use it. Fails loudly when the server is unreachable: a test that
 /// needs PostgreSQL must not pass without it.
 pub async fn fresh_postgres_schema() -> Result<String, StoreError> {
-    let base =
-        std::env::var("POSTERN_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_TEST_POSTGRES.into());
+    let base = std::env::var("POSTERN_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_TEST_POSTGRES.into());
     let mut conn = PgConnection::connect(&base).await.map_err(|e| {
         StoreError::Config(format!(
             "tests need PostgreSQL at {base} (set POSTERN_TEST_POSTGRES): {e}"
@@ -65,25 +64,20 @@ pub async fn fresh_postgres_schema() -> Result<String, StoreError> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let stale: Vec<String> = sqlx::query_scalar(
-        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'postern_t_%'",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .map_err(StoreError::from_sqlx)?;
+    let stale: Vec<String> =
+        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'postern_t_%'")
+            .fetch_all(&mut conn)
+            .await
+            .map_err(StoreError::from_sqlx)?;
     for name in stale {
         let born = name
             .split('_')
             .nth(2)
             .and_then(|t| t.parse::<u64>().ok())
             .unwrap_or(now);
-        if now.saturating_sub(born) > STALE_SCHEMA_SECS
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        if now.saturating_sub(born) > STALE_SCHEMA_SECS && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             let _ = conn
-                .execute(sqlx::AssertSqlSafe(format!(
-                    "DROP SCHEMA IF EXISTS {name} CASCADE"
-                )))
+                .execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {name} CASCADE")))
                 .await;
         }
     }

@@ -28,11 +28,7 @@ fn tenant(name: &str) -> NewTenant {
 }
 
 async fn tenant_with_admin(store: &Store, name: &str, domain: &str) -> (Tenant, User) {
-    let admin = NewUser::cloud(
-        &format!("Admin@{domain}"),
-        "Admin",
-        Some("$argon2id$fake".into()),
-    );
+    let admin = NewUser::cloud(&format!("Admin@{domain}"), "Admin", Some("$argon2id$fake".into()));
     store
         .create_tenant_with_admin(tenant(name), domain, admin, None, T0)
         .await
@@ -87,10 +83,7 @@ async fn tenants_and_first_admin(backend: Backend) {
     assert!(!store.has_tenants().await.unwrap());
     let (t, admin) = tenant_with_admin(&store, "acme", "acme.test").await;
     assert!(store.has_tenants().await.unwrap());
-    assert_eq!(
-        admin.username, "admin@acme.test",
-        "usernames are normalized"
-    );
+    assert_eq!(admin.username, "admin@acme.test", "usernames are normalized");
     assert_eq!(
         store.user_roles(&admin.id).await.unwrap(),
         vec![Role::GlobalAdministrator]
@@ -135,10 +128,7 @@ async fn tenants_and_first_admin(backend: Backend) {
     );
 
     store.delete_tenant(&t.id).await.unwrap();
-    assert!(matches!(
-        store.user(&t.id, &admin.id).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.user(&t.id, &admin.id).await, Err(StoreError::NotFound)));
 }
 
 async fn setup_code_creates_one_tenant(backend: Backend) {
@@ -146,10 +136,7 @@ async fn setup_code_creates_one_tenant(backend: Backend) {
     let code = b"digest-of-code".to_vec();
     store.create_setup_code(&code, T0, at(600)).await.unwrap();
     assert!(store.setup_code_valid(&code, at(1)).await.unwrap());
-    assert!(
-        !store.setup_code_valid(&code, at(601)).await.unwrap(),
-        "expired"
-    );
+    assert!(!store.setup_code_valid(&code, at(601)).await.unwrap(), "expired");
 
     let mk = |n: &str| NewTenant {
         is_system: true,
@@ -184,10 +171,7 @@ async fn setup_code_creates_one_tenant(backend: Backend) {
     let system = store.tenant_by_name("first").await.unwrap();
     assert!(system.is_system);
     assert!(
-        matches!(
-            store.delete_tenant(&system.id).await,
-            Err(StoreError::NotFound)
-        ),
+        matches!(store.delete_tenant(&system.id).await, Err(StoreError::NotFound)),
         "system tenant is not deletable"
     );
 }
@@ -205,10 +189,7 @@ async fn verified_domain_belongs_to_one_tenant(backend: Backend) {
         Err(StoreError::Conflict(_))
     ));
     // A new domain verifies; removing it works while unused, not while in use.
-    store
-        .add_domain(&a.id, "new.test", "tok2", T0)
-        .await
-        .unwrap();
+    store.add_domain(&a.id, "new.test", "tok2", T0).await.unwrap();
     store.verify_domain(&a.id, "new.test").await.unwrap();
     store
         .set_domain_auth_mode(&a.id, "new.test", DomainAuthMode::Passthrough)
@@ -235,28 +216,14 @@ async fn users_are_scoped_to_their_tenant(backend: Backend) {
     let (a, _) = tenant_with_admin(&store, "a", "a.test").await;
     let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
     let u = store
-        .create_user(
-            &a.id,
-            NewUser::cloud(" Bob@A.test ", "Bob", Some("h1".into())),
-            T0,
-        )
+        .create_user(&a.id, NewUser::cloud(" Bob@A.test ", "Bob", Some("h1".into())), T0)
         .await
         .unwrap();
     assert_eq!(u.username, "bob@a.test");
     assert!(u.enabled);
-    assert_eq!(
-        store
-            .user_by_username(&a.id, "BOB@a.test")
-            .await
-            .unwrap()
-            .id,
-        u.id
-    );
+    assert_eq!(store.user_by_username(&a.id, "BOB@a.test").await.unwrap().id, u.id);
     // Tenant B cannot see, change or delete A's user.
-    assert!(matches!(
-        store.user(&b.id, &u.id).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.user(&b.id, &u.id).await, Err(StoreError::NotFound)));
     assert!(matches!(
         store.user_by_username(&b.id, "bob@a.test").await,
         Err(StoreError::NotFound)
@@ -310,17 +277,9 @@ async fn users_are_scoped_to_their_tenant(backend: Backend) {
         ("Robert", Some("r@a.test"), false, true)
     );
     assert_eq!(updated.updated_at, at(10));
-    store
-        .set_password_hash(&a.id, &u.id, "h2", T0)
-        .await
-        .unwrap();
+    store.set_password_hash(&a.id, &u.id, "h2", T0).await.unwrap();
     assert_eq!(
-        store
-            .user(&a.id, &u.id)
-            .await
-            .unwrap()
-            .password_hash
-            .as_deref(),
+        store.user(&a.id, &u.id).await.unwrap().password_hash.as_deref(),
         Some("h2")
     );
     assert_eq!(store.users(&a.id).await.unwrap().len(), 2);
@@ -335,10 +294,7 @@ async fn groups_and_memberships(backend: Backend) {
     let (_db, store) = store(backend).await;
     let (a, alice) = tenant_with_admin(&store, "a", "a.test").await;
     let (b, bob) = tenant_with_admin(&store, "b", "b.test").await;
-    let g = store
-        .create_group(&a.id, "staff", "All staff", T0)
-        .await
-        .unwrap();
+    let g = store.create_group(&a.id, "staff", "All staff", T0).await.unwrap();
     assert!(matches!(
         store.create_group(&a.id, "staff", "", T0).await,
         Err(StoreError::Conflict(_))
@@ -346,10 +302,7 @@ async fn groups_and_memberships(backend: Backend) {
     store.add_member(&a.id, &g.id, &alice.id).await.unwrap();
     store.add_member(&a.id, &g.id, &alice.id).await.unwrap(); // idempotent
     assert_eq!(store.group_members(&a.id, &g.id).await.unwrap().len(), 1);
-    assert_eq!(
-        store.user_groups(&a.id, &alice.id).await.unwrap(),
-        vec![g.clone()]
-    );
+    assert_eq!(store.user_groups(&a.id, &alice.id).await.unwrap(), vec![g.clone()]);
     // No cross-tenant membership, in either direction.
     assert!(matches!(
         store.add_member(&a.id, &g.id, &bob.id).await,
@@ -399,14 +352,9 @@ async fn roles(backend: Backend) {
             .unwrap(),
         1
     );
-    store
-        .revoke_role(&u.id, Role::ApplicationAdministrator)
-        .await
-        .unwrap();
+    store.revoke_role(&u.id, Role::ApplicationAdministrator).await.unwrap();
     assert!(matches!(
-        store
-            .revoke_role(&u.id, Role::ApplicationAdministrator)
-            .await,
+        store.revoke_role(&u.id, Role::ApplicationAdministrator).await,
         Err(StoreError::NotFound)
     ));
     assert_eq!(
@@ -439,10 +387,7 @@ async fn mfa_state(backend: Backend) {
     let (_db, store) = store(backend).await;
     let (a, u) = tenant_with_admin(&store, "a", "a.test").await;
     let codes = vec![b"c1".to_vec(), b"c2".to_vec()];
-    store
-        .enroll_totp(&u.id, b"sealed", 100, &codes, at(1))
-        .await
-        .unwrap();
+    store.enroll_totp(&u.id, b"sealed", 100, &codes, at(1)).await.unwrap();
     let got = store.user(&a.id, &u.id).await.unwrap();
     assert_eq!(got.totp_sealed.as_deref(), Some(&b"sealed"[..]));
     assert_eq!(got.totp_enrolled_at, Some(at(1)));
@@ -454,12 +399,7 @@ async fn mfa_state(backend: Backend) {
     assert_eq!(store.recovery_codes_left(&u.id).await.unwrap(), 2);
     assert!(store.use_recovery_code(&u.id, b"c1", at(2)).await.unwrap());
     assert!(!store.use_recovery_code(&u.id, b"c1", at(3)).await.unwrap());
-    assert!(
-        !store
-            .use_recovery_code(&u.id, b"nope", at(3))
-            .await
-            .unwrap()
-    );
+    assert!(!store.use_recovery_code(&u.id, b"nope", at(3)).await.unwrap());
     assert_eq!(store.recovery_codes_left(&u.id).await.unwrap(), 1);
     store.reset_mfa(&a.id, &u.id, at(4)).await.unwrap();
     let got = store.user(&a.id, &u.id).await.unwrap();
@@ -484,20 +424,14 @@ async fn oauth_clients(backend: Backend) {
     let (_db, store) = store(backend).await;
     let (a, _) = tenant_with_admin(&store, "a", "a.test").await;
     let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
-    let c = store
-        .create_client(&a.id, &client("app"), T0)
-        .await
-        .unwrap();
+    let c = store.create_client(&a.id, &client("app"), T0).await.unwrap();
     assert!(c.is_confidential() && c.allows_grant("refresh_token") && !c.allows_grant("password"));
     assert_eq!(c.redirect_uris, vec!["https://app.test/cb".to_string()]);
     assert!(matches!(
         store.create_client(&a.id, &client("app"), T0).await,
         Err(StoreError::Conflict(_))
     ));
-    assert!(matches!(
-        store.client(&b.id, "app").await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.client(&b.id, "app").await, Err(StoreError::NotFound)));
     let builtin = NewOAuthClient {
         builtin: true,
         secret_digest: None,
@@ -505,10 +439,7 @@ async fn oauth_clients(backend: Backend) {
     };
     store.create_client(&a.id, &builtin, T0).await.unwrap();
     assert!(
-        matches!(
-            store.delete_client(&a.id, "cli").await,
-            Err(StoreError::NotFound)
-        ),
+        matches!(store.delete_client(&a.id, "cli").await, Err(StoreError::NotFound)),
         "builtin clients stay"
     );
     assert!(matches!(
@@ -563,9 +494,7 @@ async fn auth_code_is_single_use(backend: Backend) {
         store.redeem_auth_code(&b.id, b"code", at(1)).await.unwrap(),
         CodeRedemption::Unknown
     ));
-    let CodeRedemption::Redeemed(code) =
-        store.redeem_auth_code(&a.id, b"code", at(1)).await.unwrap()
-    else {
+    let CodeRedemption::Redeemed(code) = store.redeem_auth_code(&a.id, b"code", at(1)).await.unwrap() else {
         panic!("first redemption must succeed")
     };
     assert_eq!(code.nonce.as_deref(), Some("n"));
@@ -655,10 +584,7 @@ async fn refresh_rotation_and_reuse_detection(backend: Backend) {
         .create_refresh_token(b"v1", &refresh_for(&a, &u, "fam3"), T0)
         .await
         .unwrap();
-    store
-        .revoke_refresh_token(&a.id, "app", b"v1", at(1))
-        .await
-        .unwrap();
+    store.revoke_refresh_token(&a.id, "app", b"v1", at(1)).await.unwrap();
     assert!(matches!(
         store
             .rotate_refresh_token(&a.id, "app", b"v1", b"v2", at(9999), at(2))
@@ -677,16 +603,10 @@ async fn device_code_lifecycle(backend: Backend) {
         .await
         .unwrap();
     assert!(
-        store
-            .device_code_by_user_code(&b.id, b"user", at(1))
-            .await
-            .is_err(),
+        store.device_code_by_user_code(&b.id, b"user", at(1)).await.is_err(),
         "not visible to tenant B"
     );
-    let d = store
-        .device_code_by_user_code(&a.id, b"user", at(1))
-        .await
-        .unwrap();
+    let d = store.device_code_by_user_code(&a.id, b"user", at(1)).await.unwrap();
     assert_eq!(d.status, DeviceStatus::Pending);
     store.record_device_poll(b"dev", 10, at(2)).await.unwrap();
     let d = store.device_code(&a.id, b"dev").await.unwrap();
@@ -706,17 +626,11 @@ async fn device_code_lifecycle(backend: Backend) {
         "decided once"
     );
     assert!(
-        store
-            .device_code_by_user_code(&a.id, b"user", at(4))
-            .await
-            .is_err(),
+        store.device_code_by_user_code(&a.id, b"user", at(4)).await.is_err(),
         "no longer pending"
     );
     assert!(store.consume_device_code(b"dev").await.unwrap());
-    assert!(
-        !store.consume_device_code(b"dev").await.unwrap(),
-        "consumed once"
-    );
+    assert!(!store.consume_device_code(b"dev").await.unwrap(), "consumed once");
     // Expired requests cannot be approved.
     store
         .create_device_code(b"dev2", b"user2", &a.id, "cli", "openid", 5, T0, at(600))
@@ -734,29 +648,17 @@ async fn flows_expire(backend: Backend) {
     let (_db, store) = store(backend).await;
     let (a, _) = tenant_with_admin(&store, "a", "a.test").await;
     let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
-    store
-        .create_flow(b"f", &a.id, "{}", T0, at(600))
-        .await
-        .unwrap();
+    store.create_flow(b"f", &a.id, "{}", T0, at(600)).await.unwrap();
     assert_eq!(store.flow(b"f", &a.id, at(1)).await.unwrap().data, "{}");
-    assert!(
-        store.flow(b"f", &b.id, at(1)).await.is_err(),
-        "bound to its tenant"
-    );
+    assert!(store.flow(b"f", &b.id, at(1)).await.is_err(), "bound to its tenant");
     store.update_flow(b"f", "{\"x\":1}").await.unwrap();
-    assert_eq!(
-        store.flow(b"f", &a.id, at(1)).await.unwrap().data,
-        "{\"x\":1}"
-    );
+    assert_eq!(store.flow(b"f", &a.id, at(1)).await.unwrap().data, "{\"x\":1}");
     assert!(matches!(
         store.flow(b"f", &a.id, at(600)).await,
         Err(StoreError::NotFound)
     ));
     store.delete_flow(b"f").await.unwrap();
-    assert!(matches!(
-        store.update_flow(b"f", "{}").await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.update_flow(b"f", "{}").await, Err(StoreError::NotFound)));
 }
 
 async fn sessions_end_with_their_tokens(backend: Backend) {
@@ -767,34 +669,14 @@ async fn sessions_end_with_their_tokens(backend: Backend) {
         .create_session(b"cookie", &a.id, &u.id, T0, None, "pwd", T0, at(3600))
         .await
         .unwrap();
-    assert_eq!(
-        store
-            .session_by_cookie(b"cookie", &a.id, at(1))
-            .await
-            .unwrap(),
-        s
-    );
+    assert_eq!(store.session_by_cookie(b"cookie", &a.id, at(1)).await.unwrap(), s);
+    assert!(store.session_by_cookie(b"cookie", &b.id, at(1)).await.is_err());
     assert!(
-        store
-            .session_by_cookie(b"cookie", &b.id, at(1))
-            .await
-            .is_err()
-    );
-    assert!(
-        store
-            .session_by_cookie(b"cookie", &a.id, at(3600))
-            .await
-            .is_err(),
+        store.session_by_cookie(b"cookie", &a.id, at(3600)).await.is_err(),
         "expired"
     );
-    store
-        .mark_session_mfa(&s.id, "pwd otp", at(2))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.session(&a.id, &s.id, at(3)).await.unwrap().mfa_at,
-        Some(at(2))
-    );
+    store.mark_session_mfa(&s.id, "pwd otp", at(2)).await.unwrap();
+    assert_eq!(store.session(&a.id, &s.id, at(3)).await.unwrap().mfa_at, Some(at(2)));
     let rt = RefreshToken {
         session_id: Some(s.id.clone()),
         ..refresh_for(&a, &u, "f")
@@ -844,14 +726,8 @@ fn key(kid: &str) -> SigningKeyRecord {
 async fn signing_key_rotation(backend: Backend) {
     let (_db, store) = store(backend).await;
     assert!(store.active_signing_key().await.unwrap().is_none());
-    store
-        .rotate_signing_key(&key("k1"), at(0), T0)
-        .await
-        .unwrap();
-    store
-        .rotate_signing_key(&key("k2"), at(700), at(100))
-        .await
-        .unwrap();
+    store.rotate_signing_key(&key("k1"), at(0), T0).await.unwrap();
+    store.rotate_signing_key(&key("k2"), at(700), at(100)).await.unwrap();
     assert_eq!(store.active_signing_key().await.unwrap().unwrap().kid, "k2");
     let kids = |keys: Vec<SigningKeyRecord>| keys.into_iter().map(|k| k.kid).collect::<Vec<_>>();
     assert_eq!(
@@ -907,31 +783,12 @@ async fn lockout_counters(backend: Backend) {
         0,
         "counted apart"
     );
+    assert!(!store.is_familiar_network(&u.id, "10.0.0.0/24", T0).await.unwrap());
+    store.remember_network(&u.id, "10.0.0.0/24", at(10)).await.unwrap();
+    store.remember_network(&u.id, "10.0.0.0/24", at(20)).await.unwrap();
+    assert!(store.is_familiar_network(&u.id, "10.0.0.0/24", at(15)).await.unwrap());
     assert!(
-        !store
-            .is_familiar_network(&u.id, "10.0.0.0/24", T0)
-            .await
-            .unwrap()
-    );
-    store
-        .remember_network(&u.id, "10.0.0.0/24", at(10))
-        .await
-        .unwrap();
-    store
-        .remember_network(&u.id, "10.0.0.0/24", at(20))
-        .await
-        .unwrap();
-    assert!(
-        store
-            .is_familiar_network(&u.id, "10.0.0.0/24", at(15))
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .is_familiar_network(&u.id, "10.0.0.0/24", at(20))
-            .await
-            .unwrap(),
+        !store.is_familiar_network(&u.id, "10.0.0.0/24", at(20)).await.unwrap(),
         "older than the window"
     );
 }
@@ -1022,18 +879,9 @@ async fn signin_log(backend: Backend) {
 async fn purge_expired_records(backend: Backend) {
     let (_db, store) = store(backend).await;
     let (a, u) = tenant_with_admin(&store, "a", "a.test").await;
-    store
-        .create_flow(b"f", &a.id, "{}", T0, at(10))
-        .await
-        .unwrap();
-    store
-        .create_auth_code(b"c", &code_for(&a, &u, "f"), T0)
-        .await
-        .unwrap();
-    store
-        .create_flow(b"g", &a.id, "{}", T0, at(10_000))
-        .await
-        .unwrap();
+    store.create_flow(b"f", &a.id, "{}", T0, at(10)).await.unwrap();
+    store.create_auth_code(b"c", &code_for(&a, &u, "f"), T0).await.unwrap();
+    store.create_flow(b"g", &a.id, "{}", T0, at(10_000)).await.unwrap();
     let removed = store.purge_expired(at(100)).await.unwrap();
     assert_eq!(removed, 2);
     assert!(store.flow(b"g", &a.id, at(100)).await.is_ok());

@@ -25,13 +25,7 @@ pub(crate) fn get(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// A `Set-Cookie` value. `max_age` of `None` makes a browser-session cookie; zero
 /// deletes it.
-pub(crate) fn set(
-    name: &str,
-    value: &str,
-    path: &str,
-    max_age: Option<Duration>,
-    secure: bool,
-) -> HeaderValue {
+pub(crate) fn set(name: &str, value: &str, path: &str, max_age: Option<Duration>, secure: bool) -> HeaderValue {
     let mut cookie = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Lax");
     if secure {
         cookie.push_str("; Secure");
@@ -41,8 +35,7 @@ pub(crate) fn set(
     }
     // Values are base64url tokens and paths are validated tenant names, so the
     // header is always valid; fall back to deleting nothing rather than panicking.
-    HeaderValue::from_str(&cookie)
-        .unwrap_or_else(|_| HeaderValue::from_static("postern_invalid=; Max-Age=0"))
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static("postern_invalid=; Max-Age=0"))
 }
 
 /// The path SSO cookies of a tenant are scoped to.
@@ -57,10 +50,7 @@ mod tests {
     #[test]
     fn reads_and_writes() {
         let mut h = HeaderMap::new();
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; postern_bind=xyz"),
-        );
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; postern_bind=xyz"));
         h.append(header::COOKIE, HeaderValue::from_static("b=2"));
         assert_eq!(get(&h, BIND).as_deref(), Some("xyz"));
         assert_eq!(get(&h, "b").as_deref(), Some("2"));

@@ -46,11 +46,7 @@ impl StsError {
     pub(crate) fn to_page(&self) -> Page {
         let status = self.status();
         if status == StatusCode::NOT_FOUND {
-            return Page::error(
-                status,
-                "Not found",
-                "The page you asked for does not exist.",
-            );
+            return Page::error(status, "Not found", "The page you asked for does not exist.");
         }
         tracing::error!(error = %self, "sign-in service error");
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -159,8 +155,7 @@ impl From<StsError> for OAuthError {
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        let body =
-            serde_json::json!({ "error": self.error, "error_description": self.description });
+        let body = serde_json::json!({ "error": self.error, "error_description": self.description });
         let mut response = (self.status, Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

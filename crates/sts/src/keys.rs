@@ -75,8 +75,7 @@ fn seal_context(kid: &str) -> String {
 
 /// A fresh RSA-2048 key as a store record (private half sealed).
 fn generate(keyring: &Keyring, now: UnixTime) -> Result<SigningKeyRecord, StsError> {
-    let pair = KeyPair::generate(KeySize::Rsa2048)
-        .map_err(|_| StsError::internal("RSA key generation failed"))?;
+    let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| StsError::internal("RSA key generation failed"))?;
     let pkcs8 = pair
         .as_der()
         .map_err(|_| StsError::internal("RSA key encoding failed"))?;
@@ -128,18 +127,12 @@ impl SigningKeys {
 
     /// Makes a new key the active one; the old one stays published until
     /// `publish_old_until`.
-    pub(crate) async fn rotate(
-        &self,
-        publish_old_until: UnixTime,
-        now: UnixTime,
-    ) -> Result<String, StsError> {
+    pub(crate) async fn rotate(&self, publish_old_until: UnixTime, now: UnixTime) -> Result<String, StsError> {
         let keyring = self.keyring.clone();
         let record = tokio::task::spawn_blocking(move || generate(&keyring, now))
             .await
             .map_err(|e| StsError::internal(e.to_string()))??;
-        self.store
-            .rotate_signing_key(&record, publish_old_until, now)
-            .await?;
+        self.store.rotate_signing_key(&record, publish_old_until, now).await?;
         *self.cache.write().await = None;
         tracing::info!(kid = %record.kid, "token-signing key rotated");
         Ok(record.kid)
@@ -171,16 +164,14 @@ impl SigningKeys {
             .active_signing_key()
             .await?
             .ok_or_else(|| StsError::internal("no token-signing key"))?;
-        let der = self
-            .keyring
-            .open(&seal_context(&active.kid), &active.private_sealed)?;
+        let der = self.keyring.open(&seal_context(&active.kid), &active.private_sealed)?;
         let pem = pkcs8_pem(&der);
         let encoding = EncodingKey::from_rsa_pem(pem.as_bytes())
             .map_err(|e| StsError::internal(format!("signing key unreadable: {e}")))?;
         let mut published = Vec::new();
         for record in self.store.published_signing_keys(now).await? {
-            let jwk: PublicJwk = serde_json::from_str(&record.public_jwk)
-                .map_err(|e| StsError::internal(format!("stored JWK: {e}")))?;
+            let jwk: PublicJwk =
+                serde_json::from_str(&record.public_jwk).map_err(|e| StsError::internal(format!("stored JWK: {e}")))?;
             let decoding = DecodingKey::from_rsa_components(&jwk.n, &jwk.e)
                 .map_err(|e| StsError::internal(format!("stored JWK: {e}")))?;
             published.push((jwk, Arc::new(decoding)));
@@ -219,11 +210,7 @@ impl SigningKeys {
     }
 
     /// The public key with this `kid`, reloading once if it is not known yet.
-    pub(crate) async fn verifying_key(
-        &self,
-        kid: &str,
-        now: UnixTime,
-    ) -> Result<Option<Arc<DecodingKey>>, StsError> {
+    pub(crate) async fn verifying_key(&self, kid: &str, now: UnixTime) -> Result<Option<Arc<DecodingKey>>, StsError> {
         self.fresh(now, false).await?;
         let find = |c: &Option<Cached>| {
             c.as_ref()

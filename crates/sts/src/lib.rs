@@ -41,8 +41,8 @@ pub use keys::{Jwks, PublicJwk};
 pub use password::PasswordHasher;
 pub use setup::SetupCode;
 pub use tenants::{
-    CLI_CLIENT_ID, NewTenantRequest, TenantCreateError, ValidatedTenant, validate_domain,
-    validate_tenant_name, validate_username,
+    CLI_CLIENT_ID, NewTenantRequest, TenantCreateError, ValidatedTenant, validate_domain, validate_tenant_name,
+    validate_username,
 };
 pub use tokens::{ADMIN_API_AUDIENCE, ADMIN_SCOPE, AccessClaims, TokenError};
 
@@ -229,9 +229,7 @@ impl Sts {
     /// it signed has expired. Returns the new key ID.
     pub async fn rotate_signing_key(&self) -> Result<String, StsError> {
         let now = self.now();
-        self.keys
-            .rotate(now + self.config.longest_token_ttl(), now)
-            .await
+        self.keys.rotate(now + self.config.longest_token_ttl(), now).await
     }
 
     /// The published keys (JWKS) at this moment.

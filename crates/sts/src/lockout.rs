@@ -231,10 +231,7 @@ impl Sts {
             }
             _ => LocationClass::Unfamiliar,
         };
-        let mut state = self
-            .store
-            .lockout_state(&tenant.id, account, location)
-            .await?;
+        let mut state = self.store.lockout_state(&tenant.id, account, location).await?;
         if state.locked_until > now {
             return Ok(LockoutDecision::Locked {
                 until: state.locked_until,
@@ -284,19 +281,12 @@ impl Sts {
         match outcome {
             AttemptOutcome::Inconclusive => Ok(None),
             AttemptOutcome::Success { user_id, ip } => {
-                self.store
-                    .remember_network(user_id, &ip.network(), now)
-                    .await?;
+                self.store.remember_network(user_id, &ip.network(), now).await?;
                 if state.failures != 0 || state.lockout_count != 0 {
                     state.failures = 0;
                     state.lockout_count = 0;
                     self.store
-                        .put_lockout_state(
-                            &attempt.tenant_id,
-                            &attempt.account,
-                            attempt.location,
-                            &state,
-                        )
+                        .put_lockout_state(&attempt.tenant_id, &attempt.account, attempt.location, &state)
                         .await?;
                 }
                 self.lockout.forget(&attempt.guard.key);
@@ -312,8 +302,7 @@ impl Sts {
                 if state.failures >= tenant.lockout_threshold.max(1) {
                     state.lockout_count += 1;
                     state.failures = 0;
-                    state.locked_until =
-                        now + lockout_period(tenant.lockout_seconds, state.lockout_count);
+                    state.locked_until = now + lockout_period(tenant.lockout_seconds, state.lockout_count);
                     locked = Some(state.locked_until);
                     tracing::warn!(
                         tenant = %tenant.name,
@@ -323,12 +312,7 @@ impl Sts {
                     );
                 }
                 self.store
-                    .put_lockout_state(
-                        &attempt.tenant_id,
-                        &attempt.account,
-                        attempt.location,
-                        &state,
-                    )
+                    .put_lockout_state(&attempt.tenant_id, &attempt.account, attempt.location, &state)
                     .await?;
                 Ok(locked)
             }
@@ -361,10 +345,7 @@ mod tests {
         for p in ["g2", "g3", "g4"] {
             assert!(!lockout.seen_before("k", &SecretString::from(p)));
         }
-        assert!(
-            !lockout.seen_before("k", &a),
-            "only the last few are remembered"
-        );
+        assert!(!lockout.seen_before("k", &a), "only the last few are remembered");
         lockout.forget("k");
         assert!(!lockout.seen_before("k", &SecretString::from("g4")));
     }

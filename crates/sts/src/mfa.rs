@@ -25,9 +25,7 @@ pub(crate) fn seed_context(user_id: &str) -> String {
 
 /// A fresh random seed.
 pub(crate) fn new_seed() -> Result<Zeroizing<Vec<u8>>, StsError> {
-    Ok(Zeroizing::new(
-        postern_keyring::random_bytes::<SEED_LEN>()?.to_vec(),
-    ))
+    Ok(Zeroizing::new(postern_keyring::random_bytes::<SEED_LEN>()?.to_vec()))
 }
 
 fn totp(seed: &[u8], issuer: &str, account: &str) -> Result<Totp, StsError> {
@@ -50,12 +48,8 @@ pub(crate) struct Enrolment {
 /// The enrolment material for `seed`.
 pub(crate) fn enrolment(seed: &[u8], issuer: &str, account: &str) -> Result<Enrolment, StsError> {
     let t = totp(seed, issuer, account)?;
-    let url = Zeroizing::new(
-        t.to_url()
-            .map_err(|e| StsError::internal(format!("totp url: {e}")))?,
-    );
-    let qr =
-        qrcode::QrCode::new(url.as_bytes()).map_err(|e| StsError::internal(format!("qr: {e}")))?;
+    let url = Zeroizing::new(t.to_url().map_err(|e| StsError::internal(format!("totp url: {e}")))?);
+    let qr = qrcode::QrCode::new(url.as_bytes()).map_err(|e| StsError::internal(format!("qr: {e}")))?;
     let svg = qr
         .render::<qrcode::render::svg::Color<'_>>()
         .min_dimensions(200, 200)
@@ -76,19 +70,14 @@ fn base32_groups(s: &str) -> String {
 }
 
 /// The TOTP step `code` matches for `seed` at `now`, if any.
-pub(crate) fn matching_step(
-    seed: &[u8],
-    code: &str,
-    now: UnixTime,
-) -> Result<Option<i64>, StsError> {
+pub(crate) fn matching_step(seed: &[u8], code: &str, now: UnixTime) -> Result<Option<i64>, StsError> {
     let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(None);
     }
     let t = totp(seed, "x", "x")?;
     let time = u64::try_from(now.secs()).unwrap_or(0);
-    Ok(t.check(&code, time)
-        .and_then(|step| i64::try_from(step).ok()))
+    Ok(t.check(&code, time).and_then(|step| i64::try_from(step).ok()))
 }
 
 /// Fresh recovery codes: ten `xxxxx-xxxxx` codes of ~49 bits each.
@@ -122,17 +111,11 @@ pub(crate) fn seal_pending_seed(sts: &Sts, user_id: &str, seed: &[u8]) -> Result
 }
 
 /// Opens a pending enrolment's seed.
-pub(crate) fn open_pending_seed(
-    sts: &Sts,
-    user_id: &str,
-    sealed: &str,
-) -> Result<Zeroizing<Vec<u8>>, StsError> {
+pub(crate) fn open_pending_seed(sts: &Sts, user_id: &str, sealed: &str) -> Result<Zeroizing<Vec<u8>>, StsError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(sealed)
         .map_err(|_| StsError::internal("pending seed encoding"))?;
-    Ok(sts
-        .keyring
-        .open(&format!("totp-pending:{user_id}"), &bytes)?)
+    Ok(sts.keyring.open(&format!("totp-pending:{user_id}"), &bytes)?)
 }
 
 impl Sts {
@@ -150,11 +133,7 @@ impl Sts {
     }
 
     /// Uses one of the user's recovery codes.
-    pub(crate) async fn use_recovery_code(
-        &self,
-        user: &User,
-        code: &str,
-    ) -> Result<bool, StsError> {
+    pub(crate) async fn use_recovery_code(&self, user: &User, code: &str) -> Result<bool, StsError> {
         Ok(self
             .store
             .use_recovery_code(&user.id, &recovery_digest(code), self.now())
@@ -189,10 +168,7 @@ mod tests {
         let t = totp(&seed, "i", "a").unwrap();
         let now = UnixTime::from_secs(1_700_000_010);
         let code = t.generate(now.secs() as u64).to_string();
-        assert_eq!(
-            matching_step(&seed, &code, now).unwrap(),
-            Some(now.secs() / 30)
-        );
+        assert_eq!(matching_step(&seed, &code, now).unwrap(), Some(now.secs() / 30));
         // One step of skew either way, not more.
         let later = UnixTime::from_secs(now.secs() + 30);
         assert!(matching_step(&seed, &code, later).unwrap().is_some());
@@ -210,10 +186,7 @@ mod tests {
         assert_eq!(set.len(), RECOVERY_CODES);
         let c = &codes[0];
         assert_eq!(c.len(), 11);
-        assert_eq!(
-            recovery_digest(c),
-            recovery_digest(&c.to_uppercase().replace('-', " "))
-        );
+        assert_eq!(recovery_digest(c), recovery_digest(&c.to_uppercase().replace('-', " ")));
     }
 
     #[test]

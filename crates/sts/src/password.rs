@@ -56,11 +56,7 @@ impl PasswordHasher {
     /// Whether `password` matches `hash`. With no hash (unknown account, or an
     /// account without a cloud password) it still spends the same effort, then
     /// answers false.
-    pub async fn verify(
-        &self,
-        password: &SecretString,
-        hash: Option<&str>,
-    ) -> Result<bool, StsError> {
+    pub async fn verify(&self, password: &SecretString, hash: Option<&str>) -> Result<bool, StsError> {
         let (hash, real) = match hash {
             Some(h) => (h.to_owned(), true),
             None => (self.dummy_hash().await?, false),
@@ -72,8 +68,7 @@ impl PasswordHasher {
             .map_err(|_| StsError::internal("hasher closed"))?;
         let password = password.clone();
         let matched = tokio::task::spawn_blocking(move || {
-            let parsed = PasswordHash::new(&hash)
-                .map_err(|e| StsError::internal(format!("stored hash: {e}")))?;
+            let parsed = PasswordHash::new(&hash).map_err(|e| StsError::internal(format!("stored hash: {e}")))?;
             Ok::<_, StsError>(
                 Argon2::default()
                     .verify_password(password.expose().as_bytes(), &parsed)
@@ -105,9 +100,7 @@ pub fn check_new_password(password: &SecretString, username: &str) -> Result<(),
         ));
     }
     if p.len() > MAX_PASSWORD_LEN {
-        return Err(format!(
-            "The password must be at most {MAX_PASSWORD_LEN} bytes long."
-        ));
+        return Err(format!("The password must be at most {MAX_PASSWORD_LEN} bytes long."));
     }
     let local = username.split('@').next().unwrap_or(username);
     if !local.is_empty() && p.to_lowercase().contains(&local.to_lowercase()) {
@@ -128,12 +121,7 @@ mod tests {
         assert!(hash.starts_with("$argon2id$"));
         assert!(!hash.contains("correct"));
         assert!(hasher.verify(&pw, Some(&hash)).await.unwrap());
-        assert!(
-            !hasher
-                .verify(&SecretString::from("wrong"), Some(&hash))
-                .await
-                .unwrap()
-        );
+        assert!(!hasher.verify(&SecretString::from("wrong"), Some(&hash)).await.unwrap());
         assert!(!hasher.verify(&pw, None).await.unwrap());
         assert!(hasher.verify(&pw, Some("not a hash")).await.is_err());
     }

@@ -96,11 +96,7 @@ impl Sts {
             .create_setup_code(&postern_keyring::digest(code.expose()), now, expires_at)
             .await?;
         let url = format!("{}/setup?code={}", self.base, code.expose());
-        Ok(Some(SetupCode {
-            code,
-            url,
-            expires_at,
-        }))
+        Ok(Some(SetupCode { code, url, expires_at }))
     }
 
     async fn setup_code_usable(&self, code: &str) -> Result<bool, StsError> {
@@ -142,11 +138,7 @@ fn details_page(code: &str, form: Option<&SetupForm>, errors: Vec<String>) -> Pa
     page
 }
 
-fn totp_page(
-    pending_sealed: &str,
-    pending: &Pending,
-    error: Option<&str>,
-) -> Result<Page, StsError> {
+fn totp_page(pending_sealed: &str, pending: &Pending, error: Option<&str>) -> Result<Page, StsError> {
     let seed = Zeroizing::new(
         URL_SAFE_NO_PAD
             .decode(&pending.seed)
@@ -169,10 +161,7 @@ fn totp_page(
 }
 
 /// `GET /setup?code=`.
-pub(crate) async fn show(
-    State(sts): State<Arc<Sts>>,
-    Query(q): Query<SetupQuery>,
-) -> Result<Response, StsError> {
+pub(crate) async fn show(State(sts): State<Arc<Sts>>, Query(q): Query<SetupQuery>) -> Result<Response, StsError> {
     if !sts.setup_code_usable(&q.code).await? {
         return Ok(unusable());
     }
@@ -180,10 +169,7 @@ pub(crate) async fn show(
 }
 
 /// `POST /setup`: the details step, then the TOTP step.
-pub(crate) async fn submit(
-    State(sts): State<Arc<Sts>>,
-    Form(form): Form<SetupForm>,
-) -> Result<Response, StsError> {
+pub(crate) async fn submit(State(sts): State<Arc<Sts>>, Form(form): Form<SetupForm>) -> Result<Response, StsError> {
     if form.pending.is_empty() {
         details(&sts, form).await
     } else {
@@ -196,13 +182,11 @@ async fn details(sts: &Sts, form: SetupForm) -> Result<Response, StsError> {
         return Ok(unusable());
     }
     if form.password != form.password_again {
-        return Ok(details_page(
-            &form.code,
-            Some(&form),
-            vec!["The passwords do not match.".into()],
-        )
-        .status(StatusCode::BAD_REQUEST)
-        .into_response());
+        return Ok(
+            details_page(&form.code, Some(&form), vec!["The passwords do not match.".into()])
+                .status(StatusCode::BAD_REQUEST)
+                .into_response(),
+        );
     }
     let request = NewTenantRequest {
         name: form.name.clone(),
@@ -229,9 +213,7 @@ async fn details(sts: &Sts, form: SetupForm) -> Result<Response, StsError> {
         code: form.code.clone(),
         expires_at: sts.now() + sts.config.flow_ttl,
     };
-    let json = Zeroizing::new(
-        serde_json::to_vec(&pending).map_err(|e| StsError::internal(e.to_string()))?,
-    );
+    let json = Zeroizing::new(serde_json::to_vec(&pending).map_err(|e| StsError::internal(e.to_string()))?);
     let sealed = URL_SAFE_NO_PAD.encode(sts.keyring.seal(SEAL_CONTEXT, &json)?);
     Ok(totp_page(&sealed, &pending, None)?.into_response())
 }
@@ -264,23 +246,13 @@ async fn confirm(sts: &Sts, form: SetupForm) -> Result<Response, StsError> {
     };
     let code_digest = postern_keyring::digest(&pending.code);
     let result = sts
-        .create_validated_tenant(
-            pending.tenant,
-            Some((seed, step)),
-            Some(&code_digest),
-            "setup",
-        )
+        .create_validated_tenant(pending.tenant, Some((seed, step)), Some(&code_digest), "setup")
         .await;
     let (tenant, user, codes) = match result {
         Ok(created) => created,
         Err(TenantCreateError::SetupCodeUsed) => return Ok(unusable()),
         Err(TenantCreateError::Conflict(msg)) => {
-            return Ok(Page::error(
-                StatusCode::CONFLICT,
-                "Could not create the organisation",
-                &msg,
-            )
-            .into_response());
+            return Ok(Page::error(StatusCode::CONFLICT, "Could not create the organisation", &msg).into_response());
         }
         Err(TenantCreateError::Invalid(p)) => return Err(StsError::internal(p.join("; "))),
         Err(TenantCreateError::Sts(e)) => return Err(e),

@@ -2,9 +2,7 @@
 //! built-in client of the `postern` command line, and the audit entry.
 
 use postern_keyring::SecretString;
-use postern_store::{
-    NewAuditEntry, NewOAuthClient, NewTenant, NewUser, StoreError, Tenant, TenantSettings, User,
-};
+use postern_store::{NewAuditEntry, NewOAuthClient, NewTenant, NewUser, StoreError, Tenant, TenantSettings, User};
 use zeroize::Zeroizing;
 
 use crate::Sts;
@@ -130,10 +128,7 @@ impl ValidatedTenant {
 impl Sts {
     /// Validates a tenant request (reporting every problem) and hashes the
     /// administrator's password.
-    pub async fn validate_tenant(
-        &self,
-        request: &NewTenantRequest,
-    ) -> Result<ValidatedTenant, TenantCreateError> {
+    pub async fn validate_tenant(&self, request: &NewTenantRequest) -> Result<ValidatedTenant, TenantCreateError> {
         let name = request.name.trim().to_lowercase();
         let domain = request.domain.trim().to_lowercase();
         let username = postern_store::normalize_username(&request.admin_username);
@@ -283,16 +278,7 @@ mod tests {
         for ok in ["acme", "a-1", "contoso-eu"] {
             assert!(validate_tenant_name(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "ab",
-            "Acme",
-            "1acme",
-            "acme-",
-            "a_b",
-            "a/b",
-            &"x".repeat(33),
-        ] {
+        for bad in ["", "ab", "Acme", "1acme", "acme-", "a_b", "a/b", &"x".repeat(33)] {
             assert!(validate_tenant_name(bad).is_err(), "{bad}");
         }
         assert!(validate_domain("acme.test").is_ok());

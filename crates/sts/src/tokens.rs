@@ -145,12 +145,7 @@ pub enum TokenError {
 
 impl Sts {
     /// Signs `claims` with the active key.
-    pub(crate) async fn sign<T: Serialize>(
-        &self,
-        claims: &T,
-        typ: &str,
-        now: UnixTime,
-    ) -> Result<String, StsError> {
+    pub(crate) async fn sign<T: Serialize>(&self, claims: &T, typ: &str, now: UnixTime) -> Result<String, StsError> {
         let key = self.keys.active(now).await?;
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(key.kid.clone());
@@ -263,8 +258,8 @@ impl Sts {
         &self,
         token: &str,
     ) -> Result<Result<(postern_store::Tenant, AccessClaims), TokenError>, StsError> {
-        let Some(tenant_name) = unverified_issuer(token)
-            .and_then(|iss| iss.strip_prefix(&format!("{}/t/", self.base)).map(str::to_owned))
+        let Some(tenant_name) =
+            unverified_issuer(token).and_then(|iss| iss.strip_prefix(&format!("{}/t/", self.base)).map(str::to_owned))
         else {
             return Ok(Err(TokenError::WrongIssuer));
         };
@@ -273,7 +268,10 @@ impl Sts {
             Err(e) if e.is_not_found() => return Ok(Err(TokenError::WrongIssuer)),
             Err(e) => return Err(e),
         };
-        let claims = match self.verify_access_token(&tenant.name, token, ADMIN_API_AUDIENCE).await? {
+        let claims = match self
+            .verify_access_token(&tenant.name, token, ADMIN_API_AUDIENCE)
+            .await?
+        {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };

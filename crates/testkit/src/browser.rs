@@ -101,13 +101,10 @@ impl Page {
             .and_then(|c| c.first().cloned())
             .ok_or_else(|| anyhow!("no form on {} ({}):\n{}", self.url, self.status, self.body))?;
         let action = Url::parse(&self.url)?.join(&action)?.to_string();
-        let hidden = capture_all(
-            r#"<input type="hidden" name="([^"]*)" value="([^"]*)">"#,
-            &self.body,
-        )
-        .into_iter()
-        .map(|c| (c[0].clone(), c[1].clone()))
-        .collect();
+        let hidden = capture_all(r#"<input type="hidden" name="([^"]*)" value="([^"]*)">"#, &self.body)
+            .into_iter()
+            .map(|c| (c[0].clone(), c[1].clone()))
+            .collect();
         let visible = capture_all(
             r#"<input id="f-[^"]*" name="([^"]*)" type="[^"]*" value="([^"]*)""#,
             &self.body,

@@ -142,18 +142,12 @@ impl TestService {
     }
 
     fn running(&self) -> &RunningService {
-        self.service
-            .as_ref()
-            .expect("service is running until dropped")
+        self.service.as_ref().expect("service is running until dropped")
     }
 
     /// The base URL, e.g. `http://127.0.0.1:41234`.
     pub fn url(&self) -> String {
-        self.running()
-            .public_url()
-            .as_str()
-            .trim_end_matches('/')
-            .to_owned()
+        self.running().public_url().as_str().trim_end_matches('/').to_owned()
     }
 
     /// The issuer URL of a tenant.
@@ -210,10 +204,7 @@ impl TestService {
             .to_owned();
         let done = setup_through_web(&url, self.now()).await?;
         let tenant = self.store().tenant_by_name("acme").await?;
-        let admin = self
-            .store()
-            .user_by_username(&tenant.id, "admin@acme.test")
-            .await?;
+        let admin = self.store().user_by_username(&tenant.id, "admin@acme.test").await?;
         // The step used at enrolment is spent; move past it so the next sign-in
         // can use a fresh code.
         if self.uses_manual_clock {
@@ -230,18 +221,10 @@ impl TestService {
 
     /// Creates a cloud user with a password (no roles, no MFA) directly through the
     /// STS's password hasher and the store.
-    pub async fn create_user(
-        &self,
-        tenant: &Tenant,
-        username: &str,
-        password: &str,
-    ) -> Result<User> {
+    pub async fn create_user(&self, tenant: &Tenant, username: &str, password: &str) -> Result<User> {
         let hash = self.sts().hasher().hash(&password.into()).await?;
         let user = postern_store::NewUser::cloud(username, username, Some(hash));
-        Ok(self
-            .store()
-            .create_user(&tenant.id, user, self.now())
-            .await?)
+        Ok(self.store().create_user(&tenant.id, user, self.now()).await?)
     }
 
     /// Registers an OAuth client directly in the store. With `secret`, a
@@ -262,10 +245,7 @@ impl TestService {
                     name: format!("Test app {client_id}"),
                     secret_digest: secret.map(postern_keyring::digest),
                     redirect_uris: redirect_uris.iter().map(|s| s.to_string()).collect(),
-                    post_logout_redirect_uris: redirect_uris
-                        .iter()
-                        .map(|s| format!("{s}/bye"))
-                        .collect(),
+                    post_logout_redirect_uris: redirect_uris.iter().map(|s| format!("{s}/bye")).collect(),
                     grant_types: grant_types.iter().map(|s| s.to_string()).collect(),
                     scopes: vec![],
                     builtin: false,
@@ -331,12 +311,8 @@ pub async fn setup_through_web(setup_url: &str, now: UnixTime) -> Result<SetupDo
 
 /// The TOTP code for a base32 secret (spaces allowed) at `now`.
 pub fn totp_code(secret_base32: &str, now: UnixTime) -> Result<String> {
-    let compact: String = secret_base32
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    let secret =
-        totp_rs::Secret::try_from_base32(&compact).map_err(|e| anyhow!("bad secret: {e:?}"))?;
+    let compact: String = secret_base32.chars().filter(|c| !c.is_whitespace()).collect();
+    let secret = totp_rs::Secret::try_from_base32(&compact).map_err(|e| anyhow!("bad secret: {e:?}"))?;
     let totp = totp_rs::Builder::new()
         .with_secret(secret.as_ref().to_vec())
         .build()

@@ -15,18 +15,12 @@ pub struct Pkce {
 impl Pkce {
     /// A fresh random pair.
     pub fn new() -> Self {
-        let verifier = postern_keyring::random_token()
-            .expect("random")
-            .expose()
-            .to_owned();
+        let verifier = postern_keyring::random_token().expect("random").expose().to_owned();
         let challenge = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
             &aws_lc_rs::digest::SHA256,
             verifier.as_bytes(),
         ));
-        Self {
-            verifier,
-            challenge,
-        }
+        Self { verifier, challenge }
     }
 }
 

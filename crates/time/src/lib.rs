@@ -10,9 +10,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch. The unit of every timestamp the service stores.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 #[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(transparent))]
 pub struct UnixTime(i64);
@@ -37,20 +35,14 @@ impl UnixTime {
 impl Add<Duration> for UnixTime {
     type Output = UnixTime;
     fn add(self, rhs: Duration) -> UnixTime {
-        UnixTime(
-            self.0
-                .saturating_add(i64::try_from(rhs.as_secs()).unwrap_or(i64::MAX)),
-        )
+        UnixTime(self.0.saturating_add(i64::try_from(rhs.as_secs()).unwrap_or(i64::MAX)))
     }
 }
 
 impl Sub<Duration> for UnixTime {
     type Output = UnixTime;
     fn sub(self, rhs: Duration) -> UnixTime {
-        UnixTime(
-            self.0
-                .saturating_sub(i64::try_from(rhs.as_secs()).unwrap_or(i64::MAX)),
-        )
+        UnixTime(self.0.saturating_sub(i64::try_from(rhs.as_secs()).unwrap_or(i64::MAX)))
     }
 }
 

@@ -57,7 +57,14 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
 }
 
 /// An authorization URL for a confidential test client, by hand.
-pub fn authorize_url(svc: &TestService, tenant: &str, client_id: &str, redirect: &str, challenge: &str, extra: &str) -> String {
+pub fn authorize_url(
+    svc: &TestService,
+    tenant: &str,
+    client_id: &str,
+    redirect: &str,
+    challenge: &str,
+    extra: &str,
+) -> String {
     format!(
         "{}/authorize?response_type=code&client_id={client_id}&redirect_uri={}&scope=openid%20profile&state=st4te&nonce=n0nce&code_challenge={challenge}&code_challenge_method=S256{extra}",
         svc.issuer(tenant),
@@ -68,13 +75,25 @@ pub fn authorize_url(svc: &TestService, tenant: &str, client_id: &str, redirect:
 /// Signs in through the pages and returns the redirect back to the client.
 pub async fn sign_in_for_code(browser: &Browser, start: &str, login: &Login) -> Page {
     let page = browser.sign_in(start, login).await.expect("sign-in completes");
-    assert!(page.status.is_redirection(), "expected a redirect to the client, got {} {}", page.status, page.title());
+    assert!(
+        page.status.is_redirection(),
+        "expected a redirect to the client, got {} {}",
+        page.status,
+        page.title()
+    );
     page
 }
 
 /// Posts to the token endpoint.
-pub async fn token_request(svc: &TestService, tenant: &str, auth: Option<(&str, &str)>, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
-    let mut req = reqwest::Client::new().post(format!("{}/token", svc.issuer(tenant))).form(form);
+pub async fn token_request(
+    svc: &TestService,
+    tenant: &str,
+    auth: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/token", svc.issuer(tenant)))
+        .form(form);
     if let Some((id, secret)) = auth {
         req = req.basic_auth(id, Some(secret));
     }

@@ -8,8 +8,8 @@ use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreDeviceAuthorizationResponse, CoreProviderMetadata, CoreUserInfoClaims,
 };
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, DeviceAuthorizationUrl, IssuerUrl, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, RedirectUrl, RefreshToken, Scope, TokenResponse,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, DeviceAuthorizationUrl, IssuerUrl, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, RefreshToken, Scope, TokenResponse,
 };
 use postern_testkit::{Browser, TestService};
 
@@ -21,12 +21,20 @@ const REDIRECT: &str = "https://app.acme.test/callback";
 async fn code_flow_with_pkce_through_a_real_relying_party() {
     let svc = TestService::start().await.unwrap();
     let t = svc.bootstrap().await.unwrap();
-    svc.create_client(&t.tenant, "web-app", Some("s3cret-s3cret"), &[REDIRECT], &["authorization_code", "refresh_token"])
-        .await
-        .unwrap();
+    svc.create_client(
+        &t.tenant,
+        "web-app",
+        Some("s3cret-s3cret"),
+        &[REDIRECT],
+        &["authorization_code", "refresh_token"],
+    )
+    .await
+    .unwrap();
 
     let issuer = IssuerUrl::new(svc.issuer("acme")).unwrap();
-    let metadata = CoreProviderMetadata::discover_async(issuer, &http).await.expect("discovery");
+    let metadata = CoreProviderMetadata::discover_async(issuer, &http)
+        .await
+        .expect("discovery");
     let client = CoreClient::from_provider_metadata(
         metadata,
         ClientId::new("web-app".into()),
@@ -35,18 +43,29 @@ async fn code_flow_with_pkce_through_a_real_relying_party() {
     .set_redirect_uri(RedirectUrl::new(REDIRECT.into()).unwrap());
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let (auth_url, csrf, nonce) = client
-        .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
         .add_scope(Scope::new("profile".into()))
         .add_scope(Scope::new("offline_access".into()))
         .set_pkce_challenge(challenge)
         .url();
 
     let browser = Browser::new();
-    let back = browser.sign_in(auth_url.as_str(), &admin_login(&svc, &t)).await.unwrap();
+    let back = browser
+        .sign_in(auth_url.as_str(), &admin_login(&svc, &t))
+        .await
+        .unwrap();
     let location = back.location().unwrap();
     assert!(location.starts_with(REDIRECT), "{location}");
     assert_eq!(query_param(&location, "state").as_deref(), Some(csrf.secret().as_str()));
-    assert_eq!(query_param(&location, "iss").as_deref(), Some(svc.issuer("acme").as_str()), "RFC 9207 iss");
+    assert_eq!(
+        query_param(&location, "iss").as_deref(),
+        Some(svc.issuer("acme").as_str()),
+        "RFC 9207 iss"
+    );
     let code = query_param(&location, "code").unwrap();
 
     let tokens = client
@@ -57,11 +76,21 @@ async fn code_flow_with_pkce_through_a_real_relying_party() {
         .await
         .expect("code exchange");
     let id_token = tokens.id_token().expect("an ID token");
-    let claims = id_token.claims(&client.id_token_verifier(), &nonce).expect("ID token verifies against the JWKS");
+    let claims = id_token
+        .claims(&client.id_token_verifier(), &nonce)
+        .expect("ID token verifies against the JWKS");
     assert_eq!(claims.subject().as_str(), t.admin.id);
     assert_eq!(claims.preferred_username().unwrap().as_str(), "admin@acme.test");
-    let amr: Vec<String> = claims.auth_method_refs().unwrap().iter().map(|a| a.to_string()).collect();
-    assert!(amr.contains(&"mfa".to_string()) && amr.contains(&"pwd".to_string()), "{amr:?}");
+    let amr: Vec<String> = claims
+        .auth_method_refs()
+        .unwrap()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    assert!(
+        amr.contains(&"mfa".to_string()) && amr.contains(&"pwd".to_string()),
+        "{amr:?}"
+    );
 
     // Userinfo with the access token.
     let info: CoreUserInfoClaims = client
@@ -73,25 +102,53 @@ async fn code_flow_with_pkce_through_a_real_relying_party() {
     assert_eq!(info.subject().as_str(), t.admin.id);
 
     // Refresh rotates: the new token works, the old one is refused and revokes the family.
-    let first_refresh = tokens.refresh_token().expect("offline_access gives a refresh token").clone();
-    let refreshed = client.exchange_refresh_token(&first_refresh).unwrap().request_async(&http).await.expect("refresh");
+    let first_refresh = tokens
+        .refresh_token()
+        .expect("offline_access gives a refresh token")
+        .clone();
+    let refreshed = client
+        .exchange_refresh_token(&first_refresh)
+        .unwrap()
+        .request_async(&http)
+        .await
+        .expect("refresh");
     let second_refresh = refreshed.refresh_token().unwrap().clone();
     assert_ne!(first_refresh.secret(), second_refresh.secret());
-    assert!(client.exchange_refresh_token(&first_refresh).unwrap().request_async(&http).await.is_err(), "reuse refused");
     assert!(
-        client.exchange_refresh_token(&second_refresh).unwrap().request_async(&http).await.is_err(),
+        client
+            .exchange_refresh_token(&first_refresh)
+            .unwrap()
+            .request_async(&http)
+            .await
+            .is_err(),
+        "reuse refused"
+    );
+    assert!(
+        client
+            .exchange_refresh_token(&second_refresh)
+            .unwrap()
+            .request_async(&http)
+            .await
+            .is_err(),
         "reuse revoked the whole family"
     );
 
     // Single sign-on: a second authorization in the same browser needs no page.
     let (challenge, _verifier) = PkceCodeChallenge::new_random_sha256();
     let (again, _, _) = client
-        .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
         .set_pkce_challenge(challenge)
         .url();
     let sso = browser.get(again.as_str()).await.unwrap();
     assert!(sso.status.is_redirection());
-    assert!(sso.location().unwrap().starts_with(REDIRECT), "SSO redirects straight back");
+    assert!(
+        sso.location().unwrap().starts_with(REDIRECT),
+        "SSO redirects straight back"
+    );
 
     // Logout with the ID token as hint ends the session at once and returns to the
     // registered post-logout URI; the next authorization shows the sign-in page.
@@ -102,10 +159,20 @@ async fn code_flow_with_pkce_through_a_real_relying_party() {
         url::form_urlencoded::byte_serialize(format!("{REDIRECT}/bye").as_bytes()).collect::<String>()
     );
     let out = browser.get(&logout).await.unwrap();
-    assert!(out.location().unwrap().starts_with(&format!("{REDIRECT}/bye?state=bye")), "{:?}", out.location());
+    assert!(
+        out.location()
+            .unwrap()
+            .starts_with(&format!("{REDIRECT}/bye?state=bye")),
+        "{:?}",
+        out.location()
+    );
     let (challenge, _verifier) = PkceCodeChallenge::new_random_sha256();
     let (after, _, _) = client
-        .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
         .set_pkce_challenge(challenge)
         .url();
     let page = browser.follow(after.as_str(), &svc.url()).await.unwrap();
@@ -119,7 +186,9 @@ async fn device_flow_through_a_real_client() {
     let issuer = IssuerUrl::new(svc.issuer("acme")).unwrap();
     let metadata = CoreProviderMetadata::discover_async(issuer, &http).await.unwrap();
     let client = CoreClient::from_provider_metadata(metadata, ClientId::new("postern-cli".into()), None)
-        .set_device_authorization_url(DeviceAuthorizationUrl::new(format!("{}/device_authorization", svc.issuer("acme"))).unwrap());
+        .set_device_authorization_url(
+            DeviceAuthorizationUrl::new(format!("{}/device_authorization", svc.issuer("acme"))).unwrap(),
+        );
     let details: CoreDeviceAuthorizationResponse = client
         .exchange_device_code()
         .add_scope(Scope::new("postern:admin".into()))
@@ -136,7 +205,10 @@ async fn device_flow_through_a_real_client() {
     let entry = browser.get(&complete).await.unwrap();
     let form = entry.form().unwrap();
     let start = browser.submit(&form, &[("user_code", &user_code)]).await.unwrap();
-    let done = browser.sign_in(&start.location().unwrap(), &admin_login(&svc, &t)).await.unwrap();
+    let done = browser
+        .sign_in(&start.location().unwrap(), &admin_login(&svc, &t))
+        .await
+        .unwrap();
     assert_eq!(done.title(), "Device approved", "{}", done.body);
 
     // The client polls; its sleeps move the service clock instead of waiting.
@@ -155,7 +227,11 @@ async fn device_flow_through_a_real_client() {
         .send()
         .await
         .unwrap();
-    assert_ne!(me.status(), 401, "a device-flow admin token is accepted by the admin API");
+    assert_ne!(
+        me.status(),
+        401,
+        "a device-flow admin token is accepted by the admin API"
+    );
     // Refresh works for the CLI (public client) too.
     let refreshed = client
         .exchange_refresh_token(&RefreshToken::new(tokens.refresh_token().unwrap().secret().clone()))
@@ -163,4 +239,63 @@ async fn device_flow_through_a_real_client() {
         .request_async(&http)
         .await;
     assert!(refreshed.is_ok());
+}
+
+#[tokio::test]
+async fn signing_key_rotation_keeps_old_tokens_valid_until_they_expire() {
+    let svc = TestService::start().await.unwrap();
+    let t = svc.bootstrap().await.unwrap();
+    let jwks = |svc: &TestService| {
+        let url = format!("{}/jwks.json", svc.issuer("acme"));
+        async move {
+            let keys: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+            keys["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+        }
+    };
+    let before = jwks(&svc).await;
+    assert_eq!(before.len(), 1);
+    let admin = svc.store().user(&t.tenant.id, &t.admin.id).await.unwrap();
+    let old_token = svc.sts().mint_access_token_for_tests(&t.tenant, &admin, "openid postern:admin").await.unwrap();
+
+    let new_kid = svc.sts().rotate_signing_key().await.unwrap();
+    let after = jwks(&svc).await;
+    assert_eq!(after, vec![new_kid.clone(), before[0].clone()], "new key first, old key still published");
+    assert!(svc.sts().verify_admin_token(&old_token).await.unwrap().is_ok(), "a token signed before rotation still verifies");
+    let new_token = svc.sts().mint_access_token_for_tests(&t.tenant, &admin, "openid postern:admin").await.unwrap();
+    let header = jsonwebtoken_kid(&new_token);
+    assert_eq!(header, new_kid, "new tokens are signed with the new key");
+
+    // Once every token the old key signed has expired, it leaves the JWKS.
+    svc.advance(Duration::from_secs(601));
+    svc.sts().forget_cached_keys().await;
+    assert_eq!(jwks(&svc).await, vec![new_kid]);
+}
+
+fn jsonwebtoken_kid(token: &str) -> String {
+    use base64::Engine;
+    let header = token.split('.').next().unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    v["kid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn code_flow_on_postgresql() {
+    let svc = TestService::builder().postgres().start().await.unwrap();
+    let t = svc.bootstrap().await.unwrap();
+    svc.create_client(&t.tenant, "pg-app", Some("pg-secret"), &[REDIRECT], &["authorization_code"]).await.unwrap();
+    let metadata = CoreProviderMetadata::discover_async(IssuerUrl::new(svc.issuer("acme")).unwrap(), &http).await.unwrap();
+    let client = CoreClient::from_provider_metadata(metadata, ClientId::new("pg-app".into()), Some(ClientSecret::new("pg-secret".into())))
+        .set_redirect_uri(RedirectUrl::new(REDIRECT.into()).unwrap());
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (auth_url, _csrf, nonce) = client
+        .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+        .set_pkce_challenge(challenge)
+        .url();
+    let back = Browser::new().sign_in(auth_url.as_str(), &admin_login(&svc, &t)).await.unwrap();
+    let code = query_param(&back.location().unwrap(), "code").unwrap();
+    let tokens = client.exchange_code(AuthorizationCode::new(code)).unwrap().set_pkce_verifier(verifier).request_async(&http).await.unwrap();
+    let claims = tokens.id_token().unwrap().claims(&client.id_token_verifier(), &nonce).unwrap();
+    assert_eq!(claims.subject().as_str(), t.admin.id);
+    assert_eq!(svc.store().backend(), postern_store::Backend::Postgres);
 }

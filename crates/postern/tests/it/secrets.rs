@@ -3,10 +3,10 @@
 //! code or token appears in the service's logs (at `trace` level) or anywhere in
 //! its database files. Runs the real `postern` binary as a separate process.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use postern_testkit::{ADMIN_PASSWORD, Browser, setup_through_web};
 use postern_time::{Clock, SystemClock};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
 const WRONG_PASSWORD: &str = "Wr0ng-but-close-password";
 
@@ -38,7 +38,10 @@ async fn no_secret_in_logs_or_database() {
             }
             if let Some(rest) = line.trim().strip_prefix("Postern is listening on ") {
                 let addr = rest.split(' ').next().unwrap().to_owned();
-                return (setup.expect("setup link printed before the address"), format!("http://{addr}"));
+                return (
+                    setup.expect("setup link printed before the address"),
+                    format!("http://{addr}"),
+                );
             }
         }
         panic!("the service exited before it was ready");
@@ -55,23 +58,49 @@ async fn no_secret_in_logs_or_database() {
     let issuer = format!("{base}/t/acme");
     let start: serde_json::Value = http
         .post(format!("{issuer}/device_authorization"))
-        .form(&[("client_id", "postern-cli"), ("scope", "openid offline_access postern:admin")])
-        .send().await.unwrap().json().await.unwrap();
+        .form(&[
+            ("client_id", "postern-cli"),
+            ("scope", "openid offline_access postern:admin"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let device_code = start["device_code"].as_str().unwrap().to_owned();
     let browser = Browser::new();
-    let entry = browser.get(start["verification_uri_complete"].as_str().unwrap()).await.unwrap();
+    let entry = browser
+        .get(start["verification_uri_complete"].as_str().unwrap())
+        .await
+        .unwrap();
     let r = browser.submit(&entry.form().unwrap(), &[]).await.unwrap();
     let page = browser.follow(&r.location().unwrap(), &base).await.unwrap();
-    let r = browser.submit(&page.form().unwrap(), &[("username", "admin@acme.test")]).await.unwrap();
+    let r = browser
+        .submit(&page.form().unwrap(), &[("username", "admin@acme.test")])
+        .await
+        .unwrap();
     let page = browser.follow(&r.location().unwrap(), &base).await.unwrap();
-    let failed = browser.submit(&page.form().unwrap(), &[("password", WRONG_PASSWORD)]).await.unwrap();
+    let failed = browser
+        .submit(&page.form().unwrap(), &[("password", WRONG_PASSWORD)])
+        .await
+        .unwrap();
     assert!(failed.error().is_some());
-    let r = browser.submit(&failed.form().unwrap(), &[("password", ADMIN_PASSWORD)]).await.unwrap();
+    let r = browser
+        .submit(&failed.form().unwrap(), &[("password", ADMIN_PASSWORD)])
+        .await
+        .unwrap();
     let totp = browser.follow(&r.location().unwrap(), &base).await.unwrap();
-    let r = browser.submit(&totp.form().unwrap(), &[("action", "recovery")]).await.unwrap();
+    let r = browser
+        .submit(&totp.form().unwrap(), &[("action", "recovery")])
+        .await
+        .unwrap();
     let rec = browser.follow(&r.location().unwrap(), &base).await.unwrap();
     let recovery_code = done.recovery_codes[3].clone();
-    let r = browser.submit(&rec.form().unwrap(), &[("code", &recovery_code)]).await.unwrap();
+    let r = browser
+        .submit(&rec.form().unwrap(), &[("code", &recovery_code)])
+        .await
+        .unwrap();
     let approve = browser.follow(&r.location().unwrap(), &base).await.unwrap();
     assert_eq!(approve.title(), "Approve sign-in on a device");
     let approved = browser.submit(&approve.form().unwrap(), &[]).await.unwrap();
@@ -83,14 +112,25 @@ async fn no_secret_in_logs_or_database() {
             ("device_code", &device_code),
             ("client_id", "postern-cli"),
         ])
-        .send().await.unwrap().json().await.unwrap();
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let access = tokens["access_token"].as_str().expect("tokens issued").to_owned();
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
 
     // Graceful stop on SIGTERM.
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(exit.success(), "the service exits cleanly on SIGTERM: {exit:?}");
 
     let logs = std::fs::read_to_string(&log_path).unwrap();
@@ -113,7 +153,10 @@ async fn no_secret_in_logs_or_database() {
     }
 
     // The database files: no secret in clear, nor the raw TOTP seed.
-    let seed = totp_rs::Secret::try_from_base32(&secret_compact).unwrap().as_ref().to_vec();
+    let seed = totp_rs::Secret::try_from_base32(&secret_compact)
+        .unwrap()
+        .as_ref()
+        .to_vec();
     let mut scanned = 0;
     for entry in std::fs::read_dir(&data).unwrap() {
         let path = entry.unwrap().path();
@@ -123,9 +166,17 @@ async fn no_secret_in_logs_or_database() {
         let bytes = std::fs::read(&path).unwrap();
         scanned += bytes.len();
         for (what, value) in &secrets {
-            assert!(!contains(&bytes, value.as_bytes()), "{what} appears in {}", path.display());
+            assert!(
+                !contains(&bytes, value.as_bytes()),
+                "{what} appears in {}",
+                path.display()
+            );
         }
-        assert!(!contains(&bytes, &seed), "the raw TOTP seed appears in {}", path.display());
+        assert!(
+            !contains(&bytes, &seed),
+            "the raw TOTP seed appears in {}",
+            path.display()
+        );
     }
     assert!(scanned > 10_000, "the database files were scanned");
 }
@@ -138,7 +189,10 @@ impl Drop for DumpLogOnPanic {
         if std::thread::panicking() {
             let log = std::fs::read_to_string(&self.0).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!("--- service log (last lines) ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            eprintln!(
+                "--- service log (last lines) ---\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
     }
 }

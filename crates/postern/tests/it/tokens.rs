@@ -19,10 +19,30 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let svc = TestService::start().await.unwrap();
     let t = svc.bootstrap().await.unwrap();
-    svc.create_client(&t.tenant, "app", Some("app-secret"), &[REDIRECT], &["authorization_code", "refresh_token"]).await.unwrap();
-    svc.create_client(&t.tenant, "other", Some("other-secret"), &["https://other.test/cb"], &["authorization_code"]).await.unwrap();
+    svc.create_client(
+        &t.tenant,
+        "app",
+        Some("app-secret"),
+        &[REDIRECT],
+        &["authorization_code", "refresh_token"],
+    )
+    .await
+    .unwrap();
+    svc.create_client(
+        &t.tenant,
+        "other",
+        Some("other-secret"),
+        &["https://other.test/cb"],
+        &["authorization_code"],
+    )
+    .await
+    .unwrap();
     let login = admin_login(&svc, &t);
-    Fixture { svc, browser: Browser::new(), login }
+    Fixture {
+        svc,
+        browser: Browser::new(),
+        login,
+    }
 }
 
 /// Signs in (once; later calls use the SSO session) and returns a fresh code.
@@ -33,7 +53,12 @@ async fn code(f: &Fixture, pkce: &Pkce) -> String {
 }
 
 fn exchange<'a>(code: &'a str, verifier: &'a str, redirect: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![("grant_type", "authorization_code"), ("code", code), ("code_verifier", verifier), ("redirect_uri", redirect)]
+    vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("code_verifier", verifier),
+        ("redirect_uri", redirect),
+    ]
 }
 
 #[tokio::test]
@@ -50,19 +75,37 @@ async fn code_exchange_refusals() {
     // Wrong redirect URI at the token endpoint.
     let pkce = Pkce::new();
     let c = code(&f, &pkce).await;
-    let (status, body) = token_request(&f.svc, "acme", app, &exchange(&c, &pkce.verifier, "https://app.acme.test/other")).await;
+    let (status, body) = token_request(
+        &f.svc,
+        "acme",
+        app,
+        &exchange(&c, &pkce.verifier, "https://app.acme.test/other"),
+    )
+    .await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
 
     // A code presented by another client.
     let pkce = Pkce::new();
     let c = code(&f, &pkce).await;
-    let (status, body) = token_request(&f.svc, "acme", Some(("other", "other-secret")), &exchange(&c, &pkce.verifier, REDIRECT)).await;
+    let (status, body) = token_request(
+        &f.svc,
+        "acme",
+        Some(("other", "other-secret")),
+        &exchange(&c, &pkce.verifier, REDIRECT),
+    )
+    .await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
 
     // Wrong client secret.
     let pkce = Pkce::new();
     let c = code(&f, &pkce).await;
-    let (status, body) = token_request(&f.svc, "acme", Some(("app", "nope")), &exchange(&c, &pkce.verifier, REDIRECT)).await;
+    let (status, body) = token_request(
+        &f.svc,
+        "acme",
+        Some(("app", "nope")),
+        &exchange(&c, &pkce.verifier, REDIRECT),
+    )
+    .await;
     assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")));
 
     // Expired code.
@@ -84,8 +127,18 @@ async fn code_exchange_refusals() {
     let refresh = first["refresh_token"].as_str().unwrap().to_owned();
     let (status, body) = token_request(&f.svc, "acme", app, &exchange(&c, &pkce.verifier, REDIRECT)).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
-    let (status, body) = token_request(&f.svc, "acme", app, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "tokens of a replayed code are revoked");
+    let (status, body) = token_request(
+        &f.svc,
+        "acme",
+        app,
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "tokens of a replayed code are revoked"
+    );
 
     // Unsupported grant type, no client authentication.
     let (status, body) = token_request(&f.svc, "acme", app, &[("grant_type", "password")]).await;
@@ -109,14 +162,36 @@ async fn authorization_request_refusals() {
     assert_eq!(f.browser.get(&url).await.unwrap().status, 400);
     // Missing PKCE, plain PKCE, implicit flow: back to the client with an error.
     for (bad, expected) in [
-        (url_without(&authorize_url(&f.svc, "acme", "app", REDIRECT, &pkce.challenge, ""), "code_challenge"), "invalid_request"),
-        (authorize_url(&f.svc, "acme", "app", REDIRECT, &pkce.challenge, "").replace("S256", "plain"), "invalid_request"),
-        (authorize_url(&f.svc, "acme", "app", REDIRECT, &pkce.challenge, "").replace("response_type=code", "response_type=token"), "unsupported_response_type"),
-        (authorize_url(&f.svc, "acme", "app", REDIRECT, &pkce.challenge, "").replace("scope=openid%20profile", "scope=profile"), "invalid_scope"),
-        (authorize_url(&f.svc, "acme", "app", REDIRECT, &pkce.challenge, "&prompt=none"), "login_required"),
+        (
+            url_without(
+                &authorize_url(&f.svc, "acme", "app", REDIRECT, &pkce.challenge, ""),
+                "code_challenge",
+            ),
+            "invalid_request",
+        ),
+        (
+            authorize_url(&f.svc, "acme", "app", REDIRECT, &pkce.challenge, "").replace("S256", "plain"),
+            "invalid_request",
+        ),
+        (
+            authorize_url(&f.svc, "acme", "app", REDIRECT, &pkce.challenge, "")
+                .replace("response_type=code", "response_type=token"),
+            "unsupported_response_type",
+        ),
+        (
+            authorize_url(&f.svc, "acme", "app", REDIRECT, &pkce.challenge, "")
+                .replace("scope=openid%20profile", "scope=profile"),
+            "invalid_scope",
+        ),
+        (
+            authorize_url(&f.svc, "acme", "app", REDIRECT, &pkce.challenge, "&prompt=none"),
+            "login_required",
+        ),
     ] {
         let page = f.browser.get(&bad).await.unwrap();
-        let loc = page.location().unwrap_or_else(|| panic!("no redirect for {bad}: {}", page.body));
+        let loc = page
+            .location()
+            .unwrap_or_else(|| panic!("no redirect for {bad}: {}", page.body));
         assert!(loc.starts_with(REDIRECT));
         assert_eq!(query_param(&loc, "error").as_deref(), Some(expected), "{bad}");
         assert_eq!(query_param(&loc, "state").as_deref(), Some("st4te"));
@@ -128,7 +203,11 @@ async fn authorization_request_refusals() {
 
 fn url_without(url: &str, param: &str) -> String {
     let mut u = url::Url::parse(url).unwrap();
-    let kept: Vec<(String, String)> = u.query_pairs().filter(|(k, _)| k != param).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let kept: Vec<(String, String)> = u
+        .query_pairs()
+        .filter(|(k, _)| k != param)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
     u.query_pairs_mut().clear().extend_pairs(kept);
     u.into()
 }
@@ -138,7 +217,13 @@ async fn access_tokens_expire_and_are_bound_to_their_audience() {
     let f = fixture().await;
     let pkce = Pkce::new();
     let c = code(&f, &pkce).await;
-    let (status, tokens) = token_request(&f.svc, "acme", Some(("app", "app-secret")), &exchange(&c, &pkce.verifier, REDIRECT)).await;
+    let (status, tokens) = token_request(
+        &f.svc,
+        "acme",
+        Some(("app", "app-secret")),
+        &exchange(&c, &pkce.verifier, REDIRECT),
+    )
+    .await;
     assert_eq!(status, 200);
     let access = tokens["access_token"].as_str().unwrap();
     let id_token = tokens["id_token"].as_str().unwrap();
@@ -146,10 +231,18 @@ async fn access_tokens_expire_and_are_bound_to_their_audience() {
     let userinfo = format!("{}/userinfo", f.svc.issuer("acme"));
 
     // The app's token is good for userinfo...
-    assert_eq!(http.get(&userinfo).bearer_auth(access).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(&userinfo).bearer_auth(access).send().await.unwrap().status(),
+        200
+    );
     // ...but not for the admin API (wrong audience), nor is the ID token.
     for token in [access, id_token] {
-        let r = http.get(format!("{}/api/v1/me", f.svc.url())).bearer_auth(token).send().await.unwrap();
+        let r = http
+            .get(format!("{}/api/v1/me", f.svc.url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401, "admin API must refuse a token for another audience");
     }
     assert_eq!(
@@ -157,19 +250,40 @@ async fn access_tokens_expire_and_are_bound_to_their_audience() {
         postern_sts::TokenError::WrongAudience
     );
     // An ID token is not an access token, even at userinfo.
-    assert_eq!(http.get(&userinfo).bearer_auth(id_token).send().await.unwrap().status(), 401);
+    assert_eq!(
+        http.get(&userinfo).bearer_auth(id_token).send().await.unwrap().status(),
+        401
+    );
     // A tampered token fails its signature.
     let mut parts: Vec<String> = access.split('.').map(str::to_owned).collect();
     parts[2] = parts[2].chars().rev().collect();
-    assert_eq!(http.get(&userinfo).bearer_auth(parts.join(".")).send().await.unwrap().status(), 401);
+    assert_eq!(
+        http.get(&userinfo)
+            .bearer_auth(parts.join("."))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
 
     // After ten minutes the access token has expired.
     f.svc.advance(Duration::from_secs(601));
     let r = http.get(&userinfo).bearer_auth(access).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
     assert_eq!(
-        f.svc.sts().verify_access_token("acme", access, "app").await.unwrap().unwrap_err(),
+        f.svc
+            .sts()
+            .verify_access_token("acme", access, "app")
+            .await
+            .unwrap()
+            .unwrap_err(),
         postern_sts::TokenError::Expired
     );
 }
@@ -191,21 +305,34 @@ async fn device_flow_polling_answers() {
     let poll = |code: String| {
         let svc = &f.svc;
         async move {
-            token_request(svc, "acme", None, &[
-                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-                ("device_code", &code),
-                ("client_id", "postern-cli"),
-            ])
+            token_request(
+                svc,
+                "acme",
+                None,
+                &[
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                    ("device_code", &code),
+                    ("client_id", "postern-cli"),
+                ],
+            )
             .await
         }
     };
     assert_eq!(poll(device_code.clone()).await.1["error"], "authorization_pending");
-    assert_eq!(poll(device_code.clone()).await.1["error"], "slow_down", "polled again at once");
+    assert_eq!(
+        poll(device_code.clone()).await.1["error"],
+        "slow_down",
+        "polled again at once"
+    );
     f.svc.advance(Duration::from_secs(11));
     assert_eq!(poll(device_code.clone()).await.1["error"], "authorization_pending");
 
     // Denied by the user.
-    let entry = f.browser.get(start["verification_uri_complete"].as_str().unwrap()).await.unwrap();
+    let entry = f
+        .browser
+        .get(start["verification_uri_complete"].as_str().unwrap())
+        .await
+        .unwrap();
     let next = f.browser.submit(&entry.form().unwrap(), &[]).await.unwrap();
     let mut page = f.browser.follow(&next.location().unwrap(), &f.svc.url()).await.unwrap();
     // Sign in (answering the pages) up to the approval page, then deny.
@@ -221,7 +348,10 @@ async fn device_flow_polling_answers() {
         } else if form.fields.contains(&"password".into()) {
             vec![("password", f.login.password.clone())]
         } else {
-            vec![("code", postern_testkit::totp_code(f.login.totp_secret.as_ref().unwrap(), f.svc.now()).unwrap())]
+            vec![(
+                "code",
+                postern_testkit::totp_code(f.login.totp_secret.as_ref().unwrap(), f.svc.now()).unwrap(),
+            )]
         };
         let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let r = f.browser.submit(&form, &fields).await.unwrap();
@@ -242,8 +372,16 @@ async fn device_flow_polling_answers() {
         .await
         .unwrap();
     f.svc.advance(Duration::from_secs(601));
-    assert_eq!(poll(again["device_code"].as_str().unwrap().to_owned()).await.1["error"], "expired_token");
+    assert_eq!(
+        poll(again["device_code"].as_str().unwrap().to_owned()).await.1["error"],
+        "expired_token"
+    );
     // A confidential or unknown client cannot start the device flow.
-    let r = http.post(format!("{}/device_authorization", f.svc.issuer("acme"))).form(&[("client_id", "app")]).send().await.unwrap();
+    let r = http
+        .post(format!("{}/device_authorization", f.svc.issuer("acme")))
+        .form(&[("client_id", "app")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 }

@@ -62,14 +62,10 @@ pub(crate) async fn authorize_form(
 }
 
 fn bad_client_page(tenant: &Tenant, message: &str) -> Response {
-    Page::error(
-        StatusCode::BAD_REQUEST,
-        "This sign-in request is not valid",
-        message,
-    )
-    .context(&tenant.display_name)
-    .para("Contact the application's administrator; the request cannot be completed.")
-    .into_response()
+    Page::error(StatusCode::BAD_REQUEST, "This sign-in request is not valid", message)
+        .context(&tenant.display_name)
+        .para("Contact the application's administrator; the request cannot be completed.")
+        .into_response()
 }
 
 /// A redirect back to the client with an error.
@@ -94,12 +90,7 @@ fn error_redirect(
     see_other(url.as_str(), [])
 }
 
-async fn handle(
-    sts: &Sts,
-    tenant_name: &str,
-    headers: &HeaderMap,
-    p: AuthorizeParams,
-) -> Result<Response, StsError> {
+async fn handle(sts: &Sts, tenant_name: &str, headers: &HeaderMap, p: AuthorizeParams) -> Result<Response, StsError> {
     let tenant = sts.tenant_named(tenant_name).await?;
     let Some(client_id) = p.client_id.as_deref() else {
         return Ok(bad_client_page(
@@ -145,19 +136,9 @@ async fn handle(
 
     // From here on, errors go back to the client.
     let state = p.state.as_deref();
-    let fail = |error: &str, description: &str| {
-        Ok(error_redirect(
-            sts,
-            &tenant,
-            &redirect_uri,
-            state,
-            error,
-            description,
-        ))
-    };
-    if state.is_some_and(|s| s.len() > MAX_PARAM_LEN)
-        || p.nonce.as_deref().is_some_and(|n| n.len() > MAX_PARAM_LEN)
-    {
+    let fail =
+        |error: &str, description: &str| Ok(error_redirect(sts, &tenant, &redirect_uri, state, error, description));
+    if state.is_some_and(|s| s.len() > MAX_PARAM_LEN) || p.nonce.as_deref().is_some_and(|n| n.len() > MAX_PARAM_LEN) {
         return fail("invalid_request", "state or nonce is too long");
     }
     if p.request.is_some() {
@@ -167,10 +148,7 @@ async fn handle(
         return fail("request_uri_not_supported", "request_uri is not supported");
     }
     if p.response_type.as_deref() != Some("code") {
-        return fail(
-            "unsupported_response_type",
-            "only response_type=code is supported",
-        );
+        return fail("unsupported_response_type", "only response_type=code is supported");
     }
     if p.response_mode.as_deref().is_some_and(|m| m != "query") {
         return fail("invalid_request", "only response_mode=query is supported");
@@ -189,20 +167,14 @@ async fn handle(
         );
     };
     if p.code_challenge_method.as_deref() != Some("S256") {
-        return fail(
-            "invalid_request",
-            "only code_challenge_method=S256 is supported",
-        );
+        return fail("invalid_request", "only code_challenge_method=S256 is supported");
     }
     if challenge.len() != 43
         || !challenge
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return fail(
-            "invalid_request",
-            "code_challenge must be a base64url SHA-256 digest",
-        );
+        return fail("invalid_request", "code_challenge must be a base64url SHA-256 digest");
     }
     let prompts: Vec<&str> = p
         .prompt
@@ -212,10 +184,7 @@ async fn handle(
         .filter(|s| !s.is_empty())
         .collect();
     if prompts.contains(&"none") && prompts.len() > 1 {
-        return fail(
-            "invalid_request",
-            "prompt=none cannot be combined with other values",
-        );
+        return fail("invalid_request", "prompt=none cannot be combined with other values");
     }
     let max_age = match p.max_age.as_deref().map(str::parse::<u64>) {
         None => None,
@@ -238,14 +207,10 @@ async fn handle(
     let session = if prompts.contains(&"login") {
         None
     } else {
-        sts.current_session(&tenant, headers)
-            .await?
-            .filter(|s| match max_age {
-                Some(age) => {
-                    now.secs() - s.auth_time.secs() <= i64::try_from(age).unwrap_or(i64::MAX)
-                }
-                None => true,
-            })
+        sts.current_session(&tenant, headers).await?.filter(|s| match max_age {
+            Some(age) => now.secs() - s.auth_time.secs() <= i64::try_from(age).unwrap_or(i64::MAX),
+            None => true,
+        })
     };
     if let Some(session) = session {
         let user = match sts.store.user(&tenant.id, &session.user_id).await {
@@ -269,19 +234,10 @@ async fn handle(
                 return Ok(see_other(&location, []));
             }
             if prompts.contains(&"none") {
-                return fail(
-                    "interaction_required",
-                    "multi-factor authentication is required",
-                );
+                return fail("interaction_required", "multi-factor authentication is required");
             }
             return sts
-                .resume_with_session(
-                    &tenant,
-                    Purpose::Authorize(request),
-                    &user,
-                    &session,
-                    headers,
-                )
+                .resume_with_session(&tenant, Purpose::Authorize(request), &user, &session, headers)
                 .await;
         }
     }
@@ -331,8 +287,8 @@ impl Sts {
                 now,
             )
             .await?;
-        let mut url = Url::parse(&request.redirect_uri)
-            .map_err(|e| StsError::internal(format!("redirect uri: {e}")))?;
+        let mut url =
+            Url::parse(&request.redirect_uri).map_err(|e| StsError::internal(format!("redirect uri: {e}")))?;
         {
             let mut q = url.query_pairs_mut();
             q.append_pair("code", code.expose());

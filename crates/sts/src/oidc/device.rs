@@ -66,9 +66,7 @@ pub(crate) async fn device_authorization(
             Err(e) => return Err(StsError::from(e).into()),
         };
         if client.is_confidential() {
-            return Err(OAuthError::invalid_client(
-                "the device flow here is for public clients",
-            ));
+            return Err(OAuthError::invalid_client("the device flow here is for public clients"));
         }
         if !client.allows_grant(GRANT_DEVICE) {
             return Err(OAuthError::bad_request(

@@ -50,10 +50,7 @@ pub(crate) async fn configuration(
 
 /// `GET /t/{tenant}/jwks.json`: the active signing key and retired keys whose tokens
 /// may still be valid.
-pub(crate) async fn jwks(
-    State(sts): State<Arc<Sts>>,
-    Path(tenant): Path<String>,
-) -> Result<Response, StsError> {
+pub(crate) async fn jwks(State(sts): State<Arc<Sts>>, Path(tenant): Path<String>) -> Result<Response, StsError> {
     sts.tenant_named(&tenant).await?;
     let keys = sts.jwks().await?;
     Ok(([(header::CACHE_CONTROL, "public, max-age=300")], Json(keys)).into_response())

@@ -141,10 +141,7 @@ pub(crate) async fn logout(
     let cookie = cookies::get(&headers, cookies::SSO).unwrap_or_default();
     let mut page = Page::new("Sign out?")
         .context(&tenant.display_name)
-        .para(format!(
-            "Do you want to sign out of {}?",
-            tenant.display_name
-        ))
+        .para(format!("Do you want to sign out of {}?", tenant.display_name))
         .form(format!("{}/logout", sts.issuer(&tenant.name)), "Sign out")
         .hidden("csrf", confirm_token(&cookie));
     for (name, value) in [

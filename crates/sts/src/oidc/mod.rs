@@ -16,9 +16,7 @@ use serde::Serialize;
 
 use crate::Sts;
 use crate::error::{OAuthError, StsError};
-use crate::tokens::{
-    ACCESS_TOKEN_TYP, ADMIN_API_AUDIENCE, ADMIN_SCOPE, AccessClaims, Audience, IdClaims,
-};
+use crate::tokens::{ACCESS_TOKEN_TYP, ADMIN_API_AUDIENCE, ADMIN_SCOPE, AccessClaims, Audience, IdClaims};
 
 /// Scopes every client may ask for.
 pub(crate) const STANDARD_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
@@ -105,11 +103,7 @@ pub(crate) enum RefreshPlan {
 impl Sts {
     /// Signs the access token (and ID token for `openid`) for a grant and, per
     /// `refresh`, issues a refresh token.
-    pub(crate) async fn issue_tokens(
-        &self,
-        grant: Grant<'_>,
-        refresh: RefreshPlan,
-    ) -> Result<TokenResponse, StsError> {
+    pub(crate) async fn issue_tokens(&self, grant: Grant<'_>, refresh: RefreshPlan) -> Result<TokenResponse, StsError> {
         let now = self.now();
         let iss = self.issuer(&grant.tenant.name);
         let amr: Vec<String> = grant
@@ -155,11 +149,7 @@ impl Sts {
                 azp: grant.client.client_id.clone(),
                 name: profile.then(|| grant.user.display_name.clone()),
                 preferred_username: profile.then(|| grant.user.username.clone()),
-                email: if email {
-                    grant.user.email.clone()
-                } else {
-                    None
-                },
+                email: if email { grant.user.email.clone() } else { None },
                 email_verified: (email && grant.user.email.is_some()).then_some(false),
             };
             Some(self.sign(&claims, "JWT", now).await?)
@@ -218,10 +208,7 @@ mod tests {
         let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
         let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
         assert!(pkce_matches(verifier, challenge));
-        assert!(!pkce_matches(
-            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXX",
-            challenge
-        ));
+        assert!(!pkce_matches("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXX", challenge));
         assert!(!pkce_matches("short", challenge));
         assert!(!pkce_matches(&format!("{verifier}!"), challenge));
     }
@@ -260,7 +247,12 @@ impl Sts {
     /// Test support: signs an access token for `user` of `tenant` as if the
     /// built-in CLI client had obtained it with `scope`, without any sign-in.
     /// Only compiled with the `testing` feature; the service never enables it.
-    pub async fn mint_access_token_for_tests(&self, tenant: &Tenant, user: &User, scope: &str) -> Result<String, StsError> {
+    pub async fn mint_access_token_for_tests(
+        &self,
+        tenant: &Tenant,
+        user: &User,
+        scope: &str,
+    ) -> Result<String, StsError> {
         let client = self.store.client(&tenant.id, crate::CLI_CLIENT_ID).await?;
         let tokens = self
             .issue_tokens(

@@ -11,9 +11,7 @@ use axum::{Form, Json};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use postern_keyring::SecretString;
-use postern_store::{
-    CodeRedemption, DeviceStatus, OAuthClient, RefreshRotation, StoreError, Tenant, User,
-};
+use postern_store::{CodeRedemption, DeviceStatus, OAuthClient, RefreshRotation, StoreError, Tenant, User};
 use serde::Deserialize;
 
 use super::{GRANT_CODE, GRANT_DEVICE, GRANT_REFRESH, Grant, RefreshPlan, has_scope, pkce_matches};
@@ -72,19 +70,16 @@ async fn authenticate_client(
             let (id, secret) = decoded
                 .split_once(':')
                 .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
-            let id = form_decode(id)
-                .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
-            let secret = form_decode(secret)
-                .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
+            let id = form_decode(id).ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
+            let secret =
+                form_decode(secret).ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
             if form.client_id.as_deref().is_some_and(|f| f != id) {
                 return Err(OAuthError::invalid_request(
                     "client_id differs from the authenticated client",
                 ));
             }
             if form.client_secret.is_some() {
-                return Err(OAuthError::invalid_request(
-                    "use one client authentication method",
-                ));
+                return Err(OAuthError::invalid_request("use one client authentication method"));
             }
             (id, Some(SecretString::new(secret)))
         }
@@ -103,18 +98,13 @@ async fn authenticate_client(
     };
     match (&client.secret_digest, secret) {
         (Some(expected), Some(given))
-            if postern_keyring::constant_time_eq(
-                expected,
-                &postern_keyring::digest(given.expose()),
-            ) =>
+            if postern_keyring::constant_time_eq(expected, &postern_keyring::digest(given.expose())) =>
         {
             Ok(client)
         }
         (Some(_), _) => Err(OAuthError::invalid_client("client authentication failed")),
         (None, None) => Ok(client),
-        (None, Some(_)) => Err(OAuthError::invalid_client(
-            "this client is public and has no secret",
-        )),
+        (None, Some(_)) => Err(OAuthError::invalid_client("this client is public and has no secret")),
     }
 }
 
@@ -163,9 +153,7 @@ pub(crate) async fn token(
 async fn enabled_user(sts: &Sts, tenant: &Tenant, user_id: &str) -> Result<User, OAuthError> {
     match sts.store.user(&tenant.id, user_id).await {
         Ok(u) if u.enabled => Ok(u),
-        Ok(_) | Err(StoreError::NotFound) => {
-            Err(OAuthError::invalid_grant("the user can no longer sign in"))
-        }
+        Ok(_) | Err(StoreError::NotFound) => Err(OAuthError::invalid_grant("the user can no longer sign in")),
         Err(e) => Err(StsError::from(e).into()),
     }
 }
@@ -176,9 +164,7 @@ async fn code_grant(
     client: &OAuthClient,
     form: &TokenForm,
 ) -> Result<super::TokenResponse, OAuthError> {
-    let (Some(code), Some(redirect_uri), Some(verifier)) =
-        (&form.code, &form.redirect_uri, &form.code_verifier)
-    else {
+    let (Some(code), Some(redirect_uri), Some(verifier)) = (&form.code, &form.redirect_uri, &form.code_verifier) else {
         return Err(OAuthError::invalid_request(
             "code, redirect_uri and code_verifier are required",
         ));
@@ -198,9 +184,7 @@ async fn code_grant(
         CodeRedemption::Unknown => return Err(OAuthError::invalid_grant("the code is not valid")),
     };
     if code.client_id != client.client_id {
-        return Err(OAuthError::invalid_grant(
-            "the code was issued to another client",
-        ));
+        return Err(OAuthError::invalid_grant("the code was issued to another client"));
     }
     if code.expires_at <= now {
         return Err(OAuthError::invalid_grant("the code has expired"));
@@ -265,9 +249,7 @@ async fn refresh_grant(
         RefreshRotation::Rotated(g) => g,
         RefreshRotation::Reused => {
             tracing::warn!(tenant = %tenant.name, client = %client.client_id, "refresh token reused; its family is revoked");
-            return Err(OAuthError::invalid_grant(
-                "the refresh token was already used",
-            ));
+            return Err(OAuthError::invalid_grant("the refresh token was already used"));
         }
         RefreshRotation::Invalid => {
             return Err(OAuthError::invalid_grant("the refresh token is not valid"));
@@ -346,15 +328,10 @@ async fn device_grant(
     }
     match device.status {
         DeviceStatus::Denied => {
-            return Err(OAuthError::bad_request(
-                "access_denied",
-                "the user denied the request",
-            ));
+            return Err(OAuthError::bad_request("access_denied", "the user denied the request"));
         }
         DeviceStatus::Consumed => {
-            return Err(OAuthError::invalid_grant(
-                "the device code was already used",
-            ));
+            return Err(OAuthError::invalid_grant("the device code was already used"));
         }
         DeviceStatus::Pending => {
             let too_soon = device
@@ -370,25 +347,15 @@ async fn device_grant(
                 .await
                 .map_err(StsError::from)?;
             return Err(if too_soon {
-                OAuthError::bad_request(
-                    "slow_down",
-                    format!("poll at most every {interval} seconds"),
-                )
+                OAuthError::bad_request("slow_down", format!("poll at most every {interval} seconds"))
             } else {
                 OAuthError::bad_request("authorization_pending", "the user has not finished yet")
             });
         }
         DeviceStatus::Approved => {}
     }
-    if !sts
-        .store
-        .consume_device_code(&digest)
-        .await
-        .map_err(StsError::from)?
-    {
-        return Err(OAuthError::invalid_grant(
-            "the device code was already used",
-        ));
+    if !sts.store.consume_device_code(&digest).await.map_err(StsError::from)? {
+        return Err(OAuthError::invalid_grant("the device code was already used"));
     }
     let user_id = device.user_id.clone().unwrap_or_default();
     let user = enabled_user(sts, tenant, &user_id).await?;

@@ -26,11 +26,7 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// `GET|POST /t/{tenant}/userinfo`.
-pub(crate) async fn userinfo(
-    State(sts): State<Arc<Sts>>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+pub(crate) async fn userinfo(State(sts): State<Arc<Sts>>, Path(tenant): Path<String>, headers: HeaderMap) -> Response {
     let result = async {
         let tenant = sts.tenant_named(&tenant).await.map_err(|e| {
             if e.is_not_found() {
@@ -39,16 +35,13 @@ pub(crate) async fn userinfo(
                 e.into()
             }
         })?;
-        let token = bearer(&headers)
-            .ok_or_else(|| OAuthError::invalid_token("a bearer access token is required"))?;
+        let token = bearer(&headers).ok_or_else(|| OAuthError::invalid_token("a bearer access token is required"))?;
         let claims = sts
             .verify_access_token_for_any_client(&tenant.name, token)
             .await?
             .map_err(|e| OAuthError::invalid_token(e.to_string()))?;
         if !has_scope(&claims.scope, "openid") {
-            return Err(OAuthError::insufficient_scope(
-                "the openid scope is required",
-            ));
+            return Err(OAuthError::insufficient_scope("the openid scope is required"));
         }
         let user = match sts.store.user(&tenant.id, &claims.sub).await {
             Ok(u) if u.enabled => u,

@@ -105,10 +105,7 @@ fn digest_b64(secret: &str) -> String {
 }
 
 /// The browser-binding cookie of a request, or a new one to set.
-pub(crate) fn browser_binding(
-    sts: &Sts,
-    headers: &HeaderMap,
-) -> Result<(String, Option<HeaderValue>), StsError> {
+pub(crate) fn browser_binding(sts: &Sts, headers: &HeaderMap) -> Result<(String, Option<HeaderValue>), StsError> {
     if let Some(existing) = cookies::get(headers, cookies::BIND)
         && existing.len() == 43
         && existing
@@ -118,13 +115,7 @@ pub(crate) fn browser_binding(
         return Ok((existing, None));
     }
     let fresh = postern_keyring::random_token()?;
-    let cookie = cookies::set(
-        cookies::BIND,
-        fresh.expose(),
-        "/",
-        None,
-        sts.secure_cookies(),
-    );
+    let cookie = cookies::set(cookies::BIND, fresh.expose(), "/", None, sts.secure_cookies());
     Ok((fresh.expose().to_owned(), Some(cookie)))
 }
 
@@ -177,8 +168,7 @@ impl Sts {
             Err(StoreError::NotFound) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let flow: Flow = serde_json::from_str(&record.data)
-            .map_err(|e| StsError::internal(format!("flow: {e}")))?;
+        let flow: Flow = serde_json::from_str(&record.data).map_err(|e| StsError::internal(format!("flow: {e}")))?;
         let Some(bind) = cookies::get(headers, cookies::BIND) else {
             return Ok(None);
         };
@@ -191,9 +181,7 @@ impl Sts {
     /// Saves a flow's new state.
     pub(crate) async fn save_flow(&self, id: &str, flow: &Flow) -> Result<(), StsError> {
         let data = serde_json::to_string(flow).map_err(|e| StsError::internal(e.to_string()))?;
-        self.store
-            .update_flow(&postern_keyring::digest(id), &data)
-            .await?;
+        self.store.update_flow(&postern_keyring::digest(id), &data).await?;
         Ok(())
     }
 

@@ -32,11 +32,12 @@ const MAX_MFA_FAILURES: u32 = 5;
 /// Longest sign-in name accepted.
 const MAX_USERNAME_LEN: usize = 256;
 
-const WRONG_CREDENTIALS: &str = "Your account or password is incorrect. If you don't remember your password, ask your administrator to reset it.";
-const LOCKED: &str =
-    "Your account is temporarily locked to prevent unauthorized use. Try again later.";
+const WRONG_CREDENTIALS: &str =
+    "Your account or password is incorrect. If you don't remember your password, ask your administrator to reset it.";
+const LOCKED: &str = "Your account is temporarily locked to prevent unauthorized use. Try again later.";
 const BUSY: &str = "Another sign-in for this account is being checked. Try again in a moment.";
-const EXPIRED: &str = "This sign-in page has expired or was opened in another browser. Go back to the application and start again.";
+const EXPIRED: &str =
+    "This sign-in page has expired or was opened in another browser. Go back to the application and start again.";
 
 #[derive(Deserialize)]
 pub(crate) struct FlowQuery {
@@ -62,10 +63,7 @@ pub(crate) struct SigninForm {
 }
 
 /// A 303 to `location` with extra cookies.
-pub(crate) fn see_other(
-    location: &str,
-    cookies: impl IntoIterator<Item = HeaderValue>,
-) -> Response {
+pub(crate) fn see_other(location: &str, cookies: impl IntoIterator<Item = HeaderValue>) -> Response {
     let mut response = Redirect::to(location).into_response();
     *response.status_mut() = StatusCode::SEE_OTHER;
     for c in cookies {
@@ -76,10 +74,7 @@ pub(crate) fn see_other(
 }
 
 /// Adds `Set-Cookie` headers to a response.
-pub(crate) fn with_cookies(
-    mut response: Response,
-    cookies: impl IntoIterator<Item = HeaderValue>,
-) -> Response {
+pub(crate) fn with_cookies(mut response: Response, cookies: impl IntoIterator<Item = HeaderValue>) -> Response {
     for c in cookies {
         response.headers_mut().append(header::SET_COOKIE, c);
     }
@@ -97,13 +92,7 @@ fn expired(tenant: &Tenant) -> Response {
 }
 
 /// The page for the flow's current stage.
-fn stage_page(
-    sts: &Sts,
-    tenant: &Tenant,
-    flow_id: &str,
-    flow: &Flow,
-    error: Option<String>,
-) -> Result<Page, StsError> {
+fn stage_page(sts: &Sts, tenant: &Tenant, flow_id: &str, flow: &Flow, error: Option<String>) -> Result<Page, StsError> {
     let target = match &flow.purpose {
         Purpose::Authorize(r) => format!("to continue to {}", r.client_name),
         Purpose::Device { client_name, .. } => format!("to approve {client_name} on your device"),
@@ -194,11 +183,9 @@ pub(crate) async fn submit(
     };
     if !postern_keyring::constant_time_eq(form.csrf.as_bytes(), flow.csrf.as_bytes()) {
         tracing::warn!(tenant = %tenant.name, "sign-in form with a wrong CSRF token refused");
-        return Ok(
-            Page::error(StatusCode::FORBIDDEN, "Request refused", EXPIRED)
-                .context(&tenant.display_name)
-                .into_response(),
-        );
+        return Ok(Page::error(StatusCode::FORBIDDEN, "Request refused", EXPIRED)
+            .context(&tenant.display_name)
+            .into_response());
     }
     let step = Step {
         sts: &sts,
@@ -226,23 +213,16 @@ struct Step<'a> {
 
 impl Step<'_> {
     fn again(&self, flow: &Flow, error: &str) -> Result<Response, StsError> {
-        Ok(stage_page(
-            self.sts,
-            self.tenant,
-            self.flow_id,
-            flow,
-            Some(error.to_owned()),
-        )?
-        .status(StatusCode::OK)
-        .into_response())
+        Ok(
+            stage_page(self.sts, self.tenant, self.flow_id, flow, Some(error.to_owned()))?
+                .status(StatusCode::OK)
+                .into_response(),
+        )
     }
 
     async fn advance(&self, flow: &Flow) -> Result<Response, StsError> {
         self.sts.save_flow(self.flow_id, flow).await?;
-        Ok(see_other(
-            &signin_url(self.sts, self.tenant, self.flow_id),
-            [],
-        ))
+        Ok(see_other(&signin_url(self.sts, self.tenant, self.flow_id), []))
     }
 
     async fn log(
@@ -293,12 +273,7 @@ impl Step<'_> {
         if form.password.is_empty() || form.password.expose().len() > MAX_PASSWORD_LEN {
             return self.again(flow, "Enter your password.");
         }
-        let user = match self
-            .sts
-            .store
-            .user_by_username(&self.tenant.id, &username)
-            .await
-        {
+        let user = match self.sts.store.user_by_username(&self.tenant.id, &username).await {
             Ok(u) => Some(u),
             Err(StoreError::NotFound) => None,
             Err(e) => return Err(e.into()),
@@ -310,13 +285,8 @@ impl Step<'_> {
         {
             LockoutDecision::Proceed(a) => a,
             LockoutDecision::Locked { .. } => {
-                self.log(
-                    flow,
-                    user.as_ref(),
-                    SigninOutcome::LockedOut,
-                    "smart lockout",
-                )
-                .await?;
+                self.log(flow, user.as_ref(), SigninOutcome::LockedOut, "smart lockout")
+                    .await?;
                 return self.again(flow, LOCKED);
             }
             LockoutDecision::Busy => return self.again(flow, BUSY),
@@ -334,21 +304,9 @@ impl Step<'_> {
                     },
                 )
                 .await?;
-            self.log(
-                flow,
-                None,
-                SigninOutcome::BadCredentials,
-                "wrong username or password",
-            )
-            .await?;
-            return self.again(
-                flow,
-                if locked.is_some() {
-                    LOCKED
-                } else {
-                    WRONG_CREDENTIALS
-                },
-            );
+            self.log(flow, None, SigninOutcome::BadCredentials, "wrong username or password")
+                .await?;
+            return self.again(flow, if locked.is_some() { LOCKED } else { WRONG_CREDENTIALS });
         };
         self.sts
             .record_attempt(
@@ -361,17 +319,9 @@ impl Step<'_> {
             )
             .await?;
         if !user.enabled {
-            self.log(
-                flow,
-                Some(&user),
-                SigninOutcome::Disabled,
-                "account disabled",
-            )
-            .await?;
-            return self.again(
-                flow,
-                "Your account is disabled. Contact your administrator.",
-            );
+            self.log(flow, Some(&user), SigninOutcome::Disabled, "account disabled")
+                .await?;
+            return self.again(flow, "Your account is disabled. Contact your administrator.");
         }
         flow.user_id = Some(user.id.clone());
         flow.auth_time = Some(self.sts.now());
@@ -407,13 +357,8 @@ impl Step<'_> {
 
     async fn mfa_failed(&self, flow: &mut Flow, user: &User) -> Result<Response, StsError> {
         flow.mfa_failures += 1;
-        self.log(
-            flow,
-            Some(user),
-            SigninOutcome::MfaFailed,
-            "wrong verification code",
-        )
-        .await?;
+        self.log(flow, Some(user), SigninOutcome::MfaFailed, "wrong verification code")
+            .await?;
         if flow.mfa_failures >= MAX_MFA_FAILURES {
             self.sts.end_flow(self.flow_id).await?;
             return Ok(Page::error(
@@ -534,34 +479,20 @@ impl Step<'_> {
             None => {
                 let (s, cookie) = self
                     .sts
-                    .start_session(
-                        self.tenant,
-                        &user.id,
-                        flow.auth_time.unwrap_or(now),
-                        mfa_at,
-                        &amr,
-                    )
+                    .start_session(self.tenant, &user.id, flow.auth_time.unwrap_or(now), mfa_at, &amr)
                     .await?;
                 cookies.push(cookie);
                 s
             }
         };
-        self.log(flow, Some(&user), SigninOutcome::Success, &amr)
-            .await?;
+        self.log(flow, Some(&user), SigninOutcome::Success, &amr).await?;
         match flow.purpose.clone() {
             Purpose::Authorize(request) => {
                 self.sts.end_flow(self.flow_id).await?;
                 let auth_time = flow.auth_time.unwrap_or(session.auth_time);
                 let location = self
                     .sts
-                    .issue_code(
-                        self.tenant,
-                        &request,
-                        &user,
-                        Some(&session.id),
-                        auth_time,
-                        &amr,
-                    )
+                    .issue_code(self.tenant, &request, &user, Some(&session.id), auth_time, &amr)
                     .await?;
                 Ok(see_other(&location, cookies))
             }
@@ -569,10 +500,7 @@ impl Step<'_> {
                 flow.stage = Stage::DeviceConfirm;
                 flow.session_id = Some(session.id);
                 self.sts.save_flow(self.flow_id, flow).await?;
-                Ok(see_other(
-                    &signin_url(self.sts, self.tenant, self.flow_id),
-                    cookies,
-                ))
+                Ok(see_other(&signin_url(self.sts, self.tenant, self.flow_id), cookies))
             }
         }
     }
@@ -589,11 +517,8 @@ impl Step<'_> {
             self.sts.end_flow(self.flow_id).await?;
             return Ok(expired(self.tenant));
         };
-        let digest = base64::Engine::decode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            device_code_digest,
-        )
-        .map_err(|_| StsError::internal("device digest encoding"))?;
+        let digest = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, device_code_digest)
+            .map_err(|_| StsError::internal("device digest encoding"))?;
         let now = self.sts.now();
         let approve = form.action != "deny";
         let amr = flow.amr.join(" ");
@@ -604,10 +529,7 @@ impl Step<'_> {
                 .decide_device_code(&digest, Some((&user.id, auth_time, &amr)), now)
                 .await?
         } else {
-            self.sts
-                .store
-                .decide_device_code(&digest, None, now)
-                .await?
+            self.sts.store.decide_device_code(&digest, None, now).await?
         };
         self.sts.end_flow(self.flow_id).await?;
         let page = if !decided {
@@ -618,10 +540,11 @@ impl Step<'_> {
             )
         } else if approve {
             tracing::info!(tenant = %self.tenant.name, user = %user.id, client = %client_name, "device sign-in approved");
-            Page::new("Device approved").para(format!("{client_name} is now signed in. You can close this window and return to your device."))
+            Page::new("Device approved").para(format!(
+                "{client_name} is now signed in. You can close this window and return to your device."
+            ))
         } else {
-            Page::new("Request denied")
-                .para("The device was not signed in. You can close this window.")
+            Page::new("Request denied").para("The device was not signed in. You can close this window.")
         };
         Ok(page.context(&self.tenant.display_name).into_response())
     }
