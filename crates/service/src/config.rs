@@ -34,6 +34,21 @@ const ENV_KEYS: &[&str] = &[
     "limits.shutdown_grace_secs",
 ];
 
+/// `POSTERN_*` variables that belong to other tools (the CLI, the test harness)
+/// and are not service configuration.
+const ENV_OF_OTHER_TOOLS: &[&str] = &["config", "config_dir", "test_postgres"];
+
+/// Names of `POSTERN_*` environment variables that configure nothing: most likely
+/// typos, which must not be silently ignored.
+fn unknown_env_vars(vars: impl Iterator<Item = String>) -> Vec<String> {
+    vars.filter_map(|name| {
+        let key = name.strip_prefix("POSTERN_")?.to_lowercase().replace("__", ".");
+        let known = ENV_KEYS.contains(&key.as_str()) || ENV_OF_OTHER_TOOLS.contains(&key.as_str());
+        (!known).then(|| format!("unknown environment variable {name}"))
+    })
+    .collect()
+}
+
 /// The configuration as written (every field optional).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,6 +200,10 @@ impl RawConfig {
     /// Reads the file at `path` (if given), then the environment, then `overrides`
     /// (from command-line flags), later sources winning.
     pub fn load(path: Option<&Path>, overrides: &RawConfig) -> Result<RawConfig, ConfigError> {
+        let unknown = unknown_env_vars(std::env::vars().map(|(k, _)| k));
+        if !unknown.is_empty() {
+            return Err(ConfigError(unknown));
+        }
         let mut figment = Figment::new();
         if let Some(p) = path {
             if !p.exists() {
@@ -395,6 +414,16 @@ mod tests {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
         assert!(!all.contains("short"), "a secret value must not be echoed");
+    }
+
+    #[test]
+    fn unknown_environment_variables_are_reported() {
+        let vars = ["POSTERN_LISTEN", "POSTERN_TLS__CERT", "POSTERN_LISTEN_PORT", "POSTERN_CONFIG", "PATH", "POSTERN_TLS__KYE"];
+        let unknown = unknown_env_vars(vars.iter().map(|v| v.to_string()));
+        assert_eq!(
+            unknown,
+            vec!["unknown environment variable POSTERN_LISTEN_PORT", "unknown environment variable POSTERN_TLS__KYE"]
+        );
     }
 
     #[test]
