@@ -1,12 +1,44 @@
-//! The administration REST API under /api/v1, authorized by STS-issued bearer tokens.
+//! The administration REST API under `/api/v1`, authorized by STS-issued bearer
+//! tokens.
+//!
+//! A caller presents `Authorization: Bearer <token>`: an access token of their
+//! tenant's issuer with the audience `urn:postern:admin-api` and the scope
+//! `postern:admin` (what `postern admin login` obtains with the device flow).
+//! Every request acts inside the caller's tenant; objects of other tenants do
+//! not exist for it (404). Each route declares the role it needs in one table
+//! ([`routes()`]); operators, the global administrators of the system tenant,
+//! additionally manage tenants and the installation.
+//!
+//! Bodies are JSON ([`wire`]); errors are `{ "error", "message", "problems" }`
+//! with 400 (every validation problem listed), 401, 403, 404, 409 or 503. Every
+//! change is recorded in the hash-chained audit log.
+#![warn(missing_docs)]
+
+mod auth;
+mod clients;
+mod domains;
+mod error;
+mod groups;
+mod input;
+mod logs;
+mod me;
+mod roles;
+mod routes;
+mod system;
+mod tenants;
+mod users;
+mod views;
+pub mod wire;
 
 use std::sync::Arc;
 
 use axum::Router;
 use postern_sts::Sts;
 
-/// The admin API's routes (absolute paths under `/api/v1`), with state applied.
+pub use routes::{Access, RouteSpec, Verb, routes};
+
+/// The admin API's routes (absolute paths under `/api/v1`), with state applied,
+/// for the service to merge into its router.
 pub fn router(sts: Arc<Sts>) -> Router {
-    let _ = sts;
-    Router::new()
+    routes::build(sts)
 }

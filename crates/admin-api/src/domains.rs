@@ -1,0 +1,168 @@
+//! Domains of a tenant: the DNS names its usernames end in, whether ownership
+//! is verified, and how their passwords are checked.
+//!
+//! Verification by DNS is not automated: the service has no resolver to ask
+//! (and the machines it is developed on have no DNS at all). A new domain gets a
+//! token to publish as a TXT record, `postern-verify=<token>`; an operator (a
+//! global administrator of the system tenant) checks it and vouches for the
+//! domain with `POST /api/v1/tenants/{name}/domains/{domain}/verify`. A tenant's
+//! own `POST /api/v1/domains/{name}/verify` answers 409 saying so.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use postern_store::{Domain, StoreError, Tenant};
+use postern_sts::Sts;
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::input::Body;
+use crate::views;
+use crate::wire::{CreateDomain, DOMAIN_TXT_PREFIX, DomainView, UpdateDomain};
+
+/// The stored form of a domain name from a path or body.
+fn normalize(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
+/// `GET /api/v1/domains`.
+pub(crate) async fn list(State(sts): State<Arc<Sts>>, caller: Caller) -> Result<Json<Vec<DomainView>>, ApiError> {
+    let domains = sts.store().domains(&caller.tenant.id).await?;
+    Ok(Json(views::all(&domains)))
+}
+
+/// `POST /api/v1/domains`: adds an unverified domain with a fresh verification
+/// token.
+pub(crate) async fn create(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Body(req): Body<CreateDomain>,
+) -> Result<(StatusCode, Json<DomainView>), ApiError> {
+    let name = normalize(&req.name);
+    postern_sts::validate_domain(&name).map_err(ApiError::bad_request)?;
+    let token = postern_keyring::random_token()?;
+    let domain = sts
+        .store()
+        .add_domain(&caller.tenant.id, &name, token.expose(), sts.now())
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => ApiError::Conflict(format!("{name} is already a domain of this tenant")),
+            other => other.into(),
+        })?;
+    caller
+        .audit(&sts, "domain.add", format!("domain:{name}"), json!({}))
+        .await?;
+    Ok((StatusCode::CREATED, Json(DomainView::from(&domain))))
+}
+
+/// `GET /api/v1/domains/{name}`.
+pub(crate) async fn show(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<DomainView>, ApiError> {
+    let domain = sts.store().domain(&caller.tenant.id, &normalize(&name)).await?;
+    Ok(Json(DomainView::from(&domain)))
+}
+
+/// `PATCH /api/v1/domains/{name}`: sets the authentication mode.
+pub(crate) async fn update(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Body(req): Body<UpdateDomain>,
+) -> Result<Json<DomainView>, ApiError> {
+    let tenant_id = &caller.tenant.id;
+    let name = normalize(&name);
+    let before = sts.store().domain(tenant_id, &name).await?;
+    sts.store()
+        .set_domain_auth_mode(tenant_id, &name, req.auth_mode)
+        .await?;
+    caller
+        .audit(
+            &sts,
+            "domain.auth_mode",
+            format!("domain:{name}"),
+            json!({ "from": before.auth_mode, "to": req.auth_mode }),
+        )
+        .await?;
+    let domain = sts.store().domain(tenant_id, &name).await?;
+    Ok(Json(DomainView::from(&domain)))
+}
+
+/// `DELETE /api/v1/domains/{name}`: refused (409) while users still use it.
+pub(crate) async fn delete(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let name = normalize(&name);
+    sts.store().remove_domain(&caller.tenant.id, &name).await?;
+    caller
+        .audit(&sts, "domain.remove", format!("domain:{name}"), json!({}))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/domains/{name}/verify`: a tenant cannot verify its own domain
+/// (409 naming the TXT record and who can); an operator verifying one of the
+/// system tenant's domains vouches for it directly.
+pub(crate) async fn verify(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<DomainView>, ApiError> {
+    let domain = sts.store().domain(&caller.tenant.id, &normalize(&name)).await?;
+    if domain.verified {
+        return Ok(Json(DomainView::from(&domain)));
+    }
+    if !caller.is_operator() {
+        return Err(ApiError::Conflict(format!(
+            "automatic DNS verification is not available yet: publish the TXT record \
+             \"{DOMAIN_TXT_PREFIX}{}\" at {} and ask an operator of this service to verify \
+             the domain",
+            domain.verification_token, domain.name
+        )));
+    }
+    let tenant = caller.tenant.clone();
+    mark_verified(&sts, &caller, &tenant, domain).await
+}
+
+/// `POST /api/v1/tenants/{name}/domains/{domain}/verify`: an operator vouches
+/// for a tenant's domain.
+pub(crate) async fn operator_verify(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Path((tenant_name, domain_name)): Path<(String, String)>,
+) -> Result<Json<DomainView>, ApiError> {
+    let tenant = sts.store().tenant_by_name(&tenant_name).await?;
+    let domain = sts.store().domain(&tenant.id, &normalize(&domain_name)).await?;
+    if domain.verified {
+        return Ok(Json(DomainView::from(&domain)));
+    }
+    mark_verified(&sts, &caller, &tenant, domain).await
+}
+
+/// Marks `domain` of `tenant` verified and records it in the tenant's audit log
+/// and, when the operator acts on another tenant, in the operator's as well.
+async fn mark_verified(
+    sts: &Sts,
+    caller: &Caller,
+    tenant: &Tenant,
+    domain: Domain,
+) -> Result<Json<DomainView>, ApiError> {
+    sts.store().verify_domain(&tenant.id, &domain.name).await?;
+    let target = format!("domain:{}", domain.name);
+    let detail = json!({ "tenant": tenant.name, "vouched_by_operator": true });
+    caller
+        .audit_in(sts, &tenant.id, "domain.verify", target.clone(), detail.clone())
+        .await?;
+    if tenant.id != caller.tenant.id {
+        caller.audit(sts, "domain.verify", target, detail).await?;
+    }
+    let domain = sts.store().domain(&tenant.id, &domain.name).await?;
+    Ok(Json(DomainView::from(&domain)))
+}

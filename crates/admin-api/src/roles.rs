@@ -1,0 +1,118 @@
+//! Administrative roles of users, and the rule that a tenant always keeps at
+//! least one enabled global administrator.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use postern_store::{Role, User};
+use postern_sts::Sts;
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::wire::UserRoles;
+
+/// Refuses to `verb` (disable, delete, demote) `user` when that would leave its
+/// tenant without an enabled global administrator: nobody could then manage
+/// the tenant.
+///
+/// The check and the change are two store calls, so two administrators
+/// removing each other at the same instant could both pass it; an operator can
+/// still repair such a tenant.
+pub(crate) async fn ensure_not_last_global_admin(
+    sts: &Sts,
+    tenant_id: &str,
+    user: &User,
+    verb: &str,
+) -> Result<(), ApiError> {
+    if !user.enabled {
+        return Ok(());
+    }
+    let roles = sts.store().user_roles(&user.id).await?;
+    if !roles.contains(&Role::GlobalAdministrator) {
+        return Ok(());
+    }
+    let holders = sts
+        .store()
+        .count_role_holders(tenant_id, Role::GlobalAdministrator)
+        .await?;
+    if holders <= 1 {
+        return Err(ApiError::Conflict(format!(
+            "{} is the last enabled global administrator of this tenant; make another user \
+             global administrator before you {verb} this one",
+            user.username
+        )));
+    }
+    Ok(())
+}
+
+/// The role named in a path.
+fn parse_role(name: &str) -> Result<Role, ApiError> {
+    Role::parse(name).ok_or_else(|| {
+        let known: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+        ApiError::bad_request(format!("unknown role {name:?}; roles are {}", known.join(", ")))
+    })
+}
+
+async fn roles_of(sts: &Sts, user_id: &str) -> Result<Json<UserRoles>, ApiError> {
+    Ok(Json(UserRoles {
+        user_id: user_id.to_owned(),
+        roles: sts.store().user_roles(user_id).await?,
+    }))
+}
+
+/// `GET /api/v1/users/{id}/roles`.
+pub(crate) async fn list(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<UserRoles>, ApiError> {
+    let user = sts.store().user(&caller.tenant.id, &id).await?;
+    roles_of(&sts, &user.id).await
+}
+
+/// `PUT /api/v1/users/{id}/roles/{role}`: gives the role (idempotent).
+pub(crate) async fn assign(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Path((id, role)): Path<(String, String)>,
+) -> Result<Json<UserRoles>, ApiError> {
+    let role = parse_role(&role)?;
+    let user = sts.store().user(&caller.tenant.id, &id).await?;
+    sts.store().assign_role(&user.id, role, sts.now()).await?;
+    caller
+        .audit(
+            &sts,
+            "role.assign",
+            format!("user:{}", user.id),
+            json!({ "role": role }),
+        )
+        .await?;
+    roles_of(&sts, &user.id).await
+}
+
+/// `DELETE /api/v1/users/{id}/roles/{role}`: takes the role away; 404 if the
+/// user does not hold it, 409 for the last enabled global administrator.
+pub(crate) async fn revoke(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Path((id, role)): Path<(String, String)>,
+) -> Result<Json<UserRoles>, ApiError> {
+    let role = parse_role(&role)?;
+    let tenant_id = &caller.tenant.id;
+    let user = sts.store().user(tenant_id, &id).await?;
+    if role == Role::GlobalAdministrator {
+        ensure_not_last_global_admin(&sts, tenant_id, &user, "demote").await?;
+    }
+    sts.store().revoke_role(&user.id, role).await?;
+    caller
+        .audit(
+            &sts,
+            "role.revoke",
+            format!("user:{}", user.id),
+            json!({ "role": role }),
+        )
+        .await?;
+    roles_of(&sts, &user.id).await
+}

@@ -1,0 +1,139 @@
+//! Tenants: operators list, create and delete them; a tenant's global
+//! administrators read and change their own tenant's settings.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use postern_store::TenantSettings;
+use postern_sts::{NewTenantRequest, Sts, TenantCreateError};
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::input::{Body, Problems};
+use crate::views;
+use crate::wire::{CreateTenant, TenantCreated, TenantView, UpdateTenantSettings, UserView};
+
+/// Allowed failed sign-ins before lockout.
+const LOCKOUT_THRESHOLD: std::ops::RangeInclusive<i64> = 1..=100;
+/// Allowed first lockout periods, in seconds.
+const LOCKOUT_SECONDS: std::ops::RangeInclusive<i64> = 1..=86_400;
+
+/// `GET /api/v1/tenants`.
+pub(crate) async fn list(State(sts): State<Arc<Sts>>) -> Result<Json<Vec<TenantView>>, ApiError> {
+    let tenants = sts.store().tenants().await?;
+    Ok(Json(views::all(&tenants)))
+}
+
+/// `POST /api/v1/tenants`: a tenant with its first global administrator. The
+/// domain given is verified at once: the operator vouches for it.
+pub(crate) async fn create(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Body(req): Body<CreateTenant>,
+) -> Result<(StatusCode, Json<TenantCreated>), ApiError> {
+    let request = NewTenantRequest {
+        name: req.name,
+        display_name: req.display_name,
+        domain: req.domain,
+        admin_username: req.admin_username,
+        admin_password: req.admin_password,
+        is_system: false,
+        admin_totp: None,
+    };
+    let (tenant, admin, _codes) = sts.create_tenant(request, &caller.actor()).await.map_err(|e| match e {
+        TenantCreateError::Invalid(problems) => ApiError::invalid(problems),
+        TenantCreateError::Conflict(msg) => ApiError::Conflict(msg),
+        TenantCreateError::SetupCodeUsed => ApiError::Internal("setup code reported without one".into()),
+        TenantCreateError::Sts(e) => e.into(),
+    })?;
+    // The new tenant's log has its own `tenant.create` entry; this one is the
+    // operator's record of having done it.
+    caller
+        .audit(
+            &sts,
+            "tenant.create",
+            format!("tenant:{}", tenant.id),
+            json!({ "name": tenant.name, "admin": admin.username }),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TenantCreated {
+            tenant: TenantView::from(&tenant),
+            admin: UserView::from(&admin),
+        }),
+    ))
+}
+
+/// `DELETE /api/v1/tenants/{name}`: a tenant and everything it owns. The
+/// system tenant cannot be deleted.
+pub(crate) async fn delete(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = sts.store().tenant_by_name(&name).await?;
+    if tenant.is_system {
+        return Err(ApiError::Conflict("the system tenant cannot be deleted".into()));
+    }
+    sts.store().delete_tenant(&tenant.id).await?;
+    caller
+        .audit(
+            &sts,
+            "tenant.delete",
+            format!("tenant:{}", tenant.id),
+            json!({ "name": tenant.name }),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/tenant`: the caller's tenant.
+pub(crate) async fn show_own(caller: Caller) -> Json<TenantView> {
+    Json(TenantView::from(&caller.tenant))
+}
+
+/// `PATCH /api/v1/tenant`: changes the caller's tenant's settings.
+pub(crate) async fn update_own(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Body(req): Body<UpdateTenantSettings>,
+) -> Result<Json<TenantView>, ApiError> {
+    let t = &caller.tenant;
+    let before = TenantSettings {
+        lockout_threshold: t.lockout_threshold,
+        lockout_seconds: t.lockout_seconds,
+        require_mfa: t.require_mfa,
+    };
+    let after = TenantSettings {
+        lockout_threshold: req.lockout_threshold.unwrap_or(before.lockout_threshold),
+        lockout_seconds: req.lockout_seconds.unwrap_or(before.lockout_seconds),
+        require_mfa: req.require_mfa.unwrap_or(before.require_mfa),
+    };
+    let mut problems = Problems::new();
+    if !LOCKOUT_THRESHOLD.contains(&after.lockout_threshold) {
+        problems.add("lockout_threshold must be 1 to 100.");
+    }
+    if !LOCKOUT_SECONDS.contains(&after.lockout_seconds) {
+        problems.add("lockout_seconds must be 1 to 86400.");
+    }
+    problems.finish()?;
+    sts.store().update_tenant_settings(&t.id, after).await?;
+    caller
+        .audit(
+            &sts,
+            "tenant.settings",
+            format!("tenant:{}", t.id),
+            json!({
+                "lockout_threshold": [before.lockout_threshold, after.lockout_threshold],
+                "lockout_seconds": [before.lockout_seconds, after.lockout_seconds],
+                "require_mfa": [before.require_mfa, after.require_mfa],
+            }),
+        )
+        .await?;
+    let tenant = sts.store().tenant(&t.id).await?;
+    Ok(Json(TenantView::from(&tenant)))
+}

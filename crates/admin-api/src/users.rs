@@ -1,0 +1,267 @@
+//! Users of a tenant: create, read, change, disable, delete; set a cloud
+//! password; reset MFA. Every change that takes a credential away (disabling,
+//! new password, MFA reset) also ends the user's sessions and refresh tokens.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use postern_keyring::SecretString;
+use postern_store::{DomainAuthMode, NewUser, StoreError, User, UserSource, normalize_username};
+use postern_sts::Sts;
+use postern_sts::password::check_new_password;
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::input::{Body, Problems, check_text};
+use crate::roles::ensure_not_last_global_admin;
+use crate::views;
+use crate::wire::{CreateUser, SetPassword, UpdateUser, UserView};
+
+/// Longest display name.
+const MAX_DISPLAY_NAME: usize = 100;
+/// Longest email address (RFC 5321 path limit).
+const MAX_EMAIL: usize = 254;
+
+/// Checks an email address loosely: one `@` with something on both sides, no
+/// spaces or control characters.
+fn check_email(problems: &mut Problems, email: &str) -> String {
+    let email = email.trim();
+    let plausible = email.len() <= MAX_EMAIL
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(email.split_once('@'), Some((l, d)) if !l.is_empty() && !d.is_empty() && !d.contains('@'));
+    if !plausible {
+        problems.add("email must be an address like name@example.com.");
+    }
+    email.to_owned()
+}
+
+/// `GET /api/v1/users`.
+pub(crate) async fn list(State(sts): State<Arc<Sts>>, caller: Caller) -> Result<Json<Vec<UserView>>, ApiError> {
+    let users = sts.store().users(&caller.tenant.id).await?;
+    Ok(Json(views::all(&users)))
+}
+
+/// `GET /api/v1/users/{id}`.
+pub(crate) async fn show(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<UserView>, ApiError> {
+    let user = sts.store().user(&caller.tenant.id, &id).await?;
+    Ok(Json(UserView::from(&user)))
+}
+
+/// `POST /api/v1/users`: a cloud user of a verified domain of the tenant,
+/// with or without a password.
+pub(crate) async fn create(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Body(req): Body<CreateUser>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    let tenant_id = &caller.tenant.id;
+    let username = normalize_username(&req.username);
+    let mut problems = Problems::new();
+    match username.rsplit_once('@') {
+        None => problems.add("username must look like name@domain."),
+        Some((_, domain)) => {
+            problems.check(postern_sts::validate_username(&username, domain));
+            match sts.store().domain(tenant_id, domain).await {
+                Ok(d) if !d.verified => problems.add(format!(
+                    "{domain} is not verified yet; users can only be created in verified domains."
+                )),
+                Ok(d) if d.auth_mode == DomainAuthMode::Passthrough && req.password.is_some() => problems.add(format!(
+                    "passwords of {domain} are checked on-prem (pass-through authentication); \
+                         leave password out."
+                )),
+                Ok(_) => {}
+                Err(StoreError::NotFound) => problems.add(format!("{domain} is not a domain of this tenant.")),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let display_name = check_text(
+        &mut problems,
+        "display_name",
+        req.display_name.as_deref().unwrap_or(&username),
+        MAX_DISPLAY_NAME,
+    );
+    let email = req.email.as_deref().map(|e| check_email(&mut problems, e));
+    if let Some(password) = &req.password {
+        problems.check(check_new_password(password, &username));
+    }
+    problems.finish()?;
+    let hash = match &req.password {
+        Some(password) => Some(sts.hasher().hash(password).await?),
+        None => None,
+    };
+    let mut new = NewUser::cloud(&username, &display_name, hash);
+    new.email = email;
+    new.mfa_required = req.mfa_required;
+    let user = sts.store().create_user(tenant_id, new, sts.now()).await?;
+    caller
+        .audit(
+            &sts,
+            "user.create",
+            format!("user:{}", user.id),
+            json!({
+                "username": user.username,
+                "has_password": user.password_hash.is_some(),
+                "mfa_required": user.mfa_required,
+            }),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(UserView::from(&user))))
+}
+
+/// `PATCH /api/v1/users/{id}`: profile, MFA requirement, enabled. Disabling
+/// ends the user's sessions; the last enabled global administrator cannot be
+/// disabled.
+pub(crate) async fn update(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<UpdateUser>,
+) -> Result<Json<UserView>, ApiError> {
+    let tenant_id = &caller.tenant.id;
+    let current = sts.store().user(tenant_id, &id).await?;
+    let mut problems = Problems::new();
+    let update = postern_store::UserUpdate {
+        display_name: req
+            .display_name
+            .as_deref()
+            .map(|n| check_text(&mut problems, "display_name", n, MAX_DISPLAY_NAME)),
+        email: req
+            .email
+            .as_ref()
+            .map(|e| e.as_deref().map(|e| check_email(&mut problems, e))),
+        enabled: req.enabled,
+        mfa_required: req.mfa_required,
+    };
+    problems.finish()?;
+    let disabling = current.enabled && update.enabled == Some(false);
+    if disabling {
+        ensure_not_last_global_admin(&sts, tenant_id, &current, "disable").await?;
+    }
+    let now = sts.now();
+    let user = sts.store().update_user(tenant_id, &id, &update, now).await?;
+    if disabling {
+        sts.store().end_user_sessions(tenant_id, &id, now).await?;
+    }
+    caller
+        .audit(
+            &sts,
+            "user.update",
+            format!("user:{id}"),
+            json!({
+                "display_name": update.display_name,
+                "email": update.email,
+                "enabled": update.enabled,
+                "mfa_required": update.mfa_required,
+            }),
+        )
+        .await?;
+    Ok(Json(UserView::from(&user)))
+}
+
+/// `DELETE /api/v1/users/{id}`: refused for the last enabled global
+/// administrator.
+pub(crate) async fn delete(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let tenant_id = &caller.tenant.id;
+    let user = sts.store().user(tenant_id, &id).await?;
+    ensure_not_last_global_admin(&sts, tenant_id, &user, "delete").await?;
+    sts.store().delete_user(tenant_id, &id).await?;
+    caller
+        .audit(
+            &sts,
+            "user.delete",
+            format!("user:{id}"),
+            json!({ "username": user.username }),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Refuses a cloud password for a user whose password lives elsewhere.
+async fn ensure_cloud_password_applies(sts: &Sts, user: &User) -> Result<(), ApiError> {
+    if user.source == UserSource::Directory {
+        return Err(ApiError::Conflict(
+            "this account comes from the on-prem directory; its password is managed there".into(),
+        ));
+    }
+    if let Some((_, domain)) = user.username.rsplit_once('@') {
+        match sts.store().domain(&user.tenant_id, domain).await {
+            Ok(d) if d.auth_mode == DomainAuthMode::Passthrough => {
+                return Err(ApiError::Conflict(format!(
+                    "passwords of {domain} are checked on-prem (pass-through authentication)"
+                )));
+            }
+            Ok(_) | Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/users/{id}/password`: sets a new cloud password and ends the
+/// user's sessions.
+pub(crate) async fn set_password(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<SetPassword>,
+) -> Result<StatusCode, ApiError> {
+    let tenant_id = &caller.tenant.id;
+    let user = sts.store().user(tenant_id, &id).await?;
+    ensure_cloud_password_applies(&sts, &user).await?;
+    let password: SecretString = req.password;
+    check_new_password(&password, &user.username).map_err(ApiError::bad_request)?;
+    let hash = sts.hasher().hash(&password).await?;
+    let now = sts.now();
+    sts.store().set_password_hash(tenant_id, &id, &hash, now).await?;
+    sts.store().end_user_sessions(tenant_id, &id, now).await?;
+    caller
+        .audit(&sts, "user.password.set", format!("user:{id}"), json!({}))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/users/{id}/mfa/reset`: removes the authenticator and recovery
+/// codes (the user enrols again at next sign-in) and ends the user's sessions.
+pub(crate) async fn reset_mfa(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let tenant_id = &caller.tenant.id;
+    let now = sts.now();
+    sts.store().reset_mfa(tenant_id, &id, now).await?;
+    sts.store().end_user_sessions(tenant_id, &id, now).await?;
+    caller
+        .audit(&sts, "user.mfa.reset", format!("user:{id}"), json!({}))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        let mut p = Problems::new();
+        assert_eq!(check_email(&mut p, " a@b.test "), "a@b.test");
+        assert!(p.finish().is_ok());
+        for bad in ["", "a", "@b", "a@", "a b@c", "a@b@c"] {
+            let mut p = Problems::new();
+            check_email(&mut p, bad);
+            assert!(p.finish().is_err(), "{bad}");
+        }
+    }
+}

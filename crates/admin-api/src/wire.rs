@@ -1,0 +1,483 @@
+//! The JSON wire format of the admin API: one definition of each request and
+//! response body, used by the server (this crate) and by `postern-client`.
+//!
+//! Nothing here carries a password hash, a sealed TOTP seed or a secret digest:
+//! store records are converted into these views before they leave the service.
+//! Request bodies refuse unknown fields, so a typo is an error rather than a
+//! silently ignored setting. Secrets sent by a client (passwords) and the one
+//! secret the service returns (a new client secret, once) are [`SecretString`]s
+//! so they never appear in `Debug` output.
+
+use postern_keyring::SecretString;
+use postern_store::{DomainAuthMode, Role, SigninOutcome, UserSource};
+use postern_time::UnixTime;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Grant type of the authorization code flow.
+pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
+/// Grant type of refresh tokens.
+pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
+/// Grant type of the device authorization flow (RFC 8628).
+pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+/// Prefix of the DNS TXT record that proves ownership of a domain.
+pub const DOMAIN_TXT_PREFIX: &str = "postern-verify=";
+
+/// Serializes a secret in clear: only for the request or response that must
+/// carry it.
+pub fn serialize_secret<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(secret.expose())
+}
+
+/// [`serialize_secret`] for an optional secret.
+pub fn serialize_optional_secret<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(secret) => s.serialize_some(secret.expose()),
+        None => s.serialize_none(),
+    }
+}
+
+/// Reads a field that may be absent (`None`), `null` (`Some(None)`) or a value.
+fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+// ---- errors -------------------------------------------------------------------
+
+/// The body of every error response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable code: `invalid_token`, `forbidden`, `invalid_request`,
+    /// `not_found`, `conflict`, `temporarily_unavailable`, `server_error`.
+    pub error: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Every validation problem of the request, when there are any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+// ---- caller -------------------------------------------------------------------
+
+/// `GET /api/v1/me`: who the token belongs to and what they may do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Me {
+    /// The signed-in user.
+    pub user: UserView,
+    /// The user's tenant.
+    pub tenant: TenantView,
+    /// Administrative roles the user holds.
+    pub roles: Vec<Role>,
+    /// Whether the user is an operator (global administrator of the system
+    /// tenant) and may manage other tenants.
+    pub operator: bool,
+}
+
+// ---- tenants ------------------------------------------------------------------
+
+/// A tenant and its settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantView {
+    /// Internal identifier.
+    pub id: String,
+    /// Short name (URLs, issuer).
+    pub name: String,
+    /// Name shown on sign-in pages.
+    pub display_name: String,
+    /// Whether this is the operator's tenant.
+    pub is_system: bool,
+    /// Failed sign-ins before an account is locked.
+    pub lockout_threshold: i64,
+    /// First lockout period in seconds.
+    pub lockout_seconds: i64,
+    /// Whether every user must use MFA.
+    pub require_mfa: bool,
+    /// When it was created.
+    pub created_at: UnixTime,
+}
+
+/// `POST /api/v1/tenants`: a new tenant with its first global administrator.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// Short name: 3–32 lowercase letters, digits or dashes.
+    pub name: String,
+    /// Name shown on sign-in pages.
+    pub display_name: String,
+    /// The tenant's first domain; verified by the operator's act of creating it.
+    pub domain: String,
+    /// The first administrator's sign-in name, `someone@domain`.
+    pub admin_username: String,
+    /// The first administrator's password.
+    #[serde(serialize_with = "serialize_secret")]
+    pub admin_password: SecretString,
+}
+
+/// Response to [`CreateTenant`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantCreated {
+    /// The new tenant.
+    pub tenant: TenantView,
+    /// Its first global administrator.
+    pub admin: UserView,
+}
+
+/// `PATCH /api/v1/tenant`: settings to change; absent fields stay as they are.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenantSettings {
+    /// Failed sign-ins before an account is locked (1–100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockout_threshold: Option<i64>,
+    /// First lockout period in seconds (1–86400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockout_seconds: Option<i64>,
+    /// Whether every user must use MFA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_mfa: Option<bool>,
+}
+
+// ---- domains ------------------------------------------------------------------
+
+/// A domain of the tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainView {
+    /// Lowercase domain name.
+    pub name: String,
+    /// Whether ownership was verified (only verified domains hold users).
+    pub verified: bool,
+    /// How passwords of its users are checked.
+    pub auth_mode: DomainAuthMode,
+    /// When it was added.
+    pub created_at: UnixTime,
+    /// For an unverified domain: the DNS TXT record that proves ownership,
+    /// `postern-verify=<token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_txt_record: Option<String>,
+}
+
+/// `POST /api/v1/domains`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDomain {
+    /// Domain name.
+    pub name: String,
+}
+
+/// `PATCH /api/v1/domains/{name}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDomain {
+    /// How passwords of the domain's users are checked.
+    pub auth_mode: DomainAuthMode,
+}
+
+// ---- users --------------------------------------------------------------------
+
+/// A user account, without any credential material.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    /// Stable identifier (the `sub` of tokens).
+    pub id: String,
+    /// Sign-in name.
+    pub username: String,
+    /// Name shown to people.
+    pub display_name: String,
+    /// Email address.
+    pub email: Option<String>,
+    /// Where the account lives.
+    pub source: UserSource,
+    /// Whether the account may sign in.
+    pub enabled: bool,
+    /// Whether the user must always complete MFA.
+    pub mfa_required: bool,
+    /// Whether the user has enrolled an authenticator app.
+    pub mfa_enrolled: bool,
+    /// Whether a cloud password is set.
+    pub has_password: bool,
+    /// When it was created.
+    pub created_at: UnixTime,
+    /// When it last changed.
+    pub updated_at: UnixTime,
+}
+
+/// `POST /api/v1/users`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// Sign-in name, `local@domain` with a verified domain of the tenant.
+    pub username: String,
+    /// Name shown to people (default: the username).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Email address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Initial cloud password. Without one the user cannot sign in until a
+    /// password is set.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_optional_secret"
+    )]
+    pub password: Option<SecretString>,
+    /// Whether the user must always complete MFA.
+    #[serde(default)]
+    pub mfa_required: bool,
+}
+
+/// `PATCH /api/v1/users/{id}`: fields to change; absent fields stay as they are.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    /// New display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// New email; `null` clears it.
+    #[serde(default, deserialize_with = "double_option", skip_serializing_if = "Option::is_none")]
+    pub email: Option<Option<String>>,
+    /// Enable or disable the account (disabling ends its sessions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Whether the user must always complete MFA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_required: Option<bool>,
+}
+
+/// `POST /api/v1/users/{id}/password`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPassword {
+    /// The new password.
+    #[serde(serialize_with = "serialize_secret")]
+    pub password: SecretString,
+}
+
+/// Roles of a user (`GET`, `PUT`, `DELETE` under `/api/v1/users/{id}/roles`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRoles {
+    /// The user.
+    pub user_id: String,
+    /// The roles held after the request.
+    pub roles: Vec<Role>,
+}
+
+// ---- groups -------------------------------------------------------------------
+
+/// A group of users.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupView {
+    /// Identifier.
+    pub id: String,
+    /// Unique name within the tenant.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Where the group lives.
+    pub source: UserSource,
+    /// When it was created.
+    pub created_at: UnixTime,
+}
+
+/// `POST /api/v1/groups`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroup {
+    /// Unique name within the tenant.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+// ---- OAuth clients ------------------------------------------------------------
+
+/// Whether a client authenticates with a secret.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientType {
+    /// Runs on a server and keeps a secret.
+    #[default]
+    Confidential,
+    /// Runs where a secret cannot be kept (browser, CLI); may use the device flow.
+    Public,
+}
+
+/// A registered OAuth client, without its secret digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientView {
+    /// The `client_id`.
+    pub client_id: String,
+    /// Display name.
+    pub name: String,
+    /// Confidential or public.
+    pub client_type: ClientType,
+    /// Exact redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// Exact post-logout redirect URIs.
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Allowed grant types.
+    pub grant_types: Vec<String>,
+    /// Scopes allowed beyond the standard OpenID Connect ones.
+    pub scopes: Vec<String>,
+    /// Owned by the service; cannot be deleted.
+    pub builtin: bool,
+    /// When it was registered.
+    pub created_at: UnixTime,
+}
+
+/// `POST /api/v1/clients`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateClient {
+    /// Display name.
+    pub name: String,
+    /// Confidential (default) or public.
+    #[serde(default)]
+    pub client_type: ClientType,
+    /// Absolute `https` URLs (`http` only for loopback hosts), no fragment.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Same rules as `redirect_uris`.
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Among `authorization_code`, `refresh_token` and (public clients only)
+    /// `urn:ietf:params:oauth:grant-type:device_code`.
+    pub grant_types: Vec<String>,
+    /// Extra scopes; `postern:admin` only when a global administrator asks.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// Response to [`CreateClient`]: the only time the secret is shown.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClientCreated {
+    /// The registered client.
+    #[serde(flatten)]
+    pub client: ClientView,
+    /// The secret of a confidential client. The service keeps only its digest:
+    /// store it now, it cannot be shown again.
+    #[serde(default, serialize_with = "serialize_optional_secret")]
+    pub client_secret: Option<SecretString>,
+}
+
+// ---- logs ---------------------------------------------------------------------
+
+/// Query of `GET /api/v1/signins`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigninQuery {
+    /// Unix seconds; events at or after it (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
+    /// At most this many events, 1–1000 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+}
+
+/// One sign-in attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigninView {
+    /// Identifier.
+    pub id: String,
+    /// When.
+    pub at: UnixTime,
+    /// The sign-in name typed.
+    pub username: String,
+    /// The account, when it exists.
+    pub user_id: Option<String>,
+    /// The client signed in to.
+    pub client_id: Option<String>,
+    /// Client IP address.
+    pub ip: String,
+    /// How it ended.
+    pub outcome: SigninOutcome,
+    /// Short explanation.
+    pub detail: String,
+}
+
+/// Query of `GET /api/v1/audit`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Entries after this sequence number (default 0: from the start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
+    /// At most this many entries, 1–1000 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+}
+
+/// One audit entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditView {
+    /// Position in the installation-wide chain.
+    pub seq: i64,
+    /// When.
+    pub at: UnixTime,
+    /// Who acted (`user:<id>`, `system`, `setup`).
+    pub actor: String,
+    /// What was done, e.g. `user.create`.
+    pub action: String,
+    /// What it was done to, e.g. `user:<id>`.
+    pub target: String,
+    /// Secret-free details.
+    pub detail: serde_json::Value,
+}
+
+/// `GET /api/v1/audit/verify`: the state of the hash chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditChainStatus {
+    /// Entries checked.
+    pub entries: i64,
+    /// Whether every entry matches its hash and link.
+    pub intact: bool,
+    /// The first entry that does not, if any.
+    pub first_broken_seq: Option<i64>,
+}
+
+// ---- system -------------------------------------------------------------------
+
+/// `POST /api/v1/system/signing-keys/rotate`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeyRotated {
+    /// Key ID of the new signing key.
+    pub kid: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_user_tells_absent_from_null() {
+        let absent: UpdateUser = serde_json::from_str("{}").unwrap();
+        assert_eq!(absent.email, None);
+        let cleared: UpdateUser = serde_json::from_str(r#"{"email":null}"#).unwrap();
+        assert_eq!(cleared.email, Some(None));
+        let set: UpdateUser = serde_json::from_str(r#"{"email":"a@b.test"}"#).unwrap();
+        assert_eq!(set.email, Some(Some("a@b.test".into())));
+        assert_eq!(serde_json::to_string(&cleared).unwrap(), r#"{"email":null}"#);
+    }
+
+    #[test]
+    fn inputs_refuse_unknown_fields() {
+        assert!(serde_json::from_str::<CreateGroup>(r#"{"name":"x","nmae":"y"}"#).is_err());
+        assert!(serde_json::from_str::<UpdateTenantSettings>(r#"{"lockout":1}"#).is_err());
+    }
+
+    #[test]
+    fn secrets_are_masked_in_debug_but_sent_on_the_wire() {
+        let req = SetPassword {
+            password: "correct horse battery".into(),
+        };
+        assert!(!format!("{req:?}").contains("horse"));
+        assert_eq!(
+            serde_json::to_value(&req).unwrap(),
+            serde_json::json!({"password": "correct horse battery"})
+        );
+    }
+}
