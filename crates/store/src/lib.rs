@@ -13,6 +13,7 @@
 
 mod audit;
 mod clients;
+mod components;
 mod directory;
 mod error;
 mod flows;
@@ -35,6 +36,10 @@ use sqlx::{AnyPool, Executor};
 
 pub use audit::{AuditEntry, AuditVerification, NewAuditEntry};
 pub use clients::{NewOAuthClient, OAuthClient};
+pub use components::{
+    CaRecord, CertRecord, Component, ComponentKind, ConnectorGroup, NewComponent, RegistrationToken,
+    RevokedCertificate, SerialStatus,
+};
 pub use directory::{Domain, DomainAuthMode, Group, NewUser, User, UserSource, UserUpdate, normalize_username};
 pub use error::StoreError;
 pub use flows::FlowRecord;

@@ -201,17 +201,24 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes a tenant and everything it owns. The operator's tenant cannot be
-    /// deleted.
-    pub async fn delete_tenant(&self, id: &str) -> Result<(), StoreError> {
-        let done = sqlx::query("DELETE FROM tenants WHERE id = $1 AND is_system = 0")
+    /// Deletes a tenant and everything it owns, revoking its components'
+    /// certificates first. The operator's tenant cannot be deleted.
+    pub async fn delete_tenant(&self, id: &str, now: UnixTime) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.db()?;
+        let is_system: Option<i64> = sqlx::query_scalar("SELECT is_system FROM tenants WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .db()?;
-        if done.rows_affected() == 0 {
+        if is_system != Some(0) {
             return Err(StoreError::NotFound);
         }
-        Ok(())
+        Store::revoke_tenant_components(&mut tx, id, now).await?;
+        sqlx::query("DELETE FROM tenants WHERE id = $1 AND is_system = 0")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        tx.commit().await.db()
     }
 }

@@ -67,6 +67,12 @@ on_both!(
     audit_chain_detects_tampering,
     signin_log,
     purge_expired_records,
+    certificate_authorities,
+    connector_groups,
+    component_lifecycle_and_revocation,
+    renewal_lease_one_at_a_time,
+    registration_tokens,
+    tenant_deletion_revokes_components,
 );
 
 async fn migrations_are_idempotent(backend: Backend) {
@@ -127,7 +133,7 @@ async fn tenants_and_first_admin(backend: Backend) {
         (3, 30, true)
     );
 
-    store.delete_tenant(&t.id).await.unwrap();
+    store.delete_tenant(&t.id, T0).await.unwrap();
     assert!(matches!(store.user(&t.id, &admin.id).await, Err(StoreError::NotFound)));
 }
 
@@ -171,7 +177,7 @@ async fn setup_code_creates_one_tenant(backend: Backend) {
     let system = store.tenant_by_name("first").await.unwrap();
     assert!(system.is_system);
     assert!(
-        matches!(store.delete_tenant(&system.id).await, Err(StoreError::NotFound)),
+        matches!(store.delete_tenant(&system.id, T0).await, Err(StoreError::NotFound)),
         "system tenant is not deletable"
     );
 }
@@ -885,4 +891,309 @@ async fn purge_expired_records(backend: Backend) {
     let removed = store.purge_expired(at(100)).await.unwrap();
     assert_eq!(removed, 2);
     assert!(store.flow(b"g", &a.id, at(100)).await.is_ok());
+}
+
+fn cert(serial: &str, issued: i64, days: i64) -> CertRecord {
+    CertRecord {
+        serial: serial.into(),
+        public_key: serial.as_bytes().to_vec(),
+        key_id: format!("kid-{serial}"),
+        issued_at: at(issued),
+        not_after: at(issued + days * 86_400),
+    }
+}
+
+fn new_component(t: &Tenant, kind: ComponentKind, id: &str, serial: &str, group: Option<&str>) -> NewComponent {
+    NewComponent {
+        id: id.into(),
+        tenant_id: t.id.clone(),
+        kind,
+        name: format!("host-{id}"),
+        group_id: group.map(str::to_owned),
+        cert: cert(serial, 0, 365),
+        version: "0.1.0".into(),
+        registered_by: "user:x".into(),
+    }
+}
+
+async fn certificate_authorities(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    assert!(store.certificate_authority("agents").await.unwrap().is_none());
+    store
+        .insert_certificate_authority("agents", "PEM", b"sealed", T0)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            store.insert_certificate_authority("agents", "OTHER", b"x", T0).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "a second instance does not overwrite the first CA"
+    );
+    let ca = store.certificate_authority("agents").await.unwrap().unwrap();
+    assert_eq!((ca.cert_pem.as_str(), ca.crl_number), ("PEM", 0));
+    assert!(!format!("{ca:?}").contains("sealed"));
+    assert_eq!(store.next_crl_number("agents").await.unwrap(), 1);
+    assert_eq!(store.next_crl_number("agents").await.unwrap(), 2);
+}
+
+async fn connector_groups(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, _) = tenant_with_admin(&store, "a", "a.test").await;
+    let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
+    let d = store.default_connector_group(&a.id, T0).await.unwrap();
+    assert!(d.is_default);
+    assert_eq!(
+        store.default_connector_group(&a.id, T0).await.unwrap().id,
+        d.id,
+        "made once"
+    );
+    let eu = store
+        .create_connector_group(&a.id, "eu", "Europe", false, T0)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_connector_group(&a.id, "eu", "", false, T0).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        store.connector_group(&b.id, &eu.id).await.is_err(),
+        "not visible to tenant B"
+    );
+    assert_eq!(
+        store.bump_group_config(&a.id, &eu.id).await.unwrap(),
+        eu.config_version + 1
+    );
+    assert!(matches!(
+        store.bump_group_config(&b.id, &eu.id).await,
+        Err(StoreError::NotFound)
+    ));
+    store
+        .register_component(
+            &new_component(&a, ComponentKind::Connector, "c1", "01", Some(&d.id)),
+            T0,
+        )
+        .await
+        .unwrap();
+    store.move_connector(&a.id, "c1", &eu.id).await.unwrap();
+    assert_eq!(
+        store.component(&a.id, "c1").await.unwrap().group_id.as_deref(),
+        Some(eu.id.as_str())
+    );
+    assert!(
+        matches!(
+            store.delete_connector_group(&a.id, &eu.id).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "not while it has connectors"
+    );
+    assert!(
+        matches!(
+            store.delete_connector_group(&a.id, &d.id).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "never the default"
+    );
+    store.move_connector(&a.id, "c1", &d.id).await.unwrap();
+    store.delete_connector_group(&a.id, &eu.id).await.unwrap();
+    assert_eq!(store.connector_groups(&a.id).await.unwrap().len(), 1);
+}
+
+async fn component_lifecycle_and_revocation(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, _) = tenant_with_admin(&store, "a", "a.test").await;
+    let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
+    let c = store
+        .register_component(&new_component(&a, ComponentKind::Connector, "c1", "aa01", None), T0)
+        .await
+        .unwrap();
+    assert_eq!(c.kind, ComponentKind::Connector);
+    assert!(store.component(&b.id, "c1").await.is_err());
+    let (found, status) = store.component_by_serial("aa01", at(1)).await.unwrap().unwrap();
+    assert_eq!((found.id.as_str(), status), ("c1", SerialStatus::Current));
+    assert!(store.component_by_serial("ffff", at(1)).await.unwrap().is_none());
+    store
+        .touch_component("c1", "192.0.2.1", Some("0.2.0"), at(5))
+        .await
+        .unwrap();
+    let c = store.component(&a.id, "c1").await.unwrap();
+    assert_eq!(
+        (c.last_seen_at, c.last_seen_ip.as_deref(), c.version.as_str()),
+        (Some(at(5)), Some("192.0.2.1"), "0.2.0")
+    );
+
+    // Renewal with a grace period: both serials work until the grace ends.
+    assert!(
+        store
+            .replace_certificate("c1", "aa01", &cert("aa02", 100, 365), Some(at(200)), at(100))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .replace_certificate("c1", "aa01", &cert("aa03", 100, 365), None, at(100))
+            .await
+            .unwrap(),
+        "stale renewal refused"
+    );
+    assert_eq!(
+        store.component_by_serial("aa02", at(150)).await.unwrap().unwrap().1,
+        SerialStatus::Current
+    );
+    assert_eq!(
+        store.component_by_serial("aa01", at(150)).await.unwrap().unwrap().1,
+        SerialStatus::Previous
+    );
+    assert!(
+        store.component_by_serial("aa01", at(200)).await.unwrap().is_none(),
+        "grace over"
+    );
+    assert_eq!(store.expire_previous_certificates(at(200)).await.unwrap(), 1);
+    let revoked: Vec<String> = store
+        .revoked_certificates("connectors", at(200))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.serial)
+        .collect();
+    assert_eq!(revoked, vec!["aa01"]);
+
+    // Renewal without grace (agents) revokes at once.
+    store
+        .register_component(&new_component(&a, ComponentKind::Agent, "g1", "bb01", None), T0)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .replace_certificate("g1", "bb01", &cert("bb02", 10, 180), None, at(10))
+            .await
+            .unwrap()
+    );
+    assert!(store.component_by_serial("bb01", at(11)).await.unwrap().is_none());
+    let agents_crl = store.revoked_certificates("agents", at(11)).await.unwrap();
+    assert_eq!(agents_crl.len(), 1);
+    assert_eq!(agents_crl[0].reason, "superseded");
+
+    // Deletion revokes at once; the CRL keeps it until the certificate would have expired.
+    assert!(matches!(
+        store.delete_component(&b.id, "c1", "removed", at(300)).await,
+        Err(StoreError::NotFound)
+    ));
+    store.delete_component(&a.id, "c1", "removed", at(300)).await.unwrap();
+    assert!(store.component_by_serial("aa02", at(301)).await.unwrap().is_none());
+    let crl = store.revoked_certificates("connectors", at(301)).await.unwrap();
+    assert!(crl.iter().any(|r| r.serial == "aa02" && r.reason == "removed"));
+    assert!(
+        store
+            .revoked_certificates("connectors", at(100 + 366 * 86_400))
+            .await
+            .unwrap()
+            .is_empty(),
+        "expired entries leave the CRL"
+    );
+
+    // Expired components are found for removal.
+    assert_eq!(store.expired_components(at(181 * 86_400)).await.unwrap().len(), 1);
+    assert!(store.expired_components(at(100)).await.unwrap().is_empty());
+}
+
+async fn renewal_lease_one_at_a_time(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, _) = tenant_with_admin(&store, "a", "a.test").await;
+    let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
+    let agent = ComponentKind::Agent;
+    assert!(
+        store
+            .acquire_renewal_lease(&a.id, agent, "g1", T0, at(60))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .acquire_renewal_lease(&a.id, agent, "g2", at(1), at(61))
+            .await
+            .unwrap(),
+        "second agent waits"
+    );
+    assert!(
+        store
+            .acquire_renewal_lease(&a.id, agent, "g1", at(2), at(62))
+            .await
+            .unwrap(),
+        "holder may extend"
+    );
+    assert!(
+        store
+            .acquire_renewal_lease(&b.id, agent, "h1", at(2), at(62))
+            .await
+            .unwrap(),
+        "other tenants are independent"
+    );
+    assert!(
+        store
+            .acquire_renewal_lease(&a.id, ComponentKind::Connector, "c1", at(2), at(62))
+            .await
+            .unwrap()
+    );
+    store.release_renewal_lease(&a.id, agent, "g1").await.unwrap();
+    assert!(
+        store
+            .acquire_renewal_lease(&a.id, agent, "g2", at(3), at(63))
+            .await
+            .unwrap()
+    );
+    // An abandoned lease expires.
+    assert!(
+        store
+            .acquire_renewal_lease(&a.id, agent, "g3", at(63), at(120))
+            .await
+            .unwrap()
+    );
+}
+
+async fn registration_tokens(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, admin) = tenant_with_admin(&store, "a", "a.test").await;
+    let by = format!("user:{}", admin.id);
+    store
+        .create_registration_token(b"t1", &a.id, ComponentKind::Agent, None, &by, 2, T0, at(3600))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let t = store.consume_registration_token(b"t1", at(1)).await.unwrap().unwrap();
+        assert_eq!((t.kind, t.tenant_id.as_str()), (ComponentKind::Agent, a.id.as_str()));
+    }
+    assert!(
+        store.consume_registration_token(b"t1", at(2)).await.unwrap().is_none(),
+        "uses run out"
+    );
+    store
+        .create_registration_token(b"t2", &a.id, ComponentKind::Connector, None, &by, 5, T0, at(60))
+        .await
+        .unwrap();
+    assert!(
+        store.consume_registration_token(b"t2", at(60)).await.unwrap().is_none(),
+        "expired"
+    );
+    assert!(
+        store
+            .consume_registration_token(b"nope", at(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn tenant_deletion_revokes_components(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, _) = tenant_with_admin(&store, "a", "a.test").await;
+    store
+        .register_component(&new_component(&a, ComponentKind::Agent, "g1", "cc01", None), T0)
+        .await
+        .unwrap();
+    store.delete_tenant(&a.id, at(5)).await.unwrap();
+    assert!(store.component_by_serial("cc01", at(6)).await.unwrap().is_none());
+    let crl = store.revoked_certificates("agents", at(6)).await.unwrap();
+    assert_eq!(crl.len(), 1);
+    assert_eq!(crl[0].reason, "tenant_deleted");
 }
