@@ -1,0 +1,126 @@
+//! Calls on the mTLS control endpoint, each authenticated by the component's
+//! client certificate: connector configuration (CON-2, CON-3) with renewal
+//! (CON-4), and agent trust renewal (PTA-7).
+
+use serde::{Deserialize, Serialize};
+
+use crate::ComponentKind;
+
+/// Path of the connector configuration exchange.
+pub const CONNECTOR_CONFIG_PATH: &str = "/v1/connector/config";
+/// Path of the long poll that returns when the configuration changes.
+pub const CONNECTOR_CONFIG_WATCH_PATH: &str = "/v1/connector/config/watch";
+/// Path of the agent's "should I renew?" question.
+pub const AGENT_RENEWAL_CHECK_PATH: &str = "/v1/agent/renewal";
+/// Path of the agent's renewal.
+pub const AGENT_RENEW_PATH: &str = "/v1/agent/renew";
+/// Path that tells a component who the service thinks it is.
+pub const WHOAMI_PATH: &str = "/v1/whoami";
+
+/// `POST /v1/connector/config` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorConfigRequest {
+    /// The component's protocol version.
+    pub protocol: u32,
+    /// The connector's software version.
+    pub version: String,
+    /// A CSR for a fresh key, sent when the certificate is more than 180 days old
+    /// (CON-4). The service may also ask for one (`renew_requested`).
+    #[serde(default)]
+    pub csr_pem: Option<String>,
+}
+
+/// The connector's configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectorConfig {
+    /// The service's protocol version.
+    pub protocol: u32,
+    /// Changes whenever anything below changes; watch with it.
+    pub config_version: i64,
+    /// The connector's identifier.
+    pub component_id: String,
+    /// Its connector group.
+    pub group: GroupRef,
+    /// Apps the connector may serve (filled in with the application proxy).
+    pub apps: Vec<AppRef>,
+    /// Timeouts and intervals.
+    pub timing: ConnectorTiming,
+    /// A renewed certificate (PEM), when the request carried a CSR.
+    #[serde(default)]
+    pub renewed_certificate_pem: Option<String>,
+    /// The service wants a CSR at the next exchange (certificate older than the
+    /// renewal age).
+    pub renew_requested: bool,
+}
+
+/// A connector group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRef {
+    /// Identifier.
+    pub id: String,
+    /// Name.
+    pub name: String,
+}
+
+/// A published app a connector may serve.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppRef {
+    /// Identifier.
+    pub id: String,
+    /// Internal URL the connector forwards to.
+    pub internal_url: String,
+}
+
+/// Timeouts and intervals for a connector.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectorTiming {
+    /// Refetch the configuration at least this often (seconds), even without a
+    /// change notification.
+    pub refresh_secs: u64,
+    /// Default backend timeout (seconds).
+    pub backend_timeout_secs: u64,
+}
+
+/// `POST /v1/agent/renewal` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewalCheck {
+    /// Renew now: generate a key and call `/v1/agent/renew`.
+    pub renew: bool,
+    /// Why (or why not yet).
+    pub reason: String,
+    /// Ask again after this many seconds.
+    pub check_again_secs: u64,
+}
+
+/// `POST /v1/agent/renew` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// The component's protocol version.
+    pub protocol: u32,
+    /// CSR for the new key pair.
+    pub csr_pem: String,
+}
+
+/// `POST /v1/agent/renew` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewResponse {
+    /// The new certificate (PEM); the old one no longer works.
+    pub certificate_pem: String,
+    /// Its expiry (Unix seconds).
+    pub not_after: i64,
+}
+
+/// `GET /v1/whoami` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// Tenant ID.
+    pub tenant_id: String,
+    /// Connector or agent.
+    pub kind: ComponentKind,
+    /// Component ID.
+    pub component_id: String,
+    /// Serial of the certificate presented.
+    pub serial: String,
+}
