@@ -79,7 +79,7 @@ pub(crate) async fn delete(
     if tenant.is_system {
         return Err(ApiError::Conflict("the system tenant cannot be deleted".into()));
     }
-    sts.store().delete_tenant(&tenant.id).await?;
+    sts.store().delete_tenant(&tenant.id, sts.now()).await?;
     caller
         .audit(
             &sts,
