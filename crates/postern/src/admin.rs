@@ -1,11 +1,800 @@
 //! `postern admin`: sign in with the device flow and manage tenants, domains,
 //! users, groups and roles through the admin API.
+//!
+//! Results are printed to stdout as pretty JSON; messages and errors go to
+//! stderr. Passwords are read from one line of standard input (no prompt, so
+//! they can be piped), never from the command line where other users of the
+//! host could see them.
+
+use std::io::{BufRead, IsTerminal};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use postern_client::wire::{
+    AuditQuery, ClientType, CreateClient, CreateGroup, CreateTenant, CreateUser, SigninQuery, UpdateTenantSettings,
+    UpdateUser,
+};
+use postern_client::{
+    AdminClient, ClientError, CredentialFile, Credentials, DEFAULT_MAX_WAIT, DEFAULT_TIMEOUT, Issuer, PublicClient,
+    SecretString,
+};
+use postern_store::{DomainAuthMode, Role};
+use postern_time::{Clock, SystemClock};
+use serde::Serialize;
+
+/// Client ID of the command line at every tenant (built in).
+const CLI_CLIENT_ID: &str = "postern-cli";
+/// What `postern admin login` asks for: an admin-API token that can be
+/// refreshed.
+const LOGIN_SCOPE: &str = "openid profile offline_access postern:admin";
 
 /// The `postern admin` subcommands.
-#[derive(clap::Subcommand, Debug)]
-pub enum AdminCommand {}
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Sign in to a tenant with the device flow and keep the credentials.
+    Login(LoginArgs),
+    /// Sign out: revoke the refresh token and delete the stored credentials.
+    Logout,
+    /// Show who the stored credentials belong to, their tenant and roles.
+    Whoami,
+    /// Tenants of the installation (operators only).
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+    /// This tenant's settings.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Domains of this tenant.
+    #[command(subcommand)]
+    Domains(DomainsCommand),
+    /// Users of this tenant.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Groups of this tenant.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
+    /// Administrative roles of users.
+    #[command(subcommand)]
+    Roles(RolesCommand),
+    /// OAuth clients (applications signing users in through this tenant).
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+    /// Sign-in events of this tenant, oldest first.
+    Signins {
+        /// Only events at or after this Unix time (seconds).
+        #[arg(long)]
+        since: Option<i64>,
+        /// At most this many events (1–1000, default 100).
+        #[arg(long)]
+        limit: Option<i64>,
+    },
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Token-signing keys of the installation (operators only).
+    #[command(subcommand)]
+    SigningKeys(SigningKeysCommand),
+}
+
+/// Flags of `postern admin login`.
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// URL of the service, e.g. https://postern.example.com.
+    #[arg(long, env = "POSTERN_SERVER")]
+    server: String,
+    /// Short name of the tenant to sign in to.
+    #[arg(long, env = "POSTERN_TENANT")]
+    tenant: String,
+}
+
+/// `postern admin tenants ...`
+#[derive(Subcommand, Debug)]
+pub enum TenantsCommand {
+    /// List every tenant.
+    List,
+    /// Create a tenant with its first global administrator; the administrator's
+    /// password is read from one line of standard input.
+    Create {
+        /// Short name (3–32 lowercase letters, digits, dashes).
+        name: String,
+        /// Name shown on sign-in pages.
+        #[arg(long)]
+        display_name: String,
+        /// The tenant's first domain (verified at once: you vouch for it).
+        #[arg(long)]
+        domain: String,
+        /// The administrator's sign-in name, someone@domain.
+        #[arg(long)]
+        admin: String,
+    },
+    /// Delete a tenant and everything it owns.
+    Delete {
+        /// The tenant's short name.
+        name: String,
+    },
+    /// Vouch for a tenant's domain after checking its DNS TXT record.
+    VerifyDomain {
+        /// The tenant's short name.
+        tenant: String,
+        /// The domain.
+        domain: String,
+    },
+}
+
+/// `postern admin tenant ...`
+#[derive(Subcommand, Debug)]
+pub enum TenantCommand {
+    /// Show the settings.
+    Show,
+    /// Change settings; the others stay as they are.
+    Set {
+        /// Failed sign-ins before an account is locked (1–100).
+        #[arg(long)]
+        lockout_threshold: Option<i64>,
+        /// First lockout period in seconds (1–86400).
+        #[arg(long)]
+        lockout_seconds: Option<i64>,
+        /// Whether every user must use MFA (true or false).
+        #[arg(long)]
+        require_mfa: Option<bool>,
+    },
+}
+
+/// How a domain's passwords are checked.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AuthMode {
+    /// Passwords kept by the service.
+    Cloud,
+    /// Passwords checked on-prem by an authentication agent.
+    Passthrough,
+}
+
+impl From<AuthMode> for DomainAuthMode {
+    fn from(mode: AuthMode) -> Self {
+        match mode {
+            AuthMode::Cloud => DomainAuthMode::Cloud,
+            AuthMode::Passthrough => DomainAuthMode::Passthrough,
+        }
+    }
+}
+
+/// `postern admin domains ...`
+#[derive(Subcommand, Debug)]
+pub enum DomainsCommand {
+    /// List the domains.
+    List,
+    /// Add a domain; the answer names the DNS TXT record that proves it is yours.
+    Add {
+        /// Domain name.
+        name: String,
+    },
+    /// Show one domain.
+    Show {
+        /// Domain name.
+        name: String,
+    },
+    /// Set how the domain's passwords are checked.
+    SetAuthMode {
+        /// Domain name.
+        name: String,
+        /// cloud or passthrough.
+        #[arg(value_enum)]
+        mode: AuthMode,
+    },
+    /// Ask for verification (an operator of the service vouches for domains).
+    Verify {
+        /// Domain name.
+        name: String,
+    },
+    /// Remove a domain no user signs in with.
+    Remove {
+        /// Domain name.
+        name: String,
+    },
+}
+
+/// `postern admin users ...` (a user is named by ID or by username).
+#[derive(Subcommand, Debug)]
+pub enum UsersCommand {
+    /// List the users.
+    List,
+    /// Show one user.
+    Show {
+        /// ID or username.
+        user: String,
+    },
+    /// Create a cloud user in a verified domain.
+    Create {
+        /// Sign-in name, someone@domain.
+        username: String,
+        /// Name shown to people (default: the username).
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Email address.
+        #[arg(long)]
+        email: Option<String>,
+        /// Always require MFA.
+        #[arg(long)]
+        mfa_required: bool,
+        /// Read an initial password from one line of standard input (without
+        /// one, the user cannot sign in until a password is set).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change a user's profile.
+    Update {
+        /// ID or username.
+        user: String,
+        /// New display name.
+        #[arg(long)]
+        display_name: Option<String>,
+        /// New email address.
+        #[arg(long, conflicts_with = "clear_email")]
+        email: Option<String>,
+        /// Remove the email address.
+        #[arg(long)]
+        clear_email: bool,
+        /// Whether the user must always use MFA (true or false).
+        #[arg(long)]
+        mfa_required: Option<bool>,
+    },
+    /// Disable a user (ends their sessions).
+    Disable {
+        /// ID or username.
+        user: String,
+    },
+    /// Enable a disabled user.
+    Enable {
+        /// ID or username.
+        user: String,
+    },
+    /// Delete a user.
+    Delete {
+        /// ID or username.
+        user: String,
+    },
+    /// Set a new password, read from one line of standard input (ends the
+    /// user's sessions).
+    SetPassword {
+        /// ID or username.
+        user: String,
+    },
+    /// Remove the user's authenticator so they enrol again (ends their
+    /// sessions).
+    ResetMfa {
+        /// ID or username.
+        user: String,
+    },
+}
+
+/// `postern admin groups ...` (a group is named by ID or by name).
+#[derive(Subcommand, Debug)]
+pub enum GroupsCommand {
+    /// List the groups.
+    List,
+    /// Create a group.
+    Create {
+        /// Unique name.
+        name: String,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Show one group.
+    Show {
+        /// ID or name.
+        group: String,
+    },
+    /// Delete a group.
+    Delete {
+        /// ID or name.
+        group: String,
+    },
+    /// List a group's members.
+    Members {
+        /// ID or name.
+        group: String,
+    },
+    /// Add a user to a group.
+    AddMember {
+        /// ID or name of the group.
+        group: String,
+        /// ID or username.
+        user: String,
+    },
+    /// Remove a user from a group.
+    RemoveMember {
+        /// ID or name of the group.
+        group: String,
+        /// ID or username.
+        user: String,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(&s.replace('-', "_")).ok_or_else(|| {
+        let all: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+        format!("roles are {}", all.join(", "))
+    })
+}
+
+/// `postern admin roles ...`
+#[derive(Subcommand, Debug)]
+pub enum RolesCommand {
+    /// List a user's roles.
+    List {
+        /// ID or username.
+        user: String,
+    },
+    /// Give a user a role.
+    Assign {
+        /// ID or username.
+        user: String,
+        /// global_administrator, application_administrator or
+        /// hybrid_identity_administrator.
+        #[arg(value_parser = parse_role)]
+        role: Role,
+    },
+    /// Take a role from a user.
+    Revoke {
+        /// ID or username.
+        user: String,
+        /// The role.
+        #[arg(value_parser = parse_role)]
+        role: Role,
+    },
+}
+
+/// `postern admin clients ...`
+#[derive(Subcommand, Debug)]
+pub enum ClientsCommand {
+    /// List the clients.
+    List,
+    /// Show one client.
+    Show {
+        /// The client ID.
+        client_id: String,
+    },
+    /// Register a client; a confidential client's secret is printed once.
+    Create {
+        /// Display name.
+        name: String,
+        /// A public client (no secret; may use the device flow).
+        #[arg(long)]
+        public: bool,
+        /// Redirect URI (repeat for several).
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// Post-logout redirect URI (repeat for several).
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_redirect_uris: Vec<String>,
+        /// Grant type (repeat): authorization_code, refresh_token,
+        /// urn:ietf:params:oauth:grant-type:device_code.
+        #[arg(long = "grant-type", required = true)]
+        grant_types: Vec<String>,
+        /// Extra scope (repeat).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    /// Delete a client and revoke its tokens.
+    Delete {
+        /// The client ID.
+        client_id: String,
+    },
+}
+
+/// `postern admin audit ...`
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Audit entries of this tenant, oldest first.
+    List {
+        /// Only entries after this sequence number.
+        #[arg(long)]
+        after: Option<i64>,
+        /// At most this many entries (1–1000, default 100).
+        #[arg(long)]
+        limit: Option<i64>,
+    },
+    /// Check the installation's audit hash chain (operators only).
+    Verify,
+}
+
+/// `postern admin signing-keys ...`
+#[derive(Subcommand, Debug)]
+pub enum SigningKeysCommand {
+    /// Replace the token-signing key now; the old one stays published until the
+    /// tokens it signed expire.
+    Rotate,
+}
 
 /// Runs an admin subcommand.
 pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
-    match cmd {}
+    let file = CredentialFile::default_location(|name| std::env::var_os(name))?;
+    match cmd {
+        AdminCommand::Login(args) => login(&file, args).await,
+        AdminCommand::Logout => logout(&file).await,
+        command => {
+            let client = file.admin_client(SystemClock.now(), DEFAULT_TIMEOUT).await?;
+            manage(&client, command).await
+        }
+    }
+}
+
+/// Signs in with the device flow, stores the credentials and shows `whoami`.
+async fn login(file: &CredentialFile, args: LoginArgs) -> anyhow::Result<()> {
+    let issuer = Issuer::new(&args.server, &args.tenant)?;
+    let oauth = PublicClient::new(issuer.clone(), CLI_CLIENT_ID, DEFAULT_TIMEOUT)?;
+    let authorization = oauth.start_device_authorization(LOGIN_SCOPE).await?;
+    eprintln!(
+        "To sign in, open {}\nand check that it shows the code {}.",
+        authorization.verification_url(),
+        authorization.user_code
+    );
+    let tokens = oauth.wait_for_device_tokens(&authorization, DEFAULT_MAX_WAIT).await?;
+    let credentials = Credentials::new(&issuer, CLI_CLIENT_ID, tokens, SystemClock.now());
+    let server = credentials.server.clone();
+    let access_token = credentials.access_token.clone();
+    file.save(&credentials)?;
+    eprintln!("Signed in; credentials saved to {}.", file.path().display());
+    let client = AdminClient::new(&server, access_token, DEFAULT_TIMEOUT)?;
+    print_json(&client.me().await?)
+}
+
+/// Revokes the refresh token (best effort) and deletes the credentials.
+async fn logout(file: &CredentialFile) -> anyhow::Result<()> {
+    let Some(credentials) = file.load()? else {
+        eprintln!("Not signed in.");
+        return Ok(());
+    };
+    if let Some(refresh_token) = &credentials.refresh_token {
+        let revoked = async {
+            PublicClient::new(credentials.issuer()?, &credentials.client_id, DEFAULT_TIMEOUT)?
+                .revoke(refresh_token)
+                .await
+        }
+        .await;
+        if let Err(e) = revoked {
+            eprintln!("warning: could not revoke the session at the service ({e}); it ends when it expires");
+        }
+    }
+    file.remove()?;
+    eprintln!("Signed out.");
+    Ok(())
+}
+
+/// Every command that calls the admin API with the stored credentials.
+async fn manage(client: &AdminClient, command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::Login(_) | AdminCommand::Logout => bail!("handled before signing in"),
+        AdminCommand::Whoami => print_json(&client.me().await?),
+        AdminCommand::Tenants(cmd) => tenants(client, cmd).await,
+        AdminCommand::Tenant(TenantCommand::Show) => print_json(&client.tenant().await?),
+        AdminCommand::Tenant(TenantCommand::Set {
+            lockout_threshold,
+            lockout_seconds,
+            require_mfa,
+        }) => {
+            let update = UpdateTenantSettings {
+                lockout_threshold,
+                lockout_seconds,
+                require_mfa,
+            };
+            print_json(&client.update_tenant(&update).await?)
+        }
+        AdminCommand::Domains(cmd) => domains(client, cmd).await,
+        AdminCommand::Users(cmd) => users(client, cmd).await,
+        AdminCommand::Groups(cmd) => groups(client, cmd).await,
+        AdminCommand::Roles(cmd) => roles(client, cmd).await,
+        AdminCommand::Clients(cmd) => clients(client, cmd).await,
+        AdminCommand::Signins { since, limit } => print_json(&client.signins(&SigninQuery { since, limit }).await?),
+        AdminCommand::Audit(AuditCommand::List { after, limit }) => {
+            print_json(&client.audit(&AuditQuery { after, limit }).await?)
+        }
+        AdminCommand::Audit(AuditCommand::Verify) => {
+            let status = client.verify_audit().await?;
+            print_json(&status)?;
+            if !status.intact {
+                bail!("the audit chain is broken at entry {:?}", status.first_broken_seq);
+            }
+            Ok(())
+        }
+        AdminCommand::SigningKeys(SigningKeysCommand::Rotate) => print_json(&client.rotate_signing_key().await?),
+    }
+}
+
+async fn tenants(client: &AdminClient, cmd: TenantsCommand) -> anyhow::Result<()> {
+    match cmd {
+        TenantsCommand::List => print_json(&client.tenants().await?),
+        TenantsCommand::Create {
+            name,
+            display_name,
+            domain,
+            admin,
+        } => {
+            let admin_password = read_secret_line("the administrator's password")?;
+            let request = CreateTenant {
+                name,
+                display_name,
+                domain,
+                admin_username: admin,
+                admin_password,
+            };
+            print_json(&client.create_tenant(&request).await?)
+        }
+        TenantsCommand::Delete { name } => done(client.delete_tenant(&name).await, "tenant deleted"),
+        TenantsCommand::VerifyDomain { tenant, domain } => {
+            print_json(&client.verify_tenant_domain(&tenant, &domain).await?)
+        }
+    }
+}
+
+async fn domains(client: &AdminClient, cmd: DomainsCommand) -> anyhow::Result<()> {
+    match cmd {
+        DomainsCommand::List => print_json(&client.domains().await?),
+        DomainsCommand::Add { name } => print_json(&client.create_domain(&name).await?),
+        DomainsCommand::Show { name } => print_json(&client.domain(&name).await?),
+        DomainsCommand::SetAuthMode { name, mode } => {
+            print_json(&client.set_domain_auth_mode(&name, mode.into()).await?)
+        }
+        DomainsCommand::Verify { name } => print_json(&client.verify_domain(&name).await?),
+        DomainsCommand::Remove { name } => done(client.delete_domain(&name).await, "domain removed"),
+    }
+}
+
+async fn users(client: &AdminClient, cmd: UsersCommand) -> anyhow::Result<()> {
+    match cmd {
+        UsersCommand::List => print_json(&client.users().await?),
+        UsersCommand::Show { user } => print_json(&client.user(&user_id(client, &user).await?).await?),
+        UsersCommand::Create {
+            username,
+            display_name,
+            email,
+            mfa_required,
+            password_stdin,
+        } => {
+            let password = password_stdin.then(|| read_secret_line("the password")).transpose()?;
+            let request = CreateUser {
+                username,
+                display_name,
+                email,
+                password,
+                mfa_required,
+            };
+            print_json(&client.create_user(&request).await?)
+        }
+        UsersCommand::Update {
+            user,
+            display_name,
+            email,
+            clear_email,
+            mfa_required,
+        } => {
+            let update = UpdateUser {
+                display_name,
+                email: if clear_email { Some(None) } else { email.map(Some) },
+                enabled: None,
+                mfa_required,
+            };
+            update_user(client, &user, update).await
+        }
+        UsersCommand::Disable { user } => update_user(client, &user, enabled(false)).await,
+        UsersCommand::Enable { user } => update_user(client, &user, enabled(true)).await,
+        UsersCommand::Delete { user } => {
+            let id = user_id(client, &user).await?;
+            done(client.delete_user(&id).await, "user deleted")
+        }
+        UsersCommand::SetPassword { user } => {
+            let id = user_id(client, &user).await?;
+            let password = read_secret_line("the new password")?;
+            done(
+                client.set_password(&id, password).await,
+                "password set; the user's sessions ended",
+            )
+        }
+        UsersCommand::ResetMfa { user } => {
+            let id = user_id(client, &user).await?;
+            done(
+                client.reset_mfa(&id).await,
+                "MFA reset; the user enrols again at next sign-in",
+            )
+        }
+    }
+}
+
+fn enabled(enabled: bool) -> UpdateUser {
+    UpdateUser {
+        enabled: Some(enabled),
+        ..UpdateUser::default()
+    }
+}
+
+async fn update_user(client: &AdminClient, user: &str, update: UpdateUser) -> anyhow::Result<()> {
+    let id = user_id(client, user).await?;
+    print_json(&client.update_user(&id, &update).await?)
+}
+
+async fn groups(client: &AdminClient, cmd: GroupsCommand) -> anyhow::Result<()> {
+    match cmd {
+        GroupsCommand::List => print_json(&client.groups().await?),
+        GroupsCommand::Create { name, description } => {
+            print_json(&client.create_group(&CreateGroup { name, description }).await?)
+        }
+        GroupsCommand::Show { group } => print_json(&client.group(&group_id(client, &group).await?).await?),
+        GroupsCommand::Delete { group } => {
+            let id = group_id(client, &group).await?;
+            done(client.delete_group(&id).await, "group deleted")
+        }
+        GroupsCommand::Members { group } => print_json(&client.group_members(&group_id(client, &group).await?).await?),
+        GroupsCommand::AddMember { group, user } => {
+            let (group, user) = (group_id(client, &group).await?, user_id(client, &user).await?);
+            done(client.add_member(&group, &user).await, "member added")
+        }
+        GroupsCommand::RemoveMember { group, user } => {
+            let (group, user) = (group_id(client, &group).await?, user_id(client, &user).await?);
+            done(client.remove_member(&group, &user).await, "member removed")
+        }
+    }
+}
+
+async fn roles(client: &AdminClient, cmd: RolesCommand) -> anyhow::Result<()> {
+    match cmd {
+        RolesCommand::List { user } => print_json(&client.user_roles(&user_id(client, &user).await?).await?),
+        RolesCommand::Assign { user, role } => {
+            print_json(&client.assign_role(&user_id(client, &user).await?, role).await?)
+        }
+        RolesCommand::Revoke { user, role } => {
+            print_json(&client.revoke_role(&user_id(client, &user).await?, role).await?)
+        }
+    }
+}
+
+async fn clients(client: &AdminClient, cmd: ClientsCommand) -> anyhow::Result<()> {
+    match cmd {
+        ClientsCommand::List => print_json(&client.clients().await?),
+        ClientsCommand::Show { client_id } => print_json(&client.client(&client_id).await?),
+        ClientsCommand::Create {
+            name,
+            public,
+            redirect_uris,
+            post_logout_redirect_uris,
+            grant_types,
+            scopes,
+        } => {
+            let request = CreateClient {
+                name,
+                client_type: if public {
+                    ClientType::Public
+                } else {
+                    ClientType::Confidential
+                },
+                redirect_uris,
+                post_logout_redirect_uris,
+                grant_types,
+                scopes,
+            };
+            let created = client.create_client(&request).await?;
+            if created.client_secret.is_some() {
+                eprintln!("Store the client_secret now: it is shown this once.");
+            }
+            print_json(&created)
+        }
+        ClientsCommand::Delete { client_id } => done(client.delete_client(&client_id).await, "client deleted"),
+    }
+}
+
+/// The ID of the user named by `user`: an ID as given, or a username (it has
+/// an `@`) looked up in the tenant.
+async fn user_id(client: &AdminClient, user: &str) -> anyhow::Result<String> {
+    if !user.contains('@') {
+        return Ok(user.to_owned());
+    }
+    let wanted = user.trim().to_lowercase();
+    client
+        .users()
+        .await?
+        .into_iter()
+        .find(|u| u.username == wanted)
+        .map(|u| u.id)
+        .with_context(|| format!("no user {wanted} in this tenant"))
+}
+
+/// The ID of the group named by `group`: its ID or its name.
+async fn group_id(client: &AdminClient, group: &str) -> anyhow::Result<String> {
+    client
+        .groups()
+        .await?
+        .into_iter()
+        .find(|g| g.id == group || g.name == group)
+        .map(|g| g.id)
+        .with_context(|| format!("no group {group} in this tenant"))
+}
+
+/// Reads one line of standard input as a secret, without a prompt.
+fn read_secret_line(what: &str) -> anyhow::Result<SecretString> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("Reading {what} from standard input (it is not hidden; prefer piping it in).");
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .with_context(|| format!("cannot read {what} from standard input"))?;
+    // Trimmed in place, so the only copy of the password is the one that is
+    // zeroed when dropped.
+    let len = line.trim_end_matches(['\r', '\n']).len();
+    line.truncate(len);
+    let secret = SecretString::new(line);
+    if secret.is_empty() {
+        bail!("expected {what} on one line of standard input");
+    }
+    Ok(secret)
+}
+
+/// Reports a command without an answer body.
+fn done(result: Result<(), ClientError>, message: &str) -> anyhow::Result<()> {
+    result?;
+    eprintln!("{message}");
+    Ok(())
+}
+
+/// Prints a result as pretty JSON on stdout.
+#[allow(clippy::print_stdout)] // stdout carries the command's result, for people and scripts.
+fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(subcommand)]
+        command: AdminCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<AdminCommand, clap::Error> {
+        Cli::try_parse_from(std::iter::once("admin").chain(args.iter().copied())).map(|c| c.command)
+    }
+
+    #[test]
+    fn commands_parse() {
+        assert!(matches!(
+            parse(&["login", "--server", "https://p.example", "--tenant", "acme"]),
+            Ok(AdminCommand::Login(_))
+        ));
+        assert!(matches!(
+            parse(&["roles", "assign", "jo@acme.test", "global-administrator"]),
+            Ok(AdminCommand::Roles(RolesCommand::Assign {
+                role: Role::GlobalAdministrator,
+                ..
+            }))
+        ));
+        assert!(parse(&["roles", "assign", "jo@acme.test", "root"]).is_err());
+        assert!(matches!(
+            parse(&["domains", "set-auth-mode", "acme.test", "passthrough"]),
+            Ok(AdminCommand::Domains(DomainsCommand::SetAuthMode {
+                mode: AuthMode::Passthrough,
+                ..
+            }))
+        ));
+        assert!(matches!(
+            parse(&["tenant", "set", "--require-mfa", "true"]),
+            Ok(AdminCommand::Tenant(TenantCommand::Set {
+                require_mfa: Some(true),
+                ..
+            }))
+        ));
+        // Passwords never come from the command line.
+        assert!(parse(&["users", "set-password", "jo@acme.test", "hunter2hunter2"]).is_err());
+        assert!(parse(&["users", "create", "jo@acme.test", "--password", "x"]).is_err());
+        assert!(parse(&["users", "update", "jo", "--email", "a@b.test", "--clear-email"]).is_err());
+        assert!(
+            parse(&["clients", "create", "wiki"]).is_err(),
+            "a grant type is required"
+        );
+    }
 }
