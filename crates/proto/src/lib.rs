@@ -36,6 +36,29 @@ impl ComponentKind {
     }
 }
 
+impl ComponentKind {
+    /// Parses the wire form.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "connector" => Some(ComponentKind::Connector),
+            "agent" => Some(ComponentKind::Agent),
+            _ => None,
+        }
+    }
+}
+
+/// A string that names no component kind.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown component kind {0:?}")]
+pub struct UnknownKind(pub String);
+
+impl TryFrom<String> for ComponentKind {
+    type Error = UnknownKind;
+    fn try_from(s: String) -> Result<Self, UnknownKind> {
+        ComponentKind::parse(&s).ok_or(UnknownKind(s))
+    }
+}
+
 impl std::fmt::Display for ComponentKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -10,47 +10,13 @@ use postern_time::UnixTime;
 use crate::error::SqlxResultExt;
 use crate::{DbFlag, Store, StoreError, flag, new_id};
 
-/// What a component is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ComponentKind {
-    /// Carries user requests to internal apps.
-    Connector,
-    /// Checks passwords against the directory (pass-through authentication).
-    Agent,
-}
+pub use postern_proto::ComponentKind;
 
-impl ComponentKind {
-    /// The stored and wire form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ComponentKind::Connector => "connector",
-            ComponentKind::Agent => "agent",
-        }
-    }
-
-    /// The CA that certifies this kind (`connectors` or `agents`).
-    pub fn ca_kind(self) -> &'static str {
-        match self {
-            ComponentKind::Connector => "connectors",
-            ComponentKind::Agent => "agents",
-        }
-    }
-
-    /// Parses the stored form.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "connector" => Some(ComponentKind::Connector),
-            "agent" => Some(ComponentKind::Agent),
-            _ => None,
-        }
-    }
-}
-
-impl TryFrom<String> for ComponentKind {
-    type Error = StoreError;
-    fn try_from(s: String) -> Result<Self, StoreError> {
-        ComponentKind::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("component kind {s:?}")))
+/// The CA that certifies components of `kind` (`connectors` or `agents`).
+fn ca_kind(kind: ComponentKind) -> &'static str {
+    match kind {
+        ComponentKind::Connector => "connectors",
+        ComponentKind::Agent => "agents",
     }
 }
 
@@ -611,7 +577,7 @@ impl Store {
             revoke(
                 &mut tx,
                 prev,
-                c.kind.ca_kind(),
+                ca_kind(c.kind),
                 &c.tenant_id,
                 &c.id,
                 "superseded",
@@ -626,7 +592,7 @@ impl Store {
                 revoke(
                     &mut tx,
                     old_serial,
-                    c.kind.ca_kind(),
+                    ca_kind(c.kind),
                     &c.tenant_id,
                     &c.id,
                     "superseded",
@@ -674,7 +640,7 @@ impl Store {
                 revoke(
                     &mut tx,
                     prev,
-                    c.kind.ca_kind(),
+                    ca_kind(c.kind),
                     &c.tenant_id,
                     &c.id,
                     "superseded",
@@ -717,7 +683,7 @@ impl Store {
         revoke(
             &mut tx,
             &c.serial,
-            c.kind.ca_kind(),
+            ca_kind(c.kind),
             tenant_id,
             id,
             reason,
@@ -726,7 +692,7 @@ impl Store {
         )
         .await?;
         if let Some(prev) = &c.previous_serial {
-            revoke(&mut tx, prev, c.kind.ca_kind(), tenant_id, id, reason, c.not_after, now).await?;
+            revoke(&mut tx, prev, ca_kind(c.kind), tenant_id, id, reason, c.not_after, now).await?;
         }
         sqlx::query("DELETE FROM renewal_leases WHERE tenant_id = $1 AND component_id = $2")
             .bind(tenant_id)
@@ -902,7 +868,7 @@ impl Store {
             revoke(
                 tx,
                 &c.serial,
-                c.kind.ca_kind(),
+                ca_kind(c.kind),
                 tenant_id,
                 &c.id,
                 "tenant_deleted",
@@ -914,7 +880,7 @@ impl Store {
                 revoke(
                     tx,
                     prev,
-                    c.kind.ca_kind(),
+                    ca_kind(c.kind),
                     tenant_id,
                     &c.id,
                     "tenant_deleted",
