@@ -13,13 +13,6 @@ pub const MAX_ID_LEN: usize = 64;
 /// Scheme and namespace of the component URI.
 const URI_PREFIX: &str = "urn:postern:";
 
-/// The kind of component from its [`ComponentKind::as_str`] form.
-fn parse_kind(s: &str) -> Option<ComponentKind> {
-    [ComponentKind::Connector, ComponentKind::Agent]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-}
-
 /// The identity a component certificate carries in its URI subject alternative name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ComponentBinding {
@@ -50,7 +43,7 @@ impl ComponentBinding {
         else {
             return Err(bad());
         };
-        let kind = parse_kind(kind).ok_or_else(bad)?;
+        let kind = ComponentKind::parse(kind).ok_or_else(bad)?;
         if check_id(tenant_id).is_err() || check_id(component_id).is_err() {
             return Err(bad());
         }
