@@ -5,47 +5,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use postern_store::{Role, User};
+use postern_store::Role;
 use postern_sts::Sts;
 use serde_json::json;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::wire::UserRoles;
-
-/// Refuses to `verb` (disable, delete, demote) `user` when that would leave its
-/// tenant without an enabled global administrator: nobody could then manage
-/// the tenant.
-///
-/// The check and the change are two store calls, so two administrators
-/// removing each other at the same instant could both pass it; an operator can
-/// still repair such a tenant.
-pub(crate) async fn ensure_not_last_global_admin(
-    sts: &Sts,
-    tenant_id: &str,
-    user: &User,
-    verb: &str,
-) -> Result<(), ApiError> {
-    if !user.enabled {
-        return Ok(());
-    }
-    let roles = sts.store().user_roles(&user.id).await?;
-    if !roles.contains(&Role::GlobalAdministrator) {
-        return Ok(());
-    }
-    let holders = sts
-        .store()
-        .count_role_holders(tenant_id, Role::GlobalAdministrator)
-        .await?;
-    if holders <= 1 {
-        return Err(ApiError::Conflict(format!(
-            "{} is the last enabled global administrator of this tenant; make another user \
-             global administrator before you {verb} this one",
-            user.username
-        )));
-    }
-    Ok(())
-}
 
 /// The role named in a path.
 fn parse_role(name: &str) -> Result<Role, ApiError> {
@@ -102,9 +68,8 @@ pub(crate) async fn revoke(
     let role = parse_role(&role)?;
     let tenant_id = &caller.tenant.id;
     let user = sts.store().user(tenant_id, &id).await?;
-    if role == Role::GlobalAdministrator {
-        ensure_not_last_global_admin(&sts, tenant_id, &user, "demote").await?;
-    }
+    // The store refuses (409) to demote the tenant's last enabled global
+    // administrator, atomically with the change.
     sts.store().revoke_role(&user.id, role).await?;
     caller
         .audit(

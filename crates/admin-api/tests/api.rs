@@ -764,7 +764,7 @@ async fn tenants_and_users(backend: Backend) {
             r.json["message"]
                 .as_str()
                 .unwrap()
-                .contains("last enabled global administrator")
+                .contains("without an enabled global administrator")
         );
     }
     // A disabled global administrator does not count as the second one.

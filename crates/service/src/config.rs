@@ -36,7 +36,7 @@ const ENV_KEYS: &[&str] = &[
 
 /// `POSTERN_*` variables that belong to other tools (the CLI, the test harness)
 /// and are not service configuration.
-const ENV_OF_OTHER_TOOLS: &[&str] = &["config", "config_dir", "test_postgres"];
+const ENV_OF_OTHER_TOOLS: &[&str] = &["config", "config_dir", "server", "tenant", "test_postgres"];
 
 /// Names of `POSTERN_*` environment variables that configure nothing: most likely
 /// typos, which must not be silently ignored.
@@ -326,11 +326,10 @@ impl RawConfig {
         if limits.header_timeout.is_zero() || limits.request_timeout.is_zero() {
             problems.push("limits timeouts must be at least one second".into());
         }
-        if let Some(kek) = &self.kek {
-            if let Err(e) = postern_keyring::Keyring::from_text(kek.expose()) {
+        if let Some(kek) = &self.kek
+            && let Err(e) = postern_keyring::Keyring::from_text(kek.expose()) {
                 problems.push(format!("kek: {e}"));
             }
-        }
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }

@@ -4,6 +4,7 @@ use postern_time::UnixTime;
 use sqlx::{Any, Transaction};
 
 use crate::error::SqlxResultExt;
+use crate::roles::{ensure_global_admin_remains, lock_tenant};
 use crate::{DbFlag, Store, StoreError, flag, new_id};
 
 /// How the passwords of a domain's users are checked.
@@ -443,7 +444,8 @@ impl Store {
         .db()
     }
 
-    /// Applies a profile update.
+    /// Applies a profile update. Disabling the tenant's last enabled global
+    /// administrator is refused (conflict).
     pub async fn update_user(
         &self,
         tenant_id: &str,
@@ -451,7 +453,19 @@ impl Store {
         update: &UserUpdate,
         now: UnixTime,
     ) -> Result<User, StoreError> {
-        let current = self.user(tenant_id, id).await?;
+        let mut tx = self.pool.begin().await.db()?;
+        lock_tenant(&mut tx, tenant_id).await?;
+        let current = sqlx::query_as::<_, User>(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .db()?
+        .ok_or(StoreError::NotFound)?;
         let display_name = update.display_name.clone().unwrap_or(current.display_name);
         let email = update.email.clone().unwrap_or(current.email);
         let enabled = update.enabled.unwrap_or(current.enabled);
@@ -467,9 +481,13 @@ impl Store {
         .bind(now)
         .bind(tenant_id)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .db()?;
+        if current.enabled && !enabled {
+            ensure_global_admin_remains(&mut tx, tenant_id).await?;
+        }
+        tx.commit().await.db()?;
         self.user(tenant_id, id).await
     }
 
@@ -496,14 +514,20 @@ impl Store {
     }
 
     /// Deletes a user and everything that hangs off it (sessions, tokens, roles).
+    /// Deleting the tenant's last enabled global administrator is refused
+    /// (conflict).
     pub async fn delete_user(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.db()?;
+        lock_tenant(&mut tx, tenant_id).await?;
         let done = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .db()?;
-        not_found_if_none(done.rows_affected())
+        not_found_if_none(done.rows_affected())?;
+        ensure_global_admin_remains(&mut tx, tenant_id).await?;
+        tx.commit().await.db()
     }
 
     // ---- MFA -----------------------------------------------------------------

@@ -73,6 +73,7 @@ on_both!(
     renewal_lease_one_at_a_time,
     registration_tokens,
     tenant_deletion_revokes_components,
+    last_global_admin_is_kept,
 );
 
 async fn migrations_are_idempotent(backend: Backend) {
@@ -368,24 +369,25 @@ async fn roles(backend: Backend) {
         vec![Role::HybridIdentityAdministrator]
     );
     // A disabled admin does not count as a holder.
-    store
-        .update_user(
-            &a.id,
-            &admin.id,
-            &UserUpdate {
-                enabled: Some(false),
-                ..Default::default()
-            },
-            T0,
-        )
-        .await
-        .unwrap();
+    store.assign_role(&u.id, Role::GlobalAdministrator, T0).await.unwrap();
     assert_eq!(
         store
             .count_role_holders(&a.id, Role::GlobalAdministrator)
             .await
             .unwrap(),
-        0
+        2
+    );
+    let disable = UserUpdate {
+        enabled: Some(false),
+        ..Default::default()
+    };
+    store.update_user(&a.id, &admin.id, &disable, T0).await.unwrap();
+    assert_eq!(
+        store
+            .count_role_holders(&a.id, Role::GlobalAdministrator)
+            .await
+            .unwrap(),
+        1
     );
 }
 
@@ -1196,4 +1198,65 @@ async fn tenant_deletion_revokes_components(backend: Backend) {
     let crl = store.revoked_certificates("agents", at(6)).await.unwrap();
     assert_eq!(crl.len(), 1);
     assert_eq!(crl[0].reason, "tenant_deleted");
+}
+
+async fn last_global_admin_is_kept(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, admin) = tenant_with_admin(&store, "a", "a.test").await;
+    let conflict = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Conflict(_)));
+    assert!(
+        conflict(store.revoke_role(&admin.id, Role::GlobalAdministrator).await),
+        "demote"
+    );
+    let disable = UserUpdate {
+        enabled: Some(false),
+        ..Default::default()
+    };
+    assert!(
+        store.update_user(&a.id, &admin.id, &disable, T0).await.is_err(),
+        "disable"
+    );
+    assert!(conflict(store.delete_user(&a.id, &admin.id).await), "delete");
+    assert_eq!(
+        store.user_roles(&admin.id).await.unwrap(),
+        vec![Role::GlobalAdministrator],
+        "nothing changed"
+    );
+    assert!(store.user(&a.id, &admin.id).await.unwrap().enabled);
+
+    // Two admins demoting each other at the same moment: exactly one succeeds.
+    let second = store
+        .create_user(&a.id, NewUser::cloud("second@a.test", "S", None), T0)
+        .await
+        .unwrap();
+    store
+        .assign_role(&second.id, Role::GlobalAdministrator, T0)
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let (x, y) = tokio::join!(
+            store.revoke_role(&admin.id, Role::GlobalAdministrator),
+            store.revoke_role(&second.id, Role::GlobalAdministrator)
+        );
+        assert_eq!(
+            x.is_ok() as u8 + y.is_ok() as u8,
+            1,
+            "exactly one demotion may win: {x:?} {y:?}"
+        );
+        assert_eq!(
+            store
+                .count_role_holders(&a.id, Role::GlobalAdministrator)
+                .await
+                .unwrap(),
+            1
+        );
+        let demoted = if x.is_ok() { &admin } else { &second };
+        store
+            .assign_role(&demoted.id, Role::GlobalAdministrator, T0)
+            .await
+            .unwrap();
+    }
+    // With another admin, each change is allowed.
+    store.delete_user(&a.id, &second.id).await.unwrap();
+    assert!(conflict(store.delete_user(&a.id, &admin.id).await));
 }

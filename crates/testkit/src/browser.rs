@@ -187,11 +187,10 @@ impl Browser {
 
     fn headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
-        if let Some(ip) = &self.forwarded_for {
-            if let Ok(v) = HeaderValue::from_str(ip) {
+        if let Some(ip) = &self.forwarded_for
+            && let Ok(v) = HeaderValue::from_str(ip) {
                 h.insert("x-forwarded-for", v);
             }
-        }
         h
     }
 

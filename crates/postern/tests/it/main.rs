@@ -4,6 +4,7 @@
 //! DO_NOT_ADD_MORE_TESTS_HERE); add modules here instead.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod admin_cli;
 mod common;
 mod lockout;
 mod mfa;

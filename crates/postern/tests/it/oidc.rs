@@ -155,7 +155,7 @@ async fn code_flow_with_pkce_through_a_real_relying_party() {
     let logout = format!(
         "{}/logout?id_token_hint={}&post_logout_redirect_uri={}&state=bye",
         svc.issuer("acme"),
-        id_token.to_string(),
+        id_token,
         url::form_urlencoded::byte_serialize(format!("{REDIRECT}/bye").as_bytes()).collect::<String>()
     );
     let out = browser.get(&logout).await.unwrap();
