@@ -125,22 +125,6 @@ impl Store {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn global_administrator_satisfies_every_role() {
-        for r in Role::ALL {
-            assert!(Role::GlobalAdministrator.satisfies(r));
-            assert_eq!(Role::parse(r.as_str()), Some(r));
-        }
-        assert!(!Role::ApplicationAdministrator.satisfies(Role::HybridIdentityAdministrator));
-        assert!(!Role::HybridIdentityAdministrator.satisfies(Role::GlobalAdministrator));
-        assert_eq!(Role::parse("root"), None);
-    }
-}
-
 /// Serializes changes that can affect a tenant's administrators: an update of the
 /// tenant row takes its row lock (PostgreSQL) or the write lock (SQLite) until the
 /// transaction ends, so two such changes cannot both see "another admin remains".
@@ -179,4 +163,20 @@ pub(crate) async fn ensure_global_admin_remains(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn global_administrator_satisfies_every_role() {
+        for r in Role::ALL {
+            assert!(Role::GlobalAdministrator.satisfies(r));
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+        }
+        assert!(!Role::ApplicationAdministrator.satisfies(Role::HybridIdentityAdministrator));
+        assert!(!Role::HybridIdentityAdministrator.satisfies(Role::GlobalAdministrator));
+        assert_eq!(Role::parse("root"), None);
+    }
 }
