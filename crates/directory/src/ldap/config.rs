@@ -36,6 +36,7 @@ pub const OPENLDAP_GROUP_FILTER: &str = "(&(objectClass=groupOfNames)(member={dn
 
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 3_000;
 const DEFAULT_OPERATION_TIMEOUT_MS: u64 = 5_000;
+const DEFAULT_SIGN_IN_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_POOL_SIZE: usize = 4;
 const DEFAULT_MAX_CONCURRENT_BINDS: usize = 32;
 
@@ -102,6 +103,11 @@ pub struct LdapConfig {
     /// Deadline for each search and bind (default 5000 ms).
     #[serde(default)]
     pub operation_timeout_ms: Option<u64>,
+    /// Deadline for a whole sign-in: search, bind and group lookup, waits for a free
+    /// connection included (default 10000 ms). Past it the answer is
+    /// `DirectoryUnreachable`, so the STS can still ask another agent in time.
+    #[serde(default)]
+    pub sign_in_timeout_ms: Option<u64>,
     /// Most service-bound search connections kept open (default 4).
     #[serde(default)]
     pub pool_size: Option<usize>,
@@ -133,6 +139,7 @@ impl LdapConfig {
             group_base_dn: None,
             connect_timeout_ms: None,
             operation_timeout_ms: None,
+            sign_in_timeout_ms: None,
             pool_size: None,
             max_concurrent_binds: None,
             password_policy_control: None,
@@ -209,6 +216,12 @@ impl LdapConfig {
             "operation_timeout_ms",
             &mut problems,
         );
+        let sign_in_timeout = millis(
+            self.sign_in_timeout_ms,
+            DEFAULT_SIGN_IN_TIMEOUT_MS,
+            "sign_in_timeout_ms",
+            &mut problems,
+        );
         let pool_size = self.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
         if !(1..=64).contains(&pool_size) {
             problems.push(format!("pool_size must be between 1 and 64, not {pool_size}"));
@@ -235,6 +248,7 @@ impl LdapConfig {
                 group_base_dn: self.group_base_dn.clone().unwrap_or_else(|| self.base_dn.clone()),
                 connect_timeout,
                 operation_timeout,
+                sign_in_timeout,
                 pool_size,
                 max_concurrent_binds,
                 password_policy_control: self.password_policy_control.unwrap_or(self.flavor == Flavor::OpenLdap),
@@ -357,6 +371,7 @@ pub(crate) struct Settings {
     pub group_base_dn: String,
     pub connect_timeout: Duration,
     pub operation_timeout: Duration,
+    pub sign_in_timeout: Duration,
     pub pool_size: usize,
     pub max_concurrent_binds: usize,
     pub password_policy_control: bool,
@@ -377,10 +392,11 @@ impl fmt::Debug for Settings {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ad() -> LdapConfig {
+    /// An AD configuration with a service account whose password is `svc-Secret-42`.
+    pub(crate) fn ad() -> LdapConfig {
         LdapConfig {
             bind_dn: Some("CN=svc,CN=Users,DC=example,DC=test".into()),
             bind_password: Some(SecretString::from("svc-Secret-42")),

@@ -209,14 +209,17 @@ impl Directory for LdapDirectory {
             tracing::debug!(username, reason = refusal.reason(), "credentials refused unasked");
             return Outcome::WrongCredentials;
         }
-        let outcome = self
-            .try_validate(username, password)
-            .await
-            .unwrap_or_else(|Unreachable(why)| Outcome::DirectoryUnreachable(why));
-        match &outcome {
-            Outcome::DirectoryUnreachable(why) => tracing::warn!(username, why = %why, "directory unreachable"),
-            other => tracing::debug!(username, outcome = other.kind(), "directory answered"),
+        let deadline = self.settings.sign_in_timeout;
+        let outcome = match tokio::time::timeout(deadline, self.try_validate(username, password)).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(Unreachable(why))) => Outcome::DirectoryUnreachable(why),
+            Err(_) => Outcome::DirectoryUnreachable(format!("no answer from the directory within {deadline:?}")),
+        };
+        if let Outcome::DirectoryUnreachable(why) = &outcome {
+            // Usernames stay at debug level; the operator needs the cause.
+            tracing::warn!(why = %why, "directory unreachable");
         }
+        tracing::debug!(username, outcome = outcome.kind(), "directory answered");
         outcome
     }
 }
@@ -244,8 +247,9 @@ fn bind_outcome(flavor: Flavor, rc: u32, text: &str, policy: Option<PasswordPoli
         49 => Outcome::WrongCredentials,
         // inappropriateAuthentication: e.g. an account without a password.
         48 => Outcome::WrongCredentials,
-        13 => Outcome::DirectoryUnreachable(
-            "the directory requires a protected connection: use ldaps:// or starttls".into(),
+        // strongerAuthRequired (AD's LDAP signing policy), confidentialityRequired.
+        8 | 13 => Outcome::DirectoryUnreachable(
+            "the directory refuses simple binds on this connection: use ldaps:// or starttls".into(),
         ),
         other => Outcome::DirectoryUnreachable(format!("user bind answered result {other}: {text}")),
     }
@@ -257,6 +261,15 @@ mod tests {
 
     use super::*;
     use crate::PasswordWarning;
+
+    #[test]
+    fn debug_never_shows_the_service_password() {
+        let directory = LdapDirectory::new(&config::tests::ad()).unwrap();
+        let debug = format!("{directory:?}");
+        assert!(debug.contains("svc") && !debug.contains("svc-Secret-42"), "{debug}");
+        let outcome = Outcome::DirectoryUnreachable("x".into());
+        assert!(!format!("{outcome} {outcome:?}").contains("svc-Secret-42"));
+    }
 
     #[test]
     fn ppolicy_errors_win_over_result_codes() {
@@ -298,6 +311,7 @@ mod tests {
             Outcome::WrongCredentials
         );
         assert!(bind_outcome(ad, 13, "", None).may_retry_elsewhere());
+        assert!(bind_outcome(ad, 8, "", None).may_retry_elsewhere());
         assert!(bind_outcome(ad, 51, "busy", None).may_retry_elsewhere());
         let warned = bind_outcome(
             Flavor::OpenLdap,
