@@ -39,14 +39,21 @@ for svc in slapd samba-ad-dc smbd nmbd winbind; do
         update-rc.d "$svc" disable >/dev/null 2>&1 || true
     fi
 done
-# System daemons only: the ones whose pid file lives under /run or /var/run. The tests'
-# own slapd/samba processes keep their pid files in temporary directories.
-for pidfile in /run/slapd/slapd.pid /var/run/slapd/slapd.pid /run/samba/samba.pid /run/samba/smbd.pid \
-    /run/samba/nmbd.pid /run/samba/winbindd.pid; do
-    if [ -f "$pidfile" ]; then
-        kill "$(cat "$pidfile")" 2>/dev/null || true
-        rm -f "$pidfile"
+# System daemons only: those whose pid file lives under /run, and only if the pid still
+# names that daemon (a stale file may name an unrelated process by now). The tests' own
+# slapd and samba keep their pid files in their own directories.
+stop_pidfile() {
+    [ -f "$1" ] || return 0
+    pid=$(cat "$1" 2>/dev/null || true)
+    if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null || true)" = "$2" ]; then
+        kill "$pid" 2>/dev/null || true
     fi
-done
+    rm -f "$1"
+}
+stop_pidfile /run/slapd/slapd.pid slapd
+stop_pidfile /run/samba/samba.pid samba
+stop_pidfile /run/samba/smbd.pid smbd
+stop_pidfile /run/samba/nmbd.pid nmbd
+stop_pidfile /run/samba/winbindd.pid winbindd
 
 echo "install-test-deps.sh: slapd $(slapd -VV 2>&1 | head -n1 | sed 's/.*slapd //;s/ .*//'), samba $(samba --version)"

@@ -36,7 +36,7 @@ pub const SAMBA_PASSWORD: &str = "Secr3t!Pass";
 
 /// Bump when the provisioned accounts or settings change, so an older running instance
 /// is replaced rather than reused.
-const GENERATION: &str = "postern-samba-8";
+const GENERATION: &str = "postern-samba-9";
 const ADMIN_PASSWORD: &str = "Passw0rd!Adm1n";
 const SERVICE_DN: &str = "CN=svc-postern,CN=Users,DC=example,DC=test";
 const CONTROL_LOCK: &str = "/tmp/postern-samba.control.lock";
@@ -230,9 +230,13 @@ fn provision(root: &Path) -> Result<(), HarnessError> {
     let conf = root.join("etc").join("smb.conf");
     let text = fs::read_to_string(&conf).map_err(HarnessError::io("reading smb.conf"))?;
     // `--option` does not persist these: write them under [global].
+    let run_dir = root.join("run");
+    fs::create_dir_all(&run_dir).map_err(HarnessError::io("creating the pid directory"))?;
+    // Its own pid directory: the system's /run/samba belongs to the packaged service.
     let extra = format!(
         "[global]\n\tldap server require strong auth = no\n\tserver services = ldap\n\
-         \ttls enabled = yes\n\ttls keyfile = {}\n\ttls certfile = {}\n\ttls cafile = {}\n",
+         \tpid directory = {}\n\ttls enabled = yes\n\ttls keyfile = {}\n\ttls certfile = {}\n\ttls cafile = {}\n",
+        run_dir.display(),
         pki.key_file.display(),
         pki.cert_file.display(),
         pki.ca_file.display()
