@@ -71,9 +71,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Prints to standard output, which is for people; logs go to standard error.
-#[allow(clippy::print_stdout)]
+/// Never fails: a closed or full standard output must not stop the service
+/// (`println!` would panic on a closed pipe).
 fn print_banner(text: &str) {
-    println!("{text}");
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
 }
 
 async fn shutdown_signal() {

@@ -6,16 +6,40 @@ use serde::{Deserialize, Serialize};
 
 use crate::ComponentKind;
 
+// Paths name the tenant: the service refuses a certificate of another tenant
+// (SEC-6), so a component can only ever address its own tenant's endpoints.
+
 /// Path of the connector configuration exchange.
-pub const CONNECTOR_CONFIG_PATH: &str = "/v1/connector/config";
-/// Path of the long poll that returns when the configuration changes.
-pub const CONNECTOR_CONFIG_WATCH_PATH: &str = "/v1/connector/config/watch";
+pub fn connector_config_path(tenant_id: &str) -> String {
+    format!("/v1/t/{tenant_id}/connector/config")
+}
+
+/// Path of the long poll that returns when the configuration changes
+/// (query `version=<the version the connector has>`).
+pub fn connector_config_watch_path(tenant_id: &str) -> String {
+    format!("/v1/t/{tenant_id}/connector/config/watch")
+}
+
 /// Path of the agent's "should I renew?" question.
-pub const AGENT_RENEWAL_CHECK_PATH: &str = "/v1/agent/renewal";
+pub fn agent_renewal_check_path(tenant_id: &str) -> String {
+    format!("/v1/t/{tenant_id}/agent/renewal")
+}
+
 /// Path of the agent's renewal.
-pub const AGENT_RENEW_PATH: &str = "/v1/agent/renew";
+pub fn agent_renew_path(tenant_id: &str) -> String {
+    format!("/v1/t/{tenant_id}/agent/renew")
+}
+
 /// Path that tells a component who the service thinks it is.
 pub const WHOAMI_PATH: &str = "/v1/whoami";
+
+/// Answer of the configuration watch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigVersion {
+    /// The current configuration version; fetch the configuration if it differs
+    /// from the one held.
+    pub config_version: i64,
+}
 
 /// `POST /v1/connector/config` body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -98,7 +98,11 @@ pub fn check_protocol(theirs: u32) -> Result<(), ProtocolMismatch> {
     Err(ProtocolMismatch {
         ours: PROTOCOL_VERSION,
         theirs,
-        older: if theirs < PROTOCOL_VERSION { "component" } else { "service" },
+        older: if theirs < PROTOCOL_VERSION {
+            "component"
+        } else {
+            "service"
+        },
     })
 }
 

@@ -32,6 +32,12 @@ const ENV_KEYS: &[&str] = &[
     "limits.header_timeout_secs",
     "limits.request_timeout_secs",
     "limits.shutdown_grace_secs",
+    "control.listen",
+    "control.url",
+    "control.hostnames",
+    "control.tls_cert",
+    "control.tls_key",
+    "control.tls_anchors",
 ];
 
 /// `POSTERN_*` variables that belong to other tools (the CLI, the test harness)
@@ -82,6 +88,36 @@ pub struct RawConfig {
     /// Limits protecting the service.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<RawLimits>,
+    /// The mTLS endpoint for connectors and agents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<RawControl>,
+}
+
+/// The control endpoint as written.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawControl {
+    /// Address of the mTLS listener (default `127.0.0.1:8443`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// URL components reach it at (default: `https://` + the public URL's host and
+    /// the listening port).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Names for the server certificate issued by the Service CA (default: the
+    /// URL's host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostnames: Option<Vec<String>>,
+    /// A server certificate chain (PEM) to use instead of one from the Service CA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM, mode 0600).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Trust anchors (PEM) to hand to components for that certificate, if it is not
+    /// publicly trusted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_anchors: Option<PathBuf>,
 }
 
 /// TLS files.
@@ -162,6 +198,30 @@ impl Default for Limits {
     }
 }
 
+/// Settings of the control endpoint.
+#[derive(Clone, Debug)]
+pub struct ControlSettings {
+    /// Listening address.
+    pub listen: SocketAddr,
+    /// URL components use; `None` means derive from the public URL and the bound port.
+    pub url: Option<Url>,
+    /// Names for an issued server certificate; empty means the URL's host.
+    pub hostnames: Vec<String>,
+    /// Operator-provided certificate, key and anchors (PEM files).
+    pub tls_files: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
+}
+
+impl Default for ControlSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            url: None,
+            hostnames: Vec::new(),
+            tls_files: None,
+        }
+    }
+}
+
 /// A validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -184,6 +244,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Limits.
     pub limits: Limits,
+    /// The control endpoint.
+    pub control: ControlSettings,
 }
 
 /// Every problem found in a configuration.
@@ -326,10 +388,38 @@ impl RawConfig {
         if limits.header_timeout.is_zero() || limits.request_timeout.is_zero() {
             problems.push("limits timeouts must be at least one second".into());
         }
-        if let Some(kek) = &self.kek
-            && let Err(e) = postern_keyring::Keyring::from_text(kek.expose()) {
-                problems.push(format!("kek: {e}"));
+        let raw_control = self.control.unwrap_or_default();
+        let mut control = ControlSettings::default();
+        if let Some(l) = &raw_control.listen {
+            match l.parse::<SocketAddr>() {
+                Ok(a) => control.listen = a,
+                Err(_) => problems.push(format!("control.listen {l:?} is not an address like 0.0.0.0:8443")),
             }
+        }
+        if let Some(u) = &raw_control.url {
+            match Url::parse(u) {
+                Ok(u) if u.scheme() == "https" && u.path() == "/" => control.url = Some(u),
+                _ => problems.push("control.url must be an https origin, like https://connect.example.com:8443".into()),
+            }
+        }
+        control.hostnames = raw_control.hostnames.clone().unwrap_or_default();
+        match (&raw_control.tls_cert, &raw_control.tls_key) {
+            (None, None) => {}
+            (Some(cert), Some(key)) => {
+                for (what, path) in [("control.tls_cert", cert), ("control.tls_key", key)] {
+                    if !path.is_file() {
+                        problems.push(format!("{what} {} is not a readable file", path.display()));
+                    }
+                }
+                control.tls_files = Some((cert.clone(), key.clone(), raw_control.tls_anchors.clone()));
+            }
+            _ => problems.push("control needs both tls_cert and tls_key, or neither".into()),
+        }
+        if let Some(kek) = &self.kek
+            && let Err(e) = postern_keyring::Keyring::from_text(kek.expose())
+        {
+            problems.push(format!("kek: {e}"));
+        }
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -343,6 +433,7 @@ impl RawConfig {
             trusted_proxies,
             tls,
             limits,
+            control,
         })
     }
 }
@@ -370,6 +461,10 @@ impl Config {
             trusted_proxies: Vec::new(),
             tls: None,
             limits: Limits::default(),
+            control: ControlSettings {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..ControlSettings::default()
+            },
         }
     }
 }
@@ -417,11 +512,21 @@ mod tests {
 
     #[test]
     fn unknown_environment_variables_are_reported() {
-        let vars = ["POSTERN_LISTEN", "POSTERN_TLS__CERT", "POSTERN_LISTEN_PORT", "POSTERN_CONFIG", "PATH", "POSTERN_TLS__KYE"];
+        let vars = [
+            "POSTERN_LISTEN",
+            "POSTERN_TLS__CERT",
+            "POSTERN_LISTEN_PORT",
+            "POSTERN_CONFIG",
+            "PATH",
+            "POSTERN_TLS__KYE",
+        ];
         let unknown = unknown_env_vars(vars.iter().map(|v| v.to_string()));
         assert_eq!(
             unknown,
-            vec!["unknown environment variable POSTERN_LISTEN_PORT", "unknown environment variable POSTERN_TLS__KYE"]
+            vec![
+                "unknown environment variable POSTERN_LISTEN_PORT",
+                "unknown environment variable POSTERN_TLS__KYE"
+            ]
         );
     }
 

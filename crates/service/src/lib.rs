@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use postern_control::{Control, ControlConfig, ControlTls};
 use postern_keyring::Keyring;
 use postern_store::{Store, StoreOptions};
 use postern_sts::{SetupCode, Sts, StsConfig};
@@ -50,6 +51,9 @@ pub enum ServiceError {
     /// The STS could not start (e.g. signing keys).
     #[error(transparent)]
     Sts(#[from] postern_sts::StsError),
+    /// The control plane could not start (CAs, its TLS settings).
+    #[error(transparent)]
+    Control(#[from] postern_control::ControlError),
     /// The TLS certificate or key is unusable.
     #[error("TLS: {0}")]
     Tls(String),
@@ -64,10 +68,12 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServiceError {
 pub struct RunningService {
     addr: SocketAddr,
     public_url: Url,
+    control_addr: SocketAddr,
+    control: Arc<Control>,
     sts: Arc<Sts>,
     store: Store,
     shutdown: watch::Sender<bool>,
-    server: JoinHandle<()>,
+    servers: Vec<JoinHandle<()>>,
     tasks: JoinHandle<()>,
     setup_code: Option<SetupCode>,
 }
@@ -128,8 +134,42 @@ impl RunningService {
         };
         let mut sts_config = StsConfig::new(public_url.clone());
         tune(&mut sts_config);
-        let sts = Sts::new(store.clone(), keyring, clock, sts_config).await?;
-        let app = routes::app(&sts, &config, &public_url);
+        let sts = Sts::new(store.clone(), keyring.clone(), clock.clone(), sts_config).await?;
+
+        // The control plane: its own mTLS listener for connectors and agents.
+        let control_tcp = TcpListener::bind(config.control.listen)
+            .await
+            .map_err(io(format!("listening on {} (control)", config.control.listen)))?;
+        let control_addr = control_tcp.local_addr().map_err(io("reading the control address"))?;
+        let control_url = match &config.control.url {
+            Some(u) => u.as_str().trim_end_matches('/').to_owned(),
+            None => format!(
+                "https://{}:{}",
+                public_url.host_str().unwrap_or("localhost"),
+                control_addr.port()
+            ),
+        };
+        let mut control_config = ControlConfig::new(control_url.clone());
+        if !config.control.hostnames.is_empty() {
+            control_config.tls = ControlTls::Issued {
+                hostnames: config.control.hostnames.clone(),
+            };
+        }
+        if let Some((cert, key, anchors)) = &config.control.tls_files {
+            let read = |p: &Path| std::fs::read_to_string(p).map_err(io(format!("reading {}", p.display())));
+            postern_keyring::check_private_mode(key).map_err(io(format!("control TLS key {}", key.display())))?;
+            control_config.tls = ControlTls::Provided {
+                cert_pem: read(cert)?,
+                key_pem: read(key)?,
+                anchors_pem: match anchors {
+                    Some(a) => read(a)?,
+                    None => String::new(),
+                },
+            };
+        }
+        let installation = public_url.host_str().unwrap_or("postern").to_owned();
+        let control = Control::new(sts.clone(), &keyring, clock, &installation, control_config).await?;
+        let app = routes::app(&sts, &control, &config, &public_url);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let listener = listener::Listener {
             tcp,
@@ -138,16 +178,26 @@ impl RunningService {
             addressing: listener::ClientAddressing::new(config.trusted_proxies.clone()),
         };
         let server = tokio::spawn(listener.serve(app, shutdown_rx.clone()));
-        let tasks = tokio::spawn(tasks::maintenance(sts.clone(), shutdown_rx));
+        let control_listener = listener::Listener {
+            tcp: control_tcp,
+            tls: Some(tokio_rustls::TlsAcceptor::from(control.server_tls())),
+            limits: config.limits.clone(),
+            addressing: listener::ClientAddressing::new(Vec::new()),
+        };
+        let control_server =
+            tokio::spawn(control_listener.serve(routes::control_app(&control, &config), shutdown_rx.clone()));
+        let tasks = tokio::spawn(tasks::maintenance(sts.clone(), control.clone(), shutdown_rx));
         let setup_code = sts.ensure_setup_code().await?;
-        tracing::info!(%addr, %public_url, database = ?store.backend(), "postern service listening");
+        tracing::info!(%addr, %public_url, %control_addr, %control_url, database = ?store.backend(), "postern service listening");
         Ok(Self {
             addr,
             public_url,
+            control_addr,
+            control,
             sts,
             store,
             shutdown,
-            server,
+            servers: vec![server, control_server],
             tasks,
             setup_code,
         })
@@ -161,6 +211,16 @@ impl RunningService {
     /// The public URL (issuer base).
     pub fn public_url(&self) -> &Url {
         &self.public_url
+    }
+
+    /// The address the control (mTLS) listener is bound to.
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control_addr
+    }
+
+    /// The control plane.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
     }
 
     /// The STS.
@@ -182,7 +242,9 @@ impl RunningService {
     /// stops maintenance and closes the database.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.server.await;
+        for server in self.servers {
+            let _ = server.await;
+        }
         let _ = self.tasks.await;
         self.store.close().await;
         tracing::info!("postern service stopped");

@@ -14,6 +14,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use ipnet::IpNet;
+use postern_control::PeerCertificate;
 use postern_sts::ClientIp;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -120,6 +121,31 @@ impl Listener {
     }
 }
 
+/// The service that handles one connection's requests: it attaches the client
+/// address and, on mTLS connections, the client certificate.
+fn connection_service(
+    app: Router,
+    addressing: ClientAddressing,
+    peer: SocketAddr,
+    client_cert: Option<PeerCertificate>,
+) -> TowerToHyperService<
+    impl tower::Service<
+        Request<Incoming>,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future = impl Send,
+    > + Clone,
+> {
+    TowerToHyperService::new(tower::service_fn(move |mut request: Request<Incoming>| {
+        let ip = addressing.resolve(peer.ip(), &request);
+        request.extensions_mut().insert(ClientIp(ip));
+        if let Some(cert) = &client_cert {
+            request.extensions_mut().insert(cert.clone());
+        }
+        app.clone().oneshot(request)
+    }))
+}
+
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -129,12 +155,6 @@ async fn serve_connection(
     watcher: hyper_util::server::graceful::Watcher,
     limits: &Limits,
 ) {
-    let service = tower::service_fn(move |mut request: Request<Incoming>| {
-        let ip = addressing.resolve(peer.ip(), &request);
-        request.extensions_mut().insert(ClientIp(ip));
-        app.clone().oneshot(request)
-    });
-    let service = TowerToHyperService::new(service);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -161,10 +181,18 @@ async fn serve_connection(
                     return;
                 }
             };
+            let client_cert = tls_stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|c| PeerCertificate(Arc::new(c.clone().into_owned())));
+            let service = connection_service(app, addressing, peer, client_cert);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
             watcher.watch(conn.into_owned()).await
         }
         None => {
+            let service = connection_service(app, addressing, peer, None);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             watcher.watch(conn.into_owned()).await
         }

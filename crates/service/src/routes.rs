@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use postern_control::Control;
 use postern_sts::Sts;
 use postern_sts::pages::Page;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -21,7 +22,7 @@ use url::Url;
 use crate::config::Config;
 
 /// Builds the whole application.
-pub(crate) fn app(sts: &Arc<Sts>, config: &Config, public_url: &Url) -> Router {
+pub(crate) fn app(sts: &Arc<Sts>, control: &Arc<Control>, config: &Config, public_url: &Url) -> Router {
     let probes = Router::new()
         .route("/", get(landing))
         .route("/healthz", get(|| async { "ok" }))
@@ -31,6 +32,7 @@ pub(crate) fn app(sts: &Arc<Sts>, config: &Config, public_url: &Url) -> Router {
         .merge(probes)
         .merge(sts.router())
         .merge(postern_admin_api::router(sts.clone()))
+        .merge(control.public_router())
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(config.limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.limits.request_timeout))
@@ -50,6 +52,17 @@ pub(crate) fn app(sts: &Arc<Sts>, config: &Config, public_url: &Url) -> Router {
         ));
     }
     app
+}
+
+/// The control listener's application: the mTLS API with the same limits and
+/// request logs.
+pub(crate) fn control_app(control: &Arc<Control>, config: &Config) -> Router {
+    control
+        .mtls_router()
+        .layer(RequestBodyLimitLayer::new(config.limits.max_body_bytes))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
+            tracing::info_span!("control", method = %request.method(), path = %request.uri().path())
+        }))
 }
 
 async fn landing() -> Response {

@@ -1,9 +1,11 @@
-//! Background maintenance: signing-key rotation when due and purging expired
-//! short-lived records. Runs until shutdown.
+//! Background maintenance: signing-key rotation when due, component upkeep
+//! (renewal grace periods, expired components), and purging expired short-lived
+//! records. Runs until shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use postern_control::Control;
 use postern_sts::Sts;
 use tokio::sync::watch;
 
@@ -11,7 +13,7 @@ use tokio::sync::watch;
 const EVERY: Duration = Duration::from_secs(300);
 
 /// Runs maintenance every [`EVERY`] until `shutdown` turns true.
-pub(crate) async fn maintenance(sts: Arc<Sts>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn maintenance(sts: Arc<Sts>, control: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -21,6 +23,9 @@ pub(crate) async fn maintenance(sts: Arc<Sts>, mut shutdown: watch::Receiver<boo
         }
         if let Err(e) = sts.maintain_signing_keys().await {
             tracing::warn!(error = %e, "signing-key maintenance failed");
+        }
+        if let Err(e) = control.maintain().await {
+            tracing::warn!(error = %e, "component maintenance failed");
         }
         match sts.store().purge_expired(sts.now()).await {
             Ok(0) => {}

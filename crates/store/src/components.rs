@@ -404,6 +404,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        self.config_changed.notify_waiters();
         Ok(self.connector_group(tenant_id, group_id).await?.config_version)
     }
 

@@ -68,6 +68,9 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Woken whenever a connector group's configuration version changes in this
+    /// process (other instances are seen by polling).
+    config_changed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// How to reach the database.
@@ -133,7 +136,11 @@ impl Store {
             .connect_with(connect_options)
             .await
             .map_err(StoreError::from_sqlx)?;
-        let store = Self { pool, backend };
+        let store = Self {
+            pool,
+            backend,
+            config_changed: std::sync::Arc::new(tokio::sync::Notify::new()),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -154,6 +161,13 @@ impl Store {
     #[cfg(feature = "testing")]
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Signalled whenever a connector group's configuration changes through this
+    /// process. Waiters must still re-read the store (and poll it now and then:
+    /// other instances do not signal here).
+    pub fn config_changes(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.config_changed.clone()
     }
 
     /// Which database this store runs on.

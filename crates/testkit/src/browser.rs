@@ -188,9 +188,10 @@ impl Browser {
     fn headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
         if let Some(ip) = &self.forwarded_for
-            && let Ok(v) = HeaderValue::from_str(ip) {
-                h.insert("x-forwarded-for", v);
-            }
+            && let Ok(v) = HeaderValue::from_str(ip)
+        {
+            h.insert("x-forwarded-for", v);
+        }
         h
     }
 

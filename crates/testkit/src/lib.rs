@@ -145,6 +145,11 @@ impl TestService {
         self.service.as_ref().expect("service is running until dropped")
     }
 
+    /// The address of the public listener.
+    pub fn local_addr_for_tests(&self) -> std::net::SocketAddr {
+        self.running().local_addr()
+    }
+
     /// The base URL, e.g. `http://127.0.0.1:41234`.
     pub fn url(&self) -> String {
         self.running().public_url().as_str().trim_end_matches('/').to_owned()
@@ -153,6 +158,35 @@ impl TestService {
     /// The issuer URL of a tenant.
     pub fn issuer(&self, tenant: &str) -> String {
         format!("{}/t/{tenant}", self.url())
+    }
+
+    /// The control plane (CAs, enrolment, the mTLS endpoint).
+    pub fn control(&self) -> &Arc<postern_control::Control> {
+        self.running().control()
+    }
+
+    /// The address of the mTLS control listener.
+    pub fn control_addr(&self) -> std::net::SocketAddr {
+        self.running().control_addr()
+    }
+
+    /// A shared handle on the service clock, for components under test (so the
+    /// component and the service agree on time).
+    pub fn shared_clock(&self) -> SharedClock {
+        if self.uses_manual_clock {
+            self.clock.clone()
+        } else {
+            Arc::new(SystemClock)
+        }
+    }
+
+    /// An admin-API access token for `user`, signed by the STS without a sign-in
+    /// (the sign-in pages are tested elsewhere).
+    pub async fn admin_token(&self, tenant: &Tenant, user: &User) -> Result<String> {
+        Ok(self
+            .sts()
+            .mint_access_token_for_tests(tenant, user, "openid postern:admin")
+            .await?)
     }
 
     /// The STS.

@@ -95,7 +95,9 @@ impl StateDir {
             return Err(UplinkError::NotRegistered(self.path.display().to_string()));
         }
         postern_keyring::check_private_mode(&path).map_err(|e| UplinkError::state(&path, e))?;
-        Ok(Zeroizing::new(fs::read_to_string(&path).map_err(|e| UplinkError::state(&path, e))?))
+        Ok(Zeroizing::new(
+            fs::read_to_string(&path).map_err(|e| UplinkError::state(&path, e))?,
+        ))
     }
 
     /// Whether a registration is stored here.

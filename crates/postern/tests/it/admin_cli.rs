@@ -187,7 +187,7 @@ async fn admin_cli_signs_in_with_the_device_flow_and_manages_the_tenant() {
     // Refusals keep the service's message.
     let (ok, _, err) = run(dir.path(), &["users", "delete", "admin@acme.test"], "").await;
     assert!(!ok);
-    assert!(err.contains("last enabled global administrator"), "{err}");
+    assert!(err.contains("without an enabled global administrator"), "{err}");
 
     // Logs.
     let audit = json(dir.path(), &["audit", "list"], "").await;

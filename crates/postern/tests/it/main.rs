@@ -6,6 +6,7 @@
 
 mod admin_cli;
 mod common;
+mod components;
 mod lockout;
 mod mfa;
 mod oidc;

@@ -249,19 +249,39 @@ async fn signing_key_rotation_keeps_old_tokens_valid_until_they_expire() {
         let url = format!("{}/jwks.json", svc.issuer("acme"));
         async move {
             let keys: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
-            keys["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+            keys["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
         }
     };
     let before = jwks(&svc).await;
     assert_eq!(before.len(), 1);
     let admin = svc.store().user(&t.tenant.id, &t.admin.id).await.unwrap();
-    let old_token = svc.sts().mint_access_token_for_tests(&t.tenant, &admin, "openid postern:admin").await.unwrap();
+    let old_token = svc
+        .sts()
+        .mint_access_token_for_tests(&t.tenant, &admin, "openid postern:admin")
+        .await
+        .unwrap();
 
     let new_kid = svc.sts().rotate_signing_key().await.unwrap();
     let after = jwks(&svc).await;
-    assert_eq!(after, vec![new_kid.clone(), before[0].clone()], "new key first, old key still published");
-    assert!(svc.sts().verify_admin_token(&old_token).await.unwrap().is_ok(), "a token signed before rotation still verifies");
-    let new_token = svc.sts().mint_access_token_for_tests(&t.tenant, &admin, "openid postern:admin").await.unwrap();
+    assert_eq!(
+        after,
+        vec![new_kid.clone(), before[0].clone()],
+        "new key first, old key still published"
+    );
+    assert!(
+        svc.sts().verify_admin_token(&old_token).await.unwrap().is_ok(),
+        "a token signed before rotation still verifies"
+    );
+    let new_token = svc
+        .sts()
+        .mint_access_token_for_tests(&t.tenant, &admin, "openid postern:admin")
+        .await
+        .unwrap();
     let header = jsonwebtoken_kid(&new_token);
     assert_eq!(header, new_kid, "new tokens are signed with the new key");
 
@@ -283,19 +303,50 @@ fn jsonwebtoken_kid(token: &str) -> String {
 async fn code_flow_on_postgresql() {
     let svc = TestService::builder().postgres().start().await.unwrap();
     let t = svc.bootstrap().await.unwrap();
-    svc.create_client(&t.tenant, "pg-app", Some("pg-secret"), &[REDIRECT], &["authorization_code"]).await.unwrap();
-    let metadata = CoreProviderMetadata::discover_async(IssuerUrl::new(svc.issuer("acme")).unwrap(), &http).await.unwrap();
-    let client = CoreClient::from_provider_metadata(metadata, ClientId::new("pg-app".into()), Some(ClientSecret::new("pg-secret".into())))
-        .set_redirect_uri(RedirectUrl::new(REDIRECT.into()).unwrap());
+    svc.create_client(
+        &t.tenant,
+        "pg-app",
+        Some("pg-secret"),
+        &[REDIRECT],
+        &["authorization_code"],
+    )
+    .await
+    .unwrap();
+    let metadata = CoreProviderMetadata::discover_async(IssuerUrl::new(svc.issuer("acme")).unwrap(), &http)
+        .await
+        .unwrap();
+    let client = CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new("pg-app".into()),
+        Some(ClientSecret::new("pg-secret".into())),
+    )
+    .set_redirect_uri(RedirectUrl::new(REDIRECT.into()).unwrap());
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let (auth_url, _csrf, nonce) = client
-        .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
         .set_pkce_challenge(challenge)
         .url();
-    let back = Browser::new().sign_in(auth_url.as_str(), &admin_login(&svc, &t)).await.unwrap();
+    let back = Browser::new()
+        .sign_in(auth_url.as_str(), &admin_login(&svc, &t))
+        .await
+        .unwrap();
     let code = query_param(&back.location().unwrap(), "code").unwrap();
-    let tokens = client.exchange_code(AuthorizationCode::new(code)).unwrap().set_pkce_verifier(verifier).request_async(&http).await.unwrap();
-    let claims = tokens.id_token().unwrap().claims(&client.id_token_verifier(), &nonce).unwrap();
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(code))
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request_async(&http)
+        .await
+        .unwrap();
+    let claims = tokens
+        .id_token()
+        .unwrap()
+        .claims(&client.id_token_verifier(), &nonce)
+        .unwrap();
     assert_eq!(claims.subject().as_str(), t.admin.id);
     assert_eq!(svc.store().backend(), postern_store::Backend::Postgres);
 }

@@ -15,7 +15,7 @@ async fn no_secret_in_logs_or_database() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log_path = dir.path().join("service.log");
-    let _dump = DumpLogOnPanic(log_path.clone());
+    let mut _dump = DumpLogOnPanic(log_path.clone(), None);
     let log_file = std::fs::File::create(&log_path).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -26,6 +26,7 @@ async fn no_secret_in_logs_or_database() {
         .stderr(Stdio::from(log_file))
         .spawn()
         .unwrap();
+    _dump.1 = Some(child.id());
 
     // Readiness: the banner on standard output names the setup link and address.
     let stdout = child.stdout.take().unwrap();
@@ -181,12 +182,17 @@ async fn no_secret_in_logs_or_database() {
     assert!(scanned > 10_000, "the database files were scanned");
 }
 
-/// Prints the child's log if the test fails, so a failure in CI can be diagnosed.
-struct DumpLogOnPanic(std::path::PathBuf);
+/// Prints the child's log (and whether it is still alive) if the test fails, so a
+/// failure in CI can be diagnosed.
+struct DumpLogOnPanic(std::path::PathBuf, Option<u32>);
 
 impl Drop for DumpLogOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            if let Some(pid) = self.1 {
+                let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+                eprintln!("--- service process {pid} alive: {alive}");
+            }
             let log = std::fs::read_to_string(&self.0).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
             eprintln!(

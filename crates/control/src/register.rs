@@ -1,0 +1,219 @@
+//! Enrolment (CON-1, PTA-2, PTA-3): `POST /v1/register`, the one call without a
+//! client certificate. The bearer credential is either an admin's access token
+//! (from the device flow; the admin must hold the role the kind needs) or a
+//! registration token minted through the admin API. The service verifies the
+//! CSR, builds the certificate itself (subject = tenant ID, component ID bound in)
+//! and records the component. The private key never leaves the host: only the CSR
+//! (public key) arrives here.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use postern_pki::ClientCertRequest;
+use postern_proto::registration::{RegisterRequest, RegisterResponse};
+use postern_proto::{ComponentKind, PROTOCOL_VERSION, check_protocol};
+use postern_store::{CertRecord, NewAuditEntry, NewComponent, Role, StoreError, Tenant};
+use serde_json::json;
+
+use crate::Control;
+use crate::error::ControlError;
+
+/// Prefix of registration tokens (so secret scanners recognise them).
+pub const REGISTRATION_TOKEN_PREFIX: &str = "ptr_";
+/// Longest host name accepted.
+const MAX_NAME_LEN: usize = 128;
+/// Longest version string accepted.
+const MAX_VERSION_LEN: usize = 64;
+
+/// The role an admin needs to register a component of `kind` (or higher).
+pub fn required_role(kind: ComponentKind) -> Role {
+    match kind {
+        ComponentKind::Connector => Role::ApplicationAdministrator,
+        ComponentKind::Agent => Role::HybridIdentityAdministrator,
+    }
+}
+
+/// Who registers: a tenant and an actor string for the audit log.
+struct Registrar {
+    tenant: Tenant,
+    actor: String,
+    group: Option<String>,
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+async fn authenticate(control: &Control, token: &str, kind: ComponentKind) -> Result<Registrar, ControlError> {
+    if let Some(rest) = token.strip_prefix(REGISTRATION_TOKEN_PREFIX) {
+        let _ = rest;
+        let grant = control
+            .store
+            .consume_registration_token(&postern_keyring::digest(token), control.now())
+            .await?
+            .ok_or_else(|| {
+                ControlError::Unauthenticated("the registration token is unknown, used up or expired".into())
+            })?;
+        if grant.kind != kind {
+            return Err(ControlError::Forbidden(format!(
+                "this registration token is for a {}, not a {kind}",
+                grant.kind
+            )));
+        }
+        let tenant = control.store.tenant(&grant.tenant_id).await?;
+        let prefix: String = token.chars().take(REGISTRATION_TOKEN_PREFIX.len() + 6).collect();
+        return Ok(Registrar {
+            tenant,
+            actor: format!("token:{prefix}… (minted by {})", grant.created_by),
+            group: grant.group_id,
+        });
+    }
+    let (tenant, claims) = control
+        .sts
+        .verify_admin_token(token)
+        .await?
+        .map_err(|e| ControlError::Unauthenticated(format!("the access token was refused: {e}; sign in again")))?;
+    let user = match control.store.user(&tenant.id, &claims.sub).await {
+        Ok(u) if u.enabled => u,
+        Ok(_) | Err(StoreError::NotFound) => {
+            return Err(ControlError::Unauthenticated(
+                "the signed-in account can no longer sign in".into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let needed = required_role(kind);
+    let roles = control.store.user_roles(&user.id).await?;
+    if !roles.iter().any(|r| r.satisfies(needed)) {
+        tracing::warn!(tenant = %tenant.name, user = %user.id, %kind, "registration refused: role missing");
+        return Err(ControlError::Forbidden(format!(
+            "{} may not register a {kind}: it needs the {} role or global administrator",
+            user.username,
+            needed.as_str()
+        )));
+    }
+    Ok(Registrar {
+        tenant,
+        actor: format!("user:{}", user.id),
+        group: None,
+    })
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), ControlError> {
+    if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
+        return Err(ControlError::BadRequest(format!(
+            "{field} must be 1 to {max} printable characters"
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /v1/register`.
+pub(crate) async fn register(
+    State(control): State<Arc<Control>>,
+    headers: HeaderMap,
+    Json(request): Json<RegisterRequest>,
+) -> Result<Json<RegisterResponse>, ControlError> {
+    check_protocol(request.protocol)?;
+    let token = bearer(&headers).ok_or_else(|| {
+        ControlError::Unauthenticated("sign in as an administrator or give a registration token".into())
+    })?;
+    let registrar = authenticate(&control, token, request.kind).await?;
+    check_text("name", &request.name, MAX_NAME_LEN)?;
+    check_text("version", &request.version, MAX_VERSION_LEN)?;
+    let tenant = registrar.tenant;
+    let now = control.now();
+
+    let group = match request.kind {
+        ComponentKind::Agent => {
+            if request.group.is_some() {
+                return Err(ControlError::BadRequest(
+                    "agents do not belong to connector groups".into(),
+                ));
+            }
+            None
+        }
+        ComponentKind::Connector => Some(match (&request.group, &registrar.group) {
+            (Some(name), _) => control
+                .store
+                .connector_group_by_name(&tenant.id, name)
+                .await
+                .map_err(|e| match e {
+                    StoreError::NotFound => ControlError::BadRequest(format!("there is no connector group {name:?}")),
+                    other => other.into(),
+                })?,
+            (None, Some(id)) => control.store.connector_group(&tenant.id, id).await?,
+            (None, None) => control.store.default_connector_group(&tenant.id, now).await?,
+        }),
+    };
+
+    let component_id = uuid::Uuid::new_v4().to_string();
+    let ca = control.authorities.for_component(request.kind);
+    let issued = ca.issue_client(
+        request.csr_pem.as_bytes(),
+        &ClientCertRequest::new(request.kind, &tenant.id, &component_id),
+        now,
+    )?;
+    let component = control
+        .store
+        .register_component(
+            &NewComponent {
+                id: component_id.clone(),
+                tenant_id: tenant.id.clone(),
+                kind: request.kind,
+                name: request.name.clone(),
+                group_id: group.as_ref().map(|g| g.id.clone()),
+                cert: CertRecord {
+                    serial: issued.serial.clone(),
+                    public_key: issued.public_key_spki_der.clone(),
+                    key_id: issued.key_id.clone(),
+                    issued_at: issued.not_before,
+                    not_after: issued.not_after,
+                },
+                version: request.version.clone(),
+                registered_by: registrar.actor.clone(),
+            },
+            now,
+        )
+        .await?;
+    control
+        .store
+        .append_audit(
+            &NewAuditEntry {
+                tenant_id: Some(tenant.id.clone()),
+                actor: registrar.actor,
+                action: format!("{}.register", request.kind),
+                target: format!("{}:{}", request.kind, component.id),
+                detail: json!({
+                    "name": component.name,
+                    "serial": issued.serial,
+                    "key_id": issued.key_id,
+                    "group": group.as_ref().map(|g| g.name.clone()),
+                    "not_after": issued.not_after.secs(),
+                }),
+            },
+            now,
+        )
+        .await?;
+    tracing::info!(tenant = %tenant.name, kind = %request.kind, component = %component.id, "component registered");
+    Ok(Json(RegisterResponse {
+        protocol: PROTOCOL_VERSION,
+        component_id,
+        tenant_id: tenant.id.clone(),
+        tenant: tenant.name.clone(),
+        certificate_pem: issued.cert_pem,
+        issuer_pem: ca.cert_pem().to_owned(),
+        control_url: control.config.control_url.clone(),
+        control_ca_pem: control.config.control_ca_pem.clone(),
+        group: group.map(|g| g.name),
+        not_after: issued.not_after.secs(),
+    }))
+}

@@ -1,0 +1,273 @@
+//! Calls to the mTLS control endpoint, authenticated by the component's client
+//! certificate, trusting only the anchors learned at registration (or the
+//! system's, when the control endpoint is publicly trusted).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_pki::{KeyAlg, generate_key, make_csr};
+use postern_proto::control::{
+    self, ConfigVersion, ConnectorConfig, ConnectorConfigRequest, RenewRequest, RenewResponse, RenewalCheck, WhoAmI,
+};
+use postern_proto::{ComponentKind, PROTOCOL_VERSION};
+use postern_time::{SharedClock, UnixTime};
+use rustls::RootCertStore;
+use rustls::time_provider::TimeProvider;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::state::{Enrolment, StateDir};
+use crate::{UplinkError, transport};
+
+/// Deadline of ordinary control calls.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Extra time a configuration watch may take beyond the service's own timeout.
+const WATCH_SLACK: Duration = Duration::from_secs(10);
+
+/// The component's clock as rustls's notion of time (certificate validity is
+/// judged by it, as by the renewal rules).
+#[derive(Debug)]
+struct ClockTime(SharedClock);
+
+impl TimeProvider for ClockTime {
+    fn current_time(&self) -> Option<rustls_pki_types::UnixTime> {
+        let secs = u64::try_from(self.0.now().secs()).ok()?;
+        Some(rustls_pki_types::UnixTime::since_unix_epoch(Duration::from_secs(secs)))
+    }
+}
+
+/// A client of the control endpoint for one registered component.
+pub struct ControlClient {
+    state: StateDir,
+    enrolment: Enrolment,
+    clock: SharedClock,
+    http: reqwest::Client,
+    cert_not_before: UnixTime,
+    cert_not_after: UnixTime,
+}
+
+impl std::fmt::Debug for ControlClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlClient")
+            .field("component", &self.enrolment.component_id)
+            .field("control_url", &self.enrolment.control_url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn tls_config(
+    enrolment: &Enrolment,
+    cert_pem: &str,
+    key_pem: &str,
+    clock: SharedClock,
+) -> Result<rustls::ClientConfig, UplinkError> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| UplinkError::Corrupt(format!("{what}: {e}"));
+    let mut roots = RootCertStore::empty();
+    if enrolment.control_ca_pem.trim().is_empty() {
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+    } else {
+        for cert in CertificateDer::pem_slice_iter(enrolment.control_ca_pem.as_bytes()) {
+            let cert = cert.map_err(|e| bad("control trust anchors", &e))?;
+            roots.add(cert).map_err(|e| bad("control trust anchors", &e))?;
+        }
+    }
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("certificate", &e))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| bad("private key", &e))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_details(provider, Arc::new(ClockTime(clock)))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| UplinkError::Internal(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| bad("key and certificate", &e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+impl ControlClient {
+    /// Loads the registration in `state` and builds the mTLS client. Fails with
+    /// [`UplinkError::CertificateExpired`] when the certificate has expired (the
+    /// component must be registered again).
+    pub fn load(state: StateDir, clock: SharedClock) -> Result<Self, UplinkError> {
+        let (key_pem, cert_pem, enrolment) = state.load()?;
+        let info = postern_pki::cert_info(cert_pem.as_bytes())?;
+        let key = postern_pki::ComponentKey::from_pkcs8_pem(&key_pem)?;
+        if key.public_spki_der() != info.public_key_spki_der {
+            return Err(UplinkError::Corrupt(
+                "the stored key does not match the stored certificate (interrupted renewal?); register again".into(),
+            ));
+        }
+        if info.not_after <= clock.now() {
+            return Err(UplinkError::CertificateExpired(info.not_after.secs()));
+        }
+        let tls = tls_config(&enrolment, &cert_pem, &key_pem, clock.clone())?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(transport)?;
+        Ok(Self {
+            state,
+            enrolment,
+            clock,
+            http,
+            cert_not_before: info.not_before,
+            cert_not_after: info.not_after,
+        })
+    }
+
+    /// What registration stored.
+    pub fn enrolment(&self) -> &Enrolment {
+        &self.enrolment
+    }
+
+    /// Validity of the current certificate.
+    pub fn certificate_validity(&self) -> (UnixTime, UnixTime) {
+        (self.cert_not_before, self.cert_not_after)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.enrolment.control_url.trim_end_matches('/'))
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<T, UplinkError> {
+        let mut request = self.http.request(method, self.url(path)).timeout(timeout);
+        if let Some(b) = body {
+            request = request.json(b);
+        }
+        let response = request.send().await.map_err(transport)?;
+        if !response.status().is_success() {
+            return Err(UplinkError::from_response(response).await);
+        }
+        response.json().await.map_err(transport)
+    }
+
+    /// A request on the mTLS connection to any path of the control endpoint, for
+    /// diagnostics and tests (the typed methods build the right paths).
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, self.url(path)).timeout(CALL_TIMEOUT)
+    }
+
+    /// Who the service thinks this component is.
+    pub async fn whoami(&self) -> Result<WhoAmI, UplinkError> {
+        self.call::<(), _>(reqwest::Method::GET, control::WHOAMI_PATH, None, CALL_TIMEOUT)
+            .await
+    }
+
+    /// Installs a renewed key and certificate: saved first, then used.
+    fn switch_to(&mut self, key_pem: &str, cert_pem: &str) -> Result<(), UplinkError> {
+        self.state.save_credentials(key_pem, cert_pem)?;
+        let reloaded = ControlClient::load(self.state.clone(), self.clock.clone())?;
+        *self = reloaded;
+        Ok(())
+    }
+
+    /// The connector's configuration exchange (CON-2, CON-3). When the certificate
+    /// is due for renewal (older than 180 days, CON-4) or the service asks for it,
+    /// sends a CSR for a fresh key and switches to the renewed certificate.
+    pub async fn connector_config(&mut self, version: &str) -> Result<ConnectorConfig, UplinkError> {
+        if self.enrolment.kind != ComponentKind::Connector {
+            return Err(UplinkError::Internal(
+                "only connectors fetch a connector configuration".into(),
+            ));
+        }
+        let path = control::connector_config_path(&self.enrolment.tenant_id);
+        let due = postern_pki::renewal_due(
+            ComponentKind::Connector,
+            self.cert_not_before,
+            self.cert_not_after,
+            self.clock.now(),
+        );
+        let fresh_key = if due {
+            Some(generate_key(KeyAlg::recommended(ComponentKind::Connector))?)
+        } else {
+            None
+        };
+        let request = ConnectorConfigRequest {
+            protocol: PROTOCOL_VERSION,
+            version: version.to_owned(),
+            csr_pem: fresh_key.as_ref().map(make_csr).transpose()?,
+        };
+        let config: ConnectorConfig = self
+            .call(reqwest::Method::POST, &path, Some(&request), CALL_TIMEOUT)
+            .await?;
+        if let (Some(key), Some(cert)) = (&fresh_key, &config.renewed_certificate_pem) {
+            let info = postern_pki::cert_info(cert.as_bytes())?;
+            if info.public_key_spki_der != key.public_spki_der() {
+                return Err(UplinkError::Internal(
+                    "the renewed certificate certifies another key".into(),
+                ));
+            }
+            self.switch_to(&key.to_pem(), cert)?;
+            tracing::info!(component = %self.enrolment.component_id, "connector certificate renewed");
+        }
+        Ok(config)
+    }
+
+    /// Waits until the connector's configuration version differs from `version`
+    /// (or the service's watch timeout passes) and returns the current version.
+    pub async fn watch_config(&self, version: i64) -> Result<i64, UplinkError> {
+        let path = format!(
+            "{}?version={version}",
+            control::connector_config_watch_path(&self.enrolment.tenant_id)
+        );
+        let answer: ConfigVersion = self
+            .call::<(), _>(reqwest::Method::GET, &path, None, Duration::from_secs(25) + WATCH_SLACK)
+            .await?;
+        Ok(answer.config_version)
+    }
+
+    /// Asks whether the agent should renew now (PTA-7).
+    pub async fn agent_renewal_check(&self) -> Result<RenewalCheck, UplinkError> {
+        let path = control::agent_renewal_check_path(&self.enrolment.tenant_id);
+        self.call::<(), _>(reqwest::Method::POST, &path, None, CALL_TIMEOUT)
+            .await
+    }
+
+    /// Renews the agent's certificate with a fresh key pair (authenticated by the
+    /// current certificate; no admin involved) and switches to it.
+    pub async fn agent_renew(&mut self, key_alg: KeyAlg) -> Result<RenewResponse, UplinkError> {
+        let key = generate_key(key_alg)?;
+        let request = RenewRequest {
+            protocol: PROTOCOL_VERSION,
+            csr_pem: make_csr(&key)?,
+        };
+        let path = control::agent_renew_path(&self.enrolment.tenant_id);
+        let answer: RenewResponse = self
+            .call(reqwest::Method::POST, &path, Some(&request), CALL_TIMEOUT)
+            .await?;
+        let info = postern_pki::cert_info(answer.certificate_pem.as_bytes())?;
+        if info.public_key_spki_der != key.public_spki_der() {
+            return Err(UplinkError::Internal(
+                "the renewed certificate certifies another key".into(),
+            ));
+        }
+        self.switch_to(&key.to_pem(), &answer.certificate_pem)?;
+        tracing::info!(component = %self.enrolment.component_id, "agent certificate renewed");
+        Ok(answer)
+    }
+
+    /// One round of agent upkeep: asks whether to renew and renews if told to.
+    /// Returns when to ask again.
+    pub async fn agent_maintain(&mut self, key_alg: KeyAlg) -> Result<Duration, UplinkError> {
+        let check = self.agent_renewal_check().await?;
+        if check.renew {
+            self.agent_renew(key_alg).await?;
+            return Ok(Duration::from_secs(4 * 3600));
+        }
+        Ok(Duration::from_secs(check.check_again_secs.max(1)))
+    }
+}
