@@ -11,7 +11,7 @@ use axum::{Extension, Json};
 use postern_pki::ClientCertRequest;
 use postern_proto::control::{RenewRequest, RenewResponse, RenewalCheck};
 use postern_proto::{ComponentKind, check_protocol};
-use postern_store::{CertRecord, NewAuditEntry, SerialStatus};
+use postern_store::{NewAuditEntry, SerialStatus};
 use serde_json::json;
 
 use crate::Control;
@@ -100,13 +100,7 @@ pub(crate) async fn renew(
                 "renewal needs a new key pair, not the current key".into(),
             ));
         }
-        let record = CertRecord {
-            serial: issued.serial.clone(),
-            public_key: issued.public_key_spki_der.clone(),
-            key_id: issued.key_id.clone(),
-            issued_at: issued.not_before,
-            not_after: issued.not_after,
-        };
+        let record = crate::cert_record(&issued);
         // No grace period: the old key must stop working at once (PTA-7).
         if !control
             .store

@@ -11,7 +11,7 @@ use postern_proto::control::{
     ConfigVersion, ConnectorConfig, ConnectorConfigRequest, ConnectorTiming, GroupRef, WhoAmI,
 };
 use postern_proto::{ComponentKind, PROTOCOL_VERSION, check_protocol};
-use postern_store::{CertRecord, NewAuditEntry};
+use postern_store::NewAuditEntry;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -94,13 +94,7 @@ pub(crate) async fn config(
                 &ClientCertRequest::new(ComponentKind::Connector, &identity.tenant_id, &identity.component_id),
                 now,
             )?;
-        let record = CertRecord {
-            serial: issued.serial.clone(),
-            public_key: issued.public_key_spki_der.clone(),
-            key_id: issued.key_id.clone(),
-            issued_at: issued.not_before,
-            not_after: issued.not_after,
-        };
+        let record = crate::cert_record(&issued);
         let grace_until = now + control.config.renewal_grace;
         if !control
             .store

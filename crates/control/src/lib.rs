@@ -36,6 +36,17 @@ pub use error::ControlError;
 pub use identity::{ComponentIdentity, PeerCertificate};
 pub use tls::{ControlTls, control_server_config};
 
+/// What the store keeps about a certificate just issued.
+pub(crate) fn cert_record(issued: &postern_pki::IssuedCert) -> postern_store::CertRecord {
+    postern_store::CertRecord {
+        serial: issued.serial.clone(),
+        public_key: issued.public_key_spki_der.clone(),
+        key_id: issued.key_id.clone(),
+        issued_at: issued.not_before,
+        not_after: issued.not_after,
+    }
+}
+
 /// Settings of the control plane.
 #[derive(Clone, Debug)]
 pub struct ControlConfig {

@@ -14,7 +14,7 @@ use axum::http::HeaderMap;
 use postern_pki::ClientCertRequest;
 use postern_proto::registration::{RegisterRequest, RegisterResponse};
 use postern_proto::{ComponentKind, PROTOCOL_VERSION, check_protocol};
-use postern_store::{CertRecord, NewAuditEntry, NewComponent, Role, StoreError, Tenant};
+use postern_store::{NewAuditEntry, NewComponent, Role, StoreError, Tenant};
 use serde_json::json;
 
 use crate::Control;
@@ -171,13 +171,7 @@ pub(crate) async fn register(
                 kind: request.kind,
                 name: request.name.clone(),
                 group_id: group.as_ref().map(|g| g.id.clone()),
-                cert: CertRecord {
-                    serial: issued.serial.clone(),
-                    public_key: issued.public_key_spki_der.clone(),
-                    key_id: issued.key_id.clone(),
-                    issued_at: issued.not_before,
-                    not_after: issued.not_after,
-                },
+                cert: crate::cert_record(&issued),
                 version: request.version.clone(),
                 registered_by: registrar.actor.clone(),
             },

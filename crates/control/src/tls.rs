@@ -4,13 +4,11 @@
 //! server certificate either provided by the operator or issued by the Service CA.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use postern_pki::{CaKind, SERVICE_CERT_VALIDITY};
-use postern_time::SharedClock;
+use postern_time::{RustlsTime, SharedClock};
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
-use rustls::time_provider::TimeProvider;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -36,17 +34,6 @@ pub enum ControlTls {
         /// Trust anchors to hand to components (empty if publicly trusted).
         anchors_pem: String,
     },
-}
-
-/// The service clock as rustls's notion of time.
-#[derive(Debug)]
-struct ServiceClock(SharedClock);
-
-impl TimeProvider for ServiceClock {
-    fn current_time(&self) -> Option<rustls_pki_types::UnixTime> {
-        let secs = u64::try_from(self.0.now().secs()).ok()?;
-        Some(rustls_pki_types::UnixTime::since_unix_epoch(Duration::from_secs(secs)))
-    }
 }
 
 fn tls_error(e: impl std::fmt::Display) -> ControlError {
@@ -92,7 +79,7 @@ pub fn control_server_config(
             (chain, key, anchors_pem.clone())
         }
     };
-    let mut config = rustls::ServerConfig::builder_with_details(provider, Arc::new(ServiceClock(clock)))
+    let mut config = rustls::ServerConfig::builder_with_details(provider, Arc::new(RustlsTime(clock)))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_error)?
         .with_client_cert_verifier(verifier)

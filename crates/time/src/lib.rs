@@ -116,6 +116,20 @@ impl Clock for ManualClock {
     }
 }
 
+/// A [`Clock`] as rustls's source of time, so certificate validity in TLS is
+/// judged by the same clock as the service's own certificate rules.
+#[cfg(feature = "rustls")]
+#[derive(Debug)]
+pub struct RustlsTime(pub SharedClock);
+
+#[cfg(feature = "rustls")]
+impl rustls::time_provider::TimeProvider for RustlsTime {
+    fn current_time(&self) -> Option<rustls_pki_types::UnixTime> {
+        let secs = u64::try_from(self.0.now().secs()).ok()?;
+        Some(rustls_pki_types::UnixTime::since_unix_epoch(Duration::from_secs(secs)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

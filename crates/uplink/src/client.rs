@@ -10,9 +10,8 @@ use postern_proto::control::{
     self, ConfigVersion, ConnectorConfig, ConnectorConfigRequest, RenewRequest, RenewResponse, RenewalCheck, WhoAmI,
 };
 use postern_proto::{ComponentKind, PROTOCOL_VERSION};
-use postern_time::{SharedClock, UnixTime};
+use postern_time::{RustlsTime, SharedClock, UnixTime};
 use rustls::RootCertStore;
-use rustls::time_provider::TimeProvider;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
@@ -25,18 +24,6 @@ use crate::{UplinkError, transport};
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Extra time a configuration watch may take beyond the service's own timeout.
 const WATCH_SLACK: Duration = Duration::from_secs(10);
-
-/// The component's clock as rustls's notion of time (certificate validity is
-/// judged by it, as by the renewal rules).
-#[derive(Debug)]
-struct ClockTime(SharedClock);
-
-impl TimeProvider for ClockTime {
-    fn current_time(&self) -> Option<rustls_pki_types::UnixTime> {
-        let secs = u64::try_from(self.0.now().secs()).ok()?;
-        Some(rustls_pki_types::UnixTime::since_unix_epoch(Duration::from_secs(secs)))
-    }
-}
 
 /// A client of the control endpoint for one registered component.
 pub struct ControlClient {
@@ -80,7 +67,7 @@ fn tls_config(
         .map_err(|e| bad("certificate", &e))?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| bad("private key", &e))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_details(provider, Arc::new(ClockTime(clock)))
+    let mut config = rustls::ClientConfig::builder_with_details(provider, Arc::new(RustlsTime(clock)))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| UplinkError::Internal(e.to_string()))?
         .with_root_certificates(roots)
