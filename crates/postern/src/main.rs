@@ -1,6 +1,7 @@
 //! `postern`: one binary with the roles of the system as subcommands.
 
 mod admin;
+mod component;
 mod logging;
 mod serve;
 
@@ -26,6 +27,17 @@ enum Command {
         #[command(subcommand)]
         command: admin::AdminCommand,
     },
+    /// The connector: carries user requests to internal apps (on-prem, outbound only).
+    Connector {
+        #[command(subcommand)]
+        command: component::ComponentCommand,
+    },
+    /// The pass-through authentication agent: checks passwords against the
+    /// directory (on-prem, outbound only).
+    Agent {
+        #[command(subcommand)]
+        command: component::ComponentCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,6 +55,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Admin { command } => admin::run(command).await,
+            Command::Connector { command } => {
+                logging::init(false);
+                component::run(postern_proto::ComponentKind::Connector, command).await
+            }
+            Command::Agent { command } => {
+                logging::init(false);
+                component::run(postern_proto::ComponentKind::Agent, command).await
+            }
         }
     });
     match result {

@@ -42,7 +42,16 @@ const ENV_KEYS: &[&str] = &[
 
 /// `POSTERN_*` variables that belong to other tools (the CLI, the test harness)
 /// and are not service configuration.
-const ENV_OF_OTHER_TOOLS: &[&str] = &["config", "config_dir", "server", "tenant", "test_postgres"];
+const ENV_OF_OTHER_TOOLS: &[&str] = &[
+    "config",
+    "config_dir",
+    "server",
+    "tenant",
+    "registration_token",
+    "state_dir",
+    "test_postgres",
+    "samba_idle_secs",
+];
 
 /// Names of `POSTERN_*` environment variables that configure nothing: most likely
 /// typos, which must not be silently ignored.

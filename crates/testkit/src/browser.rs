@@ -136,6 +136,9 @@ pub struct Login {
     pub totp_secret: Option<String>,
     /// The time to compute TOTP codes at (the service clock).
     pub now: postern_time::UnixTime,
+    /// A recovery code to answer the second step with instead of TOTP (no need
+    /// to wait for a fresh time step).
+    pub recovery_code: Option<String>,
 }
 
 /// A cookie-keeping HTTP client that does not follow redirects.
@@ -287,6 +290,11 @@ impl Browser {
                 let shown = page.codes().first().cloned().context("no secret shown")?;
                 secret = Some(shown.clone());
                 let code = totp_code(&shown, login.now)?;
+                self.submit(&form, &[("code", &code)]).await?
+            } else if title == "Verify your identity" && login.recovery_code.is_some() {
+                self.submit(&form, &[("action", "recovery")]).await?
+            } else if title == "Use a recovery code" {
+                let code = login.recovery_code.clone().context("no recovery code")?;
                 self.submit(&form, &[("code", &code)]).await?
             } else if form.fields.contains(&"code".to_owned()) {
                 let s = secret

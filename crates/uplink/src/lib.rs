@@ -9,10 +9,12 @@
 //!   agents when the service says so (PTA-7), each with a fresh key.
 #![warn(missing_docs)]
 
+pub mod backoff;
 mod client;
 mod register;
 pub mod state;
 
+pub use backoff::Backoff;
 pub use client::ControlClient;
 pub use register::{Credential, RegisterOptions, register};
 pub use state::{Enrolment, StateDir};

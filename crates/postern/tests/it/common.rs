@@ -34,6 +34,7 @@ pub fn admin_login(svc: &TestService, t: &TenantFixture) -> Login {
         password: t.admin_password.clone(),
         totp_secret: Some(t.admin_totp_secret.clone()),
         now: svc.now(),
+        recovery_code: None,
     }
 }
 
@@ -44,6 +45,7 @@ pub fn login(svc: &TestService, username: &str, password: &str) -> Login {
         password: password.into(),
         totp_secret: None,
         now: svc.now(),
+        recovery_code: None,
     }
 }
 

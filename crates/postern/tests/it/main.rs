@@ -6,6 +6,7 @@
 
 mod admin_cli;
 mod common;
+mod component_cli;
 mod components;
 mod lockout;
 mod mfa;

@@ -85,6 +85,7 @@ async fn enrolment_on_first_need_then_totp_every_time() {
         password: PASSWORD.into(),
         totp_secret: Some(secret.clone()),
         now: svc.now(),
+        recovery_code: None,
     };
     let url = authorize_url(&svc, "acme", "app", REDIRECT, &Pkce::new().challenge, "");
     sign_in_for_code(&Browser::new(), &url, &login).await;

@@ -1,0 +1,334 @@
+//! `postern connector …` and `postern agent …`: registration on the on-prem host
+//! (device-flow sign-in by an administrator, or a registration token for
+//! unattended installs), the runtime's control loop, and status.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use postern_client::{Issuer, PublicClient};
+use postern_keyring::SecretString;
+use postern_pki::KeyAlg;
+use postern_proto::ComponentKind;
+use postern_time::{SharedClock, SystemClock};
+use postern_uplink::{Backoff, ControlClient, Credential, RegisterOptions, StateDir, UplinkError};
+
+/// This software's version, reported to the service.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Scope asked for when an administrator signs in to register a component.
+const REGISTER_SCOPE: &str = "openid postern:admin";
+/// Longest wait for the administrator to approve the sign-in.
+const SIGN_IN_WAIT: Duration = Duration::from_secs(600);
+
+/// Subcommands of `postern connector` and `postern agent`.
+#[derive(clap::Subcommand, Debug)]
+pub enum ComponentCommand {
+    /// Register this host with the service (once, by an administrator).
+    Register(RegisterArgs),
+    /// Run: keep the connection to the service, its configuration and certificate.
+    Run(RunArgs),
+    /// Show what is registered here and whether the service accepts it.
+    Status(StateArgs),
+}
+
+/// Where the component keeps its key, certificate and state.
+#[derive(clap::Args, Debug)]
+pub struct StateArgs {
+    /// State directory (default: /var/lib/postern/<kind>, or
+    /// ~/.local/state/postern/<kind> for a non-root user).
+    #[arg(long, env = "POSTERN_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Flags of `register`.
+#[derive(clap::Args, Debug)]
+pub struct RegisterArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    /// The service's public URL, e.g. https://login.example.com.
+    #[arg(long, env = "POSTERN_SERVER")]
+    server: String,
+    /// Tenant short name (for the administrator's sign-in).
+    #[arg(long, env = "POSTERN_TENANT")]
+    tenant: Option<String>,
+    /// A registration token minted with `postern admin registration-tokens create`
+    /// (unattended installs); without it, an administrator signs in.
+    #[arg(long, env = "POSTERN_REGISTRATION_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Name of this host as the admin console shows it (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Connector group to join (connectors only).
+    #[arg(long)]
+    group: Option<String>,
+    /// PEM file of extra trust anchors for the service's TLS certificate.
+    #[arg(long)]
+    server_ca: Option<PathBuf>,
+    /// RSA key size for agents (2048, 3072 or 4096).
+    #[arg(long, default_value_t = 3072)]
+    rsa_bits: u32,
+    /// Allow running as root (not recommended: run as an unprivileged user).
+    #[arg(long)]
+    allow_root: bool,
+}
+
+/// Flags of `run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    /// Allow running as root (not recommended: SEC-11).
+    #[arg(long)]
+    allow_root: bool,
+}
+
+fn effective_uid_is_root() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // /proc/self belongs to the process's effective user.
+        std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
+fn refuse_root(kind: ComponentKind, allow_root: bool) -> anyhow::Result<()> {
+    if effective_uid_is_root() && !allow_root {
+        bail!(
+            "refusing to run the {kind} as root: run it as an unprivileged user (e.g. `postern`) that owns \
+             its state directory, or pass --allow-root"
+        );
+    }
+    Ok(())
+}
+
+fn state_dir(kind: ComponentKind, args: &StateArgs) -> StateDir {
+    let dir = args.state_dir.clone().unwrap_or_else(|| {
+        if effective_uid_is_root() {
+            PathBuf::from("/var/lib/postern").join(kind.as_str())
+        } else {
+            let base = std::env::var_os("XDG_STATE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+                .unwrap_or_else(|| PathBuf::from("."));
+            base.join("postern").join(kind.as_str())
+        }
+    });
+    StateDir::new(dir)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unnamed-host".into())
+}
+
+/// Runs a component subcommand.
+pub async fn run(kind: ComponentKind, cmd: ComponentCommand) -> anyhow::Result<()> {
+    match cmd {
+        ComponentCommand::Register(args) => register(kind, args).await,
+        ComponentCommand::Run(args) => {
+            refuse_root(kind, args.allow_root)?;
+            let state = state_dir(kind, &args.state);
+            match kind {
+                ComponentKind::Connector => run_connector(state).await,
+                ComponentKind::Agent => run_agent(state).await,
+            }
+        }
+        ComponentCommand::Status(args) => status(kind, state_dir(kind, &args)).await,
+    }
+}
+
+async fn register(kind: ComponentKind, args: RegisterArgs) -> anyhow::Result<()> {
+    refuse_root(kind, args.allow_root)?;
+    if kind == ComponentKind::Agent && args.group.is_some() {
+        bail!("agents do not belong to connector groups");
+    }
+    let key_alg = match kind {
+        ComponentKind::Agent => match args.rsa_bits {
+            2048 | 3072 | 4096 => KeyAlg::Rsa(args.rsa_bits),
+            other => bail!("--rsa-bits must be 2048, 3072 or 4096, not {other}"),
+        },
+        ComponentKind::Connector => KeyAlg::recommended(kind),
+    };
+    let state = state_dir(kind, &args.state);
+    let server_ca_pem = match &args.server_ca {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    let credential = match &args.token {
+        Some(t) => Credential::RegistrationToken(SecretString::from(t.as_str())),
+        None => {
+            let tenant = args
+                .tenant
+                .as_deref()
+                .context("give --tenant (for an administrator's sign-in) or --token")?;
+            let client = PublicClient::new(
+                Issuer::new(&args.server, tenant)?,
+                postern_sts::CLI_CLIENT_ID,
+                Duration::from_secs(30),
+            )?;
+            let authorization = client.start_device_authorization(REGISTER_SCOPE).await?;
+            eprintln!(
+                "\nAn administrator must approve this {kind}:\n  open {}\n  and check the code {}\n",
+                authorization.verification_url(),
+                authorization.user_code
+            );
+            let tokens = client.wait_for_device_tokens(&authorization, SIGN_IN_WAIT).await?;
+            Credential::AccessToken(tokens.access_token)
+        }
+    };
+    let options = RegisterOptions {
+        server_url: args.server.clone(),
+        kind,
+        credential,
+        name: args.name.clone().unwrap_or_else(host_name),
+        version: VERSION.into(),
+        group: args.group.clone(),
+        key_alg,
+        server_ca_pem,
+    };
+    let enrolment = postern_uplink::register(&options, &state).await?;
+    eprintln!(
+        "Registered {kind} {} in tenant {} (state in {}).\nStart it with: postern {kind} run --state-dir {}",
+        enrolment.component_id,
+        enrolment.tenant,
+        state.path().display(),
+        state.path().display()
+    );
+    Ok(())
+}
+
+fn load(state: StateDir, clock: SharedClock) -> anyhow::Result<ControlClient> {
+    ControlClient::load(state, clock).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// The connector's control loop: configuration at start (CON-2), then a
+/// watch for changes plus a periodic refresh (CON-3), renewing the certificate in
+/// the exchange when due (CON-4). The tunnel comes with the application proxy.
+async fn run_connector(state: StateDir) -> anyhow::Result<()> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let mut client = load(state, clock)?;
+    let mut backoff = Backoff::try_new(Duration::from_secs(1), Duration::from_secs(60))?;
+    loop {
+        let config = match client.connector_config(VERSION).await {
+            Ok(c) => {
+                backoff.reset();
+                c
+            }
+            Err(e) if e.needs_registration() => return Err(e.into()),
+            Err(e) => {
+                let wait = backoff.next_delay();
+                tracing::warn!(error = %e, ?wait, "configuration exchange failed; retrying");
+                if wait_or_stop(wait).await {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        tracing::info!(version = config.config_version, group = %config.group.name, "configuration loaded");
+        let refresh = Duration::from_secs(config.timing.refresh_secs.max(10));
+        let watch = async {
+            loop {
+                match client.watch_config(config.config_version).await {
+                    Ok(v) if v != config.config_version => return Ok(()),
+                    Ok(_) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        tokio::select! {
+            r = watch => {
+                if let Err(e) = r {
+                    if e.needs_registration() { return Err(e.into()); }
+                    tracing::warn!(error = %e, "configuration watch failed");
+                    if wait_or_stop(backoff.next_delay()).await { return Ok(()); }
+                }
+            }
+            _ = tokio::time::sleep(refresh) => {}
+            _ = shutdown() => return Ok(()),
+        }
+    }
+}
+
+/// The agent's control loop: trust renewal when the service says so (PTA-7).
+/// Password validation comes with pass-through authentication.
+async fn run_agent(state: StateDir) -> anyhow::Result<()> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let mut client = load(state, clock)?;
+    let mut backoff = Backoff::try_new(Duration::from_secs(1), Duration::from_secs(300))?;
+    loop {
+        let wait = match client.agent_maintain(KeyAlg::Rsa(3072)).await {
+            Ok(next) => {
+                backoff.reset();
+                next.min(Duration::from_secs(4 * 3600))
+            }
+            Err(e) if e.needs_registration() => return Err(e.into()),
+            Err(e) => {
+                let wait = backoff.next_delay();
+                tracing::warn!(error = %e, ?wait, "renewal check failed; retrying");
+                wait
+            }
+        };
+        if wait_or_stop(wait).await {
+            return Ok(());
+        }
+    }
+}
+
+/// Sleeps `d`; true if a shutdown signal came first.
+async fn wait_or_stop(d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = shutdown() => true,
+    }
+}
+
+async fn shutdown() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn status(kind: ComponentKind, state: StateDir) -> anyhow::Result<()> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let client = match ControlClient::load(state.clone(), clock) {
+        Ok(c) => c,
+        Err(e @ UplinkError::CertificateExpired(_)) => bail!("{e}"),
+        Err(e) => return Err(e.into()),
+    };
+    let (not_before, not_after) = client.certificate_validity();
+    let e = client.enrolment();
+    let service = match client.whoami().await {
+        Ok(w) => format!("accepted (serial {})", w.serial),
+        Err(err) => format!("not accepted: {err}"),
+    };
+    let report = serde_json::json!({
+        "kind": kind.as_str(),
+        "component_id": e.component_id,
+        "tenant": e.tenant,
+        "control_url": e.control_url,
+        "certificate": { "not_before": not_before.secs(), "not_after": not_after.secs() },
+        "service": service,
+        "state_dir": state.path().display().to_string(),
+    });
+    let text = serde_json::to_string_pretty(&report)?;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    Ok(())
+}
