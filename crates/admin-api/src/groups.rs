@@ -10,14 +10,12 @@ use serde_json::json;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::input::{Body, Problems, check_text};
+use crate::input::{Body, Problems, check_description, check_text};
 use crate::views;
 use crate::wire::{CreateGroup, GroupView, UserView};
 
 /// Longest group name.
 const MAX_NAME: usize = 100;
-/// Longest description.
-const MAX_DESCRIPTION: usize = 1000;
 
 /// `GET /api/v1/groups`.
 pub(crate) async fn list(State(sts): State<Arc<Sts>>, caller: Caller) -> Result<Json<Vec<GroupView>>, ApiError> {
@@ -33,10 +31,7 @@ pub(crate) async fn create(
 ) -> Result<(StatusCode, Json<GroupView>), ApiError> {
     let mut problems = Problems::new();
     let name = check_text(&mut problems, "name", &req.name, MAX_NAME);
-    let description = req.description.trim().to_owned();
-    if description.chars().count() > MAX_DESCRIPTION {
-        problems.add(format!("description must be at most {MAX_DESCRIPTION} characters."));
-    }
+    let description = check_description(&mut problems, &req.description);
     problems.finish()?;
     let group = sts
         .store()

@@ -109,6 +109,19 @@ pub(crate) fn check_text(problems: &mut Problems, what: &str, value: &str, max: 
     value.to_owned()
 }
 
+/// Trims a free-text description and checks it is at most
+/// [`MAX_DESCRIPTION`] characters (empty is fine).
+pub(crate) fn check_description(problems: &mut Problems, value: &str) -> String {
+    let value = value.trim();
+    if value.chars().count() > MAX_DESCRIPTION {
+        problems.add(format!("description must be at most {MAX_DESCRIPTION} characters."));
+    }
+    value.to_owned()
+}
+
+/// Longest description of a group.
+const MAX_DESCRIPTION: usize = 1000;
+
 /// A page size: `limit` in 1..=1000, default 100.
 pub(crate) fn page_limit(problems: &mut Problems, limit: Option<i64>) -> i64 {
     let limit = limit.unwrap_or(DEFAULT_PAGE);

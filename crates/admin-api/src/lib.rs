@@ -16,12 +16,15 @@
 
 mod auth;
 mod clients;
+mod components;
+mod connector_groups;
 mod domains;
 mod error;
 mod groups;
 mod input;
 mod logs;
 mod me;
+mod registration_tokens;
 mod roles;
 mod routes;
 mod system;

@@ -14,15 +14,20 @@ use postern_store::Role;
 use postern_sts::Sts;
 
 use crate::error::ApiError;
-use crate::{auth, clients, domains, groups, logs, me, roles, system, tenants, users};
+use crate::{
+    auth, clients, components, connector_groups, domains, groups, logs, me, registration_tokens, roles, system,
+    tenants, users,
+};
 
 /// Who may call a route. Roles count "or higher" ([`Role::satisfies`]): a
 /// global administrator passes every role check of its tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// Any administrative role of the caller's tenant. Only `GET /api/v1/me`
-    /// uses it: a user without any role has nothing to do here, and the 403
-    /// tells them so.
+    /// Any administrative role of the caller's tenant. `GET /api/v1/me` uses
+    /// it (a user without any role has nothing to do here, and the 403 tells
+    /// them so), and so does `POST /api/v1/registration-tokens`, whose handler
+    /// then requires the role the requested kind of component needs: the
+    /// lower bound is here, the rest depends on the body.
     AnyRole,
     /// The given role or one that grants it.
     Role(Role),
@@ -176,6 +181,45 @@ static ROUTES: &[RouteSpec] = &[
     route(Get, "/api/v1/clients/{client_id}", APP_ADMIN, |m| on(m, clients::show)),
     route(Delete, "/api/v1/clients/{client_id}", APP_ADMIN, |m| {
         on(m, clients::delete)
+    }),
+    // On-prem components: connectors for application administrators, agents
+    // for hybrid identity administrators.
+    route(Get, "/api/v1/connectors", APP_ADMIN, |m| {
+        on(m, components::list_connectors)
+    }),
+    route(Get, "/api/v1/connectors/{id}", APP_ADMIN, |m| {
+        on(m, components::show_connector)
+    }),
+    route(Delete, "/api/v1/connectors/{id}", APP_ADMIN, |m| {
+        on(m, components::delete_connector)
+    }),
+    route(Put, "/api/v1/connectors/{id}/group", APP_ADMIN, |m| {
+        on(m, components::move_connector)
+    }),
+    route(Get, "/api/v1/agents", HYBRID_ADMIN, |m| on(m, components::list_agents)),
+    route(Get, "/api/v1/agents/{id}", HYBRID_ADMIN, |m| {
+        on(m, components::show_agent)
+    }),
+    route(Delete, "/api/v1/agents/{id}", HYBRID_ADMIN, |m| {
+        on(m, components::delete_agent)
+    }),
+    route(Get, "/api/v1/connector-groups", APP_ADMIN, |m| {
+        on(m, connector_groups::list)
+    }),
+    route(Post, "/api/v1/connector-groups", APP_ADMIN, |m| {
+        on(m, connector_groups::create)
+    }),
+    route(Get, "/api/v1/connector-groups/{id}", APP_ADMIN, |m| {
+        on(m, connector_groups::show)
+    }),
+    route(Delete, "/api/v1/connector-groups/{id}", APP_ADMIN, |m| {
+        on(m, connector_groups::delete)
+    }),
+    // The role depends on the kind of component in the body: checked by the
+    // handler (connectors: application administrator, agents: hybrid identity
+    // administrator).
+    route(Post, "/api/v1/registration-tokens", Access::AnyRole, |m| {
+        on(m, registration_tokens::create)
     }),
     // Logs.
     route(Get, "/api/v1/signins", GLOBAL_ADMIN, |m| on(m, logs::signins)),

@@ -1,12 +1,21 @@
 //! Store records turned into wire views: the one place that decides what of a
-//! record leaves the service. Password hashes, sealed TOTP seeds and secret
-//! digests stay behind; only whether they exist is shown.
+//! record leaves the service. Password hashes, sealed TOTP seeds, secret
+//! digests and keys stay behind; only whether they exist is shown.
 
-use postern_store::{AuditEntry, Domain, Group, OAuthClient, SigninEvent, Tenant, User};
+use std::time::Duration;
+
+use postern_store::{
+    AuditEntry, Component, ComponentKind, ConnectorGroup, Domain, Group, OAuthClient, SigninEvent, Tenant, User,
+};
+use postern_time::UnixTime;
 
 use crate::wire::{
-    AuditView, ClientType, ClientView, DOMAIN_TXT_PREFIX, DomainView, GroupView, SigninView, TenantView, UserView,
+    AuditView, ClientType, ClientView, ComponentStatus, ComponentView, ConnectorGroupView, DOMAIN_TXT_PREFIX,
+    DomainView, GroupRef, GroupView, SigninView, TenantView, UserView,
 };
+
+/// How long after its last call a component still counts as active.
+pub(crate) const ACTIVE_WITHIN: Duration = Duration::from_secs(5 * 60);
 
 impl From<&User> for UserView {
     fn from(u: &User) -> Self {
@@ -116,7 +125,118 @@ impl From<&AuditEntry> for AuditView {
     }
 }
 
+impl From<&ConnectorGroup> for GroupRef {
+    fn from(g: &ConnectorGroup) -> Self {
+        GroupRef {
+            id: g.id.clone(),
+            name: g.name.clone(),
+        }
+    }
+}
+
+/// A connector group with the number of its connectors.
+pub(crate) fn connector_group(g: &ConnectorGroup, connector_count: usize) -> ConnectorGroupView {
+    ConnectorGroupView {
+        id: g.id.clone(),
+        name: g.name.clone(),
+        description: g.description.clone(),
+        is_default: g.is_default,
+        config_version: g.config_version,
+        connector_count,
+        created_at: g.created_at,
+    }
+}
+
+/// A component as it stands at `now` (the service's clock), with its connector
+/// group (connectors). Its public key stays behind; an agent's key ID is shown.
+pub(crate) fn component(c: &Component, group: Option<&ConnectorGroup>, now: UnixTime) -> ComponentView {
+    let active = c.last_seen_at.is_some_and(|seen| now.since(seen) <= ACTIVE_WITHIN);
+    ComponentView {
+        id: c.id.clone(),
+        kind: c.kind,
+        name: c.name.clone(),
+        group: group.map(GroupRef::from),
+        key_id: (c.kind == ComponentKind::Agent).then(|| c.key_id.clone()),
+        version: c.version.clone(),
+        status: if active {
+            ComponentStatus::Active
+        } else {
+            ComponentStatus::Inactive
+        },
+        last_seen_at: c.last_seen_at,
+        last_seen_ip: c.last_seen_ip.clone(),
+        serial: c.serial.clone(),
+        cert_issued_at: c.cert_issued_at,
+        cert_not_after: c.not_after,
+        renewal_due: postern_pki::renewal_due(c.kind, c.cert_issued_at, c.not_after, now),
+        registered_at: c.registered_at,
+        registered_by: c.registered_by.clone(),
+    }
+}
+
 /// Converts a list of records.
 pub(crate) fn all<'a, R: 'a, V: From<&'a R>>(records: &'a [R]) -> Vec<V> {
     records.iter().map(V::from).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use postern_pki::RENEW_BEFORE_EXPIRY;
+
+    use super::*;
+
+    fn component(kind: ComponentKind, last_seen_at: Option<UnixTime>) -> Component {
+        Component {
+            id: "c1".into(),
+            tenant_id: "t1".into(),
+            kind,
+            name: "host".into(),
+            group_id: None,
+            serial: "0a".into(),
+            previous_serial: None,
+            previous_valid_until: None,
+            public_key: vec![1, 2, 3],
+            key_id: "k1".into(),
+            cert_issued_at: UnixTime::from_secs(1_000),
+            not_after: UnixTime::from_secs(1_000) + RENEW_BEFORE_EXPIRY * 4,
+            version: "1.0".into(),
+            registered_by: "user:u1".into(),
+            registered_at: UnixTime::from_secs(1_000),
+            last_seen_at,
+            last_seen_ip: None,
+        }
+    }
+
+    #[test]
+    fn status_is_active_within_five_minutes_of_the_last_call() {
+        let seen = UnixTime::from_secs(2_000);
+        let c = component(ComponentKind::Connector, Some(seen));
+        assert_eq!(super::component(&c, None, seen).status, ComponentStatus::Active);
+        assert_eq!(
+            super::component(&c, None, seen + ACTIVE_WITHIN).status,
+            ComponentStatus::Active
+        );
+        assert_eq!(
+            super::component(&c, None, seen + ACTIVE_WITHIN + Duration::from_secs(1)).status,
+            ComponentStatus::Inactive
+        );
+        let never = component(ComponentKind::Connector, None);
+        assert_eq!(super::component(&never, None, seen).status, ComponentStatus::Inactive);
+    }
+
+    #[test]
+    fn agents_show_their_key_id_and_renewal_follows_pki() {
+        let agent = component(ComponentKind::Agent, None);
+        let view = super::component(&agent, None, UnixTime::from_secs(2_000));
+        assert_eq!(view.key_id.as_deref(), Some("k1"));
+        assert!(!view.renewal_due);
+        let late = agent.not_after - RENEW_BEFORE_EXPIRY;
+        assert!(super::component(&agent, None, late).renewal_due);
+        let connector = component(ComponentKind::Connector, None);
+        assert_eq!(
+            super::component(&connector, None, UnixTime::from_secs(2_000)).key_id,
+            None
+        );
+        assert!(!serde_json::to_string(&view).unwrap().contains("public_key"));
+    }
 }

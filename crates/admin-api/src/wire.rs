@@ -1,15 +1,16 @@
 //! The JSON wire format of the admin API: one definition of each request and
 //! response body, used by the server (this crate) and by `postern-client`.
 //!
-//! Nothing here carries a password hash, a sealed TOTP seed or a secret digest:
-//! store records are converted into these views before they leave the service.
-//! Request bodies refuse unknown fields, so a typo is an error rather than a
-//! silently ignored setting. Secrets sent by a client (passwords) and the one
-//! secret the service returns (a new client secret, once) are [`SecretString`]s
-//! so they never appear in `Debug` output.
+//! Nothing here carries a password hash, a sealed TOTP seed, a secret digest
+//! or key material: store records are converted into these views before they
+//! leave the service. Request bodies refuse unknown fields, so a typo is an
+//! error rather than a silently ignored setting. Secrets sent by a client
+//! (passwords) and the secrets the service returns (a new client secret, a new
+//! registration token, once each) are [`SecretString`]s so they never appear in
+//! `Debug` output.
 
 use postern_keyring::SecretString;
-use postern_store::{DomainAuthMode, Role, SigninOutcome, UserSource};
+use postern_store::{ComponentKind, DomainAuthMode, Role, SigninOutcome, UserSource};
 use postern_time::UnixTime;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -362,6 +363,158 @@ pub struct ClientCreated {
     /// store it now, it cannot be shown again.
     #[serde(default, serialize_with = "serialize_optional_secret")]
     pub client_secret: Option<SecretString>,
+}
+
+// ---- on-prem components --------------------------------------------------------
+
+/// Prefix of registration tokens, so that secret scanners recognise them
+/// (`ptr_` and 43 URL-safe base64 characters).
+pub const REGISTRATION_TOKEN_PREFIX: &str = "ptr_";
+
+/// Whether a component has called the service lately.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentStatus {
+    /// Seen within the last five minutes (by the service's clock).
+    Active,
+    /// Not seen for longer, or never.
+    Inactive,
+}
+
+/// A connector group, by ID and name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRef {
+    /// Identifier.
+    pub id: String,
+    /// Name.
+    pub name: String,
+}
+
+/// A registered connector or agent: what it reported, its certificate and its
+/// status. No key material: the certificate is named by its serial.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentView {
+    /// Identifier (bound into its certificate).
+    pub id: String,
+    /// Connector or agent.
+    pub kind: ComponentKind,
+    /// Host name it reported.
+    pub name: String,
+    /// Its connector group (connectors only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupRef>,
+    /// Identifier of its public key, which the STS tags password ciphertexts
+    /// with (agents only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Software version it reported.
+    pub version: String,
+    /// `active` if it called within the last five minutes, else `inactive`.
+    pub status: ComponentStatus,
+    /// When it last called the service.
+    pub last_seen_at: Option<UnixTime>,
+    /// From which address.
+    pub last_seen_ip: Option<String>,
+    /// Serial of its current certificate (lowercase hex).
+    pub serial: String,
+    /// When that certificate was issued.
+    pub cert_issued_at: UnixTime,
+    /// When it expires.
+    pub cert_not_after: UnixTime,
+    /// Whether the component should renew the certificate now (it does so by
+    /// itself on its next exchange with the service).
+    pub renewal_due: bool,
+    /// When it was registered.
+    pub registered_at: UnixTime,
+    /// By whom (`user:<id>`, or the registration token used).
+    pub registered_by: String,
+}
+
+/// `PUT /api/v1/connectors/{id}/group`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveConnector {
+    /// The connector group to move to, by name or ID.
+    pub group: String,
+}
+
+/// A connector group with the number of its connectors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectorGroupView {
+    /// Identifier.
+    pub id: String,
+    /// Unique name within the tenant.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// New connectors join the default group unless told otherwise; it cannot
+    /// be deleted.
+    pub is_default: bool,
+    /// Version of the configuration its connectors run with.
+    pub config_version: i64,
+    /// How many connectors it has.
+    pub connector_count: usize,
+    /// When it was created.
+    pub created_at: UnixTime,
+}
+
+/// `GET /api/v1/connector-groups/{id}`: a group with its connectors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectorGroupDetail {
+    /// The group.
+    #[serde(flatten)]
+    pub group: ConnectorGroupView,
+    /// Its connectors.
+    pub connectors: Vec<ComponentView>,
+}
+
+/// `POST /api/v1/connector-groups`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConnectorGroup {
+    /// Unique name: 1–64 letters, digits, spaces, dashes, underscores or dots.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// `POST /api/v1/registration-tokens`: a token for unattended installs of
+/// connectors (application administrators) or agents (hybrid identity
+/// administrators).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRegistrationToken {
+    /// What it may register.
+    pub kind: ComponentKind,
+    /// Connector tokens only: the group (name or ID) the connectors join
+    /// (default: the tenant's default group at registration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Lifetime in seconds, 60–86400 (default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<i64>,
+    /// How many registrations it allows, 1–100 (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<i64>,
+}
+
+/// Response to [`CreateRegistrationToken`]: the only time the token is shown.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegistrationTokenCreated {
+    /// The token, `ptr_…`. The service keeps only its digest: hand it to the
+    /// installer now, it cannot be shown again.
+    #[serde(serialize_with = "serialize_secret")]
+    pub token: SecretString,
+    /// What it may register.
+    pub kind: ComponentKind,
+    /// The group new connectors join, when one was named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupRef>,
+    /// When it stops working.
+    pub expires_at: UnixTime,
+    /// How many registrations it allows.
+    pub uses: i64,
 }
 
 // ---- logs ---------------------------------------------------------------------

@@ -12,7 +12,10 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use postern_admin_api::{Access, routes};
 use postern_keyring::Keyring;
 use postern_store::testing::TestDatabase;
-use postern_store::{Backend, NewUser, Role, SigninEvent, SigninOutcome, Tenant, User};
+use postern_store::{
+    Backend, CertRecord, Component, ComponentKind, NewComponent, NewUser, Role, SigninEvent, SigninOutcome, Tenant,
+    User,
+};
 use postern_sts::{NewTenantRequest, Sts, StsConfig};
 use postern_time::ManualClock;
 use serde_json::{Value, json};
@@ -20,6 +23,8 @@ use tower::ServiceExt;
 
 /// Password of every administrator the fixture creates.
 const ADMIN_PASSWORD: &str = "fixture operator passphrase";
+/// Seconds in a day.
+const DAY: u64 = 86_400;
 
 /// A service with two tenants: `ops` (the system tenant) and `acme`, each with
 /// a global administrator.
@@ -136,8 +141,41 @@ impl Fixture {
         self.call(Method::PUT, path, Some(token), None).await
     }
 
+    async fn put_json(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::PUT, path, Some(token), Some(body)).await
+    }
+
     async fn delete(&self, path: &str, token: &str) -> Reply {
         self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// A connector (in the tenant's default group) or agent registered
+    /// directly in the store, with a certificate valid for a year.
+    async fn component(&self, tenant: &Tenant, kind: ComponentKind, name: &str) -> Component {
+        let store = self.sts.store();
+        let now = self.sts.now();
+        let group_id = match kind {
+            ComponentKind::Connector => Some(store.default_connector_group(&tenant.id, now).await.unwrap().id),
+            ComponentKind::Agent => None,
+        };
+        let serial = uuid::Uuid::new_v4().simple().to_string();
+        let new = NewComponent {
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant_id: tenant.id.clone(),
+            kind,
+            name: name.into(),
+            group_id,
+            cert: CertRecord {
+                key_id: format!("key-{}", &serial[..8]),
+                serial,
+                public_key: b"not really a public key".to_vec(),
+                issued_at: now,
+                not_after: now + Duration::from_secs(365 * DAY),
+            },
+            version: "0.1.0".into(),
+            registered_by: "test".into(),
+        };
+        store.register_component(&new, now).await.unwrap()
     }
 
     /// Asserts that no response so far carried a password hash, a TOTP seed
@@ -320,6 +358,18 @@ GET /api/v1/clients application_administrator
 POST /api/v1/clients application_administrator
 GET /api/v1/clients/{client_id} application_administrator
 DELETE /api/v1/clients/{client_id} application_administrator
+GET /api/v1/connectors application_administrator
+GET /api/v1/connectors/{id} application_administrator
+DELETE /api/v1/connectors/{id} application_administrator
+PUT /api/v1/connectors/{id}/group application_administrator
+GET /api/v1/agents hybrid_identity_administrator
+GET /api/v1/agents/{id} hybrid_identity_administrator
+DELETE /api/v1/agents/{id} hybrid_identity_administrator
+GET /api/v1/connector-groups application_administrator
+POST /api/v1/connector-groups application_administrator
+GET /api/v1/connector-groups/{id} application_administrator
+DELETE /api/v1/connector-groups/{id} application_administrator
+POST /api/v1/registration-tokens any role
 GET /api/v1/signins global_administrator
 GET /api/v1/audit global_administrator
 GET /api/v1/audit/verify operator
@@ -1162,6 +1212,518 @@ async fn client_secret_is_shown_once_and_stored_as_a_digest() {
 
 fn uuid_like(s: &str) -> bool {
     s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
+}
+
+// ---- on-prem components -------------------------------------------------------
+
+#[tokio::test]
+async fn connectors_are_for_application_and_agents_for_hybrid_identity_administrators() {
+    let f = Fixture::new(Backend::Sqlite).await;
+    let connector = f
+        .component(&f.acme, ComponentKind::Connector, "gw1.acme.internal")
+        .await;
+    let agent = f.component(&f.acme, ComponentKind::Agent, "dc1.acme.internal").await;
+    let app = f
+        .user_with(&f.acme, "app@acme.test", &[Role::ApplicationAdministrator])
+        .await;
+    let app = f.token(&f.acme, &app).await;
+    let hybrid = f
+        .user_with(&f.acme, "hyb@acme.test", &[Role::HybridIdentityAdministrator])
+        .await;
+    let hybrid = f.token(&f.acme, &hybrid).await;
+    let global = f.token(&f.acme, &f.acme_admin).await;
+    let c = format!("/api/v1/connectors/{}", connector.id);
+    let a = format!("/api/v1/agents/{}", agent.id);
+
+    // The application administrator manages connectors and their groups...
+    let r = f.get("/api/v1/connectors", &app).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json.as_array().unwrap().len(), 1);
+    let r = f.get(&c, &app).await;
+    assert_eq!(r.json["name"], "gw1.acme.internal");
+    assert_eq!(r.json["kind"], "connector");
+    assert_eq!(r.json["group"]["name"], "Default");
+    assert_eq!(r.json["serial"], connector.serial.as_str());
+    assert_eq!(r.json["cert_not_after"], connector.not_after.secs());
+    assert_eq!(r.json.get("key_id"), None);
+    assert_eq!(f.get("/api/v1/connector-groups", &app).await.status, StatusCode::OK);
+    let r = f.post("/api/v1/connector-groups", &app, json!({ "name": "dmz" })).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let r = f
+        .post("/api/v1/registration-tokens", &app, json!({ "kind": "connector" }))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    // ...but not agents, nor tokens that register them (the role is checked
+    // before the rest of the body).
+    for r in [
+        f.get("/api/v1/agents", &app).await,
+        f.get(&a, &app).await,
+        f.delete(&a, &app).await,
+        f.post("/api/v1/registration-tokens", &app, json!({ "kind": "agent" }))
+            .await,
+        f.post(
+            "/api/v1/registration-tokens",
+            &app,
+            json!({ "kind": "agent", "ttl_secs": 0 }),
+        )
+        .await,
+    ] {
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.json);
+        assert_eq!(r.error(), "forbidden");
+    }
+    // An agent is not a connector.
+    let r = f.get(&format!("/api/v1/connectors/{}", agent.id), &app).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = f.delete(&format!("/api/v1/connectors/{}", agent.id), &app).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // The hybrid identity administrator: the reverse.
+    let r = f.get("/api/v1/agents", &hybrid).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json.as_array().unwrap().len(), 1);
+    let r = f.get(&a, &hybrid).await;
+    assert_eq!(r.json["key_id"], agent.key_id.as_str());
+    assert_eq!(r.json.get("group"), None);
+    let r = f
+        .post("/api/v1/registration-tokens", &hybrid, json!({ "kind": "agent" }))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    for r in [
+        f.get("/api/v1/connectors", &hybrid).await,
+        f.get(&c, &hybrid).await,
+        f.delete(&c, &hybrid).await,
+        f.put_json(&format!("{c}/group"), &hybrid, json!({ "group": "dmz" }))
+            .await,
+        f.get("/api/v1/connector-groups", &hybrid).await,
+        f.post("/api/v1/connector-groups", &hybrid, json!({ "name": "mine" }))
+            .await,
+        f.post("/api/v1/registration-tokens", &hybrid, json!({ "kind": "connector" }))
+            .await,
+    ] {
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.json);
+    }
+    assert_eq!(
+        f.get(&format!("/api/v1/agents/{}", connector.id), &hybrid).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // A global administrator may do both.
+    for kind in ["connector", "agent"] {
+        let r = f
+            .post("/api/v1/registration-tokens", &global, json!({ "kind": kind }))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{kind}: {}", r.json);
+    }
+    assert_eq!(f.get(&a, &global).await.status, StatusCode::OK);
+    assert_eq!(f.get(&c, &global).await.status, StatusCode::OK);
+    f.assert_no_secrets(&["not really a public key"]);
+}
+
+#[tokio::test]
+async fn component_status_follows_the_service_clock() {
+    let f = Fixture::new(Backend::Sqlite).await;
+    let connector = f.component(&f.acme, ComponentKind::Connector, "gw1").await;
+    let c = format!("/api/v1/connectors/{}", connector.id);
+    let token = f.token(&f.acme, &f.acme_admin).await;
+    let r = f.get(&c, &token).await;
+    assert_eq!(r.json["status"], "inactive", "never seen");
+    assert_eq!(r.json["last_seen_at"], Value::Null);
+    assert_eq!(r.json["renewal_due"], false);
+
+    f.sts
+        .store()
+        .touch_component(&connector.id, "192.0.2.7", Some("0.2.0"), f.sts.now())
+        .await
+        .unwrap();
+    let r = f.get(&c, &token).await;
+    assert_eq!(r.json["status"], "active");
+    assert_eq!(r.json["last_seen_ip"], "192.0.2.7");
+    assert_eq!(r.json["version"], "0.2.0");
+    f.clock.advance(Duration::from_secs(5 * 60));
+    assert_eq!(f.get(&c, &token).await.json["status"], "active");
+    f.clock.advance(Duration::from_secs(1));
+    assert_eq!(f.get(&c, &token).await.json["status"], "inactive");
+
+    // A connector renews once its certificate is 180 days old.
+    f.clock.advance(Duration::from_secs(180 * DAY));
+    let token = f.token(&f.acme, &f.acme_admin).await;
+    let listed = f.get("/api/v1/connectors", &token).await.json;
+    assert_eq!(listed[0]["renewal_due"], true);
+    assert_eq!(listed[0]["status"], "inactive");
+}
+
+#[tokio::test]
+async fn deleting_a_component_revokes_its_certificate_at_once() {
+    let f = Fixture::new(Backend::Sqlite).await;
+    let token = f.token(&f.acme, &f.acme_admin).await;
+    let store = f.sts.store();
+    for (kind, route, ca) in [
+        (ComponentKind::Connector, "connectors", "connectors"),
+        (ComponentKind::Agent, "agents", "agents"),
+    ] {
+        let component = f.component(&f.acme, kind, "host").await;
+        let path = format!("/api/v1/{route}/{}", component.id);
+        assert!(
+            store
+                .component_by_serial(&component.serial, f.sts.now())
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let r = f.delete(&path, &token).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.json);
+
+        // The very next mTLS request presenting this serial finds nothing...
+        assert!(
+            store
+                .component_by_serial(&component.serial, f.sts.now())
+                .await
+                .unwrap()
+                .is_none(),
+            "{kind}"
+        );
+        // ...and the CA's next revocation list names it.
+        let revoked = store.revoked_certificates(ca, f.sts.now()).await.unwrap();
+        let entry = revoked.iter().find(|r| r.serial == component.serial).unwrap();
+        assert_eq!(entry.reason, "removed");
+        assert_eq!(f.get(&path, &token).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(f.delete(&path, &token).await.status, StatusCode::NOT_FOUND);
+    }
+    let audit = f.get("/api/v1/audit?limit=1000", &token).await.json;
+    let deletes: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"].as_str().unwrap().ends_with(".delete"))
+        .collect();
+    assert_eq!(deletes.len(), 2);
+    assert_eq!(deletes[0]["action"], "connector.delete");
+    assert_eq!(deletes[1]["action"], "agent.delete");
+    assert_eq!(deletes[1]["detail"]["reason"], "removed");
+    assert_eq!(deletes[1]["detail"]["revoked_serials"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn connector_groups_and_moves() {
+    let f = Fixture::new(Backend::Sqlite).await;
+    let token = f.token(&f.acme, &f.acme_admin).await;
+    let connector = f.component(&f.acme, ComponentKind::Connector, "gw1").await;
+    let c = format!("/api/v1/connectors/{}", connector.id);
+
+    let groups = f.get("/api/v1/connector-groups", &token).await.json;
+    assert_eq!(groups.as_array().unwrap().len(), 1);
+    assert_eq!(groups[0]["name"], "Default");
+    assert_eq!(groups[0]["is_default"], true);
+    assert_eq!(groups[0]["connector_count"], 1);
+    let default = format!("/api/v1/connector-groups/{}", groups[0]["id"].as_str().unwrap());
+    let default_version = groups[0]["config_version"].as_i64().unwrap();
+
+    let r = f
+        .post(
+            "/api/v1/connector-groups",
+            &token,
+            json!({ "name": " DMZ west ", "description": "second site" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    assert_eq!(r.json["name"], "DMZ west");
+    assert_eq!(r.json["is_default"], false);
+    assert_eq!(r.json["connector_count"], 0);
+    let dmz_id = r.json["id"].as_str().unwrap().to_owned();
+    let dmz = format!("/api/v1/connector-groups/{dmz_id}");
+    let r = f
+        .post("/api/v1/connector-groups", &token, json!({ "name": "DMZ west" }))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let r = f
+        .post(
+            "/api/v1/connector-groups",
+            &token,
+            json!({ "name": "a/b", "description": "x".repeat(1001) }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json["problems"].as_array().unwrap().len(), 2, "{}", r.json);
+    let r = f
+        .post("/api/v1/connector-groups", &token, json!({ "name": "x".repeat(65) }))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // Moved by name; moving again is a no-op; by ID works too.
+    let r = f
+        .put_json(&format!("{c}/group"), &token, json!({ "group": "DMZ west" }))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["group"], json!({ "id": dmz_id, "name": "DMZ west" }));
+    let r = f
+        .put_json(&format!("{c}/group"), &token, json!({ "group": dmz_id }))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let detail = f.get(&dmz, &token).await.json;
+    assert_eq!(detail["connector_count"], 1);
+    assert_eq!(detail["connectors"][0]["id"], connector.id.as_str());
+    let default_detail = f.get(&default, &token).await.json;
+    assert_eq!(default_detail["connectors"], json!([]));
+    assert!(default_detail["config_version"].as_i64().unwrap() > default_version);
+    for bad in [
+        json!({ "group": "nowhere" }),
+        json!({ "group": "dmz", "extra": 1 }),
+        json!({}),
+    ] {
+        let r = f.put_json(&format!("{c}/group"), &token, bad).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json);
+    }
+
+    // Neither the default group nor one with connectors can be deleted.
+    let r = f.delete(&dmz, &token).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.json["message"].as_str().unwrap().contains("move or delete them"));
+    let r = f.delete(&default, &token).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.json["message"].as_str().unwrap().contains("default"));
+    let r = f
+        .put_json(&format!("{c}/group"), &token, json!({ "group": "Default" }))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(f.delete(&dmz, &token).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(f.get(&dmz, &token).await.status, StatusCode::NOT_FOUND);
+
+    let audit = f.get("/api/v1/audit?limit=1000", &token).await.json;
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .filter(|a| a.starts_with("connector"))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "connector_group.create",
+            "connector.move",
+            "connector.move",
+            "connector_group.delete"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn registration_tokens_are_shown_once_and_stored_as_digests() {
+    let f = Fixture::new(Backend::Sqlite).await;
+    let app_user = f
+        .user_with(&f.acme, "app@acme.test", &[Role::ApplicationAdministrator])
+        .await;
+    let app = f.token(&f.acme, &app_user).await;
+    let hybrid = f
+        .user_with(&f.acme, "hyb@acme.test", &[Role::HybridIdentityAdministrator])
+        .await;
+    let hybrid = f.token(&f.acme, &hybrid).await;
+    let store = f.sts.store();
+    let default = store.default_connector_group(&f.acme.id, f.sts.now()).await.unwrap();
+
+    let now = f.sts.now();
+    let r = f
+        .post(
+            "/api/v1/registration-tokens",
+            &app,
+            json!({ "kind": "connector", "group": "Default", "ttl_secs": 600, "uses": 3 }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let token = r.json["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("ptr_"), "{token}");
+    assert_eq!(token.len(), 4 + 43);
+    assert!(
+        token[4..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
+    assert_eq!(r.json["kind"], "connector");
+    assert_eq!(r.json["uses"], 3);
+    assert_eq!(r.json["expires_at"], (now + Duration::from_secs(600)).secs());
+    assert_eq!(r.json["group"], json!({ "id": default.id, "name": "Default" }));
+
+    // Only the digest of the whole token is stored: neither the token nor the
+    // part after its prefix finds anything.
+    for wrong in [token.as_str(), &token[4..]] {
+        assert!(
+            store
+                .consume_registration_token(wrong.as_bytes(), now)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert!(
+        store
+            .consume_registration_token(&postern_keyring::digest(&token[4..]), now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let grant = store
+        .consume_registration_token(&postern_keyring::digest(&token), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(grant.tenant_id, f.acme.id);
+    assert_eq!(grant.kind, ComponentKind::Connector);
+    assert_eq!(grant.group_id.as_deref(), Some(default.id.as_str()));
+    assert_eq!(grant.created_by, format!("user:{}", app_user.id));
+    assert_eq!(grant.uses_left, 2);
+    assert_eq!(grant.expires_at, now + Duration::from_secs(600));
+
+    // Defaults: an hour, one use.
+    let r = f
+        .post("/api/v1/registration-tokens", &hybrid, json!({ "kind": "agent" }))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    assert_eq!(r.json["uses"], 1);
+    assert_eq!(r.json["expires_at"], (now + Duration::from_secs(3600)).secs());
+    assert_eq!(r.json.get("group"), None);
+    let agent_token = r.json["token"].as_str().unwrap().to_owned();
+    assert_ne!(agent_token, token);
+
+    // Every problem at once.
+    let r = f
+        .post(
+            "/api/v1/registration-tokens",
+            &app,
+            json!({ "kind": "connector", "ttl_secs": 86_401, "uses": 0, "group": "nowhere" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let problems = r.json["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    let r = f
+        .post(
+            "/api/v1/registration-tokens",
+            &app,
+            json!({ "kind": "connector", "ttl_secs": -1, "uses": 101 }),
+        )
+        .await;
+    assert_eq!(r.json["problems"].as_array().unwrap().len(), 2, "{}", r.json);
+    let r = f
+        .post(
+            "/api/v1/registration-tokens",
+            &hybrid,
+            json!({ "kind": "agent", "group": "Default" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json["message"].as_str().unwrap().contains("agents do not belong"));
+    for bad in [
+        json!({ "kind": "printer" }),
+        json!({ "kind": "agent", "ttl": 60 }),
+        json!({ "uses": 1 }),
+    ] {
+        let r = f.post("/api/v1/registration-tokens", &hybrid, bad).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json);
+    }
+    // The most a token may be: a day, a hundred uses.
+    let r = f
+        .post(
+            "/api/v1/registration-tokens",
+            &app,
+            json!({ "kind": "connector", "ttl_secs": 86_400, "uses": 100 }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+
+    // The audit log names the token by its prefix only.
+    let global = f.token(&f.acme, &f.acme_admin).await;
+    let audit = f.get("/api/v1/audit?limit=1000", &global).await.json;
+    let minted: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "registration_token.create")
+        .collect();
+    assert_eq!(minted.len(), 3);
+    assert!(
+        minted[0]["target"]
+            .as_str()
+            .unwrap()
+            .starts_with("registration_token:ptr_")
+    );
+    assert_eq!(minted[0]["detail"]["group"], "Default");
+    assert_eq!(minted[0]["detail"]["uses"], 3);
+
+    // Each token was in exactly one response.
+    let bodies = f.bodies.lock().unwrap();
+    for secret in [&token, &agent_token] {
+        assert_eq!(bodies.iter().filter(|b| b.contains(secret.as_str())).count(), 1);
+        assert_eq!(bodies.iter().filter(|b| b.contains(&secret[..20])).count(), 1);
+    }
+}
+
+#[tokio::test]
+async fn another_tenants_components_do_not_exist() {
+    let f = Fixture::new(Backend::Sqlite).await;
+    let acme = f.token(&f.acme, &f.acme_admin).await;
+    let (globex, globex_admin) = create_tenant(&f.sts, "globex", "globex.test", false).await;
+    let globex_token = f.token(&globex, &globex_admin).await;
+    let connector = f.component(&f.acme, ComponentKind::Connector, "gw1").await;
+    let agent = f.component(&f.acme, ComponentKind::Agent, "dc1").await;
+    let group = f
+        .post("/api/v1/connector-groups", &acme, json!({ "name": "dmz" }))
+        .await;
+    let group_id = group.json["id"].as_str().unwrap().to_owned();
+    let globex_connector = f.component(&globex, ComponentKind::Connector, "gw1").await;
+
+    let c = format!("/api/v1/connectors/{}", connector.id);
+    let a = format!("/api/v1/agents/{}", agent.id);
+    let g = format!("/api/v1/connector-groups/{group_id}");
+    let not_found = [
+        f.get(&c, &globex_token).await,
+        f.put_json(&format!("{c}/group"), &globex_token, json!({ "group": "Default" }))
+            .await,
+        f.delete(&c, &globex_token).await,
+        f.get(&a, &globex_token).await,
+        f.delete(&a, &globex_token).await,
+        f.get(&g, &globex_token).await,
+        f.delete(&g, &globex_token).await,
+    ];
+    for (i, r) in not_found.iter().enumerate() {
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "call {i}: {}", r.json);
+        assert_eq!(r.error(), "not_found");
+    }
+    // acme's group cannot be named from globex, by ID or by name.
+    let moved = format!("/api/v1/connectors/{}/group", globex_connector.id);
+    for group in [group_id.as_str(), "dmz"] {
+        let r = f.put_json(&moved, &globex_token, json!({ "group": group })).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json);
+        let r = f
+            .post(
+                "/api/v1/registration-tokens",
+                &globex_token,
+                json!({ "kind": "connector", "group": group }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json);
+    }
+
+    // Lists show only globex's own.
+    let connectors = f.get("/api/v1/connectors", &globex_token).await.json;
+    assert_eq!(connectors.as_array().unwrap().len(), 1);
+    assert_eq!(connectors[0]["id"], globex_connector.id.as_str());
+    assert_eq!(f.get("/api/v1/agents", &globex_token).await.json, json!([]));
+    let groups = f.get("/api/v1/connector-groups", &globex_token).await.json;
+    assert_eq!(groups.as_array().unwrap().len(), 1);
+    assert_eq!(groups[0]["name"], "Default");
+
+    // And acme's are untouched.
+    assert_eq!(f.get(&c, &acme).await.json["group"]["name"], "Default");
+    assert_eq!(f.get(&a, &acme).await.status, StatusCode::OK);
+    assert_eq!(f.get(&g, &acme).await.status, StatusCode::OK);
+    assert!(
+        f.sts
+            .store()
+            .component_by_serial(&agent.serial, f.sts.now())
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 // ---- logs, audit, keys --------------------------------------------------------
