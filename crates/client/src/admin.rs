@@ -6,9 +6,11 @@
 use std::time::Duration;
 
 use postern_admin_api::wire::{
-    AuditChainStatus, AuditQuery, AuditView, ClientCreated, ClientView, CreateClient, CreateDomain, CreateGroup,
-    CreateTenant, CreateUser, DomainView, ErrorBody, GroupView, Me, SetPassword, SigninQuery, SigninView,
-    SigningKeyRotated, TenantCreated, TenantView, UpdateDomain, UpdateTenantSettings, UpdateUser, UserRoles, UserView,
+    AuditChainStatus, AuditQuery, AuditView, ClientCreated, ClientView, ComponentView, ConnectorGroupDetail,
+    ConnectorGroupView, CreateClient, CreateConnectorGroup, CreateDomain, CreateGroup, CreateRegistrationToken,
+    CreateTenant, CreateUser, DomainView, ErrorBody, GroupView, Me, MoveConnector, RegistrationTokenCreated,
+    SetPassword, SigninQuery, SigninView, SigningKeyRotated, TenantCreated, TenantView, UpdateDomain,
+    UpdateTenantSettings, UpdateUser, UserRoles, UserView,
 };
 use postern_keyring::SecretString;
 use postern_store::{DomainAuthMode, Role};
@@ -299,6 +301,83 @@ impl AdminClient {
     /// `DELETE /clients/{client_id}`.
     pub async fn delete_client(&self, client_id: &str) -> Result<(), ClientError> {
         self.call_empty(Method::DELETE, &["clients", client_id], NO_BODY).await
+    }
+
+    // ---- on-prem components ----------------------------------------------------
+
+    /// `GET /connectors`: every connector with its group and status.
+    pub async fn connectors(&self) -> Result<Vec<ComponentView>, ClientError> {
+        self.call(Method::GET, &["connectors"], NO_BODY).await
+    }
+
+    /// `GET /connectors/{id}`.
+    pub async fn connector(&self, id: &str) -> Result<ComponentView, ClientError> {
+        self.call(Method::GET, &["connectors", id], NO_BODY).await
+    }
+
+    /// `DELETE /connectors/{id}`: the connector's certificate is revoked at
+    /// once; it is refused from its next request on.
+    pub async fn delete_connector(&self, id: &str) -> Result<(), ClientError> {
+        self.call_empty(Method::DELETE, &["connectors", id], NO_BODY).await
+    }
+
+    /// `PUT /connectors/{id}/group`: moves a connector to the group named by
+    /// `group` (its name or ID).
+    pub async fn move_connector(&self, id: &str, group: &str) -> Result<ComponentView, ClientError> {
+        let body = MoveConnector {
+            group: group.to_owned(),
+        };
+        self.call(Method::PUT, &["connectors", id, "group"], Some(&body)).await
+    }
+
+    /// `GET /agents`: every authentication agent with its status.
+    pub async fn agents(&self) -> Result<Vec<ComponentView>, ClientError> {
+        self.call(Method::GET, &["agents"], NO_BODY).await
+    }
+
+    /// `GET /agents/{id}`.
+    pub async fn agent(&self, id: &str) -> Result<ComponentView, ClientError> {
+        self.call(Method::GET, &["agents", id], NO_BODY).await
+    }
+
+    /// `DELETE /agents/{id}`: the agent's certificate is revoked at once; it is
+    /// refused from its next request on.
+    pub async fn delete_agent(&self, id: &str) -> Result<(), ClientError> {
+        self.call_empty(Method::DELETE, &["agents", id], NO_BODY).await
+    }
+
+    /// `GET /connector-groups`: every group with the number of its connectors.
+    pub async fn connector_groups(&self) -> Result<Vec<ConnectorGroupView>, ClientError> {
+        self.call(Method::GET, &["connector-groups"], NO_BODY).await
+    }
+
+    /// `POST /connector-groups`.
+    pub async fn create_connector_group(
+        &self,
+        request: &CreateConnectorGroup,
+    ) -> Result<ConnectorGroupView, ClientError> {
+        self.call(Method::POST, &["connector-groups"], Some(request)).await
+    }
+
+    /// `GET /connector-groups/{id}`: the group with its connectors.
+    pub async fn connector_group(&self, id: &str) -> Result<ConnectorGroupDetail, ClientError> {
+        self.call(Method::GET, &["connector-groups", id], NO_BODY).await
+    }
+
+    /// `DELETE /connector-groups/{id}`: refused (409) for the default group and
+    /// for a group that still has connectors.
+    pub async fn delete_connector_group(&self, id: &str) -> Result<(), ClientError> {
+        self.call_empty(Method::DELETE, &["connector-groups", id], NO_BODY)
+            .await
+    }
+
+    /// `POST /registration-tokens`: the answer holds the token, the only time
+    /// it is shown.
+    pub async fn create_registration_token(
+        &self,
+        request: &CreateRegistrationToken,
+    ) -> Result<RegistrationTokenCreated, ClientError> {
+        self.call(Method::POST, &["registration-tokens"], Some(request)).await
     }
 
     // ---- logs and the installation ---------------------------------------------

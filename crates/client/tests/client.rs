@@ -1,6 +1,6 @@
 //! The client against the real STS and admin API served on 127.0.0.1:0: the
-//! device flow end to end, every typed admin call deserializing the real
-//! answers, errors keeping the service's message, and stored credentials
+//! device flow end to end, every typed admin call (on-prem components
+//! included) deserializing the real answers, errors keeping the service's message, and stored credentials
 //! refreshed when they expire.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -8,13 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_client::wire::{
-    AuditQuery, ClientType, CreateClient, CreateGroup, CreateTenant, CreateUser, SigninQuery, UpdateTenantSettings,
-    UpdateUser,
+    AuditQuery, ClientType, ComponentStatus, CreateClient, CreateConnectorGroup, CreateGroup, CreateRegistrationToken,
+    CreateTenant, CreateUser, SigninQuery, UpdateTenantSettings, UpdateUser,
 };
 use postern_client::{AdminClient, ClientError, CredentialFile, Credentials, Issuer, PublicClient};
 use postern_keyring::Keyring;
 use postern_store::testing::TestDatabase;
-use postern_store::{Backend, DomainAuthMode, RefreshToken, Role, Tenant, User};
+use postern_store::{
+    Backend, CertRecord, Component, ComponentKind, DomainAuthMode, NewComponent, RefreshToken, Role, Tenant, User,
+};
 use postern_sts::{NewTenantRequest, Sts, StsConfig};
 use postern_time::{ManualClock, UnixTime};
 
@@ -274,6 +276,113 @@ async fn every_typed_call_reads_the_real_answers() {
     assert!(!client.rotate_signing_key().await.unwrap().kid.is_empty());
     client.delete_user(&user.id).await.unwrap();
     client.delete_tenant("acme").await.unwrap();
+}
+
+/// A component of the operator's tenant registered directly in the store
+/// (connectors in the default group).
+async fn register(service: &Service, kind: ComponentKind, name: &str) -> Component {
+    let store = service.sts.store();
+    let now = service.sts.now();
+    let group_id = match kind {
+        ComponentKind::Connector => Some(store.default_connector_group(&service.ops.id, now).await.unwrap().id),
+        ComponentKind::Agent => None,
+    };
+    let serial = uuid::Uuid::new_v4().simple().to_string();
+    let new = NewComponent {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: service.ops.id.clone(),
+        kind,
+        name: name.into(),
+        group_id,
+        cert: CertRecord {
+            key_id: format!("key-{}", &serial[..8]),
+            serial,
+            public_key: vec![0x30, 0x00],
+            issued_at: now,
+            not_after: now + Duration::from_secs(90 * 86_400),
+        },
+        version: "0.1.0".into(),
+        registered_by: "test".into(),
+    };
+    store.register_component(&new, now).await.unwrap()
+}
+
+#[tokio::test]
+async fn component_calls_read_the_real_answers() {
+    let service = Service::start().await;
+    let client = service.admin_client().await;
+    let connector = register(&service, ComponentKind::Connector, "gw1.ops.internal").await;
+    let agent = register(&service, ComponentKind::Agent, "dc1.ops.internal").await;
+
+    // Connectors and their groups.
+    let listed = client.connectors().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].status, ComponentStatus::Inactive);
+    assert_eq!(listed[0].serial, connector.serial);
+    assert_eq!(listed[0].group.as_ref().unwrap().name, "Default");
+    let edge = client
+        .create_connector_group(&CreateConnectorGroup {
+            name: "edge".into(),
+            description: "the second site".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(edge.connector_count, 0);
+    let moved = client.move_connector(&connector.id, "edge").await.unwrap();
+    assert_eq!(moved.group.unwrap().id, edge.id);
+    assert_eq!(client.connector(&connector.id).await.unwrap().name, "gw1.ops.internal");
+    let detail = client.connector_group(&edge.id).await.unwrap();
+    assert_eq!(detail.group.connector_count, 1);
+    assert_eq!(detail.connectors[0].id, connector.id);
+    let groups = client.connector_groups().await.unwrap();
+    assert_eq!(groups.len(), 2);
+    let err = client.delete_connector_group(&edge.id).await.unwrap_err();
+    assert_eq!(err.status(), Some(409));
+    client.move_connector(&connector.id, "Default").await.unwrap();
+    client.delete_connector_group(&edge.id).await.unwrap();
+
+    // Agents.
+    let agents = client.agents().await.unwrap();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(
+        client.agent(&agent.id).await.unwrap().key_id,
+        Some(agent.key_id.clone())
+    );
+    client.delete_agent(&agent.id).await.unwrap();
+    assert_eq!(client.agent(&agent.id).await.unwrap_err().status(), Some(404));
+    client.delete_connector(&connector.id).await.unwrap();
+    assert!(client.connectors().await.unwrap().is_empty());
+
+    // Registration tokens: shown once, masked in Debug output.
+    let created = client
+        .create_registration_token(&CreateRegistrationToken {
+            kind: ComponentKind::Connector,
+            group: Some("Default".into()),
+            ttl_secs: Some(600),
+            uses: Some(2),
+        })
+        .await
+        .unwrap();
+    assert!(created.token.expose().starts_with("ptr_"));
+    assert!(!format!("{created:?}").contains(created.token.expose()));
+    assert_eq!(created.uses, 2);
+    assert_eq!(created.group.unwrap().name, "Default");
+    let err = client
+        .create_registration_token(&CreateRegistrationToken {
+            kind: ComponentKind::Agent,
+            group: None,
+            ttl_secs: Some(0),
+            uses: Some(1000),
+        })
+        .await
+        .unwrap_err();
+    match err {
+        ClientError::Api { status, problems, .. } => {
+            assert_eq!(status, 400);
+            assert_eq!(problems.len(), 2, "{problems:?}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
