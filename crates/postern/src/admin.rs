@@ -1,8 +1,9 @@
 //! `postern admin`: sign in with the device flow and manage tenants, domains,
-//! users, groups and roles through the admin API.
+//! users, groups, roles, connectors, agents and their registration tokens
+//! through the admin API.
 //!
-//! Results are printed to stdout as pretty JSON; messages and errors go to
-//! stderr. Passwords are read from one line of standard input (no prompt, so
+//! Results are printed to stdout as pretty JSON (a new registration token
+//! alone, so a script can capture it); messages and errors go to stderr. Passwords are read from one line of standard input (no prompt, so
 //! they can be piped), never from the command line where other users of the
 //! host could see them.
 
@@ -11,14 +12,14 @@ use std::io::{BufRead, IsTerminal};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use postern_client::wire::{
-    AuditQuery, ClientType, CreateClient, CreateGroup, CreateTenant, CreateUser, SigninQuery, UpdateTenantSettings,
-    UpdateUser,
+    AuditQuery, ClientType, ComponentView, CreateClient, CreateConnectorGroup, CreateGroup, CreateRegistrationToken,
+    CreateTenant, CreateUser, SigninQuery, UpdateTenantSettings, UpdateUser,
 };
 use postern_client::{
     AdminClient, ClientError, CredentialFile, Credentials, DEFAULT_MAX_WAIT, DEFAULT_TIMEOUT, Issuer, PublicClient,
     SecretString,
 };
-use postern_store::{DomainAuthMode, Role};
+use postern_store::{ComponentKind, DomainAuthMode, Role};
 use postern_time::{Clock, SystemClock};
 use serde::Serialize;
 
@@ -58,6 +59,18 @@ pub enum AdminCommand {
     /// OAuth clients (applications signing users in through this tenant).
     #[command(subcommand)]
     Clients(ClientsCommand),
+    /// Connectors of this tenant (application administrators).
+    #[command(subcommand)]
+    Connectors(ConnectorsCommand),
+    /// Authentication agents of this tenant (hybrid identity administrators).
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+    /// Connector groups of this tenant (application administrators).
+    #[command(subcommand)]
+    ConnectorGroups(ConnectorGroupsCommand),
+    /// Tokens for unattended installs of connectors and agents.
+    #[command(subcommand)]
+    RegistrationTokens(RegistrationTokensCommand),
     /// Sign-in events of this tenant, oldest first.
     Signins {
         /// Only events at or after this Unix time (seconds).
@@ -382,6 +395,116 @@ pub enum ClientsCommand {
     },
 }
 
+/// `postern admin connectors ...` (a connector is named by ID, or by host
+/// name when only one has it).
+#[derive(Subcommand, Debug)]
+pub enum ConnectorsCommand {
+    /// List the connectors with their group and status.
+    List,
+    /// Show one connector.
+    Show {
+        /// ID or host name.
+        connector: String,
+    },
+    /// Remove a connector: its certificate is revoked at once and it is refused
+    /// from its next request on.
+    Delete {
+        /// ID or host name.
+        connector: String,
+    },
+    /// Move a connector to another connector group.
+    Move {
+        /// ID or host name.
+        connector: String,
+        /// Name or ID of the group.
+        group: String,
+    },
+}
+
+/// `postern admin agents ...` (an agent is named by ID, or by host name when
+/// only one has it).
+#[derive(Subcommand, Debug)]
+pub enum AgentsCommand {
+    /// List the authentication agents with their status.
+    List,
+    /// Show one agent.
+    Show {
+        /// ID or host name.
+        agent: String,
+    },
+    /// Remove an agent: its certificate is revoked at once and it is refused
+    /// from its next request on.
+    Delete {
+        /// ID or host name.
+        agent: String,
+    },
+}
+
+/// `postern admin connector-groups ...` (a group is named by ID or by name).
+#[derive(Subcommand, Debug)]
+pub enum ConnectorGroupsCommand {
+    /// List the groups with the number of their connectors.
+    List,
+    /// Create a group.
+    Create {
+        /// Unique name: letters, digits, spaces, dashes, underscores, dots.
+        name: String,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Show a group with its connectors.
+    Show {
+        /// ID or name.
+        group: String,
+    },
+    /// Delete a group without connectors (not the default group).
+    Delete {
+        /// ID or name.
+        group: String,
+    },
+}
+
+/// What a registration token registers.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum KindArg {
+    /// Connectors (needs the application administrator role).
+    Connector,
+    /// Authentication agents (needs the hybrid identity administrator role).
+    Agent,
+}
+
+impl From<KindArg> for ComponentKind {
+    fn from(kind: KindArg) -> Self {
+        match kind {
+            KindArg::Connector => ComponentKind::Connector,
+            KindArg::Agent => ComponentKind::Agent,
+        }
+    }
+}
+
+/// `postern admin registration-tokens ...`
+#[derive(Subcommand, Debug)]
+pub enum RegistrationTokensCommand {
+    /// Mint a token for unattended installs. The token alone is printed on
+    /// stdout, once; the service keeps only its digest.
+    Create {
+        /// What it registers.
+        #[arg(long, value_enum)]
+        kind: KindArg,
+        /// Connector group the connectors join (connectors only; default: the
+        /// default group).
+        #[arg(long)]
+        group: Option<String>,
+        /// Lifetime in seconds (60–86400, default 3600).
+        #[arg(long = "ttl")]
+        ttl_secs: Option<i64>,
+        /// How many registrations it allows (1–100, default 1).
+        #[arg(long)]
+        uses: Option<i64>,
+    },
+}
+
 /// `postern admin audit ...`
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
@@ -485,6 +608,10 @@ async fn manage(client: &AdminClient, command: AdminCommand) -> anyhow::Result<(
         AdminCommand::Groups(cmd) => groups(client, cmd).await,
         AdminCommand::Roles(cmd) => roles(client, cmd).await,
         AdminCommand::Clients(cmd) => clients(client, cmd).await,
+        AdminCommand::Connectors(cmd) => connectors(client, cmd).await,
+        AdminCommand::Agents(cmd) => agents(client, cmd).await,
+        AdminCommand::ConnectorGroups(cmd) => connector_groups(client, cmd).await,
+        AdminCommand::RegistrationTokens(cmd) => registration_tokens(client, cmd).await,
         AdminCommand::Signins { since, limit } => print_json(&client.signins(&SigninQuery { since, limit }).await?),
         AdminCommand::Audit(AuditCommand::List { after, limit }) => {
             print_json(&client.audit(&AuditQuery { after, limit }).await?)
@@ -681,6 +808,122 @@ async fn clients(client: &AdminClient, cmd: ClientsCommand) -> anyhow::Result<()
     }
 }
 
+async fn connectors(client: &AdminClient, cmd: ConnectorsCommand) -> anyhow::Result<()> {
+    let kind = ComponentKind::Connector;
+    match cmd {
+        ConnectorsCommand::List => print_json(&client.connectors().await?),
+        ConnectorsCommand::Show { connector } => {
+            let id = component_id(kind, client.connectors().await?, &connector)?;
+            print_json(&client.connector(&id).await?)
+        }
+        ConnectorsCommand::Delete { connector } => {
+            let id = component_id(kind, client.connectors().await?, &connector)?;
+            done(
+                client.delete_connector(&id).await,
+                "connector deleted; its certificate is revoked and refused from its next request",
+            )
+        }
+        ConnectorsCommand::Move { connector, group } => {
+            let id = component_id(kind, client.connectors().await?, &connector)?;
+            print_json(&client.move_connector(&id, &group).await?)
+        }
+    }
+}
+
+async fn agents(client: &AdminClient, cmd: AgentsCommand) -> anyhow::Result<()> {
+    let kind = ComponentKind::Agent;
+    match cmd {
+        AgentsCommand::List => print_json(&client.agents().await?),
+        AgentsCommand::Show { agent } => {
+            let id = component_id(kind, client.agents().await?, &agent)?;
+            print_json(&client.agent(&id).await?)
+        }
+        AgentsCommand::Delete { agent } => {
+            let id = component_id(kind, client.agents().await?, &agent)?;
+            done(
+                client.delete_agent(&id).await,
+                "agent deleted; its certificate is revoked and refused from its next request",
+            )
+        }
+    }
+}
+
+async fn connector_groups(client: &AdminClient, cmd: ConnectorGroupsCommand) -> anyhow::Result<()> {
+    match cmd {
+        ConnectorGroupsCommand::List => print_json(&client.connector_groups().await?),
+        ConnectorGroupsCommand::Create { name, description } => print_json(
+            &client
+                .create_connector_group(&CreateConnectorGroup { name, description })
+                .await?,
+        ),
+        ConnectorGroupsCommand::Show { group } => print_json(
+            &client
+                .connector_group(&connector_group_id(client, &group).await?)
+                .await?,
+        ),
+        ConnectorGroupsCommand::Delete { group } => {
+            let id = connector_group_id(client, &group).await?;
+            done(client.delete_connector_group(&id).await, "connector group deleted")
+        }
+    }
+}
+
+async fn registration_tokens(client: &AdminClient, cmd: RegistrationTokensCommand) -> anyhow::Result<()> {
+    match cmd {
+        RegistrationTokensCommand::Create {
+            kind,
+            group,
+            ttl_secs,
+            uses,
+        } => {
+            let request = CreateRegistrationToken {
+                kind: kind.into(),
+                group,
+                ttl_secs,
+                uses,
+            };
+            let created = client.create_registration_token(&request).await?;
+            let group = created
+                .group
+                .as_ref()
+                .map(|g| format!(" joining group {}", g.name))
+                .unwrap_or_default();
+            eprintln!(
+                "warning: this registration token is a secret. Until {} (Unix time) it registers up to {} {}(s){group} \
+                 in this tenant, for anyone who holds it. It is shown this once and the service keeps only its \
+                 digest: hand it to the installer (--token or POSTERN_REGISTRATION_TOKEN) over a safe channel.",
+                created.expires_at, created.uses, created.kind
+            );
+            print_secret(&created.token)
+        }
+    }
+}
+
+/// The ID of the component named by `name`, among `all` of `kind`: an ID, or a
+/// host name only one of them has.
+fn component_id(kind: ComponentKind, all: Vec<ComponentView>, name: &str) -> anyhow::Result<String> {
+    if let Some(c) = all.iter().find(|c| c.id == name) {
+        return Ok(c.id.clone());
+    }
+    let mut named = all.into_iter().filter(|c| c.name.eq_ignore_ascii_case(name));
+    match (named.next(), named.next()) {
+        (Some(c), None) => Ok(c.id),
+        (Some(_), Some(_)) => bail!("several {kind}s are named {name}; give the ID (see `list`)"),
+        (None, _) => bail!("no {kind} {name} in this tenant"),
+    }
+}
+
+/// The ID of the connector group named by `group`: its ID or its name.
+async fn connector_group_id(client: &AdminClient, group: &str) -> anyhow::Result<String> {
+    client
+        .connector_groups()
+        .await?
+        .into_iter()
+        .find(|g| g.id == group || g.name == group)
+        .map(|g| g.id)
+        .with_context(|| format!("no connector group {group} in this tenant"))
+}
+
 /// The ID of the user named by `user`: an ID as given, or a username (it has
 /// an `@`) looked up in the tenant.
 async fn user_id(client: &AdminClient, user: &str) -> anyhow::Result<String> {
@@ -744,6 +987,14 @@ fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints a secret the user asked for (a new registration token) alone on
+/// stdout, so that a script can capture it.
+#[allow(clippy::print_stdout)] // the secret is the command's result.
+fn print_secret(secret: &SecretString) -> anyhow::Result<()> {
+    println!("{}", secret.expose());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -796,5 +1047,67 @@ mod tests {
             parse(&["clients", "create", "wiki"]).is_err(),
             "a grant type is required"
         );
+        assert!(matches!(
+            parse(&[
+                "registration-tokens",
+                "create",
+                "--kind",
+                "connector",
+                "--group",
+                "DMZ west",
+                "--ttl",
+                "600",
+                "--uses",
+                "3"
+            ]),
+            Ok(AdminCommand::RegistrationTokens(RegistrationTokensCommand::Create {
+                kind: KindArg::Connector,
+                ttl_secs: Some(600),
+                uses: Some(3),
+                ..
+            }))
+        ));
+        assert!(parse(&["registration-tokens", "create"]).is_err(), "a kind is required");
+        assert!(parse(&["registration-tokens", "create", "--kind", "printer"]).is_err());
+        assert!(matches!(
+            parse(&["connectors", "move", "gw1", "dmz"]),
+            Ok(AdminCommand::Connectors(ConnectorsCommand::Move { .. }))
+        ));
+        assert!(matches!(
+            parse(&["agents", "delete", "dc1"]),
+            Ok(AdminCommand::Agents(AgentsCommand::Delete { .. }))
+        ));
+        assert!(matches!(
+            parse(&["connector-groups", "create", "dmz", "--description", "second site"]),
+            Ok(AdminCommand::ConnectorGroups(ConnectorGroupsCommand::Create { .. }))
+        ));
+        assert!(
+            parse(&["agents", "move", "dc1", "dmz"]).is_err(),
+            "agents have no groups"
+        );
+    }
+
+    fn view(id: &str, name: &str) -> ComponentView {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "kind": "connector", "name": name, "version": "1", "status": "inactive",
+            "last_seen_at": null, "last_seen_ip": null, "serial": "0a", "cert_issued_at": 0,
+            "cert_not_after": 1, "renewal_due": false, "registered_at": 0, "registered_by": "test",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn components_are_named_by_id_or_unique_host_name() {
+        let all = || vec![view("c1", "gw1"), view("c2", "gw2"), view("c3", "gw2")];
+        let kind = ComponentKind::Connector;
+        assert_eq!(component_id(kind, all(), "c3").unwrap(), "c3");
+        assert_eq!(component_id(kind, all(), "GW1").unwrap(), "c1");
+        assert!(
+            component_id(kind, all(), "gw2")
+                .unwrap_err()
+                .to_string()
+                .contains("several")
+        );
+        assert!(component_id(kind, all(), "gw9").is_err());
     }
 }
