@@ -39,15 +39,6 @@ const MAX_USES: i64 = 100;
 /// tokens apart (as the enrolment endpoint names the token it was used with).
 const SHOWN_CHARS: usize = 6;
 
-/// The role an administrator needs to mint a token for `kind` (or higher): the
-/// one registering that kind needs.
-fn required_role(kind: ComponentKind) -> Role {
-    match kind {
-        ComponentKind::Connector => Role::ApplicationAdministrator,
-        ComponentKind::Agent => Role::HybridIdentityAdministrator,
-    }
-}
-
 /// `POST /api/v1/registration-tokens`.
 pub(crate) async fn create(
     State(sts): State<Arc<Sts>>,
@@ -55,7 +46,7 @@ pub(crate) async fn create(
     Body(req): Body<CreateRegistrationToken>,
 ) -> Result<(StatusCode, Json<RegistrationTokenCreated>), ApiError> {
     let kind = req.kind;
-    let required = required_role(kind);
+    let required = Role::to_register(kind);
     if !caller.holds(required) {
         return Err(ApiError::Forbidden(format!(
             "registration tokens for {kind}s require the {required} role (or higher)"

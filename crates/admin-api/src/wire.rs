@@ -367,9 +367,7 @@ pub struct ClientCreated {
 
 // ---- on-prem components --------------------------------------------------------
 
-/// Prefix of registration tokens, so that secret scanners recognise them
-/// (`ptr_` and 43 URL-safe base64 characters).
-pub const REGISTRATION_TOKEN_PREFIX: &str = "ptr_";
+pub use postern_proto::registration::REGISTRATION_TOKEN_PREFIX;
 
 /// Whether a component has called the service lately.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

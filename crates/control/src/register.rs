@@ -12,7 +12,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use postern_pki::ClientCertRequest;
-use postern_proto::registration::{RegisterRequest, RegisterResponse};
+use postern_proto::registration::{REGISTRATION_TOKEN_PREFIX, RegisterRequest, RegisterResponse};
 use postern_proto::{ComponentKind, PROTOCOL_VERSION, check_protocol};
 use postern_store::{NewAuditEntry, NewComponent, Role, StoreError, Tenant};
 use serde_json::json;
@@ -20,20 +20,10 @@ use serde_json::json;
 use crate::Control;
 use crate::error::ControlError;
 
-/// Prefix of registration tokens (so secret scanners recognise them).
-pub const REGISTRATION_TOKEN_PREFIX: &str = "ptr_";
 /// Longest host name accepted.
 const MAX_NAME_LEN: usize = 128;
 /// Longest version string accepted.
 const MAX_VERSION_LEN: usize = 64;
-
-/// The role an admin needs to register a component of `kind` (or higher).
-pub fn required_role(kind: ComponentKind) -> Role {
-    match kind {
-        ComponentKind::Connector => Role::ApplicationAdministrator,
-        ComponentKind::Agent => Role::HybridIdentityAdministrator,
-    }
-}
 
 /// Who registers: a tenant and an actor string for the audit log.
 struct Registrar {
@@ -53,8 +43,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 async fn authenticate(control: &Control, token: &str, kind: ComponentKind) -> Result<Registrar, ControlError> {
-    if let Some(rest) = token.strip_prefix(REGISTRATION_TOKEN_PREFIX) {
-        let _ = rest;
+    if token.starts_with(REGISTRATION_TOKEN_PREFIX) {
         let grant = control
             .store
             .consume_registration_token(&postern_keyring::digest(token), control.now())
@@ -69,6 +58,29 @@ async fn authenticate(control: &Control, token: &str, kind: ComponentKind) -> Re
             )));
         }
         let tenant = control.store.tenant(&grant.tenant_id).await?;
+        // A token carries its creator's authority: it stops working when the
+        // creator is disabled, deleted or loses the role.
+        let creator_ok = match grant.created_by.strip_prefix("user:") {
+            Some(id) => match control.store.user(&tenant.id, id).await {
+                Ok(u) if u.enabled => {
+                    let needed = Role::to_register(kind);
+                    control
+                        .store
+                        .user_roles(&u.id)
+                        .await?
+                        .iter()
+                        .any(|r| r.satisfies(needed))
+                }
+                Ok(_) | Err(StoreError::NotFound) => false,
+                Err(e) => return Err(e.into()),
+            },
+            None => false,
+        };
+        if !creator_ok {
+            return Err(ControlError::Forbidden(format!(
+                "the administrator who created this registration token may no longer register a {kind}"
+            )));
+        }
         let prefix: String = token.chars().take(REGISTRATION_TOKEN_PREFIX.len() + 6).collect();
         return Ok(Registrar {
             tenant,
@@ -90,7 +102,7 @@ async fn authenticate(control: &Control, token: &str, kind: ComponentKind) -> Re
         }
         Err(e) => return Err(e.into()),
     };
-    let needed = required_role(kind);
+    let needed = Role::to_register(kind);
     let roles = control.store.user_roles(&user.id).await?;
     if !roles.iter().any(|r| r.satisfies(needed)) {
         tracing::warn!(tenant = %tenant.name, user = %user.id, %kind, "registration refused: role missing");

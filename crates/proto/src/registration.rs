@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::ComponentKind;
 
+/// Prefix of registration tokens, so secret scanners recognise them.
+pub const REGISTRATION_TOKEN_PREFIX: &str = "ptr_";
+
 /// `POST /v1/register` body. Authorization: `Bearer <access token or
 /// registration token>`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

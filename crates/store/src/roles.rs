@@ -39,6 +39,17 @@ impl Role {
         Role::ALL.into_iter().find(|r| r.as_str() == s)
     }
 
+    /// The role an administrator needs to register (or mint a registration token
+    /// for) a component of `kind`: application administrator for connectors,
+    /// hybrid identity administrator for agents (PTA-2); global administrators
+    /// satisfy both.
+    pub fn to_register(kind: postern_proto::ComponentKind) -> Role {
+        match kind {
+            postern_proto::ComponentKind::Connector => Role::ApplicationAdministrator,
+            postern_proto::ComponentKind::Agent => Role::HybridIdentityAdministrator,
+        }
+    }
+
     /// Whether holding `self` grants what `required` grants ("or higher").
     pub fn satisfies(self, required: Role) -> bool {
         self == required || self == Role::GlobalAdministrator

@@ -161,7 +161,7 @@ async fn connector_and_agent_commands() {
             &t.tenant.id,
             ComponentKind::Agent,
             None,
-            "user:test",
+            &format!("user:{}", t.admin.id),
             1,
             svc.now(),
             svc.now() + Duration::from_secs(600),

@@ -521,7 +521,7 @@ async fn registration_tokens_work_once_and_the_private_key_never_travels() {
             &f.t.tenant.id,
             ComponentKind::Connector,
             None,
-            "user:test",
+            &format!("user:{}", f.t.admin.id),
             1,
             f.svc.now(),
             f.svc.now() + Duration::from_secs(3600),
@@ -545,6 +545,50 @@ async fn registration_tokens_work_once_and_the_private_key_never_travels() {
     // The token works once.
     let again = register(&options, &f.state("tok2")).await.unwrap_err();
     assert!(matches!(again, UplinkError::Refused { status: 401, .. }), "{again:?}");
+
+    // A token stops working when its creator loses the role to register.
+    let apps = f
+        .svc
+        .store()
+        .create_user(
+            &f.t.tenant.id,
+            NewUser::cloud("apps@acme.test", "Apps", None),
+            f.svc.now(),
+        )
+        .await
+        .unwrap();
+    f.svc
+        .store()
+        .assign_role(&apps.id, Role::ApplicationAdministrator, f.svc.now())
+        .await
+        .unwrap();
+    let token2 = "ptr_test-token-9876543210abcdefghijklmnopqrstuvw";
+    f.svc
+        .store()
+        .create_registration_token(
+            &postern_keyring::digest(token2),
+            &f.t.tenant.id,
+            ComponentKind::Connector,
+            None,
+            &format!("user:{}", apps.id),
+            5,
+            f.svc.now(),
+            f.svc.now() + Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    f.svc
+        .store()
+        .revoke_role(&apps.id, Role::ApplicationAdministrator)
+        .await
+        .unwrap();
+    options.credential = Credential::RegistrationToken(SecretString::from(token2));
+    options.server_url = f.svc.url();
+    let refused = register(&options, &f.state("tok3")).await.unwrap_err();
+    assert!(
+        matches!(refused, UplinkError::Refused { status: 403, .. }),
+        "{refused:?}"
+    );
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -198,6 +198,37 @@ impl Sts {
     }
 }
 
+#[cfg(feature = "testing")]
+impl Sts {
+    /// Test support: signs an access token for `user` of `tenant` as if the
+    /// built-in CLI client had obtained it with `scope`, without any sign-in.
+    /// Only compiled with the `testing` feature; the service never enables it.
+    pub async fn mint_access_token_for_tests(
+        &self,
+        tenant: &Tenant,
+        user: &User,
+        scope: &str,
+    ) -> Result<String, StsError> {
+        let client = self.store.client(&tenant.id, crate::CLI_CLIENT_ID).await?;
+        let tokens = self
+            .issue_tokens(
+                Grant {
+                    tenant,
+                    client: &client,
+                    user,
+                    scope,
+                    auth_time: self.now(),
+                    amr: "pwd mfa",
+                    session_id: None,
+                    nonce: None,
+                },
+                RefreshPlan::None,
+            )
+            .await?;
+        Ok(tokens.access_token)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,36 +270,5 @@ mod tests {
             validate_scope("openid admin", &client).unwrap_err().error,
             "invalid_scope"
         );
-    }
-}
-
-#[cfg(feature = "testing")]
-impl Sts {
-    /// Test support: signs an access token for `user` of `tenant` as if the
-    /// built-in CLI client had obtained it with `scope`, without any sign-in.
-    /// Only compiled with the `testing` feature; the service never enables it.
-    pub async fn mint_access_token_for_tests(
-        &self,
-        tenant: &Tenant,
-        user: &User,
-        scope: &str,
-    ) -> Result<String, StsError> {
-        let client = self.store.client(&tenant.id, crate::CLI_CLIENT_ID).await?;
-        let tokens = self
-            .issue_tokens(
-                Grant {
-                    tenant,
-                    client: &client,
-                    user,
-                    scope,
-                    auth_time: self.now(),
-                    amr: "pwd mfa",
-                    session_id: None,
-                    nonce: None,
-                },
-                RefreshPlan::None,
-            )
-            .await?;
-        Ok(tokens.access_token)
     }
 }
