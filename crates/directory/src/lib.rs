@@ -22,7 +22,7 @@
 //! with a third implementation of [`Directory`], so that hosts without LDAP can use the
 //! system's accounts.
 //!
-//! The `testing` feature adds [`testing`]: a harness that starts a real OpenLDAP server
+//! The `testing` feature adds the `testing` module: a harness that starts a real OpenLDAP server
 //! and a real Samba AD domain controller for integration tests.
 #![warn(missing_docs)]
 

@@ -8,7 +8,7 @@
 //! value copied into another row does not open.
 //!
 //! Secrets the service only needs to recognise (refresh tokens, authorization codes,
-//! session IDs) are never stored at all, only their SHA-256 [`digest`].
+//! session IDs) are never stored at all, only their SHA-256 [`digest()`].
 #![warn(missing_docs)]
 
 mod secret;

@@ -91,7 +91,7 @@ pub enum AdminCommand {
 /// Flags of `postern admin login`.
 #[derive(Args, Debug)]
 pub struct LoginArgs {
-    /// URL of the service, e.g. https://postern.example.com.
+    /// URL of the service, e.g. `https://postern.example.com`.
     #[arg(long, env = "POSTERN_SERVER")]
     server: String,
     /// Short name of the tenant to sign in to.

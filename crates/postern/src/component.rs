@@ -35,8 +35,8 @@ pub enum ComponentCommand {
 /// Where the component keeps its key, certificate and state.
 #[derive(clap::Args, Debug)]
 pub struct StateArgs {
-    /// State directory (default: /var/lib/postern/<kind>, or
-    /// ~/.local/state/postern/<kind> for a non-root user).
+    /// State directory (default: `/var/lib/postern/KIND`, or
+    /// `~/.local/state/postern/KIND` for a non-root user).
     #[arg(long, env = "POSTERN_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
 }
@@ -46,7 +46,7 @@ pub struct StateArgs {
 pub struct RegisterArgs {
     #[command(flatten)]
     state: StateArgs,
-    /// The service's public URL, e.g. https://login.example.com.
+    /// The service's public URL, e.g. `https://login.example.com`.
     #[arg(long, env = "POSTERN_SERVER")]
     server: String,
     /// Tenant short name (for the administrator's sign-in).
