@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod control;
+pub mod relay;
 pub mod registration;
 
 use serde::{Deserialize, Serialize};
