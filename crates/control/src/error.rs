@@ -37,6 +37,9 @@ pub enum ControlError {
     /// Not found (404).
     #[error("not found")]
     NotFound,
+    /// Not found (404), with an explanation.
+    #[error("{0}")]
+    NotFoundMsg(String),
     /// The database is unavailable (503).
     #[error("database unavailable")]
     Unavailable,
@@ -91,7 +94,7 @@ impl IntoResponse for ControlError {
             ControlError::BadCsr(_) => (StatusCode::BAD_REQUEST, "bad_csr"),
             ControlError::Protocol(_) => (StatusCode::BAD_REQUEST, "protocol_mismatch"),
             ControlError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ControlError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ControlError::NotFound | ControlError::NotFoundMsg(_) => (StatusCode::NOT_FOUND, "not_found"),
             ControlError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ControlError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };

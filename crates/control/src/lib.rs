@@ -18,6 +18,7 @@ mod error;
 pub mod identity;
 mod maintenance;
 mod register;
+mod relay;
 mod tls;
 
 use std::sync::Arc;
@@ -99,6 +100,7 @@ pub struct Control {
     config: ControlConfig,
     crls: crl::CrlCache,
     server_tls: Arc<rustls::ServerConfig>,
+    relay: Arc<postern_relay::Relay>,
 }
 
 impl std::fmt::Debug for Control {
@@ -113,6 +115,7 @@ impl Control {
     /// Builds the control plane, loading (or on first start creating) the CAs.
     pub async fn new(
         sts: Arc<Sts>,
+        relay: Arc<postern_relay::Relay>,
         keyring: &Keyring,
         clock: SharedClock,
         installation: &str,
@@ -132,6 +135,7 @@ impl Control {
             config,
             crls: crl::CrlCache::default(),
             server_tls: Arc::new(server_tls),
+            relay,
         }))
     }
 
@@ -172,6 +176,9 @@ impl Control {
             .route("/v1/t/{tenant}/connector/config/watch", get(connector::watch))
             .route("/v1/t/{tenant}/agent/renewal", post(agent::renewal_check))
             .route("/v1/t/{tenant}/agent/renew", post(agent::renew))
+            .route("/v1/t/{tenant}/agent/bootstrap", post(relay::bootstrap))
+            .route("/v1/t/{tenant}/agent/queue", get(relay::queue))
+            .route("/v1/t/{tenant}/agent/results/{request_id}", post(relay::result))
             .layer(from_fn_with_state(self.clone(), identity::identify))
             .with_state(self.clone())
     }

@@ -168,7 +168,11 @@ impl RunningService {
             };
         }
         let installation = public_url.host_str().unwrap_or("postern").to_owned();
-        let control = Control::new(sts.clone(), &keyring, clock, &installation, control_config).await?;
+        // The relay between the STS and pass-through authentication agents (embedded:
+        // in this process).
+        let relay = postern_relay::Relay::new(postern_relay::RelayLimits::default());
+        sts.attach_relay(relay.clone());
+        let control = Control::new(sts.clone(), relay, &keyring, clock, &installation, control_config).await?;
         let app = routes::app(&sts, &control, &config, &public_url);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let listener = listener::Listener {

@@ -637,6 +637,154 @@ impl Store {
         tx.commit().await.db()
     }
 
+    // ---- directory accounts (pass-through authentication) ---------------------
+
+    /// Creates or updates a directory account after a pass-through sign-in: found
+    /// by its stable directory ID (so a rename in the directory follows), else by
+    /// sign-in name among directory accounts. A cloud account with the same name
+    /// is never taken over (conflict).
+    pub async fn upsert_directory_user(
+        &self,
+        tenant_id: &str,
+        external_id: &str,
+        username: &str,
+        display_name: &str,
+        email: Option<&str>,
+        now: UnixTime,
+    ) -> Result<User, StoreError> {
+        let username = normalize_username(username);
+        let by_external = sqlx::query_as::<_, User>(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE tenant_id = $1 AND source = 'directory' AND external_id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(external_id)
+        .fetch_optional(&self.pool)
+        .await
+        .db()?;
+        let existing = match by_external {
+            Some(u) => Some(u),
+            None => match self.user_by_username(tenant_id, &username).await {
+                Ok(u) if u.source == UserSource::Directory => Some(u),
+                Ok(_) => {
+                    return Err(StoreError::Conflict(format!(
+                        "{username} is a cloud account; a directory account cannot take it over"
+                    )));
+                }
+                Err(StoreError::NotFound) => None,
+                Err(e) => return Err(e),
+            },
+        };
+        match existing {
+            Some(u) => {
+                sqlx::query(
+                    "UPDATE users SET username = $1, display_name = $2, email = $3, external_id = $4, updated_at = $5 \
+                     WHERE tenant_id = $6 AND id = $7",
+                )
+                .bind(&username)
+                .bind(display_name)
+                .bind(email)
+                .bind(external_id)
+                .bind(now)
+                .bind(tenant_id)
+                .bind(&u.id)
+                .execute(&self.pool)
+                .await
+                .db()?;
+                self.user(tenant_id, &u.id).await
+            }
+            None => {
+                let mut new = NewUser::cloud(&username, display_name, None);
+                new.source = UserSource::Directory;
+                new.external_id = Some(external_id.to_owned());
+                new.email = email.map(str::to_owned);
+                self.create_user(tenant_id, new, now).await
+            }
+        }
+    }
+
+    /// Makes a directory account's memberships in directory groups exactly
+    /// `names`, creating missing directory groups. Cloud groups are untouched.
+    pub async fn set_directory_groups(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        names: &[String],
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let mut wanted = Vec::new();
+        for name in names {
+            let found: Option<String> =
+                sqlx::query_scalar("SELECT id FROM groups WHERE tenant_id = $1 AND name = $2 AND source = 'directory'")
+                    .bind(tenant_id)
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .db()?;
+            let id = match found {
+                Some(id) => id,
+                None => {
+                    let id = new_id();
+                    let inserted = sqlx::query(
+                        "INSERT INTO groups (id, tenant_id, name, description, source, external_id, created_at) \
+                         VALUES ($1, $2, $3, 'From the on-prem directory', 'directory', NULL, $4)",
+                    )
+                    .bind(&id)
+                    .bind(tenant_id)
+                    .bind(name)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(StoreError::from_sqlx);
+                    match inserted {
+                        Ok(_) => id,
+                        // A cloud group of that name exists, or another sign-in made it.
+                        Err(StoreError::Conflict(_)) => {
+                            let again: Option<String> = sqlx::query_scalar(
+                                "SELECT id FROM groups WHERE tenant_id = $1 AND name = $2 AND source = 'directory'",
+                            )
+                            .bind(tenant_id)
+                            .bind(name)
+                            .fetch_optional(&self.pool)
+                            .await
+                            .db()?;
+                            match again {
+                                Some(id) => id,
+                                None => {
+                                    tracing::warn!(group = %name, "directory group shadowed by a cloud group of the same name; membership skipped");
+                                    continue;
+                                }
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            wanted.push(id);
+        }
+        let current: Vec<String> = sqlx::query_scalar(
+            "SELECT m.group_id FROM group_members m JOIN groups g ON g.id = m.group_id \
+             WHERE m.user_id = $1 AND g.source = 'directory'",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        for gone in current.iter().filter(|g| !wanted.contains(g)) {
+            sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
+                .bind(gone)
+                .bind(user_id)
+                .execute(&self.pool)
+                .await
+                .db()?;
+        }
+        for id in wanted.iter().filter(|g| !current.contains(g)) {
+            self.add_member(tenant_id, id, user_id).await?;
+        }
+        Ok(())
+    }
+
     // ---- groups --------------------------------------------------------------
 
     /// Creates a cloud group.

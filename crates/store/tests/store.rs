@@ -74,6 +74,7 @@ on_both!(
     registration_tokens,
     tenant_deletion_revokes_components,
     last_global_admin_is_kept,
+    directory_accounts_are_provisioned_just_in_time,
 );
 
 async fn migrations_are_idempotent(backend: Backend) {
@@ -1259,4 +1260,74 @@ async fn last_global_admin_is_kept(backend: Backend) {
     // With another admin, each change is allowed.
     store.delete_user(&a.id, &second.id).await.unwrap();
     assert!(conflict(store.delete_user(&a.id, &admin.id).await));
+}
+
+async fn directory_accounts_are_provisioned_just_in_time(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, admin) = tenant_with_admin(&store, "a", "a.test").await;
+    let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
+    let u = store
+        .upsert_directory_user(&a.id, "guid-1", "Alice@A.test", "Alice", Some("alice@a.test"), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        (u.username.as_str(), u.source, u.external_id.as_deref()),
+        ("alice@a.test", UserSource::Directory, Some("guid-1"))
+    );
+    assert!(
+        u.password_hash.is_none(),
+        "no password is ever stored for a directory account"
+    );
+    // Renamed in the directory: found by its stable ID, updated in place.
+    let renamed = store
+        .upsert_directory_user(&a.id, "guid-1", "alice.smith@a.test", "Alice Smith", None, at(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        (renamed.id.as_str(), renamed.username.as_str()),
+        (u.id.as_str(), "alice.smith@a.test")
+    );
+    // Another tenant's account with the same stable ID is another account.
+    let other = store
+        .upsert_directory_user(&b.id, "guid-1", "alice@a.test", "A", None, T0)
+        .await
+        .unwrap();
+    assert_ne!(other.id, u.id);
+    // A cloud account is never taken over.
+    let taken = store
+        .upsert_directory_user(&a.id, "guid-9", &admin.username, "Impostor", None, T0)
+        .await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+
+    // Groups follow the directory; cloud groups are untouched.
+    let cloud = store.create_group(&a.id, "cloud-only", "", T0).await.unwrap();
+    store.add_member(&a.id, &cloud.id, &u.id).await.unwrap();
+    store
+        .set_directory_groups(&a.id, &u.id, &["Staff".into(), "Admins".into()], T0)
+        .await
+        .unwrap();
+    let names = |gs: Vec<Group>| gs.into_iter().map(|g| g.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(store.user_groups(&a.id, &u.id).await.unwrap()),
+        vec!["Admins", "Staff", "cloud-only"]
+    );
+    store
+        .set_directory_groups(&a.id, &u.id, &["Staff".into()], at(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        names(store.user_groups(&a.id, &u.id).await.unwrap()),
+        vec!["Staff", "cloud-only"]
+    );
+    // A directory group named like a cloud group is skipped, not merged.
+    store
+        .set_directory_groups(&a.id, &u.id, &["cloud-only".into()], at(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        names(store.user_groups(&a.id, &u.id).await.unwrap()),
+        vec!["cloud-only"]
+    );
+    let groups = store.groups(&a.id).await.unwrap();
+    assert_eq!(groups.iter().filter(|g| g.source == UserSource::Directory).count(), 2);
 }

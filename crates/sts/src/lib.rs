@@ -11,6 +11,7 @@
 //! rows; only caches and the wrong-password memory of smart lockout are per process.
 #![warn(missing_docs)]
 
+mod authenticate;
 pub mod client_ip;
 mod cookies;
 mod error;
@@ -35,6 +36,7 @@ use postern_store::Store;
 use postern_time::{SharedClock, UnixTime};
 use url::Url;
 
+pub use authenticate::{DirectoryProblem, PasswordVerdict, PtaTiming};
 pub use client_ip::ClientIp;
 pub use error::{OAuthError, StsError};
 pub use keys::{Jwks, PublicJwk};
@@ -75,6 +77,10 @@ pub struct StsConfig {
     pub setup_code_ttl: Duration,
     /// Password hashes computed at once.
     pub password_hash_concurrency: usize,
+    /// Deadlines of pass-through authentication.
+    pub pta: PtaTiming,
+    /// Lifetime of an agent's queue credential.
+    pub queue_credential_ttl: Duration,
 }
 
 impl StsConfig {
@@ -94,6 +100,8 @@ impl StsConfig {
             signing_key_rotation: Duration::from_secs(90 * 24 * 3600),
             setup_code_ttl: Duration::from_secs(3600),
             password_hash_concurrency: 4,
+            pta: PtaTiming::default(),
+            queue_credential_ttl: Duration::from_secs(3600),
         }
     }
 
@@ -114,6 +122,7 @@ pub struct Sts {
     lockout: Arc<lockout::SmartLockout>,
     hasher: PasswordHasher,
     base: String,
+    relay: std::sync::OnceLock<Arc<postern_relay::Relay>>,
 }
 
 impl std::fmt::Debug for Sts {
@@ -143,6 +152,7 @@ impl Sts {
             clock,
             config,
             base,
+            relay: std::sync::OnceLock::new(),
         });
         sts.maintain_signing_keys().await?;
         Ok(sts)
@@ -181,6 +191,12 @@ impl Sts {
             .route("/t/{tenant}/signin", get(signin::show).post(signin::submit))
             .route("/setup", get(setup::show).post(setup::submit))
             .with_state(self.clone())
+    }
+
+    /// Connects the relay to on-prem agents (pass-through authentication). Without
+    /// it, passwords of pass-through domains cannot be checked.
+    pub fn attach_relay(&self, relay: Arc<postern_relay::Relay>) {
+        let _ = self.relay.set(relay);
     }
 
     /// The current time from the service clock.

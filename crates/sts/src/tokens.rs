@@ -18,6 +18,10 @@ pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 pub const ADMIN_API_AUDIENCE: &str = "urn:postern:admin-api";
 /// Scope that asks for an admin API token.
 pub const ADMIN_SCOPE: &str = "postern:admin";
+/// `typ` header of agents' queue credentials.
+pub const QUEUE_CREDENTIAL_TYP: &str = "queue+jwt";
+/// Audience of agents' queue credentials.
+pub const RELAY_AUDIENCE: &str = "urn:postern:relay";
 /// Tolerance for tokens issued by a peer instance with a slightly fast clock.
 const IAT_SKEW_SECS: i64 = 60;
 
@@ -118,6 +122,24 @@ impl AccessClaims {
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scope.split(' ').any(|s| s == scope)
     }
+}
+
+/// Claims of an agent's queue credential (PTA-4): good for one agent and one
+/// tenant's queue only.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QueueClaims {
+    /// The service (its public URL).
+    pub iss: String,
+    /// The agent's component ID.
+    pub sub: String,
+    /// [`RELAY_AUDIENCE`].
+    pub aud: String,
+    /// The tenant whose queue it opens.
+    pub tid: String,
+    /// Expiry.
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
 }
 
 /// Why an access token was refused. Each is a 401 `invalid_token` to the client.
@@ -249,6 +271,45 @@ impl Sts {
             Err(_) => return Ok(None),
         };
         Ok((claims.iss == self.issuer(tenant_name)).then_some(claims))
+    }
+
+    /// Issues a queue credential for `agent_id` of `tenant_id` (PTA-4), valid for
+    /// `queue_credential_ttl`. Returns the credential and its expiry.
+    pub async fn issue_queue_credential(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+    ) -> Result<(String, UnixTime), StsError> {
+        let now = self.now();
+        let exp = now + self.config.queue_credential_ttl;
+        let claims = QueueClaims {
+            iss: self.base.clone(),
+            sub: agent_id.to_owned(),
+            aud: RELAY_AUDIENCE.to_owned(),
+            tid: tenant_id.to_owned(),
+            exp: exp.secs(),
+            iat: now.secs(),
+        };
+        Ok((self.sign(&claims, QUEUE_CREDENTIAL_TYP, now).await?, exp))
+    }
+
+    /// Verifies a queue credential: signature, issuer, audience and expiry.
+    pub async fn verify_queue_credential(&self, token: &str) -> Result<Result<QueueClaims, TokenError>, StsError> {
+        let now = self.now();
+        let claims: QueueClaims = match self.verify_signed(token, QUEUE_CREDENTIAL_TYP).await? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        if claims.iss != self.base {
+            return Ok(Err(TokenError::WrongIssuer));
+        }
+        if claims.aud != RELAY_AUDIENCE {
+            return Ok(Err(TokenError::WrongAudience));
+        }
+        if claims.exp <= now.secs() {
+            return Ok(Err(TokenError::Expired));
+        }
+        Ok(Ok(claims))
     }
 
     /// Verifies a bearer token for the admin API: finds the tenant from the token's

@@ -19,9 +19,9 @@ use postern_store::{SigninEvent, SigninOutcome, StoreError, Tenant, User};
 use serde::Deserialize;
 
 use crate::Sts;
+use crate::authenticate::{DirectoryProblem, PasswordVerdict};
 use crate::client_ip::ClientIp;
 use crate::error::StsError;
-use crate::lockout::{AttemptOutcome, LockoutDecision};
 use crate::mfa;
 use crate::pages::{Field, Page};
 use crate::password::MAX_PASSWORD_LEN;
@@ -36,6 +36,7 @@ const WRONG_CREDENTIALS: &str =
     "Your account or password is incorrect. If you don't remember your password, ask your administrator to reset it.";
 const LOCKED: &str = "Your account is temporarily locked to prevent unauthorized use. Try again later.";
 const BUSY: &str = "Another sign-in for this account is being checked. Try again in a moment.";
+const UNAVAILABLE: &str = "We can't check your password right now: your organisation's sign-in service is unavailable. Try again in a few minutes.";
 const EXPIRED: &str =
     "This sign-in page has expired or was opened in another browser. Go back to the application and start again.";
 
@@ -273,56 +274,44 @@ impl Step<'_> {
         if form.password.is_empty() || form.password.expose().len() > MAX_PASSWORD_LEN {
             return self.again(flow, "Enter your password.");
         }
-        let user = match self.sts.store.user_by_username(&self.tenant.id, &username).await {
-            Ok(u) => Some(u),
-            Err(StoreError::NotFound) => None,
-            Err(e) => return Err(e.into()),
-        };
-        let attempt = match self
+        let verdict = self
             .sts
-            .check_lockout(self.tenant, &username, user.as_ref(), self.ip)
-            .await?
-        {
-            LockoutDecision::Proceed(a) => a,
-            LockoutDecision::Locked { .. } => {
-                self.log(flow, user.as_ref(), SigninOutcome::LockedOut, "smart lockout")
-                    .await?;
+            .check_password(self.tenant, &username, &form.password, self.ip)
+            .await?;
+        let user = match verdict {
+            PasswordVerdict::Valid(user) => user,
+            PasswordVerdict::LockedOut => {
+                self.log(flow, None, SigninOutcome::LockedOut, "smart lockout").await?;
                 return self.again(flow, LOCKED);
             }
-            LockoutDecision::Busy => return self.again(flow, BUSY),
+            PasswordVerdict::Busy => return self.again(flow, BUSY),
+            PasswordVerdict::WrongCredentials { locked_now } => {
+                self.log(flow, None, SigninOutcome::BadCredentials, "wrong username or password")
+                    .await?;
+                return self.again(flow, if locked_now { LOCKED } else { WRONG_CREDENTIALS });
+            }
+            PasswordVerdict::Disabled(user) => {
+                self.log(flow, Some(&user), SigninOutcome::Disabled, "account disabled")
+                    .await?;
+                return self.again(flow, "Your account is disabled. Contact your administrator.");
+            }
+            PasswordVerdict::Directory(problem) => {
+                let outcome = match problem {
+                    DirectoryProblem::AccountDisabled | DirectoryProblem::AccountExpired => SigninOutcome::Disabled,
+                    DirectoryProblem::AccountLocked => SigninOutcome::LockedOut,
+                    DirectoryProblem::PasswordExpired | DirectoryProblem::MustChangePassword => {
+                        SigninOutcome::Interrupted
+                    }
+                };
+                self.log(flow, None, outcome, &format!("directory: {problem:?}"))
+                    .await?;
+                return self.again(flow, problem.message());
+            }
+            PasswordVerdict::Unavailable(reason) => {
+                self.log(flow, None, SigninOutcome::Interrupted, &reason).await?;
+                return self.again(flow, UNAVAILABLE);
+            }
         };
-        let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
-        let ok = self.sts.hasher.verify(&form.password, hash).await?;
-        let Some(user) = user.filter(|_| ok) else {
-            let locked = self
-                .sts
-                .record_attempt(
-                    self.tenant,
-                    attempt,
-                    AttemptOutcome::Failure {
-                        password: &form.password,
-                    },
-                )
-                .await?;
-            self.log(flow, None, SigninOutcome::BadCredentials, "wrong username or password")
-                .await?;
-            return self.again(flow, if locked.is_some() { LOCKED } else { WRONG_CREDENTIALS });
-        };
-        self.sts
-            .record_attempt(
-                self.tenant,
-                attempt,
-                AttemptOutcome::Success {
-                    user_id: &user.id,
-                    ip: self.ip,
-                },
-            )
-            .await?;
-        if !user.enabled {
-            self.log(flow, Some(&user), SigninOutcome::Disabled, "account disabled")
-                .await?;
-            return self.again(flow, "Your account is disabled. Contact your administrator.");
-        }
         flow.user_id = Some(user.id.clone());
         flow.auth_time = Some(self.sts.now());
         flow.add_amr(&["pwd"]);

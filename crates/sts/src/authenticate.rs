@@ -1,0 +1,361 @@
+//! Checking a password: smart lockout first, then either the cloud hash or
+//! pass-through authentication (PTA-5). Every password path of the service goes
+//! through [`Sts::check_password`], so lockout (PTA-9) protects both.
+//!
+//! Which way a password goes: an existing cloud account uses its cloud password;
+//! otherwise, a username in a domain set to pass-through authentication is
+//! checked on-prem by an agent; anything else is checked against the cloud (and,
+//! for an unknown account, against a dummy hash, so it takes as long).
+//!
+//! For pass-through authentication the password is encrypted here, once per
+//! registered agent key (RSA-OAEP-SHA256, the request and tenant bound in as the
+//! label), before it is handed to the relay; the clear password never leaves
+//! this function, and nothing derived from it is stored (SEC-7). On success the
+//! account is created or updated just in time from the attributes the agent
+//! returned, groups included.
+
+use std::time::Duration;
+
+use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPublicEncryptingKey, PublicEncryptingKey};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use postern_keyring::SecretString;
+use postern_proto::ComponentKind;
+use postern_proto::relay::{AccountAttributes, AgentCiphertext, ValidationOutcome, ValidationRequest, oaep_label};
+use postern_relay::{Deadlines, RelayError};
+use postern_store::{DomainAuthMode, StoreError, Tenant, User, UserSource};
+
+use crate::Sts;
+use crate::client_ip::ClientIp;
+use crate::error::StsError;
+use crate::lockout::{AttemptOutcome, LockoutDecision};
+
+/// What a password check concluded.
+#[derive(Debug)]
+pub enum PasswordVerdict {
+    /// The password is right; the account (created or updated for directory
+    /// accounts) is enabled.
+    Valid(User),
+    /// Wrong username or password. `locked_now` when this failure locked the
+    /// account.
+    WrongCredentials {
+        /// Whether this failure tripped smart lockout.
+        locked_now: bool,
+    },
+    /// Refused by smart lockout without checking the password.
+    LockedOut,
+    /// Another check for the same account is running on this instance.
+    Busy,
+    /// The password is right but the account is disabled here.
+    Disabled(User),
+    /// The directory refused for a reason other than the password.
+    Directory(DirectoryProblem),
+    /// The password could not be checked (no agent, no answer, directory down).
+    Unavailable(String),
+}
+
+/// Why the on-prem directory refused a right password (or a password it will not
+/// check).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirectoryProblem {
+    /// The password has expired.
+    PasswordExpired,
+    /// The password must be changed first.
+    MustChangePassword,
+    /// The account is disabled in the directory.
+    AccountDisabled,
+    /// The account has expired in the directory.
+    AccountExpired,
+    /// The directory locked the account.
+    AccountLocked,
+}
+
+impl DirectoryProblem {
+    /// What to tell the user.
+    pub fn message(self) -> &'static str {
+        match self {
+            DirectoryProblem::PasswordExpired => {
+                "Your password has expired. Change it on your organisation's network, then sign in again."
+            }
+            DirectoryProblem::MustChangePassword => {
+                "You must change your password before you can sign in. Change it on your organisation's network, then sign in again."
+            }
+            DirectoryProblem::AccountDisabled | DirectoryProblem::AccountExpired => {
+                "Your account is disabled. Contact your administrator."
+            }
+            DirectoryProblem::AccountLocked => {
+                "Your account is locked in your organisation's directory. Try again later or contact your administrator."
+            }
+        }
+    }
+}
+
+/// How long pass-through authentication may take.
+#[derive(Clone, Copy, Debug)]
+pub struct PtaTiming {
+    /// Wait this long for one agent before asking another.
+    pub attempt: Duration,
+    /// Give up after this long.
+    pub overall: Duration,
+}
+
+impl Default for PtaTiming {
+    fn default() -> Self {
+        Self {
+            attempt: Duration::from_secs(3),
+            overall: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Encrypts `password` to one agent key (SPKI DER) under `label`.
+fn encrypt_to(spki_der: &[u8], password: &SecretString, label: &[u8]) -> Result<String, StsError> {
+    let key = PublicEncryptingKey::from_der(spki_der).map_err(|_| StsError::internal("agent key unreadable"))?;
+    let key = OaepPublicEncryptingKey::new(key).map_err(|_| StsError::internal("agent key unusable for OAEP"))?;
+    let mut out = vec![0u8; key.ciphertext_size()];
+    let ct = key
+        .encrypt(
+            &OAEP_SHA256_MGF1SHA256,
+            password.expose().as_bytes(),
+            &mut out,
+            Some(label),
+        )
+        .map_err(|_| StsError::internal("encryption to an agent failed (password too long for the key?)"))?;
+    Ok(STANDARD.encode(ct))
+}
+
+impl Sts {
+    /// Checks `password` for `username` (normalized) of `tenant`, behind smart
+    /// lockout, by the cloud hash or through an on-prem agent.
+    pub async fn check_password(
+        &self,
+        tenant: &Tenant,
+        username: &str,
+        password: &SecretString,
+        ip: ClientIp,
+    ) -> Result<PasswordVerdict, StsError> {
+        let user = match self.store.user_by_username(&tenant.id, username).await {
+            Ok(u) => Some(u),
+            Err(StoreError::NotFound) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let passthrough = match &user {
+            Some(u) if u.source == UserSource::Cloud => false,
+            _ => self.domain_is_passthrough(tenant, username).await?,
+        };
+        let attempt = match self.check_lockout(tenant, username, user.as_ref(), ip).await? {
+            LockoutDecision::Proceed(a) => a,
+            LockoutDecision::Locked { .. } => return Ok(PasswordVerdict::LockedOut),
+            LockoutDecision::Busy => return Ok(PasswordVerdict::Busy),
+        };
+        if !passthrough {
+            let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
+            let ok = self.hasher.verify(password, hash).await?;
+            return match user.filter(|_| ok) {
+                Some(user) => {
+                    self.record_attempt(tenant, attempt, AttemptOutcome::Success { user_id: &user.id, ip })
+                        .await?;
+                    Ok(if user.enabled {
+                        PasswordVerdict::Valid(user)
+                    } else {
+                        PasswordVerdict::Disabled(user)
+                    })
+                }
+                None => {
+                    let locked = self
+                        .record_attempt(tenant, attempt, AttemptOutcome::Failure { password })
+                        .await?;
+                    Ok(PasswordVerdict::WrongCredentials {
+                        locked_now: locked.is_some(),
+                    })
+                }
+            };
+        }
+        match self.ask_agents(tenant, username, password).await? {
+            Ok((ValidationOutcome::Success, Some(account))) => {
+                let user = self.provision_directory_user(tenant, &account).await?;
+                self.record_attempt(tenant, attempt, AttemptOutcome::Success { user_id: &user.id, ip })
+                    .await?;
+                Ok(if user.enabled {
+                    PasswordVerdict::Valid(user)
+                } else {
+                    PasswordVerdict::Disabled(user)
+                })
+            }
+            Ok((ValidationOutcome::Success, None)) => {
+                self.record_attempt(tenant, attempt, AttemptOutcome::Inconclusive)
+                    .await?;
+                Ok(PasswordVerdict::Unavailable(
+                    "the agent returned no account attributes".into(),
+                ))
+            }
+            Ok((ValidationOutcome::WrongCredentials, _)) => {
+                let locked = self
+                    .record_attempt(tenant, attempt, AttemptOutcome::Failure { password })
+                    .await?;
+                Ok(PasswordVerdict::WrongCredentials {
+                    locked_now: locked.is_some(),
+                })
+            }
+            Ok((outcome, _)) => {
+                self.record_attempt(tenant, attempt, AttemptOutcome::Inconclusive)
+                    .await?;
+                Ok(match outcome {
+                    ValidationOutcome::PasswordExpired => PasswordVerdict::Directory(DirectoryProblem::PasswordExpired),
+                    ValidationOutcome::MustChangePassword => {
+                        PasswordVerdict::Directory(DirectoryProblem::MustChangePassword)
+                    }
+                    ValidationOutcome::AccountDisabled => PasswordVerdict::Directory(DirectoryProblem::AccountDisabled),
+                    ValidationOutcome::AccountExpired => PasswordVerdict::Directory(DirectoryProblem::AccountExpired),
+                    ValidationOutcome::AccountLocked => PasswordVerdict::Directory(DirectoryProblem::AccountLocked),
+                    _ => PasswordVerdict::Unavailable("the directory is unreachable".into()),
+                })
+            }
+            Err(reason) => {
+                self.record_attempt(tenant, attempt, AttemptOutcome::Inconclusive)
+                    .await?;
+                Ok(PasswordVerdict::Unavailable(reason))
+            }
+        }
+    }
+
+    async fn domain_is_passthrough(&self, tenant: &Tenant, username: &str) -> Result<bool, StsError> {
+        let Some((_, domain)) = username.rsplit_once('@') else {
+            return Ok(false);
+        };
+        match self.store.domain(&tenant.id, domain).await {
+            Ok(d) => Ok(d.verified && d.auth_mode == DomainAuthMode::Passthrough),
+            Err(StoreError::NotFound) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Encrypts the password to every current agent key of the tenant and asks the
+    /// agents through the relay. The inner error says why nothing conclusive came
+    /// back (no secret in it).
+    async fn ask_agents(
+        &self,
+        tenant: &Tenant,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<Result<(ValidationOutcome, Option<AccountAttributes>), String>, StsError> {
+        let Some(relay) = self.relay.get() else {
+            return Ok(Err(
+                "pass-through authentication is not available on this service".into()
+            ));
+        };
+        let now = self.now();
+        let agents: Vec<_> = self
+            .store
+            .components(&tenant.id, ComponentKind::Agent)
+            .await?
+            .into_iter()
+            .filter(|a| a.not_after > now)
+            .collect();
+        if agents.is_empty() {
+            return Ok(Err("no authentication agent is registered".into()));
+        }
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let label = oaep_label(&tenant.id, &request_id);
+        let mut ciphertexts = Vec::with_capacity(agents.len());
+        for agent in &agents {
+            ciphertexts.push(AgentCiphertext {
+                key_id: agent.key_id.clone(),
+                ciphertext: encrypt_to(&agent.public_key, password, &label)?,
+            });
+        }
+        let timing = self.config.pta;
+        let deadline_ms = (now.secs().saturating_mul(1000))
+            .saturating_add(i64::try_from(timing.overall.as_millis()).unwrap_or(i64::MAX));
+        let request = ValidationRequest {
+            request_id: request_id.clone(),
+            tenant_id: tenant.id.clone(),
+            username: username.to_owned(),
+            deadline_ms,
+            ciphertexts,
+        };
+        let answer = relay
+            .validate(
+                request,
+                Deadlines {
+                    attempt: timing.attempt,
+                    overall: timing.overall,
+                },
+            )
+            .await;
+        Ok(match answer {
+            Ok(a) => {
+                if a.offered_to.len() > 1 {
+                    tracing::info!(tenant = %tenant.name, request = %request_id, agents = a.offered_to.len(), "sign-in answered after failover");
+                }
+                Ok((a.result.outcome, a.result.account))
+            }
+            Err(
+                e @ (RelayError::NoAgents
+                | RelayError::Timeout(_)
+                | RelayError::DirectoryUnreachable
+                | RelayError::Busy),
+            ) => {
+                tracing::warn!(tenant = %tenant.name, request = %request_id, error = %e, "pass-through sign-in not answered");
+                Err(e.to_string())
+            }
+        })
+    }
+
+    /// Creates or updates the directory account the agent described, and its
+    /// directory groups.
+    async fn provision_directory_user(&self, tenant: &Tenant, account: &AccountAttributes) -> Result<User, StsError> {
+        let now = self.now();
+        let username = postern_store::normalize_username(&account.upn);
+        let user = self
+            .store
+            .upsert_directory_user(
+                &tenant.id,
+                &account.stable_id,
+                &username,
+                &account.display_name,
+                account.mail.as_deref(),
+                now,
+            )
+            .await?;
+        self.store
+            .set_directory_groups(&tenant.id, &user.id, &account.groups, now)
+            .await?;
+        Ok(user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::rsa::{OaepPrivateDecryptingKey, PrivateDecryptingKey};
+
+    #[test]
+    fn encryption_is_bound_to_its_label() {
+        let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let pkcs8 = aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&key).unwrap();
+        let private = OaepPrivateDecryptingKey::new(PrivateDecryptingKey::from_pkcs8(pkcs8.as_ref()).unwrap()).unwrap();
+        let spki = aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(
+            &PrivateDecryptingKey::from_pkcs8(pkcs8.as_ref()).unwrap().public_key(),
+        )
+        .unwrap();
+        let password = SecretString::from("hunter2-but-longer");
+        let label = oaep_label("t1", "r1");
+        let ct = STANDARD
+            .decode(encrypt_to(spki.as_ref(), &password, &label).unwrap())
+            .unwrap();
+        let mut out = vec![0u8; private.min_output_size()];
+        let pt = private
+            .decrypt(&OAEP_SHA256_MGF1SHA256, &ct, &mut out, Some(&label))
+            .unwrap();
+        assert_eq!(pt, password.expose().as_bytes());
+        let mut out = vec![0u8; private.min_output_size()];
+        assert!(
+            private
+                .decrypt(&OAEP_SHA256_MGF1SHA256, &ct, &mut out, Some(&oaep_label("t1", "r2")))
+                .is_err(),
+            "another request's label does not open it"
+        );
+        assert!(!ct.windows(8).any(|w| w == b"hunter2-"));
+    }
+}
