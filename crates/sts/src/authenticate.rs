@@ -173,7 +173,7 @@ impl Sts {
         }
         match self.ask_agents(tenant, username, password).await? {
             Ok((ValidationOutcome::Success, Some(account))) => {
-                let user = self.provision_directory_user(tenant, &account).await?;
+                let user = self.provision_directory_user(tenant, username, &account).await?;
                 self.record_attempt(tenant, attempt, AttemptOutcome::Success { user_id: &user.id, ip })
                     .await?;
                 Ok(if user.enabled {
@@ -303,10 +303,17 @@ impl Sts {
     }
 
     /// Creates or updates the directory account the agent described, and its
-    /// directory groups.
-    async fn provision_directory_user(&self, tenant: &Tenant, account: &AccountAttributes) -> Result<User, StsError> {
+    /// directory groups. The account's name is its UPN when that lies in a
+    /// pass-through domain of the tenant, else the name the user typed: an agent
+    /// can never name an account outside the domains it serves.
+    async fn provision_directory_user(&self, tenant: &Tenant, typed: &str, account: &AccountAttributes) -> Result<User, StsError> {
         let now = self.now();
-        let username = postern_store::normalize_username(&account.upn);
+        let upn = postern_store::normalize_username(&account.upn);
+        let username = if upn.contains('@') && self.domain_is_passthrough(tenant, &upn).await? {
+            upn
+        } else {
+            postern_store::normalize_username(typed)
+        };
         let user = self
             .store
             .upsert_directory_user(
