@@ -11,6 +11,7 @@
 //! `postern-keyring` before they arrive here, and passwords only as argon2id hashes.
 #![warn(missing_docs)]
 
+mod apps;
 mod audit;
 mod clients;
 mod components;
@@ -34,6 +35,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use apps::{App, AppSpec, CookieKeyRecord, Preauth, PrincipalKind};
 pub use audit::{AuditEntry, AuditVerification, NewAuditEntry};
 pub use clients::{NewOAuthClient, OAuthClient};
 pub use components::{

@@ -75,6 +75,7 @@ on_both!(
     tenant_deletion_revokes_components,
     last_global_admin_is_kept,
     directory_accounts_are_provisioned_just_in_time,
+    published_apps_and_assignments,
 );
 
 async fn migrations_are_idempotent(backend: Backend) {
@@ -1330,4 +1331,115 @@ async fn directory_accounts_are_provisioned_just_in_time(backend: Backend) {
     );
     let groups = store.groups(&a.id).await.unwrap();
     assert_eq!(groups.iter().filter(|g| g.source == UserSource::Directory).count(), 2);
+}
+
+fn app_spec(name: &str, host: &str, prefix: &str, group: &str) -> AppSpec {
+    AppSpec {
+        name: name.into(),
+        external_host: host.into(),
+        path_prefix: prefix.into(),
+        internal_url: "http://wiki.corp:8080/".into(),
+        preauth: Preauth::Sts,
+        connector_group_id: group.into(),
+        backend_timeout_secs: 85,
+        validate_backend_tls: true,
+        translate_headers: true,
+        translate_links: false,
+        identity_headers: vec!["user".into(), "email".into()],
+    }
+}
+
+async fn published_apps_and_assignments(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, admin) = tenant_with_admin(&store, "a", "a.test").await;
+    let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
+    let group = store.default_connector_group(&a.id, T0).await.unwrap();
+    let version = group.config_version;
+    let wiki = store
+        .create_app(
+            &a.id,
+            &app_spec("wiki", "apps.a.test", "/wiki", &group.id),
+            "c-wiki",
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(wiki.identity_headers, vec!["user".to_string(), "email".to_string()]);
+    assert!(
+        store.connector_group(&a.id, &group.id).await.unwrap().config_version > version,
+        "connectors are told"
+    );
+    store
+        .create_app(&a.id, &app_spec("root", "apps.a.test", "/", &group.id), "c-root", T0)
+        .await
+        .unwrap();
+    // One address, one app, across tenants.
+    let b_group = store.default_connector_group(&b.id, T0).await.unwrap();
+    let clash = store
+        .create_app(&b.id, &app_spec("x", "apps.a.test", "/wiki", &b_group.id), "c-x", T0)
+        .await;
+    assert!(matches!(clash, Err(StoreError::Conflict(_))));
+    let on_host: Vec<String> = store
+        .apps_on_host("apps.a.test")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.path_prefix)
+        .collect();
+    assert_eq!(on_host, vec!["/wiki", "/"], "longest prefix first");
+    assert!(store.app(&b.id, &wiki.id).await.is_err());
+    assert_eq!(store.apps_of_group(&a.id, &group.id).await.unwrap().len(), 2);
+
+    // Assignments: directly or through a group; other tenants' principals refused.
+    let u = store
+        .create_user(&a.id, NewUser::cloud("u@a.test", "U", None), T0)
+        .await
+        .unwrap();
+    assert!(!store.user_assigned_to_app(&wiki.id, &u.id).await.unwrap());
+    store
+        .assign_app(&a.id, &wiki.id, PrincipalKind::User, &u.id)
+        .await
+        .unwrap();
+    assert!(store.user_assigned_to_app(&wiki.id, &u.id).await.unwrap());
+    let staff = store.create_group(&a.id, "staff", "", T0).await.unwrap();
+    store.add_member(&a.id, &staff.id, &admin.id).await.unwrap();
+    store
+        .assign_app(&a.id, &wiki.id, PrincipalKind::Group, &staff.id)
+        .await
+        .unwrap();
+    assert!(store.user_assigned_to_app(&wiki.id, &admin.id).await.unwrap());
+    let (_, b_admin) = (0, store.users(&b.id).await.unwrap().remove(0));
+    assert!(
+        store
+            .assign_app(&a.id, &wiki.id, PrincipalKind::User, &b_admin.id)
+            .await
+            .is_err()
+    );
+    assert_eq!(store.app_assignments(&a.id, &wiki.id).await.unwrap().len(), 2);
+    store
+        .unassign_app(&a.id, &wiki.id, PrincipalKind::User, &u.id)
+        .await
+        .unwrap();
+    assert!(!store.user_assigned_to_app(&wiki.id, &u.id).await.unwrap());
+
+    let mut spec = app_spec("wiki", "wiki.a.test", "/", &group.id);
+    spec.preauth = Preauth::Passthrough;
+    let changed = store.update_app(&a.id, &wiki.id, &spec, at(5)).await.unwrap();
+    assert_eq!(
+        (
+            changed.external_host.as_str(),
+            changed.preauth,
+            changed.client_id.as_str()
+        ),
+        ("wiki.a.test", Preauth::Passthrough, "c-wiki")
+    );
+    store.delete_app(&a.id, &wiki.id).await.unwrap();
+    assert!(store.app(&a.id, &wiki.id).await.is_err());
+
+    // Cookie keys rotate; retired keys are listed until forgotten.
+    store.rotate_cookie_key("k1", b"s1", T0).await.unwrap();
+    store.rotate_cookie_key("k2", b"s2", at(100)).await.unwrap();
+    let kids = |ks: Vec<CookieKeyRecord>| ks.into_iter().map(|k| k.kid).collect::<Vec<_>>();
+    assert_eq!(kids(store.cookie_keys(at(50)).await.unwrap()), vec!["k2", "k1"]);
+    assert_eq!(kids(store.cookie_keys(at(100)).await.unwrap()), vec!["k2"]);
 }

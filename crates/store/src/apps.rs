@@ -1,0 +1,474 @@
+//! Published apps (application proxy), who is assigned to them, and the front
+//! door's cookie encryption keys.
+
+use postern_time::UnixTime;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::error::SqlxResultExt;
+use crate::{Store, StoreError, flag, new_id};
+
+/// How users are let through to an app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preauth {
+    /// Users sign in at the STS first (APP-1).
+    Sts,
+    /// No pre-authentication (APP-2).
+    Passthrough,
+}
+
+impl Preauth {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Preauth::Sts => "sts",
+            Preauth::Passthrough => "passthrough",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sts" => Some(Preauth::Sts),
+            "passthrough" => Some(Preauth::Passthrough),
+            _ => None,
+        }
+    }
+}
+
+/// A published app.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct App {
+    /// Identifier.
+    pub id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Unique name within the tenant.
+    pub name: String,
+    /// External host (lowercase, with `:port` if not the default).
+    pub external_host: String,
+    /// Path prefix under the host (`/` for the whole host).
+    pub path_prefix: String,
+    /// Where connectors forward to, e.g. `http://wiki.corp.local:8080/`.
+    pub internal_url: String,
+    /// Pre-authentication.
+    pub preauth: Preauth,
+    /// Connectors that serve it.
+    pub connector_group_id: String,
+    /// How long a backend may take to answer.
+    pub backend_timeout_secs: i64,
+    /// Whether connectors check the backend's TLS certificate.
+    pub validate_backend_tls: bool,
+    /// Whether headers (`Location`, cookies, ...) are translated.
+    pub translate_headers: bool,
+    /// Whether links in HTML/CSS bodies are translated.
+    pub translate_links: bool,
+    /// Identity headers sent to the backend.
+    pub identity_headers: Vec<String>,
+    /// The app's OIDC client at the STS (for pre-authentication).
+    pub client_id: String,
+    /// Created.
+    pub created_at: UnixTime,
+    /// Last changed.
+    pub updated_at: UnixTime,
+}
+
+/// What an app is created or replaced with.
+#[derive(Clone, Debug)]
+pub struct AppSpec {
+    /// Name.
+    pub name: String,
+    /// External host.
+    pub external_host: String,
+    /// Path prefix.
+    pub path_prefix: String,
+    /// Internal URL.
+    pub internal_url: String,
+    /// Pre-authentication.
+    pub preauth: Preauth,
+    /// Connector group.
+    pub connector_group_id: String,
+    /// Backend timeout in seconds.
+    pub backend_timeout_secs: i64,
+    /// Validate the backend's TLS certificate.
+    pub validate_backend_tls: bool,
+    /// Translate headers.
+    pub translate_headers: bool,
+    /// Translate links in bodies.
+    pub translate_links: bool,
+    /// Identity headers to send.
+    pub identity_headers: Vec<String>,
+}
+
+/// Who may use an app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalKind {
+    /// One user.
+    User,
+    /// Every member of a group.
+    Group,
+}
+
+impl PrincipalKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::User => "user",
+            PrincipalKind::Group => "group",
+        }
+    }
+}
+
+/// A cookie encryption key (sealed).
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CookieKeyRecord {
+    /// Key ID.
+    pub kid: String,
+    /// The key, sealed with the KEK (context `cookie-key:<kid>`).
+    pub key_sealed: Vec<u8>,
+    /// Created.
+    pub created_at: UnixTime,
+    /// When it stopped encrypting.
+    pub retired_at: Option<UnixTime>,
+}
+
+impl std::fmt::Debug for CookieKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CookieKeyRecord")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! app_columns {
+    () => {
+        "id, tenant_id, name, external_host, path_prefix, internal_url, preauth, connector_group_id, \
+         backend_timeout_secs, validate_backend_tls, translate_headers, translate_links, identity_headers, \
+         client_id, created_at, updated_at"
+    };
+}
+
+fn app_from_row(row: &AnyRow) -> Result<App, StoreError> {
+    let text = |n: &str| -> Result<String, StoreError> { row.try_get(n).db() };
+    let flag_of = |n: &str| -> Result<bool, StoreError> { Ok(row.try_get::<i64, _>(n).db()? != 0) };
+    let preauth = text("preauth")?;
+    Ok(App {
+        id: text("id")?,
+        tenant_id: text("tenant_id")?,
+        name: text("name")?,
+        external_host: text("external_host")?,
+        path_prefix: text("path_prefix")?,
+        internal_url: text("internal_url")?,
+        preauth: Preauth::parse(&preauth).ok_or_else(|| StoreError::Corrupt(format!("preauth {preauth:?}")))?,
+        connector_group_id: text("connector_group_id")?,
+        backend_timeout_secs: row.try_get("backend_timeout_secs").db()?,
+        validate_backend_tls: flag_of("validate_backend_tls")?,
+        translate_headers: flag_of("translate_headers")?,
+        translate_links: flag_of("translate_links")?,
+        identity_headers: serde_json::from_str(&text("identity_headers")?)
+            .map_err(|e| StoreError::Corrupt(format!("identity headers: {e}")))?,
+        client_id: text("client_id")?,
+        created_at: row.try_get("created_at").db()?,
+        updated_at: row.try_get("updated_at").db()?,
+    })
+}
+
+fn headers_text(list: &[String]) -> Result<String, StoreError> {
+    serde_json::to_string(list).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl Store {
+    /// Publishes an app. `client_id` is its OIDC client at the STS. Fails with a
+    /// conflict when the name or the external address is taken.
+    pub async fn create_app(
+        &self,
+        tenant_id: &str,
+        spec: &AppSpec,
+        client_id: &str,
+        now: UnixTime,
+    ) -> Result<App, StoreError> {
+        let id = new_id();
+        sqlx::query(
+            "INSERT INTO apps (id, tenant_id, name, external_host, path_prefix, internal_url, preauth, \
+             connector_group_id, backend_timeout_secs, validate_backend_tls, translate_headers, translate_links, \
+             identity_headers, client_id, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)",
+        )
+        .bind(&id)
+        .bind(tenant_id)
+        .bind(&spec.name)
+        .bind(&spec.external_host)
+        .bind(&spec.path_prefix)
+        .bind(&spec.internal_url)
+        .bind(spec.preauth.as_str())
+        .bind(&spec.connector_group_id)
+        .bind(spec.backend_timeout_secs)
+        .bind(flag(spec.validate_backend_tls))
+        .bind(flag(spec.translate_headers))
+        .bind(flag(spec.translate_links))
+        .bind(headers_text(&spec.identity_headers)?)
+        .bind(client_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match StoreError::from_sqlx(e) {
+            StoreError::Conflict(_) => StoreError::Conflict(format!(
+                "an app named {} or at {}{} exists",
+                spec.name, spec.external_host, spec.path_prefix
+            )),
+            other => other,
+        })?;
+        self.bump_group_config(tenant_id, &spec.connector_group_id).await?;
+        self.app(tenant_id, &id).await
+    }
+
+    /// Replaces an app's settings (not its client).
+    pub async fn update_app(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        spec: &AppSpec,
+        now: UnixTime,
+    ) -> Result<App, StoreError> {
+        let before = self.app(tenant_id, id).await?;
+        let done = sqlx::query(
+            "UPDATE apps SET name = $1, external_host = $2, path_prefix = $3, internal_url = $4, preauth = $5, \
+             connector_group_id = $6, backend_timeout_secs = $7, validate_backend_tls = $8, translate_headers = $9, \
+             translate_links = $10, identity_headers = $11, updated_at = $12 WHERE tenant_id = $13 AND id = $14",
+        )
+        .bind(&spec.name)
+        .bind(&spec.external_host)
+        .bind(&spec.path_prefix)
+        .bind(&spec.internal_url)
+        .bind(spec.preauth.as_str())
+        .bind(&spec.connector_group_id)
+        .bind(spec.backend_timeout_secs)
+        .bind(flag(spec.validate_backend_tls))
+        .bind(flag(spec.translate_headers))
+        .bind(flag(spec.translate_links))
+        .bind(headers_text(&spec.identity_headers)?)
+        .bind(now)
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .db()?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.bump_group_config(tenant_id, &spec.connector_group_id).await?;
+        if before.connector_group_id != spec.connector_group_id {
+            self.bump_group_config(tenant_id, &before.connector_group_id).await?;
+        }
+        self.app(tenant_id, id).await
+    }
+
+    /// One app of a tenant.
+    pub async fn app(&self, tenant_id: &str, id: &str) -> Result<App, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            app_columns!(),
+            " FROM apps WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .db()?;
+        app_from_row(&row)
+    }
+
+    /// The tenant's apps, by name.
+    pub async fn apps(&self, tenant_id: &str) -> Result<Vec<App>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            app_columns!(),
+            " FROM apps WHERE tenant_id = $1 ORDER BY name"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        rows.iter().map(app_from_row).collect()
+    }
+
+    /// Apps published on an external host (any tenant), longest prefix first.
+    pub async fn apps_on_host(&self, host: &str) -> Result<Vec<App>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            app_columns!(),
+            " FROM apps WHERE external_host = $1"
+        ))
+        .bind(host)
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        let mut apps = rows.iter().map(app_from_row).collect::<Result<Vec<_>, _>>()?;
+        apps.sort_by_key(|a| std::cmp::Reverse(a.path_prefix.len()));
+        Ok(apps)
+    }
+
+    /// Apps served by a connector group.
+    pub async fn apps_of_group(&self, tenant_id: &str, group_id: &str) -> Result<Vec<App>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            app_columns!(),
+            " FROM apps WHERE tenant_id = $1 AND connector_group_id = $2 ORDER BY name"
+        ))
+        .bind(tenant_id)
+        .bind(group_id)
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        rows.iter().map(app_from_row).collect()
+    }
+
+    /// Unpublishes an app.
+    pub async fn delete_app(&self, tenant_id: &str, id: &str) -> Result<App, StoreError> {
+        let app = self.app(tenant_id, id).await?;
+        sqlx::query("DELETE FROM apps WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .db()?;
+        self.bump_group_config(tenant_id, &app.connector_group_id).await?;
+        Ok(app)
+    }
+
+    /// Assigns a user or group of the app's tenant to the app. Idempotent.
+    pub async fn assign_app(
+        &self,
+        tenant_id: &str,
+        app_id: &str,
+        kind: PrincipalKind,
+        principal_id: &str,
+    ) -> Result<(), StoreError> {
+        self.app(tenant_id, app_id).await?;
+        match kind {
+            PrincipalKind::User => self.user(tenant_id, principal_id).await.map(|_| ())?,
+            PrincipalKind::Group => self.group(tenant_id, principal_id).await.map(|_| ())?,
+        }
+        let exists: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM app_assignments WHERE app_id = $1 AND principal_kind = $2 AND principal_id = $3",
+        )
+        .bind(app_id)
+        .bind(kind.as_str())
+        .bind(principal_id)
+        .fetch_one(&self.pool)
+        .await
+        .db()?;
+        if exists == 0 {
+            sqlx::query("INSERT INTO app_assignments (app_id, principal_kind, principal_id) VALUES ($1, $2, $3)")
+                .bind(app_id)
+                .bind(kind.as_str())
+                .bind(principal_id)
+                .execute(&self.pool)
+                .await
+                .db()?;
+        }
+        Ok(())
+    }
+
+    /// Removes an assignment.
+    pub async fn unassign_app(
+        &self,
+        tenant_id: &str,
+        app_id: &str,
+        kind: PrincipalKind,
+        principal_id: &str,
+    ) -> Result<(), StoreError> {
+        self.app(tenant_id, app_id).await?;
+        let done =
+            sqlx::query("DELETE FROM app_assignments WHERE app_id = $1 AND principal_kind = $2 AND principal_id = $3")
+                .bind(app_id)
+                .bind(kind.as_str())
+                .bind(principal_id)
+                .execute(&self.pool)
+                .await
+                .db()?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// The app's assignments: (kind, principal ID).
+    pub async fn app_assignments(
+        &self,
+        tenant_id: &str,
+        app_id: &str,
+    ) -> Result<Vec<(PrincipalKind, String)>, StoreError> {
+        self.app(tenant_id, app_id).await?;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT principal_kind, principal_id FROM app_assignments WHERE app_id = $1 ORDER BY principal_kind, principal_id",
+        )
+        .bind(app_id)
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        Ok(rows
+            .into_iter()
+            .map(|(k, id)| {
+                (
+                    if k == "group" {
+                        PrincipalKind::Group
+                    } else {
+                        PrincipalKind::User
+                    },
+                    id,
+                )
+            })
+            .collect())
+    }
+
+    /// Whether a user is assigned to an app, directly or through a group.
+    pub async fn user_assigned_to_app(&self, app_id: &str, user_id: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM app_assignments a WHERE a.app_id = $1 AND ( \
+               (a.principal_kind = 'user' AND a.principal_id = $2) OR \
+               (a.principal_kind = 'group' AND a.principal_id IN (SELECT group_id FROM group_members WHERE user_id = $2)))",
+        )
+        .bind(app_id)
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await
+        .db()?;
+        Ok(n > 0)
+    }
+
+    // ---- cookie keys ---------------------------------------------------------
+
+    /// Cookie keys not yet retired long ago enough to be forgotten: the active
+    /// one first.
+    pub async fn cookie_keys(&self, not_retired_before: UnixTime) -> Result<Vec<CookieKeyRecord>, StoreError> {
+        sqlx::query_as::<_, CookieKeyRecord>(
+            "SELECT kid, key_sealed, created_at, retired_at FROM cookie_keys \
+             WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at DESC, kid",
+        )
+        .bind(not_retired_before)
+        .fetch_all(&self.pool)
+        .await
+        .db()
+    }
+
+    /// Makes `key` the active cookie key, retiring the previous one (it still
+    /// decrypts until the caller stops listing it).
+    pub async fn rotate_cookie_key(&self, kid: &str, key_sealed: &[u8], now: UnixTime) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.db()?;
+        sqlx::query("UPDATE cookie_keys SET retired_at = $1 WHERE retired_at IS NULL")
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        sqlx::query("INSERT INTO cookie_keys (kid, key_sealed, created_at, retired_at) VALUES ($1, $2, $3, NULL)")
+            .bind(kid)
+            .bind(key_sealed)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        tx.commit().await.db()
+    }
+}
