@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use postern_keyring::SecretString;
 use postern_pki::{KeyAlg, generate_key, make_csr};
 use postern_proto::control::{
     self, ConfigVersion, ConnectorConfig, ConnectorConfigRequest, RenewRequest, RenewResponse, RenewalCheck, WhoAmI,
 };
+use postern_proto::relay::{self, BootstrapResponse, ValidationResult};
 use postern_proto::{ComponentKind, PROTOCOL_VERSION};
 use postern_time::{RustlsTime, SharedClock, UnixTime};
 use rustls::RootCertStore;
@@ -245,6 +247,62 @@ impl ControlClient {
         self.switch_to(&key.to_pem(), &answer.certificate_pem)?;
         tracing::info!(component = %self.enrolment.component_id, "agent certificate renewed");
         Ok(answer)
+    }
+
+    /// The agent's bootstrap call (PTA-4): a short-lived credential for the tenant's
+    /// queue, and how to use it.
+    pub async fn agent_bootstrap(&self) -> Result<BootstrapResponse, UplinkError> {
+        let path = relay::agent_bootstrap_path(&self.enrolment.tenant_id);
+        self.call::<(), _>(reqwest::Method::POST, &path, None, CALL_TIMEOUT)
+            .await
+    }
+
+    /// Opens the tenant's queue stream at `queue_path` (a path on the control
+    /// endpoint, from [`Self::agent_bootstrap`]) with the queue credential. Returns
+    /// when the response head has arrived; the body is the stream of frames, with no
+    /// overall deadline (the caller watches the heartbeats).
+    pub async fn agent_queue(
+        &self,
+        queue_path: &str,
+        credential: &SecretString,
+    ) -> Result<reqwest::Response, UplinkError> {
+        if !queue_path.starts_with('/') || queue_path.starts_with("//") {
+            return Err(UplinkError::Transport(
+                "the service named a queue that is not a path on the control endpoint".into(),
+            ));
+        }
+        let send = self
+            .http
+            .get(self.url(queue_path))
+            .bearer_auth(credential.expose())
+            .header(reqwest::header::ACCEPT, "application/x-ndjson")
+            .send();
+        let response = tokio::time::timeout(CALL_TIMEOUT, send)
+            .await
+            .map_err(|_| UplinkError::Transport("the queue did not answer in time".into()))?
+            .map_err(transport)?;
+        if !response.status().is_success() {
+            return Err(UplinkError::from_response(response).await);
+        }
+        Ok(response)
+    }
+
+    /// Returns the result of validation request `request_id` (PTA-5). The request ID
+    /// must be a plain identifier (the caller checks).
+    pub async fn agent_result(&self, request_id: &str, result: &ValidationResult) -> Result<(), UplinkError> {
+        let path = relay::agent_result_path(&self.enrolment.tenant_id, request_id);
+        let response = self
+            .http
+            .post(self.url(&path))
+            .timeout(CALL_TIMEOUT)
+            .json(result)
+            .send()
+            .await
+            .map_err(transport)?;
+        if !response.status().is_success() {
+            return Err(UplinkError::from_response(response).await);
+        }
+        Ok(())
     }
 
     /// One round of agent upkeep: asks whether to renew and renews if told to.
