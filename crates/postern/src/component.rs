@@ -18,6 +18,8 @@ use postern_uplink::{Backoff, ControlClient, Credential, RegisterOptions, StateD
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Scope asked for when an administrator signs in to register a component.
 const REGISTER_SCOPE: &str = "openid postern:admin";
+/// The agent's configuration file unless `--config` names another.
+const DEFAULT_AGENT_CONFIG: &str = "/etc/postern/agent.toml";
 /// Longest wait for the administrator to approve the sign-in.
 const SIGN_IN_WAIT: Duration = Duration::from_secs(600);
 
@@ -78,6 +80,12 @@ pub struct RegisterArgs {
 pub struct RunArgs {
     #[command(flatten)]
     state: StateArgs,
+    /// Agent only: the TOML file naming the directory to check passwords against,
+    /// `[directory] kind = "ldap"` (with the LDAP settings) or `kind = "local_file"`
+    /// (with `path`); default `/etc/postern/agent.toml`. The LDAP service account's
+    /// password may come from POSTERN_AGENT_BIND_PASSWORD instead.
+    #[arg(long, env = "POSTERN_AGENT_CONFIG")]
+    config: Option<PathBuf>,
     /// Allow running as root (not recommended: SEC-11).
     #[arg(long)]
     allow_root: bool,
@@ -137,8 +145,16 @@ pub async fn run(kind: ComponentKind, cmd: ComponentCommand) -> anyhow::Result<(
             refuse_root(kind, args.allow_root)?;
             let state = state_dir(kind, &args.state);
             match kind {
-                ComponentKind::Connector => run_connector(state).await,
-                ComponentKind::Agent => run_agent(state).await,
+                ComponentKind::Connector => {
+                    if args.config.is_some() {
+                        bail!("--config (POSTERN_AGENT_CONFIG) is for the agent; the connector takes none");
+                    }
+                    run_connector(state).await
+                }
+                ComponentKind::Agent => {
+                    let config = args.config.unwrap_or_else(|| PathBuf::from(DEFAULT_AGENT_CONFIG));
+                    run_agent(state, &config).await
+                }
             }
         }
         ComponentCommand::Status(args) => status(kind, state_dir(kind, &args)).await,
@@ -257,29 +273,20 @@ async fn run_connector(state: StateDir) -> anyhow::Result<()> {
     }
 }
 
-/// The agent's control loop: trust renewal when the service says so (PTA-7).
-/// Password validation comes with pass-through authentication.
-async fn run_agent(state: StateDir) -> anyhow::Result<()> {
+/// The pass-through authentication agent (PTA-4 to PTA-7): the directory from the
+/// configuration file, then the queue, validations and trust renewal until a
+/// shutdown signal (then in-flight validations finish) or an error that needs an
+/// administrator.
+async fn run_agent(state: StateDir, config: &std::path::Path) -> anyhow::Result<()> {
+    let loaded = postern_agent::AgentConfig::load(config)?;
     let clock: SharedClock = Arc::new(SystemClock);
-    let mut client = load(state, clock)?;
-    let mut backoff = Backoff::try_new(Duration::from_secs(1), Duration::from_secs(300))?;
-    loop {
-        let wait = match client.agent_maintain(KeyAlg::Rsa(3072)).await {
-            Ok(next) => {
-                backoff.reset();
-                next.min(Duration::from_secs(4 * 3600))
-            }
-            Err(e) if e.needs_registration() => return Err(e.into()),
-            Err(e) => {
-                let wait = backoff.next_delay();
-                tracing::warn!(error = %e, ?wait, "renewal check failed; retrying");
-                wait
-            }
-        };
-        if wait_or_stop(wait).await {
-            return Ok(());
-        }
-    }
+    let options = postern_agent::AgentOptions {
+        max_in_flight: loaded.max_in_flight,
+        ..postern_agent::AgentOptions::default()
+    };
+    let agent = postern_agent::Agent::new(state, clock, loaded.directory)?.with_options(options);
+    agent.run(shutdown()).await?;
+    Ok(())
 }
 
 /// Sleeps `d`; true if a shutdown signal came first.
