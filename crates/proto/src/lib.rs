@@ -6,8 +6,8 @@
 #![warn(missing_docs)]
 
 pub mod control;
-pub mod relay;
 pub mod registration;
+pub mod relay;
 
 use serde::{Deserialize, Serialize};
 

@@ -28,8 +28,9 @@ pub fn oaep_label(tenant_id: &str, request_id: &str) -> Vec<u8> {
     format!("postern-pta:v1:{tenant_id}:{request_id}").into_bytes()
 }
 
-/// `POST /v1/t/{tenant}/agent/bootstrap` answer (PTA-4).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /v1/t/{tenant}/agent/bootstrap` answer (PTA-4). `Debug` masks the
+/// credential.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootstrapResponse {
     /// The service's protocol version.
     pub protocol: u32,
@@ -45,6 +46,16 @@ pub struct BootstrapResponse {
     pub heartbeat_secs: u64,
     /// Validation requests the agent should work on at once, at most.
     pub max_in_flight: u32,
+}
+
+impl std::fmt::Debug for BootstrapResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootstrapResponse")
+            .field("queue_path", &self.queue_path)
+            .field("queue_credential", &"********")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One line of the queue stream.
@@ -151,11 +162,23 @@ mod tests {
             tenant_id: "t".into(),
             username: "u".into(),
             deadline_ms: 1,
-            ciphertexts: vec![AgentCiphertext { key_id: "k".into(), ciphertext: "c".into() }],
+            ciphertexts: vec![AgentCiphertext {
+                key_id: "k".into(),
+                ciphertext: "c".into(),
+            }],
         });
         let line = serde_json::to_string(&v).unwrap();
         assert!(line.starts_with(r#"{"type":"validate""#) && !line.contains('\n'));
         assert_eq!(serde_json::from_str::<QueueFrame>(&line).unwrap(), v);
         assert_ne!(oaep_label("t", "r1"), oaep_label("t", "r2"));
+        let b = BootstrapResponse {
+            protocol: 1,
+            queue_path: "/q".into(),
+            queue_credential: "secret-credential".into(),
+            expires_at: 0,
+            heartbeat_secs: 15,
+            max_in_flight: 8,
+        };
+        assert!(!format!("{b:?}").contains("secret-credential"));
     }
 }

@@ -167,12 +167,13 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if let Ok(mut state) = self.relay.state.lock()
-            && let Some(slots) = state.tenants.get_mut(&self.tenant_id) {
-                slots.retain(|s| s.id != self.slot);
-                if slots.is_empty() {
-                    state.tenants.remove(&self.tenant_id);
-                }
+            && let Some(slots) = state.tenants.get_mut(&self.tenant_id)
+        {
+            slots.retain(|s| s.id != self.slot);
+            if slots.is_empty() {
+                state.tenants.remove(&self.tenant_id);
             }
+        }
     }
 }
 

@@ -306,7 +306,12 @@ impl Sts {
     /// directory groups. The account's name is its UPN when that lies in a
     /// pass-through domain of the tenant, else the name the user typed: an agent
     /// can never name an account outside the domains it serves.
-    async fn provision_directory_user(&self, tenant: &Tenant, typed: &str, account: &AccountAttributes) -> Result<User, StsError> {
+    async fn provision_directory_user(
+        &self,
+        tenant: &Tenant,
+        typed: &str,
+        account: &AccountAttributes,
+    ) -> Result<User, StsError> {
         let now = self.now();
         let upn = postern_store::normalize_username(&account.upn);
         let username = if upn.contains('@') && self.domain_is_passthrough(tenant, &upn).await? {
