@@ -22,6 +22,9 @@ pub struct ServeArgs {
     /// URL users reach the service at (default: derived from --listen).
     #[arg(long)]
     pub public_url: Option<String>,
+    /// Address of the mTLS endpoint for connectors and agents (default 127.0.0.1:8443).
+    #[arg(long)]
+    pub control_listen: Option<String>,
     /// postgres://… to scale out (default: SQLite in the data dir).
     #[arg(long)]
     pub database_url: Option<String>,
@@ -38,6 +41,13 @@ impl ServeArgs {
             public_url: self.public_url.clone(),
             database_url: self.database_url.clone(),
             log_format: self.log_format.clone(),
+            control: self
+                .control_listen
+                .as_ref()
+                .map(|l| postern_service::config::RawControl {
+                    listen: Some(l.clone()),
+                    ..Default::default()
+                }),
             ..Default::default()
         }
     }

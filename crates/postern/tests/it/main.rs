@@ -11,6 +11,7 @@ mod components;
 mod lockout;
 mod mfa;
 mod oidc;
+mod pta;
 mod secrets;
 mod setup;
 mod tokens;

@@ -16,39 +16,8 @@ async fn no_secret_in_logs_or_database() {
     let data = dir.path().join("data");
     let log_path = dir.path().join("service.log");
     let mut _dump = DumpLogOnPanic(log_path.clone(), None);
-    let log_file = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .env("RUST_LOG", "trace")
-        .env_remove("POSTERN_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log_file))
-        .spawn()
-        .unwrap();
+    let (mut child, setup_url, base) = start_service(&data, &log_path).await;
     _dump.1 = Some(child.id());
-
-    // Readiness: the banner on standard output names the setup link and address.
-    let stdout = child.stdout.take().unwrap();
-    let (setup_url, base) = tokio::task::spawn_blocking(move || {
-        let mut setup = None;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            if line.contains("/setup?code=") {
-                setup = Some(line.trim().to_owned());
-            }
-            if let Some(rest) = line.trim().strip_prefix("Postern is listening on ") {
-                let addr = rest.split(' ').next().unwrap().to_owned();
-                return (
-                    setup.expect("setup link printed before the address"),
-                    format!("http://{addr}"),
-                );
-            }
-        }
-        panic!("the service exited before it was ready");
-    })
-    .await
-    .unwrap();
     let setup_code = setup_url.rsplit("code=").next().unwrap().to_owned();
 
     let done = setup_through_web(&setup_url, SystemClock.now()).await.unwrap();
@@ -182,6 +151,54 @@ async fn no_secret_in_logs_or_database() {
     assert!(scanned > 10_000, "the database files were scanned");
 }
 
+/// Starts `postern serve` on free ports with `data` as its data dir and its log
+/// (at trace level) in `log`; returns the process, the setup link and the base
+/// URL once it is ready. Standard output keeps being drained, like a terminal.
+async fn start_service(data: &std::path::Path, log: &std::path::Path) -> (std::process::Child, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--control-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data)
+        .env("RUST_LOG", "trace")
+        .env_remove("POSTERN_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut setup = None;
+        let mut ready = Some(ready_tx);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("/setup?code=") {
+                setup = Some(line.trim().to_owned());
+            }
+            if let Some(rest) = line.trim().strip_prefix("Postern is listening on ") {
+                let addr = rest.split(' ').next().unwrap_or_default().to_owned();
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send((setup.clone(), format!("http://{addr}")));
+                }
+            }
+        }
+    });
+    let (setup_url, base) = match ready_rx.await {
+        Ok(ready) => ready,
+        Err(_) => panic!(
+            "the service exited before it was ready:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        ),
+    };
+    (child, setup_url.expect("setup link printed before the address"), base)
+}
+
 /// Prints the child's log (and whether it is still alive) if the test fails, so a
 /// failure in CI can be diagnosed.
 struct DumpLogOnPanic(std::path::PathBuf, Option<u32>);
@@ -205,4 +222,194 @@ impl Drop for DumpLogOnPanic {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.len() <= haystack.len() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// SEC-7 for pass-through authentication: the real `postern serve` and `postern
+/// agent run` processes at trace level, a pass-through sign-in (wrong, then right)
+/// through the pages; neither password appears in either log or in the database.
+#[tokio::test]
+async fn pass_through_passwords_leave_no_trace() {
+    const PTA_PASSWORD: &str = "Directory-Password-Zoe-77";
+    const PTA_WRONG: &str = "Directory-Wrong-Guess-66";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let service_log = dir.path().join("service.log");
+    let agent_log = dir.path().join("agent.log");
+    let mut _dump = DumpLogOnPanic(service_log.clone(), None);
+    let (mut service, setup_url, base) = start_service(&data, &service_log).await;
+    _dump.1 = Some(service.id());
+    setup_through_web(&setup_url, SystemClock.now()).await.unwrap();
+
+    // Configure through the store (the same database file the service uses).
+    let store = postern_store::Store::connect(&postern_store::StoreOptions::new(format!(
+        "sqlite://{}",
+        data.join("postern.db").display()
+    )))
+    .await
+    .unwrap();
+    let tenant = store.tenant_by_name("acme").await.unwrap();
+    let admin = store.user_by_username(&tenant.id, "admin@acme.test").await.unwrap();
+    let now = SystemClock.now();
+    store.add_domain(&tenant.id, "corp.test", "t", now).await.unwrap();
+    store.verify_domain(&tenant.id, "corp.test").await.unwrap();
+    store
+        .set_domain_auth_mode(&tenant.id, "corp.test", postern_store::DomainAuthMode::Passthrough)
+        .await
+        .unwrap();
+    let token = "ptr_sec7-test-token-0123456789abcdefghijklmnop";
+    store
+        .create_registration_token(
+            &postern_keyring::digest(token),
+            &tenant.id,
+            postern_proto::ComponentKind::Agent,
+            None,
+            &format!("user:{}", admin.id),
+            1,
+            now,
+            now + std::time::Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+    store
+        .create_client(
+            &tenant.id,
+            &postern_store::NewOAuthClient {
+                client_id: "app".into(),
+                name: "App".into(),
+                secret_digest: Some(postern_keyring::digest("x")),
+                redirect_uris: vec!["https://app.acme.test/cb".into()],
+                post_logout_redirect_uris: vec![],
+                grant_types: vec!["authorization_code".into()],
+                scopes: vec![],
+                builtin: false,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+
+    // The agent: a local account file, registered with the token, run as a process.
+    let accounts = dir.path().join("accounts");
+    let hash = postern_directory::hash_password(&PTA_PASSWORD.into()).unwrap();
+    postern_keyring::write_private_file(&accounts, format!("zoe@corp.test:{hash}:Zoe\n").as_bytes()).unwrap();
+    let config = dir.path().join("agent.toml");
+    postern_keyring::write_private_file(
+        &config,
+        format!(
+            "[directory]\nkind = \"local_file\"\npath = \"{}\"\n",
+            accounts.display()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let agent_state = dir.path().join("agent-state");
+    let registered = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args([
+            "agent",
+            "register",
+            "--allow-root",
+            "--rsa-bits",
+            "2048",
+            "--server",
+            &base,
+            "--state-dir",
+        ])
+        .arg(&agent_state)
+        .env("POSTERN_REGISTRATION_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(
+        registered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&registered.stderr)
+    );
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["agent", "run", "--allow-root", "--config"])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(&agent_state)
+        .env("RUST_LOG", "trace")
+        .stderr(Stdio::from(std::fs::File::create(&agent_log).unwrap()))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Readiness: the service logs the agent attaching to its queue.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&service_log)
+        .unwrap_or_default()
+        .contains("agent attached to its tenant's queue")
+    {
+        assert!(std::time::Instant::now() < deadline, "the agent never attached");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // A wrong, then the right directory password through the sign-in pages.
+    let start = format!(
+        "{base}/t/acme/authorize?response_type=code&client_id=app&redirect_uri=https%3A%2F%2Fapp.acme.test%2Fcb\
+         &scope=openid&state=s&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256"
+    );
+    let browser = Browser::new();
+    let mut login = postern_testkit::Login {
+        username: "zoe@corp.test".into(),
+        password: PTA_WRONG.into(),
+        totp_secret: None,
+        now: SystemClock.now(),
+        recovery_code: None,
+    };
+    let wrong = browser.sign_in(&start, &login).await.unwrap_err();
+    assert!(wrong.to_string().contains("incorrect"), "{wrong}");
+    login.password = PTA_PASSWORD.into();
+    let ok = Browser::new().sign_in(&start, &login).await.unwrap();
+    assert!(
+        ok.location().unwrap().starts_with("https://app.acme.test/cb?code="),
+        "{:?}",
+        ok.error()
+    );
+    let zoe = store.user_by_username(&tenant.id, "zoe@corp.test").await.unwrap();
+    assert_eq!(zoe.source, postern_store::UserSource::Directory);
+    store.close().await;
+
+    for child in [&mut agent, &mut service] {
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let agent_exit = tokio::task::spawn_blocking(move || agent.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let service_exit = tokio::task::spawn_blocking(move || service.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        agent_exit.success() && service_exit.success(),
+        "{agent_exit:?} {service_exit:?}"
+    );
+
+    let logs = [
+        std::fs::read_to_string(&service_log).unwrap(),
+        std::fs::read_to_string(&agent_log).unwrap(),
+    ];
+    assert!(logs[1].lines().count() > 10, "the agent logged at trace level");
+    for (log, name) in logs.iter().zip(["service", "agent"]) {
+        for secret in [PTA_PASSWORD, PTA_WRONG] {
+            assert!(!log.contains(secret), "a directory password appears in the {name} log");
+        }
+    }
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        for secret in [PTA_PASSWORD, PTA_WRONG] {
+            assert!(
+                !contains(&bytes, secret.as_bytes()),
+                "a directory password appears in {}",
+                path.display()
+            );
+        }
+    }
 }

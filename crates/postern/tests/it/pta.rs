@@ -1,0 +1,569 @@
+//! Issue 4: pass-through authentication end to end. The real service, real agents
+//! (in-process, over mTLS on loopback) and real directories: OpenLDAP with the
+//! ppolicy overlay and a Samba Active Directory domain controller, both started
+//! by the `postern-directory` harness.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use postern_agent::{Agent, AgentOptions, Phase};
+use postern_directory::testing::{SAMBA_PASSWORD, SLAPD_PASSWORD, SambaAd, Slapd};
+use postern_directory::{Directory, LdapDirectory};
+use postern_keyring::SecretString;
+use postern_pki::KeyAlg;
+use postern_proto::ComponentKind;
+use postern_proto::relay::{ValidationOutcome, ValidationResult};
+use postern_store::{DomainAuthMode, Tenant, UserSource};
+use postern_sts::{ClientIp, DirectoryProblem, PasswordVerdict};
+use postern_testkit::{Browser, Pkce, TenantFixture, TestService};
+use postern_uplink::{ControlClient, Credential, RegisterOptions, StateDir, register};
+
+use crate::common::{authorize_url, login, query_param, sign_in_for_code};
+
+const REDIRECT: &str = "https://app.acme.test/cb";
+
+struct Pta {
+    svc: TestService,
+    t: TenantFixture,
+    dir: tempfile::TempDir,
+}
+
+/// An agent running in this process.
+struct RunningAgent {
+    stats: Arc<postern_agent::AgentStats>,
+    state: StateDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), postern_agent::AgentError>>,
+}
+
+impl RunningAgent {
+    /// Kills the agent at once (as if its process died).
+    fn kill(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn ip() -> ClientIp {
+    ClientIp("192.0.2.10".parse().unwrap())
+}
+
+impl Pta {
+    async fn new(domain: &str) -> Pta {
+        let svc = TestService::builder()
+            .tune(|c| {
+                c.pta.attempt = Duration::from_millis(1500);
+                c.pta.overall = Duration::from_secs(8);
+            })
+            .start()
+            .await
+            .unwrap();
+        let t = svc.bootstrap().await.unwrap();
+        let store = svc.store();
+        store.add_domain(&t.tenant.id, domain, "tok", svc.now()).await.unwrap();
+        store.verify_domain(&t.tenant.id, domain).await.unwrap();
+        store
+            .set_domain_auth_mode(&t.tenant.id, domain, DomainAuthMode::Passthrough)
+            .await
+            .unwrap();
+        svc.create_client(
+            &t.tenant,
+            "app",
+            Some("app-secret"),
+            &[REDIRECT],
+            &["authorization_code"],
+        )
+        .await
+        .unwrap();
+        Pta {
+            svc,
+            t,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    async fn agent_for(&self, tenant: &Tenant, name: &str, directory: Arc<dyn Directory>) -> RunningAgent {
+        let admin = self
+            .svc
+            .store()
+            .users(&tenant.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .next()
+            .unwrap();
+        let token = self.svc.admin_token(tenant, &admin).await.unwrap();
+        let state = StateDir::new(self.dir.path().join(name));
+        let options = RegisterOptions {
+            server_url: self.svc.url(),
+            kind: ComponentKind::Agent,
+            credential: Credential::AccessToken(SecretString::from(token.as_str())),
+            name: name.into(),
+            version: "test".into(),
+            group: None,
+            key_alg: KeyAlg::Rsa(2048),
+            server_ca_pem: None,
+        };
+        register(&options, &state).await.unwrap();
+        let agent = Agent::new(state.clone(), self.svc.shared_clock(), directory)
+            .unwrap()
+            .with_options(AgentOptions {
+                drain_grace: Duration::from_secs(1),
+                ..AgentOptions::default()
+            });
+        let mut status = agent.status();
+        let stats = agent.stats();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(agent.run(async move {
+            let _ = stopped.await;
+        }));
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            status.wait_for(|s| s.phase == Phase::Connected),
+        )
+        .await
+        .expect("agent connects")
+        .unwrap();
+        RunningAgent {
+            stats,
+            component_id: enrolment.component_id,
+            state,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn agent(&self, name: &str, directory: Arc<dyn Directory>) -> RunningAgent {
+        self.agent_for(&self.t.tenant, name, directory).await
+    }
+
+    async fn check(&self, username: &str, password: &str) -> PasswordVerdict {
+        self.svc
+            .sts()
+            .check_password(&self.t.tenant, username, &SecretString::from(password), ip())
+            .await
+            .unwrap()
+    }
+}
+
+fn slapd_directory(slapd: &Slapd) -> Arc<dyn Directory> {
+    let mut config = slapd.config();
+    // Users sign in with their mail address; report it as the sign-in name.
+    config.user_filter = Some("(&(objectClass=inetOrgPerson)(mail={username}))".into());
+    config.attributes.upn = Some("mail".into());
+    Arc::new(LdapDirectory::new(&config).unwrap())
+}
+
+fn assert_directory(verdict: PasswordVerdict, expected: DirectoryProblem) {
+    match verdict {
+        PasswordVerdict::Directory(p) => assert_eq!(p, expected),
+        other => panic!("expected {expected:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn openldap_sign_ins_through_an_agent() {
+    let slapd = Slapd::start().await.unwrap();
+    let p = Pta::new("example.com").await;
+    let agent = p.agent("agent-1", slapd_directory(&slapd)).await;
+
+    // Through the sign-in pages: the directory account is created just in time.
+    let url = authorize_url(&p.svc, "acme", "app", REDIRECT, &Pkce::new().challenge, "");
+    let back = sign_in_for_code(
+        &Browser::new(),
+        &url,
+        &login(&p.svc, "alice@example.com", SLAPD_PASSWORD),
+    )
+    .await;
+    assert!(query_param(&back.location().unwrap(), "code").is_some());
+    let alice = p
+        .svc
+        .store()
+        .user_by_username(&p.t.tenant.id, "alice@example.com")
+        .await
+        .unwrap();
+    assert_eq!(alice.source, UserSource::Directory);
+    assert_eq!(alice.display_name, "Alice Liddell");
+    assert!(
+        alice.password_hash.is_none(),
+        "no password of a directory account is stored"
+    );
+    let groups: Vec<String> = p
+        .svc
+        .store()
+        .user_groups(&p.t.tenant.id, &alice.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert!(
+        groups.contains(&"staff".to_string()) && groups.contains(&"admins".to_string()),
+        "{groups:?}"
+    );
+    let wrong = Browser::new()
+        .sign_in(&url, &login(&p.svc, "alice@example.com", "not her password"))
+        .await
+        .unwrap_err();
+    assert!(wrong.to_string().contains("incorrect"), "{wrong}");
+
+    // Every outcome the directory can give.
+    assert!(matches!(
+        p.check("bob@example.com", SLAPD_PASSWORD).await,
+        PasswordVerdict::Valid(_)
+    ));
+    assert!(matches!(
+        p.check("nobody@example.com", SLAPD_PASSWORD).await,
+        PasswordVerdict::WrongCredentials { .. }
+    ));
+    assert_directory(
+        p.check("expired@example.com", SLAPD_PASSWORD).await,
+        DirectoryProblem::PasswordExpired,
+    );
+    assert_directory(
+        p.check("reset@example.com", SLAPD_PASSWORD).await,
+        DirectoryProblem::MustChangePassword,
+    );
+    for _ in 0..3 {
+        let bad = p.check("lockme@example.com", "a wrong guess").await;
+        assert!(
+            matches!(bad, PasswordVerdict::WrongCredentials { locked_now: false }),
+            "{bad:?}"
+        );
+    }
+    assert_directory(
+        p.check("lockme@example.com", SLAPD_PASSWORD).await,
+        DirectoryProblem::AccountLocked,
+    );
+    // An empty password never reaches the directory as a bind.
+    assert!(matches!(
+        p.check("alice@example.com", "").await,
+        PasswordVerdict::WrongCredentials { .. }
+    ));
+    let snapshot = agent.stats.snapshot();
+    assert!(
+        snapshot
+            .validated
+            .get(&ValidationOutcome::Success)
+            .copied()
+            .unwrap_or(0)
+            >= 2,
+        "{snapshot:?}"
+    );
+    assert_eq!(snapshot.decrypt_failed, 0);
+}
+
+#[tokio::test]
+async fn active_directory_outcomes() {
+    let samba = SambaAd::start().await.unwrap();
+    let p = Pta::new("example.test").await;
+    let _agent = p
+        .agent("dc-agent", Arc::new(LdapDirectory::new(&samba.config()).unwrap()))
+        .await;
+    match p.check("alice@example.test", SAMBA_PASSWORD).await {
+        PasswordVerdict::Valid(u) => {
+            assert_eq!(u.username, "alice@example.test");
+            assert_eq!(u.source, UserSource::Directory);
+            assert!(u.external_id.is_some(), "objectGUID kept as the stable ID");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        p.check("alice@example.test", "Wrong!Pass1").await,
+        PasswordVerdict::WrongCredentials { .. }
+    )); // 52e
+    assert_directory(
+        p.check("disabled@example.test", SAMBA_PASSWORD).await,
+        DirectoryProblem::AccountDisabled,
+    ); // 533
+    assert_directory(
+        p.check("acctexpired@example.test", SAMBA_PASSWORD).await,
+        DirectoryProblem::AccountExpired,
+    ); // 701
+    assert_directory(
+        p.check("mustchange@example.test", SAMBA_PASSWORD).await,
+        DirectoryProblem::MustChangePassword,
+    ); // 773
+    for _ in 0..3 {
+        let _ = p.check("lockme@example.test", "Wrong!Pass1").await;
+    }
+    assert_directory(
+        p.check("lockme@example.test", SAMBA_PASSWORD).await,
+        DirectoryProblem::AccountLocked,
+    ); // 775
+    // AD would take an empty-password bind as anonymous success: the agent refuses it.
+    assert!(matches!(
+        p.check("alice@example.test", "").await,
+        PasswordVerdict::WrongCredentials { .. }
+    ));
+}
+
+#[tokio::test]
+async fn directory_down_is_reported_quickly() {
+    let p = Pta::new("example.com").await;
+    // A port nobody listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = postern_directory::LdapConfig::new(
+        postern_directory::Flavor::OpenLdap,
+        vec![format!("ldap://{dead}")],
+        "dc=example,dc=com",
+    );
+    config.allow_plaintext = true;
+    config.connect_timeout_ms = Some(500);
+    let _agent = p.agent("agent-1", Arc::new(LdapDirectory::new(&config).unwrap())).await;
+    let started = Instant::now();
+    let verdict = p.check("alice@example.com", "whatever password").await;
+    assert!(
+        matches!(verdict, PasswordVerdict::Unavailable(ref why) if why.contains("unreachable")),
+        "{verdict:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    // Not counted by smart lockout: the password was never judged.
+    let state = p
+        .svc
+        .store()
+        .lockout_state(
+            &p.t.tenant.id,
+            "alice@example.com",
+            postern_store::LocationClass::Unfamiliar,
+        )
+        .await
+        .unwrap();
+    assert_eq!(state.failures, 0);
+}
+
+#[tokio::test]
+async fn a_second_agent_completes_the_sign_in_when_the_first_dies_mid_request() {
+    let slapd = Slapd::start().await.unwrap();
+    let p = Pta::new("example.com").await;
+    // The first agent's directory accepts connections and never answers, so the
+    // agent is mid-request when it is killed.
+    let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole = blackhole.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = blackhole.accept().await {
+            held.push(s);
+        }
+    });
+    let mut config = slapd.config();
+    config.urls = vec![format!("ldap://{hole}")];
+    config.operation_timeout_ms = Some(60_000);
+    config.sign_in_timeout_ms = Some(60_000);
+    let first = p.agent("first", Arc::new(LdapDirectory::new(&config).unwrap())).await;
+    let second = p.agent("second", slapd_directory(&slapd)).await;
+
+    let sts = p.svc.sts().clone();
+    let tenant = p.t.tenant.clone();
+    let sign_in = tokio::spawn(async move {
+        sts.check_password(&tenant, "alice@example.com", &SecretString::from(SLAPD_PASSWORD), ip())
+            .await
+    });
+    // Wait until the first agent holds the request, then kill it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while first.stats.snapshot().in_flight == 0 {
+        assert!(Instant::now() < deadline, "the first agent never got the request");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.kill();
+    let verdict = sign_in.await.unwrap().unwrap();
+    assert!(matches!(verdict, PasswordVerdict::Valid(_)), "{verdict:?}");
+    assert_eq!(
+        second
+            .stats
+            .snapshot()
+            .validated
+            .get(&ValidationOutcome::Success)
+            .copied(),
+        Some(1)
+    );
+}
+
+#[tokio::test]
+async fn tenants_never_see_each_others_requests_and_forged_results_are_refused() {
+    let slapd = Slapd::start().await.unwrap();
+    let p = Pta::new("example.com").await;
+    let (beta, _, _) = p
+        .svc
+        .sts()
+        .create_tenant(
+            postern_sts::NewTenantRequest {
+                name: "beta".into(),
+                display_name: "Beta".into(),
+                domain: "beta.test".into(),
+                admin_username: "admin@beta.test".into(),
+                admin_password: "correct horse for beta".into(),
+                is_system: false,
+                admin_totp: None,
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    let beta_agent = p.agent_for(&beta, "beta-agent", slapd_directory(&slapd)).await;
+    let acme_agent = p.agent("acme-agent", slapd_directory(&slapd)).await;
+    for _ in 0..5 {
+        assert!(matches!(
+            p.check("alice@example.com", SLAPD_PASSWORD).await,
+            PasswordVerdict::Valid(_)
+        ));
+    }
+    let beta_stats = beta_agent.stats.snapshot();
+    assert!(
+        beta_stats.validated.is_empty(),
+        "tenant B's agent got tenant A's requests: {beta_stats:?}"
+    );
+    assert_eq!(beta_stats.skipped_other_tenant, 0, "not even offered");
+    assert_eq!(
+        acme_agent
+            .stats
+            .snapshot()
+            .validated
+            .get(&ValidationOutcome::Success)
+            .copied(),
+        Some(5)
+    );
+
+    // Forged results, posted over mTLS by real agent certificates.
+    let acme = ControlClient::load(acme_agent.state.clone(), p.svc.shared_clock()).unwrap();
+    let beta_client = ControlClient::load(beta_agent.state.clone(), p.svc.shared_clock()).unwrap();
+    let result = ValidationResult {
+        protocol: postern_proto::PROTOCOL_VERSION,
+        outcome: ValidationOutcome::Success,
+        account: None,
+    };
+    let post = |client: &ControlClient, tenant_id: &str, request_id: &str| {
+        client
+            .request(
+                reqwest::Method::POST,
+                &postern_proto::relay::agent_result_path(tenant_id, request_id),
+            )
+            .json(&result)
+            .send()
+    };
+    // An unknown request.
+    assert_eq!(
+        post(&acme, &p.t.tenant.id, "no-such-request").await.unwrap().status(),
+        404
+    );
+    // Tenant B's agent addressing tenant A's results path.
+    assert_eq!(
+        post(&beta_client, &p.t.tenant.id, "no-such-request")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    drop(acme_agent);
+}
+
+/// The test plays an agent over the real protocol: it sees only ciphertexts (no
+/// clear password in the queued payload, SEC-7), decrypts its own, and its second
+/// answer to the same request is refused.
+#[tokio::test]
+async fn a_raw_agent_sees_only_ciphertexts_and_answers_once() {
+    let p = Pta::new("example.com").await;
+    let state = StateDir::new(p.dir.path().join("raw"));
+    let token = p.svc.admin_token(&p.t.tenant, &p.t.admin).await.unwrap();
+    register(
+        &RegisterOptions {
+            server_url: p.svc.url(),
+            kind: ComponentKind::Agent,
+            credential: Credential::AccessToken(SecretString::from(token.as_str())),
+            name: "raw".into(),
+            version: "test".into(),
+            group: None,
+            key_alg: KeyAlg::Rsa(2048),
+            server_ca_pem: None,
+        },
+        &state,
+    )
+    .await
+    .unwrap();
+    let client = ControlClient::load(state.clone(), p.svc.shared_clock()).unwrap();
+    let boot = client.agent_bootstrap().await.unwrap();
+    let credential = SecretString::from(boot.queue_credential.as_str());
+    let mut response = client.agent_queue(&boot.queue_path, &credential).await.unwrap();
+
+    const PASSWORD: &str = "Unique-Password-For-Sec7-Check";
+    let sts = p.svc.sts().clone();
+    let tenant = p.t.tenant.clone();
+    let sign_in = tokio::spawn(async move {
+        sts.check_password(&tenant, "zoe@example.com", &SecretString::from(PASSWORD), ip())
+            .await
+    });
+    let mut buffered = Vec::new();
+    let request = loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        buffered.extend_from_slice(&chunk);
+        let text = String::from_utf8_lossy(&buffered).to_string();
+        if let Some(line) = text.lines().find(|l| l.contains("\"validate\"")) {
+            assert!(
+                !line.contains(PASSWORD),
+                "the queued payload carries the password in clear"
+            );
+            match serde_json::from_str::<postern_proto::relay::QueueFrame>(line).unwrap() {
+                postern_proto::relay::QueueFrame::Validate(r) => break r,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    assert_eq!(request.username, "zoe@example.com");
+    assert_eq!(request.ciphertexts.len(), 1, "one ciphertext per registered agent key");
+    // Our key opens it with the request's label, and only with it.
+    let key_pem = std::fs::read_to_string(state.path().join("key.pem")).unwrap();
+    let key = postern_pki::ComponentKey::from_pkcs8_pem(&key_pem).unwrap();
+    let agent_key = postern_agent::decrypt::AgentKey::from_component_key(&key).unwrap();
+    let clear = agent_key
+        .decrypt(
+            &request.tenant_id,
+            &request.request_id,
+            &request.ciphertexts[0].ciphertext,
+        )
+        .unwrap();
+    assert_eq!(clear.expose(), PASSWORD);
+    assert!(
+        agent_key
+            .decrypt(
+                &request.tenant_id,
+                "another-request",
+                &request.ciphertexts[0].ciphertext
+            )
+            .is_err()
+    );
+
+    let answer = ValidationResult {
+        protocol: postern_proto::PROTOCOL_VERSION,
+        outcome: ValidationOutcome::WrongCredentials,
+        account: None,
+    };
+    client.agent_result(&request.request_id, &answer).await.unwrap();
+    let again = client.agent_result(&request.request_id, &answer).await.unwrap_err();
+    assert!(
+        matches!(again, postern_uplink::UplinkError::Refused { status: 404, .. }),
+        "{again:?}"
+    );
+    let verdict = sign_in.await.unwrap().unwrap();
+    assert!(
+        matches!(verdict, PasswordVerdict::WrongCredentials { .. }),
+        "{verdict:?}"
+    );
+}
