@@ -133,7 +133,6 @@ impl Pta {
         .unwrap();
         RunningAgent {
             stats,
-            component_id: enrolment.component_id,
             state,
             stop: Some(stop),
             task,
