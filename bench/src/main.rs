@@ -1,0 +1,41 @@
+//! Postern's benchmarks, each measured side by side with its baselines in one run
+//! (the machine is shared and noisy: compare within a run, as ratios).
+//!
+//! ```text
+//! cargo run --release -p postern-bench -- pta --directory openldap --seconds 10
+//! cargo run --release -p postern-bench -- pta --directory samba
+//! ```
+//!
+//! With `--write docs/benchmarks.md` the results replace the matching section of
+//! that file.
+
+mod pta;
+mod report;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "postern-bench", about = "Postern's benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// Pass-through authentication: sign-ins per second end to end (STS, relay,
+    /// agent over mTLS, real directory) beside the raw directory bind rate and the
+    /// raw RSA-2048 OAEP decryption rate.
+    Pta(pta::PtaArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match cli.bench {
+            Bench::Pta(args) => pta::run(args).await,
+        }
+    })
+}

@@ -1,0 +1,264 @@
+//! Pass-through authentication, end to end, beside its baselines:
+//!
+//! 1. raw RSA-2048 OAEP decryptions per second on one core (aws-lc-rs);
+//! 2. raw simple binds per second on one LDAP connection to the same directory;
+//! 3. the agent's directory back end alone (search + bind, pooled), concurrently;
+//! 4. sign-ins per second through the whole path: the STS's password check (smart
+//!    lockout, encryption to each agent key, relay), the agent over mTLS
+//!    (decrypt, search + bind), the result back, just-in-time account update.
+//!
+//! Everything runs in this process on loopback except the directory (a real
+//! `slapd` or Samba AD DC, started by the `postern-directory` harness).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey};
+use postern_agent::{Agent, Phase};
+use postern_directory::testing::{SAMBA_PASSWORD, SLAPD_PASSWORD, SambaAd, Slapd};
+use postern_directory::{Directory, LdapConfig, LdapDirectory};
+use postern_keyring::SecretString;
+use postern_pki::KeyAlg;
+use postern_proto::ComponentKind;
+use postern_store::DomainAuthMode;
+use postern_sts::{ClientIp, PasswordVerdict};
+use postern_testkit::TestService;
+use postern_uplink::{Credential, RegisterOptions, StateDir, register};
+
+use crate::report::{Measured, drive, ms, write_section};
+
+/// Flags of `postern-bench pta`.
+#[derive(clap::Args, Debug)]
+pub struct PtaArgs {
+    /// `openldap` (a fresh slapd) or `samba` (a Samba AD DC).
+    #[arg(long, default_value = "openldap")]
+    directory: String,
+    /// Seconds each measurement runs.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent sign-ins in flight.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Agents attached to the tenant.
+    #[arg(long, default_value_t = 1)]
+    agents: usize,
+    /// Write the results into this Markdown file's section.
+    #[arg(long)]
+    write: Option<PathBuf>,
+}
+
+/// The directory under test.
+struct Target {
+    name: &'static str,
+    domain: &'static str,
+    usernames: Vec<String>,
+    password: &'static str,
+    /// DN (or bind name) and password for raw binds.
+    bind_as: String,
+    url: String,
+    config: LdapConfig,
+    _keep: Box<dyn std::any::Any + Send>,
+}
+
+async fn target(kind: &str) -> anyhow::Result<Target> {
+    Ok(match kind {
+        "openldap" => {
+            let slapd = Slapd::start().await?;
+            let mut config = slapd.config();
+            config.user_filter = Some("(&(objectClass=inetOrgPerson)(mail={username}))".into());
+            config.attributes.upn = Some("mail".into());
+            config.pool_size = Some(4);
+            Target {
+                name: "OpenLDAP (slapd 2.5, mdb, ppolicy)",
+                domain: "example.com",
+                usernames: ["alice", "bob", "carol"].iter().map(|u| format!("{u}@example.com")).collect(),
+                password: SLAPD_PASSWORD,
+                bind_as: "uid=alice,ou=people,dc=example,dc=com".into(),
+                url: slapd.url(),
+                config,
+                _keep: Box::new(slapd),
+            }
+        }
+        "samba" => {
+            let samba = SambaAd::start().await?;
+            let config = samba.config();
+            let url = config.urls.first().cloned().unwrap_or_default();
+            Target {
+                name: "Active Directory (Samba 4.17 AD DC)",
+                domain: "example.test",
+                usernames: vec!["alice@example.test".into(), "wendy@example.test".into()],
+                password: SAMBA_PASSWORD,
+                bind_as: "alice@EXAMPLE.TEST".into(),
+                url,
+                config,
+                _keep: Box::new(samba),
+            }
+        }
+        other => anyhow::bail!("unknown directory {other:?}: openldap or samba"),
+    })
+}
+
+/// Raw RSA-2048 OAEP-SHA256 decryptions per second on one core.
+fn raw_rsa(seconds: u64) -> anyhow::Result<f64> {
+    let key = postern_pki::generate_key(KeyAlg::Rsa(2048))?;
+    let private = OaepPrivateDecryptingKey::new(
+        PrivateDecryptingKey::from_pkcs8(key.pkcs8_der()).map_err(|e| anyhow::anyhow!("{e}"))?,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let public = OaepPublicEncryptingKey::new(
+        aws_lc_rs::rsa::PublicEncryptingKey::from_der(key.public_spki_der()).map_err(|e| anyhow::anyhow!("{e}"))?,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut ct = vec![0u8; public.ciphertext_size()];
+    let ct = public
+        .encrypt(&OAEP_SHA256_MGF1SHA256, b"a password of usual length", &mut ct, Some(b"label"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .to_vec();
+    let mut out = vec![0u8; private.min_output_size()];
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut n = 0u64;
+    let t0 = Instant::now();
+    while Instant::now() < end {
+        private
+            .decrypt(&OAEP_SHA256_MGF1SHA256, &ct, &mut out, Some(b"label"))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        n += 1;
+    }
+    Ok(n as f64 / t0.elapsed().as_secs_f64())
+}
+
+/// Raw simple binds per second on one connection.
+async fn raw_binds(t: &Target, seconds: u64) -> anyhow::Result<Measured> {
+    let (conn, ldap) = ldap3::LdapConnAsync::new(&t.url).await?;
+    ldap3::drive!(conn);
+    let ldap = Arc::new(tokio::sync::Mutex::new(ldap));
+    let (dn, pw) = (t.bind_as.clone(), t.password.to_owned());
+    Ok(drive(1, Duration::from_secs(1), Duration::from_secs(seconds), move |_| {
+        let ldap = ldap.clone();
+        let (dn, pw) = (dn.clone(), pw.clone());
+        async move {
+            let mut l = ldap.lock().await;
+            matches!(l.simple_bind(&dn, &pw).await.map(|r| r.success()), Ok(Ok(_)))
+        }
+    })
+    .await)
+}
+
+/// The agent's back end alone (search + fresh bind, pooled), concurrently.
+async fn back_end(t: &Target, concurrency: usize, seconds: u64) -> anyhow::Result<Measured> {
+    let directory: Arc<dyn Directory> = Arc::new(LdapDirectory::new(&t.config)?);
+    let users = t.usernames.clone();
+    let password = SecretString::from(t.password);
+    Ok(drive(concurrency, Duration::from_secs(1), Duration::from_secs(seconds), move |i| {
+        let directory = directory.clone();
+        let user = users[(i as usize) % users.len()].clone();
+        let password = password.clone();
+        async move { matches!(directory.validate(&user, &password).await, postern_directory::Outcome::Success(_)) }
+    })
+    .await)
+}
+
+/// Sign-ins through the whole service path.
+async fn end_to_end(t: &Target, args: &PtaArgs) -> anyhow::Result<Measured> {
+    let svc = TestService::builder().system_clock().start().await?;
+    let fixture = svc.bootstrap().await?;
+    let tenant = fixture.tenant.clone();
+    let store = svc.store();
+    let now = svc.now();
+    store.add_domain(&tenant.id, t.domain, "bench", now).await?;
+    store.verify_domain(&tenant.id, t.domain).await?;
+    store.set_domain_auth_mode(&tenant.id, t.domain, DomainAuthMode::Passthrough).await?;
+    let token = svc.admin_token(&tenant, &fixture.admin).await?;
+    let dir = tempfile::tempdir()?;
+    let mut stops = Vec::new();
+    for n in 0..args.agents {
+        let state = StateDir::new(dir.path().join(format!("agent-{n}")));
+        register(
+            &RegisterOptions {
+                server_url: svc.url(),
+                kind: ComponentKind::Agent,
+                credential: Credential::AccessToken(SecretString::from(token.as_str())),
+                name: format!("bench-agent-{n}"),
+                version: "bench".into(),
+                group: None,
+                key_alg: KeyAlg::Rsa(2048),
+                server_ca_pem: None,
+            },
+            &state,
+        )
+        .await?;
+        let agent = Agent::new(state, svc.shared_clock(), Arc::new(LdapDirectory::new(&t.config)?))?;
+        let mut status = agent.status();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(agent.run(async move {
+            let _ = stopped.await;
+        }));
+        status.wait_for(|s| s.phase == Phase::Connected).await?;
+        stops.push(stop);
+    }
+    let sts = svc.sts().clone();
+    let users = t.usernames.clone();
+    let password = SecretString::from(t.password);
+    let measured = drive(args.concurrency, Duration::from_secs(2), Duration::from_secs(args.seconds), move |i| {
+        let sts = sts.clone();
+        let tenant = tenant.clone();
+        let user = users[(i as usize) % users.len()].clone();
+        let password = password.clone();
+        // Each caller from its own address (a /24 each), as real users would be.
+        let ip = ClientIp(std::net::IpAddr::from([10, (i % 200) as u8, (i / 200 % 200) as u8, 1]));
+        async move { matches!(sts.check_password(&tenant, &user, &password, ip).await, Ok(PasswordVerdict::Valid(_))) }
+    })
+    .await;
+    drop(stops);
+    svc.stop().await;
+    Ok(measured)
+}
+
+/// Runs the benchmark and prints (and optionally writes) the table.
+#[allow(clippy::print_stdout)] // The table on standard output is the benchmark's result.
+pub async fn run(args: PtaArgs) -> anyhow::Result<()> {
+    let t = target(&args.directory).await?;
+    eprintln!("measuring raw RSA-2048 OAEP decryption…");
+    let rsa = raw_rsa(args.seconds.min(5))?;
+    eprintln!("measuring raw binds…");
+    let binds = raw_binds(&t, args.seconds).await?;
+    eprintln!("measuring the directory back end alone…");
+    let backend = back_end(&t, args.concurrency, args.seconds).await?;
+    eprintln!("measuring sign-ins end to end…");
+    let e2e = end_to_end(&t, &args).await?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let row = |name: &str, m: &Measured, conc: usize| {
+        format!(
+            "| {name} | {conc} | {:.0} | {} | {} | {} | {:.2}× |",
+            m.rate(),
+            ms(m.quantile(0.5)),
+            ms(m.quantile(0.99)),
+            m.errors,
+            m.rate() / binds.rate().max(f64::EPSILON)
+        )
+    };
+    let body = format!(
+        "### Pass-through authentication against {name}\n\n\
+         One run on this machine ({cores} cores), `postern-bench pta --directory {dir} --seconds {s} --concurrency {c} --agents {a}` \
+         (release build). Rates are per second; the last column is the rate relative to raw binds in the same run.\n\n\
+         | measurement | in flight | rate/s | p50 ms | p99 ms | errors | vs raw binds |\n\
+         |---|---|---|---|---|---|---|\n\
+         {raw}\n{be}\n{e2e}\n\n\
+         Raw RSA-2048 OAEP-SHA256 decryption, one core: {rsa:.0}/s.\n",
+        name = t.name,
+        dir = args.directory,
+        s = args.seconds,
+        c = args.concurrency,
+        a = args.agents,
+        raw = row("raw simple bind, one connection", &binds, 1),
+        be = row("agent back end alone (search + bind, pooled)", &backend, args.concurrency),
+        e2e = row("sign-in end to end (STS → relay → agent → directory)", &e2e, args.concurrency),
+        rsa = rsa,
+    );
+    println!("{body}");
+    if let Some(file) = &args.write {
+        write_section(file, &format!("pta-{}", args.directory), &body)?;
+    }
+    Ok(())
+}
