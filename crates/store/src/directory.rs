@@ -677,6 +677,15 @@ impl Store {
             },
         };
         match existing {
+            Some(u)
+                if u.username == username
+                    && u.display_name == display_name
+                    && u.email.as_deref() == email
+                    && u.external_id.as_deref() == Some(external_id) =>
+            {
+                // Nothing changed: the common case of a returning user.
+                Ok(u)
+            }
             Some(u) => {
                 sqlx::query(
                     "UPDATE users SET username = $1, display_name = $2, email = $3, external_id = $4, updated_at = $5 \
@@ -713,6 +722,23 @@ impl Store {
         names: &[String],
         now: UnixTime,
     ) -> Result<(), StoreError> {
+        let current_names: Vec<String> = sqlx::query_scalar(
+            "SELECT g.name FROM group_members m JOIN groups g ON g.id = m.group_id \
+             WHERE m.user_id = $1 AND g.source = 'directory'",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        let mut sorted_current = current_names;
+        sorted_current.sort();
+        let mut sorted_wanted: Vec<String> = names.to_vec();
+        sorted_wanted.sort();
+        sorted_wanted.dedup();
+        if sorted_current == sorted_wanted {
+            // Nothing changed: the common case of a returning user.
+            return Ok(());
+        }
         let mut wanted = Vec::new();
         for name in names {
             let found: Option<String> =

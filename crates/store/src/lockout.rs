@@ -115,16 +115,20 @@ impl Store {
 
     /// Whether the user signed in successfully from `network` before.
     pub async fn is_familiar_network(&self, user_id: &str, network: &str, since: UnixTime) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM familiar_networks WHERE user_id = $1 AND network = $2 AND last_seen_at > $3",
-        )
-        .bind(user_id)
-        .bind(network)
-        .bind(since)
-        .fetch_one(&self.pool)
-        .await
-        .db()?;
-        Ok(n > 0)
+        Ok(self
+            .network_last_seen(user_id, network)
+            .await?
+            .is_some_and(|seen| seen > since))
+    }
+
+    /// When the user last signed in successfully from `network`, if ever.
+    pub async fn network_last_seen(&self, user_id: &str, network: &str) -> Result<Option<UnixTime>, StoreError> {
+        sqlx::query_scalar("SELECT last_seen_at FROM familiar_networks WHERE user_id = $1 AND network = $2")
+            .bind(user_id)
+            .bind(network)
+            .fetch_optional(&self.pool)
+            .await
+            .db()
     }
 
     /// Remembers `network` as familiar for the user after a successful sign-in.

@@ -35,6 +35,8 @@ use crate::error::StsError;
 pub const OBSERVATION_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// A network stays familiar this long after the last successful sign-in from it.
 pub const FAMILIAR_FOR: Duration = Duration::from_secs(90 * 24 * 3600);
+/// A familiar network's last-seen time is refreshed at most this often.
+const REFRESH_FAMILIAR_AFTER: Duration = Duration::from_secs(3600);
 /// The lockout period doubles at most this many times.
 pub const MAX_LOCKOUT_DOUBLINGS: u32 = 6;
 /// Wrong passwords remembered per account (to count repeats once).
@@ -85,6 +87,7 @@ pub struct Attempt {
     account: String,
     location: LocationClass,
     state: LockoutState,
+    network_seen: Option<UnixTime>,
 }
 
 /// Counts an attempt as in flight until dropped, however the request ends.
@@ -220,15 +223,12 @@ impl Sts {
         ip: ClientIp,
     ) -> Result<LockoutDecision, StsError> {
         let now = self.now();
-        let location = match user {
-            Some(u)
-                if self
-                    .store
-                    .is_familiar_network(&u.id, &ip.network(), now - FAMILIAR_FOR)
-                    .await? =>
-            {
-                LocationClass::Familiar
-            }
+        let network_seen = match user {
+            Some(u) => self.store.network_last_seen(&u.id, &ip.network()).await?,
+            None => None,
+        };
+        let location = match network_seen {
+            Some(seen) if seen > now - FAMILIAR_FOR => LocationClass::Familiar,
             _ => LocationClass::Unfamiliar,
         };
         let mut state = self.store.lockout_state(&tenant.id, account, location).await?;
@@ -255,6 +255,7 @@ impl Sts {
             account: account.to_owned(),
             location,
             state,
+            network_seen,
         }))
     }
 
@@ -281,7 +282,12 @@ impl Sts {
         match outcome {
             AttemptOutcome::Inconclusive => Ok(None),
             AttemptOutcome::Success { user_id, ip } => {
-                self.store.remember_network(user_id, &ip.network(), now).await?;
+                let fresh = attempt
+                    .network_seen
+                    .is_some_and(|seen| now.since(seen) < REFRESH_FAMILIAR_AFTER);
+                if !fresh {
+                    self.store.remember_network(user_id, &ip.network(), now).await?;
+                }
                 if state.failures != 0 || state.lockout_count != 0 {
                     state.failures = 0;
                     state.lockout_count = 0;
