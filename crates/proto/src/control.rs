@@ -90,10 +90,15 @@ pub struct GroupRef {
 /// A published app a connector may serve.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppRef {
-    /// Identifier.
+    /// Identifier (the tunnel's `x-postern-app` header names it).
     pub id: String,
-    /// Internal URL the connector forwards to.
+    /// Internal URL the connector forwards to: scheme, host, port and a base path;
+    /// the request's path (below the app's external prefix) is appended.
     pub internal_url: String,
+    /// Whether the backend's TLS certificate is checked.
+    pub validate_backend_tls: bool,
+    /// Time the backend has to send its response head (seconds).
+    pub backend_timeout_secs: u64,
 }
 
 /// Timeouts and intervals for a connector.

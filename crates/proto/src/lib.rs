@@ -8,6 +8,7 @@
 pub mod control;
 pub mod registration;
 pub mod relay;
+pub mod tunnel;
 
 use serde::{Deserialize, Serialize};
 
