@@ -46,6 +46,9 @@ pub struct PtaArgs {
     /// Write the results into this Markdown file's section.
     #[arg(long)]
     write: Option<PathBuf>,
+    /// Measure only the end-to-end path (for profiling; writes nothing).
+    #[arg(long, conflicts_with = "write")]
+    e2e_only: bool,
 }
 
 /// The directory under test.
@@ -72,7 +75,10 @@ async fn target(kind: &str) -> anyhow::Result<Target> {
             Target {
                 name: "OpenLDAP (slapd 2.5, mdb, ppolicy)",
                 domain: "example.com",
-                usernames: ["alice", "bob", "carol"].iter().map(|u| format!("{u}@example.com")).collect(),
+                usernames: ["alice", "bob", "carol"]
+                    .iter()
+                    .map(|u| format!("{u}@example.com"))
+                    .collect(),
                 password: SLAPD_PASSWORD,
                 bind_as: "uid=alice,ou=people,dc=example,dc=com".into(),
                 url: slapd.url(),
@@ -112,7 +118,12 @@ fn raw_rsa(seconds: u64) -> anyhow::Result<f64> {
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut ct = vec![0u8; public.ciphertext_size()];
     let ct = public
-        .encrypt(&OAEP_SHA256_MGF1SHA256, b"a password of usual length", &mut ct, Some(b"label"))
+        .encrypt(
+            &OAEP_SHA256_MGF1SHA256,
+            b"a password of usual length",
+            &mut ct,
+            Some(b"label"),
+        )
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .to_vec();
     let mut out = vec![0u8; private.min_output_size()];
@@ -134,15 +145,17 @@ async fn raw_binds(t: &Target, seconds: u64) -> anyhow::Result<Measured> {
     ldap3::drive!(conn);
     let ldap = Arc::new(tokio::sync::Mutex::new(ldap));
     let (dn, pw) = (t.bind_as.clone(), t.password.to_owned());
-    Ok(drive(1, Duration::from_secs(1), Duration::from_secs(seconds), move |_| {
-        let ldap = ldap.clone();
-        let (dn, pw) = (dn.clone(), pw.clone());
-        async move {
-            let mut l = ldap.lock().await;
-            matches!(l.simple_bind(&dn, &pw).await.map(|r| r.success()), Ok(Ok(_)))
-        }
-    })
-    .await)
+    Ok(
+        drive(1, Duration::from_secs(1), Duration::from_secs(seconds), move |_| {
+            let ldap = ldap.clone();
+            let (dn, pw) = (dn.clone(), pw.clone());
+            async move {
+                let mut l = ldap.lock().await;
+                matches!(l.simple_bind(&dn, &pw).await.map(|r| r.success()), Ok(Ok(_)))
+            }
+        })
+        .await,
+    )
 }
 
 /// The agent's back end alone (search + fresh bind, pooled), concurrently.
@@ -150,12 +163,22 @@ async fn back_end(t: &Target, concurrency: usize, seconds: u64) -> anyhow::Resul
     let directory: Arc<dyn Directory> = Arc::new(LdapDirectory::new(&t.config)?);
     let users = t.usernames.clone();
     let password = SecretString::from(t.password);
-    Ok(drive(concurrency, Duration::from_secs(1), Duration::from_secs(seconds), move |i| {
-        let directory = directory.clone();
-        let user = users[(i as usize) % users.len()].clone();
-        let password = password.clone();
-        async move { matches!(directory.validate(&user, &password).await, postern_directory::Outcome::Success(_)) }
-    })
+    Ok(drive(
+        concurrency,
+        Duration::from_secs(1),
+        Duration::from_secs(seconds),
+        move |i| {
+            let directory = directory.clone();
+            let user = users[(i as usize) % users.len()].clone();
+            let password = password.clone();
+            async move {
+                matches!(
+                    directory.validate(&user, &password).await,
+                    postern_directory::Outcome::Success(_)
+                )
+            }
+        },
+    )
     .await)
 }
 
@@ -168,7 +191,9 @@ async fn end_to_end(t: &Target, args: &PtaArgs) -> anyhow::Result<Measured> {
     let now = svc.now();
     store.add_domain(&tenant.id, t.domain, "bench", now).await?;
     store.verify_domain(&tenant.id, t.domain).await?;
-    store.set_domain_auth_mode(&tenant.id, t.domain, DomainAuthMode::Passthrough).await?;
+    store
+        .set_domain_auth_mode(&tenant.id, t.domain, DomainAuthMode::Passthrough)
+        .await?;
     let token = svc.admin_token(&tenant, &fixture.admin).await?;
     let dir = tempfile::tempdir()?;
     let mut stops = Vec::new();
@@ -200,15 +225,25 @@ async fn end_to_end(t: &Target, args: &PtaArgs) -> anyhow::Result<Measured> {
     let sts = svc.sts().clone();
     let users = t.usernames.clone();
     let password = SecretString::from(t.password);
-    let measured = drive(args.concurrency, Duration::from_secs(2), Duration::from_secs(args.seconds), move |i| {
-        let sts = sts.clone();
-        let tenant = tenant.clone();
-        let user = users[(i as usize) % users.len()].clone();
-        let password = password.clone();
-        // Each caller from its own address (a /24 each), as real users would be.
-        let ip = ClientIp(std::net::IpAddr::from([10, (i % 200) as u8, (i / 200 % 200) as u8, 1]));
-        async move { matches!(sts.check_password(&tenant, &user, &password, ip).await, Ok(PasswordVerdict::Valid(_))) }
-    })
+    let measured = drive(
+        args.concurrency,
+        Duration::from_secs(2),
+        Duration::from_secs(args.seconds),
+        move |i| {
+            let sts = sts.clone();
+            let tenant = tenant.clone();
+            let user = users[(i as usize) % users.len()].clone();
+            let password = password.clone();
+            // Each caller from its own address (a /24 each), as real users would be.
+            let ip = ClientIp(std::net::IpAddr::from([10, (i % 200) as u8, (i / 200 % 200) as u8, 1]));
+            async move {
+                matches!(
+                    sts.check_password(&tenant, &user, &password, ip).await,
+                    Ok(PasswordVerdict::Valid(_))
+                )
+            }
+        },
+    )
     .await;
     drop(stops);
     svc.stop().await;
@@ -219,6 +254,17 @@ async fn end_to_end(t: &Target, args: &PtaArgs) -> anyhow::Result<Measured> {
 #[allow(clippy::print_stdout)] // The table on standard output is the benchmark's result.
 pub async fn run(args: PtaArgs) -> anyhow::Result<()> {
     let t = target(&args.directory).await?;
+    if args.e2e_only {
+        let e2e = end_to_end(&t, &args).await?;
+        println!(
+            "end to end: {:.0}/s, p50 {} ms, p99 {} ms, {} errors",
+            e2e.rate(),
+            ms(e2e.quantile(0.5)),
+            ms(e2e.quantile(0.99)),
+            e2e.errors
+        );
+        return Ok(());
+    }
     eprintln!("measuring raw RSA-2048 OAEP decryption…");
     let rsa = raw_rsa(args.seconds.min(5))?;
     eprintln!("measuring raw binds…");
@@ -252,8 +298,16 @@ pub async fn run(args: PtaArgs) -> anyhow::Result<()> {
         c = args.concurrency,
         a = args.agents,
         raw = row("raw simple bind, one connection", &binds, 1),
-        be = row("agent back end alone (search + bind, pooled)", &backend, args.concurrency),
-        e2e = row("sign-in end to end (STS → relay → agent → directory)", &e2e, args.concurrency),
+        be = row(
+            "agent back end alone (search + bind, pooled)",
+            &backend,
+            args.concurrency
+        ),
+        e2e = row(
+            "sign-in end to end (STS → relay → agent → directory)",
+            &e2e,
+            args.concurrency
+        ),
         rsa = rsa,
     );
     println!("{body}");

@@ -24,6 +24,24 @@
 //! removed, identity headers added), and the headers below. The connector forwards
 //! to the internal URL of the named app from its configuration, never to a URL
 //! taken from the request.
+//!
+//! - **Path.** The stream's `:path` is the user's path *below the app's external
+//!   prefix* (always starting with `/`) plus the query; the connector appends it
+//!   to the internal URL's base path: external prefix `/wiki/`, internal URL
+//!   `http://wiki.corp:8080/app/`, user path `/wiki/a?b` → tunnel `:path` `/a?b`
+//!   → backend `/app/a?b`.
+//! - **Host.** The stream's `:authority` is the `Host` the backend must see (the
+//!   service chooses the internal or the external host per the app's header
+//!   translation option); the connector connects to the internal URL's host and
+//!   port whatever the authority says.
+//! - **Upgrades.** HTTP/2 has no `Connection: Upgrade`, so the service names the
+//!   protocol in [`UPGRADE_HEADER`] (the other handshake headers such as
+//!   `sec-websocket-key` travel as they are); the connector sends the backend an
+//!   HTTP/1.1 upgrade and, on `101`, answers `200` with [`UPGRADED_HEADER`] and the
+//!   backend's 101 headers, then copies bytes both ways until either side ends.
+//! - **Errors.** When the connector gets no response from the backend it answers
+//!   502 or 504 with [`ERROR_HEADER`] set to a [`BackendError`] code and a short
+//!   plain-text body; a response without that header is the backend's own.
 
 /// Path of the tunnel upgrade.
 pub fn connector_tunnel_path(tenant_id: &str) -> String {
