@@ -5,8 +5,48 @@ use postern_time::UnixTime;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::clients::{delete_grants, insert_client, set_client_redirects};
 use crate::error::SqlxResultExt;
-use crate::{Store, StoreError, flag, new_id};
+use crate::{NewOAuthClient, Store, StoreError, flag, new_id};
+
+/// Where, below an app's path prefix, the front door takes the STS's answer to a
+/// pre-authentication: the redirect URI of the app's OIDC client is
+/// `{scheme}://{host}{prefix}.postern/callback`.
+pub const APP_CALLBACK_PATH: &str = ".postern/callback";
+
+/// The scheme of an app's external URL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExternalScheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTPS.
+    Https,
+}
+
+impl ExternalScheme {
+    /// The stored form, as in a URL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExternalScheme::Http => "http",
+            ExternalScheme::Https => "https",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "http" => Some(ExternalScheme::Http),
+            "https" => Some(ExternalScheme::Https),
+            _ => None,
+        }
+    }
+}
+
+/// `{scheme}://{host}{prefix}`.
+fn external_url(scheme: ExternalScheme, host: &str, prefix: &str) -> String {
+    format!("{}://{host}{prefix}", scheme.as_str())
+}
 
 /// How users are let through to an app.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -46,6 +86,8 @@ pub struct App {
     pub tenant_id: String,
     /// Unique name within the tenant.
     pub name: String,
+    /// Scheme of the external URL.
+    pub external_scheme: ExternalScheme,
     /// External host (lowercase, with `:port` if not the default).
     pub external_host: String,
     /// Path prefix under the host (`/` for the whole host).
@@ -79,7 +121,9 @@ pub struct App {
 pub struct AppSpec {
     /// Name.
     pub name: String,
-    /// External host.
+    /// Scheme of the external URL.
+    pub external_scheme: ExternalScheme,
+    /// External host (lowercase, with `:port` if not the default).
     pub external_host: String,
     /// Path prefix.
     pub path_prefix: String,
@@ -99,6 +143,46 @@ pub struct AppSpec {
     pub translate_links: bool,
     /// Identity headers to send.
     pub identity_headers: Vec<String>,
+}
+
+impl App {
+    /// The external URL, `{scheme}://{host}{prefix}`.
+    pub fn external_url(&self) -> String {
+        external_url(self.external_scheme, &self.external_host, &self.path_prefix)
+    }
+
+    /// The redirect URI of the app's OIDC client (see [`APP_CALLBACK_PATH`]).
+    pub fn callback_url(&self) -> String {
+        format!("{}{APP_CALLBACK_PATH}", self.external_url())
+    }
+}
+
+impl AppSpec {
+    /// The external URL, `{scheme}://{host}{prefix}`.
+    pub fn external_url(&self) -> String {
+        external_url(self.external_scheme, &self.external_host, &self.path_prefix)
+    }
+
+    /// The redirect URI of the app's OIDC client (see [`APP_CALLBACK_PATH`]).
+    pub fn callback_url(&self) -> String {
+        format!("{}{APP_CALLBACK_PATH}", self.external_url())
+    }
+
+    /// The app's OIDC client at the STS: public (PKCE), authorization code
+    /// only, redirected to the app's callback, and back to the app after
+    /// signing out.
+    fn client(&self, client_id: &str) -> NewOAuthClient {
+        NewOAuthClient {
+            client_id: client_id.to_owned(),
+            name: self.name.clone(),
+            secret_digest: None,
+            redirect_uris: vec![self.callback_url()],
+            post_logout_redirect_uris: vec![self.external_url()],
+            grant_types: vec!["authorization_code".to_owned()],
+            scopes: Vec::new(),
+            builtin: false,
+        }
+    }
 }
 
 /// Who may use an app.
@@ -143,7 +227,7 @@ impl std::fmt::Debug for CookieKeyRecord {
 
 macro_rules! app_columns {
     () => {
-        "id, tenant_id, name, external_host, path_prefix, internal_url, preauth, connector_group_id, \
+        "id, tenant_id, name, external_scheme, external_host, path_prefix, internal_url, preauth, connector_group_id, \
          backend_timeout_secs, validate_backend_tls, translate_headers, translate_links, identity_headers, \
          client_id, created_at, updated_at"
     };
@@ -153,10 +237,13 @@ fn app_from_row(row: &AnyRow) -> Result<App, StoreError> {
     let text = |n: &str| -> Result<String, StoreError> { row.try_get(n).db() };
     let flag_of = |n: &str| -> Result<bool, StoreError> { Ok(row.try_get::<i64, _>(n).db()? != 0) };
     let preauth = text("preauth")?;
+    let scheme = text("external_scheme")?;
     Ok(App {
         id: text("id")?,
         tenant_id: text("tenant_id")?,
         name: text("name")?,
+        external_scheme: ExternalScheme::parse(&scheme)
+            .ok_or_else(|| StoreError::Corrupt(format!("external scheme {scheme:?}")))?,
         external_host: text("external_host")?,
         path_prefix: text("path_prefix")?,
         internal_url: text("internal_url")?,
@@ -174,13 +261,27 @@ fn app_from_row(row: &AnyRow) -> Result<App, StoreError> {
     })
 }
 
+/// A failed write of an app: a unique violation means the name or the address
+/// is taken.
+fn app_conflict(e: sqlx::Error, spec: &AppSpec) -> StoreError {
+    let unique = matches!(&e, sqlx::Error::Database(db) if db.is_unique_violation());
+    match StoreError::from_sqlx(e) {
+        StoreError::Conflict(_) if unique => StoreError::Conflict(format!(
+            "an app named {} or at {}{} exists",
+            spec.name, spec.external_host, spec.path_prefix
+        )),
+        other => other,
+    }
+}
+
 fn headers_text(list: &[String]) -> Result<String, StoreError> {
     serde_json::to_string(list).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 impl Store {
-    /// Publishes an app. `client_id` is its OIDC client at the STS. Fails with a
-    /// conflict when the name or the external address is taken.
+    /// Publishes an app together with its OIDC client at the STS, `client_id`
+    /// (see [`AppSpec::callback_url`]): both or neither. Fails with a conflict
+    /// when the name or the external address is taken.
     pub async fn create_app(
         &self,
         tenant_id: &str,
@@ -189,15 +290,18 @@ impl Store {
         now: UnixTime,
     ) -> Result<App, StoreError> {
         let id = new_id();
+        let mut tx = self.pool.begin().await.db()?;
+        insert_client(&mut tx, tenant_id, &spec.client(client_id), now).await?;
         sqlx::query(
-            "INSERT INTO apps (id, tenant_id, name, external_host, path_prefix, internal_url, preauth, \
-             connector_group_id, backend_timeout_secs, validate_backend_tls, translate_headers, translate_links, \
-             identity_headers, client_id, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)",
+            "INSERT INTO apps (id, tenant_id, name, external_scheme, external_host, path_prefix, internal_url, \
+             preauth, connector_group_id, backend_timeout_secs, validate_backend_tls, translate_headers, \
+             translate_links, identity_headers, client_id, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)",
         )
         .bind(&id)
         .bind(tenant_id)
         .bind(&spec.name)
+        .bind(spec.external_scheme.as_str())
         .bind(&spec.external_host)
         .bind(&spec.path_prefix)
         .bind(&spec.internal_url)
@@ -210,20 +314,16 @@ impl Store {
         .bind(headers_text(&spec.identity_headers)?)
         .bind(client_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
-        .map_err(|e| match StoreError::from_sqlx(e) {
-            StoreError::Conflict(_) => StoreError::Conflict(format!(
-                "an app named {} or at {}{} exists",
-                spec.name, spec.external_host, spec.path_prefix
-            )),
-            other => other,
-        })?;
+        .map_err(|e| app_conflict(e, spec))?;
+        tx.commit().await.db()?;
         self.bump_group_config(tenant_id, &spec.connector_group_id).await?;
         self.app(tenant_id, &id).await
     }
 
-    /// Replaces an app's settings (not its client).
+    /// Replaces an app's settings; its OIDC client keeps its ID and follows the
+    /// name and the external URL.
     pub async fn update_app(
         &self,
         tenant_id: &str,
@@ -232,12 +332,15 @@ impl Store {
         now: UnixTime,
     ) -> Result<App, StoreError> {
         let before = self.app(tenant_id, id).await?;
+        let mut tx = self.pool.begin().await.db()?;
         let done = sqlx::query(
-            "UPDATE apps SET name = $1, external_host = $2, path_prefix = $3, internal_url = $4, preauth = $5, \
-             connector_group_id = $6, backend_timeout_secs = $7, validate_backend_tls = $8, translate_headers = $9, \
-             translate_links = $10, identity_headers = $11, updated_at = $12 WHERE tenant_id = $13 AND id = $14",
+            "UPDATE apps SET name = $1, external_scheme = $2, external_host = $3, path_prefix = $4, \
+             internal_url = $5, preauth = $6, connector_group_id = $7, backend_timeout_secs = $8, \
+             validate_backend_tls = $9, translate_headers = $10, translate_links = $11, identity_headers = $12, \
+             updated_at = $13 WHERE tenant_id = $14 AND id = $15",
         )
         .bind(&spec.name)
+        .bind(spec.external_scheme.as_str())
         .bind(&spec.external_host)
         .bind(&spec.path_prefix)
         .bind(&spec.internal_url)
@@ -251,12 +354,18 @@ impl Store {
         .bind(now)
         .bind(tenant_id)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
-        .db()?;
+        .map_err(|e| app_conflict(e, spec))?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        let client = spec.client(&before.client_id);
+        if !set_client_redirects(&mut tx, tenant_id, &client).await? {
+            // An app whose client went missing gets it back.
+            insert_client(&mut tx, tenant_id, &client, now).await?;
+        }
+        tx.commit().await.db()?;
         self.bump_group_config(tenant_id, &spec.connector_group_id).await?;
         if before.connector_group_id != spec.connector_group_id {
             self.bump_group_config(tenant_id, &before.connector_group_id).await?;
@@ -324,15 +433,28 @@ impl Store {
         rows.iter().map(app_from_row).collect()
     }
 
-    /// Unpublishes an app.
+    /// Unpublishes an app, with its OIDC client and the client's codes and
+    /// tokens.
     pub async fn delete_app(&self, tenant_id: &str, id: &str) -> Result<App, StoreError> {
         let app = self.app(tenant_id, id).await?;
-        sqlx::query("DELETE FROM apps WHERE tenant_id = $1 AND id = $2")
+        let mut tx = self.pool.begin().await.db()?;
+        let done = sqlx::query("DELETE FROM apps WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .db()?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("DELETE FROM oauth_clients WHERE tenant_id = $1 AND client_id = $2 AND builtin = 0")
+            .bind(tenant_id)
+            .bind(&app.client_id)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        delete_grants(&mut tx, tenant_id, &app.client_id).await?;
+        tx.commit().await.db()?;
         self.bump_group_config(tenant_id, &app.connector_group_id).await?;
         Ok(app)
     }

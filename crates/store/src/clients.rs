@@ -1,8 +1,8 @@
 //! OAuth clients (relying parties) registered with a tenant's STS.
 
 use postern_time::UnixTime;
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use crate::error::SqlxResultExt;
 use crate::{Store, StoreError, flag};
@@ -104,27 +104,9 @@ impl Store {
         client: &NewOAuthClient,
         now: UnixTime,
     ) -> Result<OAuthClient, StoreError> {
-        sqlx::query(
-            "INSERT INTO oauth_clients (tenant_id, client_id, name, secret_digest, redirect_uris, \
-             post_logout_uris, grant_types, scopes, builtin, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(tenant_id)
-        .bind(&client.client_id)
-        .bind(&client.name)
-        .bind(&client.secret_digest)
-        .bind(list_to_text(&client.redirect_uris)?)
-        .bind(list_to_text(&client.post_logout_redirect_uris)?)
-        .bind(list_to_text(&client.grant_types)?)
-        .bind(list_to_text(&client.scopes)?)
-        .bind(flag(client.builtin))
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| match StoreError::from_sqlx(e) {
-            StoreError::Conflict(_) => StoreError::Conflict(format!("client {} exists", client.client_id)),
-            other => other,
-        })?;
+        let mut conn = self.pool.acquire().await.db()?;
+        insert_client(&mut conn, tenant_id, client, now).await?;
+        drop(conn);
         self.client(tenant_id, &client.client_id).await
     }
 
@@ -157,9 +139,21 @@ impl Store {
         rows.iter().map(client_from_row).collect()
     }
 
-    /// Deletes a client that the service does not own, with its codes and tokens.
+    /// Deletes a client that the service does not own, with its codes and
+    /// tokens. The client of a published app goes only with its app (conflict).
     pub async fn delete_client(&self, tenant_id: &str, client_id: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.db()?;
+        let app: Option<String> = sqlx::query_scalar("SELECT name FROM apps WHERE tenant_id = $1 AND client_id = $2")
+            .bind(tenant_id)
+            .bind(client_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .db()?;
+        if let Some(app) = app {
+            return Err(StoreError::Conflict(format!(
+                "client {client_id} signs users in to the app {app}; it is removed with the app"
+            )));
+        }
         let done = sqlx::query("DELETE FROM oauth_clients WHERE tenant_id = $1 AND client_id = $2 AND builtin = 0")
             .bind(tenant_id)
             .bind(client_id)
@@ -169,18 +163,81 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        for sql in [
-            "DELETE FROM auth_codes WHERE tenant_id = $1 AND client_id = $2",
-            "DELETE FROM refresh_tokens WHERE tenant_id = $1 AND client_id = $2",
-            "DELETE FROM device_codes WHERE tenant_id = $1 AND client_id = $2",
-        ] {
-            sqlx::query(sql)
-                .bind(tenant_id)
-                .bind(client_id)
-                .execute(&mut *tx)
-                .await
-                .db()?;
-        }
+        delete_grants(&mut tx, tenant_id, client_id).await?;
         tx.commit().await.db()
     }
+}
+
+/// Inserts a client row through `conn` (a pooled connection or a transaction).
+pub(crate) async fn insert_client(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    client: &NewOAuthClient,
+    now: UnixTime,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO oauth_clients (tenant_id, client_id, name, secret_digest, redirect_uris, \
+         post_logout_uris, grant_types, scopes, builtin, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(tenant_id)
+    .bind(&client.client_id)
+    .bind(&client.name)
+    .bind(&client.secret_digest)
+    .bind(list_to_text(&client.redirect_uris)?)
+    .bind(list_to_text(&client.post_logout_redirect_uris)?)
+    .bind(list_to_text(&client.grant_types)?)
+    .bind(list_to_text(&client.scopes)?)
+    .bind(flag(client.builtin))
+    .bind(now)
+    .execute(conn)
+    .await
+    .map_err(|e| match StoreError::from_sqlx(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(format!("client {} exists", client.client_id)),
+        other => other,
+    })?;
+    Ok(())
+}
+
+/// Sets a client's name and exact redirect lists (the client of an app follows
+/// the app). Returns whether the client exists.
+pub(crate) async fn set_client_redirects(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    client: &NewOAuthClient,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE oauth_clients SET name = $1, redirect_uris = $2, post_logout_uris = $3 \
+         WHERE tenant_id = $4 AND client_id = $5",
+    )
+    .bind(&client.name)
+    .bind(list_to_text(&client.redirect_uris)?)
+    .bind(list_to_text(&client.post_logout_redirect_uris)?)
+    .bind(tenant_id)
+    .bind(&client.client_id)
+    .execute(conn)
+    .await
+    .db()?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Deletes the codes and tokens issued to a client.
+pub(crate) async fn delete_grants(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    client_id: &str,
+) -> Result<(), StoreError> {
+    for sql in [
+        "DELETE FROM auth_codes WHERE tenant_id = $1 AND client_id = $2",
+        "DELETE FROM refresh_tokens WHERE tenant_id = $1 AND client_id = $2",
+        "DELETE FROM device_codes WHERE tenant_id = $1 AND client_id = $2",
+    ] {
+        sqlx::query(sql)
+            .bind(tenant_id)
+            .bind(client_id)
+            .execute(&mut *conn)
+            .await
+            .db()?;
+    }
+    Ok(())
 }

@@ -35,7 +35,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
-pub use apps::{App, AppSpec, CookieKeyRecord, Preauth, PrincipalKind};
+pub use apps::{APP_CALLBACK_PATH, App, AppSpec, CookieKeyRecord, ExternalScheme, Preauth, PrincipalKind};
 pub use audit::{AuditEntry, AuditVerification, NewAuditEntry};
 pub use clients::{NewOAuthClient, OAuthClient};
 pub use components::{

@@ -1336,6 +1336,7 @@ async fn directory_accounts_are_provisioned_just_in_time(backend: Backend) {
 fn app_spec(name: &str, host: &str, prefix: &str, group: &str) -> AppSpec {
     AppSpec {
         name: name.into(),
+        external_scheme: ExternalScheme::Https,
         external_host: host.into(),
         path_prefix: prefix.into(),
         internal_url: "http://wiki.corp:8080/".into(),
@@ -1365,6 +1366,18 @@ async fn published_apps_and_assignments(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(wiki.identity_headers, vec!["user".to_string(), "email".to_string()]);
+    assert_eq!(wiki.external_url(), "https://apps.a.test/wiki");
+    // The app's OIDC client is made with it: public, code flow, its callback.
+    let client = store.client(&a.id, "c-wiki").await.unwrap();
+    assert!(!client.is_confidential() && client.allows_grant("authorization_code"));
+    assert!(!client.allows_grant("refresh_token"));
+    assert_eq!(client.redirect_uris, vec!["https://apps.a.test/wiki.postern/callback"]);
+    assert_eq!(client.post_logout_redirect_uris, vec!["https://apps.a.test/wiki"]);
+    assert_eq!(client.name, "wiki");
+    assert!(
+        matches!(store.delete_client(&a.id, "c-wiki").await, Err(StoreError::Conflict(m)) if m.contains("wiki")),
+        "an app's client goes only with the app"
+    );
     assert!(
         store.connector_group(&a.id, &group.id).await.unwrap().config_version > version,
         "connectors are told"
@@ -1379,6 +1392,10 @@ async fn published_apps_and_assignments(backend: Backend) {
         .create_app(&b.id, &app_spec("x", "apps.a.test", "/wiki", &b_group.id), "c-x", T0)
         .await;
     assert!(matches!(clash, Err(StoreError::Conflict(_))));
+    assert!(
+        matches!(store.client(&b.id, "c-x").await, Err(StoreError::NotFound)),
+        "a refused app leaves no client behind"
+    );
     let on_host: Vec<String> = store
         .apps_on_host("apps.a.test")
         .await
@@ -1424,7 +1441,15 @@ async fn published_apps_and_assignments(backend: Backend) {
 
     let mut spec = app_spec("wiki", "wiki.a.test", "/", &group.id);
     spec.preauth = Preauth::Passthrough;
+    spec.external_scheme = ExternalScheme::Http;
+    let onto_root = app_spec("wiki", "apps.a.test", "/", &group.id);
+    let clash = store.update_app(&a.id, &wiki.id, &onto_root, at(4)).await;
+    assert!(matches!(clash, Err(StoreError::Conflict(m)) if m.contains("apps.a.test/")));
     let changed = store.update_app(&a.id, &wiki.id, &spec, at(5)).await.unwrap();
+    assert_eq!(changed.callback_url(), "http://wiki.a.test/.postern/callback");
+    let client = store.client(&a.id, "c-wiki").await.unwrap();
+    assert_eq!(client.redirect_uris, vec![changed.callback_url()]);
+    assert_eq!(client.post_logout_redirect_uris, vec!["http://wiki.a.test/"]);
     assert_eq!(
         (
             changed.external_host.as_str(),
@@ -1435,6 +1460,24 @@ async fn published_apps_and_assignments(backend: Backend) {
     );
     store.delete_app(&a.id, &wiki.id).await.unwrap();
     assert!(store.app(&a.id, &wiki.id).await.is_err());
+    assert!(matches!(store.client(&a.id, "c-wiki").await, Err(StoreError::NotFound)));
+    assert!(store.client(&a.id, "c-root").await.is_ok(), "other apps keep theirs");
+
+    // Apps published before the scheme was stored (migration 0004) read as https.
+    sqlx::query(
+        "INSERT INTO apps (id, tenant_id, name, external_host, path_prefix, internal_url, preauth, \
+         connector_group_id, backend_timeout_secs, validate_backend_tls, translate_headers, translate_links, \
+         identity_headers, client_id, created_at, updated_at) \
+         VALUES ('old', $1, 'old', 'old.a.test', '/', 'http://old.corp/', 'sts', $2, 85, 1, 1, 0, '[]', 'c-old', 0, 0)",
+    )
+    .bind(&a.id)
+    .bind(&group.id)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let old = store.app(&a.id, "old").await.unwrap();
+    assert_eq!(old.external_scheme, ExternalScheme::Https);
+    assert_eq!(old.callback_url(), "https://old.a.test/.postern/callback");
 
     // Cookie keys rotate; retired keys are listed until forgotten.
     store.rotate_cookie_key("k1", b"s1", T0).await.unwrap();
