@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use postern_store::{NewOAuthClient, Role};
+use postern_store::{NewOAuthClient, OAuthClient, Role};
 use postern_sts::{ADMIN_SCOPE, Sts};
 use serde_json::json;
 use url::{Host, Url};
@@ -16,7 +16,6 @@ use url::{Host, Url};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::input::{Body, Problems, check_text};
-use crate::views;
 use crate::wire::{
     ClientCreated, ClientType, ClientView, CreateClient, GRANT_AUTHORIZATION_CODE, GRANT_DEVICE_CODE,
     GRANT_REFRESH_TOKEN,
@@ -153,10 +152,22 @@ fn validate(caller: &Caller, req: &CreateClient) -> Result<NewOAuthClient, ApiEr
     })
 }
 
+/// Views of `clients`, each naming the published app it belongs to, if any.
+async fn client_views(sts: &Sts, tenant_id: &str, clients: &[OAuthClient]) -> Result<Vec<ClientView>, ApiError> {
+    let apps = sts.store().apps(tenant_id).await?;
+    Ok(clients
+        .iter()
+        .map(|c| ClientView {
+            app_id: apps.iter().find(|a| a.client_id == c.client_id).map(|a| a.id.clone()),
+            ..ClientView::from(c)
+        })
+        .collect())
+}
+
 /// `GET /api/v1/clients`.
 pub(crate) async fn list(State(sts): State<Arc<Sts>>, caller: Caller) -> Result<Json<Vec<ClientView>>, ApiError> {
     let clients = sts.store().clients(&caller.tenant.id).await?;
-    Ok(Json(views::all(&clients)))
+    Ok(Json(client_views(&sts, &caller.tenant.id, &clients).await?))
 }
 
 /// `GET /api/v1/clients/{client_id}`.
@@ -166,7 +177,11 @@ pub(crate) async fn show(
     Path(client_id): Path<String>,
 ) -> Result<Json<ClientView>, ApiError> {
     let client = sts.store().client(&caller.tenant.id, &client_id).await?;
-    Ok(Json(ClientView::from(&client)))
+    client_views(&sts, &caller.tenant.id, &[client])
+        .await?
+        .pop()
+        .map(Json)
+        .ok_or(ApiError::NotFound)
 }
 
 /// `POST /api/v1/clients`: registers a client; a confidential one gets a
@@ -210,7 +225,8 @@ pub(crate) async fn create(
 }
 
 /// `DELETE /api/v1/clients/{client_id}`: with its codes and tokens. Built-in
-/// clients (the command line's) cannot be deleted.
+/// clients (the command line's) cannot be deleted, nor can the client of a
+/// published app (it goes with the app; the store refuses, 409).
 pub(crate) async fn delete(
     State(sts): State<Arc<Sts>>,
     caller: Caller,

@@ -1,7 +1,7 @@
 //! Connector groups (CON-5): apps are assigned to a group and any healthy
 //! connector of it may serve them. Every tenant has a default group, made on
 //! first need, that new connectors join unless told otherwise; it cannot be
-//! deleted, and neither can a group that still has connectors (409).
+//! deleted, and neither can a group that still has connectors or apps (409).
 
 use std::sync::Arc;
 
@@ -126,7 +126,7 @@ pub(crate) async fn show(
 }
 
 /// `DELETE /api/v1/connector-groups/{id}`: refused (409) for the default group
-/// and for a group that still has connectors.
+/// and for a group that still has connectors or serves apps.
 pub(crate) async fn delete(
     State(sts): State<Arc<Sts>>,
     caller: Caller,
@@ -134,6 +134,15 @@ pub(crate) async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let tenant_id = &caller.tenant.id;
     let group = sts.store().connector_group(tenant_id, &id).await?;
+    let apps = sts.store().apps_of_group(tenant_id, &group.id).await?;
+    if !apps.is_empty() {
+        let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+        return Err(ApiError::Conflict(format!(
+            "group {} serves the apps {}; move them to another group or delete them first",
+            group.name,
+            names.join(", ")
+        )));
+    }
     sts.store().delete_connector_group(tenant_id, &id).await?;
     caller
         .audit(

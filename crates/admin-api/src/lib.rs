@@ -14,6 +14,7 @@
 //! change is recorded in the hash-chained audit log.
 #![warn(missing_docs)]
 
+mod apps;
 mod auth;
 mod clients;
 mod components;

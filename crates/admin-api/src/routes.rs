@@ -15,7 +15,7 @@ use postern_sts::Sts;
 
 use crate::error::ApiError;
 use crate::{
-    auth, clients, components, connector_groups, domains, groups, logs, me, registration_tokens, roles, system,
+    apps, auth, clients, components, connector_groups, domains, groups, logs, me, registration_tokens, roles, system,
     tenants, users,
 };
 
@@ -182,6 +182,24 @@ static ROUTES: &[RouteSpec] = &[
     route(Delete, "/api/v1/clients/{client_id}", APP_ADMIN, |m| {
         on(m, clients::delete)
     }),
+    // Published apps and their assignments.
+    route(Get, "/api/v1/apps", APP_ADMIN, |m| on(m, apps::list)),
+    route(Post, "/api/v1/apps", APP_ADMIN, |m| on(m, apps::create)),
+    route(Get, "/api/v1/apps/{id}", APP_ADMIN, |m| on(m, apps::show)),
+    route(Put, "/api/v1/apps/{id}", APP_ADMIN, |m| on(m, apps::replace)),
+    route(Delete, "/api/v1/apps/{id}", APP_ADMIN, |m| on(m, apps::delete)),
+    route(Get, "/api/v1/apps/{id}/assignments", APP_ADMIN, |m| {
+        on(m, apps::assignments)
+    }),
+    route(Post, "/api/v1/apps/{id}/assignments", APP_ADMIN, |m| {
+        on(m, apps::assign)
+    }),
+    route(
+        Delete,
+        "/api/v1/apps/{id}/assignments/{kind}/{principal_id}",
+        APP_ADMIN,
+        |m| on(m, apps::unassign),
+    ),
     // On-prem components: connectors for application administrators, agents
     // for hybrid identity administrators.
     route(Get, "/api/v1/connectors", APP_ADMIN, |m| {

@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use postern_store::{
-    AuditEntry, Component, ComponentKind, ConnectorGroup, Domain, Group, OAuthClient, SigninEvent, Tenant, User,
+    App, AuditEntry, Component, ComponentKind, ConnectorGroup, Domain, Group, OAuthClient, SigninEvent, Tenant, User,
 };
 use postern_time::UnixTime;
 
 use crate::wire::{
-    AuditView, ClientType, ClientView, ComponentStatus, ComponentView, ConnectorGroupView, DOMAIN_TXT_PREFIX,
+    AppView, AuditView, ClientType, ClientView, ComponentStatus, ComponentView, ConnectorGroupView, DOMAIN_TXT_PREFIX,
     DomainView, GroupRef, GroupView, SigninView, TenantView, UserView,
 };
 
@@ -90,6 +90,7 @@ impl From<&OAuthClient> for ClientView {
             grant_types: c.grant_types.clone(),
             scopes: c.scopes.clone(),
             builtin: c.builtin,
+            app_id: None,
             created_at: c.created_at,
         }
     }
@@ -144,6 +145,36 @@ pub(crate) fn connector_group(g: &ConnectorGroup, connector_count: usize) -> Con
         config_version: g.config_version,
         connector_count,
         created_at: g.created_at,
+    }
+}
+
+/// A published app with its connector group, named from `groups` (by ID
+/// alone should it be missing).
+pub(crate) fn app(a: &App, groups: &[ConnectorGroup]) -> AppView {
+    let connector_group = groups
+        .iter()
+        .find(|g| g.id == a.connector_group_id)
+        .map(GroupRef::from)
+        .unwrap_or_else(|| GroupRef {
+            id: a.connector_group_id.clone(),
+            name: String::new(),
+        });
+    AppView {
+        id: a.id.clone(),
+        name: a.name.clone(),
+        external_url: a.external_url(),
+        internal_url: a.internal_url.clone(),
+        preauth: a.preauth,
+        connector_group,
+        backend_timeout_secs: a.backend_timeout_secs,
+        validate_backend_tls: a.validate_backend_tls,
+        translate_headers: a.translate_headers,
+        translate_links: a.translate_links,
+        identity_headers: a.identity_headers.clone(),
+        client_id: a.client_id.clone(),
+        redirect_uri: a.callback_url(),
+        created_at: a.created_at,
+        updated_at: a.updated_at,
     }
 }
 

@@ -10,7 +10,7 @@
 //! `Debug` output.
 
 use postern_keyring::SecretString;
-use postern_store::{ComponentKind, DomainAuthMode, Role, SigninOutcome, UserSource};
+use postern_store::{ComponentKind, DomainAuthMode, Preauth, PrincipalKind, Role, SigninOutcome, UserSource};
 use postern_time::UnixTime;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -326,6 +326,10 @@ pub struct ClientView {
     pub scopes: Vec<String>,
     /// Owned by the service; cannot be deleted.
     pub builtin: bool,
+    /// The published app this client signs users in to, if any: it follows
+    /// the app's external URL and is removed with the app, not on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
     /// When it was registered.
     pub created_at: UnixTime,
 }
@@ -363,6 +367,113 @@ pub struct ClientCreated {
     /// store it now, it cannot be shown again.
     #[serde(default, serialize_with = "serialize_optional_secret")]
     pub client_secret: Option<SecretString>,
+}
+
+// ---- published apps -------------------------------------------------------------
+
+/// The identity headers an app's backend may be sent, in their canonical order.
+pub const IDENTITY_HEADERS: [&str; 4] = ["user", "email", "groups", "assertion"];
+/// Backend timeout of an app that names none (seconds).
+pub const DEFAULT_BACKEND_TIMEOUT_SECS: i64 = 85;
+/// Longest backend timeout (seconds).
+pub const MAX_BACKEND_TIMEOUT_SECS: i64 = 3600;
+
+/// `POST /api/v1/apps` and `PUT /api/v1/apps/{id}`: every setting of an app.
+/// `PUT` replaces the app: an absent optional field takes its default again.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSettings {
+    /// Unique name within the tenant.
+    pub name: String,
+    /// Where users reach it: `http(s)://host[:port][/prefix/]`, no query,
+    /// fragment or credentials. The host is lowercased and the path prefix
+    /// made to start and end with `/`. One app per address, across tenants.
+    pub external_url: String,
+    /// Where connectors forward to: `http(s)://host[:port][/base/path]`, no
+    /// query, fragment or credentials.
+    pub internal_url: String,
+    /// `sts` (default: users sign in first) or `passthrough`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preauth: Option<Preauth>,
+    /// Connector group (ID or name) whose connectors serve it (default: the
+    /// tenant's default group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector_group: Option<String>,
+    /// Time the backend has to answer, 1–3600 seconds (default 85).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_timeout_secs: Option<i64>,
+    /// Whether connectors check the backend's TLS certificate (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate_backend_tls: Option<bool>,
+    /// Whether headers (`Location`, cookies) are translated between internal
+    /// and external names (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub translate_headers: Option<bool>,
+    /// Whether links in HTML and CSS bodies are translated (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub translate_links: Option<bool>,
+    /// Identity headers sent to the backend, among [`IDENTITY_HEADERS`]
+    /// (default: all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_headers: Option<Vec<String>>,
+}
+
+/// A published app.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppView {
+    /// Identifier.
+    pub id: String,
+    /// Unique name within the tenant.
+    pub name: String,
+    /// Where users reach it.
+    pub external_url: String,
+    /// Where connectors forward to.
+    pub internal_url: String,
+    /// Pre-authentication.
+    pub preauth: Preauth,
+    /// The connector group whose connectors serve it.
+    pub connector_group: GroupRef,
+    /// Time the backend has to answer (seconds).
+    pub backend_timeout_secs: i64,
+    /// Whether connectors check the backend's TLS certificate.
+    pub validate_backend_tls: bool,
+    /// Whether headers are translated.
+    pub translate_headers: bool,
+    /// Whether links in bodies are translated.
+    pub translate_links: bool,
+    /// Identity headers sent to the backend.
+    pub identity_headers: Vec<String>,
+    /// The app's OIDC client at the STS (public, PKCE), used for
+    /// pre-authentication.
+    pub client_id: String,
+    /// That client's redirect URI: `{external_url}.postern/callback`.
+    pub redirect_uri: String,
+    /// When it was published.
+    pub created_at: UnixTime,
+    /// When it last changed.
+    pub updated_at: UnixTime,
+}
+
+/// `POST /api/v1/apps/{id}/assignments`: lets a user or the members of a
+/// group use the app (idempotent).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignApp {
+    /// `user` or `group`.
+    pub kind: PrincipalKind,
+    /// The user's or group's ID.
+    pub id: String,
+}
+
+/// One assignment of an app.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignmentView {
+    /// `user` or `group`.
+    pub kind: PrincipalKind,
+    /// The user's or group's ID.
+    pub id: String,
+    /// Its username or group name; `None` when it no longer exists.
+    pub name: Option<String>,
 }
 
 // ---- on-prem components --------------------------------------------------------

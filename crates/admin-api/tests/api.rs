@@ -358,6 +358,14 @@ GET /api/v1/clients application_administrator
 POST /api/v1/clients application_administrator
 GET /api/v1/clients/{client_id} application_administrator
 DELETE /api/v1/clients/{client_id} application_administrator
+GET /api/v1/apps application_administrator
+POST /api/v1/apps application_administrator
+GET /api/v1/apps/{id} application_administrator
+PUT /api/v1/apps/{id} application_administrator
+DELETE /api/v1/apps/{id} application_administrator
+GET /api/v1/apps/{id}/assignments application_administrator
+POST /api/v1/apps/{id}/assignments application_administrator
+DELETE /api/v1/apps/{id}/assignments/{kind}/{principal_id} application_administrator
 GET /api/v1/connectors application_administrator
 GET /api/v1/connectors/{id} application_administrator
 DELETE /api/v1/connectors/{id} application_administrator
