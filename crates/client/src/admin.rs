@@ -6,14 +6,14 @@
 use std::time::Duration;
 
 use postern_admin_api::wire::{
-    AuditChainStatus, AuditQuery, AuditView, ClientCreated, ClientView, ComponentView, ConnectorGroupDetail,
-    ConnectorGroupView, CreateClient, CreateConnectorGroup, CreateDomain, CreateGroup, CreateRegistrationToken,
-    CreateTenant, CreateUser, DomainView, ErrorBody, GroupView, Me, MoveConnector, RegistrationTokenCreated,
-    SetPassword, SigninQuery, SigninView, SigningKeyRotated, TenantCreated, TenantView, UpdateDomain,
-    UpdateTenantSettings, UpdateUser, UserRoles, UserView,
+    AppSettings, AppView, AssignApp, AssignmentView, AuditChainStatus, AuditQuery, AuditView, ClientCreated,
+    ClientView, ComponentView, ConnectorGroupDetail, ConnectorGroupView, CreateClient, CreateConnectorGroup,
+    CreateDomain, CreateGroup, CreateRegistrationToken, CreateTenant, CreateUser, DomainView, ErrorBody, GroupView, Me,
+    MoveConnector, RegistrationTokenCreated, SetPassword, SigninQuery, SigninView, SigningKeyRotated, TenantCreated,
+    TenantView, UpdateDomain, UpdateTenantSettings, UpdateUser, UserRoles, UserView,
 };
 use postern_keyring::SecretString;
-use postern_store::{DomainAuthMode, Role};
+use postern_store::{DomainAuthMode, PrincipalKind, Role};
 use reqwest::{Method, RequestBuilder, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -301,6 +301,67 @@ impl AdminClient {
     /// `DELETE /clients/{client_id}`.
     pub async fn delete_client(&self, client_id: &str) -> Result<(), ClientError> {
         self.call_empty(Method::DELETE, &["clients", client_id], NO_BODY).await
+    }
+
+    // ---- published apps --------------------------------------------------------
+
+    /// `GET /apps`.
+    pub async fn apps(&self) -> Result<Vec<AppView>, ClientError> {
+        self.call(Method::GET, &["apps"], NO_BODY).await
+    }
+
+    /// `POST /apps`: publishes an app (with its OIDC client).
+    pub async fn create_app(&self, settings: &AppSettings) -> Result<AppView, ClientError> {
+        self.call(Method::POST, &["apps"], Some(settings)).await
+    }
+
+    /// `GET /apps/{id}`.
+    pub async fn app(&self, id: &str) -> Result<AppView, ClientError> {
+        self.call(Method::GET, &["apps", id], NO_BODY).await
+    }
+
+    /// `PUT /apps/{id}`: replaces every setting (absent optional ones take
+    /// their defaults).
+    pub async fn replace_app(&self, id: &str, settings: &AppSettings) -> Result<AppView, ClientError> {
+        self.call(Method::PUT, &["apps", id], Some(settings)).await
+    }
+
+    /// `DELETE /apps/{id}`: with its OIDC client and assignments.
+    pub async fn delete_app(&self, id: &str) -> Result<(), ClientError> {
+        self.call_empty(Method::DELETE, &["apps", id], NO_BODY).await
+    }
+
+    /// `GET /apps/{id}/assignments`.
+    pub async fn app_assignments(&self, id: &str) -> Result<Vec<AssignmentView>, ClientError> {
+        self.call(Method::GET, &["apps", id, "assignments"], NO_BODY).await
+    }
+
+    /// `POST /apps/{id}/assignments`: answers with every assignment of the app.
+    pub async fn assign_app(
+        &self,
+        id: &str,
+        kind: PrincipalKind,
+        principal_id: &str,
+    ) -> Result<Vec<AssignmentView>, ClientError> {
+        let body = AssignApp {
+            kind,
+            id: principal_id.to_owned(),
+        };
+        self.call(Method::POST, &["apps", id, "assignments"], Some(&body)).await
+    }
+
+    /// `DELETE /apps/{id}/assignments/{kind}/{principal_id}`.
+    pub async fn unassign_app(&self, id: &str, kind: PrincipalKind, principal_id: &str) -> Result<(), ClientError> {
+        let kind = match kind {
+            PrincipalKind::User => "user",
+            PrincipalKind::Group => "group",
+        };
+        self.call_empty(
+            Method::DELETE,
+            &["apps", id, "assignments", kind, principal_id],
+            NO_BODY,
+        )
+        .await
     }
 
     // ---- on-prem components ----------------------------------------------------
