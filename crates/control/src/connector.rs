@@ -1,5 +1,6 @@
-//! Connector configuration (CON-2, CON-3) and certificate renewal (CON-4) over
-//! the mTLS endpoint, and `whoami` for any component.
+//! Connector configuration (CON-2, CON-3: the apps of the connector's group)
+//! and certificate renewal (CON-4) over the mTLS endpoint, and `whoami` for any
+//! component.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use postern_pki::ClientCertRequest;
 use postern_proto::control::{
-    ConfigVersion, ConnectorConfig, ConnectorConfigRequest, ConnectorTiming, GroupRef, WhoAmI,
+    AppRef, ConfigVersion, ConnectorConfig, ConnectorConfigRequest, ConnectorTiming, GroupRef, WhoAmI,
 };
 use postern_proto::{ComponentKind, PROTOCOL_VERSION, check_protocol};
 use postern_store::NewAuditEntry;
@@ -46,6 +47,22 @@ async fn group_of(
             .default_connector_group(&identity.tenant_id, control.now())
             .await?),
     }
+}
+
+/// The apps a connector group serves, as its connectors need them: where to
+/// forward and how.
+async fn apps_of(control: &Control, tenant_id: &str, group_id: &str) -> Result<Vec<AppRef>, ControlError> {
+    let apps = control.store.apps_of_group(tenant_id, group_id).await?;
+    Ok(apps
+        .into_iter()
+        .map(|a| AppRef {
+            id: a.id,
+            internal_url: a.internal_url,
+            validate_backend_tls: a.validate_backend_tls,
+            // The admin API keeps it within 1..=3600.
+            backend_timeout_secs: u64::try_from(a.backend_timeout_secs).unwrap_or(BACKEND_TIMEOUT_SECS),
+        })
+        .collect())
 }
 
 /// `POST /v1/t/{tenant}/connector/config`: the configuration, and a renewed
@@ -122,6 +139,7 @@ pub(crate) async fn config(
         renewed = Some(issued.cert_pem);
     }
     let group = group_of(&control, &identity).await?;
+    let apps = apps_of(&control, &identity.tenant_id, &group.id).await?;
     Ok(Json(ConnectorConfig {
         protocol: PROTOCOL_VERSION,
         config_version: group.config_version,
@@ -130,7 +148,7 @@ pub(crate) async fn config(
             id: group.id,
             name: group.name,
         },
-        apps: Vec::new(),
+        apps,
         timing: ConnectorTiming {
             refresh_secs: control.config.connector_refresh.as_secs(),
             backend_timeout_secs: BACKEND_TIMEOUT_SECS,
