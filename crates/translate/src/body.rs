@@ -7,7 +7,6 @@ use bytes::{Buf, Bytes};
 use futures_util::Stream;
 use http::header::{self, HeaderMap};
 use http_body::{Body, Frame};
-use lol_html::AsciiCompatibleEncoding;
 
 use crate::css::CssRewriter;
 use crate::html::HtmlTranslator;
@@ -22,9 +21,8 @@ pub enum BodyKind {
     Css,
 }
 
-/// Whether the body of a response with these headers gets translated, and as
-/// what, with the declared character encoding (None: not declared).
-fn decide(headers: &HeaderMap) -> Option<(BodyKind, Option<&'static encoding_rs::Encoding>)> {
+/// Whether the body of a response with these headers gets translated, and as what.
+fn decide(headers: &HeaderMap) -> Option<BodyKind> {
     // Only bodies as the backend wrote them: no content coding, no byte range.
     for value in headers.get_all(header::CONTENT_ENCODING) {
         let value = value.to_str().ok()?;
@@ -53,19 +51,17 @@ fn decide(headers: &HeaderMap) -> Option<(BodyKind, Option<&'static encoding_rs:
     } else {
         return None;
     };
-    let mut encoding = None;
     for (name, label) in parts.filter_map(|p| p.split_once('=')) {
-        if name.trim().eq_ignore_ascii_case("charset") {
-            // An unknown label or one that is not ASCII-compatible (UTF-16):
-            // the bytes cannot be scanned safely, leave the body alone.
-            let found = encoding_rs::Encoding::for_label(label.trim().trim_matches('"').as_bytes())?;
-            if !found.is_ascii_compatible() {
-                return None;
-            }
-            encoding = Some(found);
+        // The scanners read ASCII markup in the raw bytes: that takes an
+        // ASCII-compatible encoding (not UTF-16), and a known one.
+        if name.trim().eq_ignore_ascii_case("charset")
+            && !encoding_rs::Encoding::for_label(label.trim().trim_matches('"').as_bytes())
+                .is_some_and(|e| e.is_ascii_compatible())
+        {
+            return None;
         }
     }
-    Some((kind, encoding))
+    Some(kind)
 }
 
 /// Which kind of body translation applies to a response, from its headers:
@@ -73,7 +69,7 @@ fn decide(headers: &HeaderMap) -> Option<(BodyKind, Option<&'static encoding_rs:
 /// other than `identity`, no `Content-Range`, and a character encoding (if
 /// declared) that is known and ASCII-compatible. None: pass the body through.
 pub fn translatable_body(headers: &HeaderMap) -> Option<BodyKind> {
-    decide(headers).map(|(kind, _)| kind)
+    decide(headers)
 }
 
 #[derive(Debug)]
@@ -105,23 +101,18 @@ impl BodyTranslator {
     /// None when it is to be passed through (see [`translatable_body`]). Call
     /// [`crate::adjust_headers_for_translated_body`] on the headers when it is Some.
     pub fn for_response(map: &UrlMap, headers: &HeaderMap) -> Option<Self> {
-        let (kind, encoding) = decide(headers)?;
-        Self::build(map, kind, encoding.and_then(AsciiCompatibleEncoding::new)).ok()
+        Self::new(map, decide(headers)?).ok()
     }
 
-    /// A translator for a body of `kind` in UTF-8 (HTML: or the encoding its
-    /// `<meta charset>` names).
+    /// A translator for a body of `kind`, in any ASCII-compatible encoding: bytes
+    /// outside the rewritten URL prefixes come out exactly as they came in.
     ///
     /// # Errors
     /// [`TranslateError::Html`] if the HTML rewriter cannot be built (a bug: its
     /// selectors are fixed).
     pub fn new(map: &UrlMap, kind: BodyKind) -> Result<Self, TranslateError> {
-        Self::build(map, kind, None)
-    }
-
-    fn build(map: &UrlMap, kind: BodyKind, encoding: Option<AsciiCompatibleEncoding>) -> Result<Self, TranslateError> {
         let engine = match kind {
-            BodyKind::Html => Engine::Html(Box::new(HtmlTranslator::new(map, encoding)?)),
+            BodyKind::Html => Engine::Html(Box::new(HtmlTranslator::new(map)?)),
             BodyKind::Css => Engine::Css(CssRewriter::new(map.clone())),
         };
         Ok(BodyTranslator { engine })
@@ -354,3 +345,6 @@ where
         self.translator.is_none() && self.trailers.is_none()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -228,9 +228,17 @@ fn selector(text: &str) -> Result<Selector, TranslateError> {
 }
 
 impl HtmlTranslator {
-    /// A translator for a document in `encoding`; with None, UTF-8 until a
-    /// `<meta charset>` says otherwise.
-    pub(crate) fn new(map: &UrlMap, encoding: Option<AsciiCompatibleEncoding>) -> Result<Self, TranslateError> {
+    /// A translator for a document in any ASCII-compatible encoding.
+    ///
+    /// `lol_html` is told the document is `x-user-defined`, which maps every byte
+    /// to one character and back: markup, URLs and the bases are ASCII, so they
+    /// read the same in every ASCII-compatible encoding, and every byte outside a
+    /// rewritten URL prefix (invalid UTF-8 included) comes out exactly as it came
+    /// in, whatever the document's real encoding and however it is chunked. In
+    /// multi-byte encodings (Shift_JIS, GBK, Big5) trail bytes never fall in the
+    /// range of `<`, `>`, `=`, quotes or `/`, and follow a lead byte that the CSS
+    /// scanner counts as part of an identifier.
+    pub(crate) fn new(map: &UrlMap) -> Result<Self, TranslateError> {
         let output = Arc::new(Mutex::new(Vec::new()));
         let texts = Arc::new(Mutex::new(TextRewriters {
             style: CssRewriter::new(map.clone()),
@@ -240,8 +248,10 @@ impl HtmlTranslator {
         let (style_texts, script_texts, end_texts, bail_texts) =
             (texts.clone(), texts.clone(), texts.clone(), texts.clone());
         let settings = Settings::new_send()
-            .with_encoding(encoding.unwrap_or_else(AsciiCompatibleEncoding::utf_8))
-            .with_adjust_charset_on_meta_tag(encoding.is_none())
+            .with_encoding(
+                AsciiCompatibleEncoding::new(encoding_rs::X_USER_DEFINED)
+                    .unwrap_or_else(AsciiCompatibleEncoding::utf_8),
+            )
             .with_strict(false)
             .with_memory_settings(
                 MemorySettings::new()
@@ -360,7 +370,7 @@ mod tests {
     }
 
     fn html(input: &str) -> String {
-        let mut t = HtmlTranslator::new(&map(), None).unwrap();
+        let mut t = HtmlTranslator::new(&map()).unwrap();
         let mut out = t.feed(input.as_bytes()).unwrap().to_vec();
         out.extend_from_slice(&t.finish().unwrap());
         String::from_utf8(out).unwrap()
@@ -375,7 +385,8 @@ mod tests {
         );
         assert_eq!(
             rewrite_srcset(&m, " /app/a.png,/app/b.png 480w , x.png 2x").as_deref(),
-            Some(" /docs/a.png,/app/b.png 480w , x.png 2x"), "one URL: a comma inside a URL does not split it"
+            Some(" /docs/a.png,/app/b.png 480w , x.png 2x"),
+            "one URL: a comma inside a URL does not split it"
         );
         assert_eq!(
             rewrite_srcset(&m, "/app/a,b.png 1x,/app/c.png").as_deref(),
@@ -495,6 +506,6 @@ mod tests {
     #[test]
     fn the_translator_is_send() {
         fn send<T: Send>(_: &T) {}
-        send(&HtmlTranslator::new(&map(), None).unwrap());
+        send(&HtmlTranslator::new(&map()).unwrap());
     }
 }

@@ -28,6 +28,10 @@
 //!   internal base (scheme, host, port, path, final `/`) is replaced.
 //! - **CSS bodies** (`text/css`): `url(...)`, quoted or not, and `@import "..."`.
 //!
+//! Bodies in any ASCII-compatible encoding are read byte for byte: everything but
+//! the swapped base prefixes comes out exactly as it came in (invalid UTF-8
+//! included), and the output does not depend on how the body is chunked.
+//!
 //! # What is not
 //! Relative references (`x.png`, `../x`) need nothing. Left as written: URLs in
 //! HTML text, comments and `<textarea>`; root-relative paths inside scripts (they
