@@ -410,6 +410,82 @@ mod tests {
     }
 
     #[test]
+    fn random_values_never_panic() {
+        let pieces = [
+            "/",
+            "//",
+            "app",
+            "/app/",
+            "http:",
+            "https://",
+            "wiki.corp.local",
+            "wiki.example.com",
+            ":8080",
+            ":",
+            "[",
+            "]",
+            "::1",
+            "@",
+            "?",
+            "#",
+            ";",
+            ",",
+            "=",
+            "url",
+            "'",
+            "\"",
+            " ",
+            "\t",
+            "é",
+            "日",
+            "\\",
+            "<",
+            ">",
+            "(",
+            ")",
+            "Path",
+            "Domain",
+            ".",
+            "%2F",
+            "W/",
+            "0",
+            "docs/",
+        ];
+        let m = map();
+        let mut rng = crate::testing::Rng(42);
+        for _ in 0..20_000 {
+            let count = rng.below(16);
+            let s = rng.text(&pieces, count);
+            for out in [m.to_external(&s), m.to_internal(&s)].into_iter().flatten() {
+                assert_ne!(out, s, "Some means changed");
+            }
+            let _ = (m.origin_to_external(&s), m.origin_to_internal(&s));
+            let _ = (
+                rewrite_refresh(&m, &s),
+                rewrite_link(&m, &s),
+                rewrite_set_cookie(&m, &s),
+            );
+            let _ = (crate::html::rewrite_srcset(&m, &s), crate::css::rewrite_css_str(&m, &s));
+            if let Ok(v) = HeaderValue::from_str(&s) {
+                let mut h = HeaderMap::new();
+                for name in [
+                    "location",
+                    "refresh",
+                    "link",
+                    "set-cookie",
+                    "access-control-allow-origin",
+                    "etag",
+                ] {
+                    h.append(HeaderName::from_static(name), v.clone());
+                }
+                translate_response_headers(&m, &mut h);
+                adjust_headers_for_translated_body(&mut h);
+                translate_request_headers(&m, &mut h);
+            }
+        }
+    }
+
+    #[test]
     fn sensitive_flag_is_kept() {
         let mut h = HeaderMap::new();
         let mut v = HeaderValue::from_static("s=1; Path=/app/");

@@ -164,26 +164,49 @@ pub(crate) fn rewrite_srcset(map: &UrlMap, srcset: &str) -> Option<String> {
     changed.then_some(out)
 }
 
-/// Rewrites the URL-bearing attributes of one element.
+/// How an attribute's value is rewritten.
+#[derive(Clone, Copy)]
+enum AttributeRule {
+    Url,
+    Srcset,
+    Css,
+    Refresh,
+}
+
+impl AttributeRule {
+    fn apply(self, map: &UrlMap, value: &str) -> Option<String> {
+        match self {
+            AttributeRule::Url => map.to_external(value),
+            AttributeRule::Srcset => rewrite_srcset(map, value),
+            AttributeRule::Css => rewrite_css_str(map, value),
+            AttributeRule::Refresh => rewrite_refresh(map, value),
+        }
+    }
+}
+
+/// Rewrites the URL-bearing attributes of one element. Values are read only for
+/// the attributes that may hold URLs.
 fn rewrite_element(map: &UrlMap, el: &mut Element<'_, '_>) {
     let tag = el.tag_name();
-    let refresh = tag == "meta"
-        && el
-            .get_attribute("http-equiv")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("refresh"));
     let mut changes = Vec::new();
     for attribute in el.attributes() {
         let name = attribute.name();
-        let value = attribute.value();
-        let new = match name.as_str() {
-            n if URL_ATTRIBUTES.contains(&n) => map.to_external(&value),
-            "data" if tag == "object" => map.to_external(&value),
-            n if SRCSET_ATTRIBUTES.contains(&n) => rewrite_srcset(map, &value),
-            "style" => rewrite_css_str(map, &value),
-            "content" if refresh => rewrite_refresh(map, &value),
-            _ => None,
+        let rule = match name.as_str() {
+            n if URL_ATTRIBUTES.contains(&n) => AttributeRule::Url,
+            "data" if tag == "object" => AttributeRule::Url,
+            n if SRCSET_ATTRIBUTES.contains(&n) => AttributeRule::Srcset,
+            "style" => AttributeRule::Css,
+            "content"
+                if tag == "meta"
+                    && el
+                        .get_attribute("http-equiv")
+                        .is_some_and(|v| v.trim().eq_ignore_ascii_case("refresh")) =>
+            {
+                AttributeRule::Refresh
+            }
+            _ => continue,
         };
-        if let Some(new) = new {
+        if let Some(new) = rule.apply(map, &attribute.value()) {
             changes.push((name, new));
         }
     }

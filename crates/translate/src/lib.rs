@@ -51,6 +51,8 @@ mod css;
 mod headers;
 mod html;
 mod literal;
+#[cfg(test)]
+mod testing;
 mod url_map;
 
 pub use body::{BodyError, BodyKind, BodyTranslator, TranslatedBody, TranslatedStream, translatable_body};

@@ -5,6 +5,7 @@ use http::HeaderValue;
 use http_body_util::{BodyExt, StreamBody};
 
 use super::*;
+use crate::testing::Rng;
 use crate::{HTML_MEMORY_LIMIT, MAX_CSS_TOKEN};
 
 const INTERNAL: &str = "http://wiki.corp.local:8080/app/";
@@ -21,22 +22,6 @@ fn headers(content_type: &str, encoding: Option<&str>) -> HeaderMap {
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_str(e).unwrap());
     }
     h
-}
-
-/// A small deterministic generator (xorshift64*), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// Translates `input` cut into chunks of the sizes `sizes` yields, returning the
@@ -288,10 +273,8 @@ fn randomised_documents_never_panic_and_do_not_depend_on_chunking() {
     ];
     let mut rng = Rng(7);
     for case in 0..300 {
-        let mut doc = String::new();
-        for _ in 0..rng.below(60) {
-            doc.push_str(fragments[rng.below(fragments.len())]);
-        }
+        let count = rng.below(60);
+        let doc = rng.text(fragments, count);
         for kind in [BodyKind::Html, BodyKind::Css] {
             let whole = one_shot(kind, doc.as_bytes());
             let t = BodyTranslator::new(&map(), kind).unwrap();
