@@ -232,10 +232,12 @@ async fn end_to_end(t: &Target, args: &PtaArgs) -> anyhow::Result<Measured> {
         move |i| {
             let sts = sts.clone();
             let tenant = tenant.clone();
-            let user = users[(i as usize) % users.len()].clone();
+            let n = (i as usize) % users.len();
+            let user = users[n].clone();
             let password = password.clone();
-            // Each caller from its own address (a /24 each), as real users would be.
-            let ip = ClientIp(std::net::IpAddr::from([10, (i % 200) as u8, (i / 200 % 200) as u8, 1]));
+            // Each user from a network of their own (a /24 each), as real users would
+            // be: after the first sign-in it is a familiar location.
+            let ip = ClientIp(std::net::IpAddr::from([10, (n / 200 % 200) as u8, (n % 200) as u8, 1]));
             async move {
                 matches!(
                     sts.check_password(&tenant, &user, &password, ip).await,

@@ -303,6 +303,29 @@ mod openldap {
         assert!(dir.pool_stats().open <= 1);
     }
 
+    #[tokio::test]
+    async fn user_bind_connections_are_reused_without_carrying_identity() {
+        let slapd = slapd().await;
+        let dir = LdapDirectory::new(&slapd.config()).unwrap();
+        let accepted_before = slapd.connections_accepted().await.unwrap();
+        // Alternate users and outcomes on the same bind connection: each bind's
+        // answer is its own, whatever the connection was bound as before.
+        // (bob and dave take turns with the wrong password: three in a row would
+        // lock an account under the test ppolicy.)
+        for round in 0..4 {
+            success(dir.validate("alice", &pw(SLAPD_PASSWORD)).await);
+            let wrong = ["bob", "dave"][round % 2];
+            assert_eq!(dir.validate(wrong, &pw("wrong")).await, Outcome::WrongCredentials);
+            let carol = success(dir.validate("carol", &pw(SLAPD_PASSWORD)).await);
+            assert_eq!(carol.upn.split('@').next(), Some("carol"), "{carol:?}");
+            assert_eq!(dir.validate("alice", &pw("")).await, Outcome::WrongCredentials);
+        }
+        // One search connection and one bind connection (and the counter's own
+        // connection), not one per sign-in.
+        let accepted = slapd.connections_accepted().await.unwrap() - accepted_before;
+        assert!(accepted <= 3, "{accepted} connections accepted for 16 sign-ins");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_search_pool_stays_bounded_under_load() {
         let slapd = slapd().await;

@@ -434,6 +434,7 @@ impl Store {
 
     /// Registers a component with its first certificate.
     pub async fn register_component(&self, c: &NewComponent, now: UnixTime) -> Result<Component, StoreError> {
+        let _changed = self.routing_change();
         sqlx::query(
             "INSERT INTO components (id, tenant_id, kind, name, group_id, serial, previous_serial, \
              previous_valid_until, public_key, key_id, cert_issued_at, not_after, version, registered_by, \
@@ -559,6 +560,7 @@ impl Store {
         keep_previous_until: Option<UnixTime>,
         now: UnixTime,
     ) -> Result<bool, StoreError> {
+        let _changed = self.routing_change();
         let mut tx = self.pool.begin().await.db()?;
         let c = sqlx::query_as::<_, Component>(concat!(
             "SELECT ",
@@ -669,6 +671,7 @@ impl Store {
         reason: &str,
         now: UnixTime,
     ) -> Result<Component, StoreError> {
+        let _changed = self.routing_change();
         let mut tx = self.pool.begin().await.db()?;
         let c = sqlx::query_as::<_, Component>(concat!(
             "SELECT ",

@@ -299,6 +299,7 @@ impl Store {
         verification_token: &str,
         now: UnixTime,
     ) -> Result<Domain, StoreError> {
+        let _changed = self.routing_change();
         let name = name.trim().to_lowercase();
         sqlx::query(
             "INSERT INTO domains (tenant_id, name, verified, verification_token, auth_mode, created_at) \
@@ -344,6 +345,7 @@ impl Store {
     /// Marks a domain verified. Fails with a conflict if another tenant has
     /// already verified the same name.
     pub async fn verify_domain(&self, tenant_id: &str, name: &str) -> Result<(), StoreError> {
+        let _changed = self.routing_change();
         let done = sqlx::query("UPDATE domains SET verified = 1 WHERE tenant_id = $1 AND name = $2")
             .bind(tenant_id)
             .bind(name)
@@ -363,6 +365,7 @@ impl Store {
         name: &str,
         mode: DomainAuthMode,
     ) -> Result<(), StoreError> {
+        let _changed = self.routing_change();
         let done = sqlx::query("UPDATE domains SET auth_mode = $1 WHERE tenant_id = $2 AND name = $3")
             .bind(mode.as_str())
             .bind(tenant_id)
@@ -375,6 +378,7 @@ impl Store {
 
     /// Removes a domain. Refused while users of the tenant still sign in with it.
     pub async fn remove_domain(&self, tenant_id: &str, name: &str) -> Result<(), StoreError> {
+        let _changed = self.routing_change();
         let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND username LIKE $2")
             .bind(tenant_id)
             .bind(format!("%@{}", name.replace(['%', '_'], "")))

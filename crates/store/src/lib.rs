@@ -73,6 +73,17 @@ pub struct Store {
     /// Woken whenever a connector group's configuration version changes in this
     /// process (other instances are seen by polling).
     config_changed: std::sync::Arc<tokio::sync::Notify>,
+    /// See [`Store::routing_generation`].
+    routing_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Bumps the routing generation when dropped.
+struct RoutingChange(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Drop for RoutingChange {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// How to reach the database.
@@ -142,6 +153,7 @@ impl Store {
             pool,
             backend,
             config_changed: std::sync::Arc::new(tokio::sync::Notify::new()),
+            routing_generation: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
         };
         store.migrate().await?;
         Ok(store)
@@ -170,6 +182,21 @@ impl Store {
     /// other instances do not signal here).
     pub fn config_changes(&self) -> std::sync::Arc<tokio::sync::Notify> {
         self.config_changed.clone()
+    }
+
+    /// A counter this process bumps after every change to tenants, domains or
+    /// components (agents' keys, connectors' certificates). A cache of those reads
+    /// the generation *before* querying and keeps the answer only while the
+    /// generation stays the same, so it sees this process's changes at once; other
+    /// instances' changes it sees when its own time limit runs out.
+    pub fn routing_generation(&self) -> u64 {
+        self.routing_generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A guard that bumps [`Store::routing_generation`] when dropped, i.e. when the
+    /// write it guards has finished (committed or failed).
+    fn routing_change(&self) -> RoutingChange {
+        RoutingChange(self.routing_generation.clone())
     }
 
     /// Which database this store runs on.

@@ -83,6 +83,7 @@ impl Store {
         setup_code: Option<&[u8]>,
         now: UnixTime,
     ) -> Result<(Tenant, User), StoreError> {
+        let _changed = self.routing_change();
         let mut tx = self.pool.begin().await.db()?;
         if let Some(code) = setup_code {
             let consumed = sqlx::query(
@@ -204,6 +205,7 @@ impl Store {
     /// Deletes a tenant and everything it owns, revoking its components'
     /// certificates first. The operator's tenant cannot be deleted.
     pub async fn delete_tenant(&self, id: &str, now: UnixTime) -> Result<(), StoreError> {
+        let _changed = self.routing_change();
         let mut tx = self.pool.begin().await.db()?;
         let is_system: Option<i64> = sqlx::query_scalar("SELECT is_system FROM tenants WHERE id = $1")
             .bind(id)

@@ -14,6 +14,7 @@
 //! account is created or updated just in time from the attributes the agent
 //! returned, groups included.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPublicEncryptingKey, PublicEncryptingKey};
@@ -223,11 +224,29 @@ impl Sts {
         let Some((_, domain)) = username.rsplit_once('@') else {
             return Ok(false);
         };
-        match self.store.domain(&tenant.id, domain).await {
-            Ok(d) => Ok(d.verified && d.auth_mode == DomainAuthMode::Passthrough),
-            Err(StoreError::NotFound) => Ok(false),
-            Err(e) => Err(e.into()),
+        let key = (tenant.id.clone(), domain.to_owned());
+        let generation = self.store.routing_generation();
+        if let Some(known) = self.passthrough_domains.get(&key, generation) {
+            return Ok(known);
         }
+        let passthrough = match self.store.domain(&tenant.id, domain).await {
+            Ok(d) => d.verified && d.auth_mode == DomainAuthMode::Passthrough,
+            Err(StoreError::NotFound) => false,
+            Err(e) => return Err(e.into()),
+        };
+        self.passthrough_domains.put(key, passthrough, generation);
+        Ok(passthrough)
+    }
+
+    /// The tenant's agents (current certificates or not), from the cache when fresh.
+    async fn tenant_agents(&self, tenant: &Tenant) -> Result<Arc<Vec<postern_store::Component>>, StsError> {
+        let generation = self.store.routing_generation();
+        if let Some(agents) = self.agents.get(&tenant.id, generation) {
+            return Ok(agents);
+        }
+        let agents = Arc::new(self.store.components(&tenant.id, ComponentKind::Agent).await?);
+        self.agents.put(tenant.id.clone(), agents.clone(), generation);
+        Ok(agents)
     }
 
     /// Encrypts the password to every current agent key of the tenant and asks the
@@ -245,13 +264,8 @@ impl Sts {
             ));
         };
         let now = self.now();
-        let agents: Vec<_> = self
-            .store
-            .components(&tenant.id, ComponentKind::Agent)
-            .await?
-            .into_iter()
-            .filter(|a| a.not_after > now)
-            .collect();
+        let all_agents = self.tenant_agents(tenant).await?;
+        let agents: Vec<_> = all_agents.iter().filter(|a| a.not_after > now).collect();
         if agents.is_empty() {
             return Ok(Err("no authentication agent is registered".into()));
         }

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod authenticate;
+mod cache;
 pub mod client_ip;
 mod cookies;
 mod error;
@@ -123,6 +124,10 @@ pub struct Sts {
     hasher: PasswordHasher,
     base: String,
     relay: std::sync::OnceLock<Arc<postern_relay::Relay>>,
+    /// Whether a domain of a tenant signs in through agents, by (tenant, domain).
+    passthrough_domains: cache::ReadCache<(String, String), bool>,
+    /// The current agents of a tenant, by tenant.
+    agents: cache::ReadCache<String, Arc<Vec<postern_store::Component>>>,
 }
 
 impl std::fmt::Debug for Sts {
@@ -153,6 +158,8 @@ impl Sts {
             config,
             base,
             relay: std::sync::OnceLock::new(),
+            passthrough_domains: cache::ReadCache::new(cache::TIME_TO_LIVE),
+            agents: cache::ReadCache::new(cache::TIME_TO_LIVE),
         });
         sts.maintain_signing_keys().await?;
         Ok(sts)

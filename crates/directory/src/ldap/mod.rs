@@ -5,8 +5,12 @@
 //! 2. search the account with the user filter on a pooled service-bound connection,
 //!    asking for the attributes the answer needs; anything but exactly one entry is
 //!    `WrongCredentials` (an unknown user looks like a wrong password);
-//! 3. bind as the entry's DN with the password on a *fresh* connection (never pooled,
-//!    never used for anything else), with the password-policy control for OpenLDAP;
+//! 3. bind as the entry's DN with the password, with the password-policy control for
+//!    OpenLDAP, on a connection used for nothing but user binds: never the search
+//!    pool's (a bind changes a connection's identity), reused for the next user
+//!    bind (a bind, failed or not, replaces whatever identity the connection had;
+//!    no other operation ever runs on it), so a sign-in costs no TCP or TLS
+//!    handshake;
 //! 4. map the answer: AD sub-codes ([`ad_codes`]), the ppolicy response ([`ppolicy`]),
 //!    transport failures and deadlines to `DirectoryUnreachable`;
 //! 5. on success, collect groups (`memberOf`, else a member search) and return the
@@ -20,7 +24,8 @@ mod filter;
 mod ppolicy;
 mod search_pool;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use postern_keyring::SecretString;
@@ -36,7 +41,7 @@ pub use search_pool::PoolStats;
 use self::attributes::Entry;
 use self::config::Settings;
 use self::connection::{Connector, Unreachable};
-use self::search_pool::{Search, SearchPool};
+use self::search_pool::{MAX_IDLE, Search, SearchPool};
 use crate::credentials::admissible;
 use crate::{AccountInfo, Directory, Outcome};
 
@@ -49,6 +54,9 @@ pub struct LdapDirectory {
     connector: Arc<Connector>,
     pool: SearchPool,
     binds: Semaphore,
+    /// Idle user-bind connections (at most `max_concurrent_binds`: each was in use
+    /// under a permit), with when each went idle.
+    idle_binds: Mutex<Vec<(ldap3::Ldap, Instant)>>,
 }
 
 impl std::fmt::Debug for LdapDirectory {
@@ -79,6 +87,7 @@ impl LdapDirectory {
             connector,
             pool,
             binds,
+            idle_binds: Mutex::new(Vec::new()),
         })
     }
 
@@ -113,7 +122,9 @@ impl LdapDirectory {
         Ok(entries.pop())
     }
 
-    /// Binds as `dn` on a fresh connection and reads the answer.
+    /// Binds as `dn` on a user-bind connection and reads the answer. A bind that
+    /// fails in transport on a reused connection (the server may have closed it
+    /// while idle) is tried once more on a fresh one.
     async fn bind_as_user(&self, dn: &str, password: &SecretString) -> Result<Outcome, Unreachable> {
         let _permit = tokio::time::timeout(self.settings.operation_timeout, self.binds.acquire())
             .await
@@ -124,23 +135,62 @@ impl LdapDirectory {
                 ))
             })?
             .map_err(|_| Unreachable("bind limiter closed".into()))?;
-        let mut ldap = self.connector.open().await?;
-        if self.settings.password_policy_control {
-            ldap.with_controls(ppolicy::request_control());
-        }
         // ldap3 wants a &str; this copy is zeroed when dropped (ldap3's own encoding
         // buffer is not ours to clear).
         let secret = Zeroizing::new(password.expose().to_owned());
-        let result = self
-            .connector
-            .deadline("user bind", ldap.simple_bind(dn, &secret))
-            .await;
+        let mut retried = false;
+        let result = loop {
+            let (mut ldap, reused) = match self.take_idle_bind() {
+                Some(ldap) => (ldap, true),
+                None => (self.connector.open().await?, false),
+            };
+            if self.settings.password_policy_control {
+                ldap.with_controls(ppolicy::request_control());
+            }
+            match self
+                .connector
+                .deadline("user bind", ldap.simple_bind(dn, &secret))
+                .await
+            {
+                Ok(result) => {
+                    // busy, unavailable, other: the connection may be unusable.
+                    if !matches!(result.rc, 51 | 52 | 80) {
+                        self.put_back_bind(ldap);
+                    }
+                    break result;
+                }
+                Err(e) if reused && !retried => {
+                    tracing::debug!(error = %e.0, "user bind on a reused connection failed; retrying on a fresh one");
+                    retried = true;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         drop(secret);
-        // Close the user's connection at once; it is never used again.
-        let _ = tokio::time::timeout(self.settings.operation_timeout, ldap.unbind()).await;
-        let result = result?;
         let policy = PasswordPolicyResponse::from_controls(&result.ctrls);
         Ok(bind_outcome(self.settings.flavor, result.rc, &result.text, policy))
+    }
+
+    fn take_idle_bind(&self) -> Option<ldap3::Ldap> {
+        let mut idle = self.idle_binds.lock().ok()?;
+        while let Some((mut ldap, since)) = idle.pop() {
+            if since.elapsed() < MAX_IDLE && !ldap.is_closed() {
+                return Some(ldap);
+            }
+        }
+        None
+    }
+
+    fn put_back_bind(&self, mut ldap: ldap3::Ldap) {
+        if ldap.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle_binds.lock() {
+            // Bounded: only a holder of one of the `binds` permits puts one back.
+            if idle.len() < self.settings.max_concurrent_binds {
+                idle.push((ldap, Instant::now()));
+            }
+        }
     }
 
     /// The account's groups: the group attribute's DNs as names, else the member search.

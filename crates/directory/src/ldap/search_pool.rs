@@ -7,7 +7,8 @@
 //! after 15 minutes), and a search that fails on a reused connection is tried once more
 //! on a fresh one.
 //!
-//! User binds never use this pool: they change a connection's identity.
+//! User binds never use this pool: they change a connection's identity (they have
+//! their own idle list in [`super::LdapDirectory`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +22,7 @@ use super::config::ServiceAccount;
 use super::connection::{Connector, Unreachable};
 
 /// Idle connections older than this are closed rather than reused.
-const MAX_IDLE: Duration = Duration::from_secs(300);
+pub(crate) const MAX_IDLE: Duration = Duration::from_secs(300);
 
 /// Counts of the pool's connections, for tests and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -208,6 +208,19 @@ impl Slapd {
     /// How many client connections slapd has open now (from `cn=Monitor`), not counting
     /// the one this call opens to ask.
     pub async fn connections(&self) -> Result<u64, String> {
+        Ok(self
+            .monitor_counter("cn=Current,cn=Connections,cn=Monitor")
+            .await?
+            .saturating_sub(1))
+    }
+
+    /// How many client connections slapd has accepted since it started, counting the
+    /// one this call opens to ask.
+    pub async fn connections_accepted(&self) -> Result<u64, String> {
+        self.monitor_counter("cn=Total,cn=Connections,cn=Monitor").await
+    }
+
+    async fn monitor_counter(&self, dn: &str) -> Result<u64, String> {
         let (conn, mut ldap) = LdapConnAsync::new(&self.url()).await.map_err(|e| e.to_string())?;
         tokio::spawn(async move {
             let _ = conn.drive().await;
@@ -217,24 +230,18 @@ impl Slapd {
             .and_then(|r| r.success())
             .map_err(|e| e.to_string())?;
         let (entries, _) = ldap
-            .search(
-                "cn=Current,cn=Connections,cn=Monitor",
-                Scope::Base,
-                "(objectClass=*)",
-                vec!["monitorCounter"],
-            )
+            .search(dn, Scope::Base, "(objectClass=*)", vec!["monitorCounter"])
             .await
             .and_then(|r| r.success())
             .map_err(|e| e.to_string())?;
         let _ = ldap.unbind().await;
-        let count: u64 = entries
+        entries
             .into_iter()
             .find_map(Entry::decode)
             .and_then(|entry| entry.text("monitorCounter"))
-            .ok_or("no monitorCounter in cn=Current,cn=Connections,cn=Monitor")?
+            .ok_or_else(|| format!("no monitorCounter in {dn}"))?
             .parse()
-            .map_err(|_| "monitorCounter is not a number")?;
-        Ok(count.saturating_sub(1))
+            .map_err(|_| "monitorCounter is not a number".to_owned())
     }
 
     /// Stops slapd (the data stays); [`Slapd::restart`] starts it again on the same

@@ -1,0 +1,92 @@
+//! A small read-through cache of rarely changing rows on the sign-in hot path
+//! (a tenant's domains and its agents' public keys).
+//!
+//! An entry is used while it is younger than the time to live *and* the store's
+//! routing generation has not moved since the entry was read: a change made through
+//! this process is seen at once, a change made by another instance within the time
+//! to live. The cache holds at most [`MAX_ENTRIES`] entries; when full it drops
+//! every entry (a cheap, bounded policy; refills cost one query each).
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Most entries held.
+pub(crate) const MAX_ENTRIES: usize = 4096;
+
+/// How long an entry may serve without the generation moving.
+pub(crate) const TIME_TO_LIVE: Duration = Duration::from_secs(2);
+
+struct Entry<V> {
+    value: V,
+    read_at: Instant,
+    generation: u64,
+}
+
+/// Values of type `V` by key `K`.
+pub(crate) struct ReadCache<K, V> {
+    entries: Mutex<HashMap<K, Entry<V>>>,
+    ttl: Duration,
+}
+
+impl<K: Eq + Hash, V: Clone> ReadCache<K, V> {
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            ttl,
+        }
+    }
+
+    /// The cached value for `key` if still good under `generation`.
+    pub(crate) fn get(&self, key: &K, generation: u64) -> Option<V> {
+        let entries = self.entries.lock().ok()?;
+        let entry = entries.get(key)?;
+        (entry.generation == generation && entry.read_at.elapsed() < self.ttl).then(|| entry.value.clone())
+    }
+
+    /// Remembers `value`, read after the generation was `generation`.
+    pub(crate) fn put(&self, key: K, value: V, generation: u64) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key) {
+            entries.clear();
+        }
+        entries.insert(
+            key,
+            Entry {
+                value,
+                read_at: Instant::now(),
+                generation,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_generation_or_age_invalidates() {
+        let cache = ReadCache::new(Duration::from_millis(50));
+        cache.put("a", 1, 7);
+        assert_eq!(cache.get(&"a", 7), Some(1));
+        assert_eq!(cache.get(&"a", 8), None, "generation moved");
+        assert_eq!(cache.get(&"b", 7), None);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(cache.get(&"a", 7), None, "too old");
+    }
+
+    #[test]
+    fn stays_bounded() {
+        let cache = ReadCache::new(TIME_TO_LIVE);
+        for i in 0..(MAX_ENTRIES * 3) {
+            cache.put(i, i, 0);
+        }
+        let held = cache.entries.lock().map(|e| e.len()).unwrap_or(usize::MAX);
+        assert!(held <= MAX_ENTRIES, "{held}");
+        assert_eq!(cache.get(&(MAX_ENTRIES * 3 - 1), 0), Some(MAX_ENTRIES * 3 - 1));
+    }
+}
