@@ -1,6 +1,6 @@
 //! `postern admin`: sign in with the device flow and manage tenants, domains,
-//! users, groups, roles, connectors, agents and their registration tokens
-//! through the admin API.
+//! users, groups, roles, published apps, connectors, agents and their
+//! registration tokens through the admin API.
 //!
 //! Results are printed to stdout as pretty JSON (a new registration token
 //! alone, so a script can capture it); messages and errors go to stderr. Passwords are read from one line of standard input (no prompt, so
@@ -12,14 +12,14 @@ use std::io::{BufRead, IsTerminal};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use postern_client::wire::{
-    AuditQuery, ClientType, ComponentView, CreateClient, CreateConnectorGroup, CreateGroup, CreateRegistrationToken,
-    CreateTenant, CreateUser, SigninQuery, UpdateTenantSettings, UpdateUser,
+    AppSettings, AppView, AuditQuery, ClientType, ComponentView, CreateClient, CreateConnectorGroup, CreateGroup,
+    CreateRegistrationToken, CreateTenant, CreateUser, SigninQuery, UpdateTenantSettings, UpdateUser,
 };
 use postern_client::{
     AdminClient, ClientError, CredentialFile, Credentials, DEFAULT_MAX_WAIT, DEFAULT_TIMEOUT, Issuer, PublicClient,
     SecretString,
 };
-use postern_store::{ComponentKind, DomainAuthMode, Role};
+use postern_store::{ComponentKind, DomainAuthMode, Preauth, PrincipalKind, Role};
 use postern_time::{Clock, SystemClock};
 use serde::Serialize;
 
@@ -59,6 +59,9 @@ pub enum AdminCommand {
     /// OAuth clients (applications signing users in through this tenant).
     #[command(subcommand)]
     Clients(ClientsCommand),
+    /// Published apps and who may use them (application administrators).
+    #[command(subcommand)]
+    Apps(AppsCommand),
     /// Connectors of this tenant (application administrators).
     #[command(subcommand)]
     Connectors(ConnectorsCommand),
@@ -395,6 +398,192 @@ pub enum ClientsCommand {
     },
 }
 
+/// How users are let through to an app.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PreauthArg {
+    /// Users sign in at the STS first.
+    Sts,
+    /// No pre-authentication.
+    Passthrough,
+}
+
+impl From<PreauthArg> for Preauth {
+    fn from(arg: PreauthArg) -> Self {
+        match arg {
+            PreauthArg::Sts => Preauth::Sts,
+            PreauthArg::Passthrough => Preauth::Passthrough,
+        }
+    }
+}
+
+/// The settings of an app that `create` and `update` share. Unset flags take
+/// the service's defaults on `create` and keep the app's value on `update`.
+#[derive(Args, Debug)]
+pub struct AppFlags {
+    /// sts (users sign in first; the default) or passthrough.
+    #[arg(long, value_enum)]
+    preauth: Option<PreauthArg>,
+    /// Connector group (name or ID) whose connectors serve the app (default:
+    /// the default group).
+    #[arg(long)]
+    connector_group: Option<String>,
+    /// Seconds the backend has to answer (1–3600, default 85).
+    #[arg(long = "backend-timeout")]
+    backend_timeout_secs: Option<i64>,
+    /// Check the backend's TLS certificate (the default).
+    #[arg(long, conflicts_with = "no_validate_backend_tls")]
+    validate_backend_tls: bool,
+    /// Do not check the backend's TLS certificate.
+    #[arg(long)]
+    no_validate_backend_tls: bool,
+    /// Translate headers such as Location and cookies (the default).
+    #[arg(long, conflicts_with = "no_translate_headers")]
+    translate_headers: bool,
+    /// Do not translate headers.
+    #[arg(long)]
+    no_translate_headers: bool,
+    /// Translate links in HTML and CSS bodies.
+    #[arg(long, conflicts_with = "no_translate_links")]
+    translate_links: bool,
+    /// Do not translate links in bodies (the default).
+    #[arg(long)]
+    no_translate_links: bool,
+    /// Identity headers sent to the backend, comma-separated, among user,
+    /// email, groups and assertion (default: all four).
+    #[arg(long, value_delimiter = ',', conflicts_with = "no_identity_headers")]
+    identity_headers: Option<Vec<String>>,
+    /// Send no identity headers to the backend.
+    #[arg(long)]
+    no_identity_headers: bool,
+}
+
+/// A switch given as a `--x` / `--no-x` pair (never both): `None` when
+/// neither was given.
+fn switch(on: bool, off: bool) -> Option<bool> {
+    (on || off).then_some(on)
+}
+
+impl AppFlags {
+    /// Applies the flags that were given to `settings`.
+    fn apply(self, settings: &mut AppSettings) {
+        if let Some(preauth) = self.preauth {
+            settings.preauth = Some(preauth.into());
+        }
+        if self.connector_group.is_some() {
+            settings.connector_group = self.connector_group;
+        }
+        if self.backend_timeout_secs.is_some() {
+            settings.backend_timeout_secs = self.backend_timeout_secs;
+        }
+        let flags = [
+            (
+                &mut settings.validate_backend_tls,
+                switch(self.validate_backend_tls, self.no_validate_backend_tls),
+            ),
+            (
+                &mut settings.translate_headers,
+                switch(self.translate_headers, self.no_translate_headers),
+            ),
+            (
+                &mut settings.translate_links,
+                switch(self.translate_links, self.no_translate_links),
+            ),
+        ];
+        for (setting, given) in flags {
+            if given.is_some() {
+                *setting = given;
+            }
+        }
+        if self.no_identity_headers {
+            settings.identity_headers = Some(Vec::new());
+        } else if self.identity_headers.is_some() {
+            settings.identity_headers = self.identity_headers;
+        }
+    }
+}
+
+/// Who an assignment is for: exactly one of `--user` and `--group`.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct PrincipalArg {
+    /// A user: ID or username.
+    #[arg(long)]
+    user: Option<String>,
+    /// A group: ID or name.
+    #[arg(long)]
+    group: Option<String>,
+}
+
+/// `postern admin apps ...` (an app is named by ID or by name).
+#[derive(Subcommand, Debug)]
+pub enum AppsCommand {
+    /// List the apps.
+    List,
+    /// Show one app.
+    Show {
+        /// ID or name.
+        app: String,
+    },
+    /// Publish an app. It gets its own OIDC client at the STS, whose redirect
+    /// URI is the external URL followed by `.postern/callback`.
+    Create {
+        /// Unique name.
+        name: String,
+        /// Where users reach it, e.g. https://wiki.example.com/docs/.
+        #[arg(long)]
+        external_url: String,
+        /// Where connectors forward to, e.g. http://wiki.corp.local:8080/.
+        #[arg(long)]
+        internal_url: String,
+        /// The other settings.
+        #[command(flatten)]
+        flags: AppFlags,
+    },
+    /// Change an app's settings; those not given stay as they are.
+    Update {
+        /// ID or name.
+        app: String,
+        /// New name.
+        #[arg(long)]
+        name: Option<String>,
+        /// New external URL (the OIDC client's redirect URI follows).
+        #[arg(long)]
+        external_url: Option<String>,
+        /// New internal URL.
+        #[arg(long)]
+        internal_url: Option<String>,
+        /// The other settings.
+        #[command(flatten)]
+        flags: AppFlags,
+    },
+    /// Unpublish an app, with its OIDC client and assignments.
+    Delete {
+        /// ID or name.
+        app: String,
+    },
+    /// List who may use an app.
+    Assignments {
+        /// ID or name.
+        app: String,
+    },
+    /// Let a user, or the members of a group, use an app.
+    Assign {
+        /// ID or name of the app.
+        app: String,
+        /// The user or group.
+        #[command(flatten)]
+        principal: PrincipalArg,
+    },
+    /// Remove an assignment.
+    Unassign {
+        /// ID or name of the app.
+        app: String,
+        /// The user or group.
+        #[command(flatten)]
+        principal: PrincipalArg,
+    },
+}
+
 /// `postern admin connectors ...` (a connector is named by ID, or by host
 /// name when only one has it).
 #[derive(Subcommand, Debug)]
@@ -608,6 +797,7 @@ async fn manage(client: &AdminClient, command: AdminCommand) -> anyhow::Result<(
         AdminCommand::Groups(cmd) => groups(client, cmd).await,
         AdminCommand::Roles(cmd) => roles(client, cmd).await,
         AdminCommand::Clients(cmd) => clients(client, cmd).await,
+        AdminCommand::Apps(cmd) => apps(client, cmd).await,
         AdminCommand::Connectors(cmd) => connectors(client, cmd).await,
         AdminCommand::Agents(cmd) => agents(client, cmd).await,
         AdminCommand::ConnectorGroups(cmd) => connector_groups(client, cmd).await,
@@ -808,6 +998,102 @@ async fn clients(client: &AdminClient, cmd: ClientsCommand) -> anyhow::Result<()
     }
 }
 
+async fn apps(client: &AdminClient, cmd: AppsCommand) -> anyhow::Result<()> {
+    match cmd {
+        AppsCommand::List => print_json(&client.apps().await?),
+        AppsCommand::Show { app } => print_json(&find_app(client, &app).await?),
+        AppsCommand::Create {
+            name,
+            external_url,
+            internal_url,
+            flags,
+        } => {
+            let mut settings = AppSettings {
+                name,
+                external_url,
+                internal_url,
+                preauth: None,
+                connector_group: None,
+                backend_timeout_secs: None,
+                validate_backend_tls: None,
+                translate_headers: None,
+                translate_links: None,
+                identity_headers: None,
+            };
+            flags.apply(&mut settings);
+            print_json(&client.create_app(&settings).await?)
+        }
+        AppsCommand::Update {
+            app,
+            name,
+            external_url,
+            internal_url,
+            flags,
+        } => {
+            let current = find_app(client, &app).await?;
+            let id = current.id.clone();
+            let mut settings = settings_of(current);
+            settings.name = name.unwrap_or(settings.name);
+            settings.external_url = external_url.unwrap_or(settings.external_url);
+            settings.internal_url = internal_url.unwrap_or(settings.internal_url);
+            flags.apply(&mut settings);
+            print_json(&client.replace_app(&id, &settings).await?)
+        }
+        AppsCommand::Delete { app } => {
+            let id = find_app(client, &app).await?.id;
+            done(client.delete_app(&id).await, "app deleted, with its OIDC client")
+        }
+        AppsCommand::Assignments { app } => {
+            print_json(&client.app_assignments(&find_app(client, &app).await?.id).await?)
+        }
+        AppsCommand::Assign { app, principal } => {
+            let id = find_app(client, &app).await?.id;
+            let (kind, principal) = principal_id(client, principal).await?;
+            print_json(&client.assign_app(&id, kind, &principal).await?)
+        }
+        AppsCommand::Unassign { app, principal } => {
+            let id = find_app(client, &app).await?.id;
+            let (kind, principal) = principal_id(client, principal).await?;
+            done(client.unassign_app(&id, kind, &principal).await, "assignment removed")
+        }
+    }
+}
+
+/// The settings an app has now, to be changed and sent back whole.
+fn settings_of(app: AppView) -> AppSettings {
+    AppSettings {
+        name: app.name,
+        external_url: app.external_url,
+        internal_url: app.internal_url,
+        preauth: Some(app.preauth),
+        connector_group: Some(app.connector_group.id),
+        backend_timeout_secs: Some(app.backend_timeout_secs),
+        validate_backend_tls: Some(app.validate_backend_tls),
+        translate_headers: Some(app.translate_headers),
+        translate_links: Some(app.translate_links),
+        identity_headers: Some(app.identity_headers),
+    }
+}
+
+/// The app named by `app`: its ID or its name.
+async fn find_app(client: &AdminClient, app: &str) -> anyhow::Result<AppView> {
+    client
+        .apps()
+        .await?
+        .into_iter()
+        .find(|a| a.id == app || a.name == app)
+        .with_context(|| format!("no app {app} in this tenant"))
+}
+
+/// The kind and ID of the user or group an assignment names.
+async fn principal_id(client: &AdminClient, principal: PrincipalArg) -> anyhow::Result<(PrincipalKind, String)> {
+    match (principal.user, principal.group) {
+        (Some(user), _) => Ok((PrincipalKind::User, user_id(client, &user).await?)),
+        (None, Some(group)) => Ok((PrincipalKind::Group, group_id(client, &group).await?)),
+        (None, None) => bail!("name a user (--user) or a group (--group)"),
+    }
+}
+
 async fn connectors(client: &AdminClient, cmd: ConnectorsCommand) -> anyhow::Result<()> {
     let kind = ComponentKind::Connector;
     match cmd {
@@ -940,11 +1226,15 @@ async fn user_id(client: &AdminClient, user: &str) -> anyhow::Result<String> {
         .with_context(|| format!("no user {wanted} in this tenant"))
 }
 
-/// The ID of the group named by `group`: its ID or its name.
+/// The ID of the group named by `group`: its ID or its name. A caller who may
+/// not list groups (an application administrator) names it by ID.
 async fn group_id(client: &AdminClient, group: &str) -> anyhow::Result<String> {
-    client
-        .groups()
-        .await?
+    let groups = match client.groups().await {
+        Ok(groups) => groups,
+        Err(e) if e.status() == Some(403) => return Ok(group.to_owned()),
+        Err(e) => return Err(e.into()),
+    };
+    groups
         .into_iter()
         .find(|g| g.id == group || g.name == group)
         .map(|g| g.id)
@@ -1084,6 +1374,73 @@ mod tests {
         assert!(
             parse(&["agents", "move", "dc1", "dmz"]).is_err(),
             "agents have no groups"
+        );
+    }
+
+    #[test]
+    fn app_commands_parse() {
+        let Ok(AdminCommand::Apps(AppsCommand::Create { flags, .. })) = parse(&[
+            "apps",
+            "create",
+            "wiki",
+            "--external-url",
+            "https://wiki.example.com/",
+            "--internal-url",
+            "http://wiki.corp/",
+            "--no-validate-backend-tls",
+            "--translate-links",
+            "--identity-headers",
+            "user,email",
+        ]) else {
+            panic!("apps create does not parse");
+        };
+        let mut settings = AppSettings {
+            name: "wiki".into(),
+            external_url: String::new(),
+            internal_url: String::new(),
+            preauth: None,
+            connector_group: None,
+            backend_timeout_secs: None,
+            validate_backend_tls: None,
+            translate_headers: Some(false),
+            translate_links: None,
+            identity_headers: None,
+        };
+        flags.apply(&mut settings);
+        assert_eq!(settings.validate_backend_tls, Some(false));
+        assert_eq!(settings.translate_links, Some(true));
+        assert_eq!(settings.translate_headers, Some(false), "unset flags keep the value");
+        assert_eq!(settings.identity_headers, Some(vec!["user".into(), "email".into()]));
+        assert!(
+            parse(&["apps", "create", "wiki", "--external-url", "https://w.example.com/"]).is_err(),
+            "the internal URL is required"
+        );
+        for both in [
+            &["--translate-links", "--no-translate-links"][..],
+            &["--identity-headers", "user", "--no-identity-headers"],
+        ] {
+            let args = [&["apps", "update", "wiki"][..], both].concat();
+            assert!(parse(&args).is_err(), "{args:?}");
+        }
+        assert!(parse(&["apps", "assign", "wiki"]).is_err(), "a user or a group");
+        assert!(parse(&["apps", "assign", "wiki", "--user", "jo", "--group", "staff"]).is_err());
+        assert!(matches!(
+            parse(&["apps", "unassign", "wiki", "--group", "staff"]),
+            Ok(AdminCommand::Apps(AppsCommand::Unassign { .. }))
+        ));
+        assert!(
+            parse(&[
+                "apps",
+                "create",
+                "w",
+                "--external-url",
+                "x",
+                "--internal-url",
+                "y",
+                "--preauth",
+                "x"
+            ])
+            .is_err()
         );
     }
 
