@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod admin_cli;
+mod apps_admin;
 mod common;
 mod component_cli;
 mod components;
