@@ -21,8 +21,11 @@ pub enum BodyKind {
     Css,
 }
 
-/// Whether the body of a response with these headers gets translated, and as what.
-fn decide(headers: &HeaderMap) -> Option<BodyKind> {
+/// Which kind of body translation applies to a response, from its headers:
+/// `text/html`, `application/xhtml+xml` or `text/css`, with no `Content-Encoding`
+/// other than `identity`, no `Content-Range`, and a character encoding (if
+/// declared) that is known and ASCII-compatible. None: pass the body through.
+pub fn translatable_body(headers: &HeaderMap) -> Option<BodyKind> {
     // Only bodies as the backend wrote them: no content coding, no byte range.
     for value in headers.get_all(header::CONTENT_ENCODING) {
         let value = value.to_str().ok()?;
@@ -64,14 +67,6 @@ fn decide(headers: &HeaderMap) -> Option<BodyKind> {
     Some(kind)
 }
 
-/// Which kind of body translation applies to a response, from its headers:
-/// `text/html`, `application/xhtml+xml` or `text/css`, with no `Content-Encoding`
-/// other than `identity`, no `Content-Range`, and a character encoding (if
-/// declared) that is known and ASCII-compatible. None: pass the body through.
-pub fn translatable_body(headers: &HeaderMap) -> Option<BodyKind> {
-    decide(headers)
-}
-
 #[derive(Debug)]
 enum Engine {
     Html(Box<HtmlTranslator>),
@@ -84,8 +79,8 @@ enum Engine {
 /// decide, holding back only a possible token cut by the chunk boundary — for
 /// CSS (and `<style>` text) at most [`crate::MAX_CSS_TOKEN`] bytes, for `<script>`
 /// text less than the longest spelling of the internal base, and for HTML markup
-/// whatever `lol_html` needs to finish a start tag, comment or doctype, capped at
-/// [`crate::HTML_MEMORY_LIMIT`]. An HTML token past that cap stops the translation:
+/// what `lol_html` needs to finish an incomplete token (a start tag, in practice),
+/// capped at [`crate::HTML_MEMORY_LIMIT`]. An HTML token past that cap stops the translation:
 /// the rest of the body passes through unchanged ([`BodyTranslator::stopped`]).
 /// The output of one call is at most the held-back bytes plus the chunk, each
 /// translated URL grown by the difference in length of the two bases.
@@ -101,7 +96,7 @@ impl BodyTranslator {
     /// None when it is to be passed through (see [`translatable_body`]). Call
     /// [`crate::adjust_headers_for_translated_body`] on the headers when it is Some.
     pub fn for_response(map: &UrlMap, headers: &HeaderMap) -> Option<Self> {
-        Self::new(map, decide(headers)?).ok()
+        Self::new(map, translatable_body(headers)?).ok()
     }
 
     /// A translator for a body of `kind`, in any ASCII-compatible encoding: bytes

@@ -15,8 +15,9 @@ use crate::literal::LiteralReplacer;
 use crate::{TranslateError, UrlMap};
 
 /// The most memory `lol_html` may use for one response: in practice the longest
-/// start tag, comment or doctype that arrives split over several chunks (an
-/// inline `data:` image in a `src` attribute, say). Past it the translator stops
+/// start tag that arrives split over several chunks (an inline `data:` image in a
+/// `src` attribute, say); text, comments and `<style>`/`<script>` content are not
+/// held. Past it the translator stops
 /// translating and passes the rest of the body through unchanged.
 pub const HTML_MEMORY_LIMIT: usize = 1024 * 1024;
 

@@ -408,3 +408,29 @@ async fn a_translated_body_without_trailers_ends() {
     let out = body.collect().await.unwrap().to_bytes();
     assert!(out == expected.as_bytes());
 }
+
+#[test]
+fn huge_comments_and_text_are_not_held() {
+    for (open, close) in [
+        ("<!--", "-->"),
+        ("<p>", "</p>"),
+        ("<style>", "</style>"),
+        ("<script>", "</script>"),
+    ] {
+        let mut input = format!("<a href=\"/app/1\">{open}").into_bytes();
+        input.extend(std::iter::repeat_n(b'x', 2 * HTML_MEMORY_LIMIT));
+        input.extend_from_slice(format!("{close}<a href=\"/app/2\">").as_bytes());
+        let mut t = BodyTranslator::new(&map(), BodyKind::Html).unwrap();
+        let mut out = Vec::new();
+        let mut lag = 0;
+        for (n, chunk) in input.chunks(8192).enumerate() {
+            out.extend_from_slice(&t.feed(chunk).unwrap());
+            lag = lag.max(((n + 1) * 8192).min(input.len()).saturating_sub(out.len()));
+        }
+        assert!(!t.stopped(), "{open}");
+        assert!(lag <= 64, "{open}: lag {lag}");
+        out.extend_from_slice(&t.finish().unwrap());
+        let expected = String::from_utf8(input).unwrap().replace("/app/", "/docs/");
+        assert!(out == expected.as_bytes(), "{open}");
+    }
+}
