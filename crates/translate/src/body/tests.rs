@@ -27,7 +27,14 @@ fn headers(content_type: &str, encoding: Option<&str>) -> HeaderMap {
 /// Translates `input` cut into chunks of the sizes `sizes` yields, returning the
 /// output and the most input bytes ever consumed but not yet answered by output
 /// (the "lag", which would be negative while output runs ahead: clamped at 0).
-fn run(mut t: BodyTranslator, input: &[u8], mut sizes: impl FnMut() -> usize) -> (Vec<u8>, usize) {
+fn run(mut t: BodyTranslator, input: &[u8], sizes: impl FnMut() -> usize) -> (Vec<u8>, usize) {
+    let (mut out, lag) = feed_all(&mut t, input, sizes);
+    out.extend_from_slice(&t.finish().unwrap());
+    (out, lag)
+}
+
+/// [`run`] without the finish, so the caller can still look at the translator.
+fn feed_all(t: &mut BodyTranslator, input: &[u8], mut sizes: impl FnMut() -> usize) -> (Vec<u8>, usize) {
     let mut out = Vec::with_capacity(input.len() + input.len() / 8);
     let mut rest = input;
     let mut lag = 0;
@@ -39,7 +46,6 @@ fn run(mut t: BodyTranslator, input: &[u8], mut sizes: impl FnMut() -> usize) ->
         assert!(t.held_back() <= MAX_CSS_TOKEN, "scanners hold {}", t.held_back());
         rest = tail;
     }
-    out.extend_from_slice(&t.finish().unwrap());
     (out, lag)
 }
 
@@ -217,12 +223,7 @@ fn a_huge_tag_stops_translation_but_keeps_every_byte() {
     input.extend(std::iter::repeat_n(b'A', 2 * HTML_MEMORY_LIMIT));
     input.extend_from_slice(b"\"><a href=\"/app/after\">y</a>");
     let mut t = BodyTranslator::new(&map(), BodyKind::Html).unwrap();
-    let mut out = Vec::new();
-    let mut lag = 0;
-    for (n, chunk) in input.chunks(8192).enumerate() {
-        out.extend_from_slice(&t.feed(chunk).unwrap());
-        lag = lag.max(((n + 1) * 8192).min(input.len()).saturating_sub(out.len()));
-    }
+    let (mut out, lag) = feed_all(&mut t, &input, || 8192);
     assert!(t.stopped(), "the memory limit should have stopped translation");
     out.extend_from_slice(&t.finish().unwrap());
     assert!(lag <= HTML_MEMORY_LIMIT + 8192, "lag {lag}");
@@ -421,12 +422,7 @@ fn huge_comments_and_text_are_not_held() {
         input.extend(std::iter::repeat_n(b'x', 2 * HTML_MEMORY_LIMIT));
         input.extend_from_slice(format!("{close}<a href=\"/app/2\">").as_bytes());
         let mut t = BodyTranslator::new(&map(), BodyKind::Html).unwrap();
-        let mut out = Vec::new();
-        let mut lag = 0;
-        for (n, chunk) in input.chunks(8192).enumerate() {
-            out.extend_from_slice(&t.feed(chunk).unwrap());
-            lag = lag.max(((n + 1) * 8192).min(input.len()).saturating_sub(out.len()));
-        }
+        let (mut out, lag) = feed_all(&mut t, &input, || 8192);
         assert!(!t.stopped(), "{open}");
         assert!(lag <= 64, "{open}: lag {lag}");
         out.extend_from_slice(&t.finish().unwrap());
