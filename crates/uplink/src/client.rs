@@ -33,6 +33,7 @@ pub struct ControlClient {
     enrolment: Enrolment,
     clock: SharedClock,
     http: reqwest::Client,
+    tunnel_tls: Arc<rustls::ClientConfig>,
     cert_not_before: UnixTime,
     cert_not_after: UnixTime,
 }
@@ -96,6 +97,8 @@ impl ControlClient {
             return Err(UplinkError::CertificateExpired(info.not_after.secs()));
         }
         let tls = tls_config(&enrolment, &cert_pem, &key_pem, clock.clone())?;
+        let mut tunnel_tls = tls.clone();
+        tunnel_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .connect_timeout(Duration::from_secs(10))
@@ -107,6 +110,7 @@ impl ControlClient {
             enrolment,
             clock,
             http,
+            tunnel_tls: Arc::new(tunnel_tls),
             cert_not_before: info.not_before,
             cert_not_after: info.not_after,
         })
@@ -115,6 +119,14 @@ impl ControlClient {
     /// What registration stored.
     pub fn enrolment(&self) -> &Enrolment {
         &self.enrolment
+    }
+
+    /// Where and how to open the application tunnel: the control URL and a TLS
+    /// client configuration with this component's certificate, the control
+    /// endpoint's trust anchors, TLS 1.3 only and ALPN `http/1.1` only (the tunnel
+    /// starts as an HTTP/1.1 upgrade). Changes after a certificate renewal.
+    pub fn tunnel_connector(&self) -> (String, Arc<rustls::ClientConfig>) {
+        (self.enrolment.control_url.clone(), self.tunnel_tls.clone())
     }
 
     /// Validity of the current certificate.
