@@ -1,0 +1,383 @@
+//! One tunnel stream, forwarded to its app's backend: the request's head rebuilt
+//! for HTTP/1.1, both bodies streamed frame by frame, failures answered with the
+//! tunnel's error codes, upgrades turned into a byte copy.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use postern_proto::tunnel::{
+    APP_HEADER, BackendError, ERROR_HEADER, REQUEST_ID_HEADER, UPGRADE_HEADER, UPGRADED_HEADER,
+};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_util::io::ReaderStream;
+
+use crate::apps::{App, AppTable};
+use crate::backend::{BackendBody, Backends, classify};
+use crate::error::chain;
+
+/// An error inside a response body (the stream is then reset).
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Body of a response on the tunnel.
+pub(crate) type TunnelBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Read size when copying an upgraded backend connection to the stream.
+const UPGRADE_CHUNK: usize = 16 * 1024;
+
+/// Aborts a task when dropped, unless disarmed.
+pub(crate) struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl AbortOnDrop {
+    pub(crate) fn new(handle: tokio::task::AbortHandle) -> Self {
+        Self(Some(handle))
+    }
+
+    /// Lets the task run on.
+    pub(crate) fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+        }
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
+/// never forwarded in either direction.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+    )
+}
+
+/// Removes hop-by-hop headers, including those a `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    let hop: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
+    for name in hop {
+        headers.remove(name);
+    }
+}
+
+fn full(text: &'static str) -> TunnelBody {
+    Full::new(Bytes::from_static(text.as_bytes()))
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<TunnelBody> {
+    let mut response = Response::new(full(text));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// The answer when no response came from the backend.
+fn backend_error(e: BackendError) -> Response<TunnelBody> {
+    let text = match e {
+        BackendError::UnknownApp => "This connector does not serve that application.\n",
+        BackendError::Unreachable => "The application's server could not be reached.\n",
+        BackendError::Tls => "The application's server presented a certificate that is not valid.\n",
+        BackendError::Timeout => "The application's server did not answer in time.\n",
+        BackendError::Protocol => "The application's server sent an invalid response.\n",
+    };
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = plain(status, text);
+    response
+        .headers_mut()
+        .insert(ERROR_HEADER, HeaderValue::from_static(e.as_str()));
+    response
+}
+
+/// What identifies a stream in logs.
+struct Ids {
+    app: String,
+    request: String,
+}
+
+/// Forwards one tunnel stream and returns the response to send on it.
+pub(crate) async fn handle(req: Request<Incoming>, apps: Arc<AppTable>, backends: Backends) -> Response<TunnelBody> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let ids = Ids {
+        app: header(APP_HEADER),
+        request: header(REQUEST_ID_HEADER),
+    };
+    let Some(app) = apps.get(&ids.app).cloned() else {
+        tracing::info!(app = %ids.app, request_id = %ids.request, "request for an app this connector does not serve");
+        return backend_error(BackendError::UnknownApp);
+    };
+    drop(apps);
+    let deadline = Instant::now() + app.timeout();
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let Some(uri) = app.backend_uri(path) else {
+        tracing::warn!(app = %ids.app, request_id = %ids.request, "tunnel request without an origin-form path");
+        return plain(StatusCode::BAD_REQUEST, "The tunnel request's path is not valid.\n");
+    };
+    let host = parts.uri.authority().map_or(app.default_host(), |a| a.as_str());
+    let Ok(host) = HeaderValue::from_str(host) else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "The tunnel request's authority is not valid.\n",
+        );
+    };
+    let mut headers = backend_headers(&parts.headers);
+    headers.insert(HOST, host);
+    let head = Head {
+        method: parts.method,
+        uri,
+        headers,
+    };
+    match parts.headers.get(UPGRADE_HEADER).cloned() {
+        Some(protocol) => forward_upgrade(&app, &backends, head, protocol, body, deadline, &ids).await,
+        None => forward_plain(&app, &backends, head, body.boxed_unsync(), deadline, &ids).await,
+    }
+}
+
+/// The backend request's head.
+struct Head {
+    method: http::Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Head {
+    fn into_request(self, body: BackendBody) -> Request<BackendBody> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = self.headers;
+        request
+    }
+}
+
+/// The stream's headers as the backend gets them: end-to-end headers only, the
+/// tunnel's control headers removed (the request ID stays, for correlation), and
+/// HTTP/2's split `cookie` headers joined into one as HTTP/1.1 requires.
+fn backend_headers(from: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(from.len() + 3);
+    let mut cookies: Vec<&[u8]> = Vec::new();
+    for (name, value) in from {
+        if is_hop_by_hop(name) || name == HOST || name.as_str() == APP_HEADER || name.as_str() == UPGRADE_HEADER {
+            continue;
+        }
+        if name == COOKIE {
+            cookies.push(value.as_bytes());
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    if !cookies.is_empty()
+        && let Ok(joined) = HeaderValue::from_bytes(&cookies.join(&b"; "[..]))
+    {
+        headers.insert(COOKIE, joined);
+    }
+    headers
+}
+
+/// Sends the request and waits for the response head until `deadline`.
+async fn send(
+    app: &App,
+    backends: &Backends,
+    request: Request<BackendBody>,
+    deadline: Instant,
+    ids: &Ids,
+) -> Result<Response<Incoming>, BackendError> {
+    let client = backends.client(app.validate_tls());
+    match tokio::time::timeout_at(deadline, client.request(request)).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => {
+            let kind = classify(&e);
+            tracing::warn!(app = %ids.app, request_id = %ids.request, error = %chain(&e), code = kind.as_str(), "backend gave no response");
+            Err(kind)
+        }
+        Err(_) => {
+            tracing::warn!(app = %ids.app, request_id = %ids.request, timeout = ?app.timeout(), "backend did not answer in time");
+            Err(BackendError::Timeout)
+        }
+    }
+}
+
+async fn forward_plain(
+    app: &App,
+    backends: &Backends,
+    head: Head,
+    body: BackendBody,
+    deadline: Instant,
+    ids: &Ids,
+) -> Response<TunnelBody> {
+    match send(app, backends, head.into_request(body), deadline, ids).await {
+        Ok(response) => relay(response, ids),
+        Err(e) => backend_error(e),
+    }
+}
+
+/// The backend's response on the stream, its body passed on frame by frame as it
+/// comes (so server-sent events arrive one by one). A body that breaks off
+/// becomes an error, which resets the stream.
+fn relay(response: Response<Incoming>, ids: &Ids) -> Response<TunnelBody> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.version = Version::HTTP_2;
+    tracing::debug!(app = %ids.app, request_id = %ids.request, status = parts.status.as_u16(), "backend answered");
+    let (app, request) = (ids.app.clone(), ids.request.clone());
+    let body = body
+        .map_err(move |e| {
+            tracing::warn!(%app, request_id = %request, error = %chain(&e), "backend response body broke off; resetting the stream");
+            BoxError::from(e)
+        })
+        .boxed_unsync();
+    Response::from_parts(parts, body)
+}
+
+/// An upgrade (WebSocket): an HTTP/1.1 upgrade request to the backend; on `101`
+/// the answer is `200` with [`UPGRADED_HEADER`] and the backend's headers, the
+/// stream's request body is copied to the backend and the backend's bytes become
+/// the response body, until either side ends. Any other answer passes through.
+async fn forward_upgrade(
+    app: &App,
+    backends: &Backends,
+    mut head: Head,
+    protocol: HeaderValue,
+    body: Incoming,
+    deadline: Instant,
+    ids: &Ids,
+) -> Response<TunnelBody> {
+    head.headers.remove(CONTENT_LENGTH);
+    head.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    head.headers.insert(UPGRADE, protocol);
+    let empty = Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync();
+    let mut response = match send(app, backends, head.into_request(empty), deadline, ids).await {
+        Ok(r) => r,
+        Err(e) => return backend_error(e),
+    };
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return relay(response, ids);
+    }
+    let upgraded = match tokio::time::timeout_at(deadline, hyper::upgrade::on(&mut response)).await {
+        Ok(Ok(u)) => u,
+        Ok(Err(e)) => {
+            tracing::warn!(app = %ids.app, request_id = %ids.request, error = %chain(&e), "backend upgrade failed");
+            return backend_error(BackendError::Protocol);
+        }
+        Err(_) => return backend_error(BackendError::Timeout),
+    };
+    let mut headers = response.headers().clone();
+    strip_hop_by_hop(&mut headers);
+    headers.insert(UPGRADED_HEADER, HeaderValue::from_static("101"));
+    tracing::debug!(app = %ids.app, request_id = %ids.request, "backend switched protocols");
+
+    let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+    let upload = tokio::spawn(copy_to_backend(body, write));
+    // When the backend's side ends or the stream goes away, stop the upload too.
+    let upload = AbortOnDrop::new(upload.abort_handle());
+    let download = ReaderStream::with_capacity(read, UPGRADE_CHUNK).map(move |chunk| {
+        let _upload = &upload;
+        chunk.map(Frame::data).map_err(BoxError::from)
+    });
+    let mut answer = Response::new(StreamBody::new(download).boxed_unsync());
+    *answer.headers_mut() = headers;
+    answer
+}
+
+/// Copies the stream's request body to the upgraded backend connection; the
+/// backend's pace holds the stream back through flow control. Ends the backend's
+/// write side when the stream's body ends or is reset.
+async fn copy_to_backend(mut body: Incoming, mut to: impl AsyncWrite + Unpin) {
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Ok(data) = frame.into_data()
+            && to.write_all(&data).await.is_err()
+        {
+            return;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn backend_headers_drop_hop_by_hop_and_control_and_join_cookies() {
+        let mut from = HeaderMap::new();
+        from.insert("x-postern-app", HeaderValue::from_static("wiki"));
+        from.insert("x-postern-upgrade", HeaderValue::from_static("websocket"));
+        from.insert("x-postern-request-id", HeaderValue::from_static("r1"));
+        from.insert("te", HeaderValue::from_static("trailers"));
+        from.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        from.insert("host", HeaderValue::from_static("evil"));
+        from.insert("accept", HeaderValue::from_static("text/html"));
+        from.append("cookie", HeaderValue::from_static("a=1"));
+        from.append("cookie", HeaderValue::from_static("b=2"));
+        let to = backend_headers(&from);
+        let names: Vec<&str> = to.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(to["x-postern-request-id"], "r1");
+        assert_eq!(to["accept"], "text/html");
+        assert_eq!(to.get_all("cookie").iter().count(), 1);
+        assert_eq!(to["cookie"], "a=1; b=2");
+    }
+
+    #[test]
+    fn response_headers_lose_connection_specific_ones() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-private"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("content-type", HeaderValue::from_static("text/event-stream"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("content-type"));
+    }
+
+    #[test]
+    fn error_answers_carry_the_code() {
+        let r = backend_error(BackendError::Timeout);
+        assert_eq!(r.status(), 504);
+        assert_eq!(r.headers()[ERROR_HEADER], "backend_timeout");
+        assert_eq!(r.headers()[CONTENT_TYPE], "text/plain; charset=utf-8");
+        assert_eq!(backend_error(BackendError::Tls).status(), 502);
+    }
+}

@@ -1,0 +1,264 @@
+//! The HTTP/2 server that runs on an upgraded tunnel connection: the service is
+//! the client and opens one stream per user request.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+
+use crate::TunnelError;
+use crate::apps::AppTable;
+use crate::backend::Backends;
+use crate::error::chain;
+use crate::forward;
+
+/// Largest HTTP/2 window the protocol allows.
+const MAX_WINDOW: u32 = (1 << 31) - 1;
+/// Smallest window accepted in the options (the protocol's default).
+const MIN_WINDOW: u32 = 65_535;
+
+/// HTTP/2 settings and deadlines of one tunnel connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunnelOptions {
+    /// Ping the service after this long without traffic from it. Default 20 s.
+    pub keep_alive_interval: Duration,
+    /// A ping unanswered this long ends the tunnel (it is redialled). A tunnel
+    /// with no traffic at all from the service for interval + timeout + 1 s is
+    /// ended too, whatever state HTTP/2 is in. Default 10 s.
+    pub keep_alive_timeout: Duration,
+    /// Streams (user requests) the service may have open at once on one tunnel.
+    /// Default 256.
+    pub max_concurrent_streams: u32,
+    /// Flow-control window per stream, in bytes: how much of a request body may be
+    /// in flight towards a backend that has not read it yet. Default 256 KiB.
+    pub stream_window: u32,
+    /// Flow-control window of the whole connection, in bytes. Default 2 MiB.
+    pub connection_window: u32,
+    /// Largest request head the service may send, in bytes. Default 64 KiB.
+    pub max_header_list_size: u32,
+    /// Response bytes buffered per stream before the backend is read no further.
+    /// Default 256 KiB.
+    pub max_send_buf_size: usize,
+    /// After a drain starts (GOAWAY sent), requests in flight get this long to
+    /// finish before the connection is closed. Default 30 s.
+    pub drain_grace: Duration,
+}
+
+impl Default for TunnelOptions {
+    fn default() -> Self {
+        Self {
+            keep_alive_interval: Duration::from_secs(20),
+            keep_alive_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 256,
+            stream_window: 256 * 1024,
+            connection_window: 2 * 1024 * 1024,
+            max_header_list_size: 64 * 1024,
+            max_send_buf_size: 256 * 1024,
+            drain_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl TunnelOptions {
+    /// Checks every value and reports all problems at once.
+    pub fn validate(&self) -> Result<(), TunnelError> {
+        let mut problems = Vec::new();
+        if self.keep_alive_interval.is_zero() || self.keep_alive_timeout.is_zero() {
+            problems.push("keep-alive interval and timeout must be above zero".to_owned());
+        }
+        if self.max_concurrent_streams == 0 {
+            problems.push("max_concurrent_streams must be at least 1".to_owned());
+        }
+        for (name, w) in [
+            ("stream_window", self.stream_window),
+            ("connection_window", self.connection_window),
+        ] {
+            if !(MIN_WINDOW..=MAX_WINDOW).contains(&w) {
+                problems.push(format!("{name} must be between {MIN_WINDOW} and {MAX_WINDOW}"));
+            }
+        }
+        if self.max_header_list_size < 1024 || self.max_send_buf_size < 1024 {
+            problems.push("max_header_list_size and max_send_buf_size must be at least 1 KiB".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(TunnelError::Config(problems.join("; ")))
+        }
+    }
+
+    /// Longest silence from the service before the tunnel counts as dead.
+    fn silence_limit(&self) -> Duration {
+        self.keep_alive_interval + self.keep_alive_timeout + Duration::from_secs(1)
+    }
+}
+
+/// Serves the service's HTTP/2 streams on `io` (an upgraded tunnel connection),
+/// forwarding each to its app from the current table in `apps` (read per stream,
+/// so a new configuration applies to the next request). Returns when the
+/// connection ends: `Ok` when it closed cleanly or was drained, an error when it
+/// broke or went silent.
+///
+/// When `drain` completes the server sends GOAWAY (no new streams), lets streams
+/// in flight finish for up to [`TunnelOptions::drain_grace`], then closes.
+pub async fn serve_tunnel<IO, D>(
+    io: IO,
+    apps: watch::Receiver<Arc<AppTable>>,
+    backends: Backends,
+    options: &TunnelOptions,
+    drain: D,
+) -> Result<(), TunnelError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    D: Future<Output = ()>,
+{
+    options.validate()?;
+    let activity = Arc::new(Activity::new());
+    let io = Watched {
+        inner: io,
+        activity: activity.clone(),
+    };
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
+        let table = apps.borrow().clone();
+        let backends = backends.clone();
+        async move { Ok::<_, Infallible>(forward::handle(req, table, backends).await) }
+    });
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive_interval(options.keep_alive_interval)
+        .keep_alive_timeout(options.keep_alive_timeout)
+        .max_concurrent_streams(options.max_concurrent_streams)
+        .initial_stream_window_size(options.stream_window)
+        .initial_connection_window_size(options.connection_window)
+        .adaptive_window(false)
+        .max_header_list_size(options.max_header_list_size)
+        .max_send_buf_size(options.max_send_buf_size)
+        .auto_date_header(false);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::pin!(drain);
+
+    let silence = options.silence_limit();
+    let mut check = tokio::time::interval((silence / 4).max(Duration::from_millis(50)));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => return r.map_err(|e| TunnelError::Transport(chain(&e))),
+            () = &mut drain => break,
+            _ = check.tick() => {
+                if activity.silent_for() > silence {
+                    return Err(TunnelError::Transport(format!(
+                        "nothing from the service for {silence:?}: the tunnel is dead"
+                    )));
+                }
+            }
+        }
+    }
+    conn.as_mut().graceful_shutdown();
+    match tokio::time::timeout(options.drain_grace, conn.as_mut()).await {
+        Ok(r) => r.map_err(|e| TunnelError::Transport(chain(&e))),
+        Err(_) => {
+            tracing::warn!(grace = ?options.drain_grace, "drain grace period over; closing the tunnel with requests in flight");
+            Ok(())
+        }
+    }
+}
+
+/// When bytes last came from the service.
+struct Activity {
+    start: Instant,
+    last_read_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_read_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_read_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_read_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+/// The tunnel connection, noting each read.
+struct Watched<IO> {
+    inner: IO,
+    activity: Arc<Activity>,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_report_every_problem() {
+        assert_eq!(TunnelOptions::default().validate(), Ok(()));
+        let bad = TunnelOptions {
+            keep_alive_interval: Duration::ZERO,
+            max_concurrent_streams: 0,
+            stream_window: 10,
+            ..TunnelOptions::default()
+        };
+        let Err(TunnelError::Config(text)) = bad.validate() else {
+            unreachable!("bad options were accepted")
+        };
+        assert_eq!(text.matches(';').count(), 2, "{text}");
+    }
+}
