@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use postern_client::{Issuer, PublicClient};
+use postern_connector::{AppTable, BackendOptions, Backends, PoolOptions, TunnelEndpoint, TunnelPool};
 use postern_keyring::SecretString;
 use postern_pki::KeyAlg;
 use postern_proto::ComponentKind;
 use postern_time::{SharedClock, SystemClock};
 use postern_uplink::{Backoff, ControlClient, Credential, RegisterOptions, StateDir, UplinkError};
+use tokio::sync::watch;
 
 /// This software's version, reported to the service.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -225,12 +227,35 @@ fn load(state: StateDir, clock: SharedClock) -> anyhow::Result<ControlClient> {
     ControlClient::load(state, clock).map_err(|e| anyhow::anyhow!(e))
 }
 
-/// The connector's control loop: configuration at start (CON-2), then a
-/// watch for changes plus a periodic refresh (CON-3), renewing the certificate in
-/// the exchange when due (CON-4). The tunnel comes with the application proxy.
+/// The connector: configuration at start (CON-2), then a watch for changes plus a
+/// periodic refresh (CON-3), renewing the certificate in the exchange when due
+/// (CON-4). After the first configuration the tunnel pool serves the apps; each
+/// new configuration swaps the app table, and a shutdown signal drains the
+/// tunnels (GOAWAY, requests in flight finish).
 async fn run_connector(state: StateDir) -> anyhow::Result<()> {
     let clock: SharedClock = Arc::new(SystemClock);
-    let mut client = load(state, clock)?;
+    let client = load(state, clock)?;
+    let backends = Backends::new(&BackendOptions::default())?;
+    let (tables, table) = watch::channel(Arc::new(AppTable::default()));
+    let mut pool = None;
+    let result = connector_loop(client, &tables, &table, &backends, &mut pool).await;
+    if let Some(pool) = pool {
+        tracing::info!("draining the tunnels");
+        pool.shutdown().await;
+    }
+    result
+}
+
+/// The configuration loop of [`run_connector`]; returns at a shutdown signal or
+/// on an error that needs an administrator. Starts `pool` after the first
+/// configuration.
+async fn connector_loop(
+    mut client: ControlClient,
+    tables: &watch::Sender<Arc<AppTable>>,
+    table: &watch::Receiver<Arc<AppTable>>,
+    backends: &Backends,
+    pool: &mut Option<TunnelPool>,
+) -> anyhow::Result<()> {
     let mut backoff = Backoff::try_new(Duration::from_secs(1), Duration::from_secs(60))?;
     loop {
         let config = match client.connector_config(VERSION).await {
@@ -248,7 +273,31 @@ async fn run_connector(state: StateDir) -> anyhow::Result<()> {
                 continue;
             }
         };
-        tracing::info!(version = config.config_version, group = %config.group.name, "configuration loaded");
+        let apps = AppTable::new(
+            &config.apps,
+            Duration::from_secs(config.timing.backend_timeout_secs.max(1)),
+        );
+        tracing::info!(
+            version = config.config_version,
+            group = %config.group.name,
+            apps = apps.len(),
+            unusable_apps = apps.rejected().len(),
+            "configuration loaded"
+        );
+        tables.send_replace(Arc::new(apps));
+        // After a renewal the next tunnels use the new certificate.
+        let endpoint = TunnelEndpoint::from_client(&client);
+        match pool {
+            Some(p) => p.set_endpoint(endpoint),
+            None => {
+                *pool = Some(TunnelPool::start(
+                    endpoint,
+                    table.clone(),
+                    backends.clone(),
+                    PoolOptions::default(),
+                )?);
+            }
+        }
         let refresh = Duration::from_secs(config.timing.refresh_secs.max(10));
         let watch = async {
             loop {
@@ -259,6 +308,12 @@ async fn run_connector(state: StateDir) -> anyhow::Result<()> {
                 }
             }
         };
+        let failed = async {
+            match pool.as_ref() {
+                Some(p) => p.failed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = watch => {
                 if let Err(e) = r {
@@ -266,6 +321,12 @@ async fn run_connector(state: StateDir) -> anyhow::Result<()> {
                     tracing::warn!(error = %e, "configuration watch failed");
                     if wait_or_stop(backoff.next_delay()).await { return Ok(()); }
                 }
+            }
+            e = failed => {
+                if e.needs_registration() {
+                    bail!("the service no longer accepts this connector ({e}); register it again");
+                }
+                return Err(e.into());
             }
             _ = tokio::time::sleep(refresh) => {}
             _ = shutdown() => return Ok(()),
