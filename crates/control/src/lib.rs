@@ -20,6 +20,7 @@ mod maintenance;
 mod register;
 mod relay;
 mod tls;
+mod tunnel;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,6 +102,7 @@ pub struct Control {
     crls: crl::CrlCache,
     server_tls: Arc<rustls::ServerConfig>,
     relay: Arc<postern_relay::Relay>,
+    tunnels: Arc<postern_tunnel::TunnelRegistry>,
 }
 
 impl std::fmt::Debug for Control {
@@ -116,6 +118,7 @@ impl Control {
     pub async fn new(
         sts: Arc<Sts>,
         relay: Arc<postern_relay::Relay>,
+        tunnels: Arc<postern_tunnel::TunnelRegistry>,
         keyring: &Keyring,
         clock: SharedClock,
         installation: &str,
@@ -136,6 +139,7 @@ impl Control {
             crls: crl::CrlCache::default(),
             server_tls: Arc::new(server_tls),
             relay,
+            tunnels,
         }))
     }
 
@@ -152,6 +156,11 @@ impl Control {
     /// The CAs.
     pub fn authorities(&self) -> &Authorities {
         &self.authorities
+    }
+
+    /// The live tunnels of connectors.
+    pub fn tunnels(&self) -> &Arc<postern_tunnel::TunnelRegistry> {
+        &self.tunnels
     }
 
     /// The configuration.
@@ -174,6 +183,7 @@ impl Control {
             .route(postern_proto::control::WHOAMI_PATH, get(connector::whoami))
             .route("/v1/t/{tenant}/connector/config", post(connector::config))
             .route("/v1/t/{tenant}/connector/config/watch", get(connector::watch))
+            .route("/v1/t/{tenant}/connector/tunnel", get(tunnel::tunnel))
             .route("/v1/t/{tenant}/agent/renewal", post(agent::renewal_check))
             .route("/v1/t/{tenant}/agent/renew", post(agent::renew))
             .route("/v1/t/{tenant}/agent/bootstrap", post(relay::bootstrap))

@@ -48,6 +48,10 @@ pub fn connector_tunnel_path(tenant_id: &str) -> String {
     format!("/v1/t/{tenant_id}/connector/tunnel")
 }
 
+/// Request header of the upgrade: the connector's protocol version
+/// ([`crate::PROTOCOL_VERSION`]).
+pub const PROTOCOL_HEADER: &str = "x-postern-protocol";
+
 /// `Upgrade` token of the tunnel.
 pub const TUNNEL_UPGRADE: &str = "postern-tunnel/1";
 

@@ -54,6 +54,9 @@ pub enum ServiceError {
     /// The control plane could not start (CAs, its TLS settings).
     #[error(transparent)]
     Control(#[from] postern_control::ControlError),
+    /// The front door of published apps could not start (its cookie keys).
+    #[error(transparent)]
+    Edge(#[from] postern_edge::EdgeError),
     /// The TLS certificate or key is unusable.
     #[error("TLS: {0}")]
     Tls(String),
@@ -70,6 +73,7 @@ pub struct RunningService {
     public_url: Url,
     control_addr: SocketAddr,
     control: Arc<Control>,
+    edge: Arc<postern_edge::Edge>,
     sts: Arc<Sts>,
     store: Store,
     shutdown: watch::Sender<bool>,
@@ -172,7 +176,25 @@ impl RunningService {
         // in this process).
         let relay = postern_relay::Relay::new(postern_relay::RelayLimits::default());
         sts.attach_relay(relay.clone());
-        let control = Control::new(sts.clone(), relay, &keyring, clock, &installation, control_config).await?;
+        // Tunnels from connectors (embedded: in this process).
+        let tunnels = postern_tunnel::TunnelRegistry::new(postern_tunnel::TunnelOptions::default());
+        let control = Control::new(
+            sts.clone(),
+            relay,
+            tunnels,
+            &keyring,
+            clock,
+            &installation,
+            control_config,
+        )
+        .await?;
+        let edge = postern_edge::Edge::new(
+            sts.clone(),
+            keyring.clone(),
+            control.tunnels().clone(),
+            postern_edge::EdgeOptions::default(),
+        )
+        .await?;
         let app = routes::app(&sts, &control, &config, &public_url);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let listener = listener::Listener {
@@ -180,6 +202,17 @@ impl RunningService {
             tls,
             limits: config.limits.clone(),
             addressing: listener::ClientAddressing::new(config.trusted_proxies.clone()),
+            edge: Some(listener::FrontDoor {
+                edge: edge.clone(),
+                public_host: public_url
+                    .host_str()
+                    .map(|h| match public_url.port() {
+                        Some(p) => format!("{h}:{p}"),
+                        None => h.to_owned(),
+                    })
+                    .and_then(|h| postern_edge::normalize_host(&h))
+                    .unwrap_or_default(),
+            }),
         };
         let server = tokio::spawn(listener.serve(app, shutdown_rx.clone()));
         let control_listener = listener::Listener {
@@ -187,10 +220,16 @@ impl RunningService {
             tls: Some(tokio_rustls::TlsAcceptor::from(control.server_tls())),
             limits: config.limits.clone(),
             addressing: listener::ClientAddressing::new(Vec::new()),
+            edge: None,
         };
         let control_server =
             tokio::spawn(control_listener.serve(routes::control_app(&control, &config), shutdown_rx.clone()));
-        let tasks = tokio::spawn(tasks::maintenance(sts.clone(), control.clone(), shutdown_rx));
+        let tasks = tokio::spawn(tasks::maintenance(
+            sts.clone(),
+            control.clone(),
+            edge.clone(),
+            shutdown_rx,
+        ));
         let setup_code = sts.ensure_setup_code().await?;
         tracing::info!(%addr, %public_url, %control_addr, %control_url, database = ?store.backend(), "postern service listening");
         Ok(Self {
@@ -198,6 +237,7 @@ impl RunningService {
             public_url,
             control_addr,
             control,
+            edge,
             sts,
             store,
             shutdown,
@@ -225,6 +265,11 @@ impl RunningService {
     /// The control plane.
     pub fn control(&self) -> &Arc<Control> {
         &self.control
+    }
+
+    /// The front door of published apps.
+    pub fn edge(&self) -> &Arc<postern_edge::Edge> {
+        &self.edge
     }
 
     /// The STS.

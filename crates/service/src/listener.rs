@@ -15,6 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use ipnet::IpNet;
 use postern_control::PeerCertificate;
+use postern_edge::{ClientInfo, Edge, Routing};
 use postern_sts::ClientIp;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -39,7 +40,7 @@ impl ClientAddressing {
         }
     }
 
-    fn trusted(&self, ip: IpAddr) -> bool {
+    pub(crate) fn trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 
@@ -72,6 +73,25 @@ pub(crate) struct Listener {
     pub tls: Option<TlsAcceptor>,
     pub limits: Limits,
     pub addressing: ClientAddressing,
+    /// The front door of published apps, on the public listener.
+    pub edge: Option<FrontDoor>,
+}
+
+/// Requests for app hosts go to the edge, the rest to the service's routes.
+#[derive(Clone)]
+pub(crate) struct FrontDoor {
+    pub edge: Arc<Edge>,
+    /// The service's own host (normalized): its routes always win there.
+    pub public_host: String,
+}
+
+/// What a request goes to.
+#[derive(Clone)]
+struct Handlers {
+    app: Router,
+    front_door: Option<FrontDoor>,
+    addressing: ClientAddressing,
+    tls: bool,
 }
 
 impl Listener {
@@ -81,6 +101,12 @@ impl Listener {
         let permits = Arc::new(Semaphore::new(self.limits.max_connections));
         let graceful = GracefulShutdown::new();
         let tls = self.tls.map(Arc::new);
+        let handlers = Handlers {
+            app,
+            front_door: self.edge.clone(),
+            addressing: self.addressing.clone(),
+            tls: tls.is_some(),
+        };
         loop {
             let accepted = tokio::select! {
                 a = self.tcp.accept() => a,
@@ -101,13 +127,12 @@ impl Listener {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let app = app.clone();
+            let handlers = handlers.clone();
             let tls = tls.clone();
-            let addressing = self.addressing.clone();
             let watcher = graceful.watcher();
             let limits = self.limits.clone();
             tokio::spawn(async move {
-                serve_connection(stream, peer, tls, app, addressing, watcher, &limits).await;
+                serve_connection(stream, peer, tls, handlers, watcher, &limits).await;
                 drop(permit);
             });
         }
@@ -122,10 +147,11 @@ impl Listener {
 }
 
 /// The service that handles one connection's requests: it attaches the client
-/// address and, on mTLS connections, the client certificate.
+/// address and, on mTLS connections, the client certificate, and sends requests
+/// for app hosts to the front door (outside the service routes' body limit and
+/// request timeout: app traffic streams and may last).
 fn connection_service(
-    app: Router,
-    addressing: ClientAddressing,
+    handlers: Handlers,
     peer: SocketAddr,
     client_cert: Option<PeerCertificate>,
 ) -> TowerToHyperService<
@@ -137,21 +163,67 @@ fn connection_service(
     > + Clone,
 > {
     TowerToHyperService::new(tower::service_fn(move |mut request: Request<Incoming>| {
-        let ip = addressing.resolve(peer.ip(), &request);
+        let ip = handlers.addressing.resolve(peer.ip(), &request);
         request.extensions_mut().insert(ClientIp(ip));
         if let Some(cert) = &client_cert {
             request.extensions_mut().insert(cert.clone());
         }
-        app.clone().oneshot(request)
+        let handlers = handlers.clone();
+        async move {
+            if let Some(front) = &handlers.front_door {
+                let routing = front.edge.route(&request).await;
+                let for_edge = match &routing {
+                    Routing::NotAnAppHost => false,
+                    _ => request_host(&request).is_none_or(|h| h != front.public_host),
+                };
+                if for_edge {
+                    let client = client_info(&handlers, peer.ip(), &request);
+                    return Ok(front.edge.handle(routing, request, client).await);
+                }
+            }
+            handlers.app.clone().oneshot(request).await
+        }
     }))
+}
+
+/// The request's host, normalized.
+fn request_host<B>(request: &Request<B>) -> Option<String> {
+    request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| request.uri().authority().map(|a| a.to_string()))
+        .and_then(|h| postern_edge::normalize_host(&h))
+}
+
+/// How the user reached the service: the listener's scheme, or a trusted
+/// proxy's `X-Forwarded-Proto`.
+fn client_info<B>(handlers: &Handlers, peer: IpAddr, request: &Request<B>) -> ClientInfo {
+    let trusted = handlers.addressing.trusted(peer);
+    let forwarded_https = trusted
+        && request
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+    let proto = if handlers.tls || forwarded_https {
+        "https"
+    } else {
+        "http"
+    };
+    ClientInfo {
+        peer_ip: peer,
+        peer_is_trusted_proxy: trusted,
+        proto,
+    }
 }
 
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<Arc<TlsAcceptor>>,
-    app: Router,
-    addressing: ClientAddressing,
+    handlers: Handlers,
     watcher: hyper_util::server::graceful::Watcher,
     limits: &Limits,
 ) {
@@ -187,12 +259,12 @@ async fn serve_connection(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .map(|c| PeerCertificate(Arc::new(c.clone().into_owned())));
-            let service = connection_service(app, addressing, peer, client_cert);
+            let service = connection_service(handlers, peer, client_cert);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
             watcher.watch(conn.into_owned()).await
         }
         None => {
-            let service = connection_service(app, addressing, peer, None);
+            let service = connection_service(handlers, peer, None);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             watcher.watch(conn.into_owned()).await
         }

@@ -1,11 +1,12 @@
 //! Background maintenance: signing-key rotation when due, component upkeep
-//! (renewal grace periods, expired components), and purging expired short-lived
-//! records. Runs until shutdown.
+//! (renewal grace periods, expired components), front-door cookie keys, and
+//! purging expired short-lived records. Runs until shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use postern_control::Control;
+use postern_edge::Edge;
 use postern_sts::Sts;
 use tokio::sync::watch;
 
@@ -13,7 +14,12 @@ use tokio::sync::watch;
 const EVERY: Duration = Duration::from_secs(300);
 
 /// Runs maintenance every [`EVERY`] until `shutdown` turns true.
-pub(crate) async fn maintenance(sts: Arc<Sts>, control: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn maintenance(
+    sts: Arc<Sts>,
+    control: Arc<Control>,
+    edge: Arc<Edge>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -26,6 +32,9 @@ pub(crate) async fn maintenance(sts: Arc<Sts>, control: Arc<Control>, mut shutdo
         }
         if let Err(e) = control.maintain().await {
             tracing::warn!(error = %e, "component maintenance failed");
+        }
+        if let Err(e) = edge.maintain().await {
+            tracing::warn!(error = %e, "front-door cookie key maintenance failed");
         }
         match sts.store().purge_expired(sts.now()).await {
             Ok(0) => {}

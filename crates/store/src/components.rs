@@ -393,6 +393,7 @@ impl Store {
     /// Bumps a group's configuration version (its connectors refetch their
     /// configuration). Returns the new version.
     pub async fn bump_group_config(&self, tenant_id: &str, group_id: &str) -> Result<i64, StoreError> {
+        let _changed = self.routing_change();
         let done = sqlx::query(
             "UPDATE connector_groups SET config_version = config_version + 1 WHERE tenant_id = $1 AND id = $2",
         )

@@ -13,6 +13,7 @@
 
 mod apps;
 mod audit;
+pub mod cache;
 mod clients;
 mod components;
 mod directory;

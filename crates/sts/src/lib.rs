@@ -12,7 +12,7 @@
 #![warn(missing_docs)]
 
 mod authenticate;
-mod cache;
+
 pub mod client_ip;
 mod cookies;
 mod error;
@@ -22,6 +22,7 @@ mod mfa;
 mod oidc;
 pub mod pages;
 pub mod password;
+pub mod relying_party;
 mod setup;
 mod signin;
 mod tenants;
@@ -125,9 +126,9 @@ pub struct Sts {
     base: String,
     relay: std::sync::OnceLock<Arc<postern_relay::Relay>>,
     /// Whether a domain of a tenant signs in through agents, by (tenant, domain).
-    passthrough_domains: cache::ReadCache<(String, String), bool>,
+    passthrough_domains: postern_store::cache::ReadCache<(String, String), bool>,
     /// The current agents of a tenant, by tenant.
-    agents: cache::ReadCache<String, Arc<Vec<postern_store::Component>>>,
+    agents: postern_store::cache::ReadCache<String, Arc<Vec<postern_store::Component>>>,
 }
 
 impl std::fmt::Debug for Sts {
@@ -158,8 +159,8 @@ impl Sts {
             config,
             base,
             relay: std::sync::OnceLock::new(),
-            passthrough_domains: cache::ReadCache::new(cache::TIME_TO_LIVE),
-            agents: cache::ReadCache::new(cache::TIME_TO_LIVE),
+            passthrough_domains: postern_store::cache::ReadCache::new(postern_store::cache::TIME_TO_LIVE),
+            agents: postern_store::cache::ReadCache::new(postern_store::cache::TIME_TO_LIVE),
         });
         sts.maintain_signing_keys().await?;
         Ok(sts)

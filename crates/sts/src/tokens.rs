@@ -163,6 +163,9 @@ pub enum TokenError {
     /// Issued in the future.
     #[error("token is not valid yet")]
     NotYetValid,
+    /// An ID token whose nonce is not the one its sign-in asked for (replayed).
+    #[error("token was issued for another sign-in (nonce mismatch)")]
+    WrongNonce,
 }
 
 impl Sts {
@@ -178,7 +181,7 @@ impl Sts {
 
     /// Checks a JWT's header (RS256, `typ`, a published `kid`) and signature, and
     /// decodes its claims. Claims are checked by the caller.
-    async fn verify_signed<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn verify_signed<T: serde::de::DeserializeOwned>(
         &self,
         token: &str,
         typ: &str,

@@ -169,6 +169,20 @@ async fn code_grant(
             "code, redirect_uri and code_verifier are required",
         ));
     };
+    redeem_code(sts, tenant, client, code, redirect_uri, verifier).await
+}
+
+/// Redeems an authorization code for `client` (already authenticated): the code
+/// grant's checks (single use, client, expiry, redirect URI, PKCE, user still
+/// enabled) and the tokens.
+pub(crate) async fn redeem_code(
+    sts: &Sts,
+    tenant: &Tenant,
+    client: &OAuthClient,
+    code: &str,
+    redirect_uri: &str,
+    verifier: &str,
+) -> Result<super::TokenResponse, OAuthError> {
     let now = sts.now();
     let code = match sts
         .store
@@ -189,7 +203,7 @@ async fn code_grant(
     if code.expires_at <= now {
         return Err(OAuthError::invalid_grant("the code has expired"));
     }
-    if &code.redirect_uri != redirect_uri {
+    if code.redirect_uri != redirect_uri {
         return Err(OAuthError::invalid_grant(
             "redirect_uri does not match the authorization request",
         ));

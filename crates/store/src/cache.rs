@@ -1,10 +1,12 @@
-//! A small read-through cache of rarely changing rows on the sign-in hot path
-//! (a tenant's domains and its agents' public keys).
+//! A small read-through cache of rarely changing rows on hot paths (a tenant's
+//! domains and agents' public keys at sign-in, published apps by host at the
+//! front door).
 //!
 //! An entry is used while it is younger than the time to live *and* the store's
 //! routing generation has not moved since the entry was read: a change made through
 //! this process is seen at once, a change made by another instance within the time
-//! to live. The cache holds at most [`MAX_ENTRIES`] entries; when full it drops
+//! to live. Use a generation read *before* the query the value comes from.
+//! The cache holds at most [`MAX_ENTRIES`] entries; when full it drops
 //! every entry (a cheap, bounded policy; refills cost one query each).
 
 use std::collections::HashMap;
@@ -13,10 +15,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Most entries held.
-pub(crate) const MAX_ENTRIES: usize = 4096;
+pub const MAX_ENTRIES: usize = 4096;
 
 /// How long an entry may serve without the generation moving.
-pub(crate) const TIME_TO_LIVE: Duration = Duration::from_secs(2);
+pub const TIME_TO_LIVE: Duration = Duration::from_secs(2);
 
 struct Entry<V> {
     value: V,
@@ -24,14 +26,15 @@ struct Entry<V> {
     generation: u64,
 }
 
-/// Values of type `V` by key `K`.
-pub(crate) struct ReadCache<K, V> {
+/// Values of type `V` by key `K`, read under a [`crate::Store::routing_generation`].
+pub struct ReadCache<K, V> {
     entries: Mutex<HashMap<K, Entry<V>>>,
     ttl: Duration,
 }
 
 impl<K: Eq + Hash, V: Clone> ReadCache<K, V> {
-    pub(crate) fn new(ttl: Duration) -> Self {
+    /// An empty cache whose entries serve for at most `ttl`.
+    pub fn new(ttl: Duration) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
             ttl,
@@ -39,14 +42,14 @@ impl<K: Eq + Hash, V: Clone> ReadCache<K, V> {
     }
 
     /// The cached value for `key` if still good under `generation`.
-    pub(crate) fn get(&self, key: &K, generation: u64) -> Option<V> {
+    pub fn get(&self, key: &K, generation: u64) -> Option<V> {
         let entries = self.entries.lock().ok()?;
         let entry = entries.get(key)?;
         (entry.generation == generation && entry.read_at.elapsed() < self.ttl).then(|| entry.value.clone())
     }
 
     /// Remembers `value`, read after the generation was `generation`.
-    pub(crate) fn put(&self, key: K, value: V, generation: u64) {
+    pub fn put(&self, key: K, value: V, generation: u64) {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };

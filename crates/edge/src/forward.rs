@@ -1,0 +1,541 @@
+//! To the backend and back (APP-3..APP-7, BEY-2, BEY-3): the user's request,
+//! cleaned and annotated, goes through a tunnel of the app's connector group as
+//! one HTTP/2 stream; the response streams back, translated where the app asks.
+//!
+//! Towards the backend: hop-by-hop headers, every `x-postern-*` header the client
+//! sent, the front door's cookies and forwarding headers the client made up are
+//! removed; then the identity headers the app asks for (user, email, groups, and
+//! a signed assertion), `X-Forwarded-For/Proto/Host` and the tunnel's own headers
+//! are added. A WebSocket (or other) upgrade becomes a stream whose request body
+//! carries the client's bytes and whose response body carries the backend's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::header::{CONNECTION, HOST, UPGRADE};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use postern_proto::tunnel::{
+    APP_HEADER, BackendError, ERROR_HEADER, REQUEST_ID_HEADER, UPGRADE_HEADER, UPGRADED_HEADER,
+};
+use postern_store::App;
+use postern_translate::{BodyTranslator, UrlMap};
+use postern_tunnel::{BoxError, SendError, TunnelBody};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::preauth::Access;
+use crate::{ClientInfo, Edge, pages};
+
+/// Identity header: the user's sign-in name.
+pub const USER_HEADER: &str = "x-postern-user";
+/// Identity header: the user's email.
+pub const EMAIL_HEADER: &str = "x-postern-email";
+/// Identity header: the user's groups, comma-separated, each percent-encoded.
+pub const GROUPS_HEADER: &str = "x-postern-groups";
+/// Identity header: a JWT signed by the tenant's issuer (verify with its JWKS;
+/// audience the app's client ID).
+pub const ASSERTION_HEADER: &str = "x-postern-assertion";
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// Copy buffer of an upgraded connection, each way.
+const UPGRADE_CHUNK: usize = 16 * 1024;
+
+/// Removes hop-by-hop headers, those the `Connection` header names, and `Upgrade`.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(UPGRADE);
+}
+
+/// Removes every `x-postern-*` header: only the front door sets them.
+fn strip_postern_headers(headers: &mut HeaderMap) {
+    let ours: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-postern-"))
+        .cloned()
+        .collect();
+    for name in ours {
+        headers.remove(name);
+    }
+}
+
+/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade`).
+fn upgrade_protocol(parts: &Parts) -> Option<String> {
+    let connection_upgrade = parts
+        .headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !connection_upgrade {
+        return None;
+    }
+    parts
+        .headers
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Percent-encodes a group name for the groups header (commas and anything not
+/// plain visible ASCII).
+fn encode_group(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b" -_.~@()[]{}/:+=!$&'*;".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn header_value(s: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(s).ok()
+}
+
+/// `host[:port]` of an internal URL.
+fn internal_authority(internal_url: &str) -> Option<String> {
+    let url = url::Url::parse(internal_url).ok()?;
+    let host = url.host_str()?;
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    Some(match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    })
+}
+
+impl Edge {
+    /// The app's URL translation (cached while the app is unchanged).
+    fn url_map(&self, app: &App) -> Option<Arc<UrlMap>> {
+        let generation = self.store.routing_generation();
+        let key = app.id.clone();
+        if let Some(map) = self.url_maps.get(&key, generation) {
+            return Some(map);
+        }
+        match UrlMap::new(&app.external_url(), &app.internal_url) {
+            Ok(map) => {
+                let map = Arc::new(map);
+                self.url_maps.put(key, map.clone(), generation);
+                Some(map)
+            }
+            Err(e) => {
+                tracing::warn!(app = %app.name, error = %e, "app URLs cannot be translated");
+                None
+            }
+        }
+    }
+
+    /// Adds the identity headers the app asks for.
+    async fn identity_headers(&self, app: &App, access: &Access, headers: &mut HeaderMap) {
+        let s = &access.session;
+        for wanted in &app.identity_headers {
+            match wanted.as_str() {
+                "user" => {
+                    if let Some(v) = header_value(&s.n) {
+                        headers.insert(USER_HEADER, v);
+                    }
+                }
+                "email" => {
+                    if let Some(v) = s.e.as_deref().and_then(header_value) {
+                        headers.insert(EMAIL_HEADER, v);
+                    }
+                }
+                "groups" => {
+                    let joined = access
+                        .groups
+                        .iter()
+                        .map(|g| encode_group(g))
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    if let Some(v) = header_value(&joined) {
+                        headers.insert(GROUPS_HEADER, v);
+                    }
+                }
+                "assertion" => match self.assertion(app, access).await {
+                    Ok(jwt) => {
+                        if let Some(v) = header_value(&jwt) {
+                            headers.insert(ASSERTION_HEADER, v);
+                        }
+                    }
+                    Err(e) => tracing::warn!(app = %app.name, error = %e, "identity assertion not signed"),
+                },
+                _ => {}
+            }
+        }
+    }
+
+    /// A signed assertion for the user and app, reused while it has more than
+    /// half its lifetime left (signing costs an RSA operation).
+    async fn assertion(&self, app: &App, access: &Access) -> Result<String, crate::EdgeError> {
+        let key = (app.id.clone(), access.session.u.clone());
+        let now = self.now();
+        if let Ok(cache) = self.assertions.lock()
+            && let Some((jwt, renew_at)) = cache.get(&key)
+            && *renew_at > now
+        {
+            return Ok(jwt.clone());
+        }
+        let tenant = self.store.tenant(&app.tenant_id).await?;
+        let ttl = self.options.assertion_ttl;
+        let subject = postern_sts::relying_party::AssertionSubject {
+            user_id: &access.session.u,
+            username: &access.session.n,
+            email: access.session.e.as_deref(),
+            groups: &access.groups,
+        };
+        let jwt = self.sts.sign_assertion(&tenant, &app.client_id, &subject, ttl).await?;
+        if let Ok(mut cache) = self.assertions.lock() {
+            if cache.len() >= crate::MAX_CACHED_ASSERTIONS {
+                cache.clear();
+            }
+            cache.insert(key, (jwt.clone(), now + ttl / 2));
+        }
+        Ok(jwt)
+    }
+
+    /// Sends the request to the app's backend through a tunnel and returns what
+    /// the user gets.
+    pub(crate) async fn forward(
+        &self,
+        app: &Arc<App>,
+        path: &str,
+        request: Request<Incoming>,
+        client: &ClientInfo,
+        access: Option<&Access>,
+        request_id: &str,
+    ) -> Response {
+        let (mut parts, body) = request.into_parts();
+        let upgrade = upgrade_protocol(&parts);
+        let on_upgrade = if upgrade.is_some() {
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
+        };
+        let original_host = parts
+            .headers
+            .get(HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+            .unwrap_or_else(|| app.external_host.clone());
+        let mut headers = std::mem::take(&mut parts.headers);
+        strip_hop_by_hop(&mut headers);
+        strip_postern_headers(&mut headers);
+        crate::cookies::strip_own_cookies(&mut headers);
+        headers.remove(HOST);
+        headers.remove("forwarded");
+        headers.remove("x-forwarded-host");
+        headers.remove("x-forwarded-proto");
+        let forwarded_for = match headers
+            .remove("x-forwarded-for")
+            .and_then(|v| v.to_str().ok().map(str::to_owned))
+        {
+            Some(chain) if client.peer_is_trusted_proxy => format!("{chain}, {}", client.peer_ip),
+            _ => client.peer_ip.to_string(),
+        };
+        for (name, value) in [
+            ("x-forwarded-for", forwarded_for.as_str()),
+            ("x-forwarded-proto", client.proto),
+            ("x-forwarded-host", original_host.as_str()),
+            (APP_HEADER, app.id.as_str()),
+            (REQUEST_ID_HEADER, request_id),
+        ] {
+            if let Some(v) = header_value(value) {
+                headers.insert(name, v);
+            }
+        }
+        if let Some(protocol) = upgrade.as_deref().and_then(header_value) {
+            headers.insert(UPGRADE_HEADER, protocol);
+        }
+        if let Some(access) = access {
+            self.identity_headers(app, access, &mut headers).await;
+        }
+        let map = (app.translate_headers || app.translate_links)
+            .then(|| self.url_map(app))
+            .flatten();
+        let authority = match (&map, app.translate_headers) {
+            (Some(map), true) => {
+                postern_translate::translate_request_headers(map, &mut headers);
+                internal_authority(&app.internal_url).unwrap_or_else(|| app.external_host.clone())
+            }
+            _ => original_host.clone(),
+        };
+        if app.translate_links {
+            postern_translate::request_uncompressed(&mut headers);
+        }
+        let path_and_query = match parts.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_owned(),
+        };
+        let Ok(uri) = Uri::builder()
+            .scheme("http")
+            .authority(authority.as_str())
+            .path_and_query(path_and_query.as_str())
+            .build()
+        else {
+            return pages::error(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                "The request's address cannot be forwarded.",
+                request_id,
+            );
+        };
+        // An upgrade's request body is the client's side of the connection, fed
+        // once the upgrade is done; a plain request's is the user's body, read
+        // only as fast as the tunnel takes it.
+        let (client_bytes, tunnel_body): (Option<tokio::sync::mpsc::Sender<Bytes>>, TunnelBody) = if upgrade.is_some() {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+            let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, BoxError>(Frame::data(b)));
+            (Some(tx), StreamBody::new(stream).boxed_unsync())
+        } else {
+            (None, body.map_err(|e| Box::new(e) as BoxError).boxed_unsync())
+        };
+        let mut outbound = Request::new(tunnel_body);
+        *outbound.method_mut() = parts.method.clone();
+        *outbound.uri_mut() = uri;
+        *outbound.headers_mut() = headers;
+        let deadline = Duration::from_secs(u64::try_from(app.backend_timeout_secs.max(1)).unwrap_or(85))
+            + self.options.response_head_slack;
+        let sent = tokio::time::timeout(
+            deadline,
+            self.tunnels.send(&app.tenant_id, &app.connector_group_id, outbound),
+        )
+        .await;
+        let response = match sent {
+            Ok(Ok(r)) => r,
+            Ok(Err(SendError::NoConnector)) => {
+                tracing::warn!(app = %app.name, request = %request_id, "no connector online");
+                return pages::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Application unavailable",
+                    "No connector serving this application is online. Try again shortly; if it persists, tell the application's administrator.",
+                    request_id,
+                );
+            }
+            Ok(Err(SendError::Failed(why))) => {
+                tracing::warn!(app = %app.name, request = %request_id, error = %why, "tunnel failed");
+                return pages::error(
+                    StatusCode::BAD_GATEWAY,
+                    "Application unavailable",
+                    "The connection to the application's connector broke before it answered.",
+                    request_id,
+                );
+            }
+            Err(_) => {
+                tracing::warn!(app = %app.name, request = %request_id, "connector did not answer in time");
+                return pages::error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "Application did not answer",
+                    "The application's connector did not answer in time.",
+                    request_id,
+                );
+            }
+        };
+        let (mut head, body) = response.into_parts();
+        if let Some(code) = head.headers.get(ERROR_HEADER).and_then(|v| v.to_str().ok()) {
+            let cause = match BackendError::parse(code) {
+                Some(BackendError::UnknownApp) => {
+                    "The connector does not know this application yet (its configuration is being updated). Try again shortly."
+                }
+                Some(BackendError::Unreachable) => {
+                    "The application's server refused the connection or could not be found."
+                }
+                Some(BackendError::Tls) => {
+                    "The application's server presented a TLS certificate the connector does not trust."
+                }
+                Some(BackendError::Timeout) => "The application's server did not answer in time.",
+                Some(BackendError::Protocol) | None => {
+                    "The application's server answered with something that is not HTTP."
+                }
+            };
+            tracing::info!(app = %app.name, request = %request_id, code, "backend error");
+            let status = if head.status.is_server_error() {
+                head.status
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            let title = if status == StatusCode::GATEWAY_TIMEOUT {
+                "Application did not answer"
+            } else {
+                "Application unavailable"
+            };
+            return pages::error(status, title, cause, request_id);
+        }
+        let upgraded = head.headers.remove(UPGRADED_HEADER).is_some();
+        strip_hop_by_hop(&mut head.headers);
+        strip_postern_headers(&mut head.headers);
+        if app.translate_headers
+            && let Some(map) = &map
+        {
+            postern_translate::translate_response_headers(map, &mut head.headers);
+        }
+        if let (true, Some(protocol), Some(on_upgrade), Some(tx)) = (upgraded, upgrade, on_upgrade, client_bytes) {
+            return switch_protocols(head, body, &protocol, on_upgrade, tx, request_id.to_owned());
+        }
+        let translator = if app.translate_links {
+            map.as_deref()
+                .and_then(|m| BodyTranslator::for_response(m, &head.headers))
+        } else {
+            None
+        };
+        let body = match translator {
+            Some(t) => {
+                postern_translate::adjust_headers_for_translated_body(&mut head.headers);
+                Body::new(t.translate_body(body))
+            }
+            None => Body::new(body),
+        };
+        if let Some(v) = header_value(request_id) {
+            head.headers.insert("x-request-id", v);
+        }
+        Response::from_parts(head, body)
+    }
+}
+
+/// Answers the client's upgrade with 101 and the backend's handshake headers, then
+/// copies bytes both ways until either side ends.
+fn switch_protocols(
+    head: http::response::Parts,
+    body: postern_tunnel::TunnelResponseBody,
+    protocol: &str,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    to_backend: tokio::sync::mpsc::Sender<Bytes>,
+    request_id: String,
+) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    for (name, value) in &head.headers {
+        if name.as_str().starts_with("sec-websocket-") {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Some(v) = header_value(protocol) {
+        response.headers_mut().insert(UPGRADE, v);
+    }
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(request = %request_id, error = %e, "client upgrade failed");
+                return;
+            }
+        };
+        let (mut from_client, mut to_client) = tokio::io::split(TokioIo::new(upgraded));
+        let up = async move {
+            let mut buf = vec![0u8; UPGRADE_CHUNK];
+            loop {
+                match from_client.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if to_backend.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            // Dropping the sender ends the stream's request body: the backend sees
+            // the client's side close.
+        };
+        let down = async move {
+            let mut body = body;
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else { break };
+                if let Ok(data) = frame.into_data()
+                    && to_client.write_all(&data).await.is_err()
+                {
+                    break;
+                }
+            }
+            let _ = to_client.shutdown().await;
+        };
+        tokio::join!(up, down);
+        tracing::debug!(request = %request_id, "upgraded connection closed");
+    });
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn client_sent_postern_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(USER_HEADER, HeaderValue::from_static("admin@corp"));
+        h.insert("X-Postern-App", HeaderValue::from_static("other-app"));
+        h.insert("x-posternish", HeaderValue::from_static("kept"));
+        strip_postern_headers(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-posternish"));
+    }
+
+    #[test]
+    fn groups_are_encoded() {
+        assert_eq!(encode_group("Domain Users"), "Domain Users");
+        assert_eq!(encode_group("a,b"), "a%2Cb");
+        assert_eq!(encode_group("Ünïcode"), "%C3%9Cn%C3%AFcode");
+    }
+
+    #[test]
+    fn internal_authorities() {
+        assert_eq!(
+            internal_authority("http://wiki.corp:8080/app/").as_deref(),
+            Some("wiki.corp:8080")
+        );
+        assert_eq!(internal_authority("https://wiki.corp/").as_deref(), Some("wiki.corp"));
+        assert_eq!(internal_authority("http://[::1]:81/").as_deref(), Some("[::1]:81"));
+    }
+}

@@ -1,0 +1,245 @@
+//! The front door of published apps (APP-1..APP-7, SEC-1, SEC-3, SEC-8, BEY-2,
+//! BEY-3): requests for an app's external host are routed to the app, checked
+//! (pre-authentication unless the app is passthrough, assignment), cleaned,
+//! annotated with the user's identity and sent through a tunnel of the app's
+//! connector group; the answer streams back, translated where the app asks.
+//!
+//! Who may call: anyone may reach a passthrough app (the backend decides); for a
+//! pre-authenticated app, only a user signed in at the app's tenant whose session
+//! cookie opens for this app and who is enabled and assigned to it (rechecked
+//! every [`EdgeOptions::access_cache_ttl`]). `/robots.txt` on every app host is
+//! answered here and never forwarded.
+#![warn(missing_docs)]
+
+mod cookies;
+mod forward;
+mod pages;
+mod preauth;
+mod routing;
+mod session;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::response::Response;
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use postern_keyring::Keyring;
+use postern_store::cache::{ReadCache, TIME_TO_LIVE};
+use postern_store::{Preauth, Store};
+use postern_sts::Sts;
+use postern_time::UnixTime;
+use postern_translate::UrlMap;
+use postern_tunnel::TunnelRegistry;
+
+pub use forward::{ASSERTION_HEADER, EMAIL_HEADER, GROUPS_HEADER, USER_HEADER};
+pub use routing::{Routed, Routing, normalize_host};
+
+/// Most identity assertions kept for reuse.
+const MAX_CACHED_ASSERTIONS: usize = 16_384;
+
+/// Knobs of the front door.
+#[derive(Clone, Debug)]
+pub struct EdgeOptions {
+    /// How long an app session lasts after signing in.
+    pub session_lifetime: Duration,
+    /// How long a sign-in may take (the flow cookie's life).
+    pub flow_lifetime: Duration,
+    /// How long a user's enabled/assigned/groups answer is reused.
+    pub access_cache_ttl: Duration,
+    /// Lifetime of identity assertions sent to backends.
+    pub assertion_ttl: Duration,
+    /// Time beyond an app's backend timeout the front door waits for the
+    /// connector's answer before answering 504 itself.
+    pub response_head_slack: Duration,
+}
+
+impl Default for EdgeOptions {
+    fn default() -> Self {
+        Self {
+            session_lifetime: Duration::from_secs(8 * 3600),
+            flow_lifetime: Duration::from_secs(600),
+            access_cache_ttl: Duration::from_secs(30),
+            assertion_ttl: Duration::from_secs(300),
+            response_head_slack: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the front door could not start or do something.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] postern_store::StoreError),
+    /// The STS failed.
+    #[error(transparent)]
+    Sts(#[from] postern_sts::StsError),
+    /// Sealing or randomness failed.
+    #[error(transparent)]
+    Keyring(#[from] postern_keyring::KeyringError),
+    /// A bug or impossible state.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Where a request came from, as the listener saw it.
+#[derive(Clone, Debug)]
+pub struct ClientInfo {
+    /// The TCP peer.
+    pub peer_ip: IpAddr,
+    /// Whether the peer is a trusted proxy (its `X-Forwarded-For` chain is kept).
+    pub peer_is_trusted_proxy: bool,
+    /// `https` or `http`: how the user reached the service (from a trusted
+    /// proxy's `X-Forwarded-Proto`, else the listener's own).
+    pub proto: &'static str,
+}
+
+/// The front door.
+pub struct Edge {
+    sts: Arc<Sts>,
+    store: Store,
+    tunnels: Arc<TunnelRegistry>,
+    cookies: cookies::CookieKeys,
+    apps: routing::AppDirectory,
+    access: ReadCache<(String, String), preauth::AccessDecision>,
+    url_maps: ReadCache<String, Arc<UrlMap>>,
+    assertions: Mutex<HashMap<(String, String), (String, UnixTime)>>,
+    options: EdgeOptions,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge").finish_non_exhaustive()
+    }
+}
+
+impl Edge {
+    /// Builds the front door, loading (or on first start making) its cookie keys.
+    pub async fn new(
+        sts: Arc<Sts>,
+        keyring: Arc<Keyring>,
+        tunnels: Arc<TunnelRegistry>,
+        options: EdgeOptions,
+    ) -> Result<Arc<Self>, EdgeError> {
+        let store = sts.store().clone();
+        let now = sts.now();
+        let cookies = cookies::CookieKeys::load(store.clone(), keyring, options.session_lifetime, now).await?;
+        Ok(Arc::new(Self {
+            apps: routing::AppDirectory::new(store.clone()),
+            access: ReadCache::new(options.access_cache_ttl),
+            url_maps: ReadCache::new(TIME_TO_LIVE),
+            assertions: Mutex::new(HashMap::new()),
+            sts,
+            store,
+            tunnels,
+            cookies,
+            options,
+        }))
+    }
+
+    fn now(&self) -> UnixTime {
+        self.sts.now()
+    }
+
+    /// Routes a request by its host (the `Host` header or the HTTP/2 authority)
+    /// and path.
+    pub async fn route<B>(&self, request: &Request<B>) -> Routing {
+        let host = request
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| request.uri().authority().map(|a| a.to_string()));
+        let Some(host) = host else {
+            return Routing::NotAnAppHost;
+        };
+        match self.apps.route(&host, request.uri().path()).await {
+            Ok(r) => r,
+            Err(e) => {
+                // The database is down: the service's own routes answer (their
+                // readiness probe says why); apps cannot be served without it.
+                tracing::warn!(error = %e, "app routing unavailable");
+                Routing::NotAnAppHost
+            }
+        }
+    }
+
+    /// Serves a request on an app host: `routing` from [`Edge::route`] (not
+    /// [`Routing::NotAnAppHost`]).
+    pub async fn handle(&self, routing: Routing, request: Request<Incoming>, client: ClientInfo) -> Response {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        if request.uri().path() == "/robots.txt" {
+            return pages::robots();
+        }
+        let Routing::App(Routed { app, path }) = routing else {
+            return pages::error(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "No application is published at this address.",
+                &request_id,
+            );
+        };
+        if app.external_scheme == postern_store::ExternalScheme::Https && client.proto == "http" {
+            let target = format!(
+                "https://{}{}",
+                app.external_host,
+                request.uri().path_and_query().map_or("/", |pq| pq.as_str())
+            );
+            return pages::redirect(StatusCode::PERMANENT_REDIRECT, &target);
+        }
+        let access = match app.preauth {
+            Preauth::Passthrough => None,
+            Preauth::Sts => {
+                let (parts, body) = request.into_parts();
+                if preauth::is_own_path(&path) {
+                    return self.own_endpoint(&app, &path, &parts, &request_id).await;
+                }
+                match self.require_access(&app, &parts, &request_id).await {
+                    Ok(access) => {
+                        let request = Request::from_parts(parts, body);
+                        return self
+                            .forward(&app, &path, request, &client, Some(&access), &request_id)
+                            .await;
+                    }
+                    Err(response) => return response,
+                }
+            }
+        };
+        self.forward(&app, &path, request, &client, access.as_ref(), &request_id)
+            .await
+    }
+
+    /// Makes a new cookie key the sealing one (sessions sealed with the old one
+    /// stay valid until they expire).
+    pub async fn rotate_cookie_key(&self) -> Result<String, EdgeError> {
+        self.cookies.rotate(self.now()).await
+    }
+
+    /// Periodic upkeep: rereads the cookie key ring (keys made or retired by
+    /// another instance) and rotates the sealing key when it is older than 30 days.
+    pub async fn maintain(&self) -> Result<(), EdgeError> {
+        let now = self.now();
+        self.cookies.refresh(now).await?;
+        let due = self
+            .cookies
+            .newest_created()
+            .is_none_or(|created| now.since(created) >= cookies::ROTATE_AFTER);
+        if due {
+            self.cookies.rotate(now).await?;
+        }
+        Ok(())
+    }
+
+    fn internal_error(&self, error: &EdgeError, request_id: &str) -> Response {
+        tracing::error!(request = %request_id, error = %error, "front door error");
+        pages::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong",
+            "The service could not handle this request. Try again; if it persists, quote the request ID to your administrator.",
+            request_id,
+        )
+    }
+}

@@ -1,0 +1,173 @@
+//! Which published app a request is for: by host, then by the longest path
+//! prefix. Apps by host are cached behind the store's routing generation, so an
+//! app published or changed through this process routes at once, and one changed
+//! by another instance within [`TIME_TO_LIVE`].
+
+use std::sync::Arc;
+
+use postern_store::cache::{ReadCache, TIME_TO_LIVE};
+use postern_store::{App, Store, StoreError};
+
+/// The app a request is for, and the request's path below the app's prefix.
+#[derive(Clone, Debug)]
+pub struct Routed {
+    /// The app.
+    pub app: Arc<App>,
+    /// The path below the app's prefix, starting with `/` (the query is not part
+    /// of it).
+    pub path: String,
+}
+
+/// What the front door makes of a request's host and path.
+#[derive(Clone, Debug)]
+pub enum Routing {
+    /// A published app.
+    App(Routed),
+    /// The host publishes apps, none under this path.
+    NoApp,
+    /// No app lives on this host.
+    NotAnAppHost,
+}
+
+/// A request's host as apps are stored: lowercase, without a trailing dot, without
+/// the default ports 80 and 443 (a TLS-terminating load balancer may add either).
+pub fn normalize_host(host: &str) -> Option<String> {
+    let host = host.trim().to_ascii_lowercase();
+    if host.is_empty() || host.len() > 262 || host.chars().any(|c| c.is_ascii_whitespace() || c == '/' || c == '@') {
+        return None;
+    }
+    let (name, port) = match host.rsplit_once(':') {
+        // An IPv6 literal without a port: "[::1]".
+        Some((name, port)) if !port.contains(']') => (name.to_owned(), Some(port.to_owned())),
+        _ => (host.clone(), None),
+    };
+    let name = name.trim_end_matches('.');
+    match port.as_deref() {
+        None | Some("80") | Some("443") => Some(name.to_owned()),
+        Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => Some(format!("{name}:{p}")),
+        Some(_) => None,
+    }
+}
+
+/// The published apps, by host.
+pub(crate) struct AppDirectory {
+    store: Store,
+    by_host: ReadCache<String, Arc<Vec<Arc<App>>>>,
+}
+
+impl AppDirectory {
+    pub(crate) fn new(store: Store) -> Self {
+        Self {
+            store,
+            by_host: ReadCache::new(TIME_TO_LIVE),
+        }
+    }
+
+    /// The apps on `host` (normalized), longest prefix first.
+    async fn on_host(&self, host: &str) -> Result<Arc<Vec<Arc<App>>>, StoreError> {
+        let generation = self.store.routing_generation();
+        if let Some(apps) = self.by_host.get(&host.to_owned(), generation) {
+            return Ok(apps);
+        }
+        let mut apps: Vec<Arc<App>> = self.store.apps_on_host(host).await?.into_iter().map(Arc::new).collect();
+        apps.sort_by_key(|a| std::cmp::Reverse(a.path_prefix.len()));
+        let apps = Arc::new(apps);
+        self.by_host.put(host.to_owned(), apps.clone(), generation);
+        Ok(apps)
+    }
+
+    /// Routes a request for `host` (as sent) and `path`.
+    pub(crate) async fn route(&self, host: &str, path: &str) -> Result<Routing, StoreError> {
+        let Some(host) = normalize_host(host) else {
+            return Ok(Routing::NotAnAppHost);
+        };
+        let apps = self.on_host(&host).await?;
+        if apps.is_empty() {
+            return Ok(Routing::NotAnAppHost);
+        }
+        Ok(match_prefix(&apps, path).map_or(Routing::NoApp, Routing::App))
+    }
+}
+
+/// The app whose prefix is the longest one `path` lies under (apps sorted
+/// longest prefix first). `/docs` lies under the prefix `/docs/` too.
+fn match_prefix(apps: &[Arc<App>], path: &str) -> Option<Routed> {
+    apps.iter().find_map(|app| {
+        let prefix = app.path_prefix.as_str();
+        let below = if let Some(rest) = path.strip_prefix(prefix) {
+            format!("/{rest}")
+        } else if prefix.len() > 1 && path == prefix.trim_end_matches('/') {
+            "/".to_owned()
+        } else {
+            return None;
+        };
+        Some(Routed {
+            app: app.clone(),
+            path: below,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_normalize() {
+        assert_eq!(normalize_host("Wiki.Example.COM").as_deref(), Some("wiki.example.com"));
+        assert_eq!(
+            normalize_host("wiki.example.com:443").as_deref(),
+            Some("wiki.example.com")
+        );
+        assert_eq!(
+            normalize_host("wiki.example.com:80").as_deref(),
+            Some("wiki.example.com")
+        );
+        assert_eq!(normalize_host("wiki.example.com.").as_deref(), Some("wiki.example.com"));
+        assert_eq!(normalize_host("127.0.0.1:8080").as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(normalize_host("[::1]:8080").as_deref(), Some("[::1]:8080"));
+        assert_eq!(normalize_host("[::1]").as_deref(), Some("[::1]"));
+        assert_eq!(normalize_host("a b"), None);
+        assert_eq!(normalize_host("evil.com/x"), None);
+        assert_eq!(normalize_host("x:port"), None);
+        assert_eq!(normalize_host(""), None);
+    }
+
+    fn app(prefix: &str) -> Arc<App> {
+        Arc::new(App {
+            id: prefix.into(),
+            tenant_id: "t".into(),
+            name: prefix.into(),
+            external_scheme: postern_store::ExternalScheme::Https,
+            external_host: "h".into(),
+            path_prefix: prefix.into(),
+            internal_url: "http://i/".into(),
+            preauth: postern_store::Preauth::Passthrough,
+            connector_group_id: "g".into(),
+            backend_timeout_secs: 85,
+            validate_backend_tls: true,
+            translate_headers: true,
+            translate_links: false,
+            identity_headers: Vec::new(),
+            client_id: "c".into(),
+            created_at: postern_time::UnixTime::from_secs(0),
+            updated_at: postern_time::UnixTime::from_secs(0),
+        })
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let apps = vec![app("/docs/api/"), app("/docs/"), app("/")];
+        let r = match_prefix(&apps, "/docs/api/x").unwrap();
+        assert_eq!((r.app.path_prefix.as_str(), r.path.as_str()), ("/docs/api/", "/x"));
+        let r = match_prefix(&apps, "/docs/x").unwrap();
+        assert_eq!((r.app.path_prefix.as_str(), r.path.as_str()), ("/docs/", "/x"));
+        let r = match_prefix(&apps, "/docs").unwrap();
+        assert_eq!((r.app.path_prefix.as_str(), r.path.as_str()), ("/docs/", "/"));
+        let r = match_prefix(&apps, "/docsx").unwrap();
+        assert_eq!((r.app.path_prefix.as_str(), r.path.as_str()), ("/", "/docsx"));
+        let r = match_prefix(&apps, "/").unwrap();
+        assert_eq!(r.path, "/");
+        assert!(match_prefix(&apps[..2], "/other").is_none());
+    }
+}

@@ -1,0 +1,156 @@
+//! The service's own relying parties: the front door of published apps signs
+//! users in at the tenant's issuer like any OpenID Connect client (authorization
+//! code with PKCE, `state`, `nonce`), but redeems the code and checks the ID token
+//! in-process: no HTTP call from the service to itself, the same checks as the
+//! token endpoint (single-use code, redirect URI, PKCE) and as any relying party
+//! (signature by a published key, issuer, audience = the app's client, expiry,
+//! nonce). It also signs the identity assertion a backend receives (BEY-3).
+
+use std::time::Duration;
+
+use postern_store::{StoreError, Tenant};
+use serde::{Deserialize, Serialize};
+
+use crate::Sts;
+use crate::error::StsError;
+use crate::tokens::{IdClaims, TokenError};
+
+/// `typ` of ID tokens.
+const ID_TOKEN_TYP: &str = "JWT";
+/// `typ` of identity assertions to backends.
+pub const ASSERTION_TYP: &str = "JWT";
+/// Tolerance for tokens issued by a peer instance with a slightly fast clock.
+const IAT_SKEW_SECS: i64 = 60;
+
+/// Who an identity assertion speaks for.
+#[derive(Clone, Debug)]
+pub struct AssertionSubject<'a> {
+    /// User ID (`sub`).
+    pub user_id: &'a str,
+    /// Sign-in name.
+    pub username: &'a str,
+    /// Email, if known.
+    pub email: Option<&'a str>,
+    /// Group names.
+    pub groups: &'a [String],
+}
+
+/// Claims of the identity assertion a backend receives: a JWT signed with the
+/// tenant issuer's keys (verify it against the issuer's JWKS), audience the app's
+/// client ID, valid for minutes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AssertionClaims {
+    /// Issuer: the tenant's issuer URL.
+    pub iss: String,
+    /// Subject: the user ID.
+    pub sub: String,
+    /// The app's client ID.
+    pub aud: String,
+    /// Expiry.
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// Tenant ID.
+    pub tid: String,
+    /// Sign-in name.
+    pub preferred_username: String,
+    /// Email, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Group names.
+    pub groups: Vec<String>,
+}
+
+impl Sts {
+    /// The authorization endpoint of a tenant.
+    pub fn authorize_endpoint(&self, tenant_name: &str) -> String {
+        format!("{}/authorize", self.issuer(tenant_name))
+    }
+
+    /// The end-session (logout) endpoint of a tenant.
+    pub fn end_session_endpoint(&self, tenant_name: &str) -> String {
+        format!("{}/logout", self.issuer(tenant_name))
+    }
+
+    /// Redeems a code issued to the service's own client `client_id` and returns
+    /// the ID token. The inner error says why the code was refused (expired,
+    /// replayed, wrong redirect URI or verifier, user disabled); it holds no secret.
+    pub async fn redeem_code_in_process(
+        &self,
+        tenant: &Tenant,
+        client_id: &str,
+        code: &str,
+        redirect_uri: &str,
+        verifier: &str,
+    ) -> Result<Result<String, String>, StsError> {
+        let client = match self.store.client(&tenant.id, client_id).await {
+            Ok(c) => c,
+            Err(StoreError::NotFound) => return Ok(Err("the app's sign-in client no longer exists".into())),
+            Err(e) => return Err(e.into()),
+        };
+        match crate::oidc::token::redeem_code(self, tenant, &client, code, redirect_uri, verifier).await {
+            Ok(tokens) => Ok(tokens
+                .id_token
+                .ok_or_else(|| "the sign-in returned no ID token (scope openid missing)".to_owned())),
+            Err(e) if e.status.is_server_error() => Err(StsError::internal(e.description)),
+            Err(e) => Ok(Err(e.description)),
+        }
+    }
+
+    /// Verifies an ID token as the relying party `client_id` of `tenant_name`:
+    /// signature by a published key, `typ`, issuer, audience, expiry, issue time
+    /// and the nonce of the sign-in that asked for it.
+    pub async fn verify_id_token(
+        &self,
+        tenant_name: &str,
+        token: &str,
+        client_id: &str,
+        nonce: &str,
+    ) -> Result<Result<IdClaims, TokenError>, StsError> {
+        let now = self.now().secs();
+        let claims: IdClaims = match self.verify_signed(token, ID_TOKEN_TYP).await? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        if claims.iss != self.issuer(tenant_name) {
+            return Ok(Err(TokenError::WrongIssuer));
+        }
+        if claims.aud != client_id {
+            return Ok(Err(TokenError::WrongAudience));
+        }
+        if claims.exp <= now {
+            return Ok(Err(TokenError::Expired));
+        }
+        if claims.iat > now + IAT_SKEW_SECS {
+            return Ok(Err(TokenError::NotYetValid));
+        }
+        if claims.nonce.as_deref() != Some(nonce) {
+            return Ok(Err(TokenError::WrongNonce));
+        }
+        Ok(Ok(claims))
+    }
+
+    /// Signs an identity assertion for a backend of the app whose client is
+    /// `client_id`, valid for `ttl`.
+    pub async fn sign_assertion(
+        &self,
+        tenant: &Tenant,
+        client_id: &str,
+        subject: &AssertionSubject<'_>,
+        ttl: Duration,
+    ) -> Result<String, StsError> {
+        let now = self.now();
+        let claims = AssertionClaims {
+            iss: self.issuer(&tenant.name),
+            sub: subject.user_id.to_owned(),
+            aud: client_id.to_owned(),
+            exp: (now + ttl).secs(),
+            iat: now.secs(),
+            tid: tenant.id.clone(),
+            preferred_username: subject.username.to_owned(),
+            email: subject.email.map(str::to_owned),
+            groups: subject.groups.to_vec(),
+        };
+        self.sign(&claims, ASSERTION_TYP, now).await
+    }
+}

@@ -1,0 +1,371 @@
+//! The service's side of the tunnel to connectors (APP-3..APP-6, CON-5).
+//!
+//! A connector dials the control endpoint and upgrades one HTTP/1.1 request to
+//! [`postern_proto::tunnel::TUNNEL_UPGRADE`]; the control plane hands the upgraded
+//! connection to [`TunnelRegistry::attach`], which runs an HTTP/2 *client* on it.
+//! The front door then sends each user request with [`TunnelRegistry::send`] on
+//! one of the live tunnels of the app's connector group: the least busy one, and
+//! another one when a tunnel turns out to be closed before the request left. Every
+//! TCP connection stays one the connector opened.
+//!
+//! Bounded everywhere: HTTP/2 flow-control windows cap what a stream buffers, the
+//! connector's `SETTINGS_MAX_CONCURRENT_STREAMS` caps streams per tunnel, a group
+//! holds at most [`TunnelOptions::max_tunnels_per_group`] tunnels, and pings find
+//! a tunnel whose connector vanished without closing it.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::task::AbortHandle;
+
+/// Error type of bodies sent through a tunnel.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body sent through a tunnel.
+pub type TunnelBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Knobs of the tunnels.
+#[derive(Clone, Debug)]
+pub struct TunnelOptions {
+    /// How often an idle or busy tunnel is pinged.
+    pub keep_alive_interval: Duration,
+    /// How long a ping may go unanswered before the tunnel is closed.
+    pub keep_alive_timeout: Duration,
+    /// Deadline of the HTTP/2 handshake on a new tunnel.
+    pub handshake_timeout: Duration,
+    /// Most tunnels one connector group may hold (all its connectors together).
+    pub max_tunnels_per_group: usize,
+    /// HTTP/2 stream window: what one response may have in flight unread.
+    pub stream_window: u32,
+    /// HTTP/2 connection window: what one tunnel may have in flight unread.
+    pub connection_window: u32,
+}
+
+impl Default for TunnelOptions {
+    fn default() -> Self {
+        Self {
+            keep_alive_interval: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            max_tunnels_per_group: 256,
+            stream_window: 1024 * 1024,
+            connection_window: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a tunnel could not be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The HTTP/2 handshake failed or took too long.
+    #[error("tunnel handshake failed: {0}")]
+    Handshake(String),
+    /// The group already has as many tunnels as it may.
+    #[error("the connector group already has {0} tunnels")]
+    TooMany(usize),
+}
+
+/// Why a request could not be sent through a tunnel.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connector of the group is connected.
+    #[error("no connector of this app's group is connected")]
+    NoConnector,
+    /// The request left but no response came back (the tunnel broke).
+    #[error("the connector did not answer: {0}")]
+    Failed(String),
+}
+
+/// A live tunnel, for status pages and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelInfo {
+    /// Registry-local ID.
+    pub id: u64,
+    /// The connector that dialled it.
+    pub connector_id: String,
+    /// Requests whose response has not ended yet.
+    pub in_flight: usize,
+}
+
+type GroupKey = (String, String);
+
+struct Tunnel {
+    id: u64,
+    connector_id: String,
+    sender: SendRequest<TunnelBody>,
+    in_flight: Arc<AtomicUsize>,
+    driver: AbortHandle,
+}
+
+/// The live tunnels of every connector group.
+pub struct TunnelRegistry {
+    groups: Mutex<HashMap<GroupKey, Vec<Arc<Tunnel>>>>,
+    next_id: AtomicU64,
+    options: TunnelOptions,
+}
+
+impl std::fmt::Debug for TunnelRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunnelRegistry").finish_non_exhaustive()
+    }
+}
+
+impl TunnelRegistry {
+    /// An empty registry.
+    pub fn new(options: TunnelOptions) -> Arc<Self> {
+        Arc::new(Self {
+            groups: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            options,
+        })
+    }
+
+    /// Runs the HTTP/2 client side on `io`, a connection `connector_id` of
+    /// `group_id` dialled and upgraded, and offers it to requests for the group
+    /// until it closes. Returns the tunnel's ID.
+    pub async fn attach<I>(
+        self: &Arc<Self>,
+        tenant_id: &str,
+        group_id: &str,
+        connector_id: &str,
+        io: I,
+    ) -> Result<u64, AttachError>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let key = (tenant_id.to_owned(), group_id.to_owned());
+        let held = self.group_len(&key);
+        if held >= self.options.max_tunnels_per_group {
+            return Err(AttachError::TooMany(held));
+        }
+        let o = &self.options;
+        let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .keep_alive_interval(o.keep_alive_interval)
+            .keep_alive_timeout(o.keep_alive_timeout)
+            .keep_alive_while_idle(true)
+            .initial_stream_window_size(o.stream_window)
+            .initial_connection_window_size(o.connection_window)
+            .max_header_list_size(64 * 1024);
+        let (sender, connection) = tokio::time::timeout(o.handshake_timeout, builder.handshake(io))
+            .await
+            .map_err(|_| AttachError::Handshake(format!("no HTTP/2 preface within {:?}", o.handshake_timeout)))?
+            .map_err(|e| AttachError::Handshake(e.to_string()))?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let registry: Weak<Self> = Arc::downgrade(self);
+        let driver_key = key.clone();
+        let connector = connector_id.to_owned();
+        let driver = tokio::spawn(async move {
+            match connection.await {
+                Ok(()) => tracing::info!(connector = %connector, tunnel = id, "tunnel closed"),
+                Err(e) => tracing::info!(connector = %connector, tunnel = id, error = %e, "tunnel ended"),
+            }
+            if let Some(registry) = registry.upgrade() {
+                registry.remove(&driver_key, id);
+            }
+        });
+        let tunnel = Arc::new(Tunnel {
+            id,
+            connector_id: connector_id.to_owned(),
+            sender,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            driver: driver.abort_handle(),
+        });
+        if let Ok(mut groups) = self.groups.lock() {
+            groups.entry(key).or_default().push(tunnel);
+        }
+        tracing::info!(connector = %connector_id, group = %group_id, tunnel = id, "tunnel attached");
+        Ok(id)
+    }
+
+    /// Sends `request` on the least busy open tunnel of the group, trying the next
+    /// one when a tunnel proves closed before the request left. The response's
+    /// body keeps the tunnel counted as busy until it ends.
+    pub async fn send(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+        mut request: Request<TunnelBody>,
+    ) -> Result<Response<TunnelResponseBody>, SendError> {
+        let key = (tenant_id.to_owned(), group_id.to_owned());
+        let mut tried: Vec<u64> = Vec::new();
+        loop {
+            let Some(tunnel) = self.pick(&key, &tried) else {
+                return Err(if tried.is_empty() {
+                    SendError::NoConnector
+                } else {
+                    SendError::Failed("every tunnel of the group closed".into())
+                });
+            };
+            tried.push(tunnel.id);
+            let mut sender = tunnel.sender.clone();
+            if sender.is_closed() {
+                self.remove(&key, tunnel.id);
+                continue;
+            }
+            let busy = Busy::new(tunnel.in_flight.clone());
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    return Ok(response.map(|body| TunnelResponseBody {
+                        inner: body,
+                        _busy: busy,
+                    }));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(back) => {
+                        tracing::debug!(tunnel = tunnel.id, "tunnel not ready; trying another");
+                        request = back;
+                    }
+                    None => return Err(SendError::Failed(e.into_error().to_string())),
+                },
+            }
+        }
+    }
+
+    /// The live tunnels of a group.
+    pub fn tunnels(&self, tenant_id: &str, group_id: &str) -> Vec<TunnelInfo> {
+        let key = (tenant_id.to_owned(), group_id.to_owned());
+        let Ok(groups) = self.groups.lock() else {
+            return Vec::new();
+        };
+        groups
+            .get(&key)
+            .map(|all| {
+                all.iter()
+                    .filter(|t| !t.sender.is_closed())
+                    .map(|t| TunnelInfo {
+                        id: t.id,
+                        connector_id: t.connector_id.clone(),
+                        in_flight: t.in_flight.load(Ordering::Relaxed),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Closes every tunnel of `connector_id` (removed, revoked or moved to
+    /// another group); requests in flight on them fail.
+    pub fn close_connector(&self, connector_id: &str) -> usize {
+        let Ok(mut groups) = self.groups.lock() else {
+            return 0;
+        };
+        let mut closed = 0;
+        for tunnels in groups.values_mut() {
+            tunnels.retain(|t| {
+                let keep = t.connector_id != connector_id;
+                if !keep {
+                    t.driver.abort();
+                    closed += 1;
+                }
+                keep
+            });
+        }
+        groups.retain(|_, tunnels| !tunnels.is_empty());
+        closed
+    }
+
+    /// Closes one tunnel.
+    pub fn close(&self, tunnel_id: u64) {
+        let Ok(mut groups) = self.groups.lock() else {
+            return;
+        };
+        for tunnels in groups.values_mut() {
+            tunnels.retain(|t| {
+                let keep = t.id != tunnel_id;
+                if !keep {
+                    t.driver.abort();
+                }
+                keep
+            });
+        }
+        groups.retain(|_, tunnels| !tunnels.is_empty());
+    }
+
+    fn group_len(&self, key: &GroupKey) -> usize {
+        self.groups
+            .lock()
+            .map(|g| g.get(key).map_or(0, Vec::len))
+            .unwrap_or(usize::MAX)
+    }
+
+    fn pick(&self, key: &GroupKey, tried: &[u64]) -> Option<Arc<Tunnel>> {
+        let groups = self.groups.lock().ok()?;
+        groups
+            .get(key)?
+            .iter()
+            .filter(|t| !tried.contains(&t.id) && !t.sender.is_closed())
+            .min_by_key(|t| t.in_flight.load(Ordering::Relaxed))
+            .cloned()
+    }
+
+    fn remove(&self, key: &GroupKey, id: u64) {
+        if let Ok(mut groups) = self.groups.lock()
+            && let Some(tunnels) = groups.get_mut(key)
+        {
+            tunnels.retain(|t| t.id != id);
+            if tunnels.is_empty() {
+                groups.remove(key);
+            }
+        }
+    }
+}
+
+/// Counts a request as in flight on its tunnel while alive.
+struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    fn new(counter: Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body from a tunnel; its tunnel counts it as in flight until it is
+/// dropped.
+pub struct TunnelResponseBody {
+    inner: Incoming,
+    _busy: Busy,
+}
+
+impl std::fmt::Debug for TunnelResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunnelResponseBody").finish_non_exhaustive()
+    }
+}
+
+impl Body for TunnelResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
