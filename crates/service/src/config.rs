@@ -27,6 +27,9 @@ const ENV_KEYS: &[&str] = &[
     "trusted_proxies",
     "tls.cert",
     "tls.key",
+    "tls.certificates",
+    "tls.certificates_dir",
+    "tls.self_signed",
     "limits.max_connections",
     "limits.max_body_bytes",
     "limits.header_timeout_secs",
@@ -129,14 +132,39 @@ pub struct RawControl {
     pub tls_anchors: Option<PathBuf>,
 }
 
-/// TLS files.
+/// TLS of the listener as written.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
-    /// PEM certificate chain.
+    /// PEM certificate chain of the default certificate (served to clients whose
+    /// SNI name no other certificate covers, and to clients sending none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cert: Option<PathBuf>,
-    /// PEM private key.
+    /// Its PEM private key (mode 0600).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// More certificates (`[[tls.certificates]]`), each serving the DNS names of its
+    /// subjectAltName extension.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<Vec<RawCertificate>>,
+    /// A directory of `NAME.crt` (or `NAME.pem`) and `NAME.key` pairs, served like
+    /// `certificates`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificates_dir: Option<PathBuf>,
+    /// Generate (once, then reuse) a self-signed default certificate in the data
+    /// dir, for demos and first runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub self_signed: Option<bool>,
+}
+
+/// One `[[tls.certificates]]` entry as written.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// PEM certificate chain, leaf first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key (mode 0600).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
 }
@@ -171,13 +199,30 @@ pub enum LogFormat {
     Json,
 }
 
-/// TLS settings of the listener.
-#[derive(Clone, Debug)]
+/// A certificate chain and its private key, as PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsFiles {
-    /// PEM certificate chain.
+    /// PEM certificate chain, leaf first.
     pub cert: PathBuf,
-    /// PEM private key.
+    /// PEM private key (mode 0600).
     pub key: PathBuf,
+}
+
+/// Where the listener's certificates come from. The listener picks one per
+/// connection by the client's SNI name: a certificate naming the host exactly,
+/// else one with a matching wildcard, else the default.
+#[derive(Clone, Debug, Default)]
+pub struct TlsSettings {
+    /// The default certificate (`tls.cert`, `tls.key`).
+    pub default: Option<TlsFiles>,
+    /// Generate a self-signed default certificate in `{data_dir}/tls` (exclusive
+    /// with `default`).
+    pub self_signed: bool,
+    /// More certificates (`[[tls.certificates]]`).
+    pub certificates: Vec<TlsFiles>,
+    /// A directory of `NAME.crt`/`NAME.pem` + `NAME.key` pairs, read at start and
+    /// at each reload.
+    pub certificates_dir: Option<PathBuf>,
 }
 
 /// Limits protecting the service (SEC-9).
@@ -249,8 +294,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Trusted reverse proxies.
     pub trusted_proxies: Vec<IpNet>,
-    /// Listener TLS.
-    pub tls: Option<TlsFiles>,
+    /// Listener TLS; `None` means plain HTTP.
+    pub tls: Option<TlsSettings>,
     /// Limits.
     pub limits: Limits,
     /// The control endpoint.
@@ -352,24 +397,7 @@ impl RawConfig {
                 Err(_) => problems.push(format!("trusted_proxies: {p:?} is not an address or network")),
             }
         }
-        let tls = match self.tls {
-            None => None,
-            Some(RawTls {
-                cert: Some(cert),
-                key: Some(key),
-            }) => {
-                for (what, path) in [("tls.cert", &cert), ("tls.key", &key)] {
-                    if !path.is_file() {
-                        problems.push(format!("{what} {} is not a readable file", path.display()));
-                    }
-                }
-                Some(TlsFiles { cert, key })
-            }
-            Some(_) => {
-                problems.push("tls needs both cert and key".into());
-                None
-            }
-        };
+        let tls = self.tls.and_then(|raw| validate_tls(raw, &mut problems));
         let raw_limits = self.limits.unwrap_or_default();
         let d = Limits::default();
         let limits = Limits {
@@ -447,6 +475,68 @@ impl RawConfig {
     }
 }
 
+/// The listener's TLS settings, or `None` for plain HTTP; problems go to `problems`.
+fn validate_tls(raw: RawTls, problems: &mut Vec<String>) -> Option<TlsSettings> {
+    let problems_before = problems.len();
+    let default = match (raw.cert, raw.key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            check_file(problems, "tls.cert", &cert);
+            check_file(problems, "tls.key", &key);
+            Some(TlsFiles { cert, key })
+        }
+        _ => {
+            problems.push("tls needs both cert and key, or neither".into());
+            None
+        }
+    };
+    let mut certificates = Vec::new();
+    for (i, c) in raw.certificates.unwrap_or_default().into_iter().enumerate() {
+        match (c.cert, c.key) {
+            (Some(cert), Some(key)) => {
+                check_file(problems, &format!("tls.certificates[{i}].cert"), &cert);
+                check_file(problems, &format!("tls.certificates[{i}].key"), &key);
+                certificates.push(TlsFiles { cert, key });
+            }
+            _ => problems.push(format!("tls.certificates[{i}] needs both cert and key")),
+        }
+    }
+    if let Some(dir) = &raw.certificates_dir
+        && !dir.is_dir()
+    {
+        problems.push(format!("tls.certificates_dir {} is not a directory", dir.display()));
+    }
+    let self_signed = raw.self_signed.unwrap_or(false);
+    if self_signed && default.is_some() {
+        problems.push("tls.self_signed and tls.cert/tls.key both give the default certificate: choose one".into());
+    }
+    let settings = TlsSettings {
+        default,
+        self_signed,
+        certificates,
+        certificates_dir: raw.certificates_dir,
+    };
+    let anything = settings.default.is_some()
+        || settings.self_signed
+        || !settings.certificates.is_empty()
+        || settings.certificates_dir.is_some();
+    if anything {
+        Some(settings)
+    } else {
+        if raw.self_signed.is_none() && problems.len() == problems_before {
+            // An empty `[tls]` table: most likely a mistake, not a wish for plain HTTP.
+            problems.push("tls needs cert and key, certificates, certificates_dir or self_signed = true".into());
+        }
+        None
+    }
+}
+
+fn check_file(problems: &mut Vec<String>, what: &str, path: &Path) {
+    if !path.is_file() {
+        problems.push(format!("{what} {} is not a readable file", path.display()));
+    }
+}
+
 fn is_loopback_host(u: &Url) -> bool {
     match u.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
@@ -493,6 +583,7 @@ mod tests {
             tls: Some(RawTls {
                 cert: Some("/nonexistent.pem".into()),
                 key: None,
+                ..Default::default()
             }),
             limits: Some(RawLimits {
                 max_connections: Some(0),
@@ -580,5 +671,99 @@ mod tests {
         assert_eq!(c.listen.port(), 9443, "flags win over the file");
         assert_eq!(c.limits.max_connections, 5);
         assert!(RawConfig::load(Some(&dir.path().join("missing.toml")), &RawConfig::default()).is_err());
+    }
+    #[test]
+    fn tls_certificates_from_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for f in ["default.crt", "default.key", "wiki.crt", "wiki.key"] {
+            std::fs::write(d.join(f), "x").unwrap();
+        }
+        std::fs::create_dir(d.join("certs")).unwrap();
+        let path = d.join("postern.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[tls]\ncert = \"{0}/default.crt\"\nkey = \"{0}/default.key\"\ncertificates_dir = \"{0}/certs\"\n\n[[tls.certificates]]\ncert = \"{0}/wiki.crt\"\nkey = \"{0}/wiki.key\"\n",
+                d.display()
+            ),
+        )
+        .unwrap();
+        let c = RawConfig::load(Some(&path), &RawConfig::default())
+            .unwrap()
+            .validate()
+            .unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.default.unwrap().cert, d.join("default.crt"));
+        assert_eq!(
+            tls.certificates,
+            vec![TlsFiles {
+                cert: d.join("wiki.crt"),
+                key: d.join("wiki.key")
+            }]
+        );
+        assert_eq!(tls.certificates_dir.unwrap(), d.join("certs"));
+        assert!(!tls.self_signed);
+
+        std::fs::write(&path, "[tls]\nself_signed = true\n").unwrap();
+        let c = RawConfig::load(Some(&path), &RawConfig::default())
+            .unwrap()
+            .validate()
+            .unwrap();
+        let tls = c.tls.unwrap();
+        assert!(tls.self_signed && tls.default.is_none());
+
+        std::fs::write(&path, "[[tls.certificates]]\ncert = \"a\"\nkye = \"b\"\n").unwrap();
+        let err = RawConfig::load(Some(&path), &RawConfig::default()).unwrap_err();
+        assert!(err.0.join("\n").contains("kye"), "{err}");
+    }
+
+    #[test]
+    fn tls_problems_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file.pem");
+        std::fs::write(&file, "x").unwrap();
+        let raw = |tls: RawTls| RawConfig {
+            tls: Some(tls),
+            ..Default::default()
+        };
+        let err = raw(RawTls {
+            cert: Some(file.clone()),
+            key: Some(file.clone()),
+            self_signed: Some(true),
+            certificates: Some(vec![
+                RawCertificate {
+                    cert: Some(file.clone()),
+                    key: None,
+                },
+                RawCertificate {
+                    cert: Some(file.clone()),
+                    key: Some(dir.path().join("missing.key")),
+                },
+            ]),
+            certificates_dir: Some(file.clone()),
+        })
+        .validate()
+        .unwrap_err()
+        .0
+        .join("\n");
+        for needle in [
+            "self_signed and tls.cert/tls.key",
+            "tls.certificates[0] needs both cert and key",
+            "tls.certificates[1].key",
+            "missing.key is not a readable file",
+            "certificates_dir",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+        let err = raw(RawTls::default()).validate().unwrap_err().0.join("\n");
+        assert!(err.contains("self_signed = true"), "an empty [tls] table: {err}");
+        let off = raw(RawTls {
+            self_signed: Some(false),
+            ..Default::default()
+        })
+        .validate()
+        .unwrap();
+        assert!(off.tls.is_none(), "self_signed = false alone means plain HTTP");
     }
 }

@@ -125,10 +125,7 @@ impl RunningService {
             .await
             .map_err(io(format!("listening on {}", config.listen)))?;
         let addr = tcp.local_addr().map_err(io("reading the listening address"))?;
-        let tls = match &config.tls {
-            Some(files) => Some(tls::acceptor(files)?),
-            None => None,
-        };
+        let tls = tls::acceptor(&config, addr, &clock)?;
         let public_url = match &config.public_url {
             Some(u) => u.clone(),
             None => {
