@@ -4,18 +4,27 @@
 //! ```text
 //! cargo run --release -p postern-bench -- pta --directory openldap --seconds 10
 //! cargo run --release -p postern-bench -- pta --directory samba
+//! cargo run --release -p postern-bench -- proxy --seconds 10 --connections 50
 //! ```
+//!
+//! The `proxy` benchmark needs nginx, wrk and rathole: `bench/scripts/install-bench-deps.sh`
+//! installs whichever is missing.
 //!
 //! With `--write docs/benchmarks.md` the results replace the matching section of
 //! that file.
 
+mod proxy;
 mod pta;
 mod report;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "postern-bench", about = "Postern's benchmarks")]
+#[command(
+    name = "postern-bench",
+    about = "Postern's benchmarks",
+    after_help = "The proxy benchmark needs nginx, wrk and rathole: install them with bench/scripts/install-bench-deps.sh."
+)]
 struct Cli {
     #[command(subcommand)]
     bench: Bench,
@@ -27,6 +36,11 @@ enum Bench {
     /// agent over mTLS, real directory) beside the raw directory bind rate and the
     /// raw RSA-2048 OAEP decryption rate.
     Pta(pta::PtaArgs),
+    /// The app proxy: requests per second and latency through Postern's service and
+    /// connector beside the backend alone, one nginx hop and rathole over TLS
+    /// (keep-alive and `Connection: close`), plus the SSE first-event delay.
+    /// Set up with bench/scripts/install-bench-deps.sh.
+    Proxy(proxy::ProxyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +50,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.bench {
             Bench::Pta(args) => pta::run(args).await,
+            Bench::Proxy(args) => proxy::run(args).await,
         }
     })
 }

@@ -1,0 +1,103 @@
+//! nginx as the backend (a 1 KiB response from memory) and as one
+//! reverse-proxy hop in front of it, each a foreground process with its own
+//! temporary configuration directory.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::children::{Child, free_port, loopback};
+
+/// Size of the backend's response body.
+pub const BODY_LEN: usize = 1024;
+
+/// A running nginx; stopped and its directory removed when dropped.
+pub struct Nginx {
+    addr: SocketAddr,
+    // Declared before `dir`: the process stops before its directory goes.
+    _process: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// The backend: `GET` anything, get 200 with [`BODY_LEN`] bytes.
+    pub async fn backend(program: &Path) -> anyhow::Result<Self> {
+        let body = "x".repeat(BODY_LEN);
+        Self::start(
+            program,
+            "backend",
+            &format!("location / {{ default_type text/plain; return 200 \"{body}\"; }}"),
+            "",
+        )
+        .await
+    }
+
+    /// One reverse-proxy hop to `upstream`, with a keep-alive connection pool.
+    pub async fn hop(program: &Path, upstream: SocketAddr) -> anyhow::Result<Self> {
+        Self::start(
+            program,
+            "nginx hop",
+            "location / {\n\
+             \x20           proxy_pass http://backend;\n\
+             \x20           proxy_http_version 1.1;\n\
+             \x20           proxy_set_header Connection \"\";\n\
+             \x20       }",
+            &format!("upstream backend {{ server {upstream}; keepalive 64; keepalive_requests 1000000; }}"),
+        )
+        .await
+    }
+
+    async fn start(program: &Path, name: &str, location: &str, upstream: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("postern-bench-nginx-").tempdir()?;
+        // Workers run as an unprivileged user when the harness is root: let them
+        // into the directory (nothing secret in it).
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let port = free_port()?;
+        let addr = loopback(port);
+        let d = dir.path().display();
+        let config = format!(
+            "daemon off;\n\
+             master_process on;\n\
+             worker_processes auto;\n\
+             pid {d}/nginx.pid;\n\
+             error_log {d}/error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n\
+             \x20   access_log off;\n\
+             \x20   client_body_temp_path {d}/client_body;\n\
+             \x20   proxy_temp_path {d}/proxy;\n\
+             \x20   fastcgi_temp_path {d}/fastcgi;\n\
+             \x20   uwsgi_temp_path {d}/uwsgi;\n\
+             \x20   scgi_temp_path {d}/scgi;\n\
+             \x20   keepalive_timeout 60s;\n\
+             \x20   keepalive_requests 1000000;\n\
+             \x20   {upstream}\n\
+             \x20   server {{\n\
+             \x20       listen {addr} backlog=4096;\n\
+             \x20       {location}\n\
+             \x20   }}\n\
+             }}\n"
+        );
+        let file = dir.path().join("nginx.conf");
+        std::fs::write(&file, config).with_context(|| format!("writing {}", file.display()))?;
+        let mut command = Command::new(program);
+        command.arg("-p").arg(dir.path()).arg("-c").arg(&file);
+        // nginx checks the default error log path before reading the config.
+        command.arg("-e").arg(dir.path().join("error.log"));
+        let mut process = Child::spawn(name, command, &dir.path().join("stderr.log"))?;
+        process.wait_for_port(addr, Duration::from_secs(10)).await?;
+        Ok(Self {
+            addr,
+            _process: process,
+            _dir: dir,
+        })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
