@@ -467,6 +467,7 @@ impl Store {
         kind: PrincipalKind,
         principal_id: &str,
     ) -> Result<(), StoreError> {
+        let _changed = self.routing_change();
         self.app(tenant_id, app_id).await?;
         match kind {
             PrincipalKind::User => self.user(tenant_id, principal_id).await.map(|_| ())?,
@@ -501,6 +502,7 @@ impl Store {
         kind: PrincipalKind,
         principal_id: &str,
     ) -> Result<(), StoreError> {
+        let _changed = self.routing_change();
         self.app(tenant_id, app_id).await?;
         let done =
             sqlx::query("DELETE FROM app_assignments WHERE app_id = $1 AND principal_kind = $2 AND principal_id = $3")

@@ -457,6 +457,7 @@ impl Store {
         update: &UserUpdate,
         now: UnixTime,
     ) -> Result<User, StoreError> {
+        let _changed = self.routing_change();
         let mut tx = self.pool.begin().await.db()?;
         lock_tenant(&mut tx, tenant_id).await?;
         let current = sqlx::query_as::<_, User>(concat!(
@@ -521,6 +522,7 @@ impl Store {
     /// Deleting the tenant's last enabled global administrator is refused
     /// (conflict).
     pub async fn delete_user(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
+        let _changed = self.routing_change();
         let mut tx = self.pool.begin().await.db()?;
         lock_tenant(&mut tx, tenant_id).await?;
         let done = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
@@ -873,6 +875,7 @@ impl Store {
 
     /// Deletes a group (memberships go with it).
     pub async fn delete_group(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
+        let _changed = self.routing_change();
         let done = sqlx::query("DELETE FROM groups WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
@@ -884,6 +887,7 @@ impl Store {
 
     /// Adds a user to a group; both must belong to `tenant_id`. Idempotent.
     pub async fn add_member(&self, tenant_id: &str, group_id: &str, user_id: &str) -> Result<(), StoreError> {
+        let _changed = self.routing_change();
         self.group(tenant_id, group_id).await?;
         self.user(tenant_id, user_id).await?;
         let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM group_members WHERE group_id = $1 AND user_id = $2")
@@ -905,6 +909,7 @@ impl Store {
 
     /// Removes a user from a group of `tenant_id`.
     pub async fn remove_member(&self, tenant_id: &str, group_id: &str, user_id: &str) -> Result<(), StoreError> {
+        let _changed = self.routing_change();
         self.group(tenant_id, group_id).await?;
         let done = sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
             .bind(group_id)

@@ -185,8 +185,10 @@ impl Store {
         self.config_changed.clone()
     }
 
-    /// A counter this process bumps after every change to tenants, domains or
-    /// components (agents' keys, connectors' certificates). A cache of those reads
+    /// A counter this process bumps after every change to tenants, domains,
+    /// components (agents' keys, connectors' certificates), published apps and
+    /// their assignments, users and group memberships made by administrators (not
+    /// the directory's own updates at sign-in). A cache of those reads
     /// the generation *before* querying and keeps the answer only while the
     /// generation stays the same, so it sees this process's changes at once; other
     /// instances' changes it sees when its own time limit runs out.

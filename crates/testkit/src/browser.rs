@@ -147,6 +147,7 @@ pub struct Browser {
     client: Client,
     jar: Arc<Jar>,
     forwarded_for: Option<String>,
+    resolved: Vec<(String, std::net::SocketAddr)>,
 }
 
 impl Default for Browser {
@@ -169,7 +170,23 @@ impl Browser {
             client,
             jar,
             forwarded_for: None,
+            resolved: Vec::new(),
         }
+    }
+
+    /// Resolves `host` to `addr` (published apps live at their own host names,
+    /// all served by the service on loopback). Keeps the cookie jar.
+    pub fn resolving(mut self, host: &str, addr: std::net::SocketAddr) -> Self {
+        self.resolved.push((host.to_owned(), addr));
+        let mut builder = Client::builder()
+            .cookie_provider(self.jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(30));
+        for (h, a) in &self.resolved {
+            builder = builder.resolve(h, *a);
+        }
+        self.client = builder.build().expect("client builds");
+        self
     }
 
     /// Makes every request claim to come from `ip` (through a trusted proxy).

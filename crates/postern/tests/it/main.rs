@@ -12,6 +12,8 @@ mod components;
 mod lockout;
 mod mfa;
 mod oidc;
+mod proxy;
+mod proxy_harness;
 mod pta;
 mod secrets;
 mod setup;

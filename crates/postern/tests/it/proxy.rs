@@ -1,0 +1,548 @@
+//! The application proxy end to end (APP-1..APP-7, SEC-1, SEC-3, SEC-8, BEY-3):
+//! real HTTP clients → the service's front door → a tunnel a real `postern
+//! connector run` process dialled → the backend; pre-authentication through the
+//! real sign-in pages with a cookie jar.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::Value;
+
+use crate::proxy_harness::{AppOptions, ProxyBench};
+
+async fn json(response: reqwest::Response) -> Value {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: {text}"))
+}
+
+fn header<'a>(echo: &'a Value, name: &str) -> Option<&'a str> {
+    echo["headers"][name][0].as_str()
+}
+
+#[tokio::test]
+async fn passthrough_get_post_robots_and_forwarding_headers() {
+    let bench = ProxyBench::start().await;
+    let _c = bench.start_connector("gw-1", None).await;
+    bench.publish("wiki", "wiki.apps.test", AppOptions::default()).await;
+    bench
+        .publish(
+            "docs",
+            "docs.apps.test",
+            AppOptions {
+                prefix: "/docs/",
+                ..AppOptions::default()
+            },
+        )
+        .await;
+    let client = bench.client(&["wiki.apps.test", "docs.apps.test"]);
+
+    // GET: the path maps onto the internal base; Host is the internal one (header
+    // translation is on by default); forwarding headers are set by the service.
+    let r = client
+        .get(bench.url("wiki.apps.test", "/echo/a?b=c"))
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-request-id").is_some());
+    let echo = json(r).await;
+    assert_eq!(echo["method"], "GET");
+    assert_eq!(echo["path"], "/app/echo/a?b=c");
+    assert_eq!(header(&echo, "host"), Some(bench.backend.addr.to_string().as_str()));
+    assert_eq!(
+        header(&echo, "x-forwarded-for"),
+        Some("127.0.0.1"),
+        "a client's chain is not believed"
+    );
+    assert_eq!(header(&echo, "x-forwarded-proto"), Some("http"));
+    assert_eq!(
+        header(&echo, "x-forwarded-host"),
+        Some(format!("wiki.apps.test:{}", bench.port()).as_str())
+    );
+    assert!(header(&echo, "x-postern-request-id").is_some());
+    assert!(
+        header(&echo, "x-postern-app").is_none(),
+        "tunnel headers stay in the tunnel"
+    );
+
+    // POST: the body arrives whole.
+    let body = vec![7u8; 300_000];
+    let echo = json(
+        client
+            .post(bench.url("wiki.apps.test", "/echo/upload"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["len"], 300_000);
+    assert_eq!(
+        echo["sha256"],
+        crate::proxy_harness::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body).as_ref())
+    );
+
+    // A prefix app: the prefix is replaced by the internal base path.
+    let echo = json(
+        client
+            .get(bench.url("docs.apps.test", "/docs/echo"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(echo["path"], "/app/echo");
+    let outside = client.get(bench.url("docs.apps.test", "/other")).send().await.unwrap();
+    assert_eq!(outside.status(), 404);
+
+    // SEC-8: robots.txt is the service's, on every app host, never the backend's.
+    for host in ["wiki.apps.test", "docs.apps.test"] {
+        let r = client.get(bench.url(host, "/robots.txt")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "User-agent: *\nDisallow: /\n");
+    }
+
+    // The service's own host still serves the service.
+    let own = client.get(format!("{}/healthz", bench.svc.url())).send().await.unwrap();
+    assert_eq!(own.text().await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn header_and_link_translation() {
+    let bench = ProxyBench::start().await;
+    let _c = bench.start_connector("gw-1", None).await;
+    bench
+        .publish(
+            "crm",
+            "crm.apps.test",
+            AppOptions {
+                prefix: "/crm/",
+                translate_links: true,
+                ..AppOptions::default()
+            },
+        )
+        .await;
+    let client = bench.client(&["crm.apps.test"]);
+    let external = bench.url("crm.apps.test", "/crm/");
+
+    let r = client
+        .get(bench.url("crm.apps.test", "/crm/redirect"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(
+        r.headers()["location"].to_str().unwrap(),
+        format!("{external}landing?x=1"),
+        "internal URLs never reach the user"
+    );
+
+    let r = client
+        .get(bench.url("crm.apps.test", "/crm/cookie"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(!cookie.contains("Domain=127.0.0.1"), "{cookie}");
+    assert!(cookie.contains("Path=/crm"), "{cookie}");
+
+    let r = client
+        .get(bench.url("crm.apps.test", "/crm/page.html"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("content-length").is_none());
+    let html = r.text().await.unwrap();
+    assert!(html.contains(&format!("href=\"{external}next\"")), "{html}");
+    assert!(html.contains("src=\"/crm/logo.png\""), "{html}");
+    assert!(!html.contains(&bench.backend.addr.to_string()), "{html}");
+}
+
+/// Signs `browser` in to the pre-authenticated app at `start` as the admin:
+/// app → sign-in pages → callback → back to `start`. Returns the final response
+/// at `start` (after the callback's redirect).
+async fn sign_in_to_app(bench: &ProxyBench, browser: &postern_testkit::Browser, start: &str) -> postern_testkit::Page {
+    let first = browser.get(start).await.unwrap();
+    assert_eq!(first.status, 302, "{}", first.body);
+    let authorize = first.location().unwrap();
+    assert!(authorize.starts_with(&bench.svc.issuer("acme")), "{authorize}");
+    assert!(authorize.contains("code_challenge_method=S256"), "{authorize}");
+    let back = browser.sign_in(&authorize, &bench.admin_login()).await.unwrap();
+    assert!(back.status.is_redirection(), "{}", back.body);
+    let callback = back.location().unwrap();
+    assert!(callback.contains("/.postern/callback?"), "{callback}");
+    let done = browser.get(&callback).await.unwrap();
+    assert_eq!(done.status, 302, "{}", done.title());
+    let target = done.location().unwrap();
+    let origin = url::Url::parse(start).unwrap().origin().ascii_serialization();
+    assert!(
+        target.starts_with(&origin),
+        "the return address is on the app: {target}"
+    );
+    browser.get(&target).await.unwrap()
+}
+
+#[tokio::test]
+async fn pre_authentication_with_identity_headers() {
+    let bench = ProxyBench::start().await;
+    let _c = bench.start_connector("gw-1", None).await;
+    let app = bench
+        .publish(
+            "hr",
+            "hr.apps.test",
+            AppOptions {
+                preauth: "sts",
+                ..AppOptions::default()
+            },
+        )
+        .await;
+    let client = bench.client(&["hr.apps.test"]);
+    let start = bench.url("hr.apps.test", "/echo/me?tab=1");
+
+    // Scripts get a JSON 401, never a redirect.
+    let r = client
+        .get(&start)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body = json(r).await;
+    assert_eq!(body["error"], "unauthenticated");
+    assert!(
+        body["sign_in_url"].as_str().unwrap().contains("/.postern/signin?rd="),
+        "{body}"
+    );
+
+    // Not assigned yet: signing in works, the app says no and names why.
+    let browser = bench.browser(&["hr.apps.test"]);
+    let first = browser.get(&start).await.unwrap();
+    let back = browser
+        .sign_in(&first.location().unwrap(), &bench.admin_login())
+        .await
+        .unwrap();
+    let denied = browser.get(&back.location().unwrap()).await.unwrap();
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    assert!(denied.body.contains("not assigned"), "{}", denied.body);
+
+    // Assigned: the whole dance lands on the page first asked for.
+    bench.assign(&app, &bench.t.admin.id).await;
+    let browser = bench.browser(&["hr.apps.test"]);
+    let page = sign_in_to_app(&bench, &browser, &start).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let echo: Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(echo["path"], "/app/echo/me?tab=1");
+    assert_eq!(header(&echo, "x-postern-user"), Some(bench.t.admin.username.as_str()));
+    // The front door's cookies never reach the backend.
+    let cookies = header(&echo, "cookie").unwrap_or("");
+    assert!(!cookies.contains("__postern_"), "{cookies}");
+
+    // The assertion verifies against the issuer's JWKS and is for this app.
+    let jwt = header(&echo, "x-postern-assertion").unwrap().to_owned();
+    let claims = verify_with_jwks(&bench, &jwt).await;
+    assert_eq!(claims["aud"], app["client_id"]);
+    assert_eq!(claims["sub"], bench.t.admin.id.as_str());
+    assert_eq!(claims["iss"], bench.svc.issuer("acme"));
+
+    // Identity headers a client sends are replaced, not believed.
+    let cookie_jar_client = browser.client();
+    let r = cookie_jar_client
+        .get(&start)
+        .header("x-postern-user", "ceo@acme.test")
+        .header("x-postern-groups", "Domain Admins")
+        .header("x-postern-assertion", "forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echo = json(r).await;
+    assert_eq!(header(&echo, "x-postern-user"), Some(bench.t.admin.username.as_str()));
+    assert_ne!(header(&echo, "x-postern-assertion"), Some("forged"));
+    assert_ne!(header(&echo, "x-postern-groups"), Some("Domain Admins"));
+}
+
+/// Verifies an RS256 JWT with the tenant's published keys; returns its claims.
+async fn verify_with_jwks(bench: &ProxyBench, jwt: &str) -> Value {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    let jwks: Value = reqwest::get(format!("{}/jwks.json", bench.svc.issuer("acme")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .expect("the assertion's key is published");
+    let n = URL_SAFE_NO_PAD.decode(key["n"].as_str().unwrap()).unwrap();
+    let e = URL_SAFE_NO_PAD.decode(key["e"].as_str().unwrap()).unwrap();
+    let signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    aws_lc_rs::signature::RsaPublicKeyComponents { n: &n, e: &e }
+        .verify(
+            &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
+            format!("{}.{}", parts[0], parts[1]).as_bytes(),
+            &signature,
+        )
+        .expect("the assertion's signature verifies");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn session_cookies_refuse_tampering_transplants_and_expiry() {
+    let bench = ProxyBench::start().await;
+    let _c = bench.start_connector("gw-1", None).await;
+    let mut apps = Vec::new();
+    for (name, prefix) in [("one", "/one/"), ("two", "/two/")] {
+        let app = bench
+            .publish(
+                name,
+                "pair.apps.test",
+                AppOptions {
+                    preauth: "sts",
+                    prefix,
+                    ..AppOptions::default()
+                },
+            )
+            .await;
+        bench.assign(&app, &bench.t.admin.id).await;
+        apps.push(app);
+    }
+    let browser = bench.browser(&["pair.apps.test"]);
+    let one = bench.url("pair.apps.test", "/one/echo");
+    assert_eq!(sign_in_to_app(&bench, &browser, &one).await.status, 200);
+    let url = url::Url::parse(&one).unwrap();
+    let cookies = reqwest::cookie::CookieStore::cookies(browser.jar().as_ref(), &url).unwrap();
+    let cookies = cookies.to_str().unwrap().to_owned();
+    let (name, value) = cookies
+        .split("; ")
+        .find_map(|c| c.split_once('=').filter(|(n, _)| n.starts_with("__postern_s_")))
+        .unwrap();
+    let client = bench.client(&["pair.apps.test"]);
+    let with_cookie = |target: String, cookie: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get(target)
+                .header("cookie", cookie)
+                .header("accept", "application/json")
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // The genuine cookie works on its own.
+    assert_eq!(with_cookie(one.clone(), format!("{name}={value}")).await, 200);
+    // One flipped character anywhere: refused.
+    let mut tampered: Vec<char> = value.chars().collect();
+    let last = tampered.len() - 5;
+    tampered[last] = if tampered[last] == 'A' { 'B' } else { 'A' };
+    let tampered: String = tampered.into_iter().collect();
+    assert_eq!(with_cookie(one.clone(), format!("{name}={tampered}")).await, 401);
+    // App one's cookie presented to app two (renamed to app two's cookie): refused.
+    let two = bench.url("pair.apps.test", "/two/echo");
+    let two_name = format!(
+        "__postern_s_{}",
+        apps[1]["id"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(12)
+            .collect::<String>()
+    );
+    assert_eq!(with_cookie(two.clone(), format!("{two_name}={value}")).await, 401);
+    // Expired: eight hours later the same cookie no longer opens.
+    bench.svc.advance(Duration::from_secs(8 * 3600 + 1));
+    assert_eq!(with_cookie(one.clone(), format!("{name}={value}")).await, 401);
+}
+
+#[tokio::test]
+async fn no_open_redirects_and_forged_callbacks_are_refused() {
+    let bench = ProxyBench::start().await;
+    bench
+        .publish(
+            "fin",
+            "fin.apps.test",
+            AppOptions {
+                preauth: "sts",
+                prefix: "/fin/",
+                ..AppOptions::default()
+            },
+        )
+        .await;
+    let client = bench.client(&["fin.apps.test"]);
+    for rd in [
+        "https://evil.example/",
+        "//evil.example/x",
+        "/\\evil.example",
+        "/elsewhere",
+        "/fin/../admin",
+    ] {
+        let target = format!(
+            "{}?rd={}",
+            bench.url("fin.apps.test", "/fin/.postern/signin"),
+            url::form_urlencoded::byte_serialize(rd.as_bytes()).collect::<String>()
+        );
+        let r = client.get(&target).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{rd}");
+        assert!(r.headers().get("location").is_none(), "{rd}");
+    }
+    let ok = client
+        .get(format!(
+            "{}?rd=%2Ffin%2Freport",
+            bench.url("fin.apps.test", "/fin/.postern/signin")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 302);
+    assert!(
+        ok.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with(&bench.svc.issuer("acme"))
+    );
+
+    // A callback without the flow cookie, or with another state, names the cause.
+    let r = client
+        .get(bench.url("fin.apps.test", "/fin/.postern/callback?code=x&state=y"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("expired or was started in another window")
+    );
+    let browser = bench.browser(&["fin.apps.test"]);
+    let first = browser.get(&bench.url("fin.apps.test", "/fin/")).await.unwrap();
+    assert_eq!(first.status, 302);
+    let forged = browser
+        .get(&bench.url("fin.apps.test", "/fin/.postern/callback?code=x&state=forged"))
+        .await
+        .unwrap();
+    assert_eq!(forged.status, 400);
+    assert!(forged.body.contains("state mismatch"), "{}", forged.body);
+}
+
+#[tokio::test]
+async fn error_pages_for_missing_connectors_and_failing_backends() {
+    let bench = ProxyBench::start().await;
+    // No connector in the group: 503 at once.
+    let lonely = bench.create_group("lonely").await;
+    bench
+        .publish(
+            "orphan",
+            "orphan.apps.test",
+            AppOptions {
+                group: Some(lonely),
+                ..AppOptions::default()
+            },
+        )
+        .await;
+    let client = bench.client(&["orphan.apps.test", "down.apps.test", "slow.apps.test"]);
+    let started = Instant::now();
+    let r = client.get(bench.url("orphan.apps.test", "/")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("No connector serving this application is online")
+    );
+
+    let _c = bench.start_connector("gw-1", None).await;
+    // The backend refuses connections: 502 naming it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused_url = format!("http://{}/", closed.local_addr().unwrap());
+    drop(closed);
+    bench
+        .publish(
+            "down",
+            "down.apps.test",
+            AppOptions {
+                internal_url: Some(refused_url),
+                ..AppOptions::default()
+            },
+        )
+        .await;
+    bench
+        .publish(
+            "slow",
+            "slow.apps.test",
+            AppOptions {
+                backend_timeout_secs: 1,
+                ..AppOptions::default()
+            },
+        )
+        .await;
+    // The connector learns about new apps from its configuration watch.
+    let known = |url: String| {
+        let client = client.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let r = client.get(&url).send().await.unwrap();
+                let status = r.status();
+                let body = r.text().await.unwrap();
+                if !body.contains("does not know this application yet") || Instant::now() > deadline {
+                    break (status, body);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let down = known(bench.url("down.apps.test", "/")).await;
+    known(bench.url("slow.apps.test", "/echo")).await;
+    assert_eq!(down.0, 502, "{}", down.1);
+    assert!(down.1.contains("refused the connection"), "{}", down.1);
+    // The backend is too slow: 504 after the app's timeout, naming it.
+    let started = Instant::now();
+    let r = client
+        .get(bench.url("slow.apps.test", "/slow?ms=4000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(r.text().await.unwrap().contains("did not answer in time"));
+}
+
+#[tokio::test]
+async fn a_streamed_download_arrives_intact() {
+    let bench = ProxyBench::start().await;
+    let _c = bench.start_connector("gw-1", None).await;
+    bench.publish("files", "files.apps.test", AppOptions::default()).await;
+    let client = bench.client(&["files.apps.test"]);
+    let size: u64 = 20 * 1024 * 1024 + 123;
+    let mut r = client
+        .get(bench.url("files.apps.test", &format!("/download?bytes={size}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut len = 0u64;
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        len += chunk.len() as u64;
+        ctx.update(&chunk);
+    }
+    assert_eq!(len, size);
+    assert_eq!(
+        crate::proxy_harness::hex(ctx.finish().as_ref()),
+        crate::proxy_harness::pattern_sha256(size)
+    );
+}
