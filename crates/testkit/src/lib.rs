@@ -165,6 +165,11 @@ impl TestService {
         self.running().control()
     }
 
+    /// The front door of published apps.
+    pub fn edge(&self) -> &Arc<postern_edge::Edge> {
+        self.running().edge()
+    }
+
     /// The address of the mTLS control listener.
     pub fn control_addr(&self) -> std::net::SocketAddr {
         self.running().control_addr()

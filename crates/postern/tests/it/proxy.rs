@@ -546,3 +546,52 @@ async fn a_streamed_download_arrives_intact() {
         crate::proxy_harness::pattern_sha256(size)
     );
 }
+
+#[tokio::test]
+async fn sessions_survive_a_cookie_key_rotation() {
+    let bench = ProxyBench::start().await;
+    let _c = bench.start_connector("gw-1", None).await;
+    let app = bench
+        .publish(
+            "ops",
+            "ops.apps.test",
+            AppOptions {
+                preauth: "sts",
+                ..AppOptions::default()
+            },
+        )
+        .await;
+    bench.assign(&app, &bench.t.admin.id).await;
+    let browser = bench.browser(&["ops.apps.test"]);
+    let start = bench.url("ops.apps.test", "/echo");
+    assert_eq!(sign_in_to_app(&bench, &browser, &start).await.status, 200);
+    let before =
+        reqwest::cookie::CookieStore::cookies(browser.jar().as_ref(), &url::Url::parse(&start).unwrap()).unwrap();
+
+    // A new key seals from now on; the session sealed with the old one still opens.
+    bench.svc.edge().rotate_cookie_key().await.unwrap();
+    let r = browser
+        .client()
+        .get(&start)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A fresh sign-in gets a cookie sealed with the new key.
+    let other = bench.browser(&["ops.apps.test"]);
+    assert_eq!(sign_in_to_app(&bench, &other, &start).await.status, 200);
+    let after = reqwest::cookie::CookieStore::cookies(other.jar().as_ref(), &url::Url::parse(&start).unwrap()).unwrap();
+    let kid = |v: &reqwest::header::HeaderValue| {
+        v.to_str()
+            .unwrap()
+            .split("; ")
+            .find_map(|c| c.strip_prefix("__postern_s_"))
+            .and_then(|c| c.split('=').nth(1))
+            .and_then(|sealed| sealed.split('.').nth(1))
+            .unwrap()
+            .to_owned()
+    };
+    assert_ne!(kid(&before), kid(&after));
+}
