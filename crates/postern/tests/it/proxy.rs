@@ -595,3 +595,58 @@ async fn sessions_survive_a_cookie_key_rotation() {
     };
     assert_ne!(kid(&before), kid(&after));
 }
+
+#[tokio::test]
+async fn http2_clients_and_tls_terminating_load_balancers() {
+    let bench = ProxyBench::start_with(postern_testkit::TestService::builder().trust_loopback_proxy()).await;
+    let _c = bench.start_connector("gw-1", None).await;
+    bench.publish("plain", "plain.apps.test", AppOptions::default()).await;
+    bench
+        .publish(
+            "secure",
+            "secure.apps.test",
+            AppOptions {
+                https: true,
+                ..AppOptions::default()
+            },
+        )
+        .await;
+
+    // HTTP/2 (prior knowledge on cleartext) through the front door.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("plain.apps.test", bench.svc.local_addr_for_tests())
+        .build()
+        .unwrap();
+    let r = h2.get(bench.url("plain.apps.test", "/echo/h2")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let echo = json(r).await;
+    assert_eq!(echo["path"], "/app/echo/h2");
+
+    // An HTTPS app reached over plain HTTP without a proxy saying so: 308 to https.
+    let client = bench.client(&["secure.apps.test"]);
+    let r = client
+        .get(bench.url("secure.apps.test", "/echo?q=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(
+        r.headers()["location"].to_str().unwrap(),
+        format!("https://secure.apps.test:{}/echo?q=1", bench.port())
+    );
+    // From the trusted load balancer that terminated TLS: served, and the backend
+    // learns the user's address and scheme.
+    let r = client
+        .get(bench.url("secure.apps.test", "/echo"))
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-for", "198.51.100.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echo = json(r).await;
+    assert_eq!(header(&echo, "x-forwarded-proto"), Some("https"));
+    assert_eq!(header(&echo, "x-forwarded-for"), Some("198.51.100.7, 127.0.0.1"));
+}

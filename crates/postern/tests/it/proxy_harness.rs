@@ -285,6 +285,9 @@ pub struct AppOptions {
     pub translate_links: bool,
     /// Internal URL (the backend's when `None`).
     pub internal_url: Option<String>,
+    /// Publish at `https://` (the service itself still listens on plain HTTP, as
+    /// behind a TLS-terminating load balancer).
+    pub https: bool,
 }
 
 impl Default for AppOptions {
@@ -296,6 +299,7 @@ impl Default for AppOptions {
             backend_timeout_secs: 85,
             translate_links: false,
             internal_url: None,
+            https: false,
         }
     }
 }
@@ -319,7 +323,12 @@ pub struct ProxyBench {
 impl ProxyBench {
     /// Starts the service (manual clock) and the backend; bootstraps tenant `acme`.
     pub async fn start() -> ProxyBench {
-        let svc = TestService::builder().start().await.unwrap();
+        Self::start_with(TestService::builder()).await
+    }
+
+    /// Like [`ProxyBench::start`] with the service built by `builder`.
+    pub async fn start_with(builder: postern_testkit::TestServiceBuilder) -> ProxyBench {
+        let svc = builder.start().await.unwrap();
         let t = svc.bootstrap().await.unwrap();
         let token = svc.admin_token(&t.tenant, &t.admin).await.unwrap();
         ProxyBench {
@@ -383,7 +392,11 @@ impl ProxyBench {
     pub async fn publish(&self, name: &str, host: &str, o: AppOptions) -> Value {
         let mut body = json!({
             "name": name,
-            "external_url": self.url(host, o.prefix),
+            "external_url": if o.https {
+                format!("https://{host}:{}{}", self.port(), o.prefix)
+            } else {
+                self.url(host, o.prefix)
+            },
             "internal_url": o.internal_url.clone().unwrap_or_else(|| self.backend.internal_url()),
             "preauth": o.preauth,
             "backend_timeout_secs": o.backend_timeout_secs,
