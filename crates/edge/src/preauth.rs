@@ -90,6 +90,20 @@ pub(crate) fn safe_return_path(app: &App, candidate: &str) -> Option<String> {
     (under && !climbs).then(|| candidate.to_owned())
 }
 
+/// The session cookie's `Path`: the prefix without its final `/`, so `/docs`
+/// gets the cookie as well as `/docs/…` (and `/docsx` does not, RFC 6265 §5.1.4).
+fn session_cookie_path(app: &App) -> String {
+    match app.path_prefix.trim_end_matches('/') {
+        "" => "/".to_owned(),
+        p => p.to_owned(),
+    }
+}
+
+/// The flow cookie's `Path`: only the front door's own endpoints see it.
+fn flow_cookie_path(app: &App) -> String {
+    format!("{}.postern", app.path_prefix)
+}
+
 fn pkce_challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(digest(&SHA256, verifier.as_bytes()).as_ref())
 }
@@ -216,7 +230,7 @@ impl Edge {
             let cookie = set_cookie(
                 &flow_cookie_name(app),
                 &sealed,
-                &format!("{}.postern/", app.path_prefix),
+                &flow_cookie_path(app),
                 self.secure(app),
                 Some(self.options.flow_lifetime),
             );
@@ -250,7 +264,7 @@ impl Edge {
                 let clear = set_cookie(
                     &session_cookie_name(app),
                     "",
-                    &app.path_prefix,
+                    &session_cookie_path(app),
                     secure,
                     Some(std::time::Duration::ZERO),
                 );
@@ -278,7 +292,7 @@ impl Edge {
         let clear_flow = set_cookie(
             &flow_name,
             "",
-            &format!("{}.postern/", app.path_prefix),
+            &flow_cookie_path(app),
             secure,
             Some(std::time::Duration::ZERO),
         );
@@ -367,7 +381,13 @@ impl Edge {
                 x: (now + self.options.session_lifetime).secs(),
             };
             let sealed = seal_session(&self.cookies, app, &session)?;
-            let set = set_cookie(&session_cookie_name(app), &sealed, &app.path_prefix, secure, None);
+            let set = set_cookie(
+                &session_cookie_name(app),
+                &sealed,
+                &session_cookie_path(app),
+                secure,
+                None,
+            );
             let back = safe_return_path(app, &flow.r).unwrap_or_else(|| app.path_prefix.clone());
             tracing::info!(app = %app.name, user = %user.id, "pre-authenticated");
             Ok(with_cookies(
@@ -450,6 +470,14 @@ mod tests {
         assert!(wants_json(&parts(&[("sec-fetch-mode", "cors")], Method::GET)));
         assert!(wants_json(&parts(&[], Method::POST)));
         assert!(!wants_json(&parts(&[("accept", "text/html")], Method::POST)));
+    }
+
+    #[test]
+    fn cookie_paths_cover_the_prefix_with_and_without_its_slash() {
+        assert_eq!(session_cookie_path(&app("/")), "/");
+        assert_eq!(session_cookie_path(&app("/docs/")), "/docs");
+        assert_eq!(flow_cookie_path(&app("/docs/")), "/docs/.postern");
+        assert_eq!(flow_cookie_path(&app("/")), "/.postern");
     }
 
     #[test]

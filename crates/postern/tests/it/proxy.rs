@@ -340,8 +340,17 @@ async fn session_cookies_refuse_tampering_transplants_and_expiry() {
                 .status()
         }
     };
-    // The genuine cookie works on its own.
+    // The genuine cookie works on its own, and the browser sends it for the bare
+    // prefix too (`/one`, no slash).
     assert_eq!(with_cookie(one.clone(), format!("{name}={value}")).await, 200);
+    let bare = browser
+        .client()
+        .get(bench.url("pair.apps.test", "/one"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 200);
     // One flipped character anywhere: refused.
     let mut tampered: Vec<char> = value.chars().collect();
     let last = tampered.len() - 5;

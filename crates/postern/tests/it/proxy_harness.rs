@@ -318,6 +318,8 @@ pub struct ProxyBench {
     pub dir: tempfile::TempDir,
     http: reqwest::Client,
     logins: std::sync::atomic::AtomicUsize,
+    /// Log files of the connectors started, with their group.
+    connector_logs: std::sync::Mutex<Vec<(String, std::path::PathBuf)>>,
 }
 
 impl ProxyBench {
@@ -339,6 +341,7 @@ impl ProxyBench {
             dir: tempfile::tempdir().unwrap(),
             http: reqwest::Client::new(),
             logins: std::sync::atomic::AtomicUsize::new(0),
+            connector_logs: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -407,7 +410,49 @@ impl ProxyBench {
         }
         let (status, app) = self.api(reqwest::Method::POST, "/apps", Some(body)).await;
         assert_eq!(status, 201, "{app}");
+        self.wait_for_connector_config(app["connector_group"]["id"].as_str().unwrap())
+            .await;
         app
+    }
+
+    /// Waits (up to 20 s) until every connector started in `group_id` has loaded
+    /// the group's current configuration (it logs the version it loaded), so the
+    /// apps just published are known to it.
+    pub async fn wait_for_connector_config(&self, group_id: &str) {
+        let wanted = self
+            .svc
+            .store()
+            .connector_group(&self.t.tenant.id, group_id)
+            .await
+            .unwrap()
+            .config_version;
+        let logs: Vec<std::path::PathBuf> = self
+            .connector_logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(g, _)| g == group_id)
+            .map(|(_, log)| log.clone())
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for log in logs {
+            loop {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let loaded = text
+                    .lines()
+                    .filter(|l| l.contains("configuration loaded"))
+                    .filter_map(|l| l.split("version=").nth(1))
+                    .filter_map(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+                    .filter_map(|v| v.parse::<i64>().ok())
+                    .max()
+                    .unwrap_or(0);
+                // A stopped connector never catches up; only live ones count.
+                if loaded >= wanted || Instant::now() > deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
 
     /// Assigns a user to an app.
@@ -508,6 +553,10 @@ impl ProxyBench {
             Some(g) => g.to_owned(),
             None => self.default_group().await,
         };
+        self.connector_logs
+            .lock()
+            .unwrap()
+            .push((group.clone(), process.log.clone()));
         self.wait_for_tunnels(&group, |tunnels| {
             tunnels.iter().filter(|t| t.connector_id == connector_id).count() >= 2
         })
