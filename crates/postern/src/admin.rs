@@ -529,10 +529,10 @@ pub enum AppsCommand {
     Create {
         /// Unique name.
         name: String,
-        /// Where users reach it, e.g. https://wiki.example.com/docs/.
+        /// Where users reach it, e.g. `https://wiki.example.com/docs/`.
         #[arg(long)]
         external_url: String,
-        /// Where connectors forward to, e.g. http://wiki.corp.local:8080/.
+        /// Where connectors forward to, e.g. `http://wiki.corp.local:8080/`.
         #[arg(long)]
         internal_url: String,
         /// The other settings.

@@ -1,7 +1,7 @@
 //! The service's side of the tunnel to connectors (APP-3..APP-6, CON-5).
 //!
 //! A connector dials the control endpoint and upgrades one HTTP/1.1 request to
-//! [`postern_proto::tunnel::TUNNEL_UPGRADE`]; the control plane hands the upgraded
+//! `postern_proto::tunnel::TUNNEL_UPGRADE`; the control plane hands the upgraded
 //! connection to [`TunnelRegistry::attach`], which runs an HTTP/2 *client* on it.
 //! The front door then sends each user request with [`TunnelRegistry::send`] on
 //! one of the live tunnels of the app's connector group: the least busy one, and
