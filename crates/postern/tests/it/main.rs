@@ -14,6 +14,7 @@ mod mfa;
 mod oidc;
 mod proxy;
 mod proxy_harness;
+mod proxy_streams;
 mod pta;
 mod secrets;
 mod setup;

@@ -33,14 +33,43 @@ pub fn pattern_chunk(offset: u64, len: usize) -> Vec<u8> {
     (0..len as u64).map(|i| (((offset + i) * 31 + 7) % 251) as u8).collect()
 }
 
+/// The pattern repeats every 251 bytes.
+const PATTERN_PERIOD: u64 = 251;
+
+/// Hands out pattern bytes as slices of one precomputed block (no per-byte work:
+/// gigabytes of it stay cheap in a debug build).
+#[derive(Clone)]
+pub struct PatternSource {
+    block: Bytes,
+    chunk: usize,
+}
+
+impl PatternSource {
+    /// A source whose chunks are at most `chunk` bytes.
+    pub fn new(chunk: usize) -> Self {
+        Self {
+            block: Bytes::from(pattern_chunk(0, chunk + PATTERN_PERIOD as usize)),
+            chunk,
+        }
+    }
+
+    /// The pattern bytes at `offset`, at most one chunk and at most `left` bytes.
+    pub fn at(&self, offset: u64, left: u64) -> Bytes {
+        let n = left.min(self.chunk as u64) as usize;
+        let start = (offset % PATTERN_PERIOD) as usize;
+        self.block.slice(start..start + n)
+    }
+}
+
 /// SHA-256 of `len` pattern bytes, computed chunk by chunk.
 pub fn pattern_sha256(len: u64) -> String {
+    let source = PatternSource::new(1 << 20);
     let mut ctx = Context::new(&SHA256);
     let mut done = 0u64;
     while done < len {
-        let n = (len - done).min(1 << 20) as usize;
-        ctx.update(&pattern_chunk(done, n));
-        done += n as u64;
+        let chunk = source.at(done, len - done);
+        ctx.update(&chunk);
+        done += chunk.len() as u64;
     }
     hex(ctx.finish().as_ref())
 }
@@ -64,7 +93,11 @@ fn query(req: &Request<Incoming>, name: &str) -> Option<String> {
 /// - `…/slow?ms=N`: answers after N ms.
 /// - `…/sse?n=N&every=MS`: N server-sent events, one every MS.
 /// - `…/download?bytes=N`: N pattern bytes, streamed.
-/// - `…/upload`: hashes the streamed body: `{len, sha256}`.
+/// - `…/upload[?stall_after=N&stall_ms=MS]`: hashes the streamed body: `{len,
+///   sha256}` (pausing MS once N bytes are in).
+/// - `…/break?bytes=N[&length=L]`: N pattern bytes, then the connection is
+///   dropped mid-body (chunked; with `length`, a `Content-Length: L` it never
+///   reaches).
 /// - `…/ws`: a WebSocket echo.
 pub struct Backend {
     /// Where it listens.
@@ -81,7 +114,13 @@ impl Drop for Backend {
 impl Backend {
     /// Starts the backend on a free loopback port.
     pub async fn start() -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// Starts the backend on a free port of `ip` (e.g. the host's side of a
+    /// network namespace's link).
+    pub async fn start_on(ip: std::net::IpAddr) -> Backend {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             loop {
@@ -162,17 +201,43 @@ async fn handle(req: Request<Incoming>, me: SocketAddr) -> Result<Response<Backe
             .body(BodyExt::boxed(StreamBody::new(events)))
             .unwrap());
     }
+    if path.ends_with("/break") {
+        let total: u64 = query(&req, "bytes").and_then(|v| v.parse().ok()).unwrap_or(1 << 20);
+        let declared: Option<u64> = query(&req, "length").and_then(|v| v.parse().ok());
+        let source = PatternSource::new(64 * 1024);
+        let chunks = futures_util::stream::unfold(Some(0u64), move |state| {
+            let source = source.clone();
+            async move {
+                let done = state?;
+                if done >= total {
+                    // A body error: hyper drops the connection without ending
+                    // the body (no last chunk, Content-Length not reached).
+                    return Some((Err(std::io::Error::other("the backend died mid-body")), None));
+                }
+                let chunk = source.at(done, total - done);
+                let next = done + chunk.len() as u64;
+                Some((Ok(Frame::data(chunk)), Some(next)))
+            }
+        });
+        let mut response = Response::builder().header("content-type", "application/octet-stream");
+        if let Some(length) = declared {
+            response = response.header("content-length", length.to_string());
+        }
+        return Ok(response.body(BodyExt::boxed(StreamBody::new(chunks))).unwrap());
+    }
     if path.ends_with("/download") {
         let total: u64 = query(&req, "bytes").and_then(|v| v.parse().ok()).unwrap_or(1 << 20);
-        let chunks = futures_util::stream::unfold(0u64, move |done| async move {
-            if done >= total {
-                return None;
+        let source = PatternSource::new(64 * 1024);
+        let chunks = futures_util::stream::unfold(0u64, move |done| {
+            let source = source.clone();
+            async move {
+                if done >= total {
+                    return None;
+                }
+                let chunk = source.at(done, total - done);
+                let next = done + chunk.len() as u64;
+                Some((Ok::<_, std::io::Error>(Frame::data(chunk)), next))
             }
-            let n = (total - done).min(64 * 1024) as usize;
-            Some((
-                Ok::<_, std::io::Error>(Frame::data(Bytes::from(pattern_chunk(done, n)))),
-                done + n as u64,
-            ))
         });
         return Ok(Response::builder()
             .header("content-type", "application/octet-stream")
@@ -192,6 +257,16 @@ async fn handle(req: Request<Incoming>, me: SocketAddr) -> Result<Response<Backe
             values.push(Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()));
         }
     }
+    // `stall_after=N&stall_ms=MS`: stop reading for MS once N bytes are in (the
+    // sender has to hold back meanwhile).
+    let mut stall = query(&req, "stall_after")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|after| {
+            (
+                after,
+                query(&req, "stall_ms").and_then(|v| v.parse().ok()).unwrap_or(1000),
+            )
+        });
     let mut body = req.into_body();
     let mut ctx = Context::new(&SHA256);
     let mut len = 0u64;
@@ -200,6 +275,12 @@ async fn handle(req: Request<Incoming>, me: SocketAddr) -> Result<Response<Backe
         if let Ok(data) = frame.into_data() {
             len += data.len() as u64;
             ctx.update(&data);
+        }
+        if let Some((after, ms)) = stall
+            && len >= after
+        {
+            stall = None;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
         }
     }
     Ok(json_response(json!({
@@ -222,10 +303,9 @@ fn websocket_echo(mut req: Request<Incoming>) -> Response<BackendBody> {
         let Ok(upgraded) = on_upgrade.await else { return };
         let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         let (mut tx, mut rx) = ws.split();
+        // A close frame is answered by the next read (the stream then ends), so
+        // the close handshake completes.
         while let Some(Ok(msg)) = rx.next().await {
-            if msg.is_close() {
-                break;
-            }
             if (msg.is_text() || msg.is_binary()) && futures_util::SinkExt::send(&mut tx, msg).await.is_err() {
                 break;
             }
