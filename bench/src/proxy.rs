@@ -1,7 +1,7 @@
 //! The app proxy beside its peers, in one run, with one external load
 //! generator (`wrk`) on loopback:
 //!
-//! 1. **direct**: the backend alone (nginx returning 1 KiB from memory);
+//! 1. **direct**: the backend alone (nginx serving a static 1 KiB file);
 //! 2. **nginx hop**: one nginx reverse-proxy hop in front of it (keep-alive
 //!    upstream pool);
 //! 3. **rathole over TLS**: a rathole server and client (TLS transport) in
@@ -216,7 +216,7 @@ async fn run_inner(args: &ProxyArgs) -> anyhow::Result<()> {
         "wrk needs at least one thread and at least as many connections as threads"
     );
     let tools = Tools::find()?;
-    eprintln!("starting the backend (nginx, 1 KiB responses)…");
+    eprintln!("starting the backend (nginx, a static 1 KiB file)…");
     let backend = Nginx::backend(&tools.nginx).await?;
     let backend_host = backend.addr().to_string();
     probe::wait_ok(backend.addr(), &backend_host, BODY_LEN, Duration::from_secs(5))
@@ -323,12 +323,13 @@ async fn run_inner(args: &ProxyArgs) -> anyhow::Result<()> {
     drop(backend);
 
     let body = render(args, &tools, &results);
-    println!("{body}");
+    // The file first: a closed standard output must not lose the results.
     if let Some(file) = &args.write {
         ensure_intro(file)?;
         write_section(file, SECTION, &body)?;
         eprintln!("wrote section {SECTION:?} of {}", file.display());
     }
+    println!("{body}");
     Ok(())
 }
 
@@ -471,7 +472,7 @@ fn render(args: &ProxyArgs, tools: &Tools, results: &Results) -> String {
          One run on this machine ({cores} cores, everything on loopback), \
          `postern-bench proxy --seconds {s} --connections {c}` (release build); load from \
          `wrk -t{t} -c{c} -d{s}s --latency`, keep-alive and with `-H \"Connection: close\"`; \
-         backend: nginx returning 1 KiB from memory. Requests/s counts successful (2xx/3xx) \
+         backend: nginx serving a static 1 KiB file. Requests/s counts successful (2xx/3xx) \
          responses only; the last column is that rate relative to the direct row under the same \
          load in this run. Versions: {versions}.\n\n\
          | path | load | requests/s | p50 ms | p99 ms | errors | vs direct |\n\
@@ -576,7 +577,7 @@ fn render(args: &ProxyArgs, tools: &Tools, results: &Results) -> String {
     }
     out.push_str(
         "\nSetups (all on 127.0.0.1, ports chosen free, processes started by the harness and stopped with it):\n\n\
-         - **direct**: wrk → nginx (`worker_processes auto`, `return 200` with a 1 KiB body, no access log).\n\
+         - **direct**: wrk → nginx (`worker_processes auto`, a static 1 KiB file with `sendfile` and the open-file cache, no access log).\n\
          - **nginx hop**: wrk → nginx (`proxy_pass`, HTTP/1.1 upstream with a keep-alive pool of 64) → the backend.\n\
          - **rathole (TLS)**: wrk → rathole server (a TCP port per service) → TLS data channel (a fresh CA and an \
          ECDSA P-256 certificate for `localhost`, PKCS#12 via openssl) → rathole client → the backend. rathole \

@@ -1,4 +1,4 @@
-//! nginx as the backend (a 1 KiB response from memory) and as one
+//! nginx as the backend (a static 1 KiB file) and as one
 //! reverse-proxy hop in front of it, each a foreground process with its own
 //! temporary configuration directory.
 
@@ -23,13 +23,17 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    /// The backend: `GET` anything, get 200 with [`BODY_LEN`] bytes.
+    /// The backend: `GET` anything, get 200 with the same static file of
+    /// [`BODY_LEN`] bytes (`sendfile`, open-file cache).
     pub async fn backend(program: &Path) -> anyhow::Result<Self> {
-        let body = "x".repeat(BODY_LEN);
         Self::start(
             program,
             "backend",
-            &format!("location / {{ default_type text/plain; return 200 \"{body}\"; }}"),
+            "location / {\n\
+             \x20           root www;\n\
+             \x20           default_type text/plain;\n\
+             \x20           try_files /body.txt =404;\n\
+             \x20       }",
             "",
         )
         .await
@@ -55,6 +59,12 @@ impl Nginx {
         // Workers run as an unprivileged user when the harness is root: let them
         // into the directory (nothing secret in it).
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let www = dir.path().join("www");
+        std::fs::create_dir(&www)?;
+        std::fs::set_permissions(&www, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let body = www.join("body.txt");
+        std::fs::write(&body, "x".repeat(BODY_LEN))?;
+        std::fs::set_permissions(&body, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
         let port = free_port()?;
         let addr = loopback(port);
         let d = dir.path().display();
@@ -74,6 +84,8 @@ impl Nginx {
              \x20   scgi_temp_path {d}/scgi;\n\
              \x20   keepalive_timeout 60s;\n\
              \x20   keepalive_requests 1000000;\n\
+             \x20   sendfile on;\n\
+             \x20   open_file_cache max=64;\n\
              \x20   {upstream}\n\
              \x20   server {{\n\
              \x20       listen {addr} backlog=4096;\n\
