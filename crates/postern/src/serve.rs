@@ -1,4 +1,5 @@
-//! `postern serve`: runs the service until SIGINT or SIGTERM, then drains.
+//! `postern serve`: runs the service until SIGINT or SIGTERM, then drains;
+//! SIGHUP reloads the public listener's TLS certificates.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -74,7 +75,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         service.local_addr(),
         service.public_url()
     ));
-    shutdown_signal().await;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = reload_on_hangup(&service) => {}
+    }
     tracing::info!("shutting down: draining in-flight requests");
     service.shutdown().await;
     Ok(())
@@ -88,6 +92,30 @@ fn print_banner(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}");
     let _ = out.flush();
+}
+
+/// Reads the public listener's certificates again at every SIGHUP (after they
+/// are renewed); a broken set is logged and the current one stays. Never returns
+/// unless SIGHUP cannot be watched.
+async fn reload_on_hangup(service: &RunningService) {
+    #[cfg(unix)]
+    {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; restart the service to load renewed certificates");
+                return std::future::pending().await;
+            }
+        };
+        while hangup.recv().await.is_some() {
+            match service.reload_certificates() {
+                Ok(true) => {}
+                Ok(false) => tracing::info!("SIGHUP: the listener has no TLS certificates to reload"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: certificates not reloaded; the current ones stay"),
+            }
+        }
+    }
+    std::future::pending().await
 }
 
 async fn shutdown_signal() {

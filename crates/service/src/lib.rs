@@ -80,6 +80,8 @@ pub struct RunningService {
     servers: Vec<JoinHandle<()>>,
     tasks: JoinHandle<()>,
     setup_code: Option<SetupCode>,
+    certificates: Option<Arc<tls::SniResolver>>,
+    clock: SharedClock,
 }
 
 impl std::fmt::Debug for RunningService {
@@ -125,11 +127,11 @@ impl RunningService {
             .await
             .map_err(io(format!("listening on {}", config.listen)))?;
         let addr = tcp.local_addr().map_err(io("reading the listening address"))?;
-        let tls = tls::acceptor(&config, addr, &clock)?;
+        let public_tls = tls::acceptor(&config, addr, &clock)?;
         let public_url = match &config.public_url {
             Some(u) => u.clone(),
             None => {
-                let scheme = if tls.is_some() { "https" } else { "http" };
+                let scheme = if public_tls.is_some() { "https" } else { "http" };
                 Url::parse(&format!("{scheme}://{addr}")).map_err(|e| ServiceError::Tls(e.to_string()))?
             }
         };
@@ -180,7 +182,7 @@ impl RunningService {
             relay,
             tunnels,
             &keyring,
-            clock,
+            clock.clone(),
             &installation,
             control_config,
         )
@@ -196,7 +198,7 @@ impl RunningService {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let listener = listener::Listener {
             tcp,
-            tls,
+            tls: public_tls.as_ref().map(|t| t.acceptor.clone()),
             limits: config.limits.clone(),
             addressing: listener::ClientAddressing::new(config.trusted_proxies.clone()),
             edge: Some(listener::FrontDoor {
@@ -241,6 +243,8 @@ impl RunningService {
             servers: vec![server, control_server],
             tasks,
             setup_code,
+            certificates: public_tls.map(|t| t.resolver),
+            clock,
         })
     }
 
@@ -262,6 +266,17 @@ impl RunningService {
     /// The control plane.
     pub fn control(&self) -> &Arc<Control> {
         &self.control
+    }
+
+    /// Reads the public listener's certificates again (after renewing them) and
+    /// serves the new set to the next handshakes; open connections keep theirs.
+    /// On any problem the current set stays and the error says why. Returns
+    /// `false` when the listener has no TLS (plain HTTP behind a load balancer).
+    pub fn reload_certificates(&self) -> Result<bool, ServiceError> {
+        match &self.certificates {
+            Some(resolver) => resolver.reload(self.clock.now()).map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// The front door of published apps.

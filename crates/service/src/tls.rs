@@ -37,19 +37,29 @@ const SELF_SIGNED_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Backdating of a generated certificate, for clients whose clock is behind.
 const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(3600);
 
-/// The listener's TLS acceptor, or `None` if `config` asks for plain HTTP.
-/// `addr` is the bound address, naming the service when there is no public URL.
+/// The listener's TLS: the acceptor, and the resolver behind it that can read
+/// the certificates again.
+pub(crate) struct PublicTls {
+    pub(crate) acceptor: TlsAcceptor,
+    pub(crate) resolver: Arc<SniResolver>,
+}
+
+/// The listener's TLS, or `None` if `config` asks for plain HTTP. `addr` is the
+/// bound address, naming the service when there is no public URL.
 pub(crate) fn acceptor(
     config: &Config,
     addr: SocketAddr,
     clock: &SharedClock,
-) -> Result<Option<TlsAcceptor>, ServiceError> {
+) -> Result<Option<PublicTls>, ServiceError> {
     let Some(settings) = &config.tls else {
         return Ok(None);
     };
     let sources = Sources::new(settings, &config.data_dir, config.public_url.as_ref(), addr);
     let resolver = Arc::new(SniResolver::load(sources, clock.now())?);
-    Ok(Some(TlsAcceptor::from(server_config(resolver)?)))
+    Ok(Some(PublicTls {
+        acceptor: TlsAcceptor::from(server_config(resolver.clone())?),
+        resolver,
+    }))
 }
 
 /// TLS 1.2 and 1.3 with the aws-lc-rs provider, certificates from `resolver`,
@@ -118,14 +128,7 @@ impl SniResolver {
 
     /// Reads every certificate again (the list, the directory, the self-signed one)
     /// and serves the new set to the next handshakes. On any problem the current set
-    /// stays and the error says why. Meant for SIGHUP after certificates are renewed.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "not wired to a signal yet; the service's owner calls it once it is"
-        )
-    )]
+    /// stays and the error says why. `postern serve` calls it on SIGHUP.
     pub(crate) fn reload(&self, now: UnixTime) -> Result<(), ServiceError> {
         let table = Arc::new(CertTable::load(&self.sources, now)?);
         *self.table.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = table;

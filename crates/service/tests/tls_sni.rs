@@ -68,7 +68,8 @@ fn write_private(path: &Path, text: &str) {
     options.open(path).unwrap().write_all(text.as_bytes()).unwrap();
 }
 
-/// A TLS client trusting `anchors`, offering `alpn`.
+/// A TLS client trusting `anchors`, offering `alpn`, with full handshakes only (a
+/// resumed session reports the certificate of the session it resumes).
 fn connector(anchors: &[CertificateDer<'static>], alpn: &[&[u8]]) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for anchor in anchors {
@@ -81,6 +82,7 @@ fn connector(anchors: &[CertificateDer<'static>], alpn: &[&[u8]]) -> TlsConnecto
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.resumption = rustls::client::Resumption::disabled();
     TlsConnector::from(Arc::new(config))
 }
 
@@ -194,5 +196,76 @@ async fn self_signed_certificate_for_the_public_host_and_its_apps_is_kept() {
     let conn = handshake(&client, service.local_addr(), "login.example.test").await;
     assert_eq!(leaf(&conn), generated.to_vec());
     assert_eq!(CertificateDer::from_pem_file(&cert_path).unwrap(), generated);
+    service.shutdown().await;
+}
+
+/// Renewed certificates are picked up by a reload without a restart: the next
+/// handshake gets the new one, a connection opened before keeps working, and a
+/// broken set (a key that does not match) is refused while the current set stays.
+#[tokio::test]
+async fn renewed_certificates_are_served_after_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs_dir = dir.path().join("certs");
+    std::fs::create_dir(&certs_dir).unwrap();
+    let ca = TestCa::new();
+    let (login, _) = ca.issue(dir.path(), "login", &["login.example.test", "127.0.0.1"]);
+    let (_, old_der) = ca.issue(&certs_dir, "wiki", &["wiki.example.test"]);
+    let mut config = Config::local(dir.path().join("data"));
+    config.tls = Some(TlsSettings {
+        default: Some(login),
+        certificates: Vec::new(),
+        certificates_dir: Some(certs_dir.clone()),
+        self_signed: false,
+    });
+    let service = start(config).await;
+    let addr = service.local_addr();
+    let client = connector(std::slice::from_ref(&ca.der), &[b"http/1.1"]);
+    let mut before = handshake(&client, addr, "wiki.example.test").await;
+    assert_eq!(leaf(&before), old_der);
+
+    // Renewal: new files in place of the old ones, then a reload.
+    std::fs::remove_file(certs_dir.join("wiki.crt")).unwrap();
+    std::fs::remove_file(certs_dir.join("wiki.key")).unwrap();
+    let (_, new_der) = ca.issue(&certs_dir, "wiki", &["wiki.example.test"]);
+    assert_ne!(new_der, old_der);
+    assert_eq!(
+        leaf(&handshake(&client, addr, "wiki.example.test").await),
+        old_der,
+        "nothing changes before the reload"
+    );
+    assert!(service.reload_certificates().unwrap(), "the listener has TLS");
+    assert_eq!(leaf(&handshake(&client, addr, "wiki.example.test").await), new_der);
+
+    // The connection from before the reload still works.
+    before
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: wiki.example.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    before.read_to_end(&mut response).await.unwrap_or_default();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 "), "{response}");
+
+    // A broken renewal (the key of another certificate): refused, naming the
+    // file; the working set stays.
+    let (other, _) = ca.issue(dir.path(), "other", &["other.example.test"]);
+    std::fs::remove_file(certs_dir.join("wiki.key")).unwrap();
+    std::fs::copy(&other.key, certs_dir.join("wiki.key")).unwrap();
+    let err = service.reload_certificates().unwrap_err().to_string();
+    assert!(err.contains("wiki"), "{err}");
+    assert_eq!(
+        leaf(&handshake(&client, addr, "wiki.example.test").await),
+        new_der,
+        "the current set stays after a failed reload"
+    );
+    service.shutdown().await;
+}
+
+/// A listener without TLS has nothing to reload, and says so.
+#[tokio::test]
+async fn a_plain_listener_has_no_certificates_to_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = start(Config::local(dir.path().join("data"))).await;
+    assert!(!service.reload_certificates().unwrap());
     service.shutdown().await;
 }

@@ -17,5 +17,6 @@ mod proxy_harness;
 mod proxy_streams;
 mod pta;
 mod secrets;
+mod serve_signals;
 mod setup;
 mod tokens;
