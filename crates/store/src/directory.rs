@@ -518,7 +518,8 @@ impl Store {
         not_found_if_none(done.rows_affected())
     }
 
-    /// Deletes a user and everything that hangs off it (sessions, tokens, roles).
+    /// Deletes a user and everything that hangs off it (sessions, tokens, roles,
+    /// app assignments).
     /// Deleting the tenant's last enabled global administrator is refused
     /// (conflict).
     pub async fn delete_user(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
@@ -533,6 +534,16 @@ impl Store {
             .db()?;
         not_found_if_none(done.rows_affected())?;
         ensure_global_admin_remains(&mut tx, tenant_id).await?;
+        // Its app assignments too (they name it by ID, without a foreign key).
+        sqlx::query(
+            "DELETE FROM app_assignments WHERE principal_kind = 'user' AND principal_id = $1 \
+             AND app_id IN (SELECT id FROM apps WHERE tenant_id = $2)",
+        )
+        .bind(id)
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await
+        .db()?;
         tx.commit().await.db()
     }
 
@@ -873,16 +884,27 @@ impl Store {
         .db()
     }
 
-    /// Deletes a group (memberships go with it).
+    /// Deletes a group (memberships and app assignments go with it).
     pub async fn delete_group(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
         let _changed = self.routing_change();
+        let mut tx = self.pool.begin().await.db()?;
         let done = sqlx::query("DELETE FROM groups WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .db()?;
-        not_found_if_none(done.rows_affected())
+        not_found_if_none(done.rows_affected())?;
+        sqlx::query(
+            "DELETE FROM app_assignments WHERE principal_kind = 'group' AND principal_id = $1 \
+             AND app_id IN (SELECT id FROM apps WHERE tenant_id = $2)",
+        )
+        .bind(id)
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        tx.commit().await.db()
     }
 
     /// Adds a user to a group; both must belong to `tenant_id`. Idempotent.

@@ -1438,6 +1438,22 @@ async fn published_apps_and_assignments(backend: Backend) {
         .await
         .unwrap();
     assert!(!store.user_assigned_to_app(&wiki.id, &u.id).await.unwrap());
+    // Deleting a user or a group takes its assignments with it.
+    store
+        .assign_app(&a.id, &wiki.id, PrincipalKind::User, &u.id)
+        .await
+        .unwrap();
+    assert_eq!(store.app_assignments(&a.id, &wiki.id).await.unwrap().len(), 2);
+    store.delete_user(&a.id, &u.id).await.unwrap();
+    let left = store.app_assignments(&a.id, &wiki.id).await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    store.delete_group(&a.id, &staff.id).await.unwrap();
+    assert!(store.app_assignments(&a.id, &wiki.id).await.unwrap().is_empty());
+    assert!(!store.user_assigned_to_app(&wiki.id, &admin.id).await.unwrap());
+    assert!(
+        matches!(store.delete_group(&b.id, &staff.id).await, Err(StoreError::NotFound)),
+        "gone, and never another tenant's"
+    );
 
     let mut spec = app_spec("wiki", "wiki.a.test", "/", &group.id);
     spec.preauth = Preauth::Passthrough;
