@@ -42,7 +42,20 @@ use postern_sts::Sts;
 pub use routes::{Access, RouteSpec, Verb, routes};
 
 /// The admin API's routes (absolute paths under `/api/v1`), with state applied,
-/// for the service to merge into its router.
+/// for the service to merge into its router. Routes that act on the front door
+/// need a [`FrontDoorKeys`] as an `axum::Extension` layered on by the service;
+/// without one they answer 503.
 pub fn router(sts: Arc<Sts>) -> Router {
     routes::build(sts)
 }
+
+/// What the admin API asks of the front door (provided by the service, which
+/// owns it).
+pub trait FrontDoorKeys: Send + Sync {
+    /// Makes a new cookie key the sealing one; with `revoke_older`, deletes every
+    /// older key. Returns the new key's ID, or why it failed.
+    fn rotate_cookie_key(&self, revoke_older: bool) -> BoxFuture<'_, Result<String, String>>;
+}
+
+/// A boxed future of a [`FrontDoorKeys`] method.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

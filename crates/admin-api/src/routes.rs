@@ -249,6 +249,9 @@ static ROUTES: &[RouteSpec] = &[
     route(Post, "/api/v1/system/signing-keys/rotate", Access::Operator, |m| {
         on(m, system::rotate_signing_key)
     }),
+    route(Post, "/api/v1/system/cookie-keys/rotate", Access::Operator, |m| {
+        on(m, system::rotate_cookie_key)
+    }),
 ];
 
 /// Every route of the admin API, as the router serves them.

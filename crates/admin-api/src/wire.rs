@@ -710,6 +710,26 @@ pub struct SigningKeyRotated {
     pub kid: String,
 }
 
+/// `POST /api/v1/system/cookie-keys/rotate`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateCookieKey {
+    /// Also delete every older key, ending every app session and sign-in in
+    /// progress (after a suspected leak). Default: older keys keep opening the
+    /// sessions they sealed until those expire.
+    #[serde(default)]
+    pub revoke_older: bool,
+}
+
+/// Answer of `POST /api/v1/system/cookie-keys/rotate`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CookieKeyRotated {
+    /// Key ID of the new cookie key.
+    pub kid: String,
+    /// Whether the older keys were revoked.
+    pub revoked_older: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

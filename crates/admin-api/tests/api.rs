@@ -382,6 +382,7 @@ GET /api/v1/signins global_administrator
 GET /api/v1/audit global_administrator
 GET /api/v1/audit/verify operator
 POST /api/v1/system/signing-keys/rotate operator
+POST /api/v1/system/cookie-keys/rotate operator
 ";
 
 #[test]
@@ -1860,6 +1861,22 @@ async fn signins_are_listed_for_the_tenant() {
     let later = f.sts.now().secs();
     let r = f.get(&format!("/api/v1/signins?since={later}"), &acme).await;
     assert_eq!(r.json, json!([]));
+}
+
+/// Cookie keys belong to the installation's front door: operators only, and a
+/// router without a front door in its process answers 503 instead of
+/// pretending (the service always wires it; see the proxy tests).
+#[tokio::test]
+async fn cookie_key_rotation_is_for_operators_and_needs_the_front_door() {
+    let f = Fixture::new(Backend::Sqlite).await;
+    let tenant_admin = f.token(&f.acme, &f.acme_admin).await;
+    let r = f
+        .post("/api/v1/system/cookie-keys/rotate", &tenant_admin, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.json);
+    let operator = f.token(&f.ops, &f.ops_admin).await;
+    let r = f.post("/api/v1/system/cookie-keys/rotate", &operator, json!({})).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.json);
 }
 
 #[tokio::test]

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use postern_admin_api::wire::{
     AppSettings, AppView, AssignApp, AssignmentView, AuditChainStatus, AuditQuery, AuditView, ClientCreated,
-    ClientView, ComponentView, ConnectorGroupDetail, ConnectorGroupView, CreateClient, CreateConnectorGroup,
-    CreateDomain, CreateGroup, CreateRegistrationToken, CreateTenant, CreateUser, DomainView, ErrorBody, GroupView, Me,
-    MoveConnector, RegistrationTokenCreated, SetPassword, SigninQuery, SigninView, SigningKeyRotated, TenantCreated,
-    TenantView, UpdateDomain, UpdateTenantSettings, UpdateUser, UserRoles, UserView,
+    ClientView, ComponentView, ConnectorGroupDetail, ConnectorGroupView, CookieKeyRotated, CreateClient,
+    CreateConnectorGroup, CreateDomain, CreateGroup, CreateRegistrationToken, CreateTenant, CreateUser, DomainView,
+    ErrorBody, GroupView, Me, MoveConnector, RegistrationTokenCreated, RotateCookieKey, SetPassword, SigninQuery,
+    SigninView, SigningKeyRotated, TenantCreated, TenantView, UpdateDomain, UpdateTenantSettings, UpdateUser,
+    UserRoles, UserView,
 };
 use postern_keyring::SecretString;
 use postern_store::{DomainAuthMode, PrincipalKind, Role};
@@ -462,5 +463,16 @@ impl AdminClient {
     pub async fn rotate_signing_key(&self) -> Result<SigningKeyRotated, ClientError> {
         self.call(Method::POST, &["system", "signing-keys", "rotate"], NO_BODY)
             .await
+    }
+
+    /// `POST /system/cookie-keys/rotate` (operators): a new front-door cookie key;
+    /// with `revoke_older`, every app session ends.
+    pub async fn rotate_cookie_key(&self, revoke_older: bool) -> Result<CookieKeyRotated, ClientError> {
+        self.call(
+            Method::POST,
+            &["system", "cookie-keys", "rotate"],
+            Some(&RotateCookieKey { revoke_older }),
+        )
+        .await
     }
 }

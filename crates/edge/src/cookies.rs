@@ -67,7 +67,7 @@ impl CookieKeys {
         };
         ring.refresh(now).await?;
         if ring.newest_created().is_none() {
-            ring.rotate(now).await?;
+            ring.rotate(now, false).await?;
         }
         Ok(ring)
     }
@@ -92,14 +92,20 @@ impl CookieKeys {
         Ok(())
     }
 
-    /// Makes a new key the one that seals; the old ones keep opening.
-    pub(crate) async fn rotate(&self, now: UnixTime) -> Result<String, EdgeError> {
+    /// Makes a new key the one that seals. The old ones keep opening, unless
+    /// `revoke_older`: then they are deleted and every session and sign-in flow
+    /// sealed with them stops opening (on other instances at their next refresh).
+    pub(crate) async fn rotate(&self, now: UnixTime, revoke_older: bool) -> Result<String, EdgeError> {
         let kid = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         let raw = Zeroizing::new(postern_keyring::random_bytes::<32>()?);
         let sealed = self.keyring.seal(&context(&kid), raw.as_slice())?;
-        self.store.rotate_cookie_key(&kid, &sealed, now).await?;
+        self.store.rotate_cookie_key(&kid, &sealed, now, revoke_older).await?;
         self.refresh(now).await?;
-        tracing::info!(kid = %kid, "front-door cookie key rotated");
+        if revoke_older {
+            tracing::warn!(kid = %kid, "front-door cookie key rotated; older keys revoked: every app session ends");
+        } else {
+            tracing::info!(kid = %kid, "front-door cookie key rotated");
+        }
         Ok(kid)
     }
 

@@ -212,10 +212,13 @@ impl Edge {
             .await
     }
 
-    /// Makes a new cookie key the sealing one (sessions sealed with the old one
-    /// stay valid until they expire).
-    pub async fn rotate_cookie_key(&self) -> Result<String, EdgeError> {
-        self.cookies.rotate(self.now()).await
+    /// Makes a new cookie key the sealing one. Sessions sealed with the old one
+    /// stay valid until they expire, unless `revoke_older`: then every older key
+    /// is deleted and every app session and sign-in in progress ends at once on
+    /// this instance (on others at their next maintenance, within five minutes).
+    /// Returns the new key's ID.
+    pub async fn rotate_cookie_key(&self, revoke_older: bool) -> Result<String, EdgeError> {
+        self.cookies.rotate(self.now(), revoke_older).await
     }
 
     /// Periodic upkeep: rereads the cookie key ring (keys made or retired by
@@ -228,7 +231,7 @@ impl Edge {
             .newest_created()
             .is_none_or(|created| now.since(created) >= cookies::ROTATE_AFTER);
         if due {
-            self.cookies.rotate(now).await?;
+            self.cookies.rotate(now, false).await?;
         }
         Ok(())
     }

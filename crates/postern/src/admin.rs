@@ -89,6 +89,9 @@ pub enum AdminCommand {
     /// Token-signing keys of the installation (operators only).
     #[command(subcommand)]
     SigningKeys(SigningKeysCommand),
+    /// The front door's cookie keys (operators only).
+    #[command(subcommand)]
+    CookieKeys(CookieKeysCommand),
 }
 
 /// Flags of `postern admin login`.
@@ -718,6 +721,19 @@ pub enum SigningKeysCommand {
     Rotate,
 }
 
+/// `postern admin cookie-keys ...`
+#[derive(Subcommand, Debug)]
+pub enum CookieKeysCommand {
+    /// Seal app sessions with a new key now; sessions sealed with older keys keep
+    /// working until they expire, unless `--revoke-older`.
+    Rotate {
+        /// Also delete every older key: every app session and sign-in in
+        /// progress ends (after a suspected leak of the database and KEK).
+        #[arg(long)]
+        revoke_older: bool,
+    },
+}
+
 /// Runs an admin subcommand.
 pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
     let file = CredentialFile::default_location(|name| std::env::var_os(name))?;
@@ -815,6 +831,9 @@ async fn manage(client: &AdminClient, command: AdminCommand) -> anyhow::Result<(
             Ok(())
         }
         AdminCommand::SigningKeys(SigningKeysCommand::Rotate) => print_json(&client.rotate_signing_key().await?),
+        AdminCommand::CookieKeys(CookieKeysCommand::Rotate { revoke_older }) => {
+            print_json(&client.rotate_cookie_key(revoke_older).await?)
+        }
     }
 }
 

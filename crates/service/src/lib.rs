@@ -194,7 +194,7 @@ impl RunningService {
             postern_edge::EdgeOptions::default(),
         )
         .await?;
-        let app = routes::app(&sts, &control, &config, &public_url);
+        let app = routes::app(&sts, &control, &edge, &config, &public_url);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let listener = listener::Listener {
             tcp,

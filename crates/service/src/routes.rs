@@ -21,8 +21,24 @@ use url::Url;
 
 use crate::config::Config;
 
+/// The front door's key ring as the admin API sees it.
+struct EdgeKeys(Arc<postern_edge::Edge>);
+
+impl postern_admin_api::FrontDoorKeys for EdgeKeys {
+    fn rotate_cookie_key(&self, revoke_older: bool) -> postern_admin_api::BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move { self.0.rotate_cookie_key(revoke_older).await.map_err(|e| e.to_string()) })
+    }
+}
+
 /// Builds the whole application.
-pub(crate) fn app(sts: &Arc<Sts>, control: &Arc<Control>, config: &Config, public_url: &Url) -> Router {
+pub(crate) fn app(
+    sts: &Arc<Sts>,
+    control: &Arc<Control>,
+    edge: &Arc<postern_edge::Edge>,
+    config: &Config,
+    public_url: &Url,
+) -> Router {
+    let front_door: Arc<dyn postern_admin_api::FrontDoorKeys> = Arc::new(EdgeKeys(edge.clone()));
     let probes = Router::new()
         .route("/", get(landing))
         .route("/healthz", get(|| async { "ok" }))
@@ -31,7 +47,7 @@ pub(crate) fn app(sts: &Arc<Sts>, control: &Arc<Control>, config: &Config, publi
     let mut app = Router::new()
         .merge(probes)
         .merge(sts.router())
-        .merge(postern_admin_api::router(sts.clone()))
+        .merge(postern_admin_api::router(sts.clone()).layer(axum::Extension(front_door)))
         .merge(control.public_router())
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(config.limits.max_body_bytes))

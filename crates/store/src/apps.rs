@@ -577,15 +577,26 @@ impl Store {
         .db()
     }
 
-    /// Makes `key` the active cookie key, retiring the previous one (it still
-    /// decrypts until the caller stops listing it).
-    pub async fn rotate_cookie_key(&self, kid: &str, key_sealed: &[u8], now: UnixTime) -> Result<(), StoreError> {
+    /// Makes `key` the active cookie key. The previous one is retired (it still
+    /// decrypts until the caller stops listing it) or, with `revoke_older`, every
+    /// older key is deleted so nothing sealed with one opens again.
+    pub async fn rotate_cookie_key(
+        &self,
+        kid: &str,
+        key_sealed: &[u8],
+        now: UnixTime,
+        revoke_older: bool,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.db()?;
-        sqlx::query("UPDATE cookie_keys SET retired_at = $1 WHERE retired_at IS NULL")
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .db()?;
+        if revoke_older {
+            sqlx::query("DELETE FROM cookie_keys").execute(&mut *tx).await.db()?;
+        } else {
+            sqlx::query("UPDATE cookie_keys SET retired_at = $1 WHERE retired_at IS NULL")
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .db()?;
+        }
         sqlx::query("INSERT INTO cookie_keys (kid, key_sealed, created_at, retired_at) VALUES ($1, $2, $3, NULL)")
             .bind(kid)
             .bind(key_sealed)

@@ -1496,9 +1496,12 @@ async fn published_apps_and_assignments(backend: Backend) {
     assert_eq!(old.callback_url(), "https://old.a.test/.postern/callback");
 
     // Cookie keys rotate; retired keys are listed until forgotten.
-    store.rotate_cookie_key("k1", b"s1", T0).await.unwrap();
-    store.rotate_cookie_key("k2", b"s2", at(100)).await.unwrap();
+    store.rotate_cookie_key("k1", b"s1", T0, false).await.unwrap();
+    store.rotate_cookie_key("k2", b"s2", at(100), false).await.unwrap();
     let kids = |ks: Vec<CookieKeyRecord>| ks.into_iter().map(|k| k.kid).collect::<Vec<_>>();
     assert_eq!(kids(store.cookie_keys(at(50)).await.unwrap()), vec!["k2", "k1"]);
     assert_eq!(kids(store.cookie_keys(at(100)).await.unwrap()), vec!["k2"]);
+    // Revoking: every older key is gone at once, retired or not.
+    store.rotate_cookie_key("k3", b"s3", at(200), true).await.unwrap();
+    assert_eq!(kids(store.cookie_keys(T0).await.unwrap()), vec!["k3"]);
 }

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde_json::Value;
+use postern_testkit::Browser;
+use serde_json::{Value, json};
 
 use crate::proxy_harness::{AppOptions, ProxyBench};
 
@@ -578,7 +579,7 @@ async fn sessions_survive_a_cookie_key_rotation() {
         reqwest::cookie::CookieStore::cookies(browser.jar().as_ref(), &url::Url::parse(&start).unwrap()).unwrap();
 
     // A new key seals from now on; the session sealed with the old one still opens.
-    bench.svc.edge().rotate_cookie_key().await.unwrap();
+    bench.svc.edge().rotate_cookie_key(false).await.unwrap();
     let r = browser
         .client()
         .get(&start)
@@ -603,6 +604,75 @@ async fn sessions_survive_a_cookie_key_rotation() {
             .to_owned()
     };
     assert_ne!(kid(&before), kid(&after));
+}
+
+/// After a suspected leak an operator rotates the cookie key with
+/// `revoke_older` through the admin API: every app session sealed before stops
+/// opening at once (the user is asked to sign in again), the rotation is
+/// audited, and signing in again works.
+#[tokio::test]
+async fn revoking_cookie_keys_ends_every_app_session() {
+    let bench = ProxyBench::start().await;
+    let _c = bench.start_connector("gw-1", None).await;
+    let app = bench
+        .publish(
+            "ops",
+            "ops.apps.test",
+            AppOptions {
+                preauth: "sts",
+                ..AppOptions::default()
+            },
+        )
+        .await;
+    bench.assign(&app, &bench.t.admin.id).await;
+    let browser = bench.browser(&["ops.apps.test"]);
+    let start = bench.url("ops.apps.test", "/echo");
+    assert_eq!(sign_in_to_app(&bench, &browser, &start).await.status, 200);
+    let as_script = |b: &Browser| b.client().get(&start).header("accept", "application/json").send();
+    assert_eq!(as_script(&browser).await.unwrap().status(), 200);
+
+    // A plain rotation keeps the session.
+    let (status, rotated) = bench
+        .api(reqwest::Method::POST, "/system/cookie-keys/rotate", Some(json!({})))
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    assert_eq!(rotated["revoked_older"], false);
+    assert_eq!(as_script(&browser).await.unwrap().status(), 200);
+
+    // Revoking ends it.
+    let (status, revoked) = bench
+        .api(
+            reqwest::Method::POST,
+            "/system/cookie-keys/rotate",
+            Some(json!({"revoke_older": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!(revoked["revoked_older"], true);
+    assert_ne!(revoked["kid"], rotated["kid"]);
+    let r = as_script(&browser).await.unwrap();
+    assert_eq!(r.status(), 401, "the old session no longer opens");
+    let (status, audit) = bench.api(reqwest::Method::GET, "/audit", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        audit.to_string().contains("cookie_key.rotate"),
+        "the rotation is audited: {audit}"
+    );
+
+    // Signing in again works, with the new key.
+    let again = bench.browser(&["ops.apps.test"]);
+    assert_eq!(sign_in_to_app(&bench, &again, &start).await.status, 200);
+    assert_eq!(as_script(&again).await.unwrap().status(), 200);
+
+    // Unknown fields are refused, not ignored.
+    let (status, _) = bench
+        .api(
+            reqwest::Method::POST,
+            "/system/cookie-keys/rotate",
+            Some(json!({"revoke_everything": true})),
+        )
+        .await;
+    assert_eq!(status, 400);
 }
 
 #[tokio::test]
