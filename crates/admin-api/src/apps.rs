@@ -301,6 +301,34 @@ async fn principal_name(sts: &Sts, tenant_id: &str, kind: PrincipalKind, id: &st
     }
 }
 
+/// The ID of the user or group `given` names: its ID, a username or a group
+/// name, in the tenant. `None` when nothing matches.
+async fn resolve_principal(
+    sts: &Sts,
+    tenant_id: &str,
+    kind: PrincipalKind,
+    given: &str,
+) -> Result<Option<String>, ApiError> {
+    if principal_name(sts, tenant_id, kind, given).await?.is_some() {
+        return Ok(Some(given.to_owned()));
+    }
+    match kind {
+        PrincipalKind::User => match sts.store().user_by_username(tenant_id, given).await {
+            Ok(user) => Ok(Some(user.id)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        },
+        // Group names are unique in a tenant.
+        PrincipalKind::Group => Ok(sts
+            .store()
+            .groups(tenant_id)
+            .await?
+            .into_iter()
+            .find(|g| g.name == given)
+            .map(|g| g.id)),
+    }
+}
+
 /// The app's assignments with their names.
 async fn assignment_views(sts: &Sts, tenant_id: &str, app_id: &str) -> Result<Vec<AssignmentView>, ApiError> {
     let mut views = Vec::new();
@@ -321,7 +349,9 @@ pub(crate) async fn assignments(
 }
 
 /// `POST /api/v1/apps/{id}/assignments`: assigns a user or group of the
-/// tenant (idempotent). Answers with every assignment of the app.
+/// tenant (idempotent), named by ID, username or group name, so an application
+/// administrator (who may not list users) can name them. Answers with every
+/// assignment of the app.
 pub(crate) async fn assign(
     State(sts): State<Arc<Sts>>,
     caller: Caller,
@@ -330,7 +360,7 @@ pub(crate) async fn assign(
 ) -> Result<Json<Vec<AssignmentView>>, ApiError> {
     let tenant_id = &caller.tenant.id;
     sts.store().app(tenant_id, &id).await?;
-    if principal_name(&sts, tenant_id, req.kind, &req.id).await?.is_none() {
+    let Some(principal_id) = resolve_principal(&sts, tenant_id, req.kind, &req.id).await? else {
         let kind = match req.kind {
             PrincipalKind::User => "user",
             PrincipalKind::Group => "group",
@@ -339,21 +369,21 @@ pub(crate) async fn assign(
             "id: there is no {kind} {:?} in this tenant.",
             req.id
         )));
-    }
-    sts.store().assign_app(tenant_id, &id, req.kind, &req.id).await?;
+    };
+    sts.store().assign_app(tenant_id, &id, req.kind, &principal_id).await?;
     caller
         .audit(
             &sts,
             "app.assign",
             format!("app:{id}"),
-            json!({ "kind": req.kind, "id": req.id }),
+            json!({ "kind": req.kind, "id": principal_id }),
         )
         .await?;
     Ok(Json(assignment_views(&sts, tenant_id, &id).await?))
 }
 
-/// `DELETE /api/v1/apps/{id}/assignments/{kind}/{principal_id}`: 404 when the
-/// principal is not assigned.
+/// `DELETE /api/v1/apps/{id}/assignments/{kind}/{principal}`: the principal by
+/// ID or name; 404 when it is not assigned.
 pub(crate) async fn unassign(
     State(sts): State<Arc<Sts>>,
     caller: Caller,
@@ -366,6 +396,11 @@ pub(crate) async fn unassign(
             return Err(ApiError::bad_request(format!("kind: {other:?} is not user or group.")));
         }
     };
+    // A name works too, as long as it still names someone; otherwise the ID as
+    // given (a deleted principal's leftover assignment).
+    let principal_id = resolve_principal(&sts, &caller.tenant.id, kind, &principal_id)
+        .await?
+        .unwrap_or(principal_id);
     sts.store()
         .unassign_app(&caller.tenant.id, &id, kind, &principal_id)
         .await?;

@@ -461,7 +461,7 @@ pub struct AppView {
 pub struct AssignApp {
     /// `user` or `group`.
     pub kind: PrincipalKind,
-    /// The user's or group's ID.
+    /// The user's or group's ID, or the username or group name.
     pub id: String,
 }
 

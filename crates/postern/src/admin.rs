@@ -1067,12 +1067,12 @@ async fn apps(client: &AdminClient, cmd: AppsCommand) -> anyhow::Result<()> {
         }
         AppsCommand::Assign { app, principal } => {
             let id = find_app(client, &app).await?.id;
-            let (kind, principal) = principal_id(client, principal).await?;
+            let (kind, principal) = principal_id(principal)?;
             print_json(&client.assign_app(&id, kind, &principal).await?)
         }
         AppsCommand::Unassign { app, principal } => {
             let id = find_app(client, &app).await?.id;
-            let (kind, principal) = principal_id(client, principal).await?;
+            let (kind, principal) = principal_id(principal)?;
             done(client.unassign_app(&id, kind, &principal).await, "assignment removed")
         }
     }
@@ -1105,10 +1105,13 @@ async fn find_app(client: &AdminClient, app: &str) -> anyhow::Result<AppView> {
 }
 
 /// The kind and ID of the user or group an assignment names.
-async fn principal_id(client: &AdminClient, principal: PrincipalArg) -> anyhow::Result<(PrincipalKind, String)> {
+/// The principal as the assignment routes take it: the service resolves an ID,
+/// a username or a group name (an application administrator may not list users
+/// or groups to look the ID up).
+fn principal_id(principal: PrincipalArg) -> anyhow::Result<(PrincipalKind, String)> {
     match (principal.user, principal.group) {
-        (Some(user), _) => Ok((PrincipalKind::User, user_id(client, &user).await?)),
-        (None, Some(group)) => Ok((PrincipalKind::Group, group_id(client, &group).await?)),
+        (Some(user), _) => Ok((PrincipalKind::User, user.trim().to_owned())),
+        (None, Some(group)) => Ok((PrincipalKind::Group, group.trim().to_owned())),
         (None, None) => bail!("name a user (--user) or a group (--group)"),
     }
 }

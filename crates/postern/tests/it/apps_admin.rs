@@ -793,6 +793,67 @@ async fn users_and_groups_are_assigned_and_unassigned() {
     assert_eq!((count("app.assign"), count("app.unassign")), (3, 2));
 }
 
+/// An application administrator may not list users or groups, yet names them
+/// by username and group name when assigning: the service resolves names in
+/// the caller's tenant only, and unassigns by name too.
+#[tokio::test]
+async fn application_administrators_assign_by_name() {
+    let f = fixture().await;
+    let wiki = f
+        .admin
+        .create_app(&settings("Wiki", "https://wiki.example.com/", "http://wiki.corp/"))
+        .await
+        .unwrap();
+    let jo = f.user("jo", None).await;
+    let staff = f
+        .admin
+        .create_group(&CreateGroup {
+            name: "staff".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    let app_admin = f.user("apps", Some(Role::ApplicationAdministrator)).await;
+    let apps = client_for(&f.svc, &f.t.tenant, &app_admin).await;
+    assert_eq!(refusal(apps.users().await).0, 403, "may not list users");
+
+    let after = apps
+        .assign_app(&wiki.id, PrincipalKind::User, "Jo@Acme.test")
+        .await
+        .unwrap();
+    assert_eq!(
+        (after[0].id.as_str(), after[0].kind),
+        (jo.id.as_str(), PrincipalKind::User)
+    );
+    let after = apps.assign_app(&wiki.id, PrincipalKind::Group, "staff").await.unwrap();
+    assert!(after.iter().any(|a| a.id == staff.id), "{after:?}");
+    // The audit log names the resolved ID.
+    let audit = f.svc.store().audit_entries(&f.t.tenant.id, 0, 1000).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "app.assign" && e.detail.contains(&jo.id)),
+        "{audit:?}"
+    );
+
+    // Another tenant's user is not found by name.
+    let (_, beta_admin) = second_tenant(&f.svc).await;
+    let (status, message, _) = refusal(
+        apps.assign_app(&wiki.id, PrincipalKind::User, &beta_admin.username)
+            .await,
+    );
+    assert_eq!(status, 400);
+    assert!(message.contains("no user"), "{message}");
+
+    apps.unassign_app(&wiki.id, PrincipalKind::User, "jo@acme.test")
+        .await
+        .unwrap();
+    apps.unassign_app(&wiki.id, PrincipalKind::Group, &staff.id)
+        .await
+        .unwrap();
+    assert!(apps.app_assignments(&wiki.id).await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn connectors_receive_the_apps_of_their_group_only() {
     let f = fixture().await;
