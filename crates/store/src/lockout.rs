@@ -1,6 +1,7 @@
 //! Smart-lockout counters and the networks a user usually signs in from.
 
 use postern_time::UnixTime;
+use sqlx::Row;
 
 use crate::error::SqlxResultExt;
 use crate::{Store, StoreError};
@@ -39,7 +40,77 @@ pub struct LockoutState {
     pub last_failure_at: UnixTime,
 }
 
+impl LockoutState {
+    /// No failures, never locked.
+    pub const CLEAN: LockoutState = LockoutState {
+        failures: 0,
+        lockout_count: 0,
+        locked_until: UnixTime::from_secs(0),
+        last_failure_at: UnixTime::from_secs(0),
+    };
+}
+
+/// What smart lockout needs before a password is checked, read at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockoutContext {
+    /// When the user last signed in successfully from the network, if ever.
+    pub network_seen: Option<UnixTime>,
+    /// The account's counters from familiar locations.
+    pub familiar: LockoutState,
+    /// The account's counters from anywhere else.
+    pub unfamiliar: LockoutState,
+}
+
 impl Store {
+    /// The account's counters for both classes of location and, for an existing
+    /// user, when they last signed in from `network`: one round trip, as every
+    /// sign-in asks for them before its password is checked.
+    pub async fn lockout_context(
+        &self,
+        tenant_id: &str,
+        account: &str,
+        user_id: Option<&str>,
+        network: &str,
+    ) -> Result<LockoutContext, StoreError> {
+        let rows = sqlx::query(
+            "SELECT 'network' AS kind, last_seen_at AS failures, 0 AS lockout_count, 0 AS locked_until, \
+             0 AS last_failure_at FROM familiar_networks WHERE user_id = $1 AND network = $2 \
+             UNION ALL \
+             SELECT location, failures, lockout_count, locked_until, last_failure_at FROM lockouts \
+             WHERE tenant_id = $3 AND account = $4",
+        )
+        // User IDs are never empty: no user, no network row.
+        .bind(user_id.unwrap_or(""))
+        .bind(network)
+        .bind(tenant_id)
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        let mut context = LockoutContext {
+            network_seen: None,
+            familiar: LockoutState::CLEAN,
+            unfamiliar: LockoutState::CLEAN,
+        };
+        for row in rows {
+            let kind: String = row.try_get(0).db()?;
+            let number = |i: usize| -> Result<i64, StoreError> { row.try_get::<i64, _>(i).db() };
+            let state = LockoutState {
+                failures: number(1)?,
+                lockout_count: number(2)?,
+                locked_until: UnixTime::from_secs(number(3)?),
+                last_failure_at: UnixTime::from_secs(number(4)?),
+            };
+            match kind.as_str() {
+                "network" => context.network_seen = Some(UnixTime::from_secs(number(1)?)),
+                "familiar" => context.familiar = state,
+                "unfamiliar" => context.unfamiliar = state,
+                _ => {}
+            }
+        }
+        Ok(context)
+    }
+
     /// Current counters for an account (all zero if none).
     pub async fn lockout_state(
         &self,
@@ -57,12 +128,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await
         .db()?;
-        Ok(row.unwrap_or(LockoutState {
-            failures: 0,
-            lockout_count: 0,
-            locked_until: UnixTime::from_secs(0),
-            last_failure_at: UnixTime::from_secs(0),
-        }))
+        Ok(row.unwrap_or(LockoutState::CLEAN))
     }
 
     /// Stores new counters for an account.

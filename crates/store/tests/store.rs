@@ -801,6 +801,52 @@ async fn lockout_counters(backend: Backend) {
         !store.is_familiar_network(&u.id, "10.0.0.0/24", at(20)).await.unwrap(),
         "older than the window"
     );
+
+    // All of it in one read: the network, and both classes' counters.
+    let familiar = LockoutState {
+        failures: 1,
+        lockout_count: 0,
+        locked_until: at(0),
+        last_failure_at: at(5),
+    };
+    store
+        .put_lockout_state(&a.id, "x@a.test", LocationClass::Familiar, &familiar)
+        .await
+        .unwrap();
+    let context = store
+        .lockout_context(&a.id, "x@a.test", Some(&u.id), "10.0.0.0/24")
+        .await
+        .unwrap();
+    assert_eq!(
+        context,
+        LockoutContext {
+            network_seen: Some(at(20)),
+            familiar,
+            unfamiliar: st,
+        }
+    );
+    let elsewhere = store
+        .lockout_context(&a.id, "x@a.test", Some(&u.id), "192.0.2.0/24")
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.network_seen, None);
+    let no_user = store
+        .lockout_context(&a.id, "nobody@a.test", None, "10.0.0.0/24")
+        .await
+        .unwrap();
+    assert_eq!(
+        no_user,
+        LockoutContext {
+            network_seen: None,
+            familiar: LockoutState::CLEAN,
+            unfamiliar: LockoutState::CLEAN,
+        }
+    );
+    let other_tenant = store
+        .lockout_context("another-tenant", "x@a.test", None, "10.0.0.0/24")
+        .await
+        .unwrap();
+    assert_eq!(other_tenant.unfamiliar, LockoutState::CLEAN, "counters are per tenant");
 }
 
 async fn audit_chain_detects_tampering(backend: Backend) {

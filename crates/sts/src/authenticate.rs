@@ -174,7 +174,9 @@ impl Sts {
         }
         match self.ask_agents(tenant, username, password).await? {
             Ok((ValidationOutcome::Success, Some(account))) => {
-                let user = self.provision_directory_user(tenant, username, &account).await?;
+                let user = self
+                    .provision_directory_user(tenant, username, &account, user.as_ref())
+                    .await?;
                 self.record_attempt(tenant, attempt, AttemptOutcome::Success { user_id: &user.id, ip })
                     .await?;
                 Ok(if user.enabled {
@@ -325,6 +327,7 @@ impl Sts {
         tenant: &Tenant,
         typed: &str,
         account: &AccountAttributes,
+        known: Option<&User>,
     ) -> Result<User, StsError> {
         let now = self.now();
         let upn = postern_store::normalize_username(&account.upn);
@@ -333,17 +336,31 @@ impl Sts {
         } else {
             postern_store::normalize_username(typed)
         };
-        let user = self
-            .store
-            .upsert_directory_user(
-                &tenant.id,
-                &account.stable_id,
-                &username,
-                &account.display_name,
-                account.mail.as_deref(),
-                now,
-            )
-            .await?;
+        // The account as read at the start of this sign-in, if nothing about it
+        // changed: the common case of a returning user, without another query.
+        let unchanged = known.filter(|u| {
+            u.source == UserSource::Directory
+                && u.tenant_id == tenant.id
+                && u.external_id.as_deref() == Some(account.stable_id.as_str())
+                && u.username == username
+                && u.display_name == account.display_name
+                && u.email.as_deref() == account.mail.as_deref()
+        });
+        let user = match unchanged {
+            Some(u) => u.clone(),
+            None => {
+                self.store
+                    .upsert_directory_user(
+                        &tenant.id,
+                        &account.stable_id,
+                        &username,
+                        &account.display_name,
+                        account.mail.as_deref(),
+                        now,
+                    )
+                    .await?
+            }
+        };
         self.store
             .set_directory_groups(&tenant.id, &user.id, &account.groups, now)
             .await?;

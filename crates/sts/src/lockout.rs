@@ -223,15 +223,19 @@ impl Sts {
         ip: ClientIp,
     ) -> Result<LockoutDecision, StsError> {
         let now = self.now();
-        let network_seen = match user {
-            Some(u) => self.store.network_last_seen(&u.id, &ip.network()).await?,
-            None => None,
-        };
+        let context = self
+            .store
+            .lockout_context(&tenant.id, account, user.map(|u| u.id.as_str()), &ip.network())
+            .await?;
+        let network_seen = context.network_seen;
         let location = match network_seen {
             Some(seen) if seen > now - FAMILIAR_FOR => LocationClass::Familiar,
             _ => LocationClass::Unfamiliar,
         };
-        let mut state = self.store.lockout_state(&tenant.id, account, location).await?;
+        let mut state = match location {
+            LocationClass::Familiar => context.familiar,
+            LocationClass::Unfamiliar => context.unfamiliar,
+        };
         if state.locked_until > now {
             return Ok(LockoutDecision::Locked {
                 until: state.locked_until,
