@@ -22,6 +22,7 @@ const ENV_KEYS: &[&str] = &[
     "public_url",
     "listen",
     "database_url",
+    "database_max_connections",
     "kek",
     "log_format",
     "trusted_proxies",
@@ -83,6 +84,10 @@ pub struct RawConfig {
     /// `postgres://...` to scale out; default: SQLite in the data dir.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
+    /// Most database connections this instance opens; default 4 on SQLite, 16 on
+    /// PostgreSQL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_max_connections: Option<u32>,
     /// Key-encryption key ring (`ID:BASE64` entries); default: the `kek` file in the
     /// data dir. Give it through the environment, not the file.
     #[serde(skip_serializing)]
@@ -288,6 +293,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Database URL.
     pub database_url: String,
+    /// Most database connections; `None`: the default for the database.
+    pub database_max_connections: Option<u32>,
     /// KEK ring from configuration, if not from the data dir.
     pub kek: Option<SecretString>,
     /// Log format.
@@ -382,6 +389,9 @@ impl RawConfig {
             }
             None => format!("sqlite://{}", data_dir.join("postern.db").display()),
         };
+        if self.database_max_connections == Some(0) {
+            problems.push("database_max_connections must be at least 1".into());
+        }
         let log_format = match self.log_format.as_deref().unwrap_or("pretty") {
             "pretty" => LogFormat::Pretty,
             "json" => LogFormat::Json,
@@ -465,6 +475,7 @@ impl RawConfig {
             public_url,
             listen,
             database_url,
+            database_max_connections: self.database_max_connections,
             kek: self.kek,
             log_format,
             trusted_proxies,
@@ -552,6 +563,7 @@ impl Config {
     pub fn local(data_dir: PathBuf) -> Self {
         Self {
             database_url: format!("sqlite://{}", data_dir.join("postern.db").display()),
+            database_max_connections: None,
             data_dir,
             public_url: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -578,6 +590,7 @@ mod tests {
             public_url: Some("http://login.example.com/path".into()),
             listen: Some("nonsense".into()),
             database_url: Some("mysql://x".into()),
+            database_max_connections: Some(0),
             log_format: Some("xml".into()),
             trusted_proxies: Some(vec!["10.0.0.0/8".into(), "bogus".into()]),
             tls: Some(RawTls {
@@ -599,6 +612,7 @@ mod tests {
             "origin only",
             "https unless",
             "database_url",
+            "database_max_connections",
             "log_format",
             "bogus",
             "cert and key",
@@ -635,6 +649,7 @@ mod tests {
         let c = RawConfig::default().validate().unwrap();
         assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
         assert!(c.database_url.starts_with("sqlite://"));
+        assert_eq!(c.database_max_connections, None, "the store's default for the database");
         assert!(c.public_url.is_none());
         let c = RawConfig {
             public_url: Some("http://127.0.0.1:9000".into()),
@@ -660,7 +675,7 @@ mod tests {
         let ok = dir.path().join("ok.toml");
         std::fs::write(
             &ok,
-            "listen = \"0.0.0.0:8443\"\npublic_url = \"https://login.example.com\"\n[limits]\nmax_connections = 5\n",
+            "listen = \"0.0.0.0:8443\"\npublic_url = \"https://login.example.com\"\ndatabase_max_connections = 8\n[limits]\nmax_connections = 5\n",
         )
         .unwrap();
         let flags = RawConfig {
@@ -670,6 +685,7 @@ mod tests {
         let c = RawConfig::load(Some(&ok), &flags).unwrap().validate().unwrap();
         assert_eq!(c.listen.port(), 9443, "flags win over the file");
         assert_eq!(c.limits.max_connections, 5);
+        assert_eq!(c.database_max_connections, Some(8));
         assert!(RawConfig::load(Some(&dir.path().join("missing.toml")), &RawConfig::default()).is_err());
     }
     #[test]

@@ -122,7 +122,11 @@ impl RunningService {
             Some(text) => Keyring::from_text(text.expose())?,
             None => Keyring::load_or_create(&config.data_dir.join("kek"))?,
         });
-        let store = Store::connect(&StoreOptions::new(&config.database_url)).await?;
+        let mut store_options = StoreOptions::new(&config.database_url);
+        if let Some(n) = config.database_max_connections {
+            store_options.max_connections = n;
+        }
+        let store = Store::connect(&store_options).await?;
         let tcp = TcpListener::bind(config.listen)
             .await
             .map_err(io(format!("listening on {}", config.listen)))?;

@@ -299,4 +299,16 @@ mod tests {
         assert!(!sqlite.is_empty());
         assert_eq!(sqlite, postgres);
     }
+
+    #[test]
+    fn pool_size_defaults_by_database() {
+        assert_eq!(
+            StoreOptions::new("sqlite:///tmp/x.db").max_connections,
+            SQLITE_CONNECTIONS
+        );
+        assert_eq!(
+            StoreOptions::new("postgres://postgres@127.0.0.1/test").max_connections,
+            POSTGRES_CONNECTIONS
+        );
+    }
 }
