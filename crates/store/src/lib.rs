@@ -284,6 +284,8 @@ pub(crate) fn flag(flag: bool) -> i64 {
 mod tests {
     use std::collections::BTreeSet;
 
+    use super::{POSTGRES_CONNECTIONS, SQLITE_CONNECTIONS, StoreOptions};
+
     fn names(dir: &str) -> BTreeSet<String> {
         std::fs::read_dir(dir)
             .unwrap()
