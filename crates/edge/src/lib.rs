@@ -37,6 +37,10 @@ use postern_tunnel::TunnelRegistry;
 pub use forward::{ASSERTION_HEADER, EMAIL_HEADER, GROUPS_HEADER, USER_HEADER};
 pub use routing::{Routed, Routing, normalize_host};
 
+/// `Strict-Transport-Security` of HTTPS apps: a year, the app's host only (its
+/// subdomains may be other apps, or not ours).
+const HSTS: &str = "max-age=31536000";
+
 /// Most identity assertions kept for reuse.
 const MAX_CACHED_ASSERTIONS: usize = 16_384;
 
@@ -168,8 +172,22 @@ impl Edge {
     }
 
     /// Serves a request on an app host: `routing` from [`Edge::route`] (not
-    /// [`Routing::NotAnAppHost`]).
+    /// [`Routing::NotAnAppHost`]). Responses of an HTTPS app reached over HTTPS
+    /// carry HSTS (a year, this host only) unless the backend sent its own.
     pub async fn handle(&self, routing: Routing, request: Request<Incoming>, client: ClientInfo) -> Response {
+        let https_app = matches!(&routing, Routing::App(r) if r.app.external_scheme == postern_store::ExternalScheme::Https)
+            && client.proto == "https";
+        let mut response = self.handle_routed(routing, request, client).await;
+        if https_app {
+            response
+                .headers_mut()
+                .entry(http::header::STRICT_TRANSPORT_SECURITY)
+                .or_insert(http::HeaderValue::from_static(HSTS));
+        }
+        response
+    }
+
+    async fn handle_routed(&self, routing: Routing, request: Request<Incoming>, client: ClientInfo) -> Response {
         let request_id = uuid::Uuid::new_v4().to_string();
         if request.uri().path() == "/robots.txt" {
             return pages::robots();

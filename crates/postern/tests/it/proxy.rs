@@ -700,6 +700,10 @@ async fn http2_clients_and_tls_terminating_load_balancers() {
     let r = h2.get(bench.url("plain.apps.test", "/echo/h2")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
+    assert!(
+        !r.headers().contains_key("strict-transport-security"),
+        "no HSTS for an HTTP app"
+    );
     let echo = json(r).await;
     assert_eq!(echo["path"], "/app/echo/h2");
 
@@ -715,6 +719,10 @@ async fn http2_clients_and_tls_terminating_load_balancers() {
         r.headers()["location"].to_str().unwrap(),
         format!("https://secure.apps.test:{}/echo?q=1", bench.port())
     );
+    assert!(
+        !r.headers().contains_key("strict-transport-security"),
+        "HSTS only over HTTPS"
+    );
     // From the trusted load balancer that terminated TLS: served, and the backend
     // learns the user's address and scheme.
     let r = client
@@ -725,6 +733,11 @@ async fn http2_clients_and_tls_terminating_load_balancers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["strict-transport-security"],
+        "max-age=31536000",
+        "HTTPS apps get HSTS for their host"
+    );
     let echo = json(r).await;
     assert_eq!(header(&echo, "x-forwarded-proto"), Some("https"));
     assert_eq!(header(&echo, "x-forwarded-for"), Some("198.51.100.7, 127.0.0.1"));
