@@ -41,6 +41,9 @@ pub use routing::{Routed, Routing, normalize_host};
 /// subdomains may be other apps, or not ours).
 const HSTS: &str = "max-age=31536000";
 
+/// How often a running service rereads the cookie key ring.
+pub const COOKIE_KEYS_REFRESH: Duration = Duration::from_secs(30);
+
 /// Most identity assertions kept for reuse.
 const MAX_CACHED_ASSERTIONS: usize = 16_384;
 
@@ -233,10 +236,19 @@ impl Edge {
     /// Makes a new cookie key the sealing one. Sessions sealed with the old one
     /// stay valid until they expire, unless `revoke_older`: then every older key
     /// is deleted and every app session and sign-in in progress ends at once on
-    /// this instance (on others at their next maintenance, within five minutes).
+    /// this instance (on others at their next refresh, within
+    /// [`COOKIE_KEYS_REFRESH`]).
     /// Returns the new key's ID.
     pub async fn rotate_cookie_key(&self, revoke_older: bool) -> Result<String, EdgeError> {
         self.cookies.rotate(self.now(), revoke_older).await
+    }
+
+    /// Rereads the cookie key ring: keys another instance made, retired or
+    /// revoked take effect here. The service does it every
+    /// [`COOKIE_KEYS_REFRESH`], so a revocation reaches every instance within
+    /// that time.
+    pub async fn refresh_cookie_keys(&self) -> Result<(), EdgeError> {
+        self.cookies.refresh(self.now()).await
     }
 
     /// Periodic upkeep: rereads the cookie key ring (keys made or retired by

@@ -1,6 +1,7 @@
 //! Background maintenance: signing-key rotation when due, component upkeep
-//! (renewal grace periods, expired components), front-door cookie keys, and
-//! purging expired short-lived records. Runs until shutdown.
+//! (renewal grace periods, expired components), front-door cookie keys (reread
+//! every 30 s, rotated when due), and purging expired short-lived records. Runs
+//! until shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +23,18 @@ pub(crate) async fn maintenance(
 ) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut keys_tick = tokio::time::interval(postern_edge::COOKIE_KEYS_REFRESH);
+    keys_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            _ = keys_tick.tick() => {
+                // Cookie keys revoked or made by another instance.
+                if let Err(e) = edge.refresh_cookie_keys().await {
+                    tracing::warn!(error = %e, "rereading the front-door cookie keys failed");
+                }
+                continue;
+            }
             _ = shutdown.changed() => return,
         }
         if let Err(e) = sts.maintain_signing_keys().await {

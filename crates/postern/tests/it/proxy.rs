@@ -675,6 +675,50 @@ async fn revoking_cookie_keys_ends_every_app_session() {
     assert_eq!(status, 400);
 }
 
+/// A revocation made by another instance (a second front door on the same
+/// database and KEK) reaches this one when it rereads the key ring, which a
+/// running service does every 30 s: until then the old session opens here,
+/// afterwards it does not.
+#[tokio::test]
+async fn another_instances_revocation_takes_effect_at_the_next_refresh() {
+    let bench = ProxyBench::start().await;
+    let _c = bench.start_connector("gw-1", None).await;
+    let app = bench
+        .publish(
+            "ops",
+            "ops.apps.test",
+            AppOptions {
+                preauth: "sts",
+                ..AppOptions::default()
+            },
+        )
+        .await;
+    bench.assign(&app, &bench.t.admin.id).await;
+    let browser = bench.browser(&["ops.apps.test"]);
+    let start = bench.url("ops.apps.test", "/echo");
+    assert_eq!(sign_in_to_app(&bench, &browser, &start).await.status, 200);
+    let as_script = || browser.client().get(&start).header("accept", "application/json").send();
+
+    let keyring = postern_keyring::Keyring::load_or_create(&bench.svc.data_dir().join("kek")).unwrap();
+    let other = postern_edge::Edge::new(
+        bench.svc.sts().clone(),
+        std::sync::Arc::new(keyring),
+        bench.svc.control().tunnels().clone(),
+        postern_edge::EdgeOptions::default(),
+    )
+    .await
+    .unwrap();
+    other.rotate_cookie_key(true).await.unwrap();
+    assert_eq!(
+        as_script().await.unwrap().status(),
+        200,
+        "this instance has not reread the ring yet"
+    );
+    bench.svc.edge().refresh_cookie_keys().await.unwrap();
+    assert_eq!(as_script().await.unwrap().status(), 401, "revoked here too");
+    assert_eq!(postern_edge::COOKIE_KEYS_REFRESH, Duration::from_secs(30));
+}
+
 #[tokio::test]
 async fn http2_clients_and_tls_terminating_load_balancers() {
     let bench = ProxyBench::start_with(postern_testkit::TestService::builder().trust_loopback_proxy()).await;
