@@ -104,3 +104,60 @@ pub async fn token_request(
     let body = r.json().await.unwrap_or(serde_json::Value::Null);
     (status, body)
 }
+
+/// `postern serve` started as a process of its own, once it printed its address.
+pub struct ServeProcess {
+    /// The process (the caller stops it).
+    pub child: std::process::Child,
+    /// Where the public listener is.
+    pub addr: std::net::SocketAddr,
+    /// The first-run setup link, if it printed one.
+    pub setup_url: Option<String>,
+}
+
+/// Starts `postern serve` with `configure` adding arguments and environment (the
+/// data dir, listen addresses, …), its log (standard error) in `log`; returns
+/// once it prints the address it listens on. Standard output keeps being
+/// drained, like a terminal.
+pub async fn spawn_serve(configure: impl FnOnce(&mut std::process::Command), log: &std::path::Path) -> ServeProcess {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_postern"));
+    command
+        .arg("serve")
+        .env_remove("POSTERN_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(log).unwrap()));
+    configure(&mut command);
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut setup = None;
+        let mut ready = Some(ready_tx);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("/setup?code=") {
+                setup = Some(line.trim().to_owned());
+            }
+            if let Some(rest) = line.trim().strip_prefix("Postern is listening on ")
+                && let Some(tx) = ready.take()
+            {
+                let _ = tx.send((setup.clone(), rest.split(' ').next().unwrap_or_default().to_owned()));
+            }
+        }
+    });
+    let Ok((setup_url, addr)) = ready_rx.await else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "the service exited before it was ready:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    };
+    ServeProcess {
+        child,
+        addr: addr.parse().unwrap(),
+        setup_url,
+    }
+}

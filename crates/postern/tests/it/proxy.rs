@@ -557,10 +557,11 @@ async fn a_streamed_download_arrives_intact() {
     );
 }
 
-#[tokio::test]
-async fn sessions_survive_a_cookie_key_rotation() {
+/// A bench with a connector and a pre-authenticated app `ops.apps.test`
+/// assigned to the admin, and a browser signed in to it; the app's `/echo` URL.
+async fn signed_in_to_ops_app() -> (ProxyBench, crate::proxy_harness::ConnectorProcess, Browser, String) {
     let bench = ProxyBench::start().await;
-    let _c = bench.start_connector("gw-1", None).await;
+    let connector = bench.start_connector("gw-1", None).await;
     let app = bench
         .publish(
             "ops",
@@ -575,6 +576,12 @@ async fn sessions_survive_a_cookie_key_rotation() {
     let browser = bench.browser(&["ops.apps.test"]);
     let start = bench.url("ops.apps.test", "/echo");
     assert_eq!(sign_in_to_app(&bench, &browser, &start).await.status, 200);
+    (bench, connector, browser, start)
+}
+
+#[tokio::test]
+async fn sessions_survive_a_cookie_key_rotation() {
+    let (bench, _c, browser, start) = signed_in_to_ops_app().await;
     let before =
         reqwest::cookie::CookieStore::cookies(browser.jar().as_ref(), &url::Url::parse(&start).unwrap()).unwrap();
 
@@ -612,22 +619,7 @@ async fn sessions_survive_a_cookie_key_rotation() {
 /// audited, and signing in again works.
 #[tokio::test]
 async fn revoking_cookie_keys_ends_every_app_session() {
-    let bench = ProxyBench::start().await;
-    let _c = bench.start_connector("gw-1", None).await;
-    let app = bench
-        .publish(
-            "ops",
-            "ops.apps.test",
-            AppOptions {
-                preauth: "sts",
-                ..AppOptions::default()
-            },
-        )
-        .await;
-    bench.assign(&app, &bench.t.admin.id).await;
-    let browser = bench.browser(&["ops.apps.test"]);
-    let start = bench.url("ops.apps.test", "/echo");
-    assert_eq!(sign_in_to_app(&bench, &browser, &start).await.status, 200);
+    let (bench, _c, browser, start) = signed_in_to_ops_app().await;
     let as_script = |b: &Browser| b.client().get(&start).header("accept", "application/json").send();
     assert_eq!(as_script(&browser).await.unwrap().status(), 200);
 
@@ -681,22 +673,7 @@ async fn revoking_cookie_keys_ends_every_app_session() {
 /// afterwards it does not.
 #[tokio::test]
 async fn another_instances_revocation_takes_effect_at_the_next_refresh() {
-    let bench = ProxyBench::start().await;
-    let _c = bench.start_connector("gw-1", None).await;
-    let app = bench
-        .publish(
-            "ops",
-            "ops.apps.test",
-            AppOptions {
-                preauth: "sts",
-                ..AppOptions::default()
-            },
-        )
-        .await;
-    bench.assign(&app, &bench.t.admin.id).await;
-    let browser = bench.browser(&["ops.apps.test"]);
-    let start = bench.url("ops.apps.test", "/echo");
-    assert_eq!(sign_in_to_app(&bench, &browser, &start).await.status, 200);
+    let (bench, _c, browser, start) = signed_in_to_ops_app().await;
     let as_script = || browser.client().get(&start).header("accept", "application/json").send();
 
     let keyring = postern_keyring::Keyring::load_or_create(&bench.svc.data_dir().join("kek")).unwrap();

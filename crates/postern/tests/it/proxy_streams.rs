@@ -22,7 +22,6 @@ use hyper_util::rt::TokioIo;
 use postern_testkit::{ADMIN_PASSWORD, Browser, Login, setup_through_web};
 use postern_time::{Clock, SystemClock};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::proxy_harness::{AppOptions, Backend, ConnectorProcess, PatternSource, ProxyBench, hex, pattern_sha256};
@@ -36,8 +35,7 @@ const GIB: u64 = 1024 * MIB;
 /// `postern serve` as a process: set up through the web pages, with an admin API
 /// token from the device flow (approved with a recovery code, as a person would).
 struct ServiceProcess {
-    child: tokio::process::Child,
-    pid: u32,
+    child: std::process::Child,
     addr: SocketAddr,
     base: String,
     token: String,
@@ -57,7 +55,8 @@ impl Drop for ServiceProcess {
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
-        let _ = self.child.start_kill();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -66,49 +65,22 @@ impl ServiceProcess {
     async fn start(ip: IpAddr) -> ServiceProcess {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("service.log");
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_postern"))
-            .arg("serve")
-            .arg("--listen")
-            .arg(SocketAddr::new(ip, 0).to_string())
-            .arg("--control-listen")
-            .arg(SocketAddr::new(ip, 0).to_string())
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .env("RUST_LOG", "info")
-            .env_remove("POSTERN_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let pid = child.id().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        // Keeps draining standard output, like a terminal.
-        tokio::spawn(async move {
-            let mut setup = None;
-            let mut ready = Some(ready_tx);
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("/setup?code=") {
-                    setup = Some(line.trim().to_owned());
-                }
-                if let Some(rest) = line.trim().strip_prefix("Postern is listening on ") {
-                    let addr = rest.split(' ').next().unwrap_or_default().to_owned();
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send((setup.clone(), addr));
-                    }
-                }
-            }
-        });
-        let Ok((setup_url, addr)) = ready_rx.await else {
-            panic!(
-                "the service exited before it was ready:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        };
-        let addr: SocketAddr = addr.parse().unwrap();
+        let serve = crate::common::spawn_serve(
+            |c| {
+                c.arg("--listen")
+                    .arg(SocketAddr::new(ip, 0).to_string())
+                    .arg("--control-listen")
+                    .arg(SocketAddr::new(ip, 0).to_string())
+                    .arg("--data-dir")
+                    .arg(dir.path().join("data"))
+                    .env("RUST_LOG", "info");
+            },
+            &log,
+        )
+        .await;
+        let (child, addr) = (serve.child, serve.addr);
         let base = format!("http://{addr}");
-        let setup_url = setup_url.expect("setup link printed before the address");
+        let setup_url = serve.setup_url.expect("setup link printed before the address");
         let done = setup_through_web(&setup_url, SystemClock.now()).await.unwrap();
 
         // An admin token through the device flow, as `postern admin login` gets one.
@@ -154,7 +126,6 @@ impl ServiceProcess {
         let token = tokens["access_token"].as_str().expect("tokens issued").to_owned();
         ServiceProcess {
             child,
-            pid,
             addr,
             base,
             token,
@@ -436,7 +407,7 @@ async fn gigabyte_each_way_in_bounded_memory() {
     let client = svc.client("bulk.apps.test");
     svc.wait_until_served(&client, &svc.url("bulk.apps.test", "/echo"))
         .await;
-    let pids = vec![svc.pid, connector.child.id()];
+    let pids = vec![svc.child.id(), connector.child.id()];
     let before: Vec<u64> = pids.iter().map(|p| proc_status_bytes(*p, "VmRSS:").unwrap()).collect();
     let sampler = RssSampler::start(pids.clone());
 

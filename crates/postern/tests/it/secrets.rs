@@ -5,7 +5,6 @@
 
 use postern_testkit::{ADMIN_PASSWORD, Browser, setup_through_web};
 use postern_time::{Clock, SystemClock};
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 const WRONG_PASSWORD: &str = "Wr0ng-but-close-password";
@@ -155,48 +154,26 @@ async fn no_secret_in_logs_or_database() {
 /// (at trace level) in `log`; returns the process, the setup link and the base
 /// URL once it is ready. Standard output keeps being drained, like a terminal.
 async fn start_service(data: &std::path::Path, log: &std::path::Path) -> (std::process::Child, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--control-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data)
-        .env("RUST_LOG", "trace")
-        .env_remove("POSTERN_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut setup = None;
-        let mut ready = Some(ready_tx);
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line.contains("/setup?code=") {
-                setup = Some(line.trim().to_owned());
-            }
-            if let Some(rest) = line.trim().strip_prefix("Postern is listening on ") {
-                let addr = rest.split(' ').next().unwrap_or_default().to_owned();
-                if let Some(tx) = ready.take() {
-                    let _ = tx.send((setup.clone(), format!("http://{addr}")));
-                }
-            }
-        }
-    });
-    let (setup_url, base) = match ready_rx.await {
-        Ok(ready) => ready,
-        Err(_) => panic!(
-            "the service exited before it was ready:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        ),
-    };
-    (child, setup_url.expect("setup link printed before the address"), base)
+    let serve = crate::common::spawn_serve(
+        |c| {
+            c.args([
+                "--listen",
+                "127.0.0.1:0",
+                "--control-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data)
+            .env("RUST_LOG", "trace");
+        },
+        log,
+    )
+    .await;
+    (
+        serve.child,
+        serve.setup_url.expect("setup link printed before the address"),
+        format!("http://{}", serve.addr),
+    )
 }
 
 /// Prints the child's log (and whether it is still alive) if the test fails, so a

@@ -2,10 +2,9 @@
 //! listener's certificates (renewed in place) without a restart and without
 //! stopping the service.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A CA issuing leaf certificates for the test.
@@ -77,39 +76,24 @@ async fn sighup_reloads_renewed_certificates() {
     let host = "wiki.apps.test";
     let old = ca.issue(&certs, "wiki", host);
     let log = dir.path().join("service.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--control-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("POSTERN_TLS__SELF_SIGNED", "true")
-        .env("POSTERN_TLS__CERTIFICATES_DIR", &certs)
-        .env("RUST_LOG", "info")
-        .env_remove("POSTERN_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<String>();
-    std::thread::spawn(move || {
-        let mut ready = Some(ready_tx);
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.trim().strip_prefix("Postern is listening on ")
-                && let Some(tx) = ready.take()
-            {
-                let _ = tx.send(rest.split(' ').next().unwrap_or_default().to_owned());
-            }
-        }
-    });
-    let Ok(addr) = ready_rx.await else {
-        let _ = child.kill();
-        panic!(
-            "the service did not start:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    };
-    let addr: SocketAddr = addr.parse().unwrap();
+    let serve = crate::common::spawn_serve(
+        |c| {
+            c.args([
+                "--listen",
+                "127.0.0.1:0",
+                "--control-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir.path().join("data"))
+            .env("POSTERN_TLS__SELF_SIGNED", "true")
+            .env("POSTERN_TLS__CERTIFICATES_DIR", &certs)
+            .env("RUST_LOG", "info");
+        },
+        &log,
+    )
+    .await;
+    let (mut child, addr) = (serve.child, serve.addr);
     assert_eq!(served_leaf(addr, host, &ca.pem).await, old);
 
     let new = ca.issue(&certs, "wiki", host);
