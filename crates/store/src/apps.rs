@@ -373,6 +373,22 @@ impl Store {
         self.app(tenant_id, id).await
     }
 
+    /// The app whose OIDC client is `client_id` in this tenant, if the client
+    /// belongs to an app (other clients are the tenant's own registrations).
+    pub async fn app_of_client(&self, tenant_id: &str, client_id: &str) -> Result<Option<App>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            app_columns!(),
+            " FROM apps WHERE tenant_id = $1 AND client_id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await
+        .db()?;
+        row.as_ref().map(app_from_row).transpose()
+    }
+
     /// One app of a tenant.
     pub async fn app(&self, tenant_id: &str, id: &str) -> Result<App, StoreError> {
         let row = sqlx::query(concat!(

@@ -48,7 +48,7 @@ pub use error::StoreError;
 pub use flows::FlowRecord;
 pub use keys::SigningKeyRecord;
 pub use lockout::{LocationClass, LockoutContext, LockoutState};
-pub use oauth::{AuthCode, CodeRedemption, DeviceCode, DeviceStatus, RefreshRotation, RefreshToken};
+pub use oauth::{AuthCode, CodeRedemption, DeviceCode, DeviceStatus, RefreshLookup, RefreshRotation, RefreshToken};
 pub use roles::Role;
 pub use sessions::Session;
 pub use signin_log::{SigninEvent, SigninOutcome};

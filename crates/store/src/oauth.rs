@@ -83,6 +83,18 @@ pub enum RefreshRotation {
     Invalid,
 }
 
+/// What a presented refresh token is, before anything is done with it.
+#[derive(Debug)]
+pub enum RefreshLookup {
+    /// Unused, unrevoked and unexpired: its grant. Nothing was changed; rotate it
+    /// with [`Store::rotate_refresh_token`] once every other check has passed.
+    Usable(RefreshToken),
+    /// The token was already used: the whole family has been revoked.
+    Reused,
+    /// Unknown, expired, revoked, or issued to another client.
+    Invalid,
+}
+
 /// State of a device authorization.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceStatus {
@@ -254,6 +266,51 @@ impl Store {
         .await
         .db()?;
         Ok(())
+    }
+
+    /// Looks a presented refresh token up without using it, so the caller can
+    /// check the request (scope, user, ...) before the token is spent: a refused
+    /// request leaves it usable. A token already used is reuse: its family is
+    /// revoked here, as [`Store::rotate_refresh_token`] would.
+    pub async fn refresh_token_for_use(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        digest: &[u8],
+        now: UnixTime,
+    ) -> Result<RefreshLookup, StoreError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            token: RefreshToken,
+            used_at: Option<UnixTime>,
+            revoked_at: Option<UnixTime>,
+        }
+        let row = sqlx::query_as::<_, Row>(concat!(
+            "SELECT ",
+            refresh_columns!(),
+            ", used_at, revoked_at FROM refresh_tokens WHERE token_digest = $1 AND tenant_id = $2 \
+             AND client_id = $3"
+        ))
+        .bind(digest)
+        .bind(tenant_id)
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await
+        .db()?;
+        let Some(row) = row else {
+            return Ok(RefreshLookup::Invalid);
+        };
+        if row.used_at.is_some() {
+            self.revoke_refresh_family(&row.token.family_id, now).await?;
+            return Ok(RefreshLookup::Reused);
+        }
+        let live = row.revoked_at.is_none() && row.token.expires_at > now && row.token.family_expires_at > now;
+        Ok(if live {
+            RefreshLookup::Usable(row.token)
+        } else {
+            RefreshLookup::Invalid
+        })
     }
 
     /// Uses a refresh token once, in exchange for `new_digest` with expiry

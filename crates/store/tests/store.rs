@@ -59,6 +59,7 @@ on_both!(
     oauth_clients,
     auth_code_is_single_use,
     refresh_rotation_and_reuse_detection,
+    refresh_lookup_spends_nothing,
     device_code_lifecycle,
     flows_expire,
     sessions_end_with_their_tokens,
@@ -601,6 +602,58 @@ async fn refresh_rotation_and_reuse_detection(backend: Backend) {
             .await
             .unwrap(),
         RefreshRotation::Invalid
+    ));
+}
+
+/// A refresh token is looked up (so the request can be checked) without being
+/// spent; only rotation spends it, and a spent one looked up again is reuse.
+async fn refresh_lookup_spends_nothing(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, u) = tenant_with_admin(&store, "a", "a.test").await;
+    let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
+    store
+        .create_refresh_token(b"r1", &refresh_for(&a, &u, "fam"), T0)
+        .await
+        .unwrap();
+    // Another client or tenant sees nothing.
+    for (tenant, client) in [(&a.id, "other"), (&b.id, "app")] {
+        assert!(matches!(
+            store.refresh_token_for_use(tenant, client, b"r1", at(1)).await.unwrap(),
+            RefreshLookup::Invalid
+        ));
+    }
+    // Looking twice changes nothing: the grant both times, then it rotates.
+    for _ in 0..2 {
+        let RefreshLookup::Usable(grant) = store.refresh_token_for_use(&a.id, "app", b"r1", at(1)).await.unwrap()
+        else {
+            panic!("an unused token is usable")
+        };
+        assert_eq!((grant.family_id.as_str(), grant.scope.as_str()), ("fam", "openid offline_access"));
+    }
+    assert!(matches!(
+        store
+            .rotate_refresh_token(&a.id, "app", b"r1", b"r2", at(1000), at(2))
+            .await
+            .unwrap(),
+        RefreshRotation::Rotated(_)
+    ));
+    // The spent token is reuse: the family (r2 too) is revoked.
+    assert!(matches!(
+        store.refresh_token_for_use(&a.id, "app", b"r1", at(3)).await.unwrap(),
+        RefreshLookup::Reused
+    ));
+    assert!(matches!(
+        store.refresh_token_for_use(&a.id, "app", b"r2", at(3)).await.unwrap(),
+        RefreshLookup::Invalid
+    ));
+    // Expired: invalid, not reuse.
+    store
+        .create_refresh_token(b"e1", &refresh_for(&a, &u, "fam2"), T0)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.refresh_token_for_use(&a.id, "app", b"e1", at(1000)).await.unwrap(),
+        RefreshLookup::Invalid
     ));
 }
 
