@@ -220,7 +220,7 @@ impl Edge {
             email: access.session.e.as_deref(),
             groups: &access.groups,
         };
-        let jwt = self.sts.sign_assertion(&tenant, &app.client_id, &subject, ttl).await?;
+        let jwt = self.sts.sign_assertion(&tenant, &app.id, &subject, ttl).await?;
         if let Ok(mut cache) = self.assertions.lock() {
             if cache.len() >= crate::MAX_CACHED_ASSERTIONS {
                 cache.clear();

@@ -18,7 +18,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::header::{ACCEPT, SET_COOKIE};
 use http::request::Parts;
 use http::{HeaderValue, Method, StatusCode};
-use postern_store::{App, StoreError};
+use postern_store::App;
+use postern_sts::Admission;
 
 use crate::cookies::{read_cookie, set_cookie};
 use crate::session::{
@@ -170,34 +171,20 @@ impl Edge {
         }
     }
 
-    /// Whether `user_id` may use `app` now: enabled and assigned (directly or by
-    /// group). Cached for [`crate::EdgeOptions::access_cache_ttl`].
+    /// Whether `user_id` may use `app` now: the STS's decision
+    /// ([`postern_sts::Sts::app_admits`], the same one `/authorize` makes for
+    /// the app's client), cached for [`crate::EdgeOptions::access_cache_ttl`].
     pub(crate) async fn access_decision(&self, app: &App, user_id: &str) -> Result<AccessDecision, EdgeError> {
         let key = (app.id.clone(), user_id.to_owned());
         let generation = self.store.routing_generation();
         if let Some(d) = self.access.get(&key, generation) {
             return Ok(d);
         }
-        let decision = match self.store.user(&app.tenant_id, user_id).await {
-            Ok(u) if !u.enabled => AccessDecision::Denied("your account is disabled"),
-            Ok(_) => {
-                if self.store.user_assigned_to_app(&app.id, user_id).await? {
-                    let groups = self
-                        .store
-                        .user_groups(&app.tenant_id, user_id)
-                        .await?
-                        .into_iter()
-                        .map(|g| g.name)
-                        .collect();
-                    AccessDecision::Allowed {
-                        groups: Arc::new(groups),
-                    }
-                } else {
-                    AccessDecision::Denied("you are not assigned to this application; ask its administrator")
-                }
-            }
-            Err(StoreError::NotFound) => AccessDecision::Denied("your account no longer exists"),
-            Err(e) => return Err(e.into()),
+        let decision = match self.sts.app_admits(app, user_id).await? {
+            Admission::Allowed { groups } => AccessDecision::Allowed {
+                groups: Arc::new(groups),
+            },
+            Admission::Denied(denial) => AccessDecision::Denied(denial.to_user()),
         };
         self.access.put(key, decision.clone(), generation);
         Ok(decision)

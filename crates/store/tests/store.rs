@@ -628,7 +628,10 @@ async fn refresh_lookup_spends_nothing(backend: Backend) {
         else {
             panic!("an unused token is usable")
         };
-        assert_eq!((grant.family_id.as_str(), grant.scope.as_str()), ("fam", "openid offline_access"));
+        assert_eq!(
+            (grant.family_id.as_str(), grant.scope.as_str()),
+            ("fam", "openid offline_access")
+        );
     }
     assert!(matches!(
         store
@@ -652,7 +655,10 @@ async fn refresh_lookup_spends_nothing(backend: Backend) {
         .await
         .unwrap();
     assert!(matches!(
-        store.refresh_token_for_use(&a.id, "app", b"e1", at(1000)).await.unwrap(),
+        store
+            .refresh_token_for_use(&a.id, "app", b"e1", at(1000))
+            .await
+            .unwrap(),
         RefreshLookup::Invalid
     ));
 }

@@ -11,6 +11,7 @@
 //! rows; only caches and the wrong-password memory of smart lockout are per process.
 #![warn(missing_docs)]
 
+mod access;
 mod authenticate;
 
 pub mod client_ip;
@@ -38,6 +39,7 @@ use postern_store::Store;
 use postern_time::{SharedClock, UnixTime};
 use url::Url;
 
+pub use access::{Admission, Denial};
 pub use authenticate::{DirectoryProblem, PasswordVerdict, PtaTiming};
 pub use client_ip::ClientIp;
 pub use error::{OAuthError, StsError};

@@ -4,7 +4,14 @@
 //! in-process: no HTTP call from the service to itself, the same checks as the
 //! token endpoint (single-use code, redirect URI, PKCE) and as any relying party
 //! (signature by a published key, issuer, audience = the app's client, expiry,
-//! nonce). It also signs the identity assertion a backend receives (BEY-3).
+//! nonce). It also signs the identity assertion a backend receives (BEY-3), and
+//! verifies one as a backend must.
+//!
+//! An assertion is a token no user can mint: its own `typ`
+//! ([`ASSERTION_TYP`], RFC 8725 §3.11) and an audience no OAuth client can be
+//! issued a token for ([`assertion_audience`]). An ID or access token obtained
+//! by running the code flow against an app's (public) client therefore never
+//! verifies as the app's assertion, and an assertion never verifies as either.
 
 use std::time::Duration;
 
@@ -13,12 +20,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::Sts;
 use crate::error::StsError;
-use crate::tokens::{IdClaims, TokenError};
+use crate::tokens::{ID_TOKEN_TYP, IdClaims, TokenError};
 
-/// `typ` of ID tokens.
-const ID_TOKEN_TYP: &str = "JWT";
-/// `typ` of identity assertions to backends.
-pub const ASSERTION_TYP: &str = "JWT";
+/// `typ` header of identity assertions to backends (RFC 8725 §3.11): no other
+/// token the service signs has it.
+pub const ASSERTION_TYP: &str = "postern-assertion+jwt";
+/// Prefix of an assertion's audience; the app's ID follows.
+pub const ASSERTION_AUDIENCE_PREFIX: &str = "urn:postern:app:";
 /// Tolerance for tokens issued by a peer instance with a slightly fast clock.
 const IAT_SKEW_SECS: i64 = 60;
 
@@ -35,16 +43,22 @@ pub struct AssertionSubject<'a> {
     pub groups: &'a [String],
 }
 
-/// Claims of the identity assertion a backend receives: a JWT signed with the
-/// tenant issuer's keys (verify it against the issuer's JWKS), audience the app's
-/// client ID, valid for minutes.
+/// The audience of assertions for the app `app_id`: `urn:postern:app:<app id>`.
+/// Client IDs are never URNs of this form, so no token issued to a client has it.
+pub fn assertion_audience(app_id: &str) -> String {
+    format!("{ASSERTION_AUDIENCE_PREFIX}{app_id}")
+}
+
+/// Claims of the identity assertion a backend receives: a JWT with `typ`
+/// [`ASSERTION_TYP`], signed with the tenant issuer's keys (verify it against the
+/// issuer's JWKS), audience [`assertion_audience`] of the app, valid for minutes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AssertionClaims {
     /// Issuer: the tenant's issuer URL.
     pub iss: String,
     /// Subject: the user ID.
     pub sub: String,
-    /// The app's client ID.
+    /// `urn:postern:app:<app id>`, see [`assertion_audience`].
     pub aud: String,
     /// Expiry.
     pub exp: i64,
@@ -130,12 +144,12 @@ impl Sts {
         Ok(Ok(claims))
     }
 
-    /// Signs an identity assertion for a backend of the app whose client is
-    /// `client_id`, valid for `ttl`.
+    /// Signs an identity assertion for a backend of the app `app_id`, valid for
+    /// `ttl`.
     pub async fn sign_assertion(
         &self,
         tenant: &Tenant,
-        client_id: &str,
+        app_id: &str,
         subject: &AssertionSubject<'_>,
         ttl: Duration,
     ) -> Result<String, StsError> {
@@ -143,7 +157,7 @@ impl Sts {
         let claims = AssertionClaims {
             iss: self.issuer(&tenant.name),
             sub: subject.user_id.to_owned(),
-            aud: client_id.to_owned(),
+            aud: assertion_audience(app_id),
             exp: (now + ttl).secs(),
             iat: now.secs(),
             tid: tenant.id.clone(),
@@ -152,5 +166,35 @@ impl Sts {
             groups: subject.groups.to_vec(),
         };
         self.sign(&claims, ASSERTION_TYP, now).await
+    }
+
+    /// Verifies an identity assertion as the backend of app `app_id` of tenant
+    /// `tenant` must (see `docs/security.md`): RS256 with a key the issuer
+    /// publishes, `typ` [`ASSERTION_TYP`], issuer, audience
+    /// [`assertion_audience`], expiry and issue time, and the tenant ID.
+    pub async fn verify_assertion(
+        &self,
+        tenant: &Tenant,
+        token: &str,
+        app_id: &str,
+    ) -> Result<Result<AssertionClaims, TokenError>, StsError> {
+        let now = self.now().secs();
+        let claims: AssertionClaims = match self.verify_signed(token, ASSERTION_TYP).await? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        if claims.iss != self.issuer(&tenant.name) || claims.tid != tenant.id {
+            return Ok(Err(TokenError::WrongIssuer));
+        }
+        if claims.aud != assertion_audience(app_id) {
+            return Ok(Err(TokenError::WrongAudience));
+        }
+        if claims.exp <= now {
+            return Ok(Err(TokenError::Expired));
+        }
+        if claims.iat > now + IAT_SKEW_SECS {
+            return Ok(Err(TokenError::NotYetValid));
+        }
+        Ok(Ok(claims))
     }
 }

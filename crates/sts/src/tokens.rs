@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::Sts;
 use crate::error::StsError;
 
+/// `typ` header of ID tokens.
+pub const ID_TOKEN_TYP: &str = "JWT";
 /// `typ` header of access tokens (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 /// Audience of access tokens for the admin API.
@@ -145,9 +147,13 @@ pub struct QueueClaims {
 /// Why an access token was refused. Each is a 401 `invalid_token` to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    /// Not a JWT, or not one of ours (wrong `alg`/`typ`, unknown key).
+    /// Not a JWT, or not one of ours (wrong `alg`, unknown key).
     #[error("malformed or unknown token")]
     Malformed,
+    /// A token of another kind (its `typ` header): e.g. an ID token presented
+    /// as an access token or as a backend's identity assertion.
+    #[error("token is of another kind (typ)")]
+    WrongType,
     /// The signature does not verify.
     #[error("signature does not verify")]
     BadSignature,
@@ -189,8 +195,11 @@ impl Sts {
         let Ok(header) = jsonwebtoken::decode_header(token) else {
             return Ok(Err(TokenError::Malformed));
         };
-        if header.alg != Algorithm::RS256 || header.typ.as_deref() != Some(typ) {
+        if header.alg != Algorithm::RS256 {
             return Ok(Err(TokenError::Malformed));
+        }
+        if header.typ.as_deref() != Some(typ) {
+            return Ok(Err(TokenError::WrongType));
         }
         let Some(kid) = header.kid else {
             return Ok(Err(TokenError::Malformed));
@@ -269,7 +278,7 @@ impl Sts {
         tenant_name: &str,
         token: &str,
     ) -> Result<Option<IdClaims>, StsError> {
-        let claims: IdClaims = match self.verify_signed(token, "JWT").await? {
+        let claims: IdClaims = match self.verify_signed(token, ID_TOKEN_TYP).await? {
             Ok(c) => c,
             Err(_) => return Ok(None),
         };

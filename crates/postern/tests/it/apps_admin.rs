@@ -271,10 +271,13 @@ async fn an_apps_client_signs_users_in_to_its_callback() {
         .create_app(&settings("Docs", "https://docs.example.com/", "http://docs.corp/"))
         .await
         .unwrap();
-    f.svc
+    let sam = f
+        .svc
         .create_user(&f.t.tenant, "sam@acme.test", "sam's long password")
         .await
         .unwrap();
+    // The client issues codes only to users the app admits.
+    f.admin.assign_app(&app.id, PrincipalKind::User, &sam.id).await.unwrap();
     let pkce = Pkce::new();
     let start = authorize_url(&f.svc, "acme", &app.client_id, &app.redirect_uri, &pkce.challenge, "");
     let back = sign_in_for_code(

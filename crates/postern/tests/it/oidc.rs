@@ -1,6 +1,7 @@
 //! A real OpenID Connect relying party (the `openidconnect` crate) against the
 //! service: discovery, code flow with PKCE, ID token validation against the JWKS,
-//! userinfo, refresh rotation, single sign-on, logout, and the device flow.
+//! userinfo (header or form body), refresh rotation, single sign-on, logout, the
+//! device flow, and native clients on loopback redirect URIs.
 
 use std::time::Duration;
 
@@ -11,9 +12,9 @@ use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, DeviceAuthorizationUrl, IssuerUrl, Nonce,
     OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, RefreshToken, Scope, TokenResponse,
 };
-use postern_testkit::{Browser, TestService};
+use postern_testkit::{Browser, Pkce, TestService};
 
-use crate::common::{admin_login, http, query_param};
+use crate::common::{admin_login, authorize_url, http, query_param, sign_in_for_code, token_request};
 
 const REDIRECT: &str = "https://app.acme.test/callback";
 
@@ -349,4 +350,178 @@ async fn code_flow_on_postgresql() {
         .unwrap();
     assert_eq!(claims.subject().as_str(), t.admin.id);
     assert_eq!(svc.store().backend(), postern_store::Backend::Postgres);
+}
+
+#[tokio::test]
+async fn userinfo_takes_the_access_token_from_a_form_body() {
+    let svc = TestService::start().await.unwrap();
+    let t = svc.bootstrap().await.unwrap();
+    let admin = svc.store().user(&t.tenant.id, &t.admin.id).await.unwrap();
+    let token = svc
+        .sts()
+        .mint_access_token_for_tests(&t.tenant, &admin, "openid profile")
+        .await
+        .unwrap();
+    let userinfo = format!("{}/userinfo", svc.issuer("acme"));
+    let client = reqwest::Client::new();
+    let post_form = |body: String| {
+        client
+            .post(&userinfo)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+    };
+    let answer = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        (status, r.json::<serde_json::Value>().await.unwrap_or_default())
+    };
+
+    // RFC 6750 §2.2: the token as a form parameter, as pyoidc sends it.
+    let (status, body) = answer(post_form(format!("access_token={token}")).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sub"], t.admin.id.as_str());
+    assert_eq!(body["preferred_username"], "admin@acme.test");
+    let r = client
+        .post(&userinfo)
+        .header("content-type", "application/x-www-form-urlencoded; charset=UTF-8")
+        .body(format!("access_token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "with a charset parameter too");
+
+    // Both places at once, or twice in the body: invalid_request.
+    let (status, body) = answer(
+        post_form(format!("access_token={token}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    let (status, body) = answer(
+        post_form(format!("access_token={token}&access_token={token}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+
+    // No token, a token in a body that is not a form, a bad token: invalid_token.
+    for request in [
+        post_form("scope=openid".into()),
+        client
+            .post(&userinfo)
+            .header("content-type", "text/plain")
+            .body(format!("access_token={token}")),
+        post_form("access_token=not-a-token".into()),
+    ] {
+        let (status, body) = answer(request.send().await.unwrap()).await;
+        assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")), "{body}");
+    }
+
+    // The body is bounded.
+    let huge = format!("access_token={token}&pad={}", "x".repeat(64 * 1024));
+    let r = post_form(huge).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+
+    // The header alone still works.
+    let r = client.get(&userinfo).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn native_clients_redirect_to_any_loopback_port() {
+    let svc = TestService::start().await.unwrap();
+    let t = svc.bootstrap().await.unwrap();
+    svc.create_client(
+        &t.tenant,
+        "native",
+        None,
+        &["http://127.0.0.1/cb", "http://[::1]/cb", "https://app.acme.test/cb"],
+        &["authorization_code"],
+    )
+    .await
+    .unwrap();
+    let browser = Browser::new();
+    let start = |redirect: &str, pkce: &Pkce| authorize_url(&svc, "acme", "native", redirect, &pkce.challenge, "");
+    let redeem = |code: String, verifier: String, redirect: &'static str| {
+        let svc = &svc;
+        async move {
+            token_request(
+                svc,
+                "acme",
+                None,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("code_verifier", &verifier),
+                    ("redirect_uri", redirect),
+                    ("client_id", "native"),
+                ],
+            )
+            .await
+        }
+    };
+
+    // A port the registration does not name (RFC 8252 §7.3): the code comes back
+    // to exactly that URI.
+    let pkce = Pkce::new();
+    let page = sign_in_for_code(
+        &browser,
+        &start("http://127.0.0.1:53123/cb", &pkce),
+        &admin_login(&svc, &t),
+    )
+    .await;
+    let location = page.location().unwrap();
+    assert!(location.starts_with("http://127.0.0.1:53123/cb?"), "{location}");
+    let code = query_param(&location, "code").unwrap();
+    let (status, body) = redeem(code, pkce.verifier.clone(), "http://127.0.0.1:53123/cb").await;
+    assert_eq!(status, 200, "{body}");
+
+    // The token endpoint takes the URI the authorization named, nothing else.
+    for other in ["http://127.0.0.1/cb", "http://127.0.0.1:53124/cb"] {
+        let pkce = Pkce::new();
+        let page = browser.get(&start("http://127.0.0.1:53123/cb", &pkce)).await.unwrap();
+        let code = query_param(&page.location().unwrap(), "code").unwrap();
+        let (status, body) = redeem(code, pkce.verifier.clone(), other).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{other}: {body}"
+        );
+    }
+
+    // IPv6 loopback likewise.
+    let pkce = Pkce::new();
+    let page = browser.get(&start("http://[::1]:61000/cb", &pkce)).await.unwrap();
+    assert!(
+        page.location().unwrap().starts_with("http://[::1]:61000/cb?code="),
+        "{:?}",
+        page.location()
+    );
+
+    // Not another path, address, name, scheme, or a non-loopback host's port.
+    for refused in [
+        "http://127.0.0.1:53123/other",
+        "http://[::1]:53123/other",
+        "http://127.0.0.2:53123/cb",
+        "http://localhost:53123/cb",
+        "https://127.0.0.1:53123/cb",
+        "https://app.acme.test:8443/cb",
+    ] {
+        let page = browser.get(&start(refused, &Pkce::new())).await.unwrap();
+        assert_eq!(page.status, 400, "{refused}");
+        assert!(page.location().is_none(), "{refused} is never redirected to");
+        assert!(page.body.contains("not registered"), "{refused}");
+    }
 }

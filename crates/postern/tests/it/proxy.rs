@@ -246,7 +246,20 @@ async fn pre_authentication_with_identity_headers() {
     // The assertion verifies against the issuer's JWKS and is for this app.
     let jwt = header(&echo, "x-postern-assertion").unwrap().to_owned();
     let claims = verify_with_jwks(&bench, &jwt).await;
-    assert_eq!(claims["aud"], app["client_id"]);
+    assert_eq!(
+        claims["aud"],
+        format!("urn:postern:app:{}", app["id"].as_str().unwrap())
+    );
+    assert!(
+        bench
+            .svc
+            .sts()
+            .verify_assertion(&bench.t.tenant, &jwt, app["id"].as_str().unwrap())
+            .await
+            .unwrap()
+            .is_ok(),
+        "the backend's view: typ, issuer, audience, expiry, tenant"
+    );
     assert_eq!(claims["sub"], bench.t.admin.id.as_str());
     assert_eq!(claims["iss"], bench.svc.issuer("acme"));
 

@@ -1,12 +1,18 @@
 //! The token endpoint's refusals: replayed code, wrong PKCE verifier, wrong
-//! redirect URI, wrong client, expired code and token, wrong audience; and the
-//! device flow's polling answers.
+//! redirect URI, wrong client, expired code and token, wrong audience; a refused
+//! refresh that leaves its token usable; the device flow's polling answers; and
+//! the tokens of a published app's client: only users the app admits get a code,
+//! and nothing the code flow yields passes as the app's identity assertion.
 
 use std::time::Duration;
 
-use postern_testkit::{Browser, Pkce, TestService};
+use postern_store::{Backend, PrincipalKind};
+use postern_sts::relying_party::{ASSERTION_TYP, AssertionSubject, assertion_audience};
+use postern_sts::{Admission, Denial, TokenError};
+use postern_testkit::{Browser, Page, Pkce, TenantFixture, TestService};
+use serde_json::{Value, json};
 
-use crate::common::{admin_login, authorize_url, query_param, sign_in_for_code, token_request};
+use crate::common::{admin_login, authorize_url, login, query_param, sign_in_for_code, token_request};
 
 const REDIRECT: &str = "https://app.acme.test/cb";
 
@@ -17,7 +23,10 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let svc = TestService::start().await.unwrap();
+    fixture_on(TestService::start().await.unwrap()).await
+}
+
+async fn fixture_on(svc: TestService) -> Fixture {
     let t = svc.bootstrap().await.unwrap();
     svc.create_client(
         &t.tenant,
@@ -384,4 +393,371 @@ async fn device_flow_polling_answers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+}
+
+/// A refresh asking for a wider scope is refused before the token is spent:
+/// the client's corrected retry with the same token works (it is not taken for
+/// reuse), and real reuse afterwards still revokes the family.
+async fn refused_refresh_leaves_the_token_usable(backend: Backend) {
+    let f = fixture_on(TestService::builder().backend(backend).start().await.unwrap()).await;
+    let app = Some(("app", "app-secret"));
+    let pkce = Pkce::new();
+    let url = authorize_url(&f.svc, "acme", "app", REDIRECT, &pkce.challenge, "")
+        .replace("scope=openid%20profile", "scope=openid%20profile%20offline_access");
+    let page = sign_in_for_code(&f.browser, &url, &f.login).await;
+    let c = query_param(&page.location().unwrap(), "code").unwrap();
+    let (status, tokens) = token_request(&f.svc, "acme", app, &exchange(&c, &pkce.verifier, REDIRECT)).await;
+    assert_eq!(status, 200, "{tokens}");
+    let first = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = |token: String, scope: &'static str| {
+        let svc = &f.svc;
+        async move {
+            token_request(
+                svc,
+                "acme",
+                app,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", &token),
+                    ("scope", scope),
+                ],
+            )
+            .await
+        }
+    };
+
+    let (status, body) = refresh(first.clone(), "openid profile email").await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_scope")), "{body}");
+    let (status, body) = refresh(first.clone(), "openid").await;
+    assert_eq!(status, 200, "the retry with the same token works: {body}");
+    assert_eq!(body["scope"], "openid");
+    let second = body["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(second, first, "it rotated");
+
+    let (status, body) = refresh(first, "openid").await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    assert!(
+        body["error_description"].as_str().unwrap().contains("already used"),
+        "{body}"
+    );
+    let (status, body) = refresh(second, "openid").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "reuse revoked the family: {body}"
+    );
+}
+
+#[tokio::test]
+async fn refused_refresh_leaves_the_token_usable_on_sqlite() {
+    refused_refresh_leaves_the_token_usable(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn refused_refresh_leaves_the_token_usable_on_postgresql() {
+    refused_refresh_leaves_the_token_usable(Backend::Postgres).await;
+}
+
+/// The published app `https://wiki.acme.test/` (signed in at the STS), its ID and
+/// its client's redirect URI.
+struct Wiki {
+    app: postern_store::App,
+    callback: String,
+}
+
+async fn publish_wiki(svc: &TestService, t: &TenantFixture) -> Wiki {
+    let token = svc.admin_token(&t.tenant, &t.admin).await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/apps", svc.url()))
+        .bearer_auth(token)
+        .json(&json!({
+            "name": "Wiki",
+            "external_url": "https://wiki.acme.test/",
+            "internal_url": "http://wiki.corp/",
+            "preauth": "sts",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let view: Value = r.json().await.unwrap();
+    let app = svc
+        .store()
+        .app(&t.tenant.id, view["id"].as_str().unwrap())
+        .await
+        .unwrap();
+    let callback = format!("https://wiki.acme.test/{}", postern_store::APP_CALLBACK_PATH);
+    Wiki { app, callback }
+}
+
+/// A redirect back to the app's callback with `access_denied` naming `why`,
+/// the request's `state`, and no code.
+fn assert_access_denied(page: &Page, wiki: &Wiki, why: &str) {
+    let location = page
+        .location()
+        .unwrap_or_else(|| panic!("expected a redirect, got {} {}", page.status, page.body));
+    assert!(location.starts_with(&wiki.callback), "{location}");
+    assert_eq!(
+        query_param(&location, "error").as_deref(),
+        Some("access_denied"),
+        "{location}"
+    );
+    let description = query_param(&location, "error_description").unwrap_or_default();
+    assert!(description.contains(why), "{description:?} should say {why:?}");
+    assert_eq!(query_param(&location, "state").as_deref(), Some("st4te"));
+    assert_eq!(query_param(&location, "code"), None, "no code for a refused user");
+}
+
+#[tokio::test]
+async fn an_app_client_issues_codes_only_to_users_the_app_admits() {
+    let svc = TestService::start().await.unwrap();
+    let t = svc.bootstrap().await.unwrap();
+    let wiki = publish_wiki(&svc, &t).await;
+    let password = "bob's rather long password";
+    let bob = svc.create_user(&t.tenant, "bob@acme.test", password).await.unwrap();
+    let browser = Browser::new();
+    let start = |pkce: &Pkce| authorize_url(&svc, "acme", &wiki.app.client_id, &wiki.callback, &pkce.challenge, "");
+
+    // Fresh sign-in: Bob authenticates, but the wiki is not his.
+    let page = sign_in_for_code(&browser, &start(&Pkce::new()), &login(&svc, "bob@acme.test", password)).await;
+    assert_access_denied(&page, &wiki, "not assigned");
+    // Single sign-on: he has a session now; still refused, and no page shown.
+    let page = browser.get(&start(&Pkce::new())).await.unwrap();
+    assert_access_denied(&page, &wiki, "not assigned");
+
+    // Assigned through a group, the same decision as the front door's admits him.
+    let store = svc.store();
+    let group = store
+        .create_group(&t.tenant.id, "wiki-readers", "", svc.now())
+        .await
+        .unwrap();
+    store.add_member(&t.tenant.id, &group.id, &bob.id).await.unwrap();
+    store
+        .assign_app(&t.tenant.id, &wiki.app.id, PrincipalKind::Group, &group.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        svc.sts().app_admits(&wiki.app, &bob.id).await.unwrap(),
+        Admission::Allowed {
+            groups: vec!["wiki-readers".into()]
+        }
+    );
+    let pkce = Pkce::new();
+    let page = browser.get(&start(&pkce)).await.unwrap();
+    let code = query_param(&page.location().unwrap(), "code").expect("an admitted user gets a code");
+    let (status, tokens) = token_request(
+        &svc,
+        "acme",
+        None,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &pkce.verifier),
+            ("redirect_uri", &wiki.callback),
+            ("client_id", &wiki.app.client_id),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+
+    // Disabled, or of another tenant: refused with the reason.
+    let (beta, beta_admin) = second_tenant(&svc).await;
+    assert_eq!(
+        svc.sts().app_admits(&wiki.app, &beta_admin.id).await.unwrap(),
+        Admission::Denied(Denial::NoSuchUser),
+        "a user of another tenant is nobody here"
+    );
+    assert_ne!(beta.id, t.tenant.id);
+    store
+        .update_user(
+            &t.tenant.id,
+            &bob.id,
+            &postern_store::UserUpdate {
+                enabled: Some(false),
+                ..Default::default()
+            },
+            svc.now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        svc.sts().app_admits(&wiki.app, &bob.id).await.unwrap(),
+        Admission::Denied(Denial::Disabled)
+    );
+
+    // A client that is not an app's keeps signing in every user of the tenant.
+    svc.create_client(&t.tenant, "portal", None, &[REDIRECT], &["authorization_code"])
+        .await
+        .unwrap();
+    let carol = "carol's rather long password";
+    svc.create_user(&t.tenant, "carol@acme.test", carol).await.unwrap();
+    let url = authorize_url(&svc, "acme", "portal", REDIRECT, &Pkce::new().challenge, "");
+    let page = sign_in_for_code(&Browser::new(), &url, &login(&svc, "carol@acme.test", carol)).await;
+    assert!(query_param(&page.location().unwrap(), "code").is_some());
+}
+
+async fn second_tenant(svc: &TestService) -> (postern_store::Tenant, postern_store::User) {
+    let (tenant, admin, _) = svc
+        .sts()
+        .create_tenant(
+            postern_sts::NewTenantRequest {
+                name: "beta".into(),
+                display_name: "Beta".into(),
+                domain: "beta.test".into(),
+                admin_username: "admin@beta.test".into(),
+                admin_password: "correct horse for beta".into(),
+                is_system: false,
+                admin_totp: None,
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    (tenant, admin)
+}
+
+/// The decoded header of a JWT.
+fn jwt_header(token: &str) -> Value {
+    use base64::Engine;
+    let header = token.split('.').next().unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn the_code_flow_against_an_app_client_yields_no_assertion() {
+    let svc = TestService::start().await.unwrap();
+    let t = svc.bootstrap().await.unwrap();
+    let wiki = publish_wiki(&svc, &t).await;
+    let sts = svc.sts();
+    svc.store()
+        .assign_app(&t.tenant.id, &wiki.app.id, PrincipalKind::User, &t.admin.id)
+        .await
+        .unwrap();
+
+    // An assigned user runs the code flow against the app's public client, as
+    // any browser can, and holds its ID and access tokens.
+    let pkce = Pkce::new();
+    let url = authorize_url(&svc, "acme", &wiki.app.client_id, &wiki.callback, &pkce.challenge, "");
+    let page = sign_in_for_code(&Browser::new(), &url, &admin_login(&svc, &t)).await;
+    let code = query_param(&page.location().unwrap(), "code").unwrap();
+    let (status, tokens) = token_request(
+        &svc,
+        "acme",
+        None,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &pkce.verifier),
+            ("redirect_uri", &wiki.callback),
+            ("client_id", &wiki.app.client_id),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    let id_token = tokens["id_token"].as_str().unwrap();
+    let access_token = tokens["access_token"].as_str().unwrap();
+
+    // Neither passes as the app's assertion: wrong typ, and an audience (the
+    // client ID) that is not the assertion's.
+    for token in [id_token, access_token] {
+        assert_eq!(
+            sts.verify_assertion(&t.tenant, token, &wiki.app.id)
+                .await
+                .unwrap()
+                .unwrap_err(),
+            TokenError::WrongType
+        );
+    }
+    assert_eq!(jwt_header(id_token)["typ"], "JWT");
+    let id_claims: Value = jsonwebtoken_claims(id_token);
+    assert_eq!(id_claims["aud"], wiki.app.client_id.as_str());
+    assert_ne!(id_claims["aud"], assertion_audience(&wiki.app.id).as_str());
+
+    // A real assertion passes, names its own typ and audience, and is neither an
+    // ID token nor an access token of the app's client.
+    let groups = Vec::new();
+    let subject = AssertionSubject {
+        user_id: &t.admin.id,
+        username: &t.admin.username,
+        email: None,
+        groups: &groups,
+    };
+    let ttl = Duration::from_secs(300);
+    let assertion = sts
+        .sign_assertion(&t.tenant, &wiki.app.id, &subject, ttl)
+        .await
+        .unwrap();
+    assert_eq!(jwt_header(&assertion)["typ"], ASSERTION_TYP);
+    let claims = sts
+        .verify_assertion(&t.tenant, &assertion, &wiki.app.id)
+        .await
+        .unwrap()
+        .expect("a real assertion verifies");
+    assert_eq!(claims.aud, format!("urn:postern:app:{}", wiki.app.id));
+    assert_eq!(
+        (claims.sub.as_str(), claims.tid.as_str()),
+        (t.admin.id.as_str(), t.tenant.id.as_str())
+    );
+    assert_eq!(
+        sts.verify_id_token("acme", &assertion, &wiki.app.client_id, "n0nce")
+            .await
+            .unwrap()
+            .unwrap_err(),
+        TokenError::WrongType
+    );
+    assert_eq!(
+        sts.verify_access_token("acme", &assertion, &wiki.app.client_id)
+            .await
+            .unwrap()
+            .unwrap_err(),
+        TokenError::WrongType
+    );
+    let r = reqwest::Client::new()
+        .get(format!("{}/userinfo", svc.issuer("acme")))
+        .bearer_auth(&assertion)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "an assertion is no access token");
+
+    // Another app's assertion, another tenant's view, and an old one: refused.
+    let other = sts
+        .sign_assertion(&t.tenant, "another-app", &subject, ttl)
+        .await
+        .unwrap();
+    assert_eq!(
+        sts.verify_assertion(&t.tenant, &other, &wiki.app.id)
+            .await
+            .unwrap()
+            .unwrap_err(),
+        TokenError::WrongAudience
+    );
+    let (beta, _) = second_tenant(&svc).await;
+    assert_eq!(
+        sts.verify_assertion(&beta, &assertion, &wiki.app.id)
+            .await
+            .unwrap()
+            .unwrap_err(),
+        TokenError::WrongIssuer
+    );
+    svc.advance(ttl + Duration::from_secs(1));
+    assert_eq!(
+        sts.verify_assertion(&t.tenant, &assertion, &wiki.app.id)
+            .await
+            .unwrap()
+            .unwrap_err(),
+        TokenError::Expired
+    );
+}
+
+/// The decoded claims of a JWT, unverified (the test inspects them only).
+fn jsonwebtoken_claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
 }

@@ -1,6 +1,8 @@
 //! The authorization endpoint (RFC 6749 §4.1, OIDC Core §3.1.2): code flow with
 //! PKCE S256 only. Until the client and its redirect URI are known good, errors are
 //! shown as a page; after that they go back to the client (RFC 6749 §4.1.2.1).
+//! A published app's client gets a code only for a user the app admits, by the
+//! front door's decision ([`Sts::app_admits`]); anyone else gets `access_denied`.
 
 use std::sync::Arc;
 
@@ -14,11 +16,11 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{GRANT_CODE, has_scope, validate_scope};
-use crate::Sts;
 use crate::error::StsError;
 use crate::pages::Page;
 use crate::signin::flow::{AuthRequest, Purpose};
 use crate::signin::see_other;
+use crate::{Admission, Denial, Sts};
 
 /// Parameters of an authorization request.
 #[derive(Debug, Default, Deserialize)]
@@ -68,15 +70,16 @@ fn bad_client_page(tenant: &Tenant, message: &str) -> Response {
         .into_response()
 }
 
-/// A redirect back to the client with an error.
-fn error_redirect(
+/// Where to send the browser back to the client with an error (RFC 6749
+/// §4.1.2.1, with `iss` per RFC 9207).
+fn error_location(
     sts: &Sts,
     tenant: &Tenant,
     redirect_uri: &Url,
     state: Option<&str>,
     error: &str,
     description: &str,
-) -> Response {
+) -> String {
     let mut url = redirect_uri.clone();
     {
         let mut q = url.query_pairs_mut();
@@ -87,7 +90,22 @@ fn error_redirect(
         }
         q.append_pair("iss", &sts.issuer(&tenant.name));
     }
-    see_other(url.as_str(), [])
+    url.into()
+}
+
+/// A redirect back to the client with an error.
+fn error_redirect(
+    sts: &Sts,
+    tenant: &Tenant,
+    redirect_uri: &Url,
+    state: Option<&str>,
+    error: &str,
+    description: &str,
+) -> Response {
+    see_other(
+        &error_location(sts, tenant, redirect_uri, state, error, description),
+        [],
+    )
 }
 
 async fn handle(sts: &Sts, tenant_name: &str, headers: &HeaderMap, p: AuthorizeParams) -> Result<Response, StsError> {
@@ -114,7 +132,7 @@ async fn handle(sts: &Sts, tenant_name: &str, headers: &HeaderMap, p: AuthorizeP
             "The request does not say where to return to (redirect_uri).",
         ));
     };
-    if !client.redirect_uris.iter().any(|r| r == redirect_raw) {
+    if !super::redirect::is_registered(&client.redirect_uris, redirect_raw) {
         tracing::warn!(tenant = %tenant.name, client = %client.client_id, "authorization request with an unregistered redirect_uri");
         return Ok(bad_client_page(
             &tenant,
@@ -222,7 +240,7 @@ async fn handle(sts: &Sts, tenant_name: &str, headers: &HeaderMap, p: AuthorizeP
             let mfa_owed = sts.mfa_needed(&tenant, &user).await? && session.mfa_at.is_none();
             if !mfa_owed {
                 let location = sts
-                    .issue_code(
+                    .complete_authorization(
                         &tenant,
                         &request,
                         &user,
@@ -254,9 +272,56 @@ async fn handle(sts: &Sts, tenant_name: &str, headers: &HeaderMap, p: AuthorizeP
 }
 
 impl Sts {
-    /// Issues an authorization code for a completed sign-in and returns the URL to
-    /// send the browser to.
-    pub(crate) async fn issue_code(
+    /// Answers an authorization request whose user is known (a completed sign-in
+    /// or single sign-on): the URL to send the browser back to the client with,
+    /// carrying a new code, or `access_denied` when the client is a published
+    /// app's and the app does not admit the user (the front door's decision,
+    /// [`Sts::app_admits`]). No code is issued to a refused user.
+    pub(crate) async fn complete_authorization(
+        &self,
+        tenant: &Tenant,
+        request: &AuthRequest,
+        user: &User,
+        session_id: Option<&str>,
+        auth_time: UnixTime,
+        amr: &str,
+    ) -> Result<String, StsError> {
+        let redirect_uri =
+            Url::parse(&request.redirect_uri).map_err(|e| StsError::internal(format!("redirect uri: {e}")))?;
+        if let Some(denial) = self.app_refuses(tenant, &request.client_id, &user.id).await? {
+            tracing::info!(
+                tenant = %tenant.name,
+                client = %request.client_id,
+                user = %user.id,
+                reason = %denial,
+                "authorization refused: the app does not admit the user"
+            );
+            return Ok(error_location(
+                self,
+                tenant,
+                &redirect_uri,
+                request.state.as_deref(),
+                "access_denied",
+                &denial.to_string(),
+            ));
+        }
+        self.issue_code(tenant, request, user, session_id, auth_time, amr).await
+    }
+
+    /// Why the app whose client is `client_id` refuses the user, if the client is
+    /// an app's and it does.
+    async fn app_refuses(&self, tenant: &Tenant, client_id: &str, user_id: &str) -> Result<Option<Denial>, StsError> {
+        let Some(app) = self.store.app_of_client(&tenant.id, client_id).await? else {
+            return Ok(None);
+        };
+        Ok(match self.app_admits(&app, user_id).await? {
+            Admission::Allowed { .. } => None,
+            Admission::Denied(denial) => Some(denial),
+        })
+    }
+
+    /// Issues an authorization code and returns the URL to send the browser to.
+    async fn issue_code(
         &self,
         tenant: &Tenant,
         request: &AuthRequest,

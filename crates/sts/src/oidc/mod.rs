@@ -5,6 +5,7 @@ pub(crate) mod authorize;
 pub(crate) mod device;
 pub(crate) mod discovery;
 pub(crate) mod logout;
+mod redirect;
 pub(crate) mod token;
 pub(crate) mod userinfo;
 
@@ -16,7 +17,9 @@ use serde::Serialize;
 
 use crate::Sts;
 use crate::error::{OAuthError, StsError};
-use crate::tokens::{ACCESS_TOKEN_TYP, ADMIN_API_AUDIENCE, ADMIN_SCOPE, AccessClaims, Audience, IdClaims};
+use crate::tokens::{
+    ACCESS_TOKEN_TYP, ADMIN_API_AUDIENCE, ADMIN_SCOPE, AccessClaims, Audience, ID_TOKEN_TYP, IdClaims,
+};
 
 /// Scopes every client may ask for.
 pub(crate) const STANDARD_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
@@ -152,7 +155,7 @@ impl Sts {
                 email: if email { grant.user.email.clone() } else { None },
                 email_verified: (email && grant.user.email.is_some()).then_some(false),
             };
-            Some(self.sign(&claims, "JWT", now).await?)
+            Some(self.sign(&claims, ID_TOKEN_TYP, now).await?)
         } else {
             None
         };

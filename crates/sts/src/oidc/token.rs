@@ -11,7 +11,9 @@ use axum::{Form, Json};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use postern_keyring::SecretString;
-use postern_store::{CodeRedemption, DeviceStatus, OAuthClient, RefreshRotation, StoreError, Tenant, User};
+use postern_store::{
+    CodeRedemption, DeviceStatus, OAuthClient, RefreshLookup, RefreshRotation, StoreError, Tenant, User,
+};
 use serde::Deserialize;
 
 use super::{GRANT_CODE, GRANT_DEVICE, GRANT_REFRESH, Grant, RefreshPlan, has_scope, pkce_matches};
@@ -236,6 +238,10 @@ pub(crate) async fn redeem_code(
         .await?)
 }
 
+/// The refresh grant (RFC 6749 §6). Every check (token state, user, scope)
+/// comes before the token is spent, so a refused request leaves it usable and
+/// the client's corrected retry is not mistaken for reuse; only then is it
+/// rotated, atomically, and a token already used revokes its family.
 async fn refresh_grant(
     sts: &Sts,
     tenant: &Tenant,
@@ -246,28 +252,16 @@ async fn refresh_grant(
         return Err(OAuthError::invalid_request("refresh_token is required"));
     };
     let now = sts.now();
-    let next = postern_keyring::random_token().map_err(StsError::from)?;
-    let rotated = sts
+    let old_digest = postern_keyring::digest(old.expose());
+    let grant = match sts
         .store
-        .rotate_refresh_token(
-            &tenant.id,
-            &client.client_id,
-            &postern_keyring::digest(old.expose()),
-            &postern_keyring::digest(next.expose()),
-            now + sts.config.refresh_token_ttl,
-            now,
-        )
+        .refresh_token_for_use(&tenant.id, &client.client_id, &old_digest, now)
         .await
-        .map_err(StsError::from)?;
-    let grant = match rotated {
-        RefreshRotation::Rotated(g) => g,
-        RefreshRotation::Reused => {
-            tracing::warn!(tenant = %tenant.name, client = %client.client_id, "refresh token reused; its family is revoked");
-            return Err(OAuthError::invalid_grant("the refresh token was already used"));
-        }
-        RefreshRotation::Invalid => {
-            return Err(OAuthError::invalid_grant("the refresh token is not valid"));
-        }
+        .map_err(StsError::from)?
+    {
+        RefreshLookup::Usable(g) => g,
+        RefreshLookup::Reused => return Err(refresh_reused(tenant, client)),
+        RefreshLookup::Invalid => return Err(OAuthError::invalid_grant("the refresh token is not valid")),
     };
     let user = match enabled_user(sts, tenant, &grant.user_id).await {
         Ok(u) => u,
@@ -279,26 +273,26 @@ async fn refresh_grant(
             return Err(e);
         }
     };
-    let scope = match &form.scope {
-        Some(requested) => {
-            if !requested
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .all(|s| has_scope(&grant.scope, s))
-            {
-                return Err(OAuthError::bad_request(
-                    "invalid_scope",
-                    "a refresh cannot widen the scope",
-                ));
-            }
-            requested
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ")
-        }
-        None => grant.scope.clone(),
-    };
+    let scope = narrowed_scope(form.scope.as_deref(), &grant.scope)?;
+    let next = postern_keyring::random_token().map_err(StsError::from)?;
+    let rotated = sts
+        .store
+        .rotate_refresh_token(
+            &tenant.id,
+            &client.client_id,
+            &old_digest,
+            &postern_keyring::digest(next.expose()),
+            now + sts.config.refresh_token_ttl,
+            now,
+        )
+        .await
+        .map_err(StsError::from)?;
+    match rotated {
+        RefreshRotation::Rotated(_) => {}
+        // Spent or revoked by a concurrent request since the lookup.
+        RefreshRotation::Reused => return Err(refresh_reused(tenant, client)),
+        RefreshRotation::Invalid => return Err(OAuthError::invalid_grant("the refresh token is not valid")),
+    }
     Ok(sts
         .issue_tokens(
             Grant {
@@ -314,6 +308,28 @@ async fn refresh_grant(
             RefreshPlan::Rotated(next.expose().to_owned()),
         )
         .await?)
+}
+
+/// The refusal of a refresh token presented again (its family is revoked).
+fn refresh_reused(tenant: &Tenant, client: &OAuthClient) -> OAuthError {
+    tracing::warn!(tenant = %tenant.name, client = %client.client_id, "refresh token reused; its family is revoked");
+    OAuthError::invalid_grant("the refresh token was already used")
+}
+
+/// The scope of a refreshed grant: the one asked for, which may only narrow
+/// the original grant (RFC 6749 §6), or the original when none is asked for.
+fn narrowed_scope(requested: Option<&str>, granted: &str) -> Result<String, OAuthError> {
+    let Some(requested) = requested else {
+        return Ok(granted.to_owned());
+    };
+    let asked: Vec<&str> = requested.split(' ').filter(|s| !s.is_empty()).collect();
+    if !asked.iter().all(|s| has_scope(granted, s)) {
+        return Err(OAuthError::bad_request(
+            "invalid_scope",
+            "a refresh cannot widen the scope",
+        ));
+    }
+    Ok(asked.join(" "))
 }
 
 async fn device_grant(

@@ -481,7 +481,7 @@ impl Step<'_> {
                 let auth_time = flow.auth_time.unwrap_or(session.auth_time);
                 let location = self
                     .sts
-                    .issue_code(self.tenant, &request, &user, Some(&session.id), auth_time, &amr)
+                    .complete_authorization(self.tenant, &request, &user, Some(&session.id), auth_time, &amr)
                     .await?;
                 Ok(see_other(&location, cookies))
             }
