@@ -254,42 +254,54 @@ impl TunnelRegistry {
             .unwrap_or_default()
     }
 
-    /// Closes every tunnel of `connector_id` (removed, revoked or moved to
-    /// another group); requests in flight on them fail.
+    /// Closes every tunnel of `connector_id` (removed or revoked); requests in
+    /// flight on them fail. Returns how many were closed.
     pub fn close_connector(&self, connector_id: &str) -> usize {
-        let Ok(mut groups) = self.groups.lock() else {
-            return 0;
-        };
-        let mut closed = 0;
-        for tunnels in groups.values_mut() {
-            tunnels.retain(|t| {
-                let keep = t.connector_id != connector_id;
-                if !keep {
-                    t.driver.abort();
-                    closed += 1;
-                }
-                keep
-            });
-        }
-        groups.retain(|_, tunnels| !tunnels.is_empty());
-        closed
+        self.close_matching(|_, t| t.connector_id == connector_id)
+    }
+
+    /// Closes the tunnels `connector_id` holds for one group (it moved to
+    /// another group, so it no longer serves this one's apps); its tunnels for
+    /// other groups stay. Returns how many were closed.
+    pub fn close_connector_in_group(&self, tenant_id: &str, group_id: &str, connector_id: &str) -> usize {
+        self.close_matching(|(t, g), tunnel| t == tenant_id && g == group_id && tunnel.connector_id == connector_id)
+    }
+
+    /// Closes every tunnel of a connector group (deleted). Returns how many were
+    /// closed.
+    pub fn close_group(&self, tenant_id: &str, group_id: &str) -> usize {
+        self.close_matching(|(t, g), _| t == tenant_id && g == group_id)
+    }
+
+    /// Closes every tunnel of a tenant (deleted). Returns how many were closed.
+    pub fn close_tenant(&self, tenant_id: &str) -> usize {
+        self.close_matching(|(t, _), _| t == tenant_id)
     }
 
     /// Closes one tunnel.
     pub fn close(&self, tunnel_id: u64) {
-        let Ok(mut groups) = self.groups.lock() else {
-            return;
-        };
-        for tunnels in groups.values_mut() {
+        self.close_matching(|_, t| t.id == tunnel_id);
+    }
+
+    /// Removes the tunnels `doomed` picks and ends their connections at once:
+    /// the connection task is aborted, which drops the socket, so nothing more
+    /// is read from or written to the connector on them.
+    fn close_matching(&self, doomed: impl Fn(&GroupKey, &Tunnel) -> bool) -> usize {
+        let mut groups = self.groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut closed = 0;
+        for (key, tunnels) in groups.iter_mut() {
             tunnels.retain(|t| {
-                let keep = t.id != tunnel_id;
-                if !keep {
-                    t.driver.abort();
+                if !doomed(key, t) {
+                    return true;
                 }
-                keep
+                t.driver.abort();
+                tracing::info!(connector = %t.connector_id, group = %key.1, tunnel = t.id, "tunnel closed by the service");
+                closed += 1;
+                false
             });
         }
         groups.retain(|_, tunnels| !tunnels.is_empty());
+        closed
     }
 
     fn group_len(&self, key: &GroupKey) -> usize {
@@ -367,5 +379,102 @@ impl Body for TunnelResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use http_body_util::{BodyExt, Empty, Full};
+    use hyper_util::rt::TokioIo;
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    /// The connector's end of one tunnel: an HTTP/2 server answering `ok` on one
+    /// end of an in-memory pipe. Returns the service's end, and a receiver that
+    /// fires once the connector's side of the connection has ended.
+    fn connector_end() -> (TokioIo<tokio::io::DuplexStream>, oneshot::Receiver<()>) {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let (ended_tx, ended) = oneshot::channel();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(theirs), service)
+                .await;
+            let _ = ended_tx.send(());
+        });
+        (TokioIo::new(ours), ended)
+    }
+
+    fn get() -> Request<TunnelBody> {
+        Request::get("http://app/")
+            .body(Empty::new().map_err(|never| match never {}).boxed_unsync())
+            .unwrap()
+    }
+
+    fn connectors(registry: &TunnelRegistry, tenant: &str, group: &str) -> Vec<String> {
+        let mut ids: Vec<String> = registry
+            .tunnels(tenant, group)
+            .into_iter()
+            .map(|t| t.connector_id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Waits (briefly) until the connector's side saw its connection end.
+    async fn assert_ended(ended: oneshot::Receiver<()>) {
+        tokio::time::timeout(Duration::from_secs(1), ended)
+            .await
+            .expect("the connector's connection ends at once")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn closing_ends_exactly_the_tunnels_named_and_their_connections() {
+        let registry = TunnelRegistry::new(TunnelOptions::default());
+        let mut ends: HashMap<&str, oneshot::Receiver<()>> = HashMap::new();
+        for (name, tenant, group, connector) in [
+            ("t1/g1/c1", "t1", "g1", "c1"),
+            ("t1/g1/c2", "t1", "g1", "c2"),
+            ("t1/g2/c1", "t1", "g2", "c1"),
+            ("t2/g1/c3", "t2", "g1", "c3"),
+        ] {
+            let (io, ended) = connector_end();
+            registry.attach(tenant, group, connector, io).await.unwrap();
+            ends.insert(name, ended);
+        }
+        let ok = registry.send("t2", "g1", get()).await.unwrap();
+        assert_eq!(ok.status(), 200);
+        drop(ok);
+
+        // c1 moved out of g1: only its g1 tunnel goes.
+        assert_eq!(registry.close_connector_in_group("t1", "g1", "c1"), 1);
+        assert_ended(ends.remove("t1/g1/c1").unwrap()).await;
+        assert_eq!(connectors(&registry, "t1", "g1"), ["c2"]);
+        assert_eq!(connectors(&registry, "t1", "g2"), ["c1"]);
+
+        // c1 deleted: its other tunnel goes too.
+        assert_eq!(registry.close_connector("c1"), 1);
+        assert_ended(ends.remove("t1/g2/c1").unwrap()).await;
+        assert!(connectors(&registry, "t1", "g2").is_empty());
+
+        // A group deleted: nothing of another tenant's group of the same ID.
+        assert_eq!(registry.close_group("t1", "g1"), 1);
+        assert_ended(ends.remove("t1/g1/c2").unwrap()).await;
+        assert_eq!(connectors(&registry, "t2", "g1"), ["c3"]);
+
+        // A tenant deleted.
+        assert_eq!(registry.close_tenant("t2"), 1);
+        assert_ended(ends.remove("t2/g1/c3").unwrap()).await;
+        assert_eq!(registry.close_tenant("t2"), 0, "nothing left to close");
+        assert!(matches!(
+            registry.send("t2", "g1", get()).await,
+            Err(SendError::NoConnector)
+        ));
     }
 }
