@@ -628,8 +628,12 @@ fn plain_id(id: &str) -> bool {
     postern_pki::check_id(id).is_ok() && id != "." && id != ".."
 }
 
-/// Starts work on a request, or says why not.
+/// Starts work on a request, or says why not. A request this agent cannot take
+/// now (every slot busy, or no ciphertext for its key) is declined at once, so
+/// the service offers it to another agent instead of waiting for this one; when
+/// the service says every agent is busy (`wait_if_busy`), it waits its turn.
 fn dispatch(shared: &Arc<Shared>, tracker: &TaskTracker, session: &Arc<Session>, mut request: ValidationRequest) {
+    AgentStats::count(&shared.stats.received);
     let id = &request.request_id;
     if request.tenant_id != session.tenant_id() {
         tracing::warn!(request = %id, "a request for another tenant reached this agent; ignored");
@@ -654,14 +658,25 @@ fn dispatch(shared: &Arc<Shared>, tracker: &TaskTracker, session: &Arc<Session>,
         tracing::debug!(
             request = %id,
             key_id = session.key.key_id(),
-            "no ciphertext for this agent's key (encrypted for other agents only, e.g. just after a renewal); skipped"
+            "no ciphertext for this agent's key (encrypted for other agents only, e.g. just after a renewal); declined"
         );
         AgentStats::count(&shared.stats.skipped_other_keys);
+        decline(shared, tracker, request.request_id);
         return;
     };
-    let Some(place) = shared.limiter.enter() else {
-        tracing::warn!(request = %id, "too many requests waiting here; leaving this one to another agent");
-        AgentStats::count(&shared.stats.skipped_overloaded);
+    let place = if request.wait_if_busy {
+        shared.limiter.enter()
+    } else {
+        shared.limiter.enter_if_free()
+    };
+    let Some(place) = place else {
+        if request.wait_if_busy {
+            tracing::warn!(request = %id, "too many requests waiting here; leaving this one to another agent");
+            AgentStats::count(&shared.stats.skipped_overloaded);
+        } else {
+            tracing::debug!(request = %id, "every validation slot is busy; declined");
+        }
+        decline(shared, tracker, request.request_id);
         return;
     };
     let ciphertext = request.ciphertexts.swap_remove(index).ciphertext;
@@ -674,4 +689,10 @@ fn dispatch(shared: &Arc<Shared>, tracker: &TaskTracker, session: &Arc<Session>,
         key: session.key.clone(),
     };
     tracker.spawn(worker::run(shared.clone(), job, place));
+}
+
+/// Declines a request (see [`dispatch`]) without holding up the stream.
+fn decline(shared: &Arc<Shared>, tracker: &TaskTracker, request_id: String) {
+    AgentStats::count(&shared.stats.declined);
+    tracker.spawn(worker::decline(shared.clone(), request_id));
 }

@@ -183,6 +183,7 @@ mod tests {
                 key_id: "k".into(),
                 ciphertext: "Y3Q=".into(),
             }],
+            wait_if_busy: false,
         });
         serde_json::to_string(&frame).unwrap() + "\n"
     }

@@ -66,14 +66,18 @@ const OUTCOMES: [ValidationOutcome; 8] = [
     ValidationOutcome::DirectoryUnreachable,
 ];
 
-fn index(outcome: ValidationOutcome) -> usize {
-    OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(0)
+/// The counter of a directory's outcome (`None` for what the agent says of
+/// itself, such as "declined").
+fn index(outcome: ValidationOutcome) -> Option<usize> {
+    OUTCOMES.iter().position(|o| *o == outcome)
 }
 
 /// Counters of the requests the agent was sent. Shared; read with [`Self::snapshot`].
 #[derive(Debug, Default)]
 pub struct AgentStats {
     validated: [AtomicU64; 8],
+    pub(crate) received: AtomicU64,
+    pub(crate) declined: AtomicU64,
     pub(crate) skipped_expired: AtomicU64,
     pub(crate) skipped_other_keys: AtomicU64,
     pub(crate) skipped_other_tenant: AtomicU64,
@@ -93,6 +97,12 @@ pub struct AgentStats {
 pub struct StatsSnapshot {
     /// Directory answers, by outcome.
     pub validated: HashMap<ValidationOutcome, u64>,
+    /// Validation requests that reached this agent (every one counts, whatever
+    /// became of it).
+    pub received: u64,
+    /// Requests declined at once so the service offers them to another agent:
+    /// every validation slot busy, or no ciphertext for this agent's key.
+    pub declined: u64,
     /// Requests dropped because their deadline had passed before work began.
     pub skipped_expired: u64,
     /// Requests with no ciphertext for this agent's key (encrypted for other agents).
@@ -146,7 +156,7 @@ impl AgentStats {
     }
 
     pub(crate) fn validated(&self, outcome: ValidationOutcome) {
-        if let Some(c) = self.validated.get(index(outcome)) {
+        if let Some(c) = index(outcome).and_then(|i| self.validated.get(i)) {
             Self::count(c);
         }
     }
@@ -167,6 +177,8 @@ impl AgentStats {
                 .map(|(o, c)| (*o, get(c)))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
+            received: get(&self.received),
+            declined: get(&self.declined),
             skipped_expired: get(&self.skipped_expired),
             skipped_other_keys: get(&self.skipped_other_keys),
             skipped_other_tenant: get(&self.skipped_other_tenant),
@@ -206,7 +218,10 @@ mod tests {
         assert_eq!((s.in_flight, s.peak_in_flight), (0, 2));
         // Every outcome has its own counter.
         for o in OUTCOMES {
-            assert_eq!(OUTCOMES[index(o)], o);
+            assert_eq!(index(o).map(|i| OUTCOMES[i]), Some(o));
         }
+        // "Declined" is no directory outcome: never counted as one.
+        stats.validated(ValidationOutcome::Declined);
+        assert_eq!(stats.snapshot().validated_total(), 3);
     }
 }

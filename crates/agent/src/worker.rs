@@ -147,7 +147,17 @@ impl Limiter {
 
     /// Takes a place in the line, unless too many are waiting already.
     pub fn enter(self: &Arc<Self>) -> Option<Pending> {
-        let limit = self.size().saturating_mul(WAITING_PER_SLOT).max(WAITING_FLOOR);
+        self.enter_below(self.size().saturating_mul(WAITING_PER_SLOT).max(WAITING_FLOOR))
+    }
+
+    /// Takes a place only if a slot is free for it now (every job accepted
+    /// earlier counts, waiting or running): an agent at its limit declines
+    /// rather than keeping a sign-in waiting that another agent could serve.
+    pub fn enter_if_free(self: &Arc<Self>) -> Option<Pending> {
+        self.enter_below(self.size())
+    }
+
+    fn enter_below(self: &Arc<Self>, limit: usize) -> Option<Pending> {
         let before = self.pending.fetch_add(1, Ordering::SeqCst);
         let entered = Pending(self.clone());
         (before < limit).then_some(entered)
@@ -248,6 +258,26 @@ pub(crate) fn to_result(outcome: Outcome) -> ValidationResult {
         protocol: PROTOCOL_VERSION,
         outcome,
         account,
+    }
+}
+
+/// How long telling the service "declined" may take; after that the service's own
+/// attempt timeout moves the request on anyway.
+const DECLINE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Tells the service at once that this agent cannot take a request, so that it
+/// offers the request to another agent without waiting for its attempt timeout.
+pub(crate) async fn decline(shared: Arc<Shared>, request_id: String) {
+    let result = ValidationResult {
+        protocol: PROTOCOL_VERSION,
+        outcome: ValidationOutcome::Declined,
+        account: None,
+    };
+    let session = shared.session.borrow().clone();
+    match tokio::time::timeout(DECLINE_TIMEOUT, session.client.agent_result(&request_id, &result)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(request = %request_id, error = %e, "the service did not take the decline"),
+        Err(_) => tracing::debug!(request = %request_id, "declining took too long"),
     }
 }
 
@@ -384,6 +414,13 @@ mod tests {
         let only = limiter.slots.try_acquire().unwrap();
         assert!(limiter.slots.try_acquire().is_err());
         drop(only);
+
+        // Only as many as there are slots get in without waiting; leaving frees one.
+        let running = limiter.enter_if_free().unwrap();
+        assert!(limiter.enter_if_free().is_none(), "one slot, taken");
+        drop(running);
+        let running = limiter.enter_if_free().unwrap();
+        drop(running);
 
         // One slot: the floor may wait, one more is turned away; leaving frees a place.
         let places: Vec<_> = (0..WAITING_FLOOR).map(|_| limiter.enter().unwrap()).collect();

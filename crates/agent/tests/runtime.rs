@@ -493,12 +493,25 @@ impl Setup {
                     ciphertext: encrypt(spki_der, TENANT, id, password),
                 },
             ],
+            wait_if_busy: false,
         })
     }
 
     /// A validation request for this agent's original key, due in 30 s.
     fn request(&self, id: &str, username: &str, password: &str) -> Bytes {
         self.request_for(self.key.public_spki_der(), id, username, password, 30)
+    }
+
+    /// Like [`Setup::request`], as the service sends it once every agent has
+    /// declined it as busy: the agent waits for a free slot.
+    fn waiting_request(&self, id: &str, username: &str, password: &str) -> Bytes {
+        match serde_json::from_slice(&self.request(id, username, password)) {
+            Ok(QueueFrame::Validate(request)) => frame(ValidationRequest {
+                wait_if_busy: true,
+                ..request
+            }),
+            other => panic!("{other:?}"),
+        }
     }
 }
 
@@ -659,6 +672,7 @@ async fn validates_and_reports_each_outcome() {
             key_id: "another-agents-key".into(),
             ciphertext: encrypt(&spki, TENANT, "r-not-for-us", ALICE_PASSWORD),
         }],
+        wait_if_busy: false,
     });
     // A ciphertext replayed from another request: the label does not match.
     let mut replayed: ValidationRequest =
@@ -685,7 +699,7 @@ async fn validates_and_reports_each_outcome() {
     }
 
     let mut posted = std::collections::HashMap::new();
-    for _ in 0..4 {
+    for _ in 0..5 {
         let p = s.svc.next_result().await;
         assert_eq!(p.key_id.as_deref(), Some(s.key.key_id().as_str()));
         assert_eq!(p.result.protocol, PROTOCOL_VERSION);
@@ -704,6 +718,8 @@ async fn validates_and_reports_each_outcome() {
         assert!(posted[id].account.is_none());
     }
     assert_eq!(posted["gone-1"].outcome, ValidationOutcome::Success);
+    // No ciphertext for this agent's key: declined at once, so another agent gets it.
+    assert_eq!(posted["r-not-for-us"].outcome, ValidationOutcome::Declined);
 
     let stats = agent
         .stats_until("all counted", |st| {
@@ -716,6 +732,7 @@ async fn validates_and_reports_each_outcome() {
     assert_eq!(stats.skipped_expired, 1);
     assert_eq!(stats.skipped_other_tenant, 1);
     assert_eq!(stats.skipped_other_keys, 1);
+    assert_eq!((stats.declined, stats.received), (1, 10));
     assert_eq!(stats.skipped_malformed, 1);
     assert_eq!(stats.decrypt_failed, 2, "tampered and replayed");
     assert_eq!(stats.results_failed, 0);
@@ -737,7 +754,7 @@ async fn validates_concurrently_up_to_max_in_flight_while_reading_on() {
     let q = s.svc.queue(1).await;
     for i in 0..10 {
         q.frames
-            .send(s.request(&format!("r{i}"), "alice", ALICE_PASSWORD))
+            .send(s.waiting_request(&format!("r{i}"), "alice", ALICE_PASSWORD))
             .unwrap();
     }
     let stats = agent.stats_until("three running", |st| st.in_flight == 3).await;
@@ -765,13 +782,69 @@ async fn validates_concurrently_up_to_max_in_flight_while_reading_on() {
     let q = s.svc.queue(2).await;
     for i in 0..6 {
         q.frames
-            .send(s.request(&format!("s{i}"), "bob", "Bobs-Secret-2"))
+            .send(s.waiting_request(&format!("s{i}"), "bob", "Bobs-Secret-2"))
             .unwrap();
     }
     for _ in 0..6 {
         s.svc.next_result().await;
     }
     assert_eq!(slow.peak.load(Ordering::SeqCst), 2);
+    agent.stop().await.unwrap();
+}
+
+/// An agent at its limit says so at once instead of keeping a sign-in waiting that
+/// another agent could serve; told that every agent is busy, it waits its turn.
+#[tokio::test]
+async fn an_agent_at_its_limit_declines_at_once_unless_told_to_wait() {
+    let mut s = setup(Knobs {
+        max_in_flight: 2,
+        ..Knobs::default()
+    })
+    .await;
+    let slow = Slow::new(s.local_file(), Duration::from_secs(2));
+    let mut agent = s.start(slow.clone(), fast());
+    agent.connected(1).await;
+    let q = s.svc.queue(1).await;
+    for id in ["busy-1", "busy-2"] {
+        q.frames.send(s.request(id, "alice", ALICE_PASSWORD)).unwrap();
+    }
+    agent.stats_until("both slots busy", |st| st.in_flight == 2).await;
+    let started = Instant::now();
+    q.frames
+        .send(s.request("one-too-many", "alice", ALICE_PASSWORD))
+        .unwrap();
+    let p = s.svc.next_result().await;
+    assert_eq!(
+        (p.request_id.as_str(), p.result.outcome),
+        ("one-too-many", ValidationOutcome::Declined)
+    );
+    assert!(p.result.account.is_none());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "declined while both slots were still busy: {:?}",
+        started.elapsed()
+    );
+    // The service's second offer, once every agent declined: it waits for a slot.
+    q.frames
+        .send(s.waiting_request("waits", "alice", ALICE_PASSWORD))
+        .unwrap();
+    let mut done: Vec<(String, ValidationOutcome)> = Vec::new();
+    for _ in 0..3 {
+        let p = s.svc.next_result().await;
+        done.push((p.request_id, p.result.outcome));
+    }
+    done.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        done,
+        [
+            ("busy-1".to_string(), ValidationOutcome::Success),
+            ("busy-2".to_string(), ValidationOutcome::Success),
+            ("waits".to_string(), ValidationOutcome::Success),
+        ]
+    );
+    assert_eq!(slow.peak.load(Ordering::SeqCst), 2, "never more than its slots");
+    let stats = agent.stats.snapshot();
+    assert_eq!((stats.declined, stats.received), (1, 4));
     agent.stop().await.unwrap();
 }
 
@@ -875,10 +948,16 @@ async fn renewal_switches_key_and_reconnects() {
     q.frames
         .send(s.request_for(&new_spki, "r-new-key", "alice", ALICE_PASSWORD, 30))
         .unwrap();
-    let p = s.svc.next_result().await;
+    let mut answers = [s.svc.next_result().await, s.svc.next_result().await];
+    answers.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+    let [p, old] = answers;
     assert_eq!(p.request_id, "r-new-key");
     assert_eq!(p.result.outcome, ValidationOutcome::Success);
     assert_eq!(p.key_id.as_deref(), Some(new_key.as_str()));
+    assert_eq!(
+        (old.request_id.as_str(), old.result.outcome),
+        ("r-old-key", ValidationOutcome::Declined)
+    );
     s.svc.no_more_results().await;
     assert_eq!(agent.stats.snapshot().skipped_other_keys, 1);
     agent.stop().await.unwrap();
@@ -957,13 +1036,19 @@ async fn throughput() {
     let n: u32 = 1000;
     let lines: VecDeque<Bytes> = (0..n)
         .map(|i| {
-            s.request_for(
+            let line = s.request_for(
                 s.key.public_spki_der(),
                 &format!("b{i}"),
                 &format!("user{i}"),
                 "bench-password",
                 120,
-            )
+            );
+            // Far more at once than the agent has slots: as the service sends
+            // them when every agent is busy.
+            String::from_utf8(line.to_vec())
+                .unwrap()
+                .replace("\"wait_if_busy\":false", "\"wait_if_busy\":true")
+                .into()
         })
         .collect();
     let started = Instant::now();
@@ -990,7 +1075,7 @@ async fn throughput() {
     let started = Instant::now();
     for i in 0..n {
         q.frames
-            .send(s.request(&format!("f{i}"), "alice", ALICE_PASSWORD))
+            .send(s.waiting_request(&format!("f{i}"), "alice", ALICE_PASSWORD))
             .unwrap();
     }
     for _ in 0..n {

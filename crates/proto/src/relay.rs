@@ -84,6 +84,11 @@ pub struct ValidationRequest {
     pub deadline_ms: i64,
     /// The password encrypted once per registered agent key.
     pub ciphertexts: Vec<AgentCiphertext>,
+    /// Set by the relay when every agent of the tenant has declined the request
+    /// as busy: wait for a free slot instead of declining again. Unset, an agent
+    /// at its limit answers [`ValidationOutcome::Declined`] at once.
+    #[serde(default)]
+    pub wait_if_busy: bool,
 }
 
 /// The password encrypted to one agent's key.
@@ -116,6 +121,10 @@ pub enum ValidationOutcome {
     MustChangePassword,
     /// The directory could not be asked; another agent may try.
     DirectoryUnreachable,
+    /// This agent cannot take the request now (all its validation slots are
+    /// busy, or it holds no ciphertext for its key): the relay offers it to
+    /// another agent at once. Says nothing about the password.
+    Declined,
 }
 
 /// `POST /v1/t/{tenant}/agent/results/{id}` body.
@@ -166,10 +175,19 @@ mod tests {
                 key_id: "k".into(),
                 ciphertext: "c".into(),
             }],
+            wait_if_busy: false,
         });
         let line = serde_json::to_string(&v).unwrap();
         assert!(line.starts_with(r#"{"type":"validate""#) && !line.contains('\n'));
         assert_eq!(serde_json::from_str::<QueueFrame>(&line).unwrap(), v);
+        // A request from a service that does not know `wait_if_busy` still decodes.
+        let older = line.replace(",\"wait_if_busy\":false", "");
+        assert_ne!(older, line);
+        assert_eq!(serde_json::from_str::<QueueFrame>(&older).unwrap(), v);
+        assert_eq!(
+            serde_json::to_string(&ValidationOutcome::Declined).unwrap(),
+            "\"declined\""
+        );
         assert_ne!(oaep_label("t", "r1"), oaep_label("t", "r2"));
         let b = BootstrapResponse {
             protocol: 1,

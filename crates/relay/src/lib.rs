@@ -6,9 +6,16 @@
 //! that tenant and waits. When no answer comes within the attempt timeout, or the
 //! agent reports that its directory is unreachable, the same request (it holds a
 //! ciphertext for every agent) is offered to another agent, until the overall
-//! deadline (PTA-6: the seeds' provider simply drops it). Results are accepted
-//! only from an agent the request was offered to, of the request's tenant, once
+//! deadline (PTA-6: the seeds' provider simply drops it). An agent that cannot
+//! take a request (all its slots busy) declines it at once and the request moves
+//! on without waiting for the timeout; when every agent declined, each is asked
+//! again with leave to wait for a free slot. Results are accepted only from an
+//! agent the request was offered to, of the request's tenant, once
 //! ([`Relay::deliver_result`]).
+//!
+//! Revocation takes effect at once (BEY-6): [`Relay::close_agent`] and
+//! [`Relay::close_tenant`] end the agents' subscriptions (so their queue streams
+//! end) and move the requests they hold on to other agents.
 //!
 //! Memory is bounded: each agent's subscription holds at most
 //! `per_agent_capacity` undelivered requests, and the number of requests waiting
@@ -105,18 +112,71 @@ pub enum ResultRejected {
     NotOffered,
 }
 
+/// Counters of the relay since it started, for operators and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Requests offered to an agent (first offers and re-offers).
+    pub offers: u64,
+    /// Attempts that ended because the agent did not answer within the attempt
+    /// timeout.
+    pub attempts_timed_out: u64,
+    /// Attempts that ended because the agent's directory was unreachable.
+    pub attempts_unreachable: u64,
+    /// Attempts the agent declined at once (busy, or no ciphertext for its key).
+    pub attempts_declined: u64,
+    /// Attempts that ended because the agent was removed while it held them.
+    pub attempts_agent_gone: u64,
+    /// Agents detached by the service (removed, or their tenant deleted).
+    pub agents_closed: u64,
+}
+
+/// Why an attempt ended without an answer; each moves the request on to another
+/// agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AttemptEnd {
+    /// The attempt timeout passed.
+    TimedOut,
+    /// The agent's directory is unreachable.
+    Unreachable,
+    /// The agent cannot take the request now.
+    Declined,
+    /// The agent was removed (or its tenant deleted).
+    AgentGone,
+}
+
+impl AttemptEnd {
+    fn count(self, stats: &mut RelayStats) {
+        let counter = match self {
+            AttemptEnd::TimedOut => &mut stats.attempts_timed_out,
+            AttemptEnd::Unreachable => &mut stats.attempts_unreachable,
+            AttemptEnd::Declined => &mut stats.attempts_declined,
+            AttemptEnd::AgentGone => &mut stats.attempts_agent_gone,
+        };
+        *counter += 1;
+    }
+}
+
 struct AgentSlot {
     id: u64,
     agent_id: String,
     tx: mpsc::Sender<Arc<ValidationRequest>>,
     in_flight: usize,
+    /// Dropped with the slot: tells the subscription it was closed.
+    _closed: oneshot::Sender<()>,
+}
+
+/// The attempt in progress: which agent holds the request, and how to end the
+/// attempt early.
+struct Attempt {
+    agent_id: String,
+    end: oneshot::Sender<AttemptEnd>,
 }
 
 struct Pending {
     tenant_id: String,
     offered_to: HashSet<String>,
     answer: Option<oneshot::Sender<(String, ValidationResult)>>,
-    attempt: Option<oneshot::Sender<()>>,
+    attempt: Option<Attempt>,
 }
 
 #[derive(Default)]
@@ -124,6 +184,22 @@ struct State {
     tenants: HashMap<String, Vec<AgentSlot>>,
     pending: HashMap<String, Pending>,
     next_slot: u64,
+    stats: RelayStats,
+}
+
+impl State {
+    /// Ends the current attempt of every pending request of `tenant_id` held by
+    /// an agent `gone` picks.
+    fn end_attempts(&mut self, tenant_id: &str, gone: impl Fn(&str) -> bool) {
+        for pending in self.pending.values_mut() {
+            if pending.tenant_id == tenant_id
+                && pending.attempt.as_ref().is_some_and(|a| gone(&a.agent_id))
+                && let Some(attempt) = pending.attempt.take()
+            {
+                let _ = attempt.end.send(AttemptEnd::AgentGone);
+            }
+        }
+    }
 }
 
 /// The in-process relay.
@@ -141,12 +217,15 @@ impl std::fmt::Debug for Relay {
 }
 
 /// An agent's attachment to its tenant's queue. Requests offered to the agent
-/// arrive on [`Subscription::recv`]; dropping it detaches the agent.
+/// arrive on [`Subscription::recv`]; dropping it detaches the agent, and
+/// [`Relay::close_agent`] ends it from the service's side.
 pub struct Subscription {
     relay: Arc<Relay>,
     tenant_id: String,
     slot: u64,
     rx: mpsc::Receiver<Arc<ValidationRequest>>,
+    closed: oneshot::Receiver<()>,
+    ended: bool,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -158,9 +237,20 @@ impl std::fmt::Debug for Subscription {
 }
 
 impl Subscription {
-    /// The next request offered to this agent.
+    /// The next request offered to this agent; `None` once the relay closed the
+    /// subscription (then requests still buffered are not handed out: they
+    /// were offered to an agent no longer trusted, and move on to another).
     pub async fn recv(&mut self) -> Option<Arc<ValidationRequest>> {
-        self.rx.recv().await
+        if self.ended {
+            return None;
+        }
+        let next = tokio::select! {
+            biased;
+            _ = &mut self.closed => None,
+            request = self.rx.recv() => request,
+        };
+        self.ended = next.is_none();
+        next
     }
 }
 
@@ -191,6 +281,67 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
+/// What one sign-in's attempts so far add up to.
+#[derive(Default)]
+struct Tally {
+    /// Agents not to offer the request to again in this round.
+    tried: Vec<String>,
+    /// Every agent asked, in order (an agent asked again appears again).
+    offered_to: Vec<String>,
+    /// Distinct agents asked.
+    asked: HashSet<String>,
+    unreachable: usize,
+    declined: usize,
+    /// Agents that declined in the first round.
+    declined_first: Vec<String>,
+    /// Whether the second round (agents that declined may wait) has begun.
+    waiting_round: bool,
+}
+
+impl Tally {
+    fn record(&mut self, agent_id: &str, end: AttemptEnd) {
+        match end {
+            AttemptEnd::Unreachable => self.unreachable += 1,
+            AttemptEnd::Declined => {
+                self.declined += 1;
+                if !self.waiting_round {
+                    self.declined_first.push(agent_id.to_owned());
+                }
+            }
+            AttemptEnd::TimedOut | AttemptEnd::AgentGone => {}
+        }
+    }
+
+    /// When every agent was asked and some declined as busy: the request again,
+    /// marked so that those agents wait for a free slot instead of declining.
+    fn second_round(&mut self, request: &ValidationRequest) -> Option<Arc<ValidationRequest>> {
+        if self.waiting_round || self.declined_first.is_empty() {
+            return None;
+        }
+        self.waiting_round = true;
+        let again = std::mem::take(&mut self.declined_first);
+        self.tried.retain(|a| !again.contains(a));
+        Some(Arc::new(ValidationRequest {
+            wait_if_busy: true,
+            ..request.clone()
+        }))
+    }
+
+    /// Why nobody answered.
+    fn failure(&self) -> RelayError {
+        let asked = self.offered_to.len();
+        if asked == 0 {
+            RelayError::NoAgents
+        } else if self.unreachable == asked {
+            RelayError::DirectoryUnreachable
+        } else if self.declined > 0 && self.declined + self.unreachable == asked {
+            RelayError::Busy
+        } else {
+            RelayError::Timeout(self.asked.len())
+        }
+    }
+}
+
 impl Relay {
     /// A relay with these limits.
     pub fn new(limits: RelayLimits) -> Arc<Self> {
@@ -209,6 +360,7 @@ impl Relay {
     /// Attaches an agent to its tenant's queue.
     pub fn subscribe(self: &Arc<Self>, tenant_id: &str, agent_id: &str) -> Subscription {
         let (tx, rx) = mpsc::channel(self.limits.per_agent_capacity.max(1));
+        let (closed_tx, closed) = oneshot::channel();
         let mut state = self.lock();
         state.next_slot += 1;
         let slot = state.next_slot;
@@ -217,13 +369,47 @@ impl Relay {
             agent_id: agent_id.to_owned(),
             tx,
             in_flight: 0,
+            _closed: closed_tx,
         });
         Subscription {
             relay: self.clone(),
             tenant_id: tenant_id.to_owned(),
             slot,
             rx,
+            closed,
+            ended: false,
         }
+    }
+
+    /// Detaches agent `agent_id` of `tenant_id` at once (it was removed): its
+    /// subscriptions end, and a request it holds moves on to another agent
+    /// without waiting for the attempt timeout. Returns how many subscriptions
+    /// were closed.
+    pub fn close_agent(&self, tenant_id: &str, agent_id: &str) -> usize {
+        let mut state = self.lock();
+        let mut closed = 0;
+        if let Some(slots) = state.tenants.get_mut(tenant_id) {
+            let before = slots.len();
+            slots.retain(|s| s.agent_id != agent_id);
+            closed = before - slots.len();
+            if slots.is_empty() {
+                state.tenants.remove(tenant_id);
+            }
+        }
+        state.end_attempts(tenant_id, |held_by| held_by == agent_id);
+        state.stats.agents_closed += closed as u64;
+        closed
+    }
+
+    /// Detaches every agent of a tenant at once (the tenant was deleted); its
+    /// pending sign-ins end without waiting for their timeouts. Returns how many
+    /// subscriptions were closed.
+    pub fn close_tenant(&self, tenant_id: &str) -> usize {
+        let mut state = self.lock();
+        let closed = state.tenants.remove(tenant_id).map_or(0, |slots| slots.len());
+        state.end_attempts(tenant_id, |_| true);
+        state.stats.agents_closed += closed as u64;
+        closed
     }
 
     /// How many agents of a tenant are attached.
@@ -236,6 +422,11 @@ impl Relay {
         self.lock().pending.len()
     }
 
+    /// The counters so far.
+    pub fn stats(&self) -> RelayStats {
+        self.lock().stats
+    }
+
     /// Offers the request to the least-loaded attached agent not yet tried;
     /// returns the agent ID, or `None` if every attached agent was tried (or none
     /// is attached, or all are full).
@@ -244,133 +435,136 @@ impl Relay {
         let slots = state.tenants.get_mut(&request.tenant_id)?;
         let mut candidates: Vec<&mut AgentSlot> = slots.iter_mut().filter(|s| !tried.contains(&s.agent_id)).collect();
         candidates.sort_by_key(|s| s.in_flight);
-        for slot in candidates {
-            if slot.tx.try_send(request.clone()).is_ok() {
-                slot.in_flight += 1;
-                return Some((slot.id, slot.agent_id.clone()));
-            }
+        let offered = candidates.into_iter().find_map(|slot| {
+            slot.tx.try_send(request.clone()).ok()?;
+            slot.in_flight += 1;
+            Some((slot.id, slot.agent_id.clone()))
+        });
+        if offered.is_some() {
+            state.stats.offers += 1;
         }
-        None
+        offered
     }
 
-    fn done_with(&self, tenant_id: &str, slot_id: u64) {
+    /// Notes who holds the request now; `end` ends the attempt early.
+    fn begin_attempt(&self, request_id: &str, agent_id: &str, end: oneshot::Sender<AttemptEnd>) {
+        let mut state = self.lock();
+        if let Some(p) = state.pending.get_mut(request_id) {
+            p.offered_to.insert(agent_id.to_owned());
+            p.attempt = Some(Attempt {
+                agent_id: agent_id.to_owned(),
+                end,
+            });
+        }
+    }
+
+    /// The attempt is over: the agent's slot is free again, and why it ended
+    /// (if it did without an answer) is counted.
+    fn finish_attempt(&self, request: &ValidationRequest, slot_id: u64, ended: Option<AttemptEnd>) {
         let mut state = self.lock();
         if let Some(slot) = state
             .tenants
-            .get_mut(tenant_id)
+            .get_mut(&request.tenant_id)
             .and_then(|s| s.iter_mut().find(|s| s.id == slot_id))
         {
             slot.in_flight = slot.in_flight.saturating_sub(1);
         }
+        if let Some(p) = state.pending.get_mut(&request.request_id) {
+            p.attempt = None;
+        }
+        if let Some(end) = ended {
+            end.count(&mut state.stats);
+        }
+    }
+
+    /// Puts the request in the pending table; refuses it when too many wait or
+    /// no agent of the tenant is attached.
+    fn register(
+        &self,
+        request: &ValidationRequest,
+    ) -> Result<oneshot::Receiver<(String, ValidationResult)>, RelayError> {
+        let (answer_tx, answer_rx) = oneshot::channel();
+        let mut state = self.lock();
+        if state.pending.len() >= self.limits.max_pending {
+            return Err(RelayError::Busy);
+        }
+        if state.tenants.get(&request.tenant_id).is_none_or(Vec::is_empty) {
+            return Err(RelayError::NoAgents);
+        }
+        state.pending.insert(
+            request.request_id.clone(),
+            Pending {
+                tenant_id: request.tenant_id.clone(),
+                offered_to: HashSet::new(),
+                answer: Some(answer_tx),
+                attempt: None,
+            },
+        );
+        Ok(answer_rx)
     }
 
     /// Asks the tenant's agents to check a password and waits for the answer,
-    /// offering the request to another agent when one does not answer in time or
-    /// reports its directory unreachable.
+    /// offering the request to another agent at once when one declines it,
+    /// reports its directory unreachable or is removed, and after the attempt
+    /// timeout when one stays silent. When every agent declined as busy, each is
+    /// asked once more, allowed to wait for a free slot.
     pub async fn validate(&self, request: ValidationRequest, deadlines: Deadlines) -> Result<AgentAnswer, RelayError> {
-        let started = Instant::now();
-        let overall = started + deadlines.overall;
-        let request = Arc::new(request);
-        let (answer_tx, mut answer_rx) = oneshot::channel();
-        {
-            let mut state = self.lock();
-            if state.pending.len() >= self.limits.max_pending {
-                return Err(RelayError::Busy);
-            }
-            if state.tenants.get(&request.tenant_id).is_none_or(Vec::is_empty) {
-                return Err(RelayError::NoAgents);
-            }
-            state.pending.insert(
-                request.request_id.clone(),
-                Pending {
-                    tenant_id: request.tenant_id.clone(),
-                    offered_to: HashSet::new(),
-                    answer: Some(answer_tx),
-                    attempt: None,
-                },
-            );
-        }
+        let overall = Instant::now() + deadlines.overall;
+        let mut answer_rx = self.register(&request)?;
         let _guard = PendingGuard {
             relay: self,
             request_id: request.request_id.clone(),
         };
-        let mut tried: Vec<String> = Vec::new();
-        let mut unreachable = 0;
+        let mut request = Arc::new(request);
+        let mut tally = Tally::default();
         loop {
             let now = Instant::now();
             if now >= overall {
-                return Err(if unreachable > 0 && unreachable == tried.len() {
-                    RelayError::DirectoryUnreachable
-                } else {
-                    RelayError::Timeout(tried.len())
-                });
+                return Err(tally.failure());
             }
-            let Some((slot, agent_id)) = self.offer(&request, &tried) else {
-                if tried.is_empty() {
-                    return Err(RelayError::NoAgents);
+            let Some((slot, agent_id)) = self.offer(&request, &tally.tried) else {
+                if let Some(again) = tally.second_round(&request) {
+                    tracing::debug!(request = %request.request_id, "every agent is busy; asking again, allowed to wait");
+                    request = again;
+                    continue;
                 }
-                return Err(if unreachable == tried.len() {
-                    RelayError::DirectoryUnreachable
-                } else {
-                    RelayError::Timeout(tried.len())
-                });
+                return Err(tally.failure());
             };
-            let (attempt_tx, attempt_rx) = oneshot::channel();
-            {
-                let mut state = self.lock();
-                if let Some(p) = state.pending.get_mut(&request.request_id) {
-                    p.offered_to.insert(agent_id.clone());
-                    p.attempt = Some(attempt_tx);
-                }
-            }
-            tried.push(agent_id.clone());
-            tracing::debug!(request = %request.request_id, agent = %agent_id, attempt = tried.len(), "validation offered");
+            let (end_tx, end_rx) = oneshot::channel();
+            self.begin_attempt(&request.request_id, &agent_id, end_tx);
+            tally.tried.push(agent_id.clone());
+            tally.offered_to.push(agent_id.clone());
+            tally.asked.insert(agent_id.clone());
+            tracing::debug!(request = %request.request_id, agent = %agent_id, attempt = tally.offered_to.len(), "validation offered");
             let wait = (overall - now).min(deadlines.attempt);
-            // Either the answer, or this attempt's timeout, or an early "directory
-            // unreachable" (which moves on at once).
-            let outcome = tokio::select! {
-                a = &mut answer_rx => Some(a),
-                _ = tokio::time::sleep(wait) => None,
-                _ = attempt_rx => None,
-            };
-            self.done_with(&request.tenant_id, slot);
-            match outcome {
-                Some(Ok((from, result))) => {
-                    return Ok(AgentAnswer {
-                        agent_id: from,
-                        result,
-                        offered_to: tried,
-                    });
-                }
-                Some(Err(_)) => return Err(RelayError::Timeout(tried.len())),
-                None => {
-                    // Was it a "directory unreachable" answer? Then the answer
-                    // channel is still open and the pending entry says so below.
-                    if self.take_unreachable(&request.request_id) {
-                        unreachable += 1;
-                        tracing::info!(request = %request.request_id, agent = %agent_id, "agent's directory unreachable; offering to another agent");
-                    } else {
-                        tracing::warn!(request = %request.request_id, agent = %agent_id, "agent did not answer in time; offering to another agent");
+            let ended = tokio::select! {
+                biased;
+                answer = &mut answer_rx => match answer {
+                    Ok((from, result)) => {
+                        self.finish_attempt(&request, slot, None);
+                        return Ok(AgentAnswer {
+                            agent_id: from,
+                            result,
+                            offered_to: tally.offered_to,
+                        });
                     }
-                }
-            }
+                    // The sender lives in the pending table until we return.
+                    Err(_) => return Err(tally.failure()),
+                },
+                end = end_rx => end.unwrap_or(AttemptEnd::AgentGone),
+                () = tokio::time::sleep(wait) => AttemptEnd::TimedOut,
+            };
+            self.finish_attempt(&request, slot, Some(ended));
+            tally.record(&agent_id, ended);
+            log_attempt_end(&request.request_id, &agent_id, ended);
         }
-    }
-
-    fn take_unreachable(&self, request_id: &str) -> bool {
-        // The attempt channel was consumed by deliver_result only for
-        // "unreachable" answers, leaving `attempt` empty while `answer` remains.
-        let state = self.lock();
-        state
-            .pending
-            .get(request_id)
-            .is_some_and(|p| p.attempt.is_none() && p.answer.is_some())
     }
 
     /// Hands an agent's result to the waiting sign-in. Accepted only from an agent
     /// of the request's tenant to which the request was offered, and only once.
-    /// "Directory unreachable" ends the current attempt (the request moves to
-    /// another agent) instead of answering.
+    /// "Directory unreachable" and "declined" end the agent's attempt (the
+    /// request moves to another agent at once) instead of answering; from an
+    /// agent whose attempt is already over they change nothing.
     pub fn deliver_result(
         &self,
         tenant_id: &str,
@@ -388,14 +582,18 @@ impl Relay {
         if !pending.offered_to.contains(agent_id) {
             return Err(ResultRejected::NotOffered);
         }
-        if result.outcome == ValidationOutcome::DirectoryUnreachable {
-            return match pending.attempt.take() {
-                Some(tx) => {
-                    let _ = tx.send(());
-                    Ok(())
-                }
-                None => Err(ResultRejected::Unknown),
-            };
+        let ends_attempt = match result.outcome {
+            ValidationOutcome::DirectoryUnreachable => Some(AttemptEnd::Unreachable),
+            ValidationOutcome::Declined => Some(AttemptEnd::Declined),
+            _ => None,
+        };
+        if let Some(end) = ends_attempt {
+            if pending.attempt.as_ref().is_some_and(|a| a.agent_id == agent_id)
+                && let Some(attempt) = pending.attempt.take()
+            {
+                let _ = attempt.end.send(end);
+            }
+            return Ok(());
         }
         match pending.answer.take() {
             Some(tx) => {
@@ -403,6 +601,24 @@ impl Relay {
                 Ok(())
             }
             None => Err(ResultRejected::Unknown),
+        }
+    }
+}
+
+/// Logs why an attempt ended without an answer.
+fn log_attempt_end(request_id: &str, agent_id: &str, ended: AttemptEnd) {
+    match ended {
+        AttemptEnd::TimedOut => {
+            tracing::warn!(request = %request_id, agent = %agent_id, "agent did not answer in time; offering to another agent");
+        }
+        AttemptEnd::Unreachable => {
+            tracing::info!(request = %request_id, agent = %agent_id, "agent's directory unreachable; offering to another agent");
+        }
+        AttemptEnd::Declined => {
+            tracing::debug!(request = %request_id, agent = %agent_id, "agent declined (busy); offering to another agent");
+        }
+        AttemptEnd::AgentGone => {
+            tracing::info!(request = %request_id, agent = %agent_id, "agent removed while holding the request; offering to another agent");
         }
     }
 }
@@ -419,6 +635,7 @@ mod tests {
             username: "alice@acme.test".into(),
             deadline_ms: 0,
             ciphertexts: vec![],
+            wait_if_busy: false,
         }
     }
 
@@ -582,5 +799,165 @@ mod tests {
         // Detaching removes the agent.
         drop(_silent);
         assert_eq!(relay.connected_agents("t1"), 0);
+    }
+
+    /// An agent that declines every request unless it may wait, then answers
+    /// `outcome`; returns how many offers it has seen.
+    fn busy_agent(
+        relay: &Arc<Relay>,
+        tenant: &str,
+        id: &str,
+        outcome: ValidationOutcome,
+    ) -> Arc<std::sync::atomic::AtomicUsize> {
+        let mut sub = relay.subscribe(tenant, id);
+        let relay = relay.clone();
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        tokio::spawn(async move {
+            while let Some(req) = sub.recv().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let said = if req.wait_if_busy {
+                    outcome
+                } else {
+                    ValidationOutcome::Declined
+                };
+                let _ = relay.deliver_result(&tenant, &id, &req.request_id, result(said));
+            }
+        });
+        seen
+    }
+
+    fn patient() -> Deadlines {
+        Deadlines {
+            attempt: Duration::from_secs(3),
+            overall: Duration::from_secs(10),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_declined_request_moves_on_without_waiting_for_the_timeout() {
+        let relay = Relay::new(RelayLimits::default());
+        // Equal load: the first attached ("busy") is offered the request first.
+        let busy = busy_agent(&relay, "t1", "busy", ValidationOutcome::Success);
+        let _free = agent(&relay, "t1", "free", Some(ValidationOutcome::Success));
+        let started = Instant::now();
+        let answer = relay.validate(request("t1", "r1"), patient()).await.unwrap();
+        assert_eq!(answer.agent_id, "free");
+        assert_eq!(answer.offered_to, ["busy", "free"]);
+        assert_eq!(busy.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // The paused clock only moves when something sleeps: no attempt timed out.
+        assert!(started.elapsed() < Duration::from_millis(10), "{:?}", started.elapsed());
+        let stats = relay.stats();
+        assert_eq!((stats.attempts_declined, stats.attempts_timed_out), (1, 0), "{stats:?}");
+        assert_eq!(stats.offers, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_every_agent_is_busy_each_is_asked_again_and_may_wait() {
+        let relay = Relay::new(RelayLimits::default());
+        let a = busy_agent(&relay, "t1", "a", ValidationOutcome::WrongCredentials);
+        let b = busy_agent(&relay, "t1", "b", ValidationOutcome::WrongCredentials);
+        let answer = relay.validate(request("t1", "r1"), patient()).await.unwrap();
+        assert_eq!(answer.result.outcome, ValidationOutcome::WrongCredentials);
+        assert_eq!(
+            answer.offered_to,
+            ["a", "b", "a"],
+            "the least loaded again, allowed to wait"
+        );
+        assert_eq!(a.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(b.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(relay.stats().attempts_timed_out, 0);
+
+        // Agents that decline even when allowed to wait (no ciphertext for their
+        // key, a full line): "busy", at once.
+        let relay = Relay::new(RelayLimits::default());
+        let _never = agent(&relay, "t1", "never", Some(ValidationOutcome::Declined));
+        let started = Instant::now();
+        let err = relay.validate(request("t1", "r2"), patient()).await.unwrap_err();
+        assert_eq!(err, RelayError::Busy);
+        assert!(started.elapsed() < Duration::from_millis(10));
+        assert_eq!(relay.stats().attempts_declined, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_word_from_an_earlier_agent_does_not_end_the_current_attempt() {
+        let relay = Relay::new(RelayLimits::default());
+        let mut first = relay.subscribe("t1", "first");
+        let mut second = relay.subscribe("t1", "second");
+        let r = relay.clone();
+        let deadlines = Deadlines {
+            attempt: Duration::from_millis(200),
+            overall: Duration::from_secs(5),
+        };
+        let waiter = tokio::spawn(async move { r.validate(request("t1", "r1"), deadlines).await });
+        first.recv().await.unwrap();
+        // "first" stays silent past its attempt; "second" gets the request.
+        second.recv().await.unwrap();
+        for late in [ValidationOutcome::DirectoryUnreachable, ValidationOutcome::Declined] {
+            relay.deliver_result("t1", "first", "r1", result(late)).unwrap();
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished(), "second's attempt goes on");
+        let stats = relay.stats();
+        assert_eq!(
+            (
+                stats.attempts_unreachable,
+                stats.attempts_declined,
+                stats.attempts_timed_out
+            ),
+            (0, 0, 1)
+        );
+        relay
+            .deliver_result("t1", "second", "r1", result(ValidationOutcome::Success))
+            .unwrap();
+        assert_eq!(waiter.await.unwrap().unwrap().agent_id, "second");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_an_agent_ends_its_subscription_and_moves_its_request_on_at_once() {
+        let relay = Relay::new(RelayLimits::default());
+        let mut doomed = relay.subscribe("t1", "doomed");
+        let mut other_tenant = relay.subscribe("t2", "doomed");
+        let started = Instant::now();
+        let r = relay.clone();
+        let first = tokio::spawn(async move { r.validate(request("t1", "r1"), patient()).await });
+        let r = relay.clone();
+        let second = tokio::spawn(async move { r.validate(request("t1", "r2"), patient()).await });
+        // "doomed" holds one request and has another buffered when it is removed.
+        assert_eq!(doomed.recv().await.unwrap().request_id, "r1");
+        tokio::task::yield_now().await;
+        let good = agent(&relay, "t1", "good", Some(ValidationOutcome::Success));
+        assert_eq!(relay.close_agent("t1", "doomed"), 1);
+        assert_eq!(doomed.recv().await, None, "nothing more reaches a removed agent");
+        assert_eq!(doomed.recv().await, None);
+        for waiter in [first, second] {
+            assert_eq!(waiter.await.unwrap().unwrap().agent_id, "good");
+        }
+        assert!(started.elapsed() < Duration::from_millis(10), "{:?}", started.elapsed());
+        assert_eq!(relay.stats().attempts_agent_gone, 2);
+        assert_eq!(relay.stats().agents_closed, 1);
+        assert_eq!(relay.connected_agents("t1"), 1);
+        // The same agent ID in another tenant is another agent.
+        assert_eq!(relay.connected_agents("t2"), 1);
+        // Later sign-ins never reach it.
+        relay.validate(request("t1", "r3"), patient()).await.unwrap();
+        assert_eq!(good.load(std::sync::atomic::Ordering::SeqCst), 3);
+
+        // A deleted tenant: every agent of it goes, nobody else's.
+        let _third = relay.subscribe("t1", "third");
+        assert_eq!(relay.close_tenant("t1"), 2);
+        assert_eq!(relay.connected_agents("t1"), 0);
+        assert_eq!(relay.connected_agents("t2"), 1);
+        assert_eq!(
+            relay.validate(request("t1", "r4"), patient()).await.unwrap_err(),
+            RelayError::NoAgents
+        );
+        let r = relay.clone();
+        let t2 = tokio::spawn(async move { r.validate(request("t2", "r5"), fast()).await });
+        assert_eq!(other_tenant.recv().await.unwrap().request_id, "r5");
+        t2.abort();
     }
 }

@@ -289,6 +289,8 @@ impl Sts {
             username: username.to_owned(),
             deadline_ms,
             ciphertexts,
+            // The relay sets it when every agent has declined as busy.
+            wait_if_busy: false,
         };
         let answer = relay
             .validate(
