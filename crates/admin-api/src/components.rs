@@ -4,8 +4,11 @@
 //! Deleting a component revokes its certificates at once (BEY-6): the service
 //! checks the presented serial against the store on every mTLS request, so the
 //! component is refused from its next request on, and the serial is listed on
-//! its CA's next revocation list. A component of the other kind does not exist
-//! for a route (404), just like one of another tenant.
+//! its CA's next revocation list. What it holds open ends at once as well: the
+//! store announces the deletion ([`postern_store::Revocation`]) and the control
+//! plane closes the connector's tunnels or the agent's queue stream. A component
+//! of the other kind does not exist for a route (404), just like one of another
+//! tenant.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -115,7 +118,8 @@ pub(crate) async fn show_connector(
 }
 
 /// `DELETE /api/v1/connectors/{id}`: removes the connector and revokes its
-/// certificates; it is refused from its next request on.
+/// certificates; it is refused from its next request on and its tunnels close at
+/// once.
 pub(crate) async fn delete_connector(
     State(sts): State<Arc<Sts>>,
     caller: Caller,
@@ -125,8 +129,9 @@ pub(crate) async fn delete_connector(
 }
 
 /// `PUT /api/v1/connectors/{id}/group`: moves the connector to another group
-/// (by name or ID); the connectors of both groups refetch their configuration.
-/// Moving it to the group it is in changes nothing.
+/// (by name or ID); the connectors of both groups refetch their configuration,
+/// and its tunnels for the group it left close at once. Moving it to the group it
+/// is in changes nothing.
 pub(crate) async fn move_connector(
     State(sts): State<Arc<Sts>>,
     caller: Caller,
@@ -171,7 +176,8 @@ pub(crate) async fn show_agent(
 }
 
 /// `DELETE /api/v1/agents/{id}`: removes the agent and revokes its
-/// certificates; it is refused from its next request on.
+/// certificates; it is refused from its next request on, its queue stream ends
+/// at once and the sign-ins it holds move on to other agents.
 pub(crate) async fn delete_agent(
     State(sts): State<Arc<Sts>>,
     caller: Caller,

@@ -126,7 +126,8 @@ pub(crate) async fn show(
 }
 
 /// `DELETE /api/v1/connector-groups/{id}`: refused (409) for the default group
-/// and for a group that still has connectors or serves apps.
+/// and for a group that still has connectors or serves apps. A deleted group's
+/// tunnels (none should be left) close at once.
 pub(crate) async fn delete(
     State(sts): State<Arc<Sts>>,
     caller: Caller,

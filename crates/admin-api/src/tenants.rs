@@ -68,8 +68,9 @@ pub(crate) async fn create(
     ))
 }
 
-/// `DELETE /api/v1/tenants/{name}`: a tenant and everything it owns. The
-/// system tenant cannot be deleted.
+/// `DELETE /api/v1/tenants/{name}`: a tenant and everything it owns; its
+/// connectors' tunnels and its agents' queue streams close at once. The system
+/// tenant cannot be deleted.
 pub(crate) async fn delete(
     State(sts): State<Arc<Sts>>,
     caller: Caller,

@@ -19,6 +19,7 @@ pub mod identity;
 mod maintenance;
 mod register;
 mod relay;
+mod revocation;
 mod tls;
 mod tunnel;
 
@@ -103,6 +104,8 @@ pub struct Control {
     server_tls: Arc<rustls::ServerConfig>,
     relay: Arc<postern_relay::Relay>,
     tunnels: Arc<postern_tunnel::TunnelRegistry>,
+    /// Woken when every live connection must recheck its component at once.
+    recheck: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Control {
@@ -140,6 +143,7 @@ impl Control {
             server_tls: Arc::new(server_tls),
             relay,
             tunnels,
+            recheck: tokio::sync::Notify::new(),
         }))
     }
 

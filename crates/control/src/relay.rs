@@ -1,7 +1,8 @@
 //! The agents' side of the relay on the mTLS endpoint (PTA-4, PTA-5): bootstrap
 //! (a short-lived credential for the tenant's queue only), the queue stream
-//! (newline-delimited JSON, heartbeats, closed when the credential expires or the
-//! agent is removed), and results.
+//! (newline-delimited JSON, heartbeats, closed when the credential expires, and
+//! at once when the agent or its tenant is removed: [`crate::revocation`]), and
+//! results (including an agent's "declined": the request moves on at once).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use postern_time::UnixTime;
 use crate::Control;
 use crate::error::ControlError;
 use crate::identity::{ComponentIdentity, require_kind, require_tenant};
+use crate::revocation::still_trusted;
 
 /// The queue stream sends a heartbeat at least this often.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -61,8 +63,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 struct StreamState {
     control: Arc<Control>,
     subscription: Subscription,
-    component_id: String,
-    serial: String,
+    identity: ComponentIdentity,
     expires_at: UnixTime,
     heartbeat: tokio::time::Interval,
     done: bool,
@@ -74,35 +75,39 @@ fn frame(f: &QueueFrame) -> Option<Bytes> {
     Some(Bytes::from(line))
 }
 
-/// The next line of the stream, or `None` to end it.
+/// The next line of the stream, or `None` to end it: when the relay closed the
+/// subscription (the agent or its tenant was removed), or a check against the
+/// store (each heartbeat, and at once when revocation announcements were
+/// missed) finds the credential expired or the agent no longer current.
 async fn next_line(mut s: StreamState) -> Option<(Result<Bytes, std::convert::Infallible>, StreamState)> {
     loop {
         if s.done {
             return None;
         }
-        tokio::select! {
+        let heartbeat = tokio::select! {
             request = s.subscription.recv() => {
-                let request = request?;
+                let Some(request) = request else {
+                    tracing::info!(agent = %s.identity.component_id, "queue stream closed (the agent was removed)");
+                    return None;
+                };
                 let line = frame(&QueueFrame::Validate((*request).clone()))?;
                 return Some((Ok(line), s));
             }
-            _ = s.heartbeat.tick() => {
-                let now = s.control.now();
-                // The credential expired, or the agent was removed or renewed:
-                // end the stream; the agent bootstraps again (or learns it must
-                // register again).
-                let still_current = matches!(
-                    s.control.store.component_by_serial(&s.serial, now).await,
-                    Ok(Some((c, _))) if c.id == s.component_id
-                );
-                if now >= s.expires_at || !still_current {
-                    tracing::info!(agent = %s.component_id, "queue stream closed (credential expired or agent no longer current)");
-                    s.done = true;
-                    continue;
-                }
-                let line = frame(&QueueFrame::Heartbeat { at: now.secs() })?;
-                return Some((Ok(line), s));
-            }
+            _ = s.heartbeat.tick() => true,
+            () = s.control.recheck_requested() => false,
+        };
+        let now = s.control.now();
+        // The agent bootstraps again (or learns it must register again). The
+        // database being down (`None`) ends nothing.
+        let current = still_trusted(&s.control, &s.identity, None).await != Some(false);
+        if now >= s.expires_at || !current {
+            tracing::info!(agent = %s.identity.component_id, "queue stream closed (credential expired or agent no longer current)");
+            s.done = true;
+            continue;
+        }
+        if heartbeat {
+            let line = frame(&QueueFrame::Heartbeat { at: now.secs() })?;
+            return Some((Ok(line), s));
         }
     }
 }
@@ -127,14 +132,20 @@ pub(crate) async fn queue(
         ));
     }
     let subscription = control.relay.subscribe(&identity.tenant_id, &identity.component_id);
+    // A removal committed since the identity check found no subscription to
+    // close: look once more now that there is one.
+    if still_trusted(&control, &identity, None).await == Some(false) {
+        return Err(ControlError::Revoked(
+            "this agent is no longer registered (removed, re-registered or renewed); register it again".into(),
+        ));
+    }
     tracing::info!(agent = %identity.component_id, "agent attached to its tenant's queue");
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let state = StreamState {
         control: control.clone(),
         subscription,
-        component_id: identity.component_id.clone(),
-        serial: identity.serial.clone(),
+        identity,
         expires_at: UnixTime::from_secs(claims.exp),
         heartbeat,
         done: false,

@@ -1,9 +1,11 @@
 //! `GET /v1/t/{tenant}/connector/tunnel`: a connector turns one of its outbound
 //! connections into a tunnel (see [`postern_proto::tunnel`]). Who may call: a
 //! connector of the tenant, by its client certificate (checked by
-//! [`crate::identity`]). While the tunnel lives, the connector's registration is
-//! rechecked every [`RECHECK_EVERY`]: a removed or replaced connector loses its
-//! tunnels within that time.
+//! [`crate::identity`]). Removing the connector, moving it to another group or
+//! deleting its group or tenant closes its tunnels at once
+//! ([`crate::revocation`]); besides, the connector's registration is rechecked
+//! once the tunnel is in place and every [`RECHECK_EVERY`] (changes made through
+//! other service instances).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use postern_proto::ComponentKind;
 use postern_proto::tunnel::{PROTOCOL_HEADER, TUNNEL_UPGRADE};
 
 use crate::identity::{ComponentIdentity, require_kind, require_tenant};
+use crate::revocation::still_trusted;
 use crate::{Control, ControlError};
 
 /// How often a live tunnel's connector is checked against the store.
@@ -92,12 +95,13 @@ pub(crate) async fn tunnel(
 
 /// Closes the tunnel when its connector is no longer registered with the
 /// certificate it presented, or moved to another group; returns when the tunnel is
-/// gone either way.
+/// gone either way. Revocations made through this process close the tunnel at
+/// once ([`crate::revocation`]); this check runs right after the tunnel is in
+/// place (a revocation committed while it was being set up found nothing to
+/// close), then every [`RECHECK_EVERY`] (changes made through other instances)
+/// and whenever revocation announcements were missed.
 async fn watch_registration(control: &Control, identity: &ComponentIdentity, group_id: &str, tunnel_id: u64) {
-    let mut tick = tokio::time::interval(RECHECK_EVERY);
-    tick.tick().await;
     loop {
-        tick.tick().await;
         let alive = control
             .tunnels
             .tunnels(&identity.tenant_id, group_id)
@@ -106,16 +110,15 @@ async fn watch_registration(control: &Control, identity: &ComponentIdentity, gro
         if !alive {
             return;
         }
-        let current = match control.store.component_by_serial(&identity.serial, control.now()).await {
-            Ok(Some((c, _))) => c.id == identity.component_id && c.group_id.as_deref() == Some(group_id),
-            Ok(None) => false,
-            // The database is down: keep serving; check again later.
-            Err(_) => true,
-        };
-        if !current {
+        // The database is down (`None`): keep serving; check again later.
+        if still_trusted(control, identity, Some(group_id)).await == Some(false) {
             tracing::info!(connector = %identity.component_id, tunnel = tunnel_id, "connector removed, replaced or moved; tunnel closed");
             control.tunnels.close(tunnel_id);
             return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RECHECK_EVERY) => {}
+            () = control.recheck_requested() => {}
         }
     }
 }

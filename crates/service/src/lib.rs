@@ -200,6 +200,13 @@ impl RunningService {
         .await?;
         let app = routes::app(&sts, &control, &edge, &config, &public_url);
         let (shutdown, shutdown_rx) = watch::channel(false);
+        // Before any component can connect: revocations end live connections at once.
+        let revocations = control.enforce_revocations({
+            let mut stop = shutdown_rx.clone();
+            async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            }
+        });
         let listener = listener::Listener {
             tcp,
             tls: public_tls.as_ref().map(|t| t.acceptor.clone()),
@@ -244,7 +251,7 @@ impl RunningService {
             sts,
             store,
             shutdown,
-            servers: vec![server, control_server],
+            servers: vec![server, control_server, revocations],
             tasks,
             setup_code,
             certificates: public_tls.map(|t| t.resolver),

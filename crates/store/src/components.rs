@@ -387,6 +387,10 @@ impl Store {
             .execute(&self.pool)
             .await
             .db()?;
+        self.announce(crate::Revocation::GroupDeleted {
+            tenant_id: tenant_id.to_owned(),
+            group_id: id.to_owned(),
+        });
         Ok(())
     }
 
@@ -424,6 +428,13 @@ impl Store {
             .execute(&self.pool)
             .await
             .db()?;
+        if let Some(old) = c.group_id.as_deref().filter(|old| *old != group_id) {
+            self.announce(crate::Revocation::ConnectorMoved {
+                tenant_id: tenant_id.to_owned(),
+                component_id: component_id.to_owned(),
+                from_group: old.to_owned(),
+            });
+        }
         if let Some(old) = c.group_id {
             self.bump_group_config(tenant_id, &old).await?;
         }
@@ -712,6 +723,11 @@ impl Store {
             .await
             .db()?;
         tx.commit().await.db()?;
+        self.announce(crate::Revocation::ComponentRemoved {
+            tenant_id: tenant_id.to_owned(),
+            component_id: id.to_owned(),
+            kind: c.kind,
+        });
         Ok(c)
     }
 

@@ -22,6 +22,7 @@ mod flows;
 mod keys;
 mod lockout;
 mod oauth;
+mod revocations;
 mod roles;
 mod sessions;
 mod setup;
@@ -49,6 +50,7 @@ pub use flows::FlowRecord;
 pub use keys::SigningKeyRecord;
 pub use lockout::{LocationClass, LockoutContext, LockoutState};
 pub use oauth::{AuthCode, CodeRedemption, DeviceCode, DeviceStatus, RefreshLookup, RefreshRotation, RefreshToken};
+pub use revocations::Revocation;
 pub use roles::Role;
 pub use sessions::Session;
 pub use signin_log::{SigninEvent, SigninOutcome};
@@ -76,6 +78,8 @@ pub struct Store {
     config_changed: std::sync::Arc<tokio::sync::Notify>,
     /// See [`Store::routing_generation`].
     routing_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// See [`Store::revocations`].
+    revocations: tokio::sync::broadcast::Sender<Revocation>,
 }
 
 /// Bumps the routing generation when dropped.
@@ -169,6 +173,7 @@ impl Store {
             backend,
             config_changed: std::sync::Arc::new(tokio::sync::Notify::new()),
             routing_generation: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            revocations: revocations::channel(),
         };
         store.migrate().await?;
         Ok(store)

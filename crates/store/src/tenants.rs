@@ -221,6 +221,10 @@ impl Store {
             .execute(&mut *tx)
             .await
             .db()?;
-        tx.commit().await.db()
+        tx.commit().await.db()?;
+        self.announce(crate::Revocation::TenantDeleted {
+            tenant_id: id.to_owned(),
+        });
+        Ok(())
     }
 }

@@ -74,6 +74,7 @@ on_both!(
     renewal_lease_one_at_a_time,
     registration_tokens,
     tenant_deletion_revokes_components,
+    revocations_are_announced_once_committed,
     last_global_admin_is_kept,
     directory_accounts_are_provisioned_just_in_time,
     published_apps_and_assignments,
@@ -1305,6 +1306,81 @@ async fn tenant_deletion_revokes_components(backend: Backend) {
     let crl = store.revoked_certificates("agents", at(6)).await.unwrap();
     assert_eq!(crl.len(), 1);
     assert_eq!(crl[0].reason, "tenant_deleted");
+}
+
+/// Every change that takes trust away from a component's live connections is
+/// announced after it is committed; refused changes announce nothing.
+async fn revocations_are_announced_once_committed(backend: Backend) {
+    use tokio::sync::broadcast::error::TryRecvError;
+    let (_db, store) = store(backend).await;
+    let (a, _) = tenant_with_admin(&store, "a", "a.test").await;
+    let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
+    let mut heard = store.revocations();
+    let d = store.default_connector_group(&a.id, T0).await.unwrap();
+    let eu = store.create_connector_group(&a.id, "eu", "", false, T0).await.unwrap();
+    for (id, serial, kind, group) in [
+        ("c1", "a1", ComponentKind::Connector, Some(d.id.as_str())),
+        ("g1", "a2", ComponentKind::Agent, None),
+    ] {
+        store
+            .register_component(&new_component(&a, kind, id, serial, group), T0)
+            .await
+            .unwrap();
+    }
+    store
+        .register_component(&new_component(&b, ComponentKind::Agent, "g2", "b1", None), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        heard.try_recv(),
+        Err(TryRecvError::Empty),
+        "registering revokes nothing"
+    );
+
+    store.move_connector(&a.id, "c1", &d.id).await.unwrap();
+    assert_eq!(
+        heard.try_recv(),
+        Err(TryRecvError::Empty),
+        "a move to the same group is none"
+    );
+    store.move_connector(&a.id, "c1", &eu.id).await.unwrap();
+    assert_eq!(
+        heard.try_recv().unwrap(),
+        Revocation::ConnectorMoved {
+            tenant_id: a.id.clone(),
+            component_id: "c1".into(),
+            from_group: d.id.clone()
+        }
+    );
+    assert!(store.delete_connector_group(&a.id, &eu.id).await.is_err());
+    assert!(store.delete_component(&b.id, "c1", "removed", at(1)).await.is_err());
+    assert_eq!(heard.try_recv(), Err(TryRecvError::Empty), "refused changes are silent");
+
+    store.delete_component(&a.id, "c1", "removed", at(1)).await.unwrap();
+    assert_eq!(
+        heard.try_recv().unwrap(),
+        Revocation::ComponentRemoved {
+            tenant_id: a.id.clone(),
+            component_id: "c1".into(),
+            kind: ComponentKind::Connector
+        }
+    );
+    store.delete_connector_group(&a.id, &eu.id).await.unwrap();
+    assert_eq!(
+        heard.try_recv().unwrap(),
+        Revocation::GroupDeleted {
+            tenant_id: a.id.clone(),
+            group_id: eu.id.clone()
+        }
+    );
+    store.delete_tenant(&a.id, at(2)).await.unwrap();
+    assert_eq!(
+        heard.try_recv().unwrap(),
+        Revocation::TenantDeleted {
+            tenant_id: a.id.clone()
+        }
+    );
+    assert_eq!(heard.try_recv(), Err(TryRecvError::Empty));
 }
 
 async fn last_global_admin_is_kept(backend: Backend) {
