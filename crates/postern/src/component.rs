@@ -151,11 +151,11 @@ pub async fn run(kind: ComponentKind, cmd: ComponentCommand) -> anyhow::Result<(
                     if args.config.is_some() {
                         bail!("--config (POSTERN_AGENT_CONFIG) is for the agent; the connector takes none");
                     }
-                    run_connector(state).await
+                    run_connector(state, Shutdown::listen()).await
                 }
                 ComponentKind::Agent => {
                     let config = args.config.unwrap_or_else(|| PathBuf::from(DEFAULT_AGENT_CONFIG));
-                    run_agent(state, &config).await
+                    run_agent(state, &config, Shutdown::listen()).await
                 }
             }
         }
@@ -232,13 +232,13 @@ fn load(state: StateDir, clock: SharedClock) -> anyhow::Result<ControlClient> {
 /// (CON-4). After the first configuration the tunnel pool serves the apps; each
 /// new configuration swaps the app table, and a shutdown signal drains the
 /// tunnels (GOAWAY, requests in flight finish).
-async fn run_connector(state: StateDir) -> anyhow::Result<()> {
+async fn run_connector(state: StateDir, mut shutdown: Shutdown) -> anyhow::Result<()> {
     let clock: SharedClock = Arc::new(SystemClock);
     let client = load(state, clock)?;
     let backends = Backends::new(&BackendOptions::default())?;
     let (tables, table) = watch::channel(Arc::new(AppTable::default()));
     let mut pool = None;
-    let result = connector_loop(client, &tables, &table, &backends, &mut pool).await;
+    let result = connector_loop(client, &tables, &table, &backends, &mut pool, &mut shutdown).await;
     if let Some(pool) = pool {
         tracing::info!("draining the tunnels");
         pool.shutdown().await;
@@ -255,10 +255,16 @@ async fn connector_loop(
     table: &watch::Receiver<Arc<AppTable>>,
     backends: &Backends,
     pool: &mut Option<TunnelPool>,
+    shutdown: &mut Shutdown,
 ) -> anyhow::Result<()> {
     let mut backoff = Backoff::try_new(Duration::from_secs(1), Duration::from_secs(60))?;
     loop {
-        let config = match client.connector_config(VERSION).await {
+        tracing::debug!("exchanging the configuration");
+        let exchanged = tokio::select! {
+            r = client.connector_config(VERSION) => r,
+            () = shutdown.requested() => return Ok(()),
+        };
+        let config = match exchanged {
             Ok(c) => {
                 backoff.reset();
                 c
@@ -267,7 +273,7 @@ async fn connector_loop(
             Err(e) => {
                 let wait = backoff.next_delay();
                 tracing::warn!(error = %e, ?wait, "configuration exchange failed; retrying");
-                if wait_or_stop(wait).await {
+                if shutdown.wait_or_stop(wait).await {
                     return Ok(());
                 }
                 continue;
@@ -319,7 +325,7 @@ async fn connector_loop(
                 if let Err(e) = r {
                     if e.needs_registration() { return Err(e.into()); }
                     tracing::warn!(error = %e, "configuration watch failed");
-                    if wait_or_stop(backoff.next_delay()).await { return Ok(()); }
+                    if shutdown.wait_or_stop(backoff.next_delay()).await { return Ok(()); }
                 }
             }
             e = failed => {
@@ -329,7 +335,7 @@ async fn connector_loop(
                 return Err(e.into());
             }
             _ = tokio::time::sleep(refresh) => {}
-            _ = shutdown() => return Ok(()),
+            () = shutdown.requested() => return Ok(()),
         }
     }
 }
@@ -338,7 +344,7 @@ async fn connector_loop(
 /// configuration file, then the queue, validations and trust renewal until a
 /// shutdown signal (then in-flight validations finish) or an error that needs an
 /// administrator.
-async fn run_agent(state: StateDir, config: &std::path::Path) -> anyhow::Result<()> {
+async fn run_agent(state: StateDir, config: &std::path::Path, mut shutdown: Shutdown) -> anyhow::Result<()> {
     let loaded = postern_agent::AgentConfig::load(config)?;
     let clock: SharedClock = Arc::new(SystemClock);
     let options = postern_agent::AgentOptions {
@@ -346,30 +352,75 @@ async fn run_agent(state: StateDir, config: &std::path::Path) -> anyhow::Result<
         ..postern_agent::AgentOptions::default()
     };
     let agent = postern_agent::Agent::new(state, clock, loaded.directory)?.with_options(options);
-    agent.run(shutdown()).await?;
+    agent.run(async move { shutdown.requested().await }).await?;
     Ok(())
 }
 
-/// Sleeps `d`; true if a shutdown signal came first.
-async fn wait_or_stop(d: Duration) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => false,
-        _ = shutdown() => true,
+/// The process's shutdown signal (SIGTERM or Ctrl-C). One task listens for the
+/// process's whole life, installed before anything else runs, so a signal that
+/// arrives while no loop is waiting for it (between two iterations, in the
+/// middle of a call) is kept, not lost: every later wait sees it at once.
+struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Starts listening for the signals.
+    fn listen() -> Self {
+        let (tx, rx) = watch::channel(false);
+        let signalled = signals();
+        tokio::spawn(async move {
+            signalled.await;
+            tracing::info!("shutdown signal received");
+            let _ = tx.send(true);
+        });
+        Self(rx)
+    }
+
+    /// Completes once a shutdown signal has come (at once if one came earlier).
+    async fn requested(&mut self) {
+        if self.0.wait_for(|stop| *stop).await.is_err() {
+            // The listener is gone: no signal can come any more.
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Sleeps `d`; true if a shutdown signal came first (or had come before).
+    async fn wait_or_stop(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(d) => false,
+            () = self.requested() => true,
+        }
     }
 }
 
-async fn shutdown() {
+/// Completes at SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when the future is first polled.
+fn signals() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                _ => {
+                    tracing::warn!("cannot listen for SIGTERM; stopping on Ctrl-C only");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-            return;
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+    #[cfg(not(unix))]
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 async fn status(kind: ComponentKind, state: StateDir) -> anyhow::Result<()> {
