@@ -194,19 +194,23 @@ async fn end_to_end(t: &Target, args: &PtaArgs) -> anyhow::Result<Measured> {
     store
         .set_domain_auth_mode(&tenant.id, t.domain, DomainAuthMode::Passthrough)
         .await?;
-    let token = svc.admin_token(&tenant, &fixture.admin).await?;
     let dir = tempfile::tempdir()?;
     let mut stops = Vec::new();
     for n in 0..args.agents {
         let state = StateDir::new(dir.path().join(format!("agent-{n}")));
+        let name = format!("bench-agent-{n}");
+        let token = svc
+            .registration_token(&tenant, &fixture.admin, ComponentKind::Agent, &name)
+            .await?;
         register(
             &RegisterOptions {
                 server_url: svc.url(),
                 kind: ComponentKind::Agent,
                 credential: Credential::AccessToken(SecretString::from(token.as_str())),
-                name: format!("bench-agent-{n}"),
+                name,
                 version: "bench".into(),
                 group: None,
+                tenant: None,
                 key_alg: KeyAlg::Rsa(2048),
                 server_ca_pem: None,
             },

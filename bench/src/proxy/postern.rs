@@ -79,7 +79,9 @@ impl Postern {
         }
 
         // The connector, as `postern connector register` + `run` do it.
-        let token = service.admin_token(&tenant, &fixture.admin).await?;
+        let token = service
+            .registration_token(&tenant, &fixture.admin, ComponentKind::Connector, "bench-connector")
+            .await?;
         let state_dir = tempfile::Builder::new().prefix("postern-bench-connector-").tempdir()?;
         let state = StateDir::new(state_dir.path().join("connector"));
         register(
@@ -90,6 +92,7 @@ impl Postern {
                 name: "bench-connector".into(),
                 version: "bench".into(),
                 group: None,
+                tenant: None,
                 key_alg: KeyAlg::recommended(ComponentKind::Connector),
                 server_ca_pem: None,
             },

@@ -1,6 +1,8 @@
 //! The device authorization grant (RFC 8628): sign-in on a host without a
-//! browser. The client asks for a device code, the user approves it on another
-//! device at the verification URL, and the client polls the token endpoint,
+//! browser, or an administrator's approval of a component registration. The
+//! client asks for a device code, the user approves it on another device at the
+//! verification URL (the page names what is asked), and the client polls the
+//! token endpoint,
 //! honouring `interval`, `slow_down` (+5 s, §3.5), `authorization_pending`,
 //! `access_denied` and `expired_token`, within an overall deadline.
 
@@ -82,6 +84,20 @@ impl PublicClient {
     /// Starts a device sign-in for `scope` (RFC 8628 §3.1).
     pub async fn start_device_authorization(&self, scope: &str) -> Result<DeviceAuthorization, ClientError> {
         let response = self.post_form("device_authorization", &[("scope", scope)]).await?;
+        http::json(response, &self.issuer.endpoint("device_authorization")?).await
+    }
+
+    /// Asks an administrator to approve registering the component
+    /// `component_name` (`registration_scope` names its kind, e.g.
+    /// `postern:register:connector`). The approval page names both; the tokens
+    /// are a registration credential for that kind and name only.
+    pub async fn start_registration_approval(
+        &self,
+        registration_scope: &str,
+        component_name: &str,
+    ) -> Result<DeviceAuthorization, ClientError> {
+        let form = [("scope", registration_scope), ("component_name", component_name)];
+        let response = self.post_form("device_authorization", &form).await?;
         http::json(response, &self.issuer.endpoint("device_authorization")?).await
     }
 
@@ -285,6 +301,24 @@ mod tests {
             assert!(poll.contains(&("device_code".into(), "the-device-code".into())));
             assert!(poll.contains(&("client_id".into(), "postern-cli".into())));
         }
+    }
+
+    #[tokio::test]
+    async fn a_registration_approval_names_its_component() {
+        let device = json!({
+            "device_code": "dc", "user_code": "BCDF-GHJK",
+            "verification_uri": "http://x/t/acme/device", "expires_in": 600,
+        });
+        let (client, script) = serve(vec![(StatusCode::OK, device)]).await;
+        let auth = client
+            .start_registration_approval("postern:register:agent", "dc01")
+            .await
+            .unwrap();
+        assert_eq!(auth.verification_url(), "http://x/t/acme/device");
+        let forms = script.forms.lock().unwrap();
+        assert!(forms[0].contains(&("scope".into(), "postern:register:agent".into())));
+        assert!(forms[0].contains(&("component_name".into(), "dc01".into())));
+        assert!(forms[0].contains(&("client_id".into(), "postern-cli".into())));
     }
 
     #[tokio::test]

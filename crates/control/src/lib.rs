@@ -3,8 +3,8 @@
 //! Two routers:
 //! - [`Control::public_router`] joins the service's public listener: the one call a
 //!   component makes without a client certificate (`POST /v1/register`, with an
-//!   admin's token or a registration token) and the CRLs (`GET /pki/*.crl`), which
-//!   may be fetched over plain HTTP (SEC-4).
+//!   administrator's approval of that registration or a registration token) and
+//!   the CRLs (`GET /pki/*.crl`), which may be fetched over plain HTTP (SEC-4).
 //! - [`Control::mtls_router`] is served on the control listener, whose TLS layer
 //!   requires a client certificate from the Connectors or Agents CA; every request
 //!   is then checked against the store ([`identity`]).

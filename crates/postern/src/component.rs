@@ -1,6 +1,8 @@
 //! `postern connector …` and `postern agent …`: registration on the on-prem host
-//! (device-flow sign-in by an administrator, or a registration token for
-//! unattended installs), the runtime's control loop, and status.
+//! (an administrator approves this registration in the device flow, and the host
+//! gets a credential good for registering this one component, never an admin
+//! token; or a registration token for unattended installs), the runtime's
+//! control loop, and status.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,8 +20,6 @@ use tokio::sync::watch;
 
 /// This software's version, reported to the service.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// Scope asked for when an administrator signs in to register a component.
-const REGISTER_SCOPE: &str = "openid postern:admin";
 /// The agent's configuration file unless `--config` names another.
 const DEFAULT_AGENT_CONFIG: &str = "/etc/postern/agent.toml";
 /// Longest wait for the administrator to approve the sign-in.
@@ -53,7 +53,9 @@ pub struct RegisterArgs {
     /// The service's public URL, e.g. `https://login.example.com`.
     #[arg(long, env = "POSTERN_SERVER")]
     server: String,
-    /// Tenant short name (for the administrator's sign-in).
+    /// Tenant short name: where the administrator approves the registration;
+    /// with --token, a token of another tenant is refused instead of enrolling
+    /// there.
     #[arg(long, env = "POSTERN_TENANT")]
     tenant: Option<String>,
     /// A registration token minted with `postern admin registration-tokens create`
@@ -177,38 +179,22 @@ async fn register(kind: ComponentKind, args: RegisterArgs) -> anyhow::Result<()>
     };
     let state = state_dir(kind, &args.state);
     let server_ca_pem = match &args.server_ca {
-        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        Some(p) => Some(read_server_ca(p)?),
         None => None,
     };
+    let name = args.name.clone().unwrap_or_else(host_name);
     let credential = match &args.token {
         Some(t) => Credential::RegistrationToken(SecretString::from(t.as_str())),
-        None => {
-            let tenant = args
-                .tenant
-                .as_deref()
-                .context("give --tenant (for an administrator's sign-in) or --token")?;
-            let client = PublicClient::new(
-                Issuer::new(&args.server, tenant)?,
-                postern_sts::CLI_CLIENT_ID,
-                Duration::from_secs(30),
-            )?;
-            let authorization = client.start_device_authorization(REGISTER_SCOPE).await?;
-            eprintln!(
-                "\nAn administrator must approve this {kind}:\n  open {}\n  and check the code {}\n",
-                authorization.verification_url(),
-                authorization.user_code
-            );
-            let tokens = client.wait_for_device_tokens(&authorization, SIGN_IN_WAIT).await?;
-            Credential::AccessToken(tokens.access_token)
-        }
+        None => Credential::AccessToken(approval(kind, &args, &name).await?),
     };
     let options = RegisterOptions {
         server_url: args.server.clone(),
         kind,
         credential,
-        name: args.name.clone().unwrap_or_else(host_name),
+        name,
         version: VERSION.into(),
         group: args.group.clone(),
+        tenant: args.tenant.clone(),
         key_alg,
         server_ca_pem,
     };
@@ -221,6 +207,39 @@ async fn register(kind: ComponentKind, args: RegisterArgs) -> anyhow::Result<()>
         state.path().display()
     );
     Ok(())
+}
+
+/// The `--server-ca` file, refused with its name (and which certificate) when a
+/// certificate in it cannot be used.
+fn read_server_ca(path: &std::path::Path) -> anyhow::Result<String> {
+    postern_uplink::trust::file_anchors(path)?;
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Asks an administrator to approve registering this component (device flow,
+/// SEC-14): the approval page names the kind, `name`, the tenant and this
+/// host's address; what comes back is a credential for this registration only.
+async fn approval(kind: ComponentKind, args: &RegisterArgs, name: &str) -> anyhow::Result<SecretString> {
+    let tenant = args
+        .tenant
+        .as_deref()
+        .context("give --tenant (for an administrator's approval) or --token")?;
+    let client = PublicClient::new(
+        Issuer::new(&args.server, tenant)?,
+        postern_sts::CLI_CLIENT_ID,
+        Duration::from_secs(30),
+    )?;
+    let authorization = client
+        .start_registration_approval(postern_sts::registration_scope(kind), name)
+        .await?;
+    eprintln!(
+        "\nAn administrator of {tenant} must approve registering this {kind} as {name}:\n  open {}\n  and check \
+         the code {}\n",
+        authorization.verification_url(),
+        authorization.user_code
+    );
+    let tokens = client.wait_for_device_tokens(&authorization, SIGN_IN_WAIT).await?;
+    Ok(tokens.access_token)
 }
 
 fn load(state: StateDir, clock: SharedClock) -> anyhow::Result<ControlClient> {

@@ -1,7 +1,8 @@
 //! Enrolment: the one call an on-prem component makes without a client
-//! certificate (SEC-5). It presents an admin's access token (device flow) or a
-//! registration token, and a CSR; the service answers with the certificate it
-//! chose and where to connect next.
+//! certificate (SEC-5). It presents a registration credential (from an
+//! administrator's approval in the device flow, good for one kind and one
+//! component name) or a registration token, and a CSR; the service answers with
+//! the certificate it chose and where to connect next.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +11,7 @@ use crate::ComponentKind;
 /// Prefix of registration tokens, so secret scanners recognise them.
 pub const REGISTRATION_TOKEN_PREFIX: &str = "ptr_";
 
-/// `POST /v1/register` body. Authorization: `Bearer <access token or
+/// `POST /v1/register` body. Authorization: `Bearer <registration credential or
 /// registration token>`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +30,11 @@ pub struct RegisterRequest {
     /// group, or the group the registration token names).
     #[serde(default)]
     pub group: Option<String>,
+    /// The tenant (short name) the operator means to register with, when they
+    /// said (`--tenant`); the service refuses a credential of another tenant
+    /// instead of enrolling there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// `POST /v1/register` answer.

@@ -777,6 +777,24 @@ impl Store {
         Ok(())
     }
 
+    /// The tenant a registration token belongs to, if it is still usable; uses
+    /// nothing, so a request refused for naming another tenant leaves it intact.
+    pub async fn registration_token_tenant(
+        &self,
+        token_digest: &[u8],
+        now: UnixTime,
+    ) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT tenant_id FROM registration_tokens \
+             WHERE token_digest = $1 AND uses_left > 0 AND expires_at > $2",
+        )
+        .bind(token_digest)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .db()
+    }
+
     /// Uses a registration token once, if it is valid.
     pub async fn consume_registration_token(
         &self,

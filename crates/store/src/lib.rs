@@ -49,7 +49,9 @@ pub use error::StoreError;
 pub use flows::FlowRecord;
 pub use keys::SigningKeyRecord;
 pub use lockout::{LocationClass, LockoutContext, LockoutState};
-pub use oauth::{AuthCode, CodeRedemption, DeviceCode, DeviceStatus, RefreshLookup, RefreshRotation, RefreshToken};
+pub use oauth::{
+    AuthCode, CodeRedemption, DeviceCode, DeviceStatus, NewDeviceCode, RefreshLookup, RefreshRotation, RefreshToken,
+};
 pub use revocations::Revocation;
 pub use roles::Role;
 pub use sessions::Session;

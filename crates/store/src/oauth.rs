@@ -145,6 +145,36 @@ pub struct DeviceCode {
     pub interval_secs: i64,
     /// Last poll.
     pub last_poll_at: Option<UnixTime>,
+    /// The component a registration asks for (`None` for a command-line sign-in).
+    pub component_name: Option<String>,
+    /// The address the request came from, as the service saw it.
+    pub requested_from: String,
+    /// When it was requested.
+    pub created_at: UnixTime,
+    /// When it expires.
+    pub expires_at: UnixTime,
+}
+
+/// A device authorization request to store (RFC 8628 §3.1), with what the
+/// approval page shows about it.
+#[derive(Clone, Debug)]
+pub struct NewDeviceCode<'a> {
+    /// Digest of the device code (the client's handle).
+    pub device_code_digest: &'a [u8],
+    /// Digest of the user code (what the user types).
+    pub user_code_digest: &'a [u8],
+    /// Tenant.
+    pub tenant_id: &'a str,
+    /// Client that asks.
+    pub client_id: &'a str,
+    /// Requested scope.
+    pub scope: &'a str,
+    /// The component a registration asks for, if it is one.
+    pub component_name: Option<&'a str>,
+    /// The address the request came from.
+    pub requested_from: &'a str,
+    /// Minimum seconds between polls.
+    pub interval_secs: i64,
     /// When it expires.
     pub expires_at: UnixTime,
 }
@@ -164,7 +194,8 @@ macro_rules! refresh_columns {
 macro_rules! device_columns {
     () => {
         "device_code_digest, tenant_id, client_id, scope, status, user_id, \
-     auth_time, amr, interval_secs, last_poll_at, expires_at"
+     auth_time, amr, interval_secs, last_poll_at, component_name, requested_from, \
+     created_at, expires_at"
     };
 }
 
@@ -432,31 +463,23 @@ impl Store {
     // ---- device codes --------------------------------------------------------
 
     /// Stores a device authorization request.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn create_device_code(
-        &self,
-        device_code_digest: &[u8],
-        user_code_digest: &[u8],
-        tenant_id: &str,
-        client_id: &str,
-        scope: &str,
-        interval_secs: i64,
-        now: UnixTime,
-        expires_at: UnixTime,
-    ) -> Result<(), StoreError> {
+    pub async fn create_device_code(&self, code: &NewDeviceCode<'_>, now: UnixTime) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO device_codes (device_code_digest, user_code_digest, tenant_id, client_id, \
-             scope, status, user_id, auth_time, amr, interval_secs, last_poll_at, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, 'pending', NULL, NULL, NULL, $6, NULL, $7, $8)",
+             scope, status, user_id, auth_time, amr, interval_secs, last_poll_at, component_name, \
+             requested_from, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, 'pending', NULL, NULL, NULL, $6, NULL, $7, $8, $9, $10)",
         )
-        .bind(device_code_digest)
-        .bind(user_code_digest)
-        .bind(tenant_id)
-        .bind(client_id)
-        .bind(scope)
-        .bind(interval_secs)
+        .bind(code.device_code_digest)
+        .bind(code.user_code_digest)
+        .bind(code.tenant_id)
+        .bind(code.client_id)
+        .bind(code.scope)
+        .bind(code.interval_secs)
+        .bind(code.component_name)
+        .bind(code.requested_from)
         .bind(now)
-        .bind(expires_at)
+        .bind(code.expires_at)
         .execute(&self.pool)
         .await
         .db()?;

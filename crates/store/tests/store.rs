@@ -606,6 +606,20 @@ async fn refresh_rotation_and_reuse_detection(backend: Backend) {
     ));
 }
 
+fn device_request<'a>(device: &'a [u8], user: &'a [u8], tenant_id: &'a str) -> NewDeviceCode<'a> {
+    NewDeviceCode {
+        device_code_digest: device,
+        user_code_digest: user,
+        tenant_id,
+        client_id: "cli",
+        scope: "openid",
+        component_name: Some("gw-1"),
+        requested_from: "192.0.2.7",
+        interval_secs: 5,
+        expires_at: at(600),
+    }
+}
+
 /// A refresh token is looked up (so the request can be checked) without being
 /// spent; only rotation spends it, and a spent one looked up again is reuse.
 async fn refresh_lookup_spends_nothing(backend: Backend) {
@@ -669,7 +683,7 @@ async fn device_code_lifecycle(backend: Backend) {
     let (a, u) = tenant_with_admin(&store, "a", "a.test").await;
     let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
     store
-        .create_device_code(b"dev", b"user", &a.id, "cli", "openid", 5, T0, at(600))
+        .create_device_code(&device_request(b"dev", b"user", &a.id), T0)
         .await
         .unwrap();
     assert!(
@@ -678,6 +692,11 @@ async fn device_code_lifecycle(backend: Backend) {
     );
     let d = store.device_code_by_user_code(&a.id, b"user", at(1)).await.unwrap();
     assert_eq!(d.status, DeviceStatus::Pending);
+    assert_eq!(
+        (d.component_name.as_deref(), d.requested_from.as_str(), d.created_at),
+        (Some("gw-1"), "192.0.2.7", T0),
+        "what the approval page names is kept"
+    );
     store.record_device_poll(b"dev", 10, at(2)).await.unwrap();
     let d = store.device_code(&a.id, b"dev").await.unwrap();
     assert_eq!((d.interval_secs, d.last_poll_at), (10, Some(at(2))));
@@ -703,7 +722,7 @@ async fn device_code_lifecycle(backend: Backend) {
     assert!(!store.consume_device_code(b"dev").await.unwrap(), "consumed once");
     // Expired requests cannot be approved.
     store
-        .create_device_code(b"dev2", b"user2", &a.id, "cli", "openid", 5, T0, at(600))
+        .create_device_code(&device_request(b"dev2", b"user2", &a.id), T0)
         .await
         .unwrap();
     assert!(
@@ -1269,6 +1288,11 @@ async fn registration_tokens(backend: Backend) {
         .create_registration_token(b"t1", &a.id, ComponentKind::Agent, None, &by, 2, T0, at(3600))
         .await
         .unwrap();
+    for _ in 0..3 {
+        // Looking the tenant up uses nothing.
+        let tenant = store.registration_token_tenant(b"t1", at(1)).await.unwrap();
+        assert_eq!(tenant.as_deref(), Some(a.id.as_str()));
+    }
     for _ in 0..2 {
         let t = store.consume_registration_token(b"t1", at(1)).await.unwrap().unwrap();
         assert_eq!((t.kind, t.tenant_id.as_str()), (ComponentKind::Agent, a.id.as_str()));
@@ -1493,6 +1517,7 @@ async fn directory_accounts_are_provisioned_just_in_time(backend: Backend) {
         names(store.user_groups(&a.id, &u.id).await.unwrap()),
         vec!["Admins", "Staff", "cloud-only"]
     );
+    assert_eq!(store.registration_token_tenant(b"t1", at(2)).await.unwrap(), None);
     store
         .set_directory_groups(&a.id, &u.id, &["Staff".into()], at(1))
         .await

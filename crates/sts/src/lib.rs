@@ -23,6 +23,7 @@ mod mfa;
 mod oidc;
 pub mod pages;
 pub mod password;
+pub mod registration;
 pub mod relying_party;
 mod setup;
 mod signin;
@@ -45,6 +46,7 @@ pub use client_ip::ClientIp;
 pub use error::{OAuthError, StsError};
 pub use keys::{Jwks, PublicJwk};
 pub use password::PasswordHasher;
+pub use registration::{REGISTRATION_AUDIENCE, RegistrationClaims, registration_scope};
 pub use setup::SetupCode;
 pub use tenants::{
     CLI_CLIENT_ID, NewTenantRequest, TenantCreateError, ValidatedTenant, validate_domain, validate_tenant_name,

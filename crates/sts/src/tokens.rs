@@ -360,7 +360,7 @@ impl Sts {
 
 /// The `iss` claim of a JWT, read without verifying anything: only used to pick
 /// which tenant's rules to verify it with.
-fn unverified_issuer(token: &str) -> Option<String> {
+pub(crate) fn unverified_issuer(token: &str) -> Option<String> {
     use base64::Engine;
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;

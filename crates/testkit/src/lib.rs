@@ -194,6 +194,22 @@ impl TestService {
             .await?)
     }
 
+    /// A registration credential for `user` of `tenant`, as if they had approved
+    /// registering a `kind` named `component_name` in the device flow (the
+    /// approval pages are tested elsewhere). Registration refuses admin tokens.
+    pub async fn registration_token(
+        &self,
+        tenant: &Tenant,
+        user: &User,
+        kind: postern_proto::ComponentKind,
+        component_name: &str,
+    ) -> Result<String> {
+        Ok(self
+            .sts()
+            .mint_registration_token_for_tests(tenant, user, kind, component_name)
+            .await?)
+    }
+
     /// The STS.
     pub fn sts(&self) -> &Arc<Sts> {
         self.running().sts()

@@ -54,17 +54,16 @@ fn tls_config(
     clock: SharedClock,
 ) -> Result<rustls::ClientConfig, UplinkError> {
     let bad = |what: &str, e: &dyn std::fmt::Display| UplinkError::Corrupt(format!("{what}: {e}"));
-    let mut roots = RootCertStore::empty();
-    if enrolment.control_ca_pem.trim().is_empty() {
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
+    let roots = if enrolment.control_ca_pem.trim().is_empty() {
+        crate::trust::system_roots()?
     } else {
-        for cert in CertificateDer::pem_slice_iter(enrolment.control_ca_pem.as_bytes()) {
-            let cert = cert.map_err(|e| bad("control trust anchors", &e))?;
-            roots.add(cert).map_err(|e| bad("control trust anchors", &e))?;
+        let mut roots = RootCertStore::empty();
+        let source = "the control endpoint's trust anchors (control_ca_pem in state.json)";
+        for cert in crate::trust::pem_anchors(source, enrolment.control_ca_pem.as_bytes())? {
+            roots.add(cert).map_err(|e| bad(source, &e))?;
         }
-    }
+        roots
+    };
     let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad("certificate", &e))?;

@@ -1,8 +1,11 @@
 //! The on-prem side of the control plane: registration, the state directory, and mTLS calls to the service, shared by connector, agent and updater.
 //!
-//! - [`register`]: generates the key pair on this host, sends only a CSR with the
-//!   admin's (or a registration) token, and stores key, certificate and what the
-//!   service answered in the [`StateDir`] (all 0600).
+//! - [`register`]: generates the key pair on this host, sends only a CSR with a
+//!   registration credential (an administrator's approval of this registration,
+//!   or a registration token), and stores key, certificate and what the service
+//!   answered in the [`StateDir`] (all 0600).
+//! - [`trust`]: trust anchors for the service's TLS certificates; a file with a
+//!   certificate that cannot be used is an error naming it, never skipped.
 //! - [`ControlClient`]: every later call, authenticated by the client certificate,
 //!   trusting only the anchors learned at registration for the control endpoint.
 //! - Renewal: connectors at 180 days during the configuration exchange (CON-4),
@@ -13,6 +16,7 @@ pub mod backoff;
 mod client;
 mod register;
 pub mod state;
+pub mod trust;
 
 pub use backoff::Backoff;
 pub use client::ControlClient;
@@ -60,6 +64,10 @@ pub enum UplinkError {
     /// Stored state is unreadable.
     #[error("state is corrupt: {0}")]
     Corrupt(String),
+    /// A file of trust anchors (or the system's store) holds a certificate that
+    /// cannot be used, or none: fix or replace the file the message names.
+    #[error("trust anchors: {0}")]
+    TrustAnchors(String),
     /// Key generation or certificate handling failed.
     #[error("key or certificate: {0}")]
     Pki(#[from] postern_pki::PkiError),

@@ -18,7 +18,9 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How the registration is authorized.
 #[derive(Clone, Debug)]
 pub enum Credential {
-    /// An administrator's access token from the device flow.
+    /// A registration credential from the device flow: an administrator
+    /// approved registering this kind of component under this name. (An
+    /// administrator's access token is refused.)
     AccessToken(SecretString),
     /// A registration token minted through the admin API (`ptr_…`).
     RegistrationToken(SecretString),
@@ -47,6 +49,9 @@ pub struct RegisterOptions {
     pub version: String,
     /// Connector group to join (connectors).
     pub group: Option<String>,
+    /// The tenant (short name) the operator means, if they said: the service
+    /// refuses a credential of another tenant instead of enrolling there.
+    pub tenant: Option<String>,
     /// Key algorithm (agents: RSA; default [`KeyAlg::recommended`]).
     pub key_alg: KeyAlg,
     /// Extra trust anchors (PEM) for the service's public TLS certificate, if it is
@@ -60,8 +65,8 @@ fn http_client(server_ca_pem: Option<&str>) -> Result<reqwest::Client, UplinkErr
         .connect_timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none());
     if let Some(pem) = server_ca_pem {
-        for cert in reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(transport)? {
-            builder = builder.add_root_certificate(cert);
+        for cert in crate::trust::pem_anchors("the extra trust anchors (--server-ca)", pem.as_bytes())? {
+            builder = builder.add_root_certificate(reqwest::Certificate::from_der(&cert).map_err(transport)?);
         }
     }
     builder.build().map_err(transport)
@@ -85,6 +90,7 @@ pub async fn register(options: &RegisterOptions, state: &StateDir) -> Result<Enr
         name: options.name.clone(),
         version: options.version.clone(),
         group: options.group.clone(),
+        tenant: options.tenant.clone(),
     };
     let url = format!("{}{REGISTER_PATH}", options.server_url.trim_end_matches('/'));
     let response = http_client(options.server_ca_pem.as_deref())?

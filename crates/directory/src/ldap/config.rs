@@ -295,22 +295,10 @@ impl LdapConfig {
         let mut roots = rustls::RootCertStore::empty();
         match &self.ca_file {
             Some(path) => match load_ca_file(path) {
-                Ok(certs) => {
-                    for cert in certs {
-                        if let Err(e) = roots.add(cert) {
-                            problems.push(format!("ca_file {}: {e}", path.display()));
-                        }
-                    }
-                }
+                Ok(certs) => add_numbered(&mut roots, certs, &format!("ca_file {}", path.display()), problems),
                 Err(e) => problems.push(format!("ca_file {}: {e}", path.display())),
             },
-            None => {
-                let native = rustls_native_certs::load_native_certs();
-                for cert in native.certs {
-                    // A broken system root is skipped, as every TLS client does.
-                    let _ = roots.add(cert);
-                }
-            }
+            None => add_system_roots(&mut roots, problems),
         }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         match ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions() {
@@ -323,11 +311,55 @@ impl LdapConfig {
     }
 }
 
+/// Adds the system's trust anchors (or those `SSL_CERT_FILE` / `SSL_CERT_DIR`
+/// name). A file that cannot be read or a certificate that cannot be used is a
+/// problem naming the store, and the file and certificate where known: never
+/// skipped, so it shows at start rather than as an "unknown issuer" later.
+fn add_system_roots(roots: &mut rustls::RootCertStore, problems: &mut Vec<String>) {
+    let dir = std::env::var_os("SSL_CERT_DIR");
+    if let Some(file) = std::env::var_os("SSL_CERT_FILE").filter(|_| dir.is_none()) {
+        let path = Path::new(&file);
+        match load_ca_file(path) {
+            Ok(certs) => add_numbered(roots, certs, &format!("SSL_CERT_FILE {}", path.display()), problems),
+            Err(e) => problems.push(format!("SSL_CERT_FILE {}: {e}", path.display())),
+        }
+        return;
+    }
+    let store = match dir {
+        Some(d) => format!("SSL_CERT_DIR {}", d.to_string_lossy()),
+        None => "the system trust store".to_owned(),
+    };
+    let native = rustls_native_certs::load_native_certs();
+    problems.extend(native.errors.iter().map(|e| format!("{store}: {e}")));
+    add_numbered(roots, native.certs, &store, problems);
+}
+
+/// Adds `certs` from `source`; each one that cannot be a trust anchor is a
+/// problem naming `source` and its position (1 for the first).
+fn add_numbered(
+    roots: &mut rustls::RootCertStore,
+    certs: Vec<CertificateDer<'static>>,
+    source: &str,
+    problems: &mut Vec<String>,
+) {
+    for (n, cert) in certs.into_iter().enumerate() {
+        if let Err(e) = roots.add(cert) {
+            problems.push(format!(
+                "{source}: certificate #{} cannot be a trust anchor: {e}",
+                n + 1
+            ));
+        }
+    }
+}
+
 fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
+    let mut certs = Vec::new();
+    for (n, item) in CertificateDer::pem_file_iter(path)
         .map_err(|e| e.to_string())?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
+        .enumerate()
+    {
+        certs.push(item.map_err(|e| format!("certificate #{} is not readable PEM: {e}", n + 1))?);
+    }
     if certs.is_empty() {
         return Err("holds no PEM certificate".into());
     }
@@ -455,6 +487,31 @@ pub(crate) mod tests {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
         assert_eq!(err.problems.len(), 9, "{text}");
+    }
+
+    #[test]
+    fn a_ca_file_with_a_broken_certificate_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ad-ca.pem");
+        crate::testing::TestPki::unrelated_ca(&path).unwrap();
+        let good = std::fs::read_to_string(&path).unwrap();
+        // PEM armour around bytes that are no certificate ("not a certificate").
+        let broken = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
+        std::fs::write(&path, format!("{good}{broken}")).unwrap();
+        let config = LdapConfig {
+            ca_file: Some(path.clone()),
+            ..ad()
+        };
+        let text = config.validate().unwrap_err().to_string();
+        assert!(
+            text.contains(&format!(
+                "ca_file {}: certificate #2 cannot be a trust anchor",
+                path.display()
+            )),
+            "{text}"
+        );
+        std::fs::write(&path, &good).unwrap();
+        assert!(config.validate().is_ok(), "the good certificate alone is fine");
     }
 
     #[test]

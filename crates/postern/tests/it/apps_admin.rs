@@ -862,7 +862,11 @@ async fn connectors_receive_the_apps_of_their_group_only() {
     let f = fixture().await;
     let dir = tempfile::tempdir().unwrap();
     let state = StateDir::new(dir.path().join("c1"));
-    let token = f.svc.admin_token(&f.t.tenant, &f.t.admin).await.unwrap();
+    let token = f
+        .svc
+        .registration_token(&f.t.tenant, &f.t.admin, ComponentKind::Connector, "gw1")
+        .await
+        .unwrap();
     let options = RegisterOptions {
         server_url: f.svc.url(),
         kind: ComponentKind::Connector,
@@ -870,6 +874,7 @@ async fn connectors_receive_the_apps_of_their_group_only() {
         name: "gw1".into(),
         version: "0.1.0".into(),
         group: None,
+        tenant: None,
         key_alg: KeyAlg::recommended(ComponentKind::Connector),
         server_ca_pem: None,
     };

@@ -1,5 +1,8 @@
 //! `postern connector|agent register|status|run`: the real binary against the
 //! real service (system clock, since the components run in separate processes).
+//! Registration through an administrator's approval (the host never holds an
+//! admin token), a registration token refused for another tenant, and trust
+//! anchor files with a broken certificate named in the error.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -21,6 +24,9 @@ fn postern() -> Command {
     c
 }
 
+/// PEM armour around bytes that are no certificate ("not a certificate").
+const BROKEN_PEM: &str = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
+
 async fn output(cmd: &mut Command) -> (bool, String, String) {
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
         .await
@@ -40,7 +46,8 @@ async fn connector_and_agent_commands() {
     let dir = tempfile::tempdir().unwrap();
     let connector_state = dir.path().join("connector");
 
-    // Connector: an administrator approves the registration with the device flow.
+    // Connector: an administrator approves the registration with the device flow;
+    // the prompt and the page name the component.
     let mut register = postern()
         .args([
             "connector",
@@ -60,16 +67,22 @@ async fn connector_and_agent_commands() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(register.stderr.take().unwrap()).lines();
+    let mut prompt = String::new();
     let url = loop {
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
             .await
             .unwrap()
             .unwrap()
             .expect("prompt");
+        prompt.push_str(&line);
         if let Some(u) = line.trim().strip_prefix("open ") {
             break u.to_owned();
         }
     };
+    assert!(
+        prompt.contains("administrator of acme must approve registering this connector as gw-1"),
+        "{prompt}"
+    );
     let browser = Browser::new();
     let entry = browser.get(&url).await.unwrap();
     let start = browser.submit(&entry.form().unwrap(), &[]).await.unwrap();
@@ -78,7 +91,12 @@ async fn connector_and_agent_commands() {
         ..admin_login(&svc, &t)
     };
     let done = browser.sign_in(&start.location().unwrap(), &login).await.unwrap();
-    assert_eq!(done.title(), "Device approved");
+    assert_eq!(done.title(), "Registration approved", "{}", done.body);
+    assert!(
+        done.body.contains("The connector gw-1 may now register"),
+        "{}",
+        done.body
+    );
     let mut rest = String::new();
     while let Ok(Ok(Some(line))) = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
         rest.push_str(&line);
@@ -109,6 +127,38 @@ async fn connector_and_agent_commands() {
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["component_id"], connectors[0].id.as_str());
     assert!(report["service"].as_str().unwrap().starts_with("accepted"), "{report}");
+
+    // Trusting the system store for the control endpoint (no anchors of its
+    // own): a broken certificate in SSL_CERT_FILE is named, not skipped.
+    let public_trust = dir.path().join("public-trust");
+    std::fs::create_dir(&public_trust).unwrap();
+    for file in ["key.pem", "cert.pem"] {
+        std::fs::copy(connector_state.join(file), public_trust.join(file)).unwrap();
+    }
+    let mut enrolment: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(connector_state.join("state.json")).unwrap()).unwrap();
+    enrolment["control_ca_pem"] = "".into();
+    std::fs::write(public_trust.join("state.json"), enrolment.to_string()).unwrap();
+    #[cfg(unix)]
+    for file in ["key.pem", "cert.pem", "state.json"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(public_trust.join(file), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let broken = dir.path().join("system-roots.pem");
+    std::fs::write(&broken, BROKEN_PEM).unwrap();
+    let (ok, _, err) = output(
+        postern()
+            .args(["connector", "status", "--state-dir"])
+            .arg(&public_trust)
+            .env("SSL_CERT_FILE", &broken)
+            .env_remove("SSL_CERT_DIR"),
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("SSL_CERT_FILE {}: certificate #1", broken.display())),
+        "{err}"
+    );
 
     // Run: refuses root without --allow-root (SEC-11); with it, loads its
     // configuration and stops cleanly on SIGTERM.
@@ -168,6 +218,42 @@ async fn connector_and_agent_commands() {
         )
         .await
         .unwrap();
+    // A token of acme with --tenant beta: refused, naming both, and left intact.
+    svc.sts()
+        .create_tenant(
+            postern_sts::NewTenantRequest {
+                name: "beta".into(),
+                display_name: "Beta".into(),
+                domain: "beta.test".into(),
+                admin_username: "admin@beta.test".into(),
+                admin_password: "correct horse for beta".into(),
+                is_system: false,
+                admin_totp: None,
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    let (ok, _, err) = output(
+        postern()
+            .args([
+                "agent",
+                "register",
+                "--allow-root",
+                "--rsa-bits",
+                "2048",
+                "--server",
+                &svc.url(),
+                "--tenant",
+                "beta",
+                "--state-dir",
+            ])
+            .arg(dir.path().join("agent-beta"))
+            .env("POSTERN_REGISTRATION_TOKEN", token),
+    )
+    .await;
+    assert!(!ok, "a token of acme enrolled into beta");
+    assert!(err.contains(r#"belongs to organisation "acme", not "beta""#), "{err}");
     let agent_state = dir.path().join("agent");
     let (ok, _, err) = output(
         postern()
@@ -179,6 +265,8 @@ async fn connector_and_agent_commands() {
                 "2048",
                 "--server",
                 &svc.url(),
+                "--tenant",
+                "acme",
                 "--state-dir",
             ])
             .arg(&agent_state)
@@ -221,4 +309,63 @@ async fn connector_and_agent_commands() {
             & 0o777;
         assert_eq!(mode, 0o600);
     }
+}
+
+/// A trust anchor file with a certificate that cannot be used fails naming the
+/// file and the certificate, for `--server-ca` and for the agent's directory
+/// (system store via SSL_CERT_FILE); neither is skipped silently.
+#[tokio::test]
+async fn broken_trust_anchor_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = dir.path().join("corp-ca.pem");
+    std::fs::write(&server_ca, BROKEN_PEM).unwrap();
+    let (ok, _, err) = output(
+        postern()
+            .args([
+                "connector",
+                "register",
+                "--allow-root",
+                "--server",
+                "https://127.0.0.1:9",
+                "--server-ca",
+            ])
+            .arg(&server_ca)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .env("POSTERN_REGISTRATION_TOKEN", "ptr_unused"),
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{}: certificate #1 cannot be a trust anchor",
+            server_ca.display()
+        )),
+        "{err}"
+    );
+
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        "[directory]\nkind = \"ldap\"\nflavor = \"open_ldap\"\nurls = [\"ldaps://ldap.example.test\"]\n\
+         base_dn = \"dc=example,dc=test\"\n",
+    )
+    .unwrap();
+    let system = dir.path().join("system-roots.pem");
+    std::fs::write(&system, BROKEN_PEM).unwrap();
+    let (ok, _, err) = output(
+        postern()
+            .args(["agent", "run", "--allow-root", "--config"])
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(dir.path().join("agent-state"))
+            .env("SSL_CERT_FILE", &system)
+            .env_remove("SSL_CERT_DIR"),
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("SSL_CERT_FILE {}: certificate #1", system.display())),
+        "{err}"
+    );
 }

@@ -14,18 +14,15 @@ use postern_uplink::{ControlClient, Credential, RegisterOptions, StateDir, Uplin
 struct Fixture {
     svc: TestService,
     t: TenantFixture,
-    admin_token: String,
     dir: tempfile::TempDir,
 }
 
 async fn fixture() -> Fixture {
     let svc = TestService::start().await.unwrap();
     let t = svc.bootstrap().await.unwrap();
-    let admin_token = svc.admin_token(&t.tenant, &t.admin).await.unwrap();
     Fixture {
         svc,
         t,
-        admin_token,
         dir: tempfile::tempdir().unwrap(),
     }
 }
@@ -39,9 +36,18 @@ impl Fixture {
             name: format!("{kind}-host"),
             version: "0.1.0".into(),
             group: None,
+            tenant: None,
             key_alg: KeyAlg::recommended(kind),
             server_ca_pem: None,
         }
+    }
+
+    /// `user`'s approval of registering a `kind` named as [`Fixture::options`] names it.
+    async fn approval(&self, user: &postern_store::User, kind: ComponentKind) -> String {
+        self.svc
+            .registration_token(&self.t.tenant, user, kind, &format!("{kind}-host"))
+            .await
+            .unwrap()
     }
 
     fn state(&self, name: &str) -> StateDir {
@@ -50,13 +56,14 @@ impl Fixture {
 
     async fn register(&self, kind: ComponentKind, name: &str) -> ControlClient {
         let state = self.state(name);
-        register(&self.options(kind, &self.admin_token), &state)
+        let token = self.approval(&self.t.admin, kind).await;
+        register(&self.options(kind, &token), &state)
             .await
             .expect("registration");
         ControlClient::load(state, self.svc.shared_clock()).unwrap()
     }
 
-    async fn user_with_role(&self, name: &str, role: Option<Role>) -> String {
+    async fn user_with_role(&self, name: &str, role: Option<Role>) -> postern_store::User {
         let user = self
             .svc
             .store()
@@ -70,7 +77,7 @@ impl Fixture {
         if let Some(r) = role {
             self.svc.store().assign_role(&user.id, r, self.svc.now()).await.unwrap();
         }
-        self.svc.admin_token(&self.t.tenant, &user).await.unwrap()
+        user
     }
 }
 
@@ -140,7 +147,7 @@ async fn registration_is_refused_without_the_role_and_nothing_is_created() {
     let hybrid = f
         .user_with_role("hybrid", Some(Role::HybridIdentityAdministrator))
         .await;
-    for (token, kind, ok) in [
+    for (user, kind, ok) in [
         (&nobody, ComponentKind::Connector, false),
         (&nobody, ComponentKind::Agent, false),
         (&app_admin, ComponentKind::Agent, false),
@@ -148,8 +155,10 @@ async fn registration_is_refused_without_the_role_and_nothing_is_created() {
         (&app_admin, ComponentKind::Connector, true),
         (&hybrid, ComponentKind::Agent, true),
     ] {
-        let state = f.state(&format!("{kind}-{}", &token[token.len() - 8..]));
-        let result = register(&f.options(kind, token), &state).await;
+        // The role check holds even for an approval the account gave.
+        let token = f.approval(user, kind).await;
+        let state = f.state(&format!("{kind}-{}", user.id));
+        let result = register(&f.options(kind, &token), &state).await;
         match (ok, result) {
             (true, Ok(_)) => assert!(state.is_registered()),
             (
@@ -193,11 +202,18 @@ async fn registration_is_refused_without_the_role_and_nothing_is_created() {
 async fn weak_keys_bad_csrs_and_foreign_subjects_are_refused() {
     let f = fixture().await;
     let testdata = concat!(env!("CARGO_MANIFEST_DIR"), "/../pki/testdata");
+    let connector_token = f.approval(&f.t.admin, ComponentKind::Connector).await;
+    let agent_token = f.approval(&f.t.admin, ComponentKind::Agent).await;
     let post = |kind: &str, csr: String| {
+        let name = format!("{kind}-host");
         let body = serde_json::json!({
-            "protocol": postern_proto::PROTOCOL_VERSION, "kind": kind, "csr_pem": csr, "name": "h", "version": "1",
+            "protocol": postern_proto::PROTOCOL_VERSION, "kind": kind, "csr_pem": csr, "name": name, "version": "1",
         });
-        let token = f.admin_token.clone();
+        let token = if kind == "agent" {
+            agent_token.clone()
+        } else {
+            connector_token.clone()
+        };
         let url = format!("{}/v1/register", f.svc.url());
         async move {
             let r = reqwest::Client::new()

@@ -16,6 +16,7 @@ mod proxy;
 mod proxy_harness;
 mod proxy_streams;
 mod pta;
+mod registration_approval;
 mod secrets;
 mod serve_signals;
 mod setup;

@@ -99,7 +99,11 @@ impl Pta {
             .into_iter()
             .next()
             .unwrap();
-        let token = self.svc.admin_token(tenant, &admin).await.unwrap();
+        let token = self
+            .svc
+            .registration_token(tenant, &admin, ComponentKind::Agent, name)
+            .await
+            .unwrap();
         let state = StateDir::new(self.dir.path().join(name));
         let options = RegisterOptions {
             server_url: self.svc.url(),
@@ -108,6 +112,7 @@ impl Pta {
             name: name.into(),
             version: "test".into(),
             group: None,
+            tenant: None,
             key_alg: KeyAlg::Rsa(2048),
             server_ca_pem: None,
         };
@@ -477,7 +482,11 @@ async fn tenants_never_see_each_others_requests_and_forged_results_are_refused()
 async fn a_raw_agent_sees_only_ciphertexts_and_answers_once() {
     let p = Pta::new("example.com").await;
     let state = StateDir::new(p.dir.path().join("raw"));
-    let token = p.svc.admin_token(&p.t.tenant, &p.t.admin).await.unwrap();
+    let token = p
+        .svc
+        .registration_token(&p.t.tenant, &p.t.admin, ComponentKind::Agent, "raw")
+        .await
+        .unwrap();
     register(
         &RegisterOptions {
             server_url: p.svc.url(),
@@ -486,6 +495,7 @@ async fn a_raw_agent_sees_only_ciphertexts_and_answers_once() {
             name: "raw".into(),
             version: "test".into(),
             group: None,
+            tenant: None,
             key_alg: KeyAlg::Rsa(2048),
             server_ca_pem: None,
         },

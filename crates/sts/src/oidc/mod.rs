@@ -29,10 +29,18 @@ pub(crate) const GRANT_REFRESH: &str = "refresh_token";
 pub(crate) const GRANT_DEVICE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// Checks a requested scope against what the client may have; returns it
-/// normalized (deduplicated, in request order).
+/// normalized (deduplicated, in request order). Registration scopes are never
+/// granted here, whatever the client's configuration says: only the device
+/// authorization endpoint grants them, alone (see [`crate::registration`]).
 pub(crate) fn validate_scope(requested: &str, client: &OAuthClient) -> Result<String, OAuthError> {
     let mut granted: Vec<&str> = Vec::new();
     for s in requested.split(' ').filter(|s| !s.is_empty()) {
+        if crate::registration::is_registration_scope(s) {
+            return Err(OAuthError::bad_request(
+                "invalid_scope",
+                format!("scope {s:?} is only granted alone, to a device-flow registration"),
+            ));
+        }
         let allowed = STANDARD_SCOPES.contains(&s) || client.scopes.iter().any(|c| c == s);
         if !allowed {
             return Err(OAuthError::bad_request(
@@ -272,6 +280,15 @@ mod tests {
         assert_eq!(
             validate_scope("openid admin", &client).unwrap_err().error,
             "invalid_scope"
+        );
+        let mut registering = client.clone();
+        registering.scopes.push("postern:register:connector".into());
+        assert_eq!(
+            validate_scope("postern:register:connector", &registering)
+                .unwrap_err()
+                .error,
+            "invalid_scope",
+            "not even a client configured with it gets a registration scope here"
         );
     }
 }

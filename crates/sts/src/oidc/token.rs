@@ -389,6 +389,21 @@ async fn device_grant(
     }
     let user_id = device.user_id.clone().unwrap_or_default();
     let user = enabled_user(sts, tenant, &user_id).await?;
+    if let Some(kind) = crate::registration::registration_kind(&device.scope) {
+        let Some(component_name) = device.component_name.as_deref() else {
+            return Err(OAuthError::invalid_grant("the registration names no component"));
+        };
+        let approved = crate::registration::ApprovedRegistration {
+            tenant,
+            client_id: &client.client_id,
+            user: &user,
+            kind,
+            component_name,
+            auth_time: device.auth_time.unwrap_or(now),
+            amr: device.amr.as_deref().unwrap_or("pwd"),
+        };
+        return Ok(sts.issue_registration_token(&approved).await?);
+    }
     let refresh = if Sts::wants_refresh(&device.scope, client) {
         RefreshPlan::NewFamily(uuid::Uuid::new_v4().to_string())
     } else {

@@ -11,6 +11,7 @@ use postern_store::{StoreError, Tenant};
 use postern_time::UnixTime;
 use serde::{Deserialize, Serialize};
 
+use super::device::{DeviceRequest, Proof};
 use crate::Sts;
 use crate::cookies;
 use crate::error::StsError;
@@ -37,6 +38,9 @@ pub(crate) enum Purpose {
     Device {
         device_code_digest: String,
         client_name: String,
+        /// What the device asks for, as the approval page names it.
+        #[serde(default)]
+        request: DeviceRequest,
     },
 }
 
@@ -71,6 +75,13 @@ pub(crate) struct Flow {
     pub mfa_failures: u32,
     /// A TOTP seed being enrolled, sealed.
     pub pending_seed: Option<String>,
+    /// Authentication methods checked in this flow itself (not carried over
+    /// from a session).
+    #[serde(default)]
+    pub proven: Vec<String>,
+    /// What approving the device request still needs from the user.
+    #[serde(default)]
+    pub approval_needs: Vec<Proof>,
 }
 
 impl Flow {
@@ -87,16 +98,26 @@ impl Flow {
             session_id: None,
             mfa_failures: 0,
             pending_seed: None,
+            proven: Vec::new(),
+            approval_needs: Vec::new(),
         }
     }
 
-    /// Adds authentication methods, keeping each once.
+    /// Adds authentication methods just checked in this flow, keeping each once.
     pub(crate) fn add_amr(&mut self, methods: &[&str]) {
         for m in methods {
             if !self.amr.iter().any(|a| a == m) {
                 self.amr.push((*m).to_owned());
             }
+            if !self.proven.iter().any(|a| a == m) {
+                self.proven.push((*m).to_owned());
+            }
         }
+    }
+
+    /// Whether `method` was checked in this flow itself.
+    pub(crate) fn proved(&self, method: &str) -> bool {
+        self.proven.iter().any(|m| m == method)
     }
 }
 

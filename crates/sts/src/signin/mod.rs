@@ -4,6 +4,7 @@
 //! carries the flow's CSRF token and only works in the browser that started the
 //! flow. Messages never tell whether an account exists.
 
+mod device;
 pub(crate) mod flow;
 mod session;
 
@@ -25,6 +26,7 @@ use crate::error::StsError;
 use crate::mfa;
 use crate::pages::{Field, Page};
 use crate::password::MAX_PASSWORD_LEN;
+pub(crate) use device::{device_entry, device_entry_submit};
 use flow::{Flow, Purpose, Stage};
 
 /// Wrong MFA codes allowed in one flow before it is abandoned.
@@ -96,7 +98,9 @@ fn expired(tenant: &Tenant) -> Response {
 fn stage_page(sts: &Sts, tenant: &Tenant, flow_id: &str, flow: &Flow, error: Option<String>) -> Result<Page, StsError> {
     let target = match &flow.purpose {
         Purpose::Authorize(r) => format!("to continue to {}", r.client_name),
-        Purpose::Device { client_name, .. } => format!("to approve {client_name} on your device"),
+        Purpose::Device {
+            client_name, request, ..
+        } => device::sign_in_target(client_name, request),
     };
     let action = format!("{}/signin", sts.issuer(&tenant.name));
     let base = |title: &str| {
@@ -142,17 +146,7 @@ fn stage_page(sts: &Sts, tenant: &Tenant, flow_id: &str, flow: &Flow, error: Opt
         Stage::Enrolled => base("Authenticator set up")
             .para("Your authenticator app is set up. You saw your recovery codes once; if you did not save them, ask your administrator to reset your MFA.")
             .form(action, "Continue"),
-        Stage::DeviceConfirm => {
-            let client = match &flow.purpose {
-                Purpose::Device { client_name, .. } => client_name.clone(),
-                Purpose::Authorize(r) => r.client_name.clone(),
-            };
-            base("Approve sign-in on a device")
-                .para(format!("{client} on another device asks to sign in as {who}."))
-                .para("Only approve if you started this yourself just now, on a device you trust.")
-                .form(action, "Approve")
-                .button("deny", "Deny")
-        }
+        Stage::DeviceConfirm => device::confirm_page(base, action, flow, &who, tenant),
     })
 }
 
@@ -200,7 +194,7 @@ pub(crate) async fn submit(
         Stage::Totp | Stage::Recovery => step.second_factor(&mut flow, &form, &headers).await,
         Stage::Enrol => step.enrol(&mut flow, &form).await,
         Stage::Enrolled => step.complete(&mut flow, &headers).await,
-        Stage::DeviceConfirm => step.device_decision(&flow, &form).await,
+        Stage::DeviceConfirm => step.device_decision(&mut flow, &form).await,
     }
 }
 
@@ -487,55 +481,12 @@ impl Step<'_> {
             }
             Purpose::Device { .. } => {
                 flow.stage = Stage::DeviceConfirm;
+                flow.approval_needs = device::approval_needs(flow, &user);
                 flow.session_id = Some(session.id);
                 self.sts.save_flow(self.flow_id, flow).await?;
                 Ok(see_other(&signin_url(self.sts, self.tenant, self.flow_id), cookies))
             }
         }
-    }
-
-    async fn device_decision(&self, flow: &Flow, form: &SigninForm) -> Result<Response, StsError> {
-        let Purpose::Device {
-            device_code_digest,
-            client_name,
-        } = &flow.purpose
-        else {
-            return Ok(expired(self.tenant));
-        };
-        let Some(user) = self.current_user(flow).await? else {
-            self.sts.end_flow(self.flow_id).await?;
-            return Ok(expired(self.tenant));
-        };
-        let digest = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, device_code_digest)
-            .map_err(|_| StsError::internal("device digest encoding"))?;
-        let now = self.sts.now();
-        let approve = form.action != "deny";
-        let amr = flow.amr.join(" ");
-        let decided = if approve {
-            let auth_time = flow.auth_time.unwrap_or(now);
-            self.sts
-                .store
-                .decide_device_code(&digest, Some((&user.id, auth_time, &amr)), now)
-                .await?
-        } else {
-            self.sts.store.decide_device_code(&digest, None, now).await?
-        };
-        self.sts.end_flow(self.flow_id).await?;
-        let page = if !decided {
-            Page::error(
-                StatusCode::GONE,
-                "Request expired",
-                "This device request has expired or was already answered. Start again on your device.",
-            )
-        } else if approve {
-            tracing::info!(tenant = %self.tenant.name, user = %user.id, client = %client_name, "device sign-in approved");
-            Page::new("Device approved").para(format!(
-                "{client_name} is now signed in. You can close this window and return to your device."
-            ))
-        } else {
-            Page::new("Request denied").para("The device was not signed in. You can close this window.")
-        };
-        Ok(page.context(&self.tenant.display_name).into_response())
     }
 }
 
@@ -583,99 +534,9 @@ impl Sts {
                     (false, _, _) => Stage::DeviceConfirm,
                 };
                 f.pending_seed = seed_to_seal;
+                f.approval_needs = device::approval_needs(f, user);
             })
             .await?;
         Ok(see_other(&signin_url(self, tenant, &flow_id), cookie))
     }
-}
-
-// ---- device verification entry (RFC 8628 §3.3) --------------------------------
-
-#[derive(Deserialize)]
-pub(crate) struct DeviceEntryQuery {
-    #[serde(default)]
-    user_code: String,
-}
-
-#[derive(Deserialize)]
-pub(crate) struct DeviceEntryForm {
-    #[serde(default)]
-    user_code: String,
-}
-
-/// `GET /t/{tenant}/device`: asks for the code shown on the device.
-pub(crate) async fn device_entry(
-    State(sts): State<Arc<Sts>>,
-    Path(tenant): Path<String>,
-    Query(q): Query<DeviceEntryQuery>,
-) -> Result<Response, StsError> {
-    let tenant = sts.tenant_named(&tenant).await?;
-    Ok(device_entry_page(&sts, &tenant, &q.user_code, None).into_response())
-}
-
-fn device_entry_page(sts: &Sts, tenant: &Tenant, code: &str, error: Option<&str>) -> Page {
-    Page::new("Sign in on a device")
-        .context(&tenant.display_name)
-        .para("Enter the code your device shows.")
-        .with_error(error.map(str::to_owned))
-        .form(format!("{}/device", sts.issuer(&tenant.name)), "Continue")
-        .field(
-            Field::new("user_code", "Code", "text")
-                .value(code.chars().take(16).collect::<String>())
-                .focus(),
-        )
-}
-
-/// `POST /t/{tenant}/device`: finds the device request and starts a sign-in flow
-/// for it. The code is not trusted as proof of anything: the user must still sign
-/// in and then explicitly approve the named client.
-pub(crate) async fn device_entry_submit(
-    State(sts): State<Arc<Sts>>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-    Form(form): Form<DeviceEntryForm>,
-) -> Result<Response, StsError> {
-    let tenant = sts.tenant_named(&tenant).await?;
-    let normalized = crate::oidc::device::normalize_user_code(&form.user_code);
-    let found = match sts
-        .store
-        .device_code_by_user_code(&tenant.id, &postern_keyring::digest(&normalized), sts.now())
-        .await
-    {
-        Ok(d) => Some(d),
-        Err(StoreError::NotFound) => None,
-        Err(e) => return Err(e.into()),
-    };
-    let Some(device) = found else {
-        return Ok(device_entry_page(
-            &sts,
-            &tenant,
-            &form.user_code,
-            Some("That code is not valid or has expired. Check the code on your device."),
-        )
-        .status(StatusCode::BAD_REQUEST)
-        .into_response());
-    };
-    let client_name = match sts.store.client(&tenant.id, &device.client_id).await {
-        Ok(c) => c.name,
-        Err(StoreError::NotFound) => device.client_id.clone(),
-        Err(e) => return Err(e.into()),
-    };
-    let purpose = Purpose::Device {
-        device_code_digest: base64::Engine::encode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            &device.device_code_digest,
-        ),
-        client_name,
-    };
-    if let Some(session) = sts.current_session(&tenant, &headers).await?
-        && let Ok(user) = sts.store.user(&tenant.id, &session.user_id).await
-        && user.enabled
-    {
-        return sts
-            .resume_with_session(&tenant, purpose, &user, &session, &headers)
-            .await;
-    }
-    let (flow_id, cookie) = sts.start_flow(&tenant, purpose, &headers, |_| {}).await?;
-    Ok(see_other(&signin_url(&sts, &tenant, &flow_id), cookie))
 }
