@@ -27,6 +27,26 @@ pub async fn http(request: openidconnect::HttpRequest) -> Result<openidconnect::
     builder.body(bytes.to_vec()).map_err(std::io::Error::other)
 }
 
+/// Whether the tests run in CI (`CI=true`, as CI systems set it), where every
+/// precondition of a test is promised (root, `ip netns`, the directories).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// A test (or a part of one) whose precondition is missing here: in CI that is
+/// a failure, never a silent pass; elsewhere it is skipped with a line saying so.
+pub fn precondition_missing(test: &str, why: &str) {
+    assert!(!in_ci(), "{test} cannot run in CI: {why}");
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+/// Whether this process runs as root.
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's effective user.
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
 /// The admin's login for the sign-in pages.
 pub fn admin_login(svc: &TestService, t: &TenantFixture) -> Login {
     Login {
