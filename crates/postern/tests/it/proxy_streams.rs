@@ -218,7 +218,8 @@ impl ServiceProcess {
             .args(&prefix)
             .args(["connector", "run", "--allow-root", "--state-dir"])
             .arg(&state)
-            .env("RUST_LOG", "info")
+            // Debug lines of the control loop show where it is.
+            .env("RUST_LOG", "info,postern::component=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
             .spawn()
@@ -954,4 +955,69 @@ impl ServiceProcess {
         let addr: String = plain[at..].chars().take_while(|c| !c.is_whitespace()).collect();
         addr.parse::<SocketAddr>().unwrap().port()
     }
+}
+
+/// How often `needle` occurs in the connector's log.
+fn log_count(connector: &ConnectorProcess, needle: &str) -> usize {
+    std::fs::read_to_string(&connector.log)
+        .unwrap_or_default()
+        .matches(needle)
+        .count()
+}
+
+/// Waits (up to 60 s) until `needle` occurs at least `n` times in the log.
+async fn wait_for_log(connector: &ConnectorProcess, needle: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while log_count(connector, needle) < n {
+        assert!(Instant::now() < deadline, "never logged {n}× {needle:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 8 item 7: one SIGTERM listener for the connector's whole life. The
+/// service dies and a listener that accepts connections but never answers takes
+/// its control port, so the connector's next configuration exchange hangs; a
+/// SIGTERM sent then (between two turns of its control loop, where it used to
+/// wait for no signal at all, and so lost it) still stops it promptly.
+#[tokio::test]
+async fn a_sigterm_between_two_configuration_exchanges_stops_the_connector() {
+    let mut svc = ServiceProcess::start(std::net::Ipv4Addr::LOCALHOST.into()).await;
+    let mut connector = svc.start_connector("gw-term", &[]).await;
+    wait_for_log(&connector, "configuration loaded", 1).await;
+    let exchanges = log_count(&connector, "exchanging the configuration");
+    let control = SocketAddr::new(svc.addr.ip(), svc.control_port());
+    // SIGKILL: its connections reset at once (its directory, which holds the
+    // connector's state and log, stays).
+    svc.child.kill().unwrap();
+    svc.child.wait().unwrap();
+
+    let silent = tokio::net::TcpListener::bind(control).await.unwrap();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    wait_for_log(&connector, "configuration watch failed", 1).await;
+    wait_for_log(&connector, "exchanging the configuration", exchanges + 1).await;
+
+    let pid = connector.child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let exit = loop {
+        if let Some(exit) = connector.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the connector ignored a SIGTERM sent during a configuration exchange"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+    held.abort();
 }
