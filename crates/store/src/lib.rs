@@ -48,7 +48,7 @@ pub use directory::{Domain, DomainAuthMode, Group, NewUser, User, UserSource, Us
 pub use error::StoreError;
 pub use flows::FlowRecord;
 pub use keys::SigningKeyRecord;
-pub use lockout::{LocationClass, LockoutContext, LockoutState};
+pub use lockout::{LocationClass, LockoutContext, LockoutKey, LockoutReservation, LockoutRules, LockoutState};
 pub use oauth::{
     AuthCode, CodeRedemption, DeviceCode, DeviceStatus, NewDeviceCode, RefreshLookup, RefreshRotation, RefreshToken,
 };

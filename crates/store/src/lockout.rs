@@ -1,4 +1,14 @@
 //! Smart-lockout counters and the networks a user usually signs in from.
+//!
+//! A password is checked only after a *reservation* succeeded: one conditional
+//! `UPDATE` that counts the attempt as in flight while the account's failures and
+//! attempts in flight stay under the threshold. Concurrent requests, on one
+//! instance or on several sharing the database, are serialized on the counter
+//! row by the database, so a burst never checks more passwords than the
+//! threshold. The outcome then *settles* the reservation: a failure turns it into
+//! a counted failure (locking the account at the threshold, in the same
+//! statement), anything else gives it back. Reservations lapse at
+//! `in_flight_until`, so those of a crashed instance cannot hold an account.
 
 use postern_time::UnixTime;
 use sqlx::Row;
@@ -59,6 +69,54 @@ pub struct LockoutContext {
     pub familiar: LockoutState,
     /// The account's counters from anywhere else.
     pub unfamiliar: LockoutState,
+}
+
+/// Whose counters: one account (the normalized sign-in name, existing or not) of a
+/// tenant, from one class of location.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LockoutKey {
+    /// The tenant.
+    pub tenant_id: String,
+    /// The account's sign-in name.
+    pub account: String,
+    /// Where the attempt comes from.
+    pub location: LocationClass,
+}
+
+/// The tenant's smart-lockout policy, as reservations and failures apply it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockoutRules {
+    /// Failures (with attempts in flight) at which the account locks; at least 1.
+    pub threshold: i64,
+    /// Failures before this time are forgotten (the end of the observation window).
+    pub forget_before: UnixTime,
+    /// Seconds the first lockout lasts.
+    pub period_secs: i64,
+    /// Each further lockout doubles the period, at most this many times.
+    pub max_doublings: u32,
+}
+
+/// The answer to [`Store::reserve_lockout_attempt`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockoutReservation {
+    /// The attempt may be checked; the counters as they stood (forgotten failures
+    /// cleared). Settle it once the outcome is known.
+    Granted(LockoutState),
+    /// Refused without a check: the account is locked, or its failures and the
+    /// attempts in flight reach the threshold. The counters now.
+    Refused(LockoutState),
+}
+
+/// The SQL factor a lockout period is multiplied by: 2 to the power of the
+/// lockouts so far (`lockout_count` before this one), capped at `max_doublings`.
+fn doubling_factor(max_doublings: u32) -> String {
+    let max = max_doublings.min(30);
+    let mut sql = format!("(CASE WHEN lockout_count >= {max} THEN {}", 1_i64 << max);
+    for count in (1..max).rev() {
+        sql.push_str(&format!(" WHEN lockout_count = {count} THEN {}", 1_i64 << count));
+    }
+    sql.push_str(" ELSE 1 END)");
+    sql
 }
 
 impl Store {
@@ -176,6 +234,149 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
+        Ok(())
+    }
+
+    /// Reserves an attempt on `key` before its password is checked: granted while
+    /// the account is not locked and its failures (those since
+    /// `rules.forget_before`) plus the attempts in flight (those not lapsed at
+    /// `now`) stay under `rules.threshold`. A granted reservation lapses at
+    /// `lapses_at` unless settled before.
+    pub async fn reserve_lockout_attempt(
+        &self,
+        key: &LockoutKey,
+        rules: &LockoutRules,
+        now: UnixTime,
+        lapses_at: UnixTime,
+    ) -> Result<LockoutReservation, StoreError> {
+        if let Some(state) = self.reserve_on_row(key, rules, now, lapses_at).await? {
+            return Ok(LockoutReservation::Granted(state));
+        }
+        // No row yet (the account's first attempt), or the row refuses.
+        let inserted = sqlx::query(
+            "INSERT INTO lockouts (tenant_id, account, location, failures, lockout_count, locked_until, \
+             last_failure_at, in_flight, in_flight_until) VALUES ($1, $2, $3, 0, 0, 0, 0, 1, $4) \
+             ON CONFLICT (tenant_id, account, location) DO NOTHING",
+        )
+        .bind(&key.tenant_id)
+        .bind(&key.account)
+        .bind(key.location.as_str())
+        .bind(lapses_at)
+        .execute(&self.pool)
+        .await
+        .db()?;
+        if inserted.rows_affected() == 1 {
+            return Ok(LockoutReservation::Granted(LockoutState::CLEAN));
+        }
+        // Another attempt created the row meanwhile: ask the row again.
+        if let Some(state) = self.reserve_on_row(key, rules, now, lapses_at).await? {
+            return Ok(LockoutReservation::Granted(state));
+        }
+        let state = self.lockout_state(&key.tenant_id, &key.account, key.location).await?;
+        Ok(LockoutReservation::Refused(state))
+    }
+
+    /// The conditional update of a reservation; `None` when it refuses or the row
+    /// does not exist. Forgotten failures are cleared on the way.
+    async fn reserve_on_row(
+        &self,
+        key: &LockoutKey,
+        rules: &LockoutRules,
+        now: UnixTime,
+        lapses_at: UnixTime,
+    ) -> Result<Option<LockoutState>, StoreError> {
+        sqlx::query_as::<_, LockoutState>(
+            "UPDATE lockouts SET \
+             failures = CASE WHEN last_failure_at > $1 THEN failures ELSE 0 END, \
+             lockout_count = CASE WHEN last_failure_at > $1 THEN lockout_count ELSE 0 END, \
+             in_flight = (CASE WHEN in_flight_until > $2 THEN in_flight ELSE 0 END) + 1, \
+             in_flight_until = CASE WHEN in_flight_until > $3 THEN in_flight_until ELSE $3 END \
+             WHERE tenant_id = $4 AND account = $5 AND location = $6 AND locked_until <= $2 \
+             AND (CASE WHEN last_failure_at > $1 THEN failures ELSE 0 END) \
+             + (CASE WHEN in_flight_until > $2 THEN in_flight ELSE 0 END) < $7 \
+             RETURNING failures, lockout_count, locked_until, last_failure_at",
+        )
+        .bind(rules.forget_before)
+        .bind(now)
+        .bind(lapses_at)
+        .bind(&key.tenant_id)
+        .bind(&key.account)
+        .bind(key.location.as_str())
+        .bind(rules.threshold.max(1))
+        .fetch_optional(&self.pool)
+        .await
+        .db()
+    }
+
+    /// Settles a reservation as a wrong password: counts the failure and, at the
+    /// threshold, locks the account for the period its lockouts so far call for
+    /// (doubling each time), in one statement. `release` says whether the
+    /// reservation is still held (not lapsed). Returns when the account is locked
+    /// until, if this failure locked it.
+    pub async fn settle_lockout_failure(
+        &self,
+        key: &LockoutKey,
+        rules: &LockoutRules,
+        now: UnixTime,
+        release: bool,
+    ) -> Result<Option<UnixTime>, StoreError> {
+        let sql = format!(
+            "UPDATE lockouts SET \
+             failures = CASE WHEN failures + 1 >= $1 THEN 0 ELSE failures + 1 END, \
+             lockout_count = CASE WHEN failures + 1 >= $1 THEN lockout_count + 1 ELSE lockout_count END, \
+             locked_until = CASE WHEN failures + 1 >= $1 THEN $2 + $3 * {doubling} ELSE locked_until END, \
+             last_failure_at = $2, \
+             in_flight = CASE WHEN in_flight > $4 THEN in_flight - $4 ELSE 0 END \
+             WHERE tenant_id = $5 AND account = $6 AND location = $7 \
+             RETURNING failures, lockout_count, locked_until, last_failure_at",
+            doubling = doubling_factor(rules.max_doublings),
+        );
+        let after = sqlx::query_as::<_, LockoutState>(sqlx::AssertSqlSafe(sql))
+            .bind(rules.threshold.max(1))
+            .bind(now)
+            .bind(rules.period_secs.max(1))
+            .bind(i64::from(release))
+            .bind(&key.tenant_id)
+            .bind(&key.account)
+            .bind(key.location.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .db()?;
+        // A failure that does not lock leaves at least one failure counted.
+        Ok(after.filter(|s| s.failures == 0).map(|s| s.locked_until))
+    }
+
+    /// Settles a reservation as a right password: the account's failures and
+    /// lockouts are forgotten. `release` as for [`Store::settle_lockout_failure`].
+    pub async fn settle_lockout_success(&self, key: &LockoutKey, release: bool) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE lockouts SET failures = 0, lockout_count = 0, \
+             in_flight = CASE WHEN in_flight > $1 THEN in_flight - $1 ELSE 0 END \
+             WHERE tenant_id = $2 AND account = $3 AND location = $4",
+        )
+        .bind(i64::from(release))
+        .bind(&key.tenant_id)
+        .bind(&key.account)
+        .bind(key.location.as_str())
+        .execute(&self.pool)
+        .await
+        .db()?;
+        Ok(())
+    }
+
+    /// Gives a held reservation back without counting anything (the check did not
+    /// conclude, or repeated a wrong password already counted).
+    pub async fn release_lockout_attempt(&self, key: &LockoutKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE lockouts SET in_flight = CASE WHEN in_flight > 1 THEN in_flight - 1 ELSE 0 END \
+             WHERE tenant_id = $1 AND account = $2 AND location = $3",
+        )
+        .bind(&key.tenant_id)
+        .bind(&key.account)
+        .bind(key.location.as_str())
+        .execute(&self.pool)
+        .await
+        .db()?;
         Ok(())
     }
 

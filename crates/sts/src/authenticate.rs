@@ -222,6 +222,13 @@ impl Sts {
         }
     }
 
+    /// Cloud passwords this instance has verified so far (argon2, unknown
+    /// accounts' dummy checks included); pass-through checks are counted by the
+    /// agents. Smart lockout bounds both.
+    pub fn password_verifications(&self) -> u64 {
+        self.hasher.verifications()
+    }
+
     async fn domain_is_passthrough(&self, tenant: &Tenant, username: &str) -> Result<bool, StsError> {
         let Some((_, domain)) = username.rsplit_once('@') else {
             return Ok(false);

@@ -7,25 +7,31 @@
 //! - At the tenant's threshold the account is locked for the tenant's period; each
 //!   further lockout doubles it (up to [`MAX_LOCKOUT_DOUBLINGS`] times). Counters
 //!   decay after [`OBSERVATION_WINDOW`] without failures.
-//! - The same wrong password repeated counts once. To know that, a keyed tag of the
-//!   last few wrong passwords is kept **in this process's memory only**, under a
-//!   key made at start-up: nothing derived from a password reaches the database.
+//! - An attempt is *reserved* in the database before its password is checked, and
+//!   only while failures plus attempts in flight stay under the threshold; the
+//!   outcome settles it. So no burst, on one instance or across instances sharing
+//!   the database, checks more passwords than the threshold; the attempts beyond
+//!   it are refused as busy without a check. A reservation whose request dies is
+//!   given back when its [`Attempt`] drops, and lapses after [`RESERVATION_TTL`]
+//!   (or twice the pass-through deadline, if longer) should its instance crash.
+//! - The same wrong password repeated counts once (its reservation is given back).
+//!   To know that, a keyed tag of the last few wrong passwords is kept **in this
+//!   process's memory only**, under a key made at start-up: nothing derived from a
+//!   password reaches the database.
 //! - Unknown accounts are counted like real ones, so lockout reveals nothing about
 //!   which accounts exist.
-//! - Once an account has failures, attempts on it are serialized per instance, so
-//!   parallel guesses cannot outrun the counter.
 //!
-//! Every password path (cloud passwords now, pass-through authentication later)
-//! goes through [`Sts::check_lockout`] first and [`Sts::record_attempt`] after.
+//! Every password path (cloud passwords and pass-through authentication) goes
+//! through [`Sts::check_lockout`] first and [`Sts::record_attempt`] after.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_lc_rs::hmac;
 use postern_keyring::SecretString;
-use postern_store::{LocationClass, LockoutState, Tenant, User};
-use postern_time::UnixTime;
+use postern_store::{LocationClass, LockoutKey, LockoutReservation, LockoutRules, Store, Tenant, User};
+use postern_time::{SharedClock, UnixTime};
 
 use crate::Sts;
 use crate::client_ip::ClientIp;
@@ -39,16 +45,18 @@ pub const FAMILIAR_FOR: Duration = Duration::from_secs(90 * 24 * 3600);
 const REFRESH_FAMILIAR_AFTER: Duration = Duration::from_secs(3600);
 /// The lockout period doubles at most this many times.
 pub const MAX_LOCKOUT_DOUBLINGS: u32 = 6;
+/// A reservation not settled within this long lapses (at least; see
+/// [`Sts::check_lockout`]): far longer than any password check takes.
+pub const RESERVATION_TTL: Duration = Duration::from_secs(120);
 /// Wrong passwords remembered per account (to count repeats once).
 const REMEMBERED_BAD_PASSWORDS: usize = 3;
 /// Accounts whose wrong passwords are remembered, at most.
 const REMEMBERED_ACCOUNTS: usize = 100_000;
 
-/// In-memory state of smart lockout.
+/// In-memory state of smart lockout: the wrong-password memory.
 pub(crate) struct SmartLockout {
     tag_key: hmac::Key,
     bad: Mutex<BadPasswordMemory>,
-    inflight: Mutex<HashMap<String, u32>>,
 }
 
 #[derive(Default)]
@@ -74,32 +82,63 @@ pub enum LockoutDecision {
         /// When the account unlocks for this location class.
         until: UnixTime,
     },
-    /// Another attempt on this account is being checked on this instance right now.
+    /// As many attempts on this account as may still fail before it locks are
+    /// being checked right now (on any instance): refused without a check.
     Busy,
 }
 
-/// A permitted attempt, to be reported once its outcome is known.
+/// A permitted attempt, holding its reservation until the outcome is reported.
 #[must_use = "report the outcome with Sts::record_attempt"]
 #[derive(Debug)]
 pub struct Attempt {
-    guard: InflightGuard,
-    tenant_id: String,
-    account: String,
+    reservation: Reservation,
+    memory_key: String,
     location: LocationClass,
-    state: LockoutState,
     network_seen: Option<UnixTime>,
 }
 
-/// Counts an attempt as in flight until dropped, however the request ends.
-#[derive(Debug)]
-struct InflightGuard {
-    lockout: Arc<SmartLockout>,
-    key: String,
+/// A reservation held in the database; given back when dropped unsettled,
+/// however the request ended (cancelled, failed).
+struct Reservation {
+    store: Store,
+    clock: SharedClock,
+    key: LockoutKey,
+    lapses_at: UnixTime,
+    settled: bool,
 }
 
-impl Drop for InflightGuard {
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("location", &self.key.location)
+            .field("lapses_at", &self.lapses_at)
+            .field("settled", &self.settled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reservation {
+    /// Whether the reservation is still counted (has not lapsed).
+    fn held(&self) -> bool {
+        self.clock.now() < self.lapses_at
+    }
+}
+
+impl Drop for Reservation {
     fn drop(&mut self) {
-        self.lockout.leave(&self.key);
+        if self.settled || !self.held() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = self.store.clone();
+        let key = self.key.clone();
+        runtime.spawn(async move {
+            if let Err(e) = store.release_lockout_attempt(&key).await {
+                tracing::debug!(error = %e, "smart lockout: an abandoned reservation was not given back; it lapses");
+            }
+        });
     }
 }
 
@@ -134,7 +173,6 @@ impl SmartLockout {
         Ok(Self {
             tag_key: hmac::Key::new(hmac::HMAC_SHA256, &key),
             bad: Mutex::new(BadPasswordMemory::default()),
-            inflight: Mutex::new(HashMap::new()),
         })
     }
 
@@ -179,42 +217,12 @@ impl SmartLockout {
             memory.tags.remove(key);
         }
     }
-
-    fn enter(&self, key: &str, exclusive: bool) -> bool {
-        let Ok(mut inflight) = self.inflight.lock() else {
-            return false;
-        };
-        let count = inflight.entry(key.to_owned()).or_insert(0);
-        if exclusive && *count > 0 {
-            return false;
-        }
-        *count += 1;
-        true
-    }
-
-    fn leave(&self, key: &str) {
-        if let Ok(mut inflight) = self.inflight.lock()
-            && let Some(count) = inflight.get_mut(key)
-        {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                inflight.remove(key);
-            }
-        }
-    }
-}
-
-/// The lockout period after the `count`-th lockout.
-fn lockout_period(base_secs: i64, count: i64) -> Duration {
-    let doublings = u32::try_from((count - 1).max(0))
-        .unwrap_or(0)
-        .min(MAX_LOCKOUT_DOUBLINGS);
-    Duration::from_secs(u64::try_from(base_secs.max(1)).unwrap_or(60) << doublings)
 }
 
 impl Sts {
     /// Decides whether a password may be checked for `account` (the normalized
-    /// sign-in name) from `ip`. `user` is the account if it exists.
+    /// sign-in name) from `ip`, and if so reserves the attempt. `user` is the
+    /// account if it exists.
     pub async fn check_lockout(
         &self,
         tenant: &Tenant,
@@ -232,59 +240,80 @@ impl Sts {
             Some(seen) if seen > now - FAMILIAR_FOR => LocationClass::Familiar,
             _ => LocationClass::Unfamiliar,
         };
-        let mut state = match location {
+        let known = match location {
             LocationClass::Familiar => context.familiar,
             LocationClass::Unfamiliar => context.unfamiliar,
         };
-        if state.locked_until > now {
+        // Locked already: refused on a read, without a write.
+        if known.locked_until > now {
             return Ok(LockoutDecision::Locked {
-                until: state.locked_until,
+                until: known.locked_until,
             });
         }
-        if now.since(state.last_failure_at) >= OBSERVATION_WINDOW {
-            state.failures = 0;
-            state.lockout_count = 0;
-        }
-        let key = format!("{}\u{0}{}\u{0}{}", tenant.id, account, location.as_str());
-        if !self.lockout.enter(&key, state.failures > 0) {
-            return Ok(LockoutDecision::Busy);
-        }
-        let guard = InflightGuard {
-            lockout: self.lockout.clone(),
-            key,
-        };
-        Ok(LockoutDecision::Proceed(Attempt {
-            guard,
+        let key = LockoutKey {
             tenant_id: tenant.id.clone(),
             account: account.to_owned(),
             location,
-            state,
+        };
+        let lapses_at = now + self.reservation_ttl();
+        let reserved = self
+            .store
+            .reserve_lockout_attempt(&key, &lockout_rules(tenant, now), now, lapses_at)
+            .await?;
+        if let LockoutReservation::Refused(state) = reserved {
+            return Ok(if state.locked_until > now {
+                LockoutDecision::Locked {
+                    until: state.locked_until,
+                }
+            } else {
+                LockoutDecision::Busy
+            });
+        }
+        Ok(LockoutDecision::Proceed(Attempt {
+            memory_key: format!("{}\u{0}{}\u{0}{}", tenant.id, account, location.as_str()),
+            reservation: Reservation {
+                store: self.store.clone(),
+                clock: self.clock.clone(),
+                key,
+                lapses_at,
+                settled: false,
+            },
+            location,
             network_seen,
         }))
     }
 
-    /// Records the outcome of a permitted attempt. Returns when the account is now
-    /// locked, if this failure locked it.
+    /// Records the outcome of a permitted attempt, settling its reservation.
+    /// Returns when the account is now locked, if this failure locked it.
     pub async fn record_attempt(
         &self,
         tenant: &Tenant,
-        attempt: Attempt,
+        mut attempt: Attempt,
         outcome: AttemptOutcome<'_>,
     ) -> Result<Option<UnixTime>, StsError> {
-        // The attempt's guard leaves the in-flight count when it drops here.
-        self.record_attempt_inner(tenant, &attempt, outcome).await
+        let locked = self.settle(tenant, &attempt, outcome).await?;
+        // Settled: nothing to give back when the attempt drops. (On an error the
+        // drop gives the reservation back instead.)
+        attempt.reservation.settled = true;
+        Ok(locked)
     }
 
-    async fn record_attempt_inner(
+    async fn settle(
         &self,
         tenant: &Tenant,
         attempt: &Attempt,
         outcome: AttemptOutcome<'_>,
     ) -> Result<Option<UnixTime>, StsError> {
         let now = self.now();
-        let mut state = attempt.state;
+        let reservation = &attempt.reservation;
+        let held = reservation.held();
         match outcome {
-            AttemptOutcome::Inconclusive => Ok(None),
+            AttemptOutcome::Inconclusive => {
+                if held {
+                    self.store.release_lockout_attempt(&reservation.key).await?;
+                }
+                Ok(None)
+            }
             AttemptOutcome::Success { user_id, ip } => {
                 let fresh = attempt
                     .network_seen
@@ -292,58 +321,53 @@ impl Sts {
                 if !fresh {
                     self.store.remember_network(user_id, &ip.network(), now).await?;
                 }
-                if state.failures != 0 || state.lockout_count != 0 {
-                    state.failures = 0;
-                    state.lockout_count = 0;
-                    self.store
-                        .put_lockout_state(&attempt.tenant_id, &attempt.account, attempt.location, &state)
-                        .await?;
-                }
-                self.lockout.forget(&attempt.guard.key);
+                self.store.settle_lockout_success(&reservation.key, held).await?;
+                self.lockout.forget(&attempt.memory_key);
                 Ok(None)
             }
             AttemptOutcome::Failure { password } => {
-                if self.lockout.seen_before(&attempt.guard.key, password) {
+                if self.lockout.seen_before(&attempt.memory_key, password) {
+                    if held {
+                        self.store.release_lockout_attempt(&reservation.key).await?;
+                    }
                     return Ok(None);
                 }
-                state.failures += 1;
-                state.last_failure_at = now;
-                let mut locked = None;
-                if state.failures >= tenant.lockout_threshold.max(1) {
-                    state.lockout_count += 1;
-                    state.failures = 0;
-                    state.locked_until = now + lockout_period(tenant.lockout_seconds, state.lockout_count);
-                    locked = Some(state.locked_until);
+                let locked = self
+                    .store
+                    .settle_lockout_failure(&reservation.key, &lockout_rules(tenant, now), now, held)
+                    .await?;
+                if locked.is_some() {
                     tracing::warn!(
                         tenant = %tenant.name,
                         location = attempt.location.as_str(),
-                        lockout_count = state.lockout_count,
                         "account locked by smart lockout"
                     );
                 }
-                self.store
-                    .put_lockout_state(&attempt.tenant_id, &attempt.account, attempt.location, &state)
-                    .await?;
                 Ok(locked)
             }
         }
+    }
+
+    /// How long a reservation is held at most: [`RESERVATION_TTL`], or twice the
+    /// pass-through deadline if that is longer.
+    fn reservation_ttl(&self) -> Duration {
+        RESERVATION_TTL.max(self.config.pta.overall.saturating_mul(2))
+    }
+}
+
+/// The tenant's lockout policy at `now`.
+fn lockout_rules(tenant: &Tenant, now: UnixTime) -> LockoutRules {
+    LockoutRules {
+        threshold: tenant.lockout_threshold.max(1),
+        forget_before: now - OBSERVATION_WINDOW,
+        period_secs: tenant.lockout_seconds.max(1),
+        max_doublings: MAX_LOCKOUT_DOUBLINGS,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn period_doubles_and_caps() {
-        assert_eq!(lockout_period(60, 1), Duration::from_secs(60));
-        assert_eq!(lockout_period(60, 2), Duration::from_secs(120));
-        assert_eq!(lockout_period(60, 3), Duration::from_secs(240));
-        assert_eq!(
-            lockout_period(60, 100),
-            Duration::from_secs(60 << MAX_LOCKOUT_DOUBLINGS)
-        );
-    }
 
     #[test]
     fn repeated_wrong_password_is_seen_once_memory_is_bounded() {
@@ -358,17 +382,5 @@ mod tests {
         assert!(!lockout.seen_before("k", &a), "only the last few are remembered");
         lockout.forget("k");
         assert!(!lockout.seen_before("k", &SecretString::from("g4")));
-    }
-
-    #[test]
-    fn exclusive_entry() {
-        let lockout = SmartLockout::new().unwrap();
-        assert!(lockout.enter("k", false));
-        assert!(lockout.enter("k", false));
-        assert!(!lockout.enter("k", true));
-        lockout.leave("k");
-        lockout.leave("k");
-        assert!(lockout.enter("k", true));
-        assert!(!lockout.enter("k", true));
     }
 }

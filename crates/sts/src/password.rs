@@ -4,6 +4,7 @@
 //! ones.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -23,6 +24,7 @@ pub const MAX_PASSWORD_LEN: usize = 256;
 pub struct PasswordHasher {
     permits: Arc<Semaphore>,
     dummy: OnceCell<String>,
+    verifications: AtomicU64,
 }
 
 impl PasswordHasher {
@@ -31,7 +33,14 @@ impl PasswordHasher {
         Self {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             dummy: OnceCell::new(),
+            verifications: AtomicU64::new(0),
         }
+    }
+
+    /// Passwords verified so far (dummy verifications of unknown accounts
+    /// included): what smart lockout bounds.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
     }
 
     /// The argon2id hash (PHC string) of `password`.
@@ -66,6 +75,7 @@ impl PasswordHasher {
             .acquire()
             .await
             .map_err(|_| StsError::internal("hasher closed"))?;
+        self.verifications.fetch_add(1, Ordering::Relaxed);
         let password = password.clone();
         let matched = tokio::task::spawn_blocking(move || {
             let parsed = PasswordHash::new(&hash).map_err(|e| StsError::internal(format!("stored hash: {e}")))?;

@@ -1,10 +1,14 @@
 //! Smart lockout in front of the password check: threshold, release after the
 //! period, growth on repeats, familiar locations counted apart, the same wrong
-//! password counted once, and unknown accounts treated like real ones.
+//! password counted once, unknown accounts treated like real ones, and bursts of
+//! parallel guesses (on one instance or two) checking no more than the threshold.
 
 use std::time::Duration;
 
+use postern_keyring::SecretString;
 use postern_store::LocationClass;
+use postern_sts::lockout::LockoutDecision;
+use postern_sts::{ClientIp, PasswordVerdict};
 use postern_testkit::{Browser, Page, Pkce, TestService};
 
 use crate::common::{authorize_url, login, sign_in_for_code};
@@ -166,4 +170,189 @@ async fn unknown_accounts_lock_like_real_ones() {
     svc.advance(Duration::from_secs(31));
     let page = try_password(&browser, &page, "ghost guess 4").await;
     assert!(page.error().unwrap().contains(WRONG));
+}
+
+/// Password-page messages a guess in a burst may get: wrong, locked, or refused
+/// while as many guesses as may fail are being checked.
+const BUSY: &str = "being checked";
+
+/// 50 parallel wrong passwords against one account through the sign-in pages:
+/// at most the threshold are checked (argon2 verifications counted), the account
+/// ends up locked, and the right password is then refused without a check.
+async fn a_burst_checks_at_most_the_threshold(builder: postern_testkit::TestServiceBuilder) {
+    let svc = builder.start().await.unwrap();
+    let t = svc.bootstrap().await.unwrap();
+    svc.create_client(&t.tenant, "app", Some("x"), &[REDIRECT], &["authorization_code"])
+        .await
+        .unwrap();
+    svc.create_user(&t.tenant, "alice@acme.test", ALICE_PASSWORD)
+        .await
+        .unwrap();
+    let threshold = t.tenant.lockout_threshold;
+    let mut pages = Vec::new();
+    for _ in 0..50 {
+        let browser = Browser::new();
+        let page = password_page(&svc, &browser, "alice@acme.test").await;
+        pages.push((browser, page));
+    }
+
+    let before = svc.sts().password_verifications();
+    let guesses = pages
+        .iter()
+        .enumerate()
+        .map(|(i, (browser, page))| async move { try_password(browser, page, &format!("parallel guess {i}")).await });
+    let answers = futures_util::future::join_all(guesses).await;
+    let checked = svc.sts().password_verifications() - before;
+    assert!(
+        checked <= u64::try_from(threshold).unwrap(),
+        "{checked} passwords checked in one burst; the threshold is {threshold}"
+    );
+    let mut wrong = 0;
+    for answer in &answers {
+        let error = answer.error().unwrap_or_default();
+        assert!(
+            [WRONG, LOCKED, BUSY].iter().any(|m| error.contains(m)),
+            "unexpected answer: {error:?}"
+        );
+        wrong += usize::from(error.contains(WRONG));
+    }
+    assert!(wrong < usize::try_from(threshold).unwrap(), "the last failure locks");
+    let state = svc
+        .store()
+        .lockout_state(&t.tenant.id, "alice@acme.test", LocationClass::Unfamiliar)
+        .await
+        .unwrap();
+    assert_eq!(state.lockout_count, 1, "the burst locked the account: {state:?}");
+    assert!(state.locked_until > svc.now());
+
+    // The right password during the lockout: refused, and not even checked.
+    let before = svc.sts().password_verifications();
+    let (browser, page) = &pages[0];
+    let refused = try_password(browser, page, ALICE_PASSWORD).await;
+    assert!(refused.error().unwrap().contains(LOCKED), "{:?}", refused.error());
+    assert_eq!(svc.sts().password_verifications(), before, "no check while locked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_wrong_passwords_check_at_most_the_threshold_sqlite() {
+    a_burst_checks_at_most_the_threshold(TestService::builder()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_wrong_passwords_check_at_most_the_threshold_postgres() {
+    a_burst_checks_at_most_the_threshold(TestService::builder().postgres()).await;
+}
+
+/// Two STS instances on one PostgreSQL database share the counters: a burst split
+/// over both checks at most the threshold between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_burst() {
+    let svc = TestService::builder().postgres().start().await.unwrap();
+    let t = svc.bootstrap().await.unwrap();
+    svc.create_user(&t.tenant, "alice@acme.test", ALICE_PASSWORD)
+        .await
+        .unwrap();
+    let keyring = postern_keyring::Keyring::load_or_create(&svc.data_dir().join("kek")).unwrap();
+    let other = postern_sts::Sts::new(
+        svc.store().clone(),
+        std::sync::Arc::new(keyring),
+        svc.shared_clock(),
+        postern_sts::StsConfig::new(svc.url().parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    let instances = [svc.sts().clone(), other];
+    let ip = ClientIp("203.0.113.5".parse().unwrap());
+
+    let before: u64 = instances.iter().map(|s| s.password_verifications()).sum();
+    let guesses = (0..50).map(|i| {
+        let sts = instances[i % 2].clone();
+        let tenant = t.tenant.clone();
+        tokio::spawn(async move {
+            let password = SecretString::from(format!("split guess {i}").as_str());
+            sts.check_password(&tenant, "alice@acme.test", &password, ip).await
+        })
+    });
+    let verdicts = futures_util::future::join_all(guesses).await;
+    let checked = instances.iter().map(|s| s.password_verifications()).sum::<u64>() - before;
+    assert!(
+        checked <= 10,
+        "{checked} passwords checked across two instances; the threshold is 10"
+    );
+    for verdict in verdicts {
+        let verdict = verdict.unwrap().unwrap();
+        assert!(
+            matches!(
+                verdict,
+                PasswordVerdict::WrongCredentials { .. } | PasswordVerdict::LockedOut | PasswordVerdict::Busy
+            ),
+            "{verdict:?}"
+        );
+    }
+    for sts in &instances {
+        let before = sts.password_verifications();
+        let verdict = sts
+            .check_password(&t.tenant, "alice@acme.test", &SecretString::from(ALICE_PASSWORD), ip)
+            .await
+            .unwrap();
+        assert!(matches!(verdict, PasswordVerdict::LockedOut), "{verdict:?}");
+        assert_eq!(sts.password_verifications(), before, "locked on both, without a check");
+    }
+}
+
+/// A reservation whose request dies is given back when it drops; one that is
+/// never given back (its instance crashed) lapses, and the account is free again.
+#[tokio::test]
+async fn reservations_of_dead_requests_do_not_hold_the_account() {
+    let svc = TestService::start().await.unwrap();
+    let t = svc.bootstrap().await.unwrap();
+    let settings = postern_store::TenantSettings {
+        lockout_threshold: 2,
+        lockout_seconds: 60,
+        require_mfa: false,
+    };
+    svc.store()
+        .update_tenant_settings(&t.tenant.id, settings)
+        .await
+        .unwrap();
+    let tenant = svc.store().tenant_by_name("acme").await.unwrap();
+    let sts = svc.sts();
+    let ip = ClientIp("203.0.113.5".parse().unwrap());
+    let reserve = || sts.check_lockout(&tenant, "bob@acme.test", None, ip);
+
+    let first = reserve().await.unwrap();
+    let second = reserve().await.unwrap();
+    assert!(matches!(first, LockoutDecision::Proceed(_)), "{first:?}");
+    assert!(matches!(second, LockoutDecision::Proceed(_)), "{second:?}");
+    assert!(
+        matches!(reserve().await.unwrap(), LockoutDecision::Busy),
+        "two checks in flight: a third would outrun the threshold of 2"
+    );
+
+    // The request holding `first` is cancelled: its reservation comes back.
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let third = loop {
+        match reserve().await.unwrap() {
+            LockoutDecision::Proceed(a) => break a,
+            LockoutDecision::Busy if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("the dropped reservation was not given back: {other:?}"),
+        }
+    };
+
+    // An instance that dies holds its reservations until they lapse, no longer.
+    std::mem::forget(second);
+    std::mem::forget(third);
+    assert!(matches!(reserve().await.unwrap(), LockoutDecision::Busy));
+    svc.advance(postern_sts::lockout::RESERVATION_TTL + Duration::from_secs(1));
+    let after_lapse = reserve().await.unwrap();
+    assert!(matches!(after_lapse, LockoutDecision::Proceed(_)), "{after_lapse:?}");
+    let state = svc
+        .store()
+        .lockout_state(&tenant.id, "bob@acme.test", LocationClass::Unfamiliar)
+        .await
+        .unwrap();
+    assert_eq!(state.failures, 0, "nothing was counted as a failure");
 }
