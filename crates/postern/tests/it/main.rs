@@ -17,6 +17,7 @@ mod proxy_harness;
 mod proxy_streams;
 mod pta;
 mod registration_approval;
+mod revocation;
 mod secrets;
 mod serve_signals;
 mod setup;

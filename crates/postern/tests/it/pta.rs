@@ -90,6 +90,22 @@ impl Pta {
     }
 
     async fn agent_for(&self, tenant: &Tenant, name: &str, directory: Arc<dyn Directory>) -> RunningAgent {
+        let options = AgentOptions {
+            drain_grace: Duration::from_secs(1),
+            ..AgentOptions::default()
+        };
+        self.agent_with(tenant, name, directory, options).await
+    }
+
+    /// Registers an agent of `tenant` and runs it with `options` until it is
+    /// attached to the queue.
+    async fn agent_with(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        directory: Arc<dyn Directory>,
+        agent_options: AgentOptions,
+    ) -> RunningAgent {
         let admin = self
             .svc
             .store()
@@ -119,10 +135,7 @@ impl Pta {
         register(&options, &state).await.unwrap();
         let agent = Agent::new(state.clone(), self.svc.shared_clock(), directory)
             .unwrap()
-            .with_options(AgentOptions {
-                drain_grace: Duration::from_secs(1),
-                ..AgentOptions::default()
-            });
+            .with_options(agent_options);
         let mut status = agent.status();
         let stats = agent.stats();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -575,4 +588,80 @@ async fn a_raw_agent_sees_only_ciphertexts_and_answers_once() {
         matches!(verdict, PasswordVerdict::WrongCredentials { .. }),
         "{verdict:?}"
     );
+}
+
+/// A directory whose server accepts connections and never answers: a
+/// validation against it holds its agent's slot until the request's deadline.
+async fn unanswering_directory() -> Arc<dyn Directory> {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let mut config = postern_directory::LdapConfig::new(
+        postern_directory::Flavor::OpenLdap,
+        vec![format!("ldap://{addr}")],
+        "dc=example,dc=com",
+    );
+    config.allow_plaintext = true;
+    config.operation_timeout_ms = Some(60_000);
+    config.sign_in_timeout_ms = Some(60_000);
+    Arc::new(LdapDirectory::new(&config).unwrap())
+}
+
+/// A local account file with `username` and `password` (argon2id).
+fn local_accounts(dir: &std::path::Path, username: &str, password: &str) -> Arc<dyn Directory> {
+    use std::os::unix::fs::PermissionsExt;
+    let hash = postern_directory::hash_password(&SecretString::from(password)).unwrap();
+    let path = dir.join("accounts");
+    std::fs::write(&path, format!("{username}:{hash}:Carol\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    Arc::new(postern_directory::LocalFileDirectory::load(&path).unwrap())
+}
+
+/// Issue 8 item 7: an agent that cannot take a sign-in (its only slot is held
+/// by a validation its directory never answers) declines it at once, and the
+/// relay offers it to the free agent without waiting for the attempt timeout.
+#[tokio::test]
+async fn a_saturated_agent_declines_at_once_and_the_free_agent_answers() {
+    const CAROL: &str = "carol@example.com";
+    const PASSWORD: &str = "Carol-Secret-1";
+    let p = Pta::new("example.com").await;
+    let attempt = Duration::from_millis(1500); // as Pta::new tunes it
+    // Attached first: offered first when the relay sees both agents idle.
+    let saturated = p
+        .agent_with(
+            &p.t.tenant,
+            "saturated",
+            unanswering_directory().await,
+            AgentOptions {
+                max_in_flight: Some(1),
+                drain_grace: Duration::from_millis(100),
+                ..AgentOptions::default()
+            },
+        )
+        .await;
+    let free = p.agent("free", local_accounts(p.dir.path(), CAROL, PASSWORD)).await;
+    let relay = p.svc.control().relay().clone();
+
+    // The first sign-in takes the saturated agent's only slot (and keeps it); it
+    // is answered by the free agent once its attempt there timed out.
+    assert!(matches!(p.check(CAROL, PASSWORD).await, PasswordVerdict::Valid(_)));
+    assert_eq!(saturated.stats.snapshot().in_flight, 1, "its slot is still held");
+    let before = relay.stats();
+    assert_eq!(before.attempts_timed_out, 1);
+
+    // The second: declined at once, answered by the free agent.
+    let started = Instant::now();
+    assert!(matches!(p.check(CAROL, PASSWORD).await, PasswordVerdict::Valid(_)));
+    let took = started.elapsed();
+    let after = relay.stats();
+    assert_eq!(after.attempts_declined, before.attempts_declined + 1, "{after:?}");
+    assert_eq!(after.attempts_timed_out, before.attempts_timed_out, "{after:?}");
+    assert!(took < attempt / 2, "took {took:?}; the attempt timeout is {attempt:?}");
+    assert_eq!(saturated.stats.snapshot().declined, 1);
+    assert_eq!(free.stats.snapshot().validated(ValidationOutcome::Success), 2);
 }
