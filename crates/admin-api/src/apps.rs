@@ -36,8 +36,39 @@ const MAX_URL: usize = 2000;
 /// in every app's space: no app may be published below one.
 const RESERVED_SEGMENT: &str = ".postern";
 
+/// What is wrong with the path of `raw` as written, before the URL parser
+/// resolves it (SEC-13): it would turn `/docs/../../admin/` into `/admin/` and
+/// `\` into `/`, publishing something other than what was asked. Refused:
+/// `.` and `..` segments (also before a `;`), encoded dots, slashes and
+/// backslashes, backslashes, and empty segments, none of which the front door
+/// lets through to a backend as sent.
+fn raw_path_problem(raw: &str) -> Option<&'static str> {
+    let after_scheme = raw.split_once(':').map_or(raw, |(_, rest)| rest);
+    let authority_and_path = after_scheme.trim_start_matches(['/', '\\']);
+    let path = authority_and_path
+        .find(['/', '\\', '?', '#'])
+        .map_or("", |i| &authority_and_path[i..]);
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let lower = path.to_ascii_lowercase();
+    if path.contains('\\') || lower.contains("%5c") {
+        Some("must not contain backslashes (plain or %5C)")
+    } else if lower.contains("%2f") {
+        Some("must not contain encoded slashes (%2F)")
+    } else if lower.contains("%2e") {
+        Some("must not contain encoded dots (%2E)")
+    } else if path.split('/').any(|s| matches!(s.split(';').next(), Some("." | ".."))) {
+        Some("must not contain . or .. segments")
+    } else if path.contains("//") {
+        Some("must not contain empty segments (//)")
+    } else {
+        None
+    }
+}
+
 /// Parses an `http` or `https` URL with a host and without a query, fragment
-/// or credentials; `field` names it in the problems.
+/// or credentials, whose path as written is already normalized
+/// ([`raw_path_problem`]); `field` names it in the problems. The URL is stored
+/// as the parser serializes it (lowercase host, no default port).
 fn check_http_url(problems: &mut Problems, field: &str, raw: &str) -> Option<Url> {
     let raw = raw.trim();
     if raw.is_empty() || raw.len() > MAX_URL {
@@ -67,6 +98,9 @@ fn check_http_url(problems: &mut Problems, field: &str, raw: &str) -> Option<Url
     }
     if !url.username().is_empty() || url.password().is_some() {
         found.push(format!("{field} must not contain credentials."));
+    }
+    if let Some(why) = raw_path_problem(raw) {
+        found.push(format!("{field}: the path {why}."));
     }
     let ok = found.is_empty();
     found.into_iter().for_each(|p| problems.add(p));
@@ -445,7 +479,8 @@ mod tests {
             ("https://wiki.example.com/Docs/v2/", "wiki.example.com", "/Docs/v2/"),
             ("https://wiki.example.com:443/a", "wiki.example.com", "/a/"),
             ("https://wiki.example.com:8443/a", "wiki.example.com:8443", "/a/"),
-            ("  https://wiki.example.com/a/../b  ", "wiki.example.com", "/b/"),
+            ("  https://wiki.example.com/a/b  ", "wiki.example.com", "/a/b/"),
+            ("https://wiki.example.com/a%20b/", "wiki.example.com", "/a%20b/"),
         ] {
             assert_eq!(external(raw), Ok((https, host.to_owned(), prefix.to_owned())), "{raw}");
         }
@@ -467,6 +502,16 @@ mod tests {
             "https://u:p@wiki.example.com/",
             "https://wiki.example.com/.postern/",
             "https://wiki.example.com/a/.postern-x/b",
+            "https://wiki.example.com/a/../b",
+            "https://wiki.example.com/docs/../../admin/",
+            "https://wiki.example.com/./docs/",
+            "https://wiki.example.com/docs/%2e%2e/admin/",
+            "https://wiki.example.com/docs/.%2E/",
+            "https://wiki.example.com/docs%2Fadmin/",
+            "https://wiki.example.com/docs\\..\\admin/",
+            "https://wiki.example.com/docs/%5c/",
+            "https://wiki.example.com//docs/",
+            "https://wiki.example.com/docs/..;/",
             &format!("https://wiki.example.com/{}", "a".repeat(2000)),
         ] {
             let found = external(bad).expect_err(bad);
@@ -490,6 +535,10 @@ mod tests {
             "http://wiki.corp/?q",
             "https://a:b@wiki.corp/",
             "wiki.corp",
+            "http://wiki.corp/base/../../",
+            "http://wiki.corp/base/%2e%2e/",
+            "http://wiki.corp/base%2f..%2f",
+            "http://wiki.corp\\base\\..\\",
         ] {
             let found = problems(|p| {
                 check_http_url(p, "internal_url", bad);

@@ -120,6 +120,21 @@ fn backend_error(e: BackendError) -> Response<TunnelBody> {
     response
 }
 
+/// Whether a tunnel `:path` stays inside the app's internal base path once the
+/// backend resolves it (SEC-13, defence in depth: the front door sends only
+/// normalized paths, but a tunnel could carry anything). Refused: any `.` or
+/// `..` segment, spelled with `%2e` or not, between `/`, `\`, `%2f` or `%5c`,
+/// or before a `;` parameter. The query is not looked at.
+fn stays_under_base(path_and_query: &str) -> bool {
+    let path = path_and_query.split(['?', '#']).next().unwrap_or("");
+    let lower = path.to_ascii_lowercase().replace("%2e", ".");
+    let unified = lower.replace("%2f", "/").replace("%5c", "/").replace('\\', "/");
+    !unified.split('/').any(|segment| {
+        let name = segment.split(';').next().unwrap_or(segment);
+        name == "." || name == ".."
+    })
+}
+
 /// What identifies a stream in logs.
 struct Ids {
     app: String,
@@ -147,6 +162,13 @@ pub(crate) async fn handle(req: Request<Incoming>, apps: Arc<AppTable>, backends
     let deadline = Instant::now() + app.timeout();
     let (parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    if !stays_under_base(path) {
+        tracing::warn!(app = %ids.app, request_id = %ids.request, "tunnel request with a path leaving the app's base refused");
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "The tunnel request's path leaves the application's base path.\n",
+        );
+    }
     let Some(uri) = app.backend_uri(path) else {
         tracing::warn!(app = %ids.app, request_id = %ids.request, "tunnel request without an origin-form path");
         return plain(StatusCode::BAD_REQUEST, "The tunnel request's path is not valid.\n");
@@ -370,6 +392,38 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("content-type"));
+    }
+
+    #[test]
+    fn paths_with_dot_segments_never_reach_the_backend() {
+        for ok in [
+            "/",
+            "/a/b?x=../../y",
+            "/a%20b/c%2Fd",
+            "/...",
+            "/.well-known/x",
+            "/a..b/x..",
+            "/file%2etxt",
+        ] {
+            assert!(stays_under_base(ok), "{ok:?}");
+        }
+        for bad in [
+            "/..",
+            "/../../etc/passwd",
+            "/a/./b",
+            "/%2e%2e/x",
+            "/%2E%2E/x",
+            "/.%2e/x",
+            "/%2E./x",
+            "/..%2f..%2fetc",
+            "/..%2F",
+            "/..%5cx",
+            "/..\\x",
+            "/..;/x",
+            "/%2e;a/x",
+        ] {
+            assert!(!stays_under_base(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@
 mod cookies;
 mod forward;
 mod pages;
+mod paths;
 mod preauth;
 mod routing;
 mod session;
@@ -35,6 +36,7 @@ use postern_translate::UrlMap;
 use postern_tunnel::TunnelRegistry;
 
 pub use forward::{ASSERTION_HEADER, EMAIL_HEADER, GROUPS_HEADER, USER_HEADER};
+pub use paths::PathError;
 pub use routing::{Routed, Routing, normalize_host};
 
 /// `Strict-Transport-Security` of HTTPS apps: a year, the app's host only (its
@@ -192,8 +194,17 @@ impl Edge {
 
     async fn handle_routed(&self, routing: Routing, request: Request<Incoming>, client: ClientInfo) -> Response {
         let request_id = uuid::Uuid::new_v4().to_string();
-        if request.uri().path() == "/robots.txt" {
+        if paths::normalize(request.uri().path()).is_ok_and(|p| p == "/robots.txt") {
             return pages::robots();
+        }
+        if let Routing::BadPath(why) = routing {
+            tracing::info!(request = %request_id, reason = %why, "request path refused");
+            return pages::error(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                &format!("{why}; no application is published there."),
+                &request_id,
+            );
         }
         let Routing::App(Routed { app, path }) = routing else {
             return pages::error(

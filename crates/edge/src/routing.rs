@@ -1,20 +1,24 @@
 //! Which published app a request is for: by host, then by the longest path
-//! prefix. Apps by host are cached behind the store's routing generation, so an
-//! app published or changed through this process routes at once, and one changed
-//! by another instance within [`TIME_TO_LIVE`].
+//! prefix of the path as a browser resolves it ([`crate::paths::normalize`]), so
+//! dot segments cannot reach past the prefix (SEC-13). Apps by host are cached
+//! behind the store's routing generation, so an app published or changed through
+//! this process routes at once, and one changed by another instance within
+//! [`TIME_TO_LIVE`].
 
 use std::sync::Arc;
 
 use postern_store::cache::{ReadCache, TIME_TO_LIVE};
 use postern_store::{App, Store, StoreError};
 
+use crate::paths::{PathError, normalize};
+
 /// The app a request is for, and the request's path below the app's prefix.
 #[derive(Clone, Debug)]
 pub struct Routed {
     /// The app.
     pub app: Arc<App>,
-    /// The path below the app's prefix, starting with `/` (the query is not part
-    /// of it).
+    /// The path below the app's prefix, starting with `/`, normalized (no dot
+    /// segments, no empty segments; the query is not part of it).
     pub path: String,
 }
 
@@ -25,6 +29,9 @@ pub enum Routing {
     App(Routed),
     /// The host publishes apps, none under this path.
     NoApp,
+    /// The host publishes apps; the path climbs above the root or hides a dot
+    /// segment (answered 400, never forwarded).
+    BadPath(PathError),
     /// No app lives on this host.
     NotAnAppHost,
 }
@@ -76,7 +83,8 @@ impl AppDirectory {
         Ok(apps)
     }
 
-    /// Routes a request for `host` (as sent) and `path`.
+    /// Routes a request for `host` (as sent) and `path` (as sent: it is
+    /// normalized here).
     pub(crate) async fn route(&self, host: &str, path: &str) -> Result<Routing, StoreError> {
         let Some(host) = normalize_host(host) else {
             return Ok(Routing::NotAnAppHost);
@@ -85,7 +93,15 @@ impl AppDirectory {
         if apps.is_empty() {
             return Ok(Routing::NotAnAppHost);
         }
-        Ok(match_prefix(&apps, path).map_or(Routing::NoApp, Routing::App))
+        Ok(route_path(&apps, path))
+    }
+}
+
+/// Routes `path` (as sent) among the apps of one host.
+fn route_path(apps: &[Arc<App>], path: &str) -> Routing {
+    match normalize(path) {
+        Ok(path) => match_prefix(apps, &path).map_or(Routing::NoApp, Routing::App),
+        Err(why) => Routing::BadPath(why),
     }
 }
 
@@ -169,5 +185,21 @@ mod tests {
         let r = match_prefix(&apps, "/").unwrap();
         assert_eq!(r.path, "/");
         assert!(match_prefix(&apps[..2], "/other").is_none());
+    }
+
+    #[test]
+    fn routing_sees_the_normalized_path() {
+        let apps = vec![app("/docs/api/"), app("/docs/")];
+        let routed = |path: &str| match route_path(&apps, path) {
+            Routing::App(r) => Ok((r.app.path_prefix.clone(), r.path)),
+            Routing::BadPath(why) => Err(Some(why)),
+            _ => Err(None),
+        };
+        assert_eq!(routed("/docs/api/../x"), Ok(("/docs/".into(), "/x".into())));
+        assert_eq!(routed("/docs/x/%2e%2e/api/y"), Ok(("/docs/api/".into(), "/y".into())));
+        assert_eq!(routed("/docs\\api\\z"), Ok(("/docs/api/".into(), "/z".into())));
+        assert_eq!(routed("/docs/api/../../other"), Err(None), "outside every prefix: 404");
+        assert_eq!(routed("/docs/../../etc/passwd"), Err(Some(PathError::AboveRoot)));
+        assert_eq!(routed("/docs/..%2f..%2fetc"), Err(Some(PathError::HiddenDotSegment)));
     }
 }

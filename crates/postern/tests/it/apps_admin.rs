@@ -1129,3 +1129,67 @@ async fn the_cli_publishes_updates_assigns_and_deletes_apps() {
     assert!(!ok && err.contains("no app wiki"), "{err}");
     assert_eq!(refusal(f.admin.client(&app.client_id).await).0, 404);
 }
+
+/// SEC-13: external and internal URLs are stored as written only when their
+/// path is already normalized: dot segments (plain, `%2e`, before `;`), encoded
+/// slashes and backslashes, backslashes and empty segments are a 400 naming the
+/// field, since the URL parser would otherwise publish another path than the
+/// one asked for (`/docs/../../admin/` became `/admin/`). Nothing is created.
+#[tokio::test]
+async fn urls_whose_paths_climb_or_hide_separators_are_refused() {
+    let f = fixture().await;
+    let ok = || settings("Docs", "https://docs.acme.test/docs/", "http://docs.corp/base/");
+    let external = [
+        "https://docs.acme.test/docs/../../admin/",
+        "https://docs.acme.test/docs/../admin/",
+        "https://docs.acme.test/./docs/",
+        "https://docs.acme.test/docs/%2e%2e/admin/",
+        "https://docs.acme.test/docs/.%2E/",
+        "https://docs.acme.test/docs%2Fadmin/",
+        "https://docs.acme.test/docs\\..\\admin\\",
+        "https://docs.acme.test/docs/%5C/",
+        "https://docs.acme.test//docs/",
+        "https://docs.acme.test/docs/..;/",
+    ];
+    for raw in external {
+        let bad = AppSettings {
+            external_url: raw.into(),
+            ..ok()
+        };
+        let (status, message, problems) = refusal(f.admin.create_app(&bad).await);
+        assert_eq!(status, 400, "{raw}");
+        assert!(message.contains("external_url"), "{raw}: {message}");
+        assert!(
+            problems.iter().any(|p| p.contains("the path must not")),
+            "{raw}: {problems:?}"
+        );
+    }
+    for raw in [
+        "http://docs.corp/base/../../",
+        "http://docs.corp/base/%2e%2e/etc/",
+        "http://docs.corp/base%2f..%2f",
+        "http://docs.corp\\base\\..\\",
+    ] {
+        let bad = AppSettings {
+            internal_url: raw.into(),
+            ..ok()
+        };
+        let (status, message, _) = refusal(f.admin.create_app(&bad).await);
+        assert_eq!(status, 400, "{raw}");
+        assert!(message.contains("internal_url"), "{raw}: {message}");
+    }
+    assert!(f.admin.apps().await.unwrap().is_empty(), "nothing was published");
+
+    // The normalized form of a clean URL is what is stored.
+    let created = f
+        .admin
+        .create_app(&settings(
+            "Docs",
+            "https://Docs.ACME.test:443/a%20b",
+            "http://Docs.Corp:80/base/",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(created.external_url, "https://docs.acme.test/a%20b/");
+    assert_eq!(created.internal_url, "http://docs.corp/base/");
+}

@@ -776,3 +776,134 @@ async fn http2_clients_and_tls_terminating_load_balancers() {
     assert_eq!(header(&echo, "x-forwarded-proto"), Some("https"));
     assert_eq!(header(&echo, "x-forwarded-for"), Some("198.51.100.7, 127.0.0.1"));
 }
+
+/// SEC-13: an app published at `/docs/` over `…/base/` exposes only `/base/`.
+/// Paths sent exactly as written (no client-side resolution): every spelling of
+/// a climb out of the prefix (dot segments plain or `%2e`-encoded in any case,
+/// backslashes, doubled slashes, encoded slashes and backslashes, `..;`) is a
+/// 400 page from the front door; paths that resolve inside the prefix reach the
+/// backend resolved, under `/base/`; other percent-encodings and the query
+/// arrive unchanged.
+#[tokio::test]
+async fn paths_stay_inside_the_published_base() {
+    let bench = ProxyBench::start().await;
+    let _c = bench.start_connector("gw-1", None).await;
+    let base = format!("http://{}/base/", bench.backend.addr);
+    bench
+        .publish(
+            "docs",
+            "paths.acme.test",
+            AppOptions {
+                prefix: "/docs/",
+                internal_url: Some(base),
+                ..AppOptions::default()
+            },
+        )
+        .await;
+    let host = "paths.acme.test";
+    let sanity = bench.raw_get(host, "/docs/echo").await;
+    assert_eq!(sanity.echo().unwrap()["path"], "/base/echo", "{}", sanity.body);
+
+    for attack in [
+        "/docs/../../etc/passwd",
+        "/docs/%2e%2e/%2e%2e/etc/passwd",
+        "/docs/%2E%2E/%2E%2E/etc/passwd",
+        "/docs/.%2e/%2E./etc/passwd",
+        "/docs/..%2f..%2fetc/passwd",
+        "/docs/..%2F..%2Fetc/passwd",
+        "/docs/..\\..\\secret",
+        "/docs/..%5c..%5csecret",
+        "/docs//../../secret",
+        "/docs/..;/..;/secret",
+        "/docs/a/../../../secret?x=1",
+    ] {
+        let r = bench.raw_get(host, attack).await;
+        assert_eq!(r.status, 400, "{attack}: {}", r.body);
+        assert!(r.echo().is_none(), "{attack} reached the backend: {}", r.body);
+        assert!(r.content_type.starts_with("text/html"), "{attack}: the error page");
+        assert!(r.body.contains("Bad request"), "{attack}: {}", r.body);
+    }
+
+    for (sent, received) in [
+        ("/docs/a/../b", "/base/b"),
+        ("/docs/./x/%2e%2e/y", "/base/y"),
+        ("/docs/x/.%2E/y", "/base/y"),
+        ("/docs\\sub\\page", "/base/sub/page"),
+        ("/docs//twice//slashed/", "/base/twice/slashed/"),
+        ("/docs/a%20b/c?q=../x&r=%2e%2e", "/base/a%20b/c?q=../x&r=%2e%2e"),
+        ("/docs/group%2Fproject", "/base/group%2Fproject"),
+    ] {
+        let r = bench.raw_get(host, sent).await;
+        let echo = r.echo().unwrap_or_else(|| panic!("{sent}: {} {}", r.status, r.body));
+        assert_eq!(echo["path"], received, "{sent}");
+    }
+
+    // Resolved outside the prefix: not this app (no other app on the host).
+    let r = bench.raw_get(host, "/docs/../etc/passwd").await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.echo().is_none());
+    // robots.txt is the service's however it is spelled.
+    let r = bench.raw_get(host, "/docs/../robots.txt").await;
+    assert_eq!(r.body, "User-agent: *\nDisallow: /\n");
+}
+
+/// SEC-13, defence in depth: a tunnel stream whose `:path` carries dot segments
+/// (which the front door never sends) is refused by the connector with 400 and
+/// never reaches the backend; a clean one does.
+#[tokio::test]
+async fn the_connector_refuses_tunnel_paths_leaving_the_base() {
+    use http_body_util::BodyExt;
+    use postern_proto::tunnel::{APP_HEADER, REQUEST_ID_HEADER};
+
+    let bench = ProxyBench::start().await;
+    let _c = bench.start_connector("gw-1", None).await;
+    let app = bench
+        .publish(
+            "raw",
+            "raw.acme.test",
+            AppOptions {
+                internal_url: Some(format!("http://{}/base/", bench.backend.addr)),
+                ..AppOptions::default()
+            },
+        )
+        .await;
+    let group = app["connector_group"]["id"].as_str().unwrap().to_owned();
+    let send = |path: &'static str| {
+        let (app_id, group, tenant) = (
+            app["id"].as_str().unwrap().to_owned(),
+            group.clone(),
+            bench.t.tenant.id.clone(),
+        );
+        let tunnels = bench.svc.control().tunnels().clone();
+        let authority = bench.backend.addr.to_string();
+        async move {
+            let body = http_body_util::Empty::<bytes::Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            let mut request = hyper::Request::new(body);
+            *request.uri_mut() = format!("http://{authority}{path}").parse().unwrap();
+            assert_eq!(request.uri().path(), path.split('?').next().unwrap(), "sent as written");
+            request.headers_mut().insert(APP_HEADER, app_id.parse().unwrap());
+            request
+                .headers_mut()
+                .insert(REQUEST_ID_HEADER, "it-raw".parse().unwrap());
+            let response = tunnels.send(&tenant, &group, request).await.unwrap();
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (status, body) = send("/ok?q=../x").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["path"], "/base/ok?q=../x");
+    for path in [
+        "/../../etc/passwd",
+        "/a/%2e%2e/%2E%2E/etc/passwd",
+        "/..%2f..%2fetc/passwd",
+        "/..;/secret",
+    ] {
+        let (status, body) = send(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.contains("leaves the application's base path"), "{path}: {body}");
+    }
+}

@@ -667,3 +667,65 @@ impl ProxyBench {
         }
     }
 }
+
+/// A response read by [`ProxyBench::raw_get`].
+pub struct RawResponse {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`, if any.
+    pub content_type: String,
+    /// The body as text.
+    pub body: String,
+}
+
+impl RawResponse {
+    /// The backend's echo (JSON with the `path` it received), or `None` when the
+    /// answer did not come from the backend's echo.
+    pub fn echo(&self) -> Option<Value> {
+        if self.content_type != "application/json" {
+            return None;
+        }
+        serde_json::from_str::<Value>(&self.body)
+            .ok()
+            .filter(|v| v["path"].is_string())
+    }
+}
+
+impl ProxyBench {
+    /// GETs `target` exactly as written (no client-side resolution of dot
+    /// segments, percent-encodings or backslashes, which `reqwest` and browsers
+    /// would do) from the app host `host`, over HTTP/1.1 with hyper's client.
+    pub async fn raw_get(&self, host: &str, target: &str) -> RawResponse {
+        let stream = tokio::net::TcpStream::connect(self.svc.local_addr_for_tests())
+            .await
+            .unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .uri(target)
+            .header("host", format!("{host}:{}", self.port()))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        assert_eq!(
+            request.uri().to_string(),
+            target,
+            "the client sends the target as written"
+        );
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        RawResponse {
+            status,
+            content_type,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+}
