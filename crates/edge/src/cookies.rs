@@ -22,8 +22,22 @@ use zeroize::Zeroizing;
 
 use crate::EdgeError;
 
-/// Every cookie the front door sets starts with this; none is ever forwarded.
+/// Names of the front door's cookies for apps published over plain HTTP.
 pub(crate) const COOKIE_PREFIX: &str = "__postern_";
+
+/// Names of the front door's cookies for HTTPS apps: the browser accepts a
+/// `__Host-` cookie only with `Secure`, `Path=/` and no `Domain`, so no other
+/// host (a sibling subdomain of another tenant included) can plant one.
+pub(crate) const HOST_COOKIE_PREFIX: &str = "__Host-postern_";
+
+/// Whether a cookie is one of the front door's (never forwarded). Compared
+/// without regard to case: browsers match the `__Host-` prefix that way.
+pub(crate) fn is_own_cookie(name: &str) -> bool {
+    [COOKIE_PREFIX, HOST_COOKIE_PREFIX].iter().any(|prefix| {
+        name.get(..prefix.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+    })
+}
 
 /// Longest cookie value accepted for opening (a browser keeps 4 KiB a cookie).
 const MAX_SEALED_LEN: usize = 4096;
@@ -188,7 +202,7 @@ pub(crate) fn strip_own_cookies(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|pair| !pair.is_empty() && !pair.starts_with(COOKIE_PREFIX))
+        .filter(|pair| !pair.is_empty() && !is_own_cookie(pair.split('=').next().unwrap_or(pair).trim()))
         .map(str::to_owned)
         .collect();
     headers.remove(COOKIE);
@@ -228,6 +242,14 @@ mod tests {
         strip_own_cookies(&mut h);
         let all: Vec<_> = h.get_all(COOKIE).iter().collect();
         assert_eq!(all, vec![HeaderValue::from_static("a=1; b=2")]);
+
+        let mut renamed = HeaderMap::new();
+        renamed.append(
+            COOKIE,
+            HeaderValue::from_static("__Host-postern_s_x=s; a=1; __HOST-POSTERN_f_y=f; __Host-other=2"),
+        );
+        strip_own_cookies(&mut renamed);
+        assert_eq!(renamed[COOKIE], "a=1; __Host-other=2");
 
         let mut only_ours = HeaderMap::new();
         only_ours.insert(COOKIE, HeaderValue::from_static("__postern_s_x=secret"));

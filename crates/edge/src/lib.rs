@@ -18,6 +18,7 @@ mod paths;
 mod preauth;
 mod routing;
 mod session;
+mod signout;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -227,7 +228,7 @@ impl Edge {
             Preauth::Sts => {
                 let (parts, body) = request.into_parts();
                 if preauth::is_own_path(&path) {
-                    return self.own_endpoint(&app, &path, &parts, &request_id).await;
+                    return self.own_endpoint(&app, &path, &parts, body, &request_id).await;
                 }
                 match self.require_access(&app, &parts, &request_id).await {
                     Ok(access) => {

@@ -1,5 +1,6 @@
 //! What the front door answers by itself: error pages that name the cause (and
-//! the request ID to quote), the JSON 401 for scripts, `robots.txt`.
+//! the request ID to quote), the JSON 401 for scripts, `robots.txt`, the
+//! sign-out confirmation.
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -22,6 +23,18 @@ pub(crate) fn robots() -> Response {
 pub(crate) fn error(status: StatusCode, title: &str, cause: &str, request_id: &str) -> Response {
     let mut r = Page::error(status, title, cause)
         .para(format!("Request ID: {request_id}"))
+        .into_response();
+    no_store(&mut r);
+    r
+}
+
+/// The page asking to confirm signing out of `app_name`: a form posting
+/// `token_field`=`token` to `action`.
+pub(crate) fn confirm_sign_out(app_name: &str, action: &str, token_field: &str, token: &str) -> Response {
+    let mut r = Page::new("Sign out?")
+        .para(format!("Do you want to sign out of {app_name}?"))
+        .form(action, "Sign out")
+        .hidden(token_field, token)
         .into_response();
     no_store(&mut r);
     r

@@ -7,7 +7,11 @@
 //! the page first asked for: a path on the same app, never another origin.
 //!
 //! The app's own endpoints live under `{prefix}.postern/`: `callback`, `signin`
-//! (`?rd=/path`, for the app's own sign-in links) and `signout`.
+//! (`?rd=/path`, for the app's own sign-in links) and `signout`
+//! ([`crate::signout`]: a GET asks, a POST with the page's token signs out).
+//!
+//! An app session ends after [`crate::EdgeOptions::session_lifetime`], and never
+//! after the STS sign-in session its ID token came from ([`session_end`]).
 
 use std::sync::Arc;
 
@@ -21,10 +25,10 @@ use http::{HeaderValue, Method, StatusCode};
 use postern_store::App;
 use postern_sts::Admission;
 
-use crate::cookies::{read_cookie, set_cookie};
+use crate::cookies::read_cookie;
 use crate::session::{
-    AppSession, NoSession, SignInFlow, flow_cookie_name, open_flow, open_session, seal_flow, seal_session,
-    session_cookie_name,
+    AppSession, NoSession, SignInFlow, flow_cookie, open_flow, open_session, seal_flow, seal_session, session_cookie,
+    session_end,
 };
 use crate::{Edge, EdgeError, pages};
 
@@ -71,8 +75,11 @@ pub(crate) fn wants_json(parts: &Parts) -> bool {
 }
 
 /// A return address the callback may redirect to: a path (with query) on the
-/// app's host, under its prefix. Anything else (another origin, `//host`,
-/// backslashes, control characters) is refused: no open redirect.
+/// app's host that lies under its prefix once resolved as a browser resolves it
+/// (`..`, `%2e%2e`, `.%2e`, `%2e.` segments; [`crate::paths::normalize`]). It
+/// comes back normalized, so the browser goes exactly where it was checked to
+/// go. Anything else (another origin, `//host`, backslashes, control
+/// characters, a path climbing out of the prefix) is refused: no open redirect.
 pub(crate) fn safe_return_path(app: &App, candidate: &str) -> Option<String> {
     if !candidate.starts_with('/')
         || candidate.starts_with("//")
@@ -81,28 +88,11 @@ pub(crate) fn safe_return_path(app: &App, candidate: &str) -> Option<String> {
     {
         return None;
     }
+    let (path, query) = candidate.split_at(candidate.find(['?', '#']).unwrap_or(candidate.len()));
+    let path = crate::paths::normalize(path).ok()?;
     let prefix = app.path_prefix.as_str();
-    let path = candidate.split(['?', '#']).next().unwrap_or("");
     let under = path.starts_with(prefix) || path == prefix.trim_end_matches('/');
-    // `.` segments could climb out of the prefix once a browser normalizes them.
-    let climbs = path
-        .split('/')
-        .any(|seg| seg == ".." || seg == "." || seg.eq_ignore_ascii_case("%2e%2e"));
-    (under && !climbs).then(|| candidate.to_owned())
-}
-
-/// The session cookie's `Path`: the prefix without its final `/`, so `/docs`
-/// gets the cookie as well as `/docs/…` (and `/docsx` does not, RFC 6265 §5.1.4).
-fn session_cookie_path(app: &App) -> String {
-    match app.path_prefix.trim_end_matches('/') {
-        "" => "/".to_owned(),
-        p => p.to_owned(),
-    }
-}
-
-/// The flow cookie's `Path`: only the front door's own endpoints see it.
-fn flow_cookie_path(app: &App) -> String {
-    format!("{}.postern", app.path_prefix)
+    under.then(|| format!("{path}{query}"))
 }
 
 fn pkce_challenge(verifier: &str) -> String {
@@ -126,10 +116,6 @@ fn with_cookies(mut response: Response, cookies: &[String]) -> Response {
 }
 
 impl Edge {
-    fn secure(&self, app: &App) -> bool {
-        app.external_scheme == postern_store::ExternalScheme::Https
-    }
-
     /// The session of the request, checked against the app and the store; or the
     /// response that takes its place (a sign-in redirect, a JSON 401, a 403 page).
     pub(crate) async fn require_access(
@@ -139,7 +125,7 @@ impl Edge {
         request_id: &str,
     ) -> Result<Access, Response> {
         let now = self.now();
-        let cookie = read_cookie(&parts.headers, &session_cookie_name(app));
+        let cookie = read_cookie(&parts.headers, &session_cookie(app).name);
         let session = match open_session(&self.cookies, app, cookie, now) {
             Ok(s) => s,
             Err(why) => {
@@ -214,13 +200,7 @@ impl Edge {
                 .append_pair("nonce", &flow.n)
                 .append_pair("code_challenge", &pkce_challenge(&flow.v))
                 .append_pair("code_challenge_method", "S256");
-            let cookie = set_cookie(
-                &flow_cookie_name(app),
-                &sealed,
-                &flow_cookie_path(app),
-                self.secure(app),
-                Some(self.options.flow_lifetime),
-            );
+            let cookie = flow_cookie(app).set(&sealed, Some(self.options.flow_lifetime));
             Ok(with_cookies(
                 pages::redirect(StatusCode::FOUND, location.as_str()),
                 &[cookie],
@@ -231,8 +211,14 @@ impl Edge {
     }
 
     /// `{prefix}.postern/…`.
-    pub(crate) async fn own_endpoint(&self, app: &Arc<App>, path: &str, parts: &Parts, request_id: &str) -> Response {
-        let secure = self.secure(app);
+    pub(crate) async fn own_endpoint(
+        &self,
+        app: &Arc<App>,
+        path: &str,
+        parts: &Parts,
+        body: hyper::body::Incoming,
+        request_id: &str,
+    ) -> Response {
         match path.strip_prefix(OWN_PREFIX).unwrap_or("") {
             "callback" => self.callback(app, parts, request_id).await,
             "signin" => {
@@ -247,42 +233,14 @@ impl Edge {
                     ),
                 }
             }
-            "signout" => {
-                let clear = set_cookie(
-                    &session_cookie_name(app),
-                    "",
-                    &session_cookie_path(app),
-                    secure,
-                    Some(std::time::Duration::ZERO),
-                );
-                let location = match self.store.tenant(&app.tenant_id).await {
-                    Ok(tenant) => {
-                        let mut url = url::Url::parse(&self.sts.end_session_endpoint(&tenant.name)).ok();
-                        if let Some(u) = url.as_mut() {
-                            u.query_pairs_mut()
-                                .append_pair("client_id", &app.client_id)
-                                .append_pair("post_logout_redirect_uri", &app.external_url());
-                        }
-                        url.map_or_else(|| app.external_url(), |u| u.to_string())
-                    }
-                    Err(_) => app.external_url(),
-                };
-                with_cookies(pages::redirect(StatusCode::FOUND, &location), &[clear])
-            }
+            "signout" => self.sign_out(app, parts, body, request_id).await,
             _ => pages::error(StatusCode::NOT_FOUND, "Not found", "There is no such page.", request_id),
         }
     }
 
     async fn callback(&self, app: &Arc<App>, parts: &Parts, request_id: &str) -> Response {
-        let secure = self.secure(app);
-        let flow_name = flow_cookie_name(app);
-        let clear_flow = set_cookie(
-            &flow_name,
-            "",
-            &flow_cookie_path(app),
-            secure,
-            Some(std::time::Duration::ZERO),
-        );
+        let flow_cookie = flow_cookie(app);
+        let clear_flow = flow_cookie.clear();
         let fail = |status: StatusCode, cause: &str| {
             tracing::info!(app = %app.name, cause, "pre-authentication failed");
             with_cookies(
@@ -291,7 +249,8 @@ impl Edge {
             )
         };
         let now = self.now();
-        let Some(flow) = read_cookie(&parts.headers, &flow_name).and_then(|c| open_flow(&self.cookies, app, c, now))
+        let Some(flow) =
+            read_cookie(&parts.headers, &flow_cookie.name).and_then(|c| open_flow(&self.cookies, app, c, now))
         else {
             return fail(
                 StatusCode::BAD_REQUEST,
@@ -358,6 +317,7 @@ impl Edge {
                     ));
                 }
             }
+            let ends = self.app_session_end(&tenant.id, &claims, now).await?;
             let session = AppSession {
                 t: tenant.id.clone(),
                 a: app.id.clone(),
@@ -365,16 +325,10 @@ impl Edge {
                 n: user.username.clone(),
                 e: user.email.clone(),
                 i: now.secs(),
-                x: (now + self.options.session_lifetime).secs(),
+                x: ends.secs(),
             };
             let sealed = seal_session(&self.cookies, app, &session)?;
-            let set = set_cookie(
-                &session_cookie_name(app),
-                &sealed,
-                &session_cookie_path(app),
-                secure,
-                None,
-            );
+            let set = session_cookie(app).set(&sealed, Some(ends.since(now)));
             let back = safe_return_path(app, &flow.r).unwrap_or_else(|| app.path_prefix.clone());
             tracing::info!(app = %app.name, user = %user.id, "pre-authenticated");
             Ok(with_cookies(
@@ -384,6 +338,32 @@ impl Edge {
         }
         .await;
         result.unwrap_or_else(|e| self.internal_error(&e, request_id))
+    }
+
+    /// When the app session begun with `claims` ends ([`session_end`]): the STS
+    /// session the token names (`sid`) is looked up; one that has ended, or
+    /// belongs to another user, counts as none.
+    async fn app_session_end(
+        &self,
+        tenant_id: &str,
+        claims: &postern_sts::tokens::IdClaims,
+        now: postern_time::UnixTime,
+    ) -> Result<postern_time::UnixTime, EdgeError> {
+        let sts_session_end = match claims.sid.as_deref() {
+            Some(sid) => match self.store.session(tenant_id, sid, now).await {
+                Ok(s) if s.user_id == claims.sub => Some(s.expires_at),
+                Ok(_) | Err(postern_store::StoreError::NotFound) => None,
+                Err(e) => return Err(e.into()),
+            },
+            None => None,
+        };
+        let token_exp = postern_time::UnixTime::from_secs(claims.exp);
+        Ok(session_end(
+            now,
+            self.options.session_lifetime,
+            sts_session_end,
+            token_exp,
+        ))
     }
 }
 
@@ -435,6 +415,43 @@ mod tests {
         assert_eq!(safe_return_path(&docs, "/docs/../admin"), None);
     }
 
+    /// Return paths are checked as a browser resolves them: every spelling of a
+    /// dot segment that climbs out of the prefix is refused; one that stays
+    /// inside comes back resolved.
+    #[test]
+    fn encoded_dot_segments_cannot_leave_the_prefix() {
+        let docs = app("/docs/");
+        let table: &[(&str, Option<&str>)] = &[
+            ("/docs/a?b=../c", Some("/docs/a?b=../c")),
+            ("/docs/./a", Some("/docs/a")),
+            ("/docs/x/%2e%2e/a", Some("/docs/a")),
+            ("/docs/x/.%2e/a#frag", Some("/docs/a#frag")),
+            ("/docs/%2e", Some("/docs/")),
+            ("/docs/%2e%2e/admin", None),
+            ("/docs/%2E%2E/admin", None),
+            ("/docs/.%2e/admin", None),
+            ("/docs/.%2E/admin", None),
+            ("/docs/%2e./admin", None),
+            ("/docs/%2E./admin?x=1", None),
+            ("/docs/%2e/../admin", None),
+            ("/docs/..\\admin", None),
+            ("/docs\\..\\admin", None),
+            ("/docs/..%2fadmin", None),
+            ("/docs/..%5cadmin", None),
+            ("/docs/..;/admin", None),
+            ("/docs/%2e%2e", None),
+            ("/docs//../admin", None),
+            ("/%2e%2e/docs/a", None),
+        ];
+        for (candidate, expected) in table {
+            assert_eq!(
+                safe_return_path(&docs, candidate).as_deref(),
+                *expected,
+                "{candidate:?}"
+            );
+        }
+    }
+
     #[test]
     fn scripts_get_json_browsers_get_redirects() {
         let parts = |headers: &[(&str, &str)], method: Method| {
@@ -457,14 +474,6 @@ mod tests {
         assert!(wants_json(&parts(&[("sec-fetch-mode", "cors")], Method::GET)));
         assert!(wants_json(&parts(&[], Method::POST)));
         assert!(!wants_json(&parts(&[("accept", "text/html")], Method::POST)));
-    }
-
-    #[test]
-    fn cookie_paths_cover_the_prefix_with_and_without_its_slash() {
-        assert_eq!(session_cookie_path(&app("/")), "/");
-        assert_eq!(session_cookie_path(&app("/docs/")), "/docs");
-        assert_eq!(flow_cookie_path(&app("/docs/")), "/docs/.postern");
-        assert_eq!(flow_cookie_path(&app("/")), "/.postern");
     }
 
     #[test]

@@ -907,3 +907,290 @@ async fn the_connector_refuses_tunnel_paths_leaving_the_base() {
         assert!(body.contains("leaves the application's base path"), "{path}: {body}");
     }
 }
+
+/// Item 7: a sign-in's return address is checked as a browser resolves it, so
+/// encoded dot segments cannot lead out of the app's prefix.
+#[tokio::test]
+async fn sign_in_return_paths_with_encoded_dot_segments_are_refused() {
+    let bench = ProxyBench::start().await;
+    bench
+        .publish(
+            "fin",
+            "fin.acme.test",
+            AppOptions {
+                preauth: "sts",
+                prefix: "/fin/",
+                ..AppOptions::default()
+            },
+        )
+        .await;
+    let client = bench.client(&["fin.acme.test"]);
+    let sign_in = |rd: &str| {
+        client
+            .get(format!(
+                "{}?rd={}",
+                bench.url("fin.acme.test", "/fin/.postern/signin"),
+                url::form_urlencoded::byte_serialize(rd.as_bytes()).collect::<String>()
+            ))
+            .send()
+    };
+    for rd in [
+        "/fin/.%2e/admin",
+        "/fin/%2e./admin",
+        "/fin/%2E%2E/admin",
+        "/fin/x/%2e%2e/%2e%2e/admin",
+        "/fin/..\\admin",
+        "/fin/..%2fadmin",
+    ] {
+        let r = sign_in(rd).await.unwrap();
+        assert_eq!(r.status(), 400, "{rd}");
+        assert!(r.headers().get("location").is_none(), "{rd}");
+    }
+    let r = sign_in("/fin/x/%2e%2e/report").await.unwrap();
+    assert_eq!(r.status(), 302, "inside the prefix once resolved");
+}
+
+/// A bench with a connector and the pre-authenticated app `name` at
+/// `http://{name}.acme.test:{port}/`, assigned to the admin, and a browser
+/// signed in to it; the app's `/echo` URL.
+async fn signed_in_on_acme(name: &str) -> (ProxyBench, crate::proxy_harness::ConnectorProcess, Browser, String) {
+    let bench = ProxyBench::start().await;
+    let connector = bench.start_connector("gw-1", None).await;
+    let host = format!("{name}.acme.test");
+    let app = bench
+        .publish(
+            name,
+            &host,
+            AppOptions {
+                preauth: "sts",
+                ..AppOptions::default()
+            },
+        )
+        .await;
+    bench.assign(&app, &bench.t.admin.id).await;
+    let browser = bench.browser(&[&host]);
+    let start = bench.url(&host, "/echo");
+    assert_eq!(sign_in_to_app(&bench, &browser, &start).await.status, 200);
+    (bench, connector, browser, start)
+}
+
+/// The status of `url` for a script using `browser`'s cookies.
+async fn script_status(browser: &Browser, url: &str) -> u16 {
+    browser
+        .client()
+        .get(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Item 7 (logout CSRF): a GET of the app's sign-out URL only asks; a POST
+/// without the confirmation page's token, without the session cookie (a
+/// cross-site form under `SameSite=Lax`) or with another session's token is
+/// refused; the confirmed POST clears the session and goes to the tenant's
+/// end-session endpoint.
+#[tokio::test]
+async fn signing_out_of_an_app_needs_a_confirmed_post() {
+    let (bench, _c, browser, start) = signed_in_on_acme("out").await;
+    let signout = bench.url("out.acme.test", "/.postern/signout");
+    let set_cookies = |headers: &reqwest::header::HeaderMap| {
+        headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+
+    // A link (or an <img>) to the sign-out URL: a page asking, nothing ended.
+    let asked = browser.get(&signout).await.unwrap();
+    assert_eq!(asked.status, 200, "{}", asked.body);
+    assert_eq!(asked.title(), "Sign out?");
+    assert!(set_cookies(&asked.headers).is_empty(), "a GET sets no cookie");
+    assert_eq!(script_status(&browser, &start).await, 200, "still signed in");
+    let form = asked.form().unwrap();
+    assert_eq!(form.action, signout);
+    let token = form.hidden.iter().find(|(k, _)| k == "csrf").unwrap().1.clone();
+
+    // A forged POST: no token, or the token without the session cookie.
+    let no_token = browser.post(&signout, &[]).await.unwrap();
+    assert_eq!(no_token.status, 403, "{}", no_token.body);
+    assert!(set_cookies(&no_token.headers).is_empty());
+    let cookieless = bench
+        .client(&["out.acme.test"])
+        .post(&signout)
+        .form(&[("csrf", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cookieless.status(), 403);
+    assert!(set_cookies(cookieless.headers()).is_empty());
+    // Another browser's token does not sign this one out.
+    let other = bench.browser(&["out.acme.test"]);
+    assert_eq!(sign_in_to_app(&bench, &other, &start).await.status, 200);
+    let other_form = other.get(&signout).await.unwrap().form().unwrap();
+    let crossed = browser.post(&signout, &other_form.hidden).await.unwrap();
+    assert_eq!(crossed.status, 403);
+    assert_eq!(script_status(&browser, &start).await, 200, "still signed in");
+
+    // The page's own form: signed out, on to the tenant's end-session endpoint.
+    let done = browser.submit(&form, &[]).await.unwrap();
+    assert_eq!(done.status, 303, "{}", done.body);
+    let location = done.location().unwrap();
+    assert!(
+        location.starts_with(&format!("{}/logout?", bench.svc.issuer("acme"))),
+        "{location}"
+    );
+    assert!(location.contains("post_logout_redirect_uri="), "{location}");
+    let cleared = set_cookies(&done.headers);
+    assert!(
+        cleared
+            .iter()
+            .any(|c| c.starts_with("__postern_s_") && c.contains("Max-Age=0")),
+        "{cleared:?}"
+    );
+    assert_eq!(script_status(&browser, &start).await, 401, "signed out");
+    assert_eq!(script_status(&other, &start).await, 200, "the other browser is not");
+
+    // Without a session there is nothing to confirm: on to the tenant's sign-out.
+    let again = browser.get(&signout).await.unwrap();
+    assert_eq!(again.status, 302);
+    assert!(again.location().unwrap().starts_with(&bench.svc.issuer("acme")));
+}
+
+/// APP-1 step 4: an app session never outlives the STS sign-in session its ID
+/// token came from. Signed in to the STS at t0 (its session lasts 12 hours),
+/// the app is entered again at t0 + 6 h through single sign-on: that app
+/// session (and its cookie) ends with the STS session at t0 + 12 h, not 8 hours
+/// after t0 + 6 h.
+#[tokio::test]
+async fn app_sessions_end_no_later_than_the_sts_session() {
+    let (bench, _c, browser, start) = signed_in_on_acme("life").await;
+    let sts_session_ttl = Duration::from_secs(12 * 3600);
+    bench.svc.advance(Duration::from_secs(6 * 3600));
+    let signin = bench.url("life.acme.test", "/.postern/signin?rd=%2Fecho");
+    let first = browser.get(&signin).await.unwrap();
+    assert_eq!(first.status, 302);
+    let back = browser.get(&first.location().unwrap()).await.unwrap();
+    assert!(back.status.is_redirection(), "single sign-on: {}", back.body);
+    let callback = browser.get(&back.location().unwrap()).await.unwrap();
+    assert_eq!(callback.status, 302, "{}", callback.body);
+    let session_cookie = callback
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("__postern_s_"))
+        .unwrap();
+    let max_age: u64 = session_cookie
+        .split("; ")
+        .find_map(|a| a.strip_prefix("Max-Age="))
+        .unwrap_or_else(|| panic!("the cookie expires: {session_cookie}"))
+        .parse()
+        .unwrap();
+    let left = sts_session_ttl - Duration::from_secs(6 * 3600);
+    assert!(max_age <= left.as_secs() && max_age > 0, "{session_cookie}");
+    assert_eq!(script_status(&browser, &start).await, 200);
+
+    // Just before the STS session ends the app session works; just after, not.
+    bench.svc.advance(left - Duration::from_secs(1));
+    assert_eq!(script_status(&browser, &start).await, 200);
+    bench.svc.advance(Duration::from_secs(2));
+    assert_eq!(script_status(&browser, &start).await, 401, "ended with the STS session");
+}
+
+/// HTTPS apps' cookies are `__Host-` cookies (`Secure`, `Path=/`, no `Domain`).
+/// Two apps on one host therefore receive each other's cookies: one app's
+/// session never opens for the other, and no front-door cookie reaches a
+/// backend, whatever the case of its prefix.
+#[tokio::test]
+async fn https_apps_use_host_cookies_that_stay_out_of_backends() {
+    let bench = ProxyBench::start_with(postern_testkit::TestService::builder().trust_loopback_proxy()).await;
+    let _c = bench.start_connector("gw-1", None).await;
+    let host = "secure.acme.test";
+    for (name, prefix) in [("one", "/one/"), ("two", "/two/")] {
+        let app = bench
+            .publish(
+                name,
+                host,
+                AppOptions {
+                    preauth: "sts",
+                    prefix,
+                    https: true,
+                    ..AppOptions::default()
+                },
+            )
+            .await;
+        bench.assign(&app, &bench.t.admin.id).await;
+    }
+    // The service listens on plain HTTP behind a TLS-terminating proxy.
+    let client = bench.client(&[host]);
+    let get = |path: String, cookie: String| {
+        client
+            .get(bench.url(host, &path))
+            .header("x-forwarded-proto", "https")
+            .header("cookie", cookie)
+            .header("accept", "text/html")
+            .send()
+    };
+    let set_cookie = |r: &reqwest::Response, prefix: &str| {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .find(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} cookie: {:?}", r.headers()))
+    };
+    let name_value = |set: &str| set.split("; ").next().unwrap().to_owned();
+
+    let first = get("/one/echo".into(), String::new()).await.unwrap();
+    assert_eq!(first.status(), 302);
+    let flow = set_cookie(&first, "__Host-postern_f_");
+    assert!(
+        flow.contains("; Path=/;") && flow.contains("; Secure") && !flow.contains("Domain"),
+        "{flow}"
+    );
+    let authorize = first.headers()["location"].to_str().unwrap().to_owned();
+    let browser = bench.browser(&[]);
+    let back = browser.sign_in(&authorize, &bench.admin_login()).await.unwrap();
+    let callback = url::Url::parse(&back.location().unwrap()).unwrap();
+    assert_eq!(callback.scheme(), "https");
+    let callback_path = format!("{}?{}", callback.path(), callback.query().unwrap());
+    let done = get(callback_path, name_value(&flow)).await.unwrap();
+    assert_eq!(done.status(), 302);
+    let session = set_cookie(&done, "__Host-postern_s_");
+    for attribute in ["; Path=/;", "; HttpOnly", "; SameSite=Lax", "; Secure", "; Max-Age="] {
+        assert!(session.contains(attribute), "{attribute}: {session}");
+    }
+    assert!(!session.contains("Domain"), "{session}");
+    let session = name_value(&session);
+
+    // What a browser sends to every path of the host: both apps' cookies (here
+    // app one's session, a forged one for app two, one in other case) and the
+    // app's own.
+    let jar = format!("{session}; pref=1; __Host-postern_s_forged=x; __HOST-POSTERN_f_y=z");
+    let r = get("/one/echo".into(), jar.clone()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let echo = json(r).await;
+    assert_eq!(header(&echo, "cookie"), Some("pref=1"), "{echo}");
+    // App one's session opens nowhere else, under either name.
+    let r = get("/two/echo".into(), jar).await.unwrap();
+    assert_eq!(r.status(), 302, "app two asks to sign in");
+    let (_, value) = session.split_once('=').unwrap();
+    let two_id = bench
+        .svc
+        .store()
+        .apps(&bench.t.tenant.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.name == "two")
+        .unwrap()
+        .id;
+    let two_tag: String = two_id.chars().filter(char::is_ascii_alphanumeric).take(12).collect();
+    let renamed = format!("__Host-postern_s_{two_tag}={value}");
+    let r = get("/two/echo".into(), renamed).await.unwrap();
+    assert_eq!(r.status(), 302, "a transplanted session does not open");
+}
