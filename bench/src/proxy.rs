@@ -8,7 +8,7 @@
 //!    front of it, the nearest "client dials out" peer;
 //! 4. **postern**: the real service and a real connector (in this process, see
 //!    [`postern`]), the app published with preauth `passthrough`; users reach
-//!    the service's listener with `Host: bench.apps.test:{port}`.
+//!    the service's listener with `Host: bench.acme.test:{port}`.
 //!
 //! Each under keep-alive load and with `Connection: close` (one TCP connection
 //! per request), plus the delay to the first event of a server-sent-events
@@ -583,15 +583,15 @@ fn render(args: &ProxyArgs, tools: &Tools, results: &Results) -> String {
          ECDSA P-256 certificate for `localhost`, PKCS#12 via openssl) → rathole client → the backend. rathole \
          forwards bytes and opens a data channel per user connection, so with `Connection: close` every request \
          pays a TLS handshake between server and client.\n\
-         - **postern**: wrk (`Host: bench.apps.test:{port}`) → the service's public listener (the front door) → \
+         - **postern**: wrk (`Host: bench.acme.test:{port}`) → the service's public listener (the front door) → \
          one of the connector's two mTLS tunnels (HTTP/2 streams over connections the connector dialled out) → \
          the connector → the backend (pooled keep-alive connections). The service (`postern_testkit::TestService`, \
          SQLite store) and the connector (registered through the control API, configuration exchange, then \
          `postern_connector::TunnelPool`, as `postern connector run` does) run inside the harness's process on \
          its Tokio runtime, the same code as the release binary. The app: external URL \
-         `http://bench.apps.test:{port}/`, preauth `passthrough`, header translation on, link translation off. \
+         `http://bench.acme.test:{port}/`, preauth `passthrough`, header translation on, link translation off. \
          With `Connection: close` a user connection costs a TCP handshake; the tunnel is reused.\n\
-         - **SSE**: the same service and connector, a second app `http://sse.apps.test:{port}/` in front of the \
+         - **SSE**: the same service and connector, a second app `http://sse.acme.test:{port}/` in front of the \
          SSE backend.\n",
     );
     out

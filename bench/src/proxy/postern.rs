@@ -25,9 +25,9 @@ use postern_time::{SharedClock, SystemClock};
 use postern_uplink::{ControlClient, Credential, RegisterOptions, StateDir, register};
 
 /// The host of the 1 KiB app (the service's port is appended).
-pub const APP_HOST: &str = "bench.apps.test";
+pub const APP_HOST: &str = "bench.acme.test";
 /// The host of the SSE app.
-pub const SSE_HOST: &str = "sse.apps.test";
+pub const SSE_HOST: &str = "sse.acme.test";
 
 /// How long the connector gets to bring a tunnel up.
 const TUNNEL_WAIT: Duration = Duration::from_secs(15);
@@ -44,8 +44,8 @@ pub struct Postern {
 }
 
 impl Postern {
-    /// Starts the service, publishes `http://bench.apps.test:{port}/` →
-    /// `backend` and `http://sse.apps.test:{port}/` → `sse`, registers a
+    /// Starts the service, publishes `http://bench.acme.test:{port}/` →
+    /// `backend` and `http://sse.acme.test:{port}/` → `sse`, registers a
     /// connector and starts its tunnels. A tunnel that does not come up is not
     /// an error here: the row then reports what the service answers.
     pub async fn start(backend: SocketAddr, sse: SocketAddr) -> anyhow::Result<Self> {

@@ -13,11 +13,12 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use postern_store::{App, AppSpec, ExternalScheme, Preauth, PrincipalKind, StoreError};
+use postern_store::{App, AppSpec, ExternalScheme, HostRefusal, HostRules, Preauth, PrincipalKind, StoreError};
 use postern_sts::Sts;
 use serde_json::json;
 use url::Url;
 
+use crate::Rules;
 use crate::auth::Caller;
 use crate::connector_groups;
 use crate::error::ApiError;
@@ -152,12 +153,35 @@ fn check_identity_headers(problems: &mut Problems, given: Option<&[String]>) -> 
         .collect()
 }
 
+/// Whether the caller's tenant may publish on the external host (SEC-12): a
+/// 409 when another tenant publishes there, a problem naming `external_url`
+/// for every other refusal.
+async fn check_host(
+    sts: &Sts,
+    rules: &HostRules,
+    tenant_id: &str,
+    host: &str,
+    problems: &mut Problems,
+) -> Result<(), ApiError> {
+    match sts.store().host_refusal(rules, tenant_id, host).await? {
+        None => Ok(()),
+        Some(refusal @ HostRefusal::ClaimedElsewhere { .. }) => Err(ApiError::Conflict(refusal.to_string())),
+        Some(refusal) => {
+            problems.add(format!("external_url: {refusal}."));
+            Ok(())
+        }
+    }
+}
+
 /// Validates a request, reporting every problem at once, and resolves the
 /// connector group in the caller's tenant.
-async fn validate(sts: &Sts, caller: &Caller, req: &AppSettings) -> Result<AppSpec, ApiError> {
+async fn validate(sts: &Sts, rules: &HostRules, caller: &Caller, req: &AppSettings) -> Result<AppSpec, ApiError> {
     let mut problems = Problems::new();
     let name = check_text(&mut problems, "name", &req.name, MAX_NAME);
     let external = check_external_url(&mut problems, &req.external_url);
+    if let Some((_, host, _)) = &external {
+        check_host(sts, rules, &caller.tenant.id, host, &mut problems).await?;
+    }
     let internal_url = check_http_url(&mut problems, "internal_url", &req.internal_url).map(String::from);
     let backend_timeout_secs = req.backend_timeout_secs.unwrap_or(DEFAULT_BACKEND_TIMEOUT_SECS);
     if !(1..=MAX_BACKEND_TIMEOUT_SECS).contains(&backend_timeout_secs) {
@@ -231,10 +255,16 @@ async fn check_free(sts: &Sts, tenant_id: &str, spec: &AppSpec, except: Option<&
     Ok(())
 }
 
-/// The wire view of one app.
-async fn view(sts: &Sts, app: &App) -> Result<AppView, ApiError> {
+/// The wire view of one app, with what is wrong with its host, if anything.
+async fn view(sts: &Sts, rules: &HostRules, app: &App) -> Result<AppView, ApiError> {
     let groups = sts.store().connector_groups(&app.tenant_id).await?;
-    Ok(views::app(app, &groups))
+    let mut view = views::app(app, &groups);
+    view.host_problem = sts
+        .store()
+        .host_refusal(rules, &app.tenant_id, &app.external_host)
+        .await?
+        .map(|r| r.to_string());
+    Ok(view)
 }
 
 /// What the audit log keeps of an app's settings.
@@ -249,52 +279,73 @@ fn audit_detail(app: &App) -> serde_json::Value {
     })
 }
 
-/// `GET /api/v1/apps`: the tenant's apps, by name.
-pub(crate) async fn list(State(sts): State<Arc<Sts>>, caller: Caller) -> Result<Json<Vec<AppView>>, ApiError> {
+/// `GET /api/v1/apps`: the tenant's apps, by name; an app whose host the
+/// tenant may not publish on (published before the rules, or its domain lost
+/// its verification) says why in `host_problem`, and is not served.
+pub(crate) async fn list(
+    State(sts): State<Arc<Sts>>,
+    rules: Rules,
+    caller: Caller,
+) -> Result<Json<Vec<AppView>>, ApiError> {
     let tenant_id = &caller.tenant.id;
     let apps = sts.store().apps(tenant_id).await?;
     let groups = sts.store().connector_groups(tenant_id).await?;
-    Ok(Json(apps.iter().map(|a| views::app(a, &groups)).collect()))
+    let violations = sts.store().host_violations(&rules.0, Some(tenant_id)).await?;
+    Ok(Json(
+        apps.iter()
+            .map(|a| {
+                let mut view = views::app(a, &groups);
+                view.host_problem = violations
+                    .iter()
+                    .find(|v| v.app.id == a.id)
+                    .map(|v| v.refusal.to_string());
+                view
+            })
+            .collect(),
+    ))
 }
 
 /// `POST /api/v1/apps`: publishes an app, with its OIDC client.
 pub(crate) async fn create(
     State(sts): State<Arc<Sts>>,
+    rules: Rules,
     caller: Caller,
     Body(req): Body<AppSettings>,
 ) -> Result<(StatusCode, Json<AppView>), ApiError> {
     let tenant_id = &caller.tenant.id;
-    let spec = validate(&sts, &caller, &req).await?;
+    let spec = validate(&sts, &rules.0, &caller, &req).await?;
     check_free(&sts, tenant_id, &spec, None).await?;
     let client_id = uuid::Uuid::new_v4().to_string();
     let app = sts.store().create_app(tenant_id, &spec, &client_id, sts.now()).await?;
     caller
         .audit(&sts, "app.create", format!("app:{}", app.id), audit_detail(&app))
         .await?;
-    Ok((StatusCode::CREATED, Json(view(&sts, &app).await?)))
+    Ok((StatusCode::CREATED, Json(view(&sts, &rules.0, &app).await?)))
 }
 
 /// `GET /api/v1/apps/{id}`.
 pub(crate) async fn show(
     State(sts): State<Arc<Sts>>,
+    rules: Rules,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<AppView>, ApiError> {
     let app = sts.store().app(&caller.tenant.id, &id).await?;
-    Ok(Json(view(&sts, &app).await?))
+    Ok(Json(view(&sts, &rules.0, &app).await?))
 }
 
 /// `PUT /api/v1/apps/{id}`: replaces every setting; the app keeps its ID and
 /// its OIDC client, whose redirect URIs follow the external URL.
 pub(crate) async fn replace(
     State(sts): State<Arc<Sts>>,
+    rules: Rules,
     caller: Caller,
     Path(id): Path<String>,
     Body(req): Body<AppSettings>,
 ) -> Result<Json<AppView>, ApiError> {
     let tenant_id = &caller.tenant.id;
     let before = sts.store().app(tenant_id, &id).await?;
-    let spec = validate(&sts, &caller, &req).await?;
+    let spec = validate(&sts, &rules.0, &caller, &req).await?;
     check_free(&sts, tenant_id, &spec, Some(&id)).await?;
     let app = sts.store().update_app(tenant_id, &id, &spec, sts.now()).await?;
     caller
@@ -305,7 +356,7 @@ pub(crate) async fn replace(
             json!({ "before": audit_detail(&before), "after": audit_detail(&app) }),
         )
         .await?;
-    Ok(Json(view(&sts, &app).await?))
+    Ok(Json(view(&sts, &rules.0, &app).await?))
 }
 
 /// `DELETE /api/v1/apps/{id}`: unpublishes the app; its OIDC client, the

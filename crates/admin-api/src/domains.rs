@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use postern_store::{Domain, StoreError, Tenant};
+use postern_store::{Domain, Tenant};
 use postern_sts::Sts;
 use serde_json::json;
 
@@ -47,11 +47,7 @@ pub(crate) async fn create(
     let domain = sts
         .store()
         .add_domain(&caller.tenant.id, &name, token.expose(), sts.now())
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(_) => ApiError::Conflict(format!("{name} is already a domain of this tenant")),
-            other => other.into(),
-        })?;
+        .await?;
     caller
         .audit(&sts, "domain.add", format!("domain:{name}"), json!({}))
         .await?;

@@ -37,6 +37,7 @@ pub mod wire;
 use std::sync::Arc;
 
 use axum::Router;
+use postern_store::HostRules;
 use postern_sts::Sts;
 
 pub use routes::{Access, RouteSpec, Verb, routes};
@@ -47,6 +48,22 @@ pub use routes::{Access, RouteSpec, Verb, routes};
 /// without one they answer 503.
 pub fn router(sts: Arc<Sts>) -> Router {
     routes::build(sts)
+}
+
+/// The installation's rules for app hosts (SEC-12), given by the service as an
+/// `axum::Extension<Arc<HostRules>>`; without one, the defaults: hosts under a
+/// tenant's verified domains only, no app domain, no reserved host.
+#[derive(Clone, Debug)]
+pub(crate) struct Rules(pub(crate) Arc<HostRules>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Rules {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Rules(
+            parts.extensions.get::<Arc<HostRules>>().cloned().unwrap_or_default(),
+        ))
+    }
 }
 
 /// What the admin API asks of the front door (provided by the service, which

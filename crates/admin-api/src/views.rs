@@ -173,6 +173,7 @@ pub(crate) fn app(a: &App, groups: &[ConnectorGroup]) -> AppView {
         identity_headers: a.identity_headers.clone(),
         client_id: a.client_id.clone(),
         redirect_uri: a.callback_url(),
+        host_problem: None,
         created_at: a.created_at,
         updated_at: a.updated_at,
     }

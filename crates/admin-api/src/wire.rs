@@ -448,6 +448,10 @@ pub struct AppView {
     pub client_id: String,
     /// That client's redirect URI: `{external_url}.postern/callback`.
     pub redirect_uri: String,
+    /// Why the tenant may not publish on this app's host (SEC-12), when it may
+    /// not: such an app is not served until it moves to a host of the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_problem: Option<String>,
     /// When it was published.
     pub created_at: UnixTime,
     /// When it last changed.

@@ -13,6 +13,7 @@
 
 mod cookies;
 mod forward;
+mod hosts;
 mod pages;
 mod paths;
 mod preauth;
@@ -64,6 +65,8 @@ pub struct EdgeOptions {
     /// Time beyond an app's backend timeout the front door waits for the
     /// connector's answer before answering 504 itself.
     pub response_head_slack: Duration,
+    /// Which hosts a tenant may publish on (SEC-12): apps on others are not served.
+    pub host_rules: Arc<postern_store::HostRules>,
 }
 
 impl Default for EdgeOptions {
@@ -74,6 +77,7 @@ impl Default for EdgeOptions {
             access_cache_ttl: Duration::from_secs(30),
             assertion_ttl: Duration::from_secs(300),
             response_head_slack: Duration::from_secs(5),
+            host_rules: Arc::default(),
         }
     }
 }
@@ -116,6 +120,7 @@ pub struct Edge {
     apps: routing::AppDirectory,
     access: ReadCache<(String, String), preauth::AccessDecision>,
     url_maps: ReadCache<String, Arc<UrlMap>>,
+    host_refusals: ReadCache<String, Option<postern_store::HostRefusal>>,
     assertions: Mutex<HashMap<(String, String), (String, UnixTime)>>,
     options: EdgeOptions,
 }
@@ -141,6 +146,7 @@ impl Edge {
             apps: routing::AppDirectory::new(store.clone()),
             access: ReadCache::new(options.access_cache_ttl),
             url_maps: ReadCache::new(TIME_TO_LIVE),
+            host_refusals: ReadCache::new(TIME_TO_LIVE),
             assertions: Mutex::new(HashMap::new()),
             sts,
             store,
@@ -215,6 +221,18 @@ impl Edge {
                 &request_id,
             );
         };
+        match self.host_refusal(&app).await {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                return pages::error(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "Not available at this address",
+                    "The organisation that published this application has not verified this address as its own, so the application is not served here. Its administrator can see why in the list of apps.",
+                    &request_id,
+                );
+            }
+            Err(e) => return self.internal_error(&e, &request_id),
+        }
         if app.external_scheme == postern_store::ExternalScheme::Https && client.proto == "http" {
             let target = format!(
                 "https://{}{}",

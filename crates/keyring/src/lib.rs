@@ -213,12 +213,11 @@ pub fn digest(secret: &str) -> Vec<u8> {
     digest::digest(&digest::SHA256, secret.as_bytes()).as_ref().to_vec()
 }
 
-/// Compares two byte strings in time independent of where they differ.
+/// Compares two byte strings in time independent of where they differ (the
+/// length may show). The comparison is aws-lc's `CRYPTO_memcmp`, written so the
+/// optimiser cannot turn it into an early exit, unlike a comparison in Rust.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
 }
 
 /// Writes `contents` to a new file readable only by its owner (mode 0600 on Unix).
@@ -335,5 +334,8 @@ mod tests {
         assert!(constant_time_eq(b"ab", b"ab"));
         assert!(!constant_time_eq(b"ab", b"ac"));
         assert!(!constant_time_eq(b"ab", b"abc"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(&[0u8; 64], &[[0u8; 63].as_slice(), &[1]].concat()));
     }
 }

@@ -1019,7 +1019,11 @@ async fn clients(client: &AdminClient, cmd: ClientsCommand) -> anyhow::Result<()
 
 async fn apps(client: &AdminClient, cmd: AppsCommand) -> anyhow::Result<()> {
     match cmd {
-        AppsCommand::List => print_json(&client.apps().await?),
+        AppsCommand::List => {
+            let apps = client.apps().await?;
+            warn_host_problems(&apps);
+            print_json(&apps)
+        }
         AppsCommand::Show { app } => print_json(&find_app(client, &app).await?),
         AppsCommand::Create {
             name,
@@ -1290,6 +1294,19 @@ fn done(result: Result<(), ClientError>, message: &str) -> anyhow::Result<()> {
     result?;
     eprintln!("{message}");
     Ok(())
+}
+
+/// Tells on standard error about apps that are not served because their
+/// organisation may not publish on their host (SEC-12).
+fn warn_host_problems(apps: &[AppView]) {
+    for app in apps {
+        if let Some(problem) = &app.host_problem {
+            eprintln!(
+                "warning: app {} is not served at {}: {problem}",
+                app.name, app.external_url
+            );
+        }
+    }
 }
 
 /// Prints a result as pretty JSON on stdout.

@@ -20,6 +20,7 @@ use url::Url;
 const ENV_KEYS: &[&str] = &[
     "data_dir",
     "public_url",
+    "apps_domain",
     "listen",
     "database_url",
     "database_max_connections",
@@ -81,6 +82,11 @@ pub struct RawConfig {
     /// Address to listen on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// The operator's app domain, e.g. `apps.example.com`: each tenant may
+    /// publish apps at `{app}-{tenant}.apps.example.com` (one wildcard
+    /// certificate serves them), besides hosts under its verified domains.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apps_domain: Option<String>,
     /// `postgres://...` to scale out; default: SQLite in the data dir.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
@@ -291,6 +297,8 @@ pub struct Config {
     pub public_url: Option<Url>,
     /// Listening address.
     pub listen: SocketAddr,
+    /// The operator's app domain (`{app}-{tenant}.{apps_domain}` names), if any.
+    pub apps_domain: Option<String>,
     /// Database URL.
     pub database_url: String,
     /// Most database connections; `None`: the default for the database.
@@ -462,6 +470,14 @@ impl RawConfig {
             }
             _ => problems.push("control needs both tls_cert and tls_key, or neither".into()),
         }
+        let apps_domain = self
+            .apps_domain
+            .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase());
+        if let Some(d) = &apps_domain
+            && let Err(e) = postern_sts::validate_domain(d)
+        {
+            problems.push(format!("apps_domain: {e}"));
+        }
         if let Some(kek) = &self.kek
             && let Err(e) = postern_keyring::Keyring::from_text(kek.expose())
         {
@@ -474,6 +490,7 @@ impl RawConfig {
             data_dir,
             public_url,
             listen,
+            apps_domain,
             database_url,
             database_max_connections: self.database_max_connections,
             kek: self.kek,
@@ -567,6 +584,7 @@ impl Config {
             data_dir,
             public_url: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            apps_domain: None,
             kek: None,
             log_format: LogFormat::Pretty,
             trusted_proxies: Vec::new(),

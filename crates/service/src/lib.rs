@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use postern_control::{Control, ControlConfig, ControlTls};
 use postern_keyring::Keyring;
-use postern_store::{Store, StoreOptions};
+use postern_store::{HostRules, Store, StoreOptions};
 use postern_sts::{SetupCode, Sts, StsConfig};
 use postern_time::SharedClock;
 use tokio::net::TcpListener;
@@ -100,6 +100,33 @@ fn prepare_data_dir(dir: &Path) -> Result<(), ServiceError> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io(format!("securing data dir {}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// The rules for app hosts (SEC-12): the configured app domain, and the
+/// service's own hosts (public and control) reserved.
+fn host_rules(config: &Config, public_url: &Url, control_url: &str) -> Arc<HostRules> {
+    let own = [Some(public_url.clone()), Url::parse(control_url).ok()]
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u.host_str().map(str::to_owned));
+    Arc::new(HostRules::new(config.apps_domain.clone(), own))
+}
+
+/// Claims the hosts of apps published before host claims existed, then logs
+/// every app whose tenant may not publish on its host: the front door does not
+/// serve those, and `GET /api/v1/apps` shows why.
+async fn report_host_violations(store: &Store, rules: &HostRules) -> Result<(), ServiceError> {
+    store.claim_hosts_of_existing_apps().await?;
+    for v in store.host_violations(rules, None).await? {
+        tracing::error!(
+            tenant = %v.app.tenant_id,
+            app = %v.app.name,
+            external_url = %v.app.external_url(),
+            reason = %v.refusal,
+            "app not served: its organisation may not publish on this host; move it to a host of the organisation"
+        );
     }
     Ok(())
 }
@@ -191,14 +218,19 @@ impl RunningService {
             control_config,
         )
         .await?;
+        let host_rules = host_rules(&config, &public_url, &control_url);
+        report_host_violations(&store, &host_rules).await?;
         let edge = postern_edge::Edge::new(
             sts.clone(),
             keyring.clone(),
             control.tunnels().clone(),
-            postern_edge::EdgeOptions::default(),
+            postern_edge::EdgeOptions {
+                host_rules: host_rules.clone(),
+                ..postern_edge::EdgeOptions::default()
+            },
         )
         .await?;
-        let app = routes::app(&sts, &control, &edge, &config, &public_url);
+        let app = routes::app(&sts, &control, &edge, &config, &public_url, host_rules);
         let (shutdown, shutdown_rx) = watch::channel(false);
         // Before any component can connect: revocations end live connections at once.
         let revocations = control.enforce_revocations({

@@ -37,6 +37,7 @@ pub(crate) fn app(
     edge: &Arc<postern_edge::Edge>,
     config: &Config,
     public_url: &Url,
+    host_rules: Arc<postern_store::HostRules>,
 ) -> Router {
     let front_door: Arc<dyn postern_admin_api::FrontDoorKeys> = Arc::new(EdgeKeys(edge.clone()));
     let probes = Router::new()
@@ -47,7 +48,11 @@ pub(crate) fn app(
     let mut app = Router::new()
         .merge(probes)
         .merge(sts.router())
-        .merge(postern_admin_api::router(sts.clone()).layer(axum::Extension(front_door)))
+        .merge(
+            postern_admin_api::router(sts.clone())
+                .layer(axum::Extension(front_door))
+                .layer(axum::Extension(host_rules)),
+        )
         .merge(control.public_router())
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(config.limits.max_body_bytes))

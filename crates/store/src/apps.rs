@@ -7,6 +7,7 @@ use sqlx::any::AnyRow;
 
 use crate::clients::{delete_grants, insert_client, set_client_redirects};
 use crate::error::SqlxResultExt;
+use crate::hosts::{claim_in, release_if_unused};
 use crate::{NewOAuthClient, Store, StoreError, flag, new_id};
 
 /// Where, below an app's path prefix, the front door takes the STS's answer to a
@@ -317,6 +318,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| app_conflict(e, spec))?;
+        claim_in(&mut tx, &spec.external_host, tenant_id, now).await?;
         tx.commit().await.db()?;
         self.bump_group_config(tenant_id, &spec.connector_group_id).await?;
         self.app(tenant_id, &id).await
@@ -360,6 +362,8 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        claim_in(&mut tx, &spec.external_host, tenant_id, now).await?;
+        release_if_unused(&mut tx, &before.external_host, tenant_id).await?;
         let client = spec.client(&before.client_id);
         if !set_client_redirects(&mut tx, tenant_id, &client).await? {
             // An app whose client went missing gets it back.
@@ -418,6 +422,19 @@ impl Store {
         rows.iter().map(app_from_row).collect()
     }
 
+    /// Every app of every tenant, by tenant and name.
+    pub async fn all_apps(&self) -> Result<Vec<App>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            app_columns!(),
+            " FROM apps ORDER BY tenant_id, name"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        rows.iter().map(app_from_row).collect()
+    }
+
     /// Apps published on an external host (any tenant), longest prefix first.
     pub async fn apps_on_host(&self, host: &str) -> Result<Vec<App>, StoreError> {
         let rows = sqlx::query(concat!(
@@ -470,6 +487,7 @@ impl Store {
             .await
             .db()?;
         delete_grants(&mut tx, tenant_id, &app.client_id).await?;
+        release_if_unused(&mut tx, &app.external_host, tenant_id).await?;
         tx.commit().await.db()?;
         self.bump_group_config(tenant_id, &app.connector_group_id).await?;
         Ok(app)

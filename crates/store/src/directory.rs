@@ -301,6 +301,9 @@ impl Store {
     ) -> Result<Domain, StoreError> {
         let _changed = self.routing_change();
         let name = name.trim().to_lowercase();
+        if let Some(other) = overlapping_verified(&self.pool, tenant_id, &name).await? {
+            return Err(StoreError::Conflict(overlap_message(&name, &other)));
+        }
         sqlx::query(
             "INSERT INTO domains (tenant_id, name, verified, verification_token, auth_mode, created_at) \
              VALUES ($1, $2, 0, $3, 'cloud', $4)",
@@ -311,7 +314,10 @@ impl Store {
         .bind(now)
         .execute(&self.pool)
         .await
-        .db()?;
+        .map_err(|e| match StoreError::from_sqlx(e) {
+            StoreError::Conflict(_) => StoreError::Conflict(format!("{name} is already a domain of this tenant")),
+            other => other,
+        })?;
         self.domain(tenant_id, &name).await
     }
 
@@ -343,19 +349,25 @@ impl Store {
     }
 
     /// Marks a domain verified. Fails with a conflict if another tenant has
-    /// already verified the same name.
+    /// verified the same name, a domain above it or one below it: every host
+    /// name lies under the verified domains of one tenant at most (SEC-12).
     pub async fn verify_domain(&self, tenant_id: &str, name: &str) -> Result<(), StoreError> {
         let _changed = self.routing_change();
+        let mut tx = self.pool.begin().await.db()?;
+        if let Some(other) = overlapping_verified(&mut *tx, tenant_id, name).await? {
+            return Err(StoreError::Conflict(overlap_message(name, &other)));
+        }
         let done = sqlx::query("UPDATE domains SET verified = 1 WHERE tenant_id = $1 AND name = $2")
             .bind(tenant_id)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| match StoreError::from_sqlx(e) {
                 StoreError::Conflict(_) => StoreError::Conflict(format!("domain {name} is verified by another tenant")),
                 other => other,
             })?;
-        not_found_if_none(done.rows_affected())
+        not_found_if_none(done.rows_affected())?;
+        tx.commit().await.db()
     }
 
     /// Sets how passwords of a domain's users are checked.
@@ -387,6 +399,25 @@ impl Store {
             .db()?;
         if users > 0 {
             return Err(StoreError::Conflict(format!("{users} users still use domain {name}")));
+        }
+        let apps: Vec<(String, String)> = sqlx::query_as("SELECT name, external_host FROM apps WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await
+            .db()?;
+        let under: Vec<String> = apps
+            .into_iter()
+            .filter(|(_, host)| {
+                let host = crate::hosts::host_name(host);
+                host == name || host.ends_with(&format!(".{name}"))
+            })
+            .map(|(app, _)| app)
+            .collect();
+        if !under.is_empty() {
+            return Err(StoreError::Conflict(format!(
+                "apps are published under domain {name}: {}",
+                under.join(", ")
+            )));
         }
         let done = sqlx::query("DELETE FROM domains WHERE tenant_id = $1 AND name = $2")
             .bind(tenant_id)
@@ -970,5 +1001,38 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .db()
+    }
+}
+
+/// A verified domain of a tenant other than `tenant_id` that is `name`, lies
+/// above it or below it, if there is one.
+pub(crate) async fn overlapping_verified<'e, E>(
+    executor: E,
+    tenant_id: &str,
+    name: &str,
+) -> Result<Option<String>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    // Domain names hold no `%` or `_` (checked before they get here), so LIKE
+    // matches labels literally.
+    sqlx::query_scalar(
+        "SELECT name FROM domains WHERE verified = 1 AND tenant_id <> $1 \
+         AND (name = $2 OR $2 LIKE ('%.' || name) OR name LIKE ('%.' || $2)) ORDER BY name LIMIT 1",
+    )
+    .bind(tenant_id)
+    .bind(name)
+    .fetch_optional(executor)
+    .await
+    .db()
+}
+
+/// The conflict of `name` with another tenant's verified domain `other`,
+/// without naming that tenant.
+pub(crate) fn overlap_message(name: &str, other: &str) -> String {
+    if other == name {
+        format!("domain {name} is verified by another organisation")
+    } else {
+        format!("domain {name} overlaps {other}, which another organisation has verified")
     }
 }

@@ -19,6 +19,7 @@ mod components;
 mod directory;
 mod error;
 mod flows;
+pub mod hosts;
 mod keys;
 mod lockout;
 mod oauth;
@@ -47,6 +48,7 @@ pub use components::{
 pub use directory::{Domain, DomainAuthMode, Group, NewUser, User, UserSource, UserUpdate, normalize_username};
 pub use error::StoreError;
 pub use flows::FlowRecord;
+pub use hosts::{HostBasis, HostRefusal, HostRules, HostViolation};
 pub use keys::SigningKeyRecord;
 pub use lockout::{LocationClass, LockoutContext, LockoutKey, LockoutReservation, LockoutRules, LockoutState};
 pub use oauth::{
@@ -131,6 +133,42 @@ impl StoreOptions {
     }
 }
 
+/// Makes the SQLite file of `url` readable by its owner only (0600), creating
+/// it empty if missing: it holds password hashes, sealed keys and digests of
+/// bearer secrets. SQLite gives its `-wal` and `-shm` files the database file's
+/// mode. In-memory databases are left alone.
+fn secure_sqlite_file(url: &str) -> Result<(), StoreError> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path.starts_with(':') {
+        return Ok(());
+    }
+    let path = std::path::Path::new(path);
+    let failed = |e: std::io::Error| StoreError::Config(format!("securing {}: {e}", path.display()));
+    let mut open = std::fs::OpenOptions::new();
+    open.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.mode(0o600);
+    }
+    open.open(path).map_err(failed)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for file in ["", "-wal", "-shm"] {
+            let p = std::path::PathBuf::from(format!("{}{file}", path.display()));
+            if p.exists() {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(failed)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Connects to the database named by `options.url` and brings its schema up to
     /// date.
@@ -146,8 +184,11 @@ impl Store {
             ));
         };
         let mut url = options.url.clone();
-        if backend == Backend::Sqlite && !url.contains('?') {
-            url.push_str("?mode=rwc");
+        if backend == Backend::Sqlite {
+            secure_sqlite_file(&url)?;
+            if !url.contains('?') {
+                url.push_str("?mode=rwc");
+            }
         }
         let connect_options =
             AnyConnectOptions::from_str(&url).map_err(|e| StoreError::Config(format!("database url: {e}")))?;

@@ -100,6 +100,9 @@ impl Store {
             }
         }
         let id = new_id();
+        if let Some(other) = crate::directory::overlapping_verified(&mut *tx, &id, domain).await? {
+            return Err(StoreError::Conflict(crate::directory::overlap_message(domain, &other)));
+        }
         sqlx::query(
             "INSERT INTO tenants (id, name, display_name, is_system, lockout_threshold, \
              lockout_seconds, require_mfa, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

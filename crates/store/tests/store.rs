@@ -52,6 +52,7 @@ on_both!(
     tenants_and_first_admin,
     setup_code_creates_one_tenant,
     verified_domain_belongs_to_one_tenant,
+    a_host_name_is_claimed_by_one_tenant,
     users_are_scoped_to_their_tenant,
     groups_and_memberships,
     roles,
@@ -192,12 +193,40 @@ async fn verified_domain_belongs_to_one_tenant(backend: Backend) {
     let (_db, store) = store(backend).await;
     let (a, _) = tenant_with_admin(&store, "a", "a.test").await;
     let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
-    // B may claim a.test, but never verify it while A holds it.
-    let claim = store.add_domain(&b.id, "A.test", "tok", T0).await.unwrap();
-    assert_eq!(claim.name, "a.test");
+    // B may not even add a.test while A has verified it, nor a name above or
+    // below it (SEC-12: a host lies under one tenant's verified domains).
+    for name in ["A.test", "x.a.test", "deep.x.a.test"] {
+        assert!(
+            matches!(store.add_domain(&b.id, name, "tok", T0).await, Err(StoreError::Conflict(m)) if m.contains("another organisation")),
+            "{name}"
+        );
+    }
+    // Unverified names may be shared; the first to be verified wins, and then
+    // neither the same name nor an overlapping one verifies for another tenant.
+    let claim = store.add_domain(&b.id, "Shared.test", "tok", T0).await.unwrap();
+    assert_eq!(claim.name, "shared.test");
     assert!(!claim.verified);
+    store.add_domain(&a.id, "shared.test", "tok3", T0).await.unwrap();
+    store.add_domain(&a.id, "eu.shared.test", "tok4", T0).await.unwrap();
+    store.verify_domain(&a.id, "eu.shared.test").await.unwrap();
+    for name in ["shared.test"] {
+        assert!(
+            matches!(store.verify_domain(&b.id, name).await, Err(StoreError::Conflict(m)) if m.contains("overlaps eu.shared.test")),
+            "{name}"
+        );
+    }
+    assert!(!store.domain(&b.id, "shared.test").await.unwrap().verified);
+    // Nor does a new tenant whose first domain overlaps one of A's.
     assert!(matches!(
-        store.verify_domain(&b.id, "a.test").await,
+        store
+            .create_tenant_with_admin(
+                tenant("c"),
+                "x.a.test",
+                NewUser::cloud("admin@x.a.test", "A", None),
+                None,
+                T0
+            )
+            .await,
         Err(StoreError::Conflict(_))
     ));
     // A new domain verifies; removing it works while unused, not while in use.
@@ -219,8 +248,133 @@ async fn verified_domain_belongs_to_one_tenant(backend: Backend) {
         store.remove_domain(&a.id, "new.test").await,
         Err(StoreError::Conflict(_))
     ));
-    store.remove_domain(&b.id, "a.test").await.unwrap();
+    store.remove_domain(&b.id, "shared.test").await.unwrap();
     assert_eq!(store.domains(&b.id).await.unwrap().len(), 1);
+}
+
+async fn a_host_name_is_claimed_by_one_tenant(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, _) = tenant_with_admin(&store, "a", "a.test").await;
+    let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
+    let a_group = store.default_connector_group(&a.id, T0).await.unwrap();
+    let b_group = store.default_connector_group(&b.id, T0).await.unwrap();
+    let wiki = store
+        .create_app(
+            &a.id,
+            &app_spec("wiki", "apps.a.test", "/wiki/", &a_group.id),
+            "c-wiki",
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.host_owner("apps.a.test").await.unwrap().as_deref(),
+        Some(a.id.as_str())
+    );
+    // The store refuses B on the same name at any prefix or port, whatever the
+    // caller checked before (a race between two tenants ends here).
+    for host in ["apps.a.test", "apps.a.test:8443"] {
+        let clash = store
+            .create_app(&b.id, &app_spec("x", host, "/b/", &b_group.id), "c-x", T0)
+            .await;
+        assert!(
+            matches!(&clash, Err(StoreError::Conflict(m)) if m.contains("another organisation")),
+            "{host}: {clash:?}"
+        );
+    }
+    let mine = store
+        .create_app(&b.id, &app_spec("x", "x.b.test", "/", &b_group.id), "c-x", T0)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .update_app(
+                &b.id,
+                &mine.id,
+                &app_spec("x", "apps.a.test:8443", "/x/", &b_group.id),
+                T0
+            )
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.app(&b.id, &mine.id).await.unwrap(), mine, "untouched");
+    // A second app of A on the name keeps the claim when the first moves away;
+    // the claim goes with the last one.
+    let root = store
+        .create_app(
+            &a.id,
+            &app_spec("root", "apps.a.test:8443", "/", &a_group.id),
+            "c-root",
+            T0,
+        )
+        .await
+        .unwrap();
+    store
+        .update_app(&a.id, &wiki.id, &app_spec("wiki", "wiki.a.test", "/", &a_group.id), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.host_owner("apps.a.test").await.unwrap().as_deref(),
+        Some(a.id.as_str())
+    );
+    store.delete_app(&a.id, &root.id).await.unwrap();
+    assert_eq!(store.host_owner("apps.a.test").await.unwrap(), None);
+    store
+        .update_app(&b.id, &mine.id, &app_spec("x", "apps.a.test", "/x/", &b_group.id), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.host_owner("apps.a.test").await.unwrap().as_deref(),
+        Some(b.id.as_str())
+    );
+    assert_eq!(store.host_owner("x.b.test").await.unwrap(), None, "released on move");
+    // Apps from before claims existed: the oldest app of a name claims it.
+    sqlx::query("DELETE FROM app_hosts")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store.claim_hosts_of_existing_apps().await.unwrap();
+    store.claim_hosts_of_existing_apps().await.unwrap();
+    assert_eq!(
+        store.host_owner("apps.a.test").await.unwrap().as_deref(),
+        Some(b.id.as_str())
+    );
+    assert_eq!(
+        store.host_owner("wiki.a.test").await.unwrap().as_deref(),
+        Some(a.id.as_str())
+    );
+    // The rules, through the store: A's host is not B's, and B's app on a name
+    // under A's domain is a violation.
+    let rules = HostRules::default();
+    assert_eq!(store.host_refusal(&rules, &a.id, "wiki.a.test").await.unwrap(), None);
+    assert!(matches!(
+        store.host_refusal(&rules, &b.id, "wiki.a.test").await.unwrap(),
+        Some(HostRefusal::NotVerified { .. })
+    ));
+    let found = store.host_violations(&rules, None).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].app.id, mine.id);
+    // A domain with apps under it stays.
+    store.add_domain(&a.id, "extra.test", "tok", T0).await.unwrap();
+    store.verify_domain(&a.id, "extra.test").await.unwrap();
+    let extra = store
+        .create_app(
+            &a.id,
+            &app_spec("extra", "x.extra.test", "/", &a_group.id),
+            "c-extra",
+            T0,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.remove_domain(&a.id, "extra.test").await,
+        Err(StoreError::Conflict(m)) if m.contains("extra")
+    ));
+    store.delete_app(&a.id, &extra.id).await.unwrap();
+    store.remove_domain(&a.id, "extra.test").await.unwrap();
+    // Deleting a tenant releases its names.
+    store.delete_tenant(&b.id, T0).await.unwrap();
+    assert_eq!(store.host_owner("apps.a.test").await.unwrap(), None);
 }
 
 async fn users_are_scoped_to_their_tenant(backend: Backend) {
@@ -1882,4 +2036,30 @@ async fn published_apps_and_assignments(backend: Backend) {
     // Revoking: every older key is gone at once, retired or not.
     store.rotate_cookie_key("k3", b"s3", at(200), true).await.unwrap();
     assert_eq!(kids(store.cookie_keys(T0).await.unwrap()), vec!["k3"]);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_sqlite_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("postern.db");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // A database left world-readable by an older version is tightened too.
+    std::fs::write(&path, b"").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = Store::connect(&StoreOptions::new(format!("sqlite://{}", path.display())))
+        .await
+        .unwrap();
+    tenant_with_admin(&store, "a", "a.test").await;
+    for file in ["postern.db", "postern.db-wal", "postern.db-shm"] {
+        let p = dir.path().join(file);
+        assert_eq!(mode(&p), 0o600, "{file}");
+    }
+    // And a new one is created private.
+    let fresh = dir.path().join("fresh.db");
+    Store::connect(&StoreOptions::new(format!("sqlite://{}", fresh.display())))
+        .await
+        .unwrap();
+    assert_eq!(mode(&fresh), 0o600);
 }

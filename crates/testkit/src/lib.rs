@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use postern_service::RunningService;
-use postern_service::config::Config;
+use postern_service::config::{Config, Limits};
 use postern_store::testing::TestDatabase;
 use postern_store::{Backend, Store, Tenant, User};
 use postern_sts::{Sts, StsConfig};
@@ -36,7 +36,9 @@ pub struct TestServiceBuilder {
     backend: Backend,
     manual_clock: bool,
     trust_loopback_proxy: bool,
+    apps_domain: Option<String>,
     tune: Box<dyn FnOnce(&mut StsConfig) + Send>,
+    limits: Option<Limits>,
 }
 
 impl TestServiceBuilder {
@@ -65,9 +67,21 @@ impl TestServiceBuilder {
         self
     }
 
+    /// Sets the operator's app domain (`{app}-{tenant}.{domain}` app hosts).
+    pub fn apps_domain(mut self, domain: &str) -> Self {
+        self.apps_domain = Some(domain.to_owned());
+        self
+    }
+
     /// Adjusts the STS's lifetimes and knobs.
     pub fn tune(mut self, f: impl FnOnce(&mut StsConfig) + Send + 'static) -> Self {
         self.tune = Box::new(f);
+        self
+    }
+
+    /// Sets the listener's limits (connection deadlines, sizes).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
         self
     }
 
@@ -78,9 +92,13 @@ impl TestServiceBuilder {
         let db = TestDatabase::new(self.backend).await?;
         let mut config = Config::local(data.path().to_path_buf());
         config.database_url = db.url.clone();
+        if let Some(limits) = self.limits {
+            config.limits = limits;
+        }
         if self.trust_loopback_proxy {
             config.trusted_proxies = vec!["127.0.0.1/32".parse()?];
         }
+        config.apps_domain = self.apps_domain;
         let manual = ManualClock::starting_now();
         let clock: SharedClock = if self.manual_clock {
             manual.clone()
@@ -132,7 +150,9 @@ impl TestService {
             backend: Backend::Sqlite,
             manual_clock: true,
             trust_loopback_proxy: false,
+            apps_domain: None,
             tune: Box::new(|_| {}),
+            limits: None,
         }
     }
 

@@ -131,19 +131,19 @@ async fn apps_are_published_replaced_and_deleted_with_their_oidc_client() {
         .admin
         .create_app(&settings(
             "Wiki",
-            "https://Wiki.Example.com/docs",
+            "https://Wiki.Acme.test/docs",
             "http://wiki.corp.local:8080/base",
         ))
         .await
         .unwrap();
-    assert_eq!(created.external_url, "https://wiki.example.com/docs/");
+    assert_eq!(created.external_url, "https://wiki.acme.test/docs/");
     assert_eq!(created.internal_url, "http://wiki.corp.local:8080/base");
     assert_eq!(created.preauth, postern_store::Preauth::Sts);
     assert_eq!(created.connector_group.name, "Default");
     assert_eq!(created.backend_timeout_secs, 85);
     assert!(created.validate_backend_tls && created.translate_headers && !created.translate_links);
     assert_eq!(created.identity_headers, ["user", "email", "groups", "assertion"]);
-    assert_eq!(created.redirect_uri, "https://wiki.example.com/docs/.postern/callback");
+    assert_eq!(created.redirect_uri, "https://wiki.acme.test/docs/.postern/callback");
     assert_eq!(created.created_at, created.updated_at);
     assert_eq!(f.admin.apps().await.unwrap(), vec![created.clone()]);
     assert_eq!(f.admin.app(&created.id).await.unwrap(), created);
@@ -152,11 +152,8 @@ async fn apps_are_published_replaced_and_deleted_with_their_oidc_client() {
     let client = f.admin.client(&created.client_id).await.unwrap();
     assert_eq!(client.app_id.as_deref(), Some(created.id.as_str()));
     assert_eq!(client.client_type, postern_client::wire::ClientType::Public);
-    assert_eq!(
-        client.redirect_uris,
-        ["https://wiki.example.com/docs/.postern/callback"]
-    );
-    assert_eq!(client.post_logout_redirect_uris, ["https://wiki.example.com/docs/"]);
+    assert_eq!(client.redirect_uris, ["https://wiki.acme.test/docs/.postern/callback"]);
+    assert_eq!(client.post_logout_redirect_uris, ["https://wiki.acme.test/docs/"]);
     assert_eq!(client.grant_types, ["authorization_code"]);
     assert!(sts_accepts_redirect(&f.svc, &created.client_id, &created.redirect_uri).await);
     // The clients API does not let it go on its own.
@@ -185,7 +182,7 @@ async fn apps_are_published_replaced_and_deleted_with_their_oidc_client() {
                 translate_headers: Some(false),
                 translate_links: Some(true),
                 identity_headers: Some(vec!["email".into(), "user".into()]),
-                ..settings("Intranet", "http://intranet.example.com:8080", "https://10.1.2.3/")
+                ..settings("Intranet", "http://intranet.acme.test:8080", "https://10.1.2.3/")
             },
         )
         .await
@@ -195,7 +192,7 @@ async fn apps_are_published_replaced_and_deleted_with_their_oidc_client() {
         (created.id.as_str(), created.client_id.as_str(), created.created_at)
     );
     assert_eq!(replaced.name, "Intranet");
-    assert_eq!(replaced.external_url, "http://intranet.example.com:8080/");
+    assert_eq!(replaced.external_url, "http://intranet.acme.test:8080/");
     assert_eq!(replaced.internal_url, "https://10.1.2.3/");
     assert_eq!(replaced.preauth, postern_store::Preauth::Passthrough);
     assert_eq!(
@@ -211,9 +208,9 @@ async fn apps_are_published_replaced_and_deleted_with_their_oidc_client() {
     let client = f.admin.client(&created.client_id).await.unwrap();
     assert_eq!(
         client.redirect_uris,
-        ["http://intranet.example.com:8080/.postern/callback"]
+        ["http://intranet.acme.test:8080/.postern/callback"]
     );
-    assert_eq!(client.post_logout_redirect_uris, ["http://intranet.example.com:8080/"]);
+    assert_eq!(client.post_logout_redirect_uris, ["http://intranet.acme.test:8080/"]);
     assert_eq!(client.name, "Intranet");
     assert!(sts_accepts_redirect(&f.svc, &created.client_id, &replaced.redirect_uri).await);
     assert!(
@@ -226,7 +223,7 @@ async fn apps_are_published_replaced_and_deleted_with_their_oidc_client() {
         .admin
         .replace_app(
             &created.id,
-            &settings("Intranet", "http://intranet.example.com:8080/", "https://10.1.2.3/"),
+            &settings("Intranet", "http://intranet.acme.test:8080/", "https://10.1.2.3/"),
         )
         .await
         .unwrap();
@@ -245,7 +242,7 @@ async fn apps_are_published_replaced_and_deleted_with_their_oidc_client() {
         f.admin.delete_app(&created.id).await,
         f.admin.app_assignments(&created.id).await.map(|_| ()),
         f.admin
-            .replace_app(&created.id, &settings("x", "https://x.example.com", "http://x.corp"))
+            .replace_app(&created.id, &settings("x", "https://x.acme.test", "http://x.corp"))
             .await
             .map(|_| ()),
     ] {
@@ -268,7 +265,7 @@ async fn an_apps_client_signs_users_in_to_its_callback() {
     let f = fixture().await;
     let app = f
         .admin
-        .create_app(&settings("Docs", "https://docs.example.com/", "http://docs.corp/"))
+        .create_app(&settings("Docs", "https://docs.acme.test/", "http://docs.corp/"))
         .await
         .unwrap();
     let sam = f
@@ -288,7 +285,7 @@ async fn an_apps_client_signs_users_in_to_its_callback() {
     .await;
     let location = back.location().unwrap();
     assert!(
-        location.starts_with("https://docs.example.com/.postern/callback?"),
+        location.starts_with("https://docs.acme.test/.postern/callback?"),
         "{location}"
     );
     let code = crate::common::query_param(&location, "code").unwrap();
@@ -313,7 +310,7 @@ async fn an_apps_client_signs_users_in_to_its_callback() {
 #[tokio::test]
 async fn every_invalid_setting_is_a_400_naming_the_field() {
     let f = fixture().await;
-    let ok = || settings("Wiki", "https://wiki.example.com/", "http://wiki.corp/");
+    let ok = || settings("Wiki", "https://wiki.acme.test/", "http://wiki.corp/");
     let cases: Vec<(AppSettings, &str)> = vec![
         (
             AppSettings {
@@ -331,42 +328,42 @@ async fn every_invalid_setting_is_a_400_naming_the_field() {
         ),
         (
             AppSettings {
-                external_url: "wiki.example.com".into(),
+                external_url: "wiki.acme.test".into(),
                 ..ok()
             },
             "external_url",
         ),
         (
             AppSettings {
-                external_url: "ftp://wiki.example.com/".into(),
+                external_url: "ftp://wiki.acme.test/".into(),
                 ..ok()
             },
             "external_url",
         ),
         (
             AppSettings {
-                external_url: "https://wiki.example.com/?a=1".into(),
+                external_url: "https://wiki.acme.test/?a=1".into(),
                 ..ok()
             },
             "external_url",
         ),
         (
             AppSettings {
-                external_url: "https://wiki.example.com/#top".into(),
+                external_url: "https://wiki.acme.test/#top".into(),
                 ..ok()
             },
             "external_url",
         ),
         (
             AppSettings {
-                external_url: "https://jo:pw@wiki.example.com/".into(),
+                external_url: "https://jo:pw@wiki.acme.test/".into(),
                 ..ok()
             },
             "external_url",
         ),
         (
             AppSettings {
-                external_url: "https://wiki.example.com/.postern/x".into(),
+                external_url: "https://wiki.acme.test/.postern/x".into(),
                 ..ok()
             },
             "external_url",
@@ -446,7 +443,7 @@ async fn every_invalid_setting_is_a_400_naming_the_field() {
         f.admin
             .create_app(&AppSettings {
                 backend_timeout_secs: Some(-1),
-                ..settings("", "mailto:x@example.com", "http://wiki.corp/?x")
+                ..settings("", "mailto:x@acme.test", "http://wiki.corp/?x")
             })
             .await,
     );
@@ -454,15 +451,15 @@ async fn every_invalid_setting_is_a_400_naming_the_field() {
     // Values of the wrong kind are refused by name too.
     for (body, field) in [
         (
-            json!({"name": "W", "external_url": "https://w.example.com", "internal_url": "http://w", "preauth": "sometimes"}),
+            json!({"name": "W", "external_url": "https://w.acme.test", "internal_url": "http://w", "preauth": "sometimes"}),
             "preauth",
         ),
         (
-            json!({"name": "W", "external_url": "https://w.example.com", "internal_url": "http://w", "translate_links": "yes"}),
+            json!({"name": "W", "external_url": "https://w.acme.test", "internal_url": "http://w", "translate_links": "yes"}),
             "translate_links",
         ),
         (
-            json!({"name": "W", "external_url": "https://w.example.com", "internal_url": "http://w", "external_uri": "x"}),
+            json!({"name": "W", "external_url": "https://w.acme.test", "internal_url": "http://w", "external_uri": "x"}),
             "external_uri",
         ),
         (json!({"name": "W", "internal_url": "http://w"}), "external_url"),
@@ -496,7 +493,7 @@ async fn every_invalid_setting_is_a_400_naming_the_field() {
         .raw(
             reqwest::Method::PUT,
             &format!("/api/v1/apps/{}", app.id),
-            json!({"name": "W", "external_url": "https://w.example.com", "internal_url": "http://w", "preauth": "never"}),
+            json!({"name": "W", "external_url": "https://w.acme.test", "internal_url": "http://w", "preauth": "never"}),
         )
         .await;
     assert_eq!(status, 400, "{reply}");
@@ -512,19 +509,19 @@ async fn a_taken_name_or_address_is_a_409() {
     let f = fixture().await;
     let wiki = f
         .admin
-        .create_app(&settings("Wiki", "https://apps.example.com/wiki", "http://wiki.corp/"))
+        .create_app(&settings("Wiki", "https://apps.acme.test/wiki", "http://wiki.corp/"))
         .await
         .unwrap();
     let root = f
         .admin
-        .create_app(&settings("Root", "https://apps.example.com/", "http://root.corp/"))
+        .create_app(&settings("Root", "https://apps.acme.test/", "http://root.corp/"))
         .await
         .unwrap();
     let clients = f.admin.clients().await.unwrap().len();
 
     let (status, message, _) = refusal(
         f.admin
-            .create_app(&settings("Wiki", "https://other.example.com/", "http://x.corp/"))
+            .create_app(&settings("Wiki", "https://other.acme.test/", "http://x.corp/"))
             .await,
     );
     assert_eq!(status, 409);
@@ -534,14 +531,14 @@ async fn a_taken_name_or_address_is_a_409() {
         f.admin
             .create_app(&settings(
                 "Wiki 2",
-                "https://APPS.example.com:443/wiki/",
+                "https://APPS.acme.test:443/wiki/",
                 "http://x.corp/",
             ))
             .await,
     );
     assert_eq!(status, 409);
     assert!(
-        message.contains("https://apps.example.com/wiki/ is already published"),
+        message.contains("https://apps.acme.test/wiki/ is already published"),
         "{message}"
     );
     // Onto another app's address or name by PUT.
@@ -549,7 +546,7 @@ async fn a_taken_name_or_address_is_a_409() {
         f.admin
             .replace_app(
                 &root.id,
-                &settings("Root", "https://apps.example.com/wiki/", "http://root.corp/"),
+                &settings("Root", "https://apps.acme.test/wiki/", "http://root.corp/"),
             )
             .await,
     );
@@ -558,7 +555,7 @@ async fn a_taken_name_or_address_is_a_409() {
         f.admin
             .replace_app(
                 &root.id,
-                &settings("Wiki", "https://apps.example.com/", "http://root.corp/"),
+                &settings("Wiki", "https://apps.acme.test/", "http://root.corp/"),
             )
             .await,
     );
@@ -567,25 +564,32 @@ async fn a_taken_name_or_address_is_a_409() {
     f.admin
         .replace_app(
             &wiki.id,
-            &settings("Wiki", "https://apps.example.com/wiki/", "http://wiki2.corp/"),
+            &settings("Wiki", "https://apps.acme.test/wiki/", "http://wiki2.corp/"),
         )
         .await
         .unwrap();
-    // An address serves one app across tenants.
+    // A host belongs to one tenant (SEC-12): another tenant cannot publish on
+    // it, neither at the same address nor below another prefix.
     let (beta, beta_admin) = second_tenant(&f.svc).await;
     let beta = client_for(&f.svc, &beta, &beta_admin).await;
-    let (status, _, _) = refusal(
-        beta.create_app(&settings("Wiki", "https://apps.example.com/wiki", "http://wiki.beta/"))
-            .await,
-    );
-    assert_eq!(status, 409);
-    beta.create_app(&settings(
-        "Wiki",
-        "https://apps.example.com/wiki/beta",
-        "http://wiki.beta/",
-    ))
-    .await
-    .unwrap();
+    for taken in [
+        "https://apps.acme.test/wiki",
+        "https://apps.acme.test/wiki/beta",
+        "https://apps.acme.test:8443/beta/",
+        "https://other.apps.acme.test/",
+    ] {
+        let (status, message, problems) = refusal(beta.create_app(&settings("Wiki", taken, "http://wiki.beta/")).await);
+        assert_eq!(status, 400, "{taken}: {message}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("external_url") && p.contains("not under a verified domain")),
+            "{taken}: {problems:?}"
+        );
+    }
+    beta.create_app(&settings("Wiki", "https://apps.beta.test/wiki/", "http://wiki.beta/"))
+        .await
+        .unwrap();
     assert_eq!(
         f.admin.clients().await.unwrap().len(),
         clients,
@@ -618,7 +622,7 @@ async fn another_tenants_apps_do_not_exist() {
     let f = fixture().await;
     let wiki = f
         .admin
-        .create_app(&settings("Wiki", "https://wiki.example.com/", "http://wiki.corp/"))
+        .create_app(&settings("Wiki", "https://wiki.acme.test/", "http://wiki.corp/"))
         .await
         .unwrap();
     let jo = f.user("jo", None).await;
@@ -628,7 +632,7 @@ async fn another_tenants_apps_do_not_exist() {
     assert!(beta.apps().await.unwrap().is_empty());
     for result in [
         beta.app(&wiki.id).await.map(|_| ()),
-        beta.replace_app(&wiki.id, &settings("Mine", "https://mine.example.com/", "http://mine/"))
+        beta.replace_app(&wiki.id, &settings("Mine", "https://mine.acme.test/", "http://mine/"))
             .await
             .map(|_| ()),
         beta.app_assignments(&wiki.id).await.map(|_| ()),
@@ -648,14 +652,14 @@ async fn another_tenants_apps_do_not_exist() {
     let (status, message, _) = refusal(
         beta.create_app(&AppSettings {
             connector_group: Some(acme_group),
-            ..settings("Mine", "https://mine.example.com/", "http://mine/")
+            ..settings("Mine", "https://mine.beta.test/", "http://mine/")
         })
         .await,
     );
     assert_eq!(status, 400);
     assert!(message.contains("connector_group"), "{message}");
     let mine = beta
-        .create_app(&settings("Mine", "https://mine.example.com/", "http://mine/"))
+        .create_app(&settings("Mine", "https://mine.beta.test/", "http://mine/"))
         .await
         .unwrap();
     assert_ne!(mine.connector_group.id, wiki.connector_group.id);
@@ -669,7 +673,7 @@ async fn only_application_and_global_administrators_manage_apps() {
     let f = fixture().await;
     let wiki = f
         .admin
-        .create_app(&settings("Wiki", "https://wiki.example.com/", "http://wiki.corp/"))
+        .create_app(&settings("Wiki", "https://wiki.acme.test/", "http://wiki.corp/"))
         .await
         .unwrap();
     let nobody = f.user("nobody", None).await;
@@ -679,7 +683,7 @@ async fn only_application_and_global_administrators_manage_apps() {
         assert_eq!(refusal(c.apps().await).0, 403);
         assert_eq!(refusal(c.app(&wiki.id).await).0, 403);
         let (status, message, _) = refusal(
-            c.create_app(&settings("Mine", "https://mine.example.com/", "http://mine/"))
+            c.create_app(&settings("Mine", "https://mine.acme.test/", "http://mine/"))
                 .await,
         );
         assert_eq!(status, 403);
@@ -693,7 +697,7 @@ async fn only_application_and_global_administrators_manage_apps() {
     let app_admin = f.user("apps", Some(Role::ApplicationAdministrator)).await;
     let c = client_for(&f.svc, &f.t.tenant, &app_admin).await;
     let mine = c
-        .create_app(&settings("Mine", "https://mine.example.com/", "http://mine/"))
+        .create_app(&settings("Mine", "https://mine.acme.test/", "http://mine/"))
         .await
         .unwrap();
     assert_eq!(c.apps().await.unwrap().len(), 2);
@@ -707,7 +711,7 @@ async fn users_and_groups_are_assigned_and_unassigned() {
     let f = fixture().await;
     let wiki = f
         .admin
-        .create_app(&settings("Wiki", "https://wiki.example.com/", "http://wiki.corp/"))
+        .create_app(&settings("Wiki", "https://wiki.acme.test/", "http://wiki.corp/"))
         .await
         .unwrap();
     let jo = f.user("jo", None).await;
@@ -804,7 +808,7 @@ async fn application_administrators_assign_by_name() {
     let f = fixture().await;
     let wiki = f
         .admin
-        .create_app(&settings("Wiki", "https://wiki.example.com/", "http://wiki.corp/"))
+        .create_app(&settings("Wiki", "https://wiki.acme.test/", "http://wiki.corp/"))
         .await
         .unwrap();
     let jo = f.user("jo", None).await;
@@ -896,7 +900,7 @@ async fn connectors_receive_the_apps_of_their_group_only() {
         .create_app(&AppSettings {
             validate_backend_tls: Some(false),
             backend_timeout_secs: Some(120),
-            ..settings("Wiki", "https://wiki.example.com/", "https://wiki.corp.local:8443/base")
+            ..settings("Wiki", "https://wiki.acme.test/", "https://wiki.corp.local:8443/base")
         })
         .await
         .unwrap();
@@ -904,7 +908,7 @@ async fn connectors_receive_the_apps_of_their_group_only() {
         .admin
         .create_app(&AppSettings {
             connector_group: Some("edge".into()),
-            ..settings("Elsewhere", "https://elsewhere.example.com/", "http://elsewhere.corp/")
+            ..settings("Elsewhere", "https://elsewhere.acme.test/", "http://elsewhere.corp/")
         })
         .await
         .unwrap();
@@ -932,7 +936,7 @@ async fn connectors_receive_the_apps_of_their_group_only() {
             &wiki.id,
             &AppSettings {
                 connector_group: Some("edge".into()),
-                ..settings("Wiki", "https://wiki.example.com/", "https://wiki.corp.local:8443/base")
+                ..settings("Wiki", "https://wiki.acme.test/", "https://wiki.corp.local:8443/base")
             },
         )
         .await
@@ -1014,7 +1018,7 @@ async fn the_cli_publishes_updates_assigns_and_deletes_apps() {
             "create",
             "wiki",
             "--external-url",
-            "https://wiki.example.com/docs",
+            "https://wiki.acme.test/docs",
             "--internal-url",
             "http://wiki.corp.local:8080/",
             "--connector-group",
@@ -1030,8 +1034,8 @@ async fn the_cli_publishes_updates_assigns_and_deletes_apps() {
     )
     .await;
     let app: AppView = serde_json::from_value(created).unwrap();
-    assert_eq!(app.external_url, "https://wiki.example.com/docs/");
-    assert_eq!(app.redirect_uri, "https://wiki.example.com/docs/.postern/callback");
+    assert_eq!(app.external_url, "https://wiki.acme.test/docs/");
+    assert_eq!(app.redirect_uri, "https://wiki.acme.test/docs/.postern/callback");
     assert_eq!(app.backend_timeout_secs, 30);
     assert!(!app.validate_backend_tls && !app.translate_headers && app.translate_links);
     assert_eq!(app.identity_headers, ["user", "email"]);
@@ -1050,7 +1054,7 @@ async fn the_cli_publishes_updates_assigns_and_deletes_apps() {
             "update",
             "wiki",
             "--external-url",
-            "https://docs.example.com/",
+            "https://docs.acme.test/",
             "--preauth",
             "passthrough",
             "--validate-backend-tls",
@@ -1059,7 +1063,7 @@ async fn the_cli_publishes_updates_assigns_and_deletes_apps() {
     )
     .await;
     let updated: AppView = serde_json::from_value(updated).unwrap();
-    assert_eq!(updated.redirect_uri, "https://docs.example.com/.postern/callback");
+    assert_eq!(updated.redirect_uri, "https://docs.acme.test/.postern/callback");
     assert_eq!(updated.preauth, postern_store::Preauth::Passthrough);
     assert!(updated.validate_backend_tls && !updated.translate_headers && updated.translate_links);
     assert_eq!(updated.backend_timeout_secs, 30);
@@ -1099,7 +1103,7 @@ async fn the_cli_publishes_updates_assigns_and_deletes_apps() {
             "create",
             "bad",
             "--external-url",
-            "ftp://x.example.com",
+            "ftp://x.acme.test",
             "--internal-url",
             "http://x",
         ],
@@ -1114,7 +1118,7 @@ async fn the_cli_publishes_updates_assigns_and_deletes_apps() {
             "create",
             "wiki",
             "--external-url",
-            "https://x.example.com",
+            "https://x.acme.test",
             "--internal-url",
             "http://x",
         ],

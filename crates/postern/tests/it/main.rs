@@ -5,10 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod admin_cli;
+mod app_hosts;
 mod apps_admin;
 mod common;
 mod component_cli;
 mod components;
+mod cross_tenant;
 mod lockout;
 mod mfa;
 mod oidc;

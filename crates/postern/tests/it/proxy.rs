@@ -26,23 +26,23 @@ fn header<'a>(echo: &'a Value, name: &str) -> Option<&'a str> {
 async fn passthrough_get_post_robots_and_forwarding_headers() {
     let bench = ProxyBench::start().await;
     let _c = bench.start_connector("gw-1", None).await;
-    bench.publish("wiki", "wiki.apps.test", AppOptions::default()).await;
+    bench.publish("wiki", "wiki.acme.test", AppOptions::default()).await;
     bench
         .publish(
             "docs",
-            "docs.apps.test",
+            "docs.acme.test",
             AppOptions {
                 prefix: "/docs/",
                 ..AppOptions::default()
             },
         )
         .await;
-    let client = bench.client(&["wiki.apps.test", "docs.apps.test"]);
+    let client = bench.client(&["wiki.acme.test", "docs.acme.test"]);
 
     // GET: the path maps onto the internal base; Host is the internal one (header
     // translation is on by default); forwarding headers are set by the service.
     let r = client
-        .get(bench.url("wiki.apps.test", "/echo/a?b=c"))
+        .get(bench.url("wiki.acme.test", "/echo/a?b=c"))
         .header("x-forwarded-for", "6.6.6.6")
         .header("x-forwarded-host", "evil.example")
         .send()
@@ -62,7 +62,7 @@ async fn passthrough_get_post_robots_and_forwarding_headers() {
     assert_eq!(header(&echo, "x-forwarded-proto"), Some("http"));
     assert_eq!(
         header(&echo, "x-forwarded-host"),
-        Some(format!("wiki.apps.test:{}", bench.port()).as_str())
+        Some(format!("wiki.acme.test:{}", bench.port()).as_str())
     );
     assert!(header(&echo, "x-postern-request-id").is_some());
     assert!(
@@ -74,7 +74,7 @@ async fn passthrough_get_post_robots_and_forwarding_headers() {
     let body = vec![7u8; 300_000];
     let echo = json(
         client
-            .post(bench.url("wiki.apps.test", "/echo/upload"))
+            .post(bench.url("wiki.acme.test", "/echo/upload"))
             .body(body.clone())
             .send()
             .await
@@ -91,18 +91,18 @@ async fn passthrough_get_post_robots_and_forwarding_headers() {
     // A prefix app: the prefix is replaced by the internal base path.
     let echo = json(
         client
-            .get(bench.url("docs.apps.test", "/docs/echo"))
+            .get(bench.url("docs.acme.test", "/docs/echo"))
             .send()
             .await
             .unwrap(),
     )
     .await;
     assert_eq!(echo["path"], "/app/echo");
-    let outside = client.get(bench.url("docs.apps.test", "/other")).send().await.unwrap();
+    let outside = client.get(bench.url("docs.acme.test", "/other")).send().await.unwrap();
     assert_eq!(outside.status(), 404);
 
     // SEC-8: robots.txt is the service's, on every app host, never the backend's.
-    for host in ["wiki.apps.test", "docs.apps.test"] {
+    for host in ["wiki.acme.test", "docs.acme.test"] {
         let r = client.get(bench.url(host, "/robots.txt")).send().await.unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.text().await.unwrap(), "User-agent: *\nDisallow: /\n");
@@ -120,7 +120,7 @@ async fn header_and_link_translation() {
     bench
         .publish(
             "crm",
-            "crm.apps.test",
+            "crm.acme.test",
             AppOptions {
                 prefix: "/crm/",
                 translate_links: true,
@@ -128,11 +128,11 @@ async fn header_and_link_translation() {
             },
         )
         .await;
-    let client = bench.client(&["crm.apps.test"]);
-    let external = bench.url("crm.apps.test", "/crm/");
+    let client = bench.client(&["crm.acme.test"]);
+    let external = bench.url("crm.acme.test", "/crm/");
 
     let r = client
-        .get(bench.url("crm.apps.test", "/crm/redirect"))
+        .get(bench.url("crm.acme.test", "/crm/redirect"))
         .send()
         .await
         .unwrap();
@@ -144,7 +144,7 @@ async fn header_and_link_translation() {
     );
 
     let r = client
-        .get(bench.url("crm.apps.test", "/crm/cookie"))
+        .get(bench.url("crm.acme.test", "/crm/cookie"))
         .send()
         .await
         .unwrap();
@@ -153,7 +153,7 @@ async fn header_and_link_translation() {
     assert!(cookie.contains("Path=/crm"), "{cookie}");
 
     let r = client
-        .get(bench.url("crm.apps.test", "/crm/page.html"))
+        .get(bench.url("crm.acme.test", "/crm/page.html"))
         .send()
         .await
         .unwrap();
@@ -167,7 +167,11 @@ async fn header_and_link_translation() {
 /// Signs `browser` in to the pre-authenticated app at `start` as the admin:
 /// app → sign-in pages → callback → back to `start`. Returns the final response
 /// at `start` (after the callback's redirect).
-async fn sign_in_to_app(bench: &ProxyBench, browser: &postern_testkit::Browser, start: &str) -> postern_testkit::Page {
+pub(crate) async fn sign_in_to_app(
+    bench: &ProxyBench,
+    browser: &postern_testkit::Browser,
+    start: &str,
+) -> postern_testkit::Page {
     let first = browser.get(start).await.unwrap();
     assert_eq!(first.status, 302, "{}", first.body);
     let authorize = first.location().unwrap();
@@ -195,15 +199,15 @@ async fn pre_authentication_with_identity_headers() {
     let app = bench
         .publish(
             "hr",
-            "hr.apps.test",
+            "hr.acme.test",
             AppOptions {
                 preauth: "sts",
                 ..AppOptions::default()
             },
         )
         .await;
-    let client = bench.client(&["hr.apps.test"]);
-    let start = bench.url("hr.apps.test", "/echo/me?tab=1");
+    let client = bench.client(&["hr.acme.test"]);
+    let start = bench.url("hr.acme.test", "/echo/me?tab=1");
 
     // Scripts get a JSON 401, never a redirect.
     let r = client
@@ -221,7 +225,7 @@ async fn pre_authentication_with_identity_headers() {
     );
 
     // Not assigned yet: signing in works, the app says no and names why.
-    let browser = bench.browser(&["hr.apps.test"]);
+    let browser = bench.browser(&["hr.acme.test"]);
     let first = browser.get(&start).await.unwrap();
     let back = browser
         .sign_in(&first.location().unwrap(), &bench.admin_login())
@@ -233,7 +237,7 @@ async fn pre_authentication_with_identity_headers() {
 
     // Assigned: the whole dance lands on the page first asked for.
     bench.assign(&app, &bench.t.admin.id).await;
-    let browser = bench.browser(&["hr.apps.test"]);
+    let browser = bench.browser(&["hr.acme.test"]);
     let page = sign_in_to_app(&bench, &browser, &start).await;
     assert_eq!(page.status, 200, "{}", page.body);
     let echo: Value = serde_json::from_str(&page.body).unwrap();
@@ -319,7 +323,7 @@ async fn session_cookies_refuse_tampering_transplants_and_expiry() {
         let app = bench
             .publish(
                 name,
-                "pair.apps.test",
+                "pair.acme.test",
                 AppOptions {
                     preauth: "sts",
                     prefix,
@@ -330,8 +334,8 @@ async fn session_cookies_refuse_tampering_transplants_and_expiry() {
         bench.assign(&app, &bench.t.admin.id).await;
         apps.push(app);
     }
-    let browser = bench.browser(&["pair.apps.test"]);
-    let one = bench.url("pair.apps.test", "/one/echo");
+    let browser = bench.browser(&["pair.acme.test"]);
+    let one = bench.url("pair.acme.test", "/one/echo");
     assert_eq!(sign_in_to_app(&bench, &browser, &one).await.status, 200);
     let url = url::Url::parse(&one).unwrap();
     let cookies = reqwest::cookie::CookieStore::cookies(browser.jar().as_ref(), &url).unwrap();
@@ -340,7 +344,7 @@ async fn session_cookies_refuse_tampering_transplants_and_expiry() {
         .split("; ")
         .find_map(|c| c.split_once('=').filter(|(n, _)| n.starts_with("__postern_s_")))
         .unwrap();
-    let client = bench.client(&["pair.apps.test"]);
+    let client = bench.client(&["pair.acme.test"]);
     let with_cookie = |target: String, cookie: String| {
         let client = client.clone();
         async move {
@@ -359,7 +363,7 @@ async fn session_cookies_refuse_tampering_transplants_and_expiry() {
     assert_eq!(with_cookie(one.clone(), format!("{name}={value}")).await, 200);
     let bare = browser
         .client()
-        .get(bench.url("pair.apps.test", "/one"))
+        .get(bench.url("pair.acme.test", "/one"))
         .header("accept", "application/json")
         .send()
         .await
@@ -372,7 +376,7 @@ async fn session_cookies_refuse_tampering_transplants_and_expiry() {
     let tampered: String = tampered.into_iter().collect();
     assert_eq!(with_cookie(one.clone(), format!("{name}={tampered}")).await, 401);
     // App one's cookie presented to app two (renamed to app two's cookie): refused.
-    let two = bench.url("pair.apps.test", "/two/echo");
+    let two = bench.url("pair.acme.test", "/two/echo");
     let two_name = format!(
         "__postern_s_{}",
         apps[1]["id"]
@@ -395,7 +399,7 @@ async fn no_open_redirects_and_forged_callbacks_are_refused() {
     bench
         .publish(
             "fin",
-            "fin.apps.test",
+            "fin.acme.test",
             AppOptions {
                 preauth: "sts",
                 prefix: "/fin/",
@@ -403,7 +407,7 @@ async fn no_open_redirects_and_forged_callbacks_are_refused() {
             },
         )
         .await;
-    let client = bench.client(&["fin.apps.test"]);
+    let client = bench.client(&["fin.acme.test"]);
     for rd in [
         "https://evil.example/",
         "//evil.example/x",
@@ -413,7 +417,7 @@ async fn no_open_redirects_and_forged_callbacks_are_refused() {
     ] {
         let target = format!(
             "{}?rd={}",
-            bench.url("fin.apps.test", "/fin/.postern/signin"),
+            bench.url("fin.acme.test", "/fin/.postern/signin"),
             url::form_urlencoded::byte_serialize(rd.as_bytes()).collect::<String>()
         );
         let r = client.get(&target).send().await.unwrap();
@@ -423,7 +427,7 @@ async fn no_open_redirects_and_forged_callbacks_are_refused() {
     let ok = client
         .get(format!(
             "{}?rd=%2Ffin%2Freport",
-            bench.url("fin.apps.test", "/fin/.postern/signin")
+            bench.url("fin.acme.test", "/fin/.postern/signin")
         ))
         .send()
         .await
@@ -438,7 +442,7 @@ async fn no_open_redirects_and_forged_callbacks_are_refused() {
 
     // A callback without the flow cookie, or with another state, names the cause.
     let r = client
-        .get(bench.url("fin.apps.test", "/fin/.postern/callback?code=x&state=y"))
+        .get(bench.url("fin.acme.test", "/fin/.postern/callback?code=x&state=y"))
         .send()
         .await
         .unwrap();
@@ -449,11 +453,11 @@ async fn no_open_redirects_and_forged_callbacks_are_refused() {
             .unwrap()
             .contains("expired or was started in another window")
     );
-    let browser = bench.browser(&["fin.apps.test"]);
-    let first = browser.get(&bench.url("fin.apps.test", "/fin/")).await.unwrap();
+    let browser = bench.browser(&["fin.acme.test"]);
+    let first = browser.get(&bench.url("fin.acme.test", "/fin/")).await.unwrap();
     assert_eq!(first.status, 302);
     let forged = browser
-        .get(&bench.url("fin.apps.test", "/fin/.postern/callback?code=x&state=forged"))
+        .get(&bench.url("fin.acme.test", "/fin/.postern/callback?code=x&state=forged"))
         .await
         .unwrap();
     assert_eq!(forged.status, 400);
@@ -468,16 +472,16 @@ async fn error_pages_for_missing_connectors_and_failing_backends() {
     bench
         .publish(
             "orphan",
-            "orphan.apps.test",
+            "orphan.acme.test",
             AppOptions {
                 group: Some(lonely),
                 ..AppOptions::default()
             },
         )
         .await;
-    let client = bench.client(&["orphan.apps.test", "down.apps.test", "slow.apps.test"]);
+    let client = bench.client(&["orphan.acme.test", "down.acme.test", "slow.acme.test"]);
     let started = Instant::now();
-    let r = client.get(bench.url("orphan.apps.test", "/")).send().await.unwrap();
+    let r = client.get(bench.url("orphan.acme.test", "/")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     assert!(started.elapsed() < Duration::from_secs(1));
     assert!(
@@ -495,7 +499,7 @@ async fn error_pages_for_missing_connectors_and_failing_backends() {
     bench
         .publish(
             "down",
-            "down.apps.test",
+            "down.acme.test",
             AppOptions {
                 internal_url: Some(refused_url),
                 ..AppOptions::default()
@@ -505,7 +509,7 @@ async fn error_pages_for_missing_connectors_and_failing_backends() {
     bench
         .publish(
             "slow",
-            "slow.apps.test",
+            "slow.acme.test",
             AppOptions {
                 backend_timeout_secs: 1,
                 ..AppOptions::default()
@@ -528,14 +532,14 @@ async fn error_pages_for_missing_connectors_and_failing_backends() {
             }
         }
     };
-    let down = known(bench.url("down.apps.test", "/")).await;
-    known(bench.url("slow.apps.test", "/echo")).await;
+    let down = known(bench.url("down.acme.test", "/")).await;
+    known(bench.url("slow.acme.test", "/echo")).await;
     assert_eq!(down.0, 502, "{}", down.1);
     assert!(down.1.contains("refused the connection"), "{}", down.1);
     // The backend is too slow: 504 after the app's timeout, naming it.
     let started = Instant::now();
     let r = client
-        .get(bench.url("slow.apps.test", "/slow?ms=4000"))
+        .get(bench.url("slow.acme.test", "/slow?ms=4000"))
         .send()
         .await
         .unwrap();
@@ -548,11 +552,11 @@ async fn error_pages_for_missing_connectors_and_failing_backends() {
 async fn a_streamed_download_arrives_intact() {
     let bench = ProxyBench::start().await;
     let _c = bench.start_connector("gw-1", None).await;
-    bench.publish("files", "files.apps.test", AppOptions::default()).await;
-    let client = bench.client(&["files.apps.test"]);
+    bench.publish("files", "files.acme.test", AppOptions::default()).await;
+    let client = bench.client(&["files.acme.test"]);
     let size: u64 = 20 * 1024 * 1024 + 123;
     let mut r = client
-        .get(bench.url("files.apps.test", &format!("/download?bytes={size}")))
+        .get(bench.url("files.acme.test", &format!("/download?bytes={size}")))
         .send()
         .await
         .unwrap();
@@ -570,7 +574,7 @@ async fn a_streamed_download_arrives_intact() {
     );
 }
 
-/// A bench with a connector and a pre-authenticated app `ops.apps.test`
+/// A bench with a connector and a pre-authenticated app `ops.acme.test`
 /// assigned to the admin, and a browser signed in to it; the app's `/echo` URL.
 async fn signed_in_to_ops_app() -> (ProxyBench, crate::proxy_harness::ConnectorProcess, Browser, String) {
     let bench = ProxyBench::start().await;
@@ -578,7 +582,7 @@ async fn signed_in_to_ops_app() -> (ProxyBench, crate::proxy_harness::ConnectorP
     let app = bench
         .publish(
             "ops",
-            "ops.apps.test",
+            "ops.acme.test",
             AppOptions {
                 preauth: "sts",
                 ..AppOptions::default()
@@ -586,8 +590,8 @@ async fn signed_in_to_ops_app() -> (ProxyBench, crate::proxy_harness::ConnectorP
         )
         .await;
     bench.assign(&app, &bench.t.admin.id).await;
-    let browser = bench.browser(&["ops.apps.test"]);
-    let start = bench.url("ops.apps.test", "/echo");
+    let browser = bench.browser(&["ops.acme.test"]);
+    let start = bench.url("ops.acme.test", "/echo");
     assert_eq!(sign_in_to_app(&bench, &browser, &start).await.status, 200);
     (bench, connector, browser, start)
 }
@@ -610,7 +614,7 @@ async fn sessions_survive_a_cookie_key_rotation() {
     assert_eq!(r.status(), 200);
 
     // A fresh sign-in gets a cookie sealed with the new key.
-    let other = bench.browser(&["ops.apps.test"]);
+    let other = bench.browser(&["ops.acme.test"]);
     assert_eq!(sign_in_to_app(&bench, &other, &start).await.status, 200);
     let after = reqwest::cookie::CookieStore::cookies(other.jar().as_ref(), &url::Url::parse(&start).unwrap()).unwrap();
     let kid = |v: &reqwest::header::HeaderValue| {
@@ -665,7 +669,7 @@ async fn revoking_cookie_keys_ends_every_app_session() {
     );
 
     // Signing in again works, with the new key.
-    let again = bench.browser(&["ops.apps.test"]);
+    let again = bench.browser(&["ops.acme.test"]);
     assert_eq!(sign_in_to_app(&bench, &again, &start).await.status, 200);
     assert_eq!(as_script(&again).await.unwrap().status(), 200);
 
@@ -713,11 +717,11 @@ async fn another_instances_revocation_takes_effect_at_the_next_refresh() {
 async fn http2_clients_and_tls_terminating_load_balancers() {
     let bench = ProxyBench::start_with(postern_testkit::TestService::builder().trust_loopback_proxy()).await;
     let _c = bench.start_connector("gw-1", None).await;
-    bench.publish("plain", "plain.apps.test", AppOptions::default()).await;
+    bench.publish("plain", "plain.acme.test", AppOptions::default()).await;
     bench
         .publish(
             "secure",
-            "secure.apps.test",
+            "secure.acme.test",
             AppOptions {
                 https: true,
                 ..AppOptions::default()
@@ -728,10 +732,10 @@ async fn http2_clients_and_tls_terminating_load_balancers() {
     // HTTP/2 (prior knowledge on cleartext) through the front door.
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
-        .resolve("plain.apps.test", bench.svc.local_addr_for_tests())
+        .resolve("plain.acme.test", bench.svc.local_addr_for_tests())
         .build()
         .unwrap();
-    let r = h2.get(bench.url("plain.apps.test", "/echo/h2")).send().await.unwrap();
+    let r = h2.get(bench.url("plain.acme.test", "/echo/h2")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
     assert!(
@@ -742,16 +746,16 @@ async fn http2_clients_and_tls_terminating_load_balancers() {
     assert_eq!(echo["path"], "/app/echo/h2");
 
     // An HTTPS app reached over plain HTTP without a proxy saying so: 308 to https.
-    let client = bench.client(&["secure.apps.test"]);
+    let client = bench.client(&["secure.acme.test"]);
     let r = client
-        .get(bench.url("secure.apps.test", "/echo?q=1"))
+        .get(bench.url("secure.acme.test", "/echo?q=1"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 308);
     assert_eq!(
         r.headers()["location"].to_str().unwrap(),
-        format!("https://secure.apps.test:{}/echo?q=1", bench.port())
+        format!("https://secure.acme.test:{}/echo?q=1", bench.port())
     );
     assert!(
         !r.headers().contains_key("strict-transport-security"),
@@ -760,7 +764,7 @@ async fn http2_clients_and_tls_terminating_load_balancers() {
     // From the trusted load balancer that terminated TLS: served, and the backend
     // learns the user's address and scheme.
     let r = client
-        .get(bench.url("secure.apps.test", "/echo"))
+        .get(bench.url("secure.acme.test", "/echo"))
         .header("x-forwarded-proto", "https")
         .header("x-forwarded-for", "198.51.100.7")
         .send()

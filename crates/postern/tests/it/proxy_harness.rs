@@ -1,7 +1,7 @@
 //! The application proxy's test bench: the real service (in-process), real
 //! `postern connector run` processes that dial out to it, and a real backend on
 //! loopback with the endpoints the tests need. Published apps live at host names
-//! of their own (`*.apps.test`), resolved to the service by the test clients.
+//! of their own (`*.acme.test`), resolved to the service by the test clients.
 
 use std::net::SocketAddr;
 use std::process::Stdio;

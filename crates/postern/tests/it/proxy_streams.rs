@@ -404,10 +404,10 @@ async fn gigabyte_each_way_in_bounded_memory() {
     const STALL: Duration = Duration::from_secs(2);
     let svc = ServiceProcess::start(IpAddr::from([127, 0, 0, 1])).await;
     let backend = Backend::start().await;
-    svc.publish("bulk", "bulk.apps.test", &backend.internal_url()).await;
+    svc.publish("bulk", "bulk.acme.test", &backend.internal_url()).await;
     let connector = svc.start_connector("gw-1", &[]).await;
-    let client = svc.client("bulk.apps.test");
-    svc.wait_until_served(&client, &svc.url("bulk.apps.test", "/echo"))
+    let client = svc.client("bulk.acme.test");
+    svc.wait_until_served(&client, &svc.url("bulk.acme.test", "/echo"))
         .await;
     let pids = vec![svc.child.id(), connector.child.id()];
     let before: Vec<u64> = pids.iter().map(|p| proc_status_bytes(*p, "VmRSS:").unwrap()).collect();
@@ -416,7 +416,7 @@ async fn gigabyte_each_way_in_bounded_memory() {
     // Up: the backend stalls after half.
     let started = Instant::now();
     let path = format!("/upload?stall_after={}&stall_ms={}", GIB / 2, STALL.as_millis());
-    let (sent, answer) = upload(svc.addr, &format!("bulk.apps.test:{}", svc.addr.port()), &path, GIB).await;
+    let (sent, answer) = upload(svc.addr, &format!("bulk.acme.test:{}", svc.addr.port()), &path, GIB).await;
     let up = started.elapsed();
     assert_eq!(answer["len"], GIB, "{answer}");
     assert_eq!(answer["sha256"], sent.as_str(), "the backend got what was sent");
@@ -424,7 +424,7 @@ async fn gigabyte_each_way_in_bounded_memory() {
     // Down: the client stalls after half.
     let started = Instant::now();
     let mut response = client
-        .get(svc.url("bulk.apps.test", &format!("/download?bytes={GIB}")))
+        .get(svc.url("bulk.acme.test", &format!("/download?bytes={GIB}")))
         .send()
         .await
         .unwrap();
@@ -478,12 +478,12 @@ async fn server_sent_events_arrive_one_by_one() {
     const EVENTS: usize = 6;
     const EVERY_MS: u64 = 300;
     let bench = ProxyBench::start().await;
-    bench.publish("feed", "feed.apps.test", AppOptions::default()).await;
+    bench.publish("feed", "feed.acme.test", AppOptions::default()).await;
     let _c = bench.start_connector("gw-1", None).await;
-    let client = bench.client(&["feed.apps.test"]);
+    let client = bench.client(&["feed.acme.test"]);
     let asked = Instant::now();
     let mut r = client
-        .get(bench.url("feed.apps.test", &format!("/sse?n={EVENTS}&every={EVERY_MS}")))
+        .get(bench.url("feed.acme.test", &format!("/sse?n={EVENTS}&every={EVERY_MS}")))
         .send()
         .await
         .unwrap();
@@ -530,13 +530,13 @@ async fn server_sent_events_arrive_one_by_one() {
 #[tokio::test]
 async fn websocket_echo_round_trips() {
     let bench = ProxyBench::start().await;
-    bench.publish("chat", "chat.apps.test", AppOptions::default()).await;
+    bench.publish("chat", "chat.acme.test", AppOptions::default()).await;
     let _c = bench.start_connector("gw-1", None).await;
     let tcp = tokio::net::TcpStream::connect(bench.svc.local_addr_for_tests())
         .await
         .unwrap();
     let (mut ws, response) =
-        tokio_tungstenite::client_async(bench.url("chat.apps.test", "/ws").replace("http://", "ws://"), tcp)
+        tokio_tungstenite::client_async(bench.url("chat.acme.test", "/ws").replace("http://", "ws://"), tcp)
             .await
             .unwrap();
     assert_eq!(response.status(), 101);
@@ -581,11 +581,11 @@ async fn websocket_echo_round_trips() {
 async fn a_killed_connector_fails_over_to_its_group() {
     const CLIENTS: usize = 20;
     let bench = ProxyBench::start().await;
-    bench.publish("load", "load.apps.test", AppOptions::default()).await;
+    bench.publish("load", "load.acme.test", AppOptions::default()).await;
     let mut gw1 = bench.start_connector("gw-1", None).await;
     let _gw2 = bench.start_connector("gw-2", None).await;
-    let client = bench.client(&["load.apps.test"]);
-    let url = bench.url("load.apps.test", "/echo");
+    let client = bench.client(&["load.acme.test"]);
+    let url = bench.url("load.acme.test", "/echo");
     let group = bench.default_group().await;
     let connector_id = |name: &'static str| {
         let store = bench.svc.store().clone();
@@ -696,12 +696,12 @@ async fn a_killed_connector_fails_over_to_its_group() {
 #[tokio::test]
 async fn a_connector_killed_mid_download_ends_the_response() {
     let bench = ProxyBench::start().await;
-    bench.publish("files", "files.apps.test", AppOptions::default()).await;
+    bench.publish("files", "files.acme.test", AppOptions::default()).await;
     let gw1 = bench.start_connector("gw-1", None).await;
-    let client = bench.client(&["files.apps.test"]);
+    let client = bench.client(&["files.acme.test"]);
     let size = 4 * GIB;
     let mut r = client
-        .get(bench.url("files.apps.test", &format!("/download?bytes={size}")))
+        .get(bench.url("files.acme.test", &format!("/download?bytes={size}")))
         .send()
         .await
         .unwrap();
@@ -732,7 +732,7 @@ async fn a_connector_killed_mid_download_ends_the_response() {
     assert!(took < Duration::from_secs(2), "the user waited {took:?}");
 
     let started = Instant::now();
-    let next = client.get(bench.url("files.apps.test", "/echo")).send().await.unwrap();
+    let next = client.get(bench.url("files.acme.test", "/echo")).send().await.unwrap();
     assert_eq!(next.status(), 503);
     assert!(started.elapsed() < Duration::from_secs(1));
     drop(gw1);
@@ -744,14 +744,14 @@ async fn a_connector_killed_mid_download_ends_the_response() {
 #[tokio::test]
 async fn a_backend_dying_mid_body_closes_the_users_connection() {
     let bench = ProxyBench::start().await;
-    bench.publish("flaky", "flaky.apps.test", AppOptions::default()).await;
+    bench.publish("flaky", "flaky.acme.test", AppOptions::default()).await;
     let _c = bench.start_connector("gw-1", None).await;
-    let client = bench.client(&["flaky.apps.test"]);
+    let client = bench.client(&["flaky.acme.test"]);
     let sent = 3 * MIB;
     for query in [format!("bytes={sent}"), format!("bytes={sent}&length={}", 8 * MIB)] {
         let asked = Instant::now();
         let mut r = client
-            .get(bench.url("flaky.apps.test", &format!("/break?{query}")))
+            .get(bench.url("flaky.acme.test", &format!("/break?{query}")))
             .send()
             .await
             .unwrap();
@@ -767,7 +767,7 @@ async fn a_backend_dying_mid_body_closes_the_users_connection() {
         assert!(end.received <= sent, "{query}: {end:?}");
         assert!(end.at - asked < Duration::from_secs(5), "{query}: {end:?}");
         // The app still works afterwards.
-        let ok = client.get(bench.url("flaky.apps.test", "/echo")).send().await.unwrap();
+        let ok = client.get(bench.url("flaky.acme.test", "/echo")).send().await.unwrap();
         assert_eq!(ok.status(), 200);
     }
 }
@@ -876,11 +876,11 @@ async fn the_connector_needs_no_inbound_port() {
     };
     let svc = ServiceProcess::start(ns.host_ip).await;
     let backend = Backend::start_on(ns.host_ip).await;
-    svc.publish("intranet", "intranet.apps.test", &backend.internal_url())
+    svc.publish("intranet", "intranet.acme.test", &backend.internal_url())
         .await;
     let connector = svc.start_connector("gw-ns", &["ip", "netns", "exec", &ns.name]).await;
-    let client = svc.client("intranet.apps.test");
-    svc.wait_until_served(&client, &svc.url("intranet.apps.test", "/echo"))
+    let client = svc.client("intranet.acme.test");
+    svc.wait_until_served(&client, &svc.url("intranet.acme.test", "/echo"))
         .await;
     let pid = connector.child.id();
     assert_eq!(
@@ -896,7 +896,7 @@ async fn the_connector_needs_no_inbound_port() {
 
     // Users reach the app through the connector.
     let echo: Value = client
-        .post(svc.url("intranet.apps.test", "/echo/sec4"))
+        .post(svc.url("intranet.acme.test", "/echo/sec4"))
         .body(vec![1u8; 100_000])
         .send()
         .await
@@ -907,7 +907,7 @@ async fn the_connector_needs_no_inbound_port() {
     assert_eq!(echo["path"], "/app/echo/sec4");
     assert_eq!(echo["len"], 100_000);
     let r = client
-        .get(svc.url("intranet.apps.test", &format!("/download?bytes={}", 5 * MIB)))
+        .get(svc.url("intranet.acme.test", &format!("/download?bytes={}", 5 * MIB)))
         .send()
         .await
         .unwrap();

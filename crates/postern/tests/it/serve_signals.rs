@@ -73,7 +73,7 @@ async fn sighup_reloads_renewed_certificates() {
     let certs = dir.path().join("certs");
     std::fs::create_dir(&certs).unwrap();
     let ca = Ca::new();
-    let host = "wiki.apps.test";
+    let host = "wiki.acme.test";
     let old = ca.issue(&certs, "wiki", host);
     let log = dir.path().join("service.log");
     let serve = crate::common::spawn_serve(
