@@ -35,6 +35,9 @@ struct Registrar {
     tenant: Tenant,
     actor: String,
     group: Option<String>,
+    /// A single-use approval to spend once everything else is checked: its
+    /// token ID and expiry.
+    single_use: Option<(String, postern_time::UnixTime)>,
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -137,6 +140,7 @@ async fn registration_token(
         tenant,
         actor: format!("token:{prefix}… (minted by {})", grant.created_by),
         group: grant.group_id,
+        single_use: None,
     })
 }
 
@@ -184,6 +188,7 @@ async fn approved_registration(
         tenant,
         actor: format!("user:{}", claims.sub),
         group: None,
+        single_use: Some((claims.jti.clone(), postern_time::UnixTime::from_secs(claims.exp))),
     })
 }
 
@@ -244,6 +249,17 @@ pub(crate) async fn register(
         &ClientCertRequest::new(request.kind, &tenant.id, &component_id),
         now,
     )?;
+    // An approval registers one component: spent only now, so a request
+    // refused above (another tenant, a bad CSR) leaves it usable.
+    if let Some((jti, expires_at)) = &registrar.single_use
+        && !control.store.spend_credential(jti, *expires_at).await?
+    {
+        return Err(ControlError::Unauthenticated(
+            "this registration approval was already used to register a component: run the registration again \
+             and have it approved"
+                .into(),
+        ));
+    }
     let component = control
         .store
         .register_component(

@@ -283,9 +283,28 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// Records the use of a single-use signed credential (its token ID `jti`,
+    /// valid until `expires_at`): true the first time, false when it was used
+    /// before. The row is purged once the credential has expired.
+    pub async fn spend_credential(
+        &self,
+        jti: &str,
+        expires_at: postern_time::UnixTime,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO spent_credentials (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Deletes expired short-lived records (sign-in flows, codes, device codes,
-    /// ended sessions, used refresh tokens past their family lifetime). Returns how
-    /// many rows went.
+    /// ended sessions, used refresh tokens past their family lifetime, spent
+    /// credentials). Returns how many rows went.
     pub async fn purge_expired(&self, now: postern_time::UnixTime) -> Result<u64, StoreError> {
         let mut removed = 0;
         for sql in [
@@ -295,6 +314,7 @@ impl Store {
             "DELETE FROM sessions WHERE expires_at < $1",
             "DELETE FROM refresh_tokens WHERE family_expires_at < $1",
             "DELETE FROM setup_codes WHERE expires_at < $1",
+            "DELETE FROM spent_credentials WHERE expires_at < $1",
         ] {
             removed += sqlx::query(sql)
                 .bind(now)

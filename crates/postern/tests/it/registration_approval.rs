@@ -411,6 +411,25 @@ async fn the_credential_registers_its_kind_and_name_only() {
         (registered[0].name.as_str(), registered[0].registered_by.as_str()),
         ("gw-1", format!("user:{}", t.admin.id).as_str())
     );
+    // One approval, one component: a second host with the same credential is
+    // refused, and nothing more is registered.
+    let (status, message) = refused(
+        register(
+            &options(ComponentKind::Connector, "gw-1", &credential),
+            &StateDir::new(dir.path().join("again")),
+        )
+        .await,
+    );
+    assert_eq!(status, 401);
+    assert!(message.contains("already used"), "{message}");
+    assert_eq!(
+        svc.store()
+            .components(&t.tenant.id, ComponentKind::Connector)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Minutes of life.
     svc.advance(Duration::from_secs(301));
