@@ -25,6 +25,7 @@ mod groups;
 mod input;
 mod logs;
 mod me;
+mod policies;
 mod registration_tokens;
 mod roles;
 mod routes;

@@ -15,8 +15,8 @@ use postern_sts::Sts;
 
 use crate::error::ApiError;
 use crate::{
-    apps, auth, clients, components, connector_groups, domains, groups, logs, me, registration_tokens, roles, system,
-    tenants, users,
+    apps, auth, clients, components, connector_groups, domains, groups, logs, me, policies, registration_tokens, roles,
+    system, tenants, users,
 };
 
 /// Who may call a route. Roles count "or higher" ([`Role::satisfies`]): a
@@ -153,6 +153,12 @@ static ROUTES: &[RouteSpec] = &[
     route(Post, "/api/v1/users/{id}/mfa/reset", GLOBAL_ADMIN, |m| {
         on(m, users::reset_mfa)
     }),
+    route(Put, "/api/v1/users/{id}/risk", GLOBAL_ADMIN, |m| {
+        on(m, policies::set_user_risk)
+    }),
+    route(Delete, "/api/v1/users/{id}/risk", GLOBAL_ADMIN, |m| {
+        on(m, policies::dismiss_user_risk)
+    }),
     // Roles.
     route(Get, "/api/v1/users/{id}/roles", GLOBAL_ADMIN, |m| on(m, roles::list)),
     route(Put, "/api/v1/users/{id}/roles/{role}", GLOBAL_ADMIN, |m| {
@@ -238,6 +244,32 @@ static ROUTES: &[RouteSpec] = &[
     // administrator).
     route(Post, "/api/v1/registration-tokens", Access::AnyRole, |m| {
         on(m, registration_tokens::create)
+    }),
+    // Conditional access: policies and named locations.
+    route(Get, "/api/v1/policies", GLOBAL_ADMIN, |m| on(m, policies::list)),
+    route(Post, "/api/v1/policies", GLOBAL_ADMIN, |m| on(m, policies::create)),
+    route(Post, "/api/v1/policies/what-if", GLOBAL_ADMIN, |m| {
+        on(m, policies::what_if)
+    }),
+    route(Get, "/api/v1/policies/{id}", GLOBAL_ADMIN, |m| on(m, policies::show)),
+    route(Put, "/api/v1/policies/{id}", GLOBAL_ADMIN, |m| on(m, policies::replace)),
+    route(Delete, "/api/v1/policies/{id}", GLOBAL_ADMIN, |m| {
+        on(m, policies::delete)
+    }),
+    route(Get, "/api/v1/locations", GLOBAL_ADMIN, |m| {
+        on(m, policies::list_locations)
+    }),
+    route(Post, "/api/v1/locations", GLOBAL_ADMIN, |m| {
+        on(m, policies::create_location)
+    }),
+    route(Get, "/api/v1/locations/{id}", GLOBAL_ADMIN, |m| {
+        on(m, policies::show_location)
+    }),
+    route(Put, "/api/v1/locations/{id}", GLOBAL_ADMIN, |m| {
+        on(m, policies::replace_location)
+    }),
+    route(Delete, "/api/v1/locations/{id}", GLOBAL_ADMIN, |m| {
+        on(m, policies::delete_location)
     }),
     // Logs.
     route(Get, "/api/v1/signins", GLOBAL_ADMIN, |m| on(m, logs::signins)),

@@ -734,6 +734,145 @@ pub struct CookieKeyRotated {
     pub revoked_older: bool,
 }
 
+// ---- conditional access -------------------------------------------------------
+
+pub use postern_policy::{
+    AppRef, ClientKind, Conditions, Effect, Evaluation, Grant, LocationRef, PolicyState, RiskAssessment, RiskLevel,
+    RiskSignal, Selection, SignalKind, UserRef,
+};
+
+fn enabled() -> PolicyState {
+    PolicyState::Enabled
+}
+
+/// Body of `POST /api/v1/policies` and `PUT /api/v1/policies/{id}`. References
+/// name users (`user:ID` or `user:NAME`), groups (`group:ID|NAME`), apps
+/// (`app:ID|NAME`), OAuth clients (`client:CLIENT_ID`) and named locations
+/// (`location:ID|NAME`); they are stored by ID.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyInput {
+    /// Name, unique in the tenant.
+    pub name: String,
+    /// `enabled` (default), `report_only` or `disabled`.
+    #[serde(default = "enabled")]
+    pub state: PolicyState,
+    /// When it applies.
+    pub conditions: Conditions,
+    /// What it demands: `block` alone, or `require_mfa` and/or `require_assignment`.
+    pub grants: Vec<Grant>,
+}
+
+/// A conditional access policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyView {
+    /// Identifier.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Enforced, report-only or off.
+    pub state: PolicyState,
+    /// When it applies (references by ID).
+    pub conditions: Conditions,
+    /// What it demands.
+    pub grants: Vec<Grant>,
+}
+
+/// Body of `POST /api/v1/locations` and `PUT /api/v1/locations/{id}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocationInput {
+    /// Name, unique in the tenant.
+    pub name: String,
+    /// IPv4 and IPv6 addresses and CIDR ranges.
+    pub ranges: Vec<String>,
+    /// Whether policies naming `trusted` include it.
+    #[serde(default)]
+    pub trusted: bool,
+}
+
+/// A named location.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocationView {
+    /// Identifier.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Its ranges (CIDR).
+    pub ranges: Vec<String>,
+    /// Whether it counts as trusted.
+    pub trusted: bool,
+}
+
+fn browser() -> ClientKind {
+    ClientKind::Browser
+}
+
+/// Body of `POST /api/v1/policies/what-if`: a sign-in to evaluate.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhatIf {
+    /// The user, by ID or sign-in name.
+    pub user: String,
+    /// A published app (ID or name) or an OAuth client ID; none: no client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// The client's IP address.
+    pub ip: String,
+    /// How the client signs in (default `browser`).
+    #[serde(default = "browser")]
+    pub client_kind: ClientKind,
+    /// Whether the session has a second factor.
+    #[serde(default)]
+    pub mfa: bool,
+}
+
+/// What the service would decide for a [`WhatIf`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhatIfResult {
+    /// `allow`, `require_mfa` or `block`: what the policies enforce.
+    pub effect: Effect,
+    /// Why, a sentence per enforced reason.
+    pub reasons: Vec<String>,
+    /// What would be enforced with the report-only policies on.
+    pub report_only_effect: Effect,
+    /// Whether the sign-in would go through now (`require_mfa` with `mfa`
+    /// set goes through; so does the app's baseline below).
+    pub allowed: bool,
+    /// Why the app itself refuses the user (disabled, not assigned), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_refuses: Option<String>,
+    /// Every policy evaluated and why it applied or not.
+    pub evaluations: Vec<Evaluation>,
+    /// The sign-in risk and its signals.
+    pub risk: RiskAssessment,
+}
+
+/// Body of `PUT /api/v1/users/{id}/risk`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetUserRisk {
+    /// `low`, `medium` or `high` (`none`: use DELETE to dismiss).
+    pub level: RiskLevel,
+    /// Why (kept in the audit log and shown in sign-in log entries).
+    pub reason: String,
+}
+
+/// The risk an administrator set for a user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRiskView {
+    /// The user.
+    pub user_id: String,
+    /// The level.
+    pub level: RiskLevel,
+    /// Why.
+    pub reason: String,
+    /// Who set it.
+    pub set_by: String,
+    /// When.
+    pub set_at: UnixTime,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

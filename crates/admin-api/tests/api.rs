@@ -344,6 +344,8 @@ PATCH /api/v1/users/{id} global_administrator
 DELETE /api/v1/users/{id} global_administrator
 POST /api/v1/users/{id}/password global_administrator
 POST /api/v1/users/{id}/mfa/reset global_administrator
+PUT /api/v1/users/{id}/risk global_administrator
+DELETE /api/v1/users/{id}/risk global_administrator
 GET /api/v1/users/{id}/roles global_administrator
 PUT /api/v1/users/{id}/roles/{role} global_administrator
 DELETE /api/v1/users/{id}/roles/{role} global_administrator
@@ -378,6 +380,17 @@ POST /api/v1/connector-groups application_administrator
 GET /api/v1/connector-groups/{id} application_administrator
 DELETE /api/v1/connector-groups/{id} application_administrator
 POST /api/v1/registration-tokens any role
+GET /api/v1/policies global_administrator
+POST /api/v1/policies global_administrator
+POST /api/v1/policies/what-if global_administrator
+GET /api/v1/policies/{id} global_administrator
+PUT /api/v1/policies/{id} global_administrator
+DELETE /api/v1/policies/{id} global_administrator
+GET /api/v1/locations global_administrator
+POST /api/v1/locations global_administrator
+GET /api/v1/locations/{id} global_administrator
+PUT /api/v1/locations/{id} global_administrator
+DELETE /api/v1/locations/{id} global_administrator
 GET /api/v1/signins global_administrator
 GET /api/v1/audit global_administrator
 GET /api/v1/audit/verify operator

@@ -13,6 +13,9 @@ use postern_admin_api::wire::{
     SigninView, SigningKeyRotated, TenantCreated, TenantView, UpdateDomain, UpdateTenantSettings, UpdateUser,
     UserRoles, UserView,
 };
+use postern_admin_api::wire::{
+    LocationInput, LocationView, PolicyInput, PolicyView, SetUserRisk, UserRiskView, WhatIf, WhatIfResult,
+};
 use postern_keyring::SecretString;
 use postern_store::{DomainAuthMode, PrincipalKind, Role};
 use reqwest::{Method, RequestBuilder, Response};
@@ -440,6 +443,73 @@ impl AdminClient {
         request: &CreateRegistrationToken,
     ) -> Result<RegistrationTokenCreated, ClientError> {
         self.call(Method::POST, &["registration-tokens"], Some(request)).await
+    }
+
+    // ---- conditional access -------------------------------------------------------
+
+    /// `GET /policies`.
+    pub async fn policies(&self) -> Result<Vec<PolicyView>, ClientError> {
+        self.call(Method::GET, &["policies"], NO_BODY).await
+    }
+
+    /// `POST /policies`.
+    pub async fn create_policy(&self, policy: &PolicyInput) -> Result<PolicyView, ClientError> {
+        self.call(Method::POST, &["policies"], Some(policy)).await
+    }
+
+    /// `GET /policies/{id}`.
+    pub async fn policy(&self, id: &str) -> Result<PolicyView, ClientError> {
+        self.call(Method::GET, &["policies", id], NO_BODY).await
+    }
+
+    /// `PUT /policies/{id}`.
+    pub async fn replace_policy(&self, id: &str, policy: &PolicyInput) -> Result<PolicyView, ClientError> {
+        self.call(Method::PUT, &["policies", id], Some(policy)).await
+    }
+
+    /// `DELETE /policies/{id}`.
+    pub async fn delete_policy(&self, id: &str) -> Result<(), ClientError> {
+        self.call_empty(Method::DELETE, &["policies", id], NO_BODY).await
+    }
+
+    /// `POST /policies/what-if`: what the service would decide for a sign-in.
+    pub async fn what_if(&self, question: &WhatIf) -> Result<WhatIfResult, ClientError> {
+        self.call(Method::POST, &["policies", "what-if"], Some(question)).await
+    }
+
+    /// `GET /locations`.
+    pub async fn locations(&self) -> Result<Vec<LocationView>, ClientError> {
+        self.call(Method::GET, &["locations"], NO_BODY).await
+    }
+
+    /// `POST /locations`.
+    pub async fn create_location(&self, location: &LocationInput) -> Result<LocationView, ClientError> {
+        self.call(Method::POST, &["locations"], Some(location)).await
+    }
+
+    /// `GET /locations/{id}`.
+    pub async fn location(&self, id: &str) -> Result<LocationView, ClientError> {
+        self.call(Method::GET, &["locations", id], NO_BODY).await
+    }
+
+    /// `PUT /locations/{id}`.
+    pub async fn replace_location(&self, id: &str, location: &LocationInput) -> Result<LocationView, ClientError> {
+        self.call(Method::PUT, &["locations", id], Some(location)).await
+    }
+
+    /// `DELETE /locations/{id}` (refused while a policy names it).
+    pub async fn delete_location(&self, id: &str) -> Result<(), ClientError> {
+        self.call_empty(Method::DELETE, &["locations", id], NO_BODY).await
+    }
+
+    /// `PUT /users/{id}/risk`.
+    pub async fn set_user_risk(&self, id: &str, risk: &SetUserRisk) -> Result<UserRiskView, ClientError> {
+        self.call(Method::PUT, &["users", id, "risk"], Some(risk)).await
+    }
+
+    /// `DELETE /users/{id}/risk`.
+    pub async fn dismiss_user_risk(&self, id: &str) -> Result<(), ClientError> {
+        self.call_empty(Method::DELETE, &["users", id, "risk"], NO_BODY).await
     }
 
     // ---- logs and the installation ---------------------------------------------

@@ -23,7 +23,7 @@ use http::header::{ACCEPT, SET_COOKIE};
 use http::request::Parts;
 use http::{HeaderValue, Method, StatusCode};
 use postern_store::App;
-use postern_sts::Admission;
+use postern_sts::{Admission, ClientIp, ClientKind, Presence};
 
 use crate::cookies::read_cookie;
 use crate::session::{
@@ -39,11 +39,33 @@ pub(crate) struct Access {
     pub groups: Arc<Vec<String>>,
 }
 
-/// What the store says about a user and an app, cached briefly.
+/// What the STS says about a user and an app from where they are, cached briefly.
 #[derive(Clone, Debug)]
 pub(crate) enum AccessDecision {
-    Allowed { groups: Arc<Vec<String>> },
-    Denied(&'static str),
+    Allowed {
+        groups: Arc<Vec<String>>,
+    },
+    /// A policy demands a second factor this session lacks: sign in again.
+    StepUp(String),
+    Denied(String),
+}
+
+/// The client's address as the listener determined it.
+fn client_ip(parts: &Parts) -> ClientIp {
+    parts
+        .extensions
+        .get::<ClientIp>()
+        .copied()
+        .unwrap_or(ClientIp(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)))
+}
+
+/// Where and how a browser session is, for the policies.
+fn presence(parts: &Parts, mfa: bool) -> Presence {
+    Presence {
+        ip: client_ip(parts),
+        mfa,
+        client_kind: ClientKind::Browser,
+    }
 }
 
 /// The app's own endpoints, below its prefix.
@@ -145,8 +167,22 @@ impl Edge {
                 });
             }
         };
-        match self.access_decision(app, &session.u).await {
+        match self.access_decision(app, &session.u, &presence(parts, session.m)).await {
             Ok(AccessDecision::Allowed { groups }) => Ok(Access { session, groups }),
+            Ok(AccessDecision::StepUp(why)) => {
+                tracing::info!(app = %app.name, user = %session.u, reason = %why, "step-up: back to sign in");
+                let original = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+                Err(if wants_json(parts) {
+                    let sign_in = format!(
+                        "{}.postern/signin?rd={}",
+                        app.external_url(),
+                        url::form_urlencoded::byte_serialize(original.as_bytes()).collect::<String>()
+                    );
+                    pages::unauthenticated_json("multi-factor authentication required", &sign_in)
+                } else {
+                    self.start_sign_in(app, original, request_id).await
+                })
+            }
             Ok(AccessDecision::Denied(why)) => Err(pages::error(
                 StatusCode::FORBIDDEN,
                 "Access denied",
@@ -157,19 +193,28 @@ impl Edge {
         }
     }
 
-    /// Whether `user_id` may use `app` now: the STS's decision
-    /// ([`postern_sts::Sts::app_admits`], the same one `/authorize` makes for
-    /// the app's client), cached for [`crate::EdgeOptions::access_cache_ttl`].
-    pub(crate) async fn access_decision(&self, app: &App, user_id: &str) -> Result<AccessDecision, EdgeError> {
-        let key = (app.id.clone(), user_id.to_owned());
+    /// Whether `user_id` may use `app` now, from where they are: the STS's
+    /// decision ([`postern_sts::Sts::app_admits_from`]: enabled, assigned, and
+    /// the tenant's conditional access policies, as `/authorize` decides for
+    /// the app's client), cached for [`crate::EdgeOptions::access_cache_ttl`]
+    /// per user, address and second factor. A change to apps, users or
+    /// policies moves the routing generation and so empties the cache.
+    pub(crate) async fn access_decision(
+        &self,
+        app: &App,
+        user_id: &str,
+        presence: &Presence,
+    ) -> Result<AccessDecision, EdgeError> {
+        let key = (app.id.clone(), format!("{user_id} {} {}", presence.ip, presence.mfa));
         let generation = self.store.routing_generation();
         if let Some(d) = self.access.get(&key, generation) {
             return Ok(d);
         }
-        let decision = match self.sts.app_admits(app, user_id).await? {
+        let decision = match self.sts.app_admits_from(app, user_id, presence).await? {
             Admission::Allowed { groups } => AccessDecision::Allowed {
                 groups: Arc::new(groups),
             },
+            Admission::StepUp(why) => AccessDecision::StepUp(why),
             Admission::Denied(denial) => AccessDecision::Denied(denial.to_user()),
         };
         self.access.put(key, decision.clone(), generation);
@@ -303,9 +348,12 @@ impl Edge {
                 }
             };
             let user = self.store.user(&tenant.id, &claims.sub).await?;
-            match self.access_decision(app, &user.id).await? {
+            let mfa = claims.amr.iter().any(|m| m == "mfa");
+            match self.access_decision(app, &user.id, &presence(parts, mfa)).await? {
                 AccessDecision::Allowed { .. } => {}
-                AccessDecision::Denied(why) => {
+                // The STS has just asked for what the policies demand; a
+                // step-up owed here would loop, so it is a refusal.
+                AccessDecision::StepUp(why) | AccessDecision::Denied(why) => {
                     return Ok(with_cookies(
                         pages::error(
                             StatusCode::FORBIDDEN,
@@ -326,6 +374,7 @@ impl Edge {
                 e: user.email.clone(),
                 i: now.secs(),
                 x: ends.secs(),
+                m: mfa,
             };
             let sealed = seal_session(&self.cookies, app, &session)?;
             let set = session_cookie(app).set(&sealed, Some(ends.since(now)));

@@ -40,6 +40,11 @@ pub(crate) struct AppSession {
     pub i: i64,
     /// Expires at.
     pub x: i64,
+    /// Whether the sign-in behind it had a second factor (`mfa` in the ID
+    /// token's `amr`): a policy that demands one sends a session without it
+    /// back to sign in (step-up).
+    #[serde(default)]
+    pub m: bool,
 }
 
 /// A sign-in in progress.

@@ -25,6 +25,9 @@ use serde::Serialize;
 
 /// Client ID of the command line at every tenant (built in).
 const CLI_CLIENT_ID: &str = "postern-cli";
+
+mod policies;
+use policies::{LocationsCommand, PoliciesCommand, UserRiskCommand};
 /// What `postern admin login` asks for: an admin-API token that can be
 /// refreshed.
 const LOGIN_SCOPE: &str = "openid profile offline_access postern:admin";
@@ -74,6 +77,12 @@ pub enum AdminCommand {
     /// Tokens for unattended installs of connectors and agents.
     #[command(subcommand)]
     RegistrationTokens(RegistrationTokensCommand),
+    /// Conditional access policies, and what they would decide (what-if).
+    #[command(subcommand)]
+    Policies(PoliciesCommand),
+    /// Named locations (sets of address ranges) that policies name.
+    #[command(subcommand)]
+    Locations(LocationsCommand),
     /// Sign-in events of this tenant, oldest first.
     Signins {
         /// Only events at or after this Unix time (seconds).
@@ -283,6 +292,9 @@ pub enum UsersCommand {
         /// ID or username.
         user: String,
     },
+    /// The risk level an administrator sets for a user.
+    #[command(subcommand)]
+    Risk(UserRiskCommand),
 }
 
 /// `postern admin groups ...` (a group is named by ID or by name).
@@ -818,6 +830,8 @@ async fn manage(client: &AdminClient, command: AdminCommand) -> anyhow::Result<(
         AdminCommand::Agents(cmd) => agents(client, cmd).await,
         AdminCommand::ConnectorGroups(cmd) => connector_groups(client, cmd).await,
         AdminCommand::RegistrationTokens(cmd) => registration_tokens(client, cmd).await,
+        AdminCommand::Policies(cmd) => policies::policies(client, cmd).await,
+        AdminCommand::Locations(cmd) => policies::locations(client, cmd).await,
         AdminCommand::Signins { since, limit } => print_json(&client.signins(&SigninQuery { since, limit }).await?),
         AdminCommand::Audit(AuditCommand::List { after, limit }) => {
             print_json(&client.audit(&AuditQuery { after, limit }).await?)
@@ -879,6 +893,7 @@ async fn domains(client: &AdminClient, cmd: DomainsCommand) -> anyhow::Result<()
 async fn users(client: &AdminClient, cmd: UsersCommand) -> anyhow::Result<()> {
     match cmd {
         UsersCommand::List => print_json(&client.users().await?),
+        UsersCommand::Risk(cmd) => policies::user_risk(client, cmd).await,
         UsersCommand::Show { user } => print_json(&client.user(&user_id(client, &user).await?).await?),
         UsersCommand::Create {
             username,

@@ -14,6 +14,9 @@ use postern_keyring::SecretString;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+mod risk;
+pub use risk::RawRisk;
+
 /// Environment keys the service reads (after the `POSTERN_` prefix, lowercased,
 /// `__` meaning a nested table). Other `POSTERN_*` variables belong to other tools
 /// (tests, the CLI) and are ignored.
@@ -63,7 +66,9 @@ const ENV_OF_OTHER_TOOLS: &[&str] = &[
 fn unknown_env_vars(vars: impl Iterator<Item = String>) -> Vec<String> {
     vars.filter_map(|name| {
         let key = name.strip_prefix("POSTERN_")?.to_lowercase().replace("__", ".");
-        let known = ENV_KEYS.contains(&key.as_str()) || ENV_OF_OTHER_TOOLS.contains(&key.as_str());
+        let known = ENV_KEYS.contains(&key.as_str())
+            || risk::ENV_KEYS.contains(&key.as_str())
+            || ENV_OF_OTHER_TOOLS.contains(&key.as_str());
         (!known).then(|| format!("unknown environment variable {name}"))
     })
     .collect()
@@ -114,6 +119,9 @@ pub struct RawConfig {
     /// The mTLS endpoint for connectors and agents.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control: Option<RawControl>,
+    /// Sign-in risk signals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub risk: Option<RawRisk>,
 }
 
 /// The control endpoint as written.
@@ -315,6 +323,8 @@ pub struct Config {
     pub limits: Limits,
     /// The control endpoint.
     pub control: ControlSettings,
+    /// Sign-in risk signals (anonymising networks, GeoIP, thresholds).
+    pub risk: postern_sts::RiskConfig,
 }
 
 /// Every problem found in a configuration.
@@ -335,6 +345,7 @@ impl RawConfig {
         if !unknown.is_empty() {
             return Err(ConfigError(unknown));
         }
+        let env_keys: Vec<&str> = ENV_KEYS.iter().chain(risk::ENV_KEYS).copied().collect();
         let mut figment = Figment::new();
         if let Some(p) = path {
             if !p.exists() {
@@ -343,7 +354,7 @@ impl RawConfig {
             figment = figment.merge(Toml::file(p));
         }
         figment = figment
-            .merge(Env::prefixed("POSTERN_").split("__").only(ENV_KEYS))
+            .merge(Env::prefixed("POSTERN_").split("__").only(&env_keys))
             .merge(Serialized::defaults(overrides.clone()).profile(figment::Profile::Default));
         let mut raw: RawConfig = figment
             .extract()
@@ -478,6 +489,7 @@ impl RawConfig {
         {
             problems.push(format!("apps_domain: {e}"));
         }
+        let risk = risk::validate_risk(self.risk, &mut problems);
         if let Some(kek) = &self.kek
             && let Err(e) = postern_keyring::Keyring::from_text(kek.expose())
         {
@@ -499,6 +511,7 @@ impl RawConfig {
             tls,
             limits,
             control,
+            risk,
         })
     }
 }
@@ -594,6 +607,7 @@ impl Config {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 ..ControlSettings::default()
             },
+            risk: postern_sts::RiskConfig::default(),
         }
     }
 }

@@ -167,6 +167,7 @@ impl RunningService {
             }
         };
         let mut sts_config = StsConfig::new(public_url.clone());
+        sts_config.risk = config.risk.clone();
         tune(&mut sts_config);
         let sts = Sts::new(store.clone(), keyring.clone(), clock.clone(), sts_config).await?;
 

@@ -23,6 +23,7 @@ pub mod hosts;
 mod keys;
 mod lockout;
 mod oauth;
+mod policies;
 mod revocations;
 mod roles;
 mod sessions;
@@ -54,6 +55,7 @@ pub use lockout::{LocationClass, LockoutContext, LockoutKey, LockoutReservation,
 pub use oauth::{
     AuthCode, CodeRedemption, DeviceCode, DeviceStatus, NewDeviceCode, RefreshLookup, RefreshRotation, RefreshToken,
 };
+pub use policies::{RecentFailure, UserRisk};
 pub use revocations::Revocation;
 pub use roles::Role;
 pub use sessions::Session;

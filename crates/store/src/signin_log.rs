@@ -22,6 +22,9 @@ pub enum SigninOutcome {
     MfaFailed,
     /// The password was right but the sign-in did not finish for another reason.
     Interrupted,
+    /// Refused by a conditional access policy (before the password was
+    /// checked, or after); the detail names the policies and the risk.
+    Blocked,
 }
 
 impl SigninOutcome {
@@ -34,6 +37,7 @@ impl SigninOutcome {
             SigninOutcome::Disabled => "disabled",
             SigninOutcome::MfaFailed => "mfa_failed",
             SigninOutcome::Interrupted => "interrupted",
+            SigninOutcome::Blocked => "blocked",
         }
     }
 }
@@ -48,6 +52,7 @@ impl TryFrom<String> for SigninOutcome {
             SigninOutcome::Disabled,
             SigninOutcome::MfaFailed,
             SigninOutcome::Interrupted,
+            SigninOutcome::Blocked,
         ]
         .into_iter()
         .find(|o| o.as_str() == s)

@@ -80,6 +80,7 @@ on_both!(
     last_global_admin_is_kept,
     directory_accounts_are_provisioned_just_in_time,
     published_apps_and_assignments,
+    conditional_access_records,
 );
 
 async fn migrations_are_idempotent(backend: Backend) {
@@ -2062,4 +2063,162 @@ async fn the_sqlite_file_is_private() {
         .await
         .unwrap();
     assert_eq!(mode(&fresh), 0o600);
+}
+
+/// Policies, named locations and user risk: per tenant, names unique, a location
+/// a policy names kept, the risk history the signals read; every change moves
+/// the routing generation.
+async fn conditional_access_records(backend: Backend) {
+    use postern_policy::{
+        AppRef, Conditions, Grant, LocationRef, NamedLocation, PolicyRules, PolicyState, RiskLevel, Selection, UserRef,
+    };
+    let (_db, store) = store(backend).await;
+    let (a, alice) = tenant_with_admin(&store, "a", "a.test").await;
+    let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
+    let generation = store.routing_generation();
+    let office = store
+        .create_location(
+            &a.id,
+            &NamedLocation {
+                id: String::new(),
+                name: "office".into(),
+                ranges: vec!["192.0.2.0/24".parse().unwrap(), "2001:db8::/32".parse().unwrap()],
+                trusted: true,
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    assert!(store.routing_generation() > generation);
+    assert_eq!(store.locations(&a.id).await.unwrap(), vec![office.clone()]);
+    assert!(store.locations(&b.id).await.unwrap().is_empty());
+    assert!(matches!(
+        store.location(&b.id, &office.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let rules = PolicyRules {
+        conditions: Conditions {
+            users: Selection {
+                include: vec![UserRef::All],
+                exclude: vec![UserRef::User(alice.id.clone())],
+            },
+            apps: Selection {
+                include: vec![AppRef::All],
+                exclude: vec![],
+            },
+            locations: Some(Selection {
+                include: vec![LocationRef::Any],
+                exclude: vec![LocationRef::Named(office.id.clone())],
+            }),
+            risk_levels: vec![RiskLevel::High],
+            client_kinds: vec![],
+        },
+        grants: vec![Grant::RequireMfa],
+    };
+    let p = store
+        .create_policy(&a.id, "outside", PolicyState::ReportOnly, &rules, T0)
+        .await
+        .unwrap();
+    assert_eq!((p.state, &p.rules), (PolicyState::ReportOnly, &rules));
+    assert!(matches!(
+        store.create_policy(&a.id, "outside", PolicyState::Enabled, &rules, T0).await,
+        Err(StoreError::Conflict(m)) if m.contains("outside")
+    ));
+    store
+        .create_policy(&b.id, "outside", PolicyState::Enabled, &rules, T0)
+        .await
+        .unwrap();
+    assert!(
+        matches!(store.delete_location(&a.id, &office.id).await, Err(StoreError::Conflict(m)) if m.contains("outside"))
+    );
+    let replaced = store
+        .replace_policy(&a.id, &p.id, "outside the office", PolicyState::Enabled, &rules, at(1))
+        .await
+        .unwrap();
+    assert_eq!(replaced.name, "outside the office");
+    assert!(matches!(
+        store
+            .replace_policy(&b.id, &p.id, "x", PolicyState::Enabled, &rules, at(1))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    store.delete_policy(&a.id, &p.id).await.unwrap();
+    store.delete_location(&a.id, &office.id).await.unwrap();
+    assert!(store.policies(&a.id).await.unwrap().is_empty());
+    assert_eq!(store.policies(&b.id).await.unwrap().len(), 1);
+
+    // User risk: the tenant's own users only; set, replaced, dismissed.
+    let risk = UserRisk {
+        user_id: alice.id.clone(),
+        level: RiskLevel::Medium,
+        reason: "leaked".into(),
+        set_by: "user:x".into(),
+        set_at: T0,
+    };
+    assert!(matches!(
+        store.set_user_risk(&b.id, &risk).await,
+        Err(StoreError::NotFound)
+    ));
+    store.set_user_risk(&a.id, &risk).await.unwrap();
+    store
+        .set_user_risk(
+            &a.id,
+            &UserRisk {
+                level: RiskLevel::High,
+                ..risk.clone()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.user_risk(&a.id, &alice.id).await.unwrap().unwrap().level,
+        RiskLevel::High
+    );
+    assert_eq!(store.user_risk(&b.id, &alice.id).await.unwrap(), None);
+    assert!(!store.dismiss_user_risk(&b.id, &alice.id).await.unwrap());
+    assert!(store.dismiss_user_risk(&a.id, &alice.id).await.unwrap());
+    assert_eq!(store.user_risk(&a.id, &alice.id).await.unwrap(), None);
+
+    // The history risk signals read.
+    for (i, (outcome, ip)) in [
+        (SigninOutcome::BadCredentials, "198.18.0.1"),
+        (SigninOutcome::Success, "203.0.113.5"),
+        (SigninOutcome::BadCredentials, "198.18.0.2"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        store
+            .log_signin(&SigninEvent {
+                id: String::new(),
+                tenant_id: a.id.clone(),
+                at: at(i as i64),
+                username: alice.username.clone(),
+                user_id: Some(alice.id.clone()),
+                client_id: None,
+                ip: ip.into(),
+                outcome,
+                detail: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    let failures = store.recent_failures(&a.id, at(1), 10).await.unwrap();
+    assert_eq!(
+        failures.iter().map(|f| f.ip.as_str()).collect::<Vec<_>>(),
+        vec!["198.18.0.2"]
+    );
+    assert_eq!(store.recent_failures(&a.id, T0, 10).await.unwrap().len(), 2);
+    assert!(store.recent_failures(&b.id, T0, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store.last_success(&alice.id).await.unwrap(),
+        Some(("203.0.113.5".into(), at(1)))
+    );
+    assert_eq!(store.familiar_network_count(&alice.id, T0).await.unwrap(), 0);
+    store
+        .remember_network(&alice.id, "203.0.113.0/24", at(1))
+        .await
+        .unwrap();
+    assert_eq!(store.familiar_network_count(&alice.id, T0).await.unwrap(), 1);
+    assert_eq!(store.familiar_network_count(&alice.id, at(2)).await.unwrap(), 0);
 }

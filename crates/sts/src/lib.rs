@@ -13,6 +13,7 @@
 
 mod access;
 mod authenticate;
+mod conditional;
 
 pub mod client_ip;
 mod cookies;
@@ -25,6 +26,7 @@ pub mod pages;
 pub mod password;
 pub mod registration;
 pub mod relying_party;
+mod risk;
 mod setup;
 mod signin;
 mod tenants;
@@ -40,13 +42,16 @@ use postern_store::Store;
 use postern_time::{SharedClock, UnixTime};
 use url::Url;
 
-pub use access::{Admission, Denial};
+pub use access::{Admission, Denial, Presence};
 pub use authenticate::{DirectoryProblem, PasswordVerdict, PtaTiming};
 pub use client_ip::ClientIp;
+pub use conditional::{AccessRequest, AccessVerdict};
 pub use error::{OAuthError, StsError};
 pub use keys::{Jwks, PublicJwk};
 pub use password::PasswordHasher;
+pub use postern_policy::{ClientKind, RiskLevel};
 pub use registration::{REGISTRATION_AUDIENCE, RegistrationClaims, registration_scope};
+pub use risk::{RiskConfig, check_geoip_database};
 pub use setup::SetupCode;
 pub use tenants::{
     CLI_CLIENT_ID, NewTenantRequest, TenantCreateError, ValidatedTenant, validate_domain, validate_tenant_name,
@@ -87,6 +92,8 @@ pub struct StsConfig {
     pub pta: PtaTiming,
     /// Lifetime of an agent's queue credential.
     pub queue_credential_ttl: Duration,
+    /// Where sign-in risk signals come from, and their thresholds.
+    pub risk: RiskConfig,
 }
 
 impl StsConfig {
@@ -108,6 +115,7 @@ impl StsConfig {
             password_hash_concurrency: 4,
             pta: PtaTiming::default(),
             queue_credential_ttl: Duration::from_secs(3600),
+            risk: RiskConfig::default(),
         }
     }
 
@@ -133,6 +141,10 @@ pub struct Sts {
     passthrough_domains: postern_store::cache::ReadCache<(String, String), bool>,
     /// The current agents of a tenant, by tenant.
     agents: postern_store::cache::ReadCache<String, Arc<Vec<postern_store::Component>>>,
+    /// Conditional access policies and named locations, by tenant.
+    access_rules: postern_store::cache::ReadCache<String, Arc<conditional::TenantRules>>,
+    /// Risk signals' files and recent failures.
+    risk: risk::RiskAssessor,
 }
 
 impl std::fmt::Debug for Sts {
@@ -154,6 +166,7 @@ impl Sts {
     ) -> Result<Arc<Self>, StsError> {
         let base = config.public_url.as_str().trim_end_matches('/').to_owned();
         let sts = Arc::new(Self {
+            risk: risk::RiskAssessor::new(config.risk.clone()),
             keys: keys::SigningKeys::new(store.clone(), keyring.clone()),
             lockout: Arc::new(lockout::SmartLockout::new()?),
             hasher: PasswordHasher::new(config.password_hash_concurrency),
@@ -165,6 +178,7 @@ impl Sts {
             relay: std::sync::OnceLock::new(),
             passthrough_domains: postern_store::cache::ReadCache::new(postern_store::cache::TIME_TO_LIVE),
             agents: postern_store::cache::ReadCache::new(postern_store::cache::TIME_TO_LIVE),
+            access_rules: postern_store::cache::ReadCache::new(postern_store::cache::TIME_TO_LIVE),
         });
         sts.maintain_signing_keys().await?;
         Ok(sts)

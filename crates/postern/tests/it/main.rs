@@ -14,6 +14,7 @@ mod cross_tenant;
 mod lockout;
 mod mfa;
 mod oidc;
+mod policies;
 mod proxy;
 mod proxy_harness;
 mod proxy_streams;

@@ -22,15 +22,15 @@ use crate::common::{authorize_url, login, query_param, sign_in_for_code};
 
 const REDIRECT: &str = "https://app.acme.test/cb";
 
-struct Pta {
-    svc: TestService,
-    t: TenantFixture,
-    dir: tempfile::TempDir,
+pub(crate) struct Pta {
+    pub(crate) svc: TestService,
+    pub(crate) t: TenantFixture,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 /// An agent running in this process.
-struct RunningAgent {
-    stats: Arc<postern_agent::AgentStats>,
+pub(crate) struct RunningAgent {
+    pub(crate) stats: Arc<postern_agent::AgentStats>,
     state: StateDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), postern_agent::AgentError>>,
@@ -56,7 +56,7 @@ fn ip() -> ClientIp {
 }
 
 impl Pta {
-    async fn new(domain: &str) -> Pta {
+    pub(crate) async fn new(domain: &str) -> Pta {
         let svc = TestService::builder()
             .tune(|c| {
                 c.pta.attempt = Duration::from_millis(1500);
@@ -157,7 +157,7 @@ impl Pta {
         }
     }
 
-    async fn agent(&self, name: &str, directory: Arc<dyn Directory>) -> RunningAgent {
+    pub(crate) async fn agent(&self, name: &str, directory: Arc<dyn Directory>) -> RunningAgent {
         self.agent_for(&self.t.tenant, name, directory).await
     }
 
@@ -613,7 +613,7 @@ async fn unanswering_directory() -> Arc<dyn Directory> {
 }
 
 /// A local account file with `username` and `password` (argon2id).
-fn local_accounts(dir: &std::path::Path, username: &str, password: &str) -> Arc<dyn Directory> {
+pub(crate) fn local_accounts(dir: &std::path::Path, username: &str, password: &str) -> Arc<dyn Directory> {
     use std::os::unix::fs::PermissionsExt;
     let hash = postern_directory::hash_password(&SecretString::from(password)).unwrap();
     let path = dir.join("accounts");

@@ -6,16 +6,18 @@
 
 use std::sync::Arc;
 
-use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Form};
 use postern_store::{AuthCode, StoreError, Tenant, User};
 use postern_time::UnixTime;
 use serde::Deserialize;
 use url::Url;
 
 use super::{GRANT_CODE, has_scope, validate_scope};
+use crate::client_ip::ClientIp;
+use crate::conditional::AccessRequest;
 use crate::error::StsError;
 use crate::pages::Page;
 use crate::signin::flow::{AuthRequest, Purpose};
@@ -43,24 +45,35 @@ pub(crate) struct AuthorizeParams {
 /// Longest `state` or `nonce` accepted.
 const MAX_PARAM_LEN: usize = 1024;
 
+/// The client's address; the listener sets it on every request (a router
+/// used without it sees the unspecified address).
+pub(crate) fn client_ip(ip: Option<Extension<ClientIp>>) -> ClientIp {
+    ip.map_or(
+        ClientIp(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        |Extension(ip)| ip,
+    )
+}
+
 /// `GET /t/{tenant}/authorize`.
 pub(crate) async fn authorize(
     State(sts): State<Arc<Sts>>,
     Path(tenant): Path<String>,
+    ip: Option<Extension<ClientIp>>,
     headers: HeaderMap,
     Query(params): Query<AuthorizeParams>,
 ) -> Result<Response, StsError> {
-    handle(&sts, &tenant, &headers, params).await
+    handle(&sts, &tenant, &headers, client_ip(ip), params).await
 }
 
 /// `POST /t/{tenant}/authorize` (form-encoded, OIDC Core §3.1.2.1).
 pub(crate) async fn authorize_form(
     State(sts): State<Arc<Sts>>,
     Path(tenant): Path<String>,
+    ip: Option<Extension<ClientIp>>,
     headers: HeaderMap,
     Form(params): Form<AuthorizeParams>,
 ) -> Result<Response, StsError> {
-    handle(&sts, &tenant, &headers, params).await
+    handle(&sts, &tenant, &headers, client_ip(ip), params).await
 }
 
 fn bad_client_page(tenant: &Tenant, message: &str) -> Response {
@@ -108,7 +121,13 @@ fn error_redirect(
     )
 }
 
-async fn handle(sts: &Sts, tenant_name: &str, headers: &HeaderMap, p: AuthorizeParams) -> Result<Response, StsError> {
+async fn handle(
+    sts: &Sts,
+    tenant_name: &str,
+    headers: &HeaderMap,
+    ip: ClientIp,
+    p: AuthorizeParams,
+) -> Result<Response, StsError> {
     let tenant = sts.tenant_named(tenant_name).await?;
     let Some(client_id) = p.client_id.as_deref() else {
         return Ok(bad_client_page(
@@ -238,24 +257,39 @@ async fn handle(sts: &Sts, tenant_name: &str, headers: &HeaderMap, p: AuthorizeP
         };
         if let Some(user) = user {
             let mfa_owed = sts.mfa_needed(&tenant, &user).await? && session.mfa_at.is_none();
+            let mut policy_mfa = false;
             if !mfa_owed {
-                let location = sts
+                let issued = sts
                     .complete_authorization(
                         &tenant,
                         &request,
                         &user,
-                        Some(&session.id),
-                        session.auth_time,
-                        &session.amr,
+                        Authenticated {
+                            session_id: Some(&session.id),
+                            auth_time: session.auth_time,
+                            amr: &session.amr,
+                            ip,
+                            single_sign_on: true,
+                        },
                     )
                     .await?;
-                return Ok(see_other(&location, []));
+                match issued {
+                    Issued::Redirect(location) => return Ok(see_other(&location, [])),
+                    Issued::StepUp(_) => policy_mfa = true,
+                }
             }
             if prompts.contains(&"none") {
                 return fail("interaction_required", "multi-factor authentication is required");
             }
             return sts
-                .resume_with_session(&tenant, Purpose::Authorize(request), &user, &session, headers)
+                .resume_with_session(
+                    &tenant,
+                    Purpose::Authorize(request),
+                    &user,
+                    &session,
+                    headers,
+                    policy_mfa,
+                )
                 .await;
         }
     }
@@ -271,23 +305,64 @@ async fn handle(sts: &Sts, tenant_name: &str, headers: &HeaderMap, p: AuthorizeP
     ))
 }
 
+/// How the user of an authorization request was authenticated.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Authenticated<'a> {
+    /// Their STS session.
+    pub session_id: Option<&'a str>,
+    /// When they authenticated.
+    pub auth_time: UnixTime,
+    /// How (`pwd`, `otp`, `mfa`).
+    pub amr: &'a str,
+    /// From where.
+    pub ip: ClientIp,
+    /// Single sign-on (a session answered) rather than the sign-in pages
+    /// (which log their own decision).
+    pub single_sign_on: bool,
+}
+
+impl Authenticated<'_> {
+    fn mfa(&self) -> bool {
+        self.amr.split(' ').any(|m| m == "mfa")
+    }
+}
+
+/// The answer to an authorization request whose user is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Issued {
+    /// Back to the client: with a code, or with `access_denied` and why.
+    Redirect(String),
+    /// A policy demands a second factor the session lacks.
+    StepUp(String),
+}
+
 impl Sts {
     /// Answers an authorization request whose user is known (a completed sign-in
     /// or single sign-on): the URL to send the browser back to the client with,
-    /// carrying a new code, or `access_denied` when the client is a published
+    /// carrying a new code; or `access_denied` when the client is a published
     /// app's and the app does not admit the user (the front door's decision,
-    /// [`Sts::app_admits`]). No code is issued to a refused user.
+    /// [`Sts::app_admits`]) or a conditional access policy blocks the sign-in
+    /// (every client); or a step-up when a policy demands a second factor the
+    /// session lacks. No code is issued to a refused user.
     pub(crate) async fn complete_authorization(
         &self,
         tenant: &Tenant,
         request: &AuthRequest,
         user: &User,
-        session_id: Option<&str>,
-        auth_time: UnixTime,
-        amr: &str,
-    ) -> Result<String, StsError> {
+        how: Authenticated<'_>,
+    ) -> Result<Issued, StsError> {
         let redirect_uri =
             Url::parse(&request.redirect_uri).map_err(|e| StsError::internal(format!("redirect uri: {e}")))?;
+        let deny = |description: &str| {
+            Issued::Redirect(error_location(
+                self,
+                tenant,
+                &redirect_uri,
+                request.state.as_deref(),
+                "access_denied",
+                description,
+            ))
+        };
         if let Some(denial) = self.app_refuses(tenant, &request.client_id, &user.id).await? {
             tracing::info!(
                 tenant = %tenant.name,
@@ -296,16 +371,51 @@ impl Sts {
                 reason = %denial,
                 "authorization refused: the app does not admit the user"
             );
-            return Ok(error_location(
-                self,
-                tenant,
-                &redirect_uri,
-                request.state.as_deref(),
-                "access_denied",
-                &denial.to_string(),
-            ));
+            return Ok(deny(&denial.to_string()));
         }
-        self.issue_code(tenant, request, user, session_id, auth_time, amr).await
+        let verdict = self
+            .evaluate_access(AccessRequest {
+                tenant,
+                username: &user.username,
+                user: Some(user),
+                client_id: Some(&request.client_id),
+                app: None,
+                ip: how.ip,
+                client_kind: postern_policy::ClientKind::Browser,
+                risk: None,
+            })
+            .await?;
+        if how.single_sign_on {
+            let outcome = Sts::outcome_of(&verdict, how.mfa());
+            self.log_decision(
+                tenant,
+                user,
+                Some(&request.client_id),
+                how.ip,
+                outcome,
+                "single sign-on",
+                &verdict,
+            )
+            .await?;
+        }
+        if verdict.decision.blocked() {
+            let reason = verdict.decision.reason().unwrap_or("blocked by an access policy");
+            tracing::info!(tenant = %tenant.name, client = %request.client_id, user = %user.id, reason, "authorization refused by conditional access");
+            return Ok(deny(reason));
+        }
+        if verdict.decision.requires_mfa() && !how.mfa() {
+            let reason = verdict
+                .decision
+                .reason()
+                .unwrap_or("multi-factor authentication is required");
+            if how.single_sign_on {
+                return Ok(Issued::StepUp(reason.to_owned()));
+            }
+            return Ok(deny(reason));
+        }
+        self.issue_code(tenant, request, user, how.session_id, how.auth_time, how.amr)
+            .await
+            .map(Issued::Redirect)
     }
 
     /// Why the app whose client is `client_id` refuses the user, if the client is
@@ -314,8 +424,9 @@ impl Sts {
         let Some(app) = self.store.app_of_client(&tenant.id, client_id).await? else {
             return Ok(None);
         };
+        // The baseline here; the policies are evaluated for every client next.
         Ok(match self.app_admits(&app, user_id).await? {
-            Admission::Allowed { .. } => None,
+            Admission::Allowed { .. } | Admission::StepUp(_) => None,
             Admission::Denied(denial) => Some(denial),
         })
     }

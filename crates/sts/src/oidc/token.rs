@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +19,8 @@ use serde::Deserialize;
 
 use super::{GRANT_CODE, GRANT_DEVICE, GRANT_REFRESH, Grant, RefreshPlan, has_scope, pkce_matches};
 use crate::Sts;
+use crate::client_ip::ClientIp;
+use crate::conditional::AccessRequest;
 use crate::error::{OAuthError, StsError};
 
 /// Form of a token or revocation request.
@@ -114,6 +117,7 @@ async fn authenticate_client(
 pub(crate) async fn token(
     State(sts): State<Arc<Sts>>,
     Path(tenant): Path<String>,
+    ip: Option<Extension<ClientIp>>,
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Response {
@@ -141,7 +145,7 @@ pub(crate) async fn token(
         }
         match grant_type {
             GRANT_CODE => code_grant(&sts, &tenant, &client, &form).await,
-            GRANT_REFRESH => refresh_grant(&sts, &tenant, &client, &form).await,
+            GRANT_REFRESH => refresh_grant(&sts, &tenant, &client, &form, super::authorize::client_ip(ip)).await,
             _ => device_grant(&sts, &tenant, &client, &form).await,
         }
     }
@@ -247,6 +251,7 @@ async fn refresh_grant(
     tenant: &Tenant,
     client: &OAuthClient,
     form: &TokenForm,
+    ip: ClientIp,
 ) -> Result<super::TokenResponse, OAuthError> {
     let Some(old) = &form.refresh_token else {
         return Err(OAuthError::invalid_request("refresh_token is required"));
@@ -274,6 +279,7 @@ async fn refresh_grant(
         }
     };
     let scope = narrowed_scope(form.scope.as_deref(), &grant.scope)?;
+    refresh_admitted(sts, tenant, client, &user, &grant.amr, ip).await?;
     let next = postern_keyring::random_token().map_err(StsError::from)?;
     let rotated = sts
         .store
@@ -308,6 +314,45 @@ async fn refresh_grant(
             RefreshPlan::Rotated(next.expose().to_owned()),
         )
         .await?)
+}
+
+/// The tenant's policies for a refresh (client kind `refresh`): a block, or a
+/// second factor the grant was made without, refuses it (the token stays
+/// usable: nothing is spent yet).
+async fn refresh_admitted(
+    sts: &Sts,
+    tenant: &Tenant,
+    client: &OAuthClient,
+    user: &User,
+    amr: &str,
+    ip: ClientIp,
+) -> Result<(), OAuthError> {
+    let verdict = sts
+        .evaluate_access(AccessRequest {
+            tenant,
+            username: &user.username,
+            user: Some(user),
+            client_id: Some(&client.client_id),
+            app: None,
+            ip,
+            client_kind: postern_policy::ClientKind::Refresh,
+            risk: None,
+        })
+        .await?;
+    let mfa = amr.split(' ').any(|m| m == "mfa");
+    let outcome = Sts::outcome_of(&verdict, mfa);
+    sts.log_decision(tenant, user, Some(&client.client_id), ip, outcome, "refresh", &verdict)
+        .await?;
+    if verdict.decision.blocked() {
+        let reason = verdict.decision.reason().unwrap_or("blocked by an access policy");
+        return Err(OAuthError::invalid_grant(format!("the refresh was {reason}")));
+    }
+    if verdict.decision.requires_mfa() && !mfa {
+        return Err(OAuthError::invalid_grant(
+            "an access policy requires multi-factor authentication: sign in again",
+        ));
+    }
+    Ok(())
 }
 
 /// The refusal of a refresh token presented again (its family is revoked).

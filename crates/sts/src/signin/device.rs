@@ -10,10 +10,10 @@
 
 use std::sync::Arc;
 
-use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Form};
 use postern_proto::ComponentKind;
 use postern_store::{DeviceCode, NewAuditEntry, SigninOutcome, StoreError, Tenant, User};
 use postern_time::UnixTime;
@@ -23,6 +23,8 @@ use super::flow::{Flow, Purpose};
 use super::{BUSY, LOCKED, SigninForm, Step, UNAVAILABLE, WRONG_CREDENTIALS, expired, see_other, signin_url};
 use crate::Sts;
 use crate::authenticate::PasswordVerdict;
+use crate::client_ip::ClientIp;
+use crate::conditional::AccessRequest;
 use crate::error::StsError;
 use crate::pages::{Field, Page};
 use crate::password::MAX_PASSWORD_LEN;
@@ -356,6 +358,7 @@ fn device_entry_page(sts: &Sts, tenant: &Tenant, code: &str, error: Option<&str>
 pub(crate) async fn device_entry_submit(
     State(sts): State<Arc<Sts>>,
     Path(tenant): Path<String>,
+    ip: Option<Extension<ClientIp>>,
     headers: HeaderMap,
     Form(form): Form<DeviceEntryForm>,
 ) -> Result<Response, StsError> {
@@ -401,8 +404,49 @@ pub(crate) async fn device_entry_submit(
         && let Ok(user) = sts.store.user(&tenant.id, &session.user_id).await
         && user.enabled
     {
+        let ip = crate::oidc::authorize::client_ip(ip);
+        let verdict = sts
+            .evaluate_access(AccessRequest {
+                tenant: &tenant,
+                username: &user.username,
+                user: Some(&user),
+                client_id: Some(&device.client_id),
+                app: None,
+                ip,
+                client_kind: postern_policy::ClientKind::DeviceFlow,
+                risk: None,
+            })
+            .await?;
+        let outcome = Sts::outcome_of(&verdict, session.mfa_at.is_some());
+        sts.log_decision(
+            &tenant,
+            &user,
+            Some(&device.client_id),
+            ip,
+            outcome,
+            "device approval",
+            &verdict,
+        )
+        .await?;
+        if verdict.decision.blocked() {
+            let reason = verdict.decision.reason().unwrap_or("blocked by an access policy");
+            return Ok(Page::error(
+                StatusCode::FORBIDDEN,
+                "Access blocked",
+                &format!("Your organisation's access policies do not allow this sign-in: it was {reason}."),
+            )
+            .context(&tenant.display_name)
+            .into_response());
+        }
         return sts
-            .resume_with_session(&tenant, purpose, &user, &session, &headers)
+            .resume_with_session(
+                &tenant,
+                purpose,
+                &user,
+                &session,
+                &headers,
+                verdict.decision.requires_mfa(),
+            )
             .await;
     }
     let (flow_id, cookie) = sts.start_flow(&tenant, purpose, &headers, |_| {}).await?;

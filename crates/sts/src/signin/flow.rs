@@ -82,9 +82,29 @@ pub(crate) struct Flow {
     /// What approving the device request still needs from the user.
     #[serde(default)]
     pub approval_needs: Vec<Proof>,
+    /// A conditional access policy demands a second factor for this sign-in.
+    #[serde(default)]
+    pub policy_mfa: bool,
+    /// The sign-in risk assessed before the password was checked (reused
+    /// after it: a success makes the network familiar).
+    #[serde(default)]
+    pub risk: Option<postern_policy::RiskAssessment>,
+    /// The decision made once the user was authenticated, as the sign-in log
+    /// keeps it (logged again with the success).
+    #[serde(default)]
+    pub access: Option<serde_json::Value>,
 }
 
 impl Flow {
+    /// The client signed in to, and how: a browser for an authorization
+    /// request, the device flow (the command line) for a device approval.
+    pub(crate) fn client(&self) -> (String, postern_policy::ClientKind) {
+        match &self.purpose {
+            Purpose::Authorize(r) => (r.client_id.clone(), postern_policy::ClientKind::Browser),
+            Purpose::Device { .. } => (crate::CLI_CLIENT_ID.to_owned(), postern_policy::ClientKind::DeviceFlow),
+        }
+    }
+
     pub(crate) fn new(purpose: Purpose, bind: String, csrf: String) -> Self {
         Self {
             purpose,
@@ -100,6 +120,9 @@ impl Flow {
             pending_seed: None,
             proven: Vec::new(),
             approval_needs: Vec::new(),
+            policy_mfa: false,
+            risk: None,
+            access: None,
         }
     }
 

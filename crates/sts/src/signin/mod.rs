@@ -22,6 +22,7 @@ use serde::Deserialize;
 use crate::Sts;
 use crate::authenticate::{DirectoryProblem, PasswordVerdict};
 use crate::client_ip::ClientIp;
+use crate::conditional::{AccessRequest, AccessVerdict, detail_with};
 use crate::error::StsError;
 use crate::mfa;
 use crate::pages::{Field, Page};
@@ -227,10 +228,10 @@ impl Step<'_> {
         outcome: SigninOutcome,
         detail: &str,
     ) -> Result<(), StsError> {
-        let client_id = match &flow.purpose {
-            Purpose::Authorize(r) => Some(r.client_id.clone()),
-            Purpose::Device { .. } => Some(crate::CLI_CLIENT_ID.to_owned()),
-        };
+        let client_id = Some(flow.client().0);
+        if outcome == SigninOutcome::BadCredentials {
+            self.sts.risk.failure_logged(&self.tenant.id);
+        }
         self.sts
             .store
             .log_signin(&SigninEvent {
@@ -246,6 +247,58 @@ impl Step<'_> {
             })
             .await?;
         Ok(())
+    }
+
+    /// Logs with the conditional access decision (policies and risk) in the detail.
+    async fn log_access(
+        &self,
+        flow: &Flow,
+        user: Option<&User>,
+        outcome: SigninOutcome,
+        note: &str,
+        verdict: &AccessVerdict,
+    ) -> Result<(), StsError> {
+        self.log(flow, user, outcome, &detail_with(note, verdict)).await
+    }
+
+    /// The tenant's policies for this flow's sign-in as `user` (the account
+    /// the name belongs to, if any).
+    async fn evaluate(&self, flow: &Flow, username: &str, user: Option<&User>) -> Result<AccessVerdict, StsError> {
+        let (client_id, client_kind) = flow.client();
+        self.sts
+            .evaluate_access(AccessRequest {
+                tenant: self.tenant,
+                username,
+                user,
+                client_id: Some(&client_id),
+                app: None,
+                ip: self.ip,
+                client_kind,
+                risk: flow.risk.clone(),
+            })
+            .await
+    }
+
+    /// Ends the flow refused by a policy: logged, and a page saying why.
+    async fn refuse(
+        &self,
+        flow: &Flow,
+        user: Option<&User>,
+        note: &str,
+        verdict: &AccessVerdict,
+    ) -> Result<Response, StsError> {
+        self.log_access(flow, user, SigninOutcome::Blocked, note, verdict)
+            .await?;
+        self.sts.end_flow(self.flow_id).await?;
+        let reason = verdict.decision.reason().unwrap_or("blocked by an access policy");
+        tracing::info!(tenant = %self.tenant.name, reason, "sign-in blocked by conditional access");
+        Ok(Page::error(
+            StatusCode::FORBIDDEN,
+            "Access blocked",
+            &format!("Your organisation's access policies do not allow this sign-in: it was {reason}. Contact your administrator if you think this is wrong."),
+        )
+        .context(&self.tenant.display_name)
+        .into_response())
     }
 
     async fn username(&self, flow: &mut Flow, form: &SigninForm) -> Result<Response, StsError> {
@@ -268,6 +321,17 @@ impl Step<'_> {
         if form.password.is_empty() || form.password.expose().len() > MAX_PASSWORD_LEN {
             return self.again(flow, "Enter your password.");
         }
+        // Policies first: a blocked network, user or app never reaches a
+        // password check (argon2) or an agent.
+        let claimed = self.sts.account_named(self.tenant, &username).await?;
+        flow.risk = None;
+        let before = self.evaluate(flow, &username, claimed.as_ref()).await?;
+        if before.decision.blocked() {
+            return self
+                .refuse(flow, claimed.as_ref(), "before the password was checked", &before)
+                .await;
+        }
+        flow.risk = Some(before.risk.clone());
         let verdict = self
             .sts
             .check_password(self.tenant, &username, &form.password, self.ip)
@@ -275,13 +339,20 @@ impl Step<'_> {
         let user = match verdict {
             PasswordVerdict::Valid(user) => user,
             PasswordVerdict::LockedOut => {
-                self.log(flow, None, SigninOutcome::LockedOut, "smart lockout").await?;
+                self.log_access(flow, None, SigninOutcome::LockedOut, "smart lockout", &before)
+                    .await?;
                 return self.again(flow, LOCKED);
             }
             PasswordVerdict::Busy => return self.again(flow, BUSY),
             PasswordVerdict::WrongCredentials { locked_now } => {
-                self.log(flow, None, SigninOutcome::BadCredentials, "wrong username or password")
-                    .await?;
+                self.log_access(
+                    flow,
+                    None,
+                    SigninOutcome::BadCredentials,
+                    "wrong username or password",
+                    &before,
+                )
+                .await?;
                 return self.again(flow, if locked_now { LOCKED } else { WRONG_CREDENTIALS });
             }
             PasswordVerdict::Disabled(user) => {
@@ -306,15 +377,26 @@ impl Step<'_> {
                 return self.again(flow, UNAVAILABLE);
             }
         };
+        // Again as the authenticated user, with groups just refreshed from
+        // the directory, at the risk assessed before the password.
+        let after = self.evaluate(flow, &username, Some(&user)).await?;
+        if after.decision.blocked() {
+            return self
+                .refuse(flow, Some(&user), "after the password was checked", &after)
+                .await;
+        }
+        flow.policy_mfa = after.decision.requires_mfa();
+        flow.access = Some(after.log_record());
         flow.user_id = Some(user.id.clone());
         flow.auth_time = Some(self.sts.now());
         flow.add_amr(&["pwd"]);
         self.after_password(flow, &user).await
     }
 
-    /// Decides the second step: MFA if required, else done.
+    /// Decides the second step: MFA if required (by the fixed rule or a
+    /// policy), else done.
     async fn after_password(&self, flow: &mut Flow, user: &User) -> Result<Response, StsError> {
-        if !self.sts.mfa_needed(self.tenant, user).await? {
+        if !flow.policy_mfa && !self.sts.mfa_needed(self.tenant, user).await? {
             return self.complete_without_headers(flow).await;
         }
         if user.totp_sealed.is_some() {
@@ -468,16 +550,41 @@ impl Step<'_> {
                 s
             }
         };
-        self.log(flow, Some(&user), SigninOutcome::Success, &amr).await?;
+        let detail = match &flow.access {
+            Some(access) => serde_json::json!({ "note": amr, "access": access }).to_string(),
+            None => amr.clone(),
+        };
+        self.log(flow, Some(&user), SigninOutcome::Success, &detail).await?;
         match flow.purpose.clone() {
             Purpose::Authorize(request) => {
                 self.sts.end_flow(self.flow_id).await?;
                 let auth_time = flow.auth_time.unwrap_or(session.auth_time);
-                let location = self
+                let issued = self
                     .sts
-                    .complete_authorization(self.tenant, &request, &user, Some(&session.id), auth_time, &amr)
+                    .complete_authorization(
+                        self.tenant,
+                        &request,
+                        &user,
+                        crate::oidc::authorize::Authenticated {
+                            session_id: Some(&session.id),
+                            auth_time,
+                            amr: &amr,
+                            ip: self.ip,
+                            single_sign_on: false,
+                        },
+                    )
                     .await?;
-                Ok(see_other(&location, cookies))
+                match issued {
+                    crate::oidc::authorize::Issued::Redirect(location) => Ok(see_other(&location, cookies)),
+                    // The sign-in pages are not single sign-on: a policy's
+                    // second factor was asked for above, so this is a denial.
+                    crate::oidc::authorize::Issued::StepUp(reason) => Ok(with_cookies(
+                        Page::error(StatusCode::FORBIDDEN, "Access blocked", &reason)
+                            .context(&self.tenant.display_name)
+                            .into_response(),
+                        cookies,
+                    )),
+                }
             }
             Purpose::Device { .. } => {
                 flow.stage = Stage::DeviceConfirm;
@@ -509,8 +616,9 @@ impl Sts {
         user: &User,
         session: &postern_store::Session,
         headers: &HeaderMap,
+        policy_mfa: bool,
     ) -> Result<Response, StsError> {
-        let mfa_owed = self.mfa_needed(tenant, user).await? && session.mfa_at.is_none();
+        let mfa_owed = (policy_mfa || self.mfa_needed(tenant, user).await?) && session.mfa_at.is_none();
         let device = matches!(purpose, Purpose::Device { .. });
         let mut seed_to_seal = None;
         if mfa_owed && user.totp_sealed.is_none() {
@@ -534,6 +642,7 @@ impl Sts {
                     (false, _, _) => Stage::DeviceConfirm,
                 };
                 f.pending_seed = seed_to_seal;
+                f.policy_mfa = policy_mfa;
                 f.approval_needs = device::approval_needs(f, user);
             })
             .await?;
