@@ -38,6 +38,7 @@ const ENV_KEYS: &[&str] = &[
     "limits.max_connections",
     "limits.max_body_bytes",
     "limits.header_timeout_secs",
+    "limits.idle_timeout_secs",
     "limits.request_timeout_secs",
     "limits.shutdown_grace_secs",
     "control.listen",
@@ -201,6 +202,9 @@ pub struct RawLimits {
     /// Time a client has to send its request headers (slow-client protection).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header_timeout_secs: Option<u64>,
+    /// Time a connection may stay open with no request in flight.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_secs: Option<u64>,
     /// Time a request may take in all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_timeout_secs: Option<u64>,
@@ -251,8 +255,16 @@ pub struct Limits {
     pub max_connections: usize,
     /// Largest request body.
     pub max_body_bytes: usize,
-    /// Time a client has to send its request headers.
+    /// Time from accept to the complete head of the first request (TLS
+    /// handshake, HTTP/2 preface and SETTINGS included); for each later HTTP/1.1
+    /// request, from its first byte to its complete head. A connection that
+    /// misses it is closed.
     pub header_timeout: Duration,
+    /// Time a connection may stay open with no request in flight (an idle
+    /// HTTP/1.1 keep-alive connection, an HTTP/2 connection with no stream open);
+    /// then it is closed (HTTP/2 with GOAWAY). Streams in progress never count
+    /// as idle.
+    pub idle_timeout: Duration,
     /// Time a request may take in all.
     pub request_timeout: Duration,
     /// Time in-flight requests get to finish at shutdown.
@@ -265,6 +277,7 @@ impl Default for Limits {
             max_connections: 10_000,
             max_body_bytes: 1024 * 1024,
             header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(20),
         }
@@ -436,6 +449,10 @@ impl RawConfig {
                 .header_timeout_secs
                 .map(Duration::from_secs)
                 .unwrap_or(d.header_timeout),
+            idle_timeout: raw_limits
+                .idle_timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or(d.idle_timeout),
             request_timeout: raw_limits
                 .request_timeout_secs
                 .map(Duration::from_secs)
@@ -451,8 +468,14 @@ impl RawConfig {
         if limits.max_body_bytes < 1024 {
             problems.push("limits.max_body_bytes must be at least 1024".into());
         }
-        if limits.header_timeout.is_zero() || limits.request_timeout.is_zero() {
-            problems.push("limits timeouts must be at least one second".into());
+        for (name, timeout) in [
+            ("header_timeout_secs", limits.header_timeout),
+            ("idle_timeout_secs", limits.idle_timeout),
+            ("request_timeout_secs", limits.request_timeout),
+        ] {
+            if timeout.is_zero() {
+                problems.push(format!("limits.{name} must be at least one second"));
+            }
         }
         let raw_control = self.control.unwrap_or_default();
         let mut control = ControlSettings::default();
@@ -632,6 +655,7 @@ mod tests {
             }),
             limits: Some(RawLimits {
                 max_connections: Some(0),
+                idle_timeout_secs: Some(0),
                 ..Default::default()
             }),
             kek: Some(SecretString::from("1:short")),
@@ -649,6 +673,7 @@ mod tests {
             "bogus",
             "cert and key",
             "max_connections",
+            "limits.idle_timeout_secs",
             "kek",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
@@ -707,7 +732,7 @@ mod tests {
         let ok = dir.path().join("ok.toml");
         std::fs::write(
             &ok,
-            "listen = \"0.0.0.0:8443\"\npublic_url = \"https://login.example.com\"\ndatabase_max_connections = 8\n[limits]\nmax_connections = 5\n",
+            "listen = \"0.0.0.0:8443\"\npublic_url = \"https://login.example.com\"\ndatabase_max_connections = 8\n[limits]\nmax_connections = 5\nidle_timeout_secs = 90\n",
         )
         .unwrap();
         let flags = RawConfig {
@@ -717,6 +742,8 @@ mod tests {
         let c = RawConfig::load(Some(&ok), &flags).unwrap().validate().unwrap();
         assert_eq!(c.listen.port(), 9443, "flags win over the file");
         assert_eq!(c.limits.max_connections, 5);
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.limits.header_timeout, Duration::from_secs(10), "the default");
         assert_eq!(c.database_max_connections, Some(8));
         assert!(RawConfig::load(Some(&dir.path().join("missing.toml")), &RawConfig::default()).is_err());
     }

@@ -1,6 +1,8 @@
-//! The listener: accepts connections up to a limit, does the TLS handshake within
-//! a deadline, serves HTTP/1.1 and HTTP/2 with a header timeout, attaches the
-//! client's address to every request, and drains gracefully at shutdown.
+//! The listener: accepts connections up to a limit, serves HTTP/1.1 and HTTP/2
+//! (over TLS or not) under the connection deadlines of [`deadlines`], attaches
+//! the client's address to every request, and drains gracefully at shutdown.
+
+mod deadlines;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -11,17 +13,19 @@ use axum::http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use ipnet::IpNet;
 use postern_control::PeerCertificate;
 use postern_edge::{ClientInfo, Edge, Routing};
 use postern_sts::ClientIp;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use self::deadlines::{ConnectionActivity, ObservedIo, Overstay, TrackedBody, Verdict};
 use crate::config::Limits;
 
 /// Most concurrent HTTP/2 streams per client connection.
@@ -99,7 +103,9 @@ impl Listener {
     /// open connections `limits.shutdown_grace` to finish.
     pub(crate) async fn serve(self, app: Router, mut shutdown: watch::Receiver<bool>) {
         let permits = Arc::new(Semaphore::new(self.limits.max_connections));
-        let graceful = GracefulShutdown::new();
+        // Every connection holds a receiver: it learns of the shutdown from it,
+        // and the sender sees when the last one has gone.
+        let (draining, drain_signal) = watch::channel(false);
         let tls = self.tls.map(Arc::new);
         let handlers = Handlers {
             app,
@@ -121,23 +127,30 @@ impl Listener {
                     continue;
                 }
             };
+            let accepted_at = Instant::now();
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 tracing::debug!(%peer, "connection limit reached; connection closed");
                 drop(stream);
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let handlers = handlers.clone();
+            let connection = Connection {
+                peer,
+                activity: ConnectionActivity::new(accepted_at, &self.limits),
+                handlers: handlers.clone(),
+                limits: self.limits.clone(),
+                shutdown: drain_signal.clone(),
+            };
             let tls = tls.clone();
-            let watcher = graceful.watcher();
-            let limits = self.limits.clone();
             tokio::spawn(async move {
-                serve_connection(stream, peer, tls, handlers, watcher, &limits).await;
+                connection.serve(stream, tls).await;
                 drop(permit);
             });
         }
         drop(self.tcp);
-        if tokio::time::timeout(self.limits.shutdown_grace, graceful.shutdown())
+        drop(drain_signal);
+        let _ = draining.send(true);
+        if tokio::time::timeout(self.limits.shutdown_grace, draining.closed())
             .await
             .is_err()
         {
@@ -149,11 +162,13 @@ impl Listener {
 /// The service that handles one connection's requests: it attaches the client
 /// address and, on mTLS connections, the client certificate, and sends requests
 /// for app hosts to the front door (outside the service routes' body limit and
-/// request timeout: app traffic streams and may last).
+/// request timeout: app traffic streams and may last). Each request is in flight
+/// for the connection's deadlines until its response body is done.
 fn connection_service(
     handlers: Handlers,
     peer: SocketAddr,
     client_cert: Option<PeerCertificate>,
+    activity: Arc<ConnectionActivity>,
 ) -> TowerToHyperService<
     impl tower::Service<
         Request<Incoming>,
@@ -163,6 +178,7 @@ fn connection_service(
     > + Clone,
 > {
     TowerToHyperService::new(tower::service_fn(move |mut request: Request<Incoming>| {
+        let in_flight = activity.request_started(request.version() == axum::http::Version::HTTP_2);
         let ip = handlers.addressing.resolve(peer.ip(), &request);
         request.extensions_mut().insert(ClientIp(ip));
         if let Some(cert) = &client_cert {
@@ -170,20 +186,29 @@ fn connection_service(
         }
         let handlers = handlers.clone();
         async move {
-            if let Some(front) = &handlers.front_door {
-                let routing = front.edge.route(&request).await;
-                let for_edge = match &routing {
-                    Routing::NotAnAppHost => false,
-                    _ => request_host(&request).is_none_or(|h| h != front.public_host),
-                };
-                if for_edge {
-                    let client = client_info(&handlers, peer.ip(), &request);
-                    return Ok(front.edge.handle(routing, request, client).await);
-                }
-            }
-            handlers.app.clone().oneshot(request).await
+            let response = route_request(handlers, peer, request).await;
+            Ok(response.map(|body| axum::body::Body::new(TrackedBody::new(body, in_flight))))
         }
     }))
+}
+
+/// Sends a request to the front door or the service's routes.
+async fn route_request(handlers: Handlers, peer: SocketAddr, request: Request<Incoming>) -> axum::response::Response {
+    if let Some(front) = &handlers.front_door {
+        let routing = front.edge.route(&request).await;
+        let for_edge = match &routing {
+            Routing::NotAnAppHost => false,
+            _ => request_host(&request).is_none_or(|h| h != front.public_host),
+        };
+        if for_edge {
+            let client = client_info(&handlers, peer.ip(), &request);
+            return front.edge.handle(routing, request, client).await;
+        }
+    }
+    match handlers.app.clone().oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
 }
 
 /// The request's host, normalized.
@@ -219,19 +244,15 @@ fn client_info<B>(handlers: &Handlers, peer: IpAddr, request: &Request<B>) -> Cl
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    tls: Option<Arc<TlsAcceptor>>,
-    handlers: Handlers,
-    watcher: hyper_util::server::graceful::Watcher,
-    limits: &Limits,
-) {
+/// The HTTP server settings of one connection.
+fn http_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
+        // Request-head deadlines are the connection's own (see `deadlines`):
+        // hyper's would run while a keep-alive connection is idle too.
+        .header_read_timeout(None)
         .max_buf_size(64 * 1024);
     builder
         .http2()
@@ -239,36 +260,90 @@ async fn serve_connection(
         .max_concurrent_streams(MAX_H2_STREAMS)
         .max_header_list_size(64 * 1024)
         .keep_alive_interval(Duration::from_secs(30));
-    let result = match tls {
-        Some(acceptor) => {
-            let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await;
-            let tls_stream = match handshake {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
+    builder
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection {
+    peer: SocketAddr,
+    activity: Arc<ConnectionActivity>,
+    handlers: Handlers,
+    limits: Limits,
+    /// Turns true at shutdown; dropped with the connection.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Connection {
+    /// Completes the TLS handshake, if any, within the first request's deadline,
+    /// then serves HTTP.
+    async fn serve(self, stream: TcpStream, tls: Option<Arc<TlsAcceptor>>) {
+        let Some(acceptor) = tls else {
+            return self.serve_http(stream, None).await;
+        };
+        let peer = self.peer;
+        let handshake = tokio::time::timeout_at(self.activity.first_head_deadline(), acceptor.accept(stream)).await;
+        let tls_stream = match handshake {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake not complete within the header timeout; connection closed");
+                return;
+            }
+        };
+        let client_cert = tls_stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|c| PeerCertificate(Arc::new(c.clone().into_owned())));
+        self.serve_http(tls_stream, client_cert).await;
+    }
+
+    /// Serves HTTP on `io` until the client leaves, the connection overstays a
+    /// deadline, or the service shuts down.
+    async fn serve_http<T>(mut self, io: T, client_cert: Option<PeerCertificate>)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = self.peer;
+        let builder = http_builder();
+        let service = connection_service(self.handlers.clone(), peer, client_cert, self.activity.clone());
+        let io = TokioIo::new(ObservedIo::new(io, self.activity.clone()));
+        let conn = builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(conn);
+        let close_within = loop {
+            let recheck_at = match self.activity.verdict(Instant::now()) {
+                Verdict::Keep { recheck_at } => recheck_at,
+                Verdict::Close(Overstay::Idle) => {
+                    tracing::debug!(%peer, "{}", Overstay::Idle.describe());
+                    break self.limits.header_timeout;
                 }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
+                Verdict::Close(overstay) => {
+                    // Dropping the connection closes it: nothing was asked of it.
+                    tracing::debug!(%peer, "{}", overstay.describe());
                     return;
                 }
             };
-            let client_cert = tls_stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .map(|c| PeerCertificate(Arc::new(c.clone().into_owned())));
-            let service = connection_service(handlers, peer, client_cert);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-            watcher.watch(conn.into_owned()).await
+            tokio::select! {
+                result = conn.as_mut() => return log_end(peer, result),
+                _ = self.shutdown.changed() => break self.limits.shutdown_grace,
+                () = tokio::time::sleep_until(recheck_at) => {}
+            }
+        };
+        // Idle or shutting down: HTTP/1.1 closes between requests, HTTP/2 sends
+        // GOAWAY; requests in flight finish.
+        conn.as_mut().graceful_shutdown();
+        match tokio::time::timeout(close_within, conn).await {
+            Ok(result) => log_end(peer, result),
+            Err(_) => tracing::debug!(%peer, "connection did not close in time; closed"),
         }
-        None => {
-            let service = connection_service(handlers, peer, None);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            watcher.watch(conn.into_owned()).await
-        }
-    };
+    }
+}
+
+fn log_end(peer: SocketAddr, result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }

@@ -10,6 +10,7 @@ mod apps_admin;
 mod common;
 mod component_cli;
 mod components;
+mod connection_deadlines;
 mod cross_tenant;
 mod lockout;
 mod mfa;
