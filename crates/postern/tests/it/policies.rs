@@ -775,3 +775,293 @@ async fn a_blocked_network_never_reaches_an_agent() {
     assert_eq!(relay.stats().offers, 1);
     assert_eq!(agent.stats.snapshot().validated_total(), 1);
 }
+
+/// A MaxMind DB (format 2.0, IPv4, 24-bit records) placing each /8 network at
+/// a latitude and longitude: enough of a GeoIP City database for impossible
+/// travel, written here because no test database ships with the reader.
+fn geoip_database(places: &[(u8, f64, f64)]) -> Vec<u8> {
+    fn control(kind: u8, size: usize, out: &mut Vec<u8>) {
+        assert!(size < 29);
+        if kind <= 7 {
+            out.push((kind << 5) | size as u8);
+        } else {
+            out.push(size as u8);
+            out.push(kind - 7);
+        }
+    }
+    fn text(s: &str, out: &mut Vec<u8>) {
+        control(2, s.len(), out);
+        out.extend_from_slice(s.as_bytes());
+    }
+    fn uint(kind: u8, v: u64, out: &mut Vec<u8>) {
+        let bytes: Vec<u8> = v.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+        control(kind, bytes.len(), out);
+        out.extend_from_slice(&bytes);
+    }
+    fn double(v: f64, out: &mut Vec<u8>) {
+        control(3, 8, out);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    // Data: one record per place.
+    let mut data = Vec::new();
+    let mut offsets = Vec::new();
+    for (_, lat, lon) in places {
+        offsets.push(data.len());
+        control(7, 1, &mut data);
+        text("location", &mut data);
+        control(7, 2, &mut data);
+        text("latitude", &mut data);
+        double(*lat, &mut data);
+        text("longitude", &mut data);
+        double(*lon, &mut data);
+    }
+    // The search tree: a path of eight nodes per /8, the last record pointing at data.
+    #[derive(Clone, Copy)]
+    enum Record {
+        Empty,
+        Node(usize),
+        Data(usize),
+    }
+    let mut nodes = vec![[Record::Empty; 2]];
+    for ((first, _, _), offset) in places.iter().zip(&offsets) {
+        let mut node = 0;
+        for depth in 0..8 {
+            let bit = usize::from((first >> (7 - depth)) & 1);
+            if depth == 7 {
+                nodes[node][bit] = Record::Data(*offset);
+            } else if let Record::Node(next) = nodes[node][bit] {
+                node = next;
+            } else {
+                nodes.push([Record::Empty; 2]);
+                let next = nodes.len() - 1;
+                nodes[node][bit] = Record::Node(next);
+                node = next;
+            }
+        }
+    }
+    let count = nodes.len();
+    let mut file = Vec::new();
+    for node in &nodes {
+        for record in node {
+            let value = match *record {
+                Record::Empty => count,
+                Record::Node(i) => i,
+                Record::Data(offset) => count + 16 + offset,
+            };
+            file.extend_from_slice(&(value as u32).to_be_bytes()[1..]);
+        }
+    }
+    file.extend_from_slice(&[0; 16]);
+    file.extend_from_slice(&data);
+    file.extend_from_slice(b"\xAB\xCD\xEFMaxMind.com");
+    let mut meta = Vec::new();
+    control(7, 9, &mut meta);
+    text("node_count", &mut meta);
+    uint(6, count as u64, &mut meta);
+    text("record_size", &mut meta);
+    uint(5, 24, &mut meta);
+    text("ip_version", &mut meta);
+    uint(5, 4, &mut meta);
+    text("database_type", &mut meta);
+    text("Test-City", &mut meta);
+    text("languages", &mut meta);
+    control(11, 1, &mut meta);
+    text("en", &mut meta);
+    text("binary_format_major_version", &mut meta);
+    uint(5, 2, &mut meta);
+    text("binary_format_minor_version", &mut meta);
+    uint(5, 0, &mut meta);
+    text("build_epoch", &mut meta);
+    uint(9, 1_700_000_000, &mut meta);
+    text("description", &mut meta);
+    control(7, 1, &mut meta);
+    text("en", &mut meta);
+    text("test", &mut meta);
+    file.extend_from_slice(&meta);
+    file
+}
+
+/// Impossible travel, with a GeoIP database configured: Paris, then New York
+/// an hour later, is too fast; twelve hours later it is a flight.
+#[tokio::test]
+async fn impossible_travel_needs_a_geoip_database_and_too_fast_a_journey() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("city.mmdb");
+    // 81.0.0.0/8 in Paris, 8.0.0.0/8 in New York.
+    std::fs::write(&db, geoip_database(&[(81, 48.8566, 2.3522), (8, 40.7128, -74.0060)])).unwrap();
+    let path = db.clone();
+    let bench = ProxyBench::start_with(
+        TestService::builder()
+            .trust_loopback_proxy()
+            .tune(move |c| c.risk.geoip_database = Some(path)),
+    )
+    .await;
+    let svc = &bench.svc;
+    svc.create_user(&bench.t.tenant, BOB, BOB_PASSWORD).await.unwrap();
+    svc.create_client(
+        &bench.t.tenant,
+        "portal",
+        None,
+        &["https://portal.acme.test/cb"],
+        &["authorization_code"],
+    )
+    .await
+    .unwrap();
+    let start = authorize_url(
+        svc,
+        "acme",
+        "portal",
+        "https://portal.acme.test/cb",
+        &postern_testkit::Pkce::new().challenge,
+        "",
+    );
+    let page = Browser::new()
+        .from_ip("81.2.3.4")
+        .sign_in(&start, &login(svc, BOB, BOB_PASSWORD))
+        .await
+        .unwrap();
+    assert!(query_param(&page.location().unwrap(), "code").is_some());
+    let risk_from_new_york = || async {
+        // Admin tokens last ten minutes: a fresh one for each look.
+        let token = svc.admin_token(&bench.t.tenant, &bench.t.admin).await.unwrap();
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v1/policies/what-if", svc.url()))
+            .bearer_auth(token)
+            .json(&json!({"user": BOB, "app": "portal", "ip": "8.8.8.8"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()["risk"].clone()
+    };
+
+    svc.advance(Duration::from_secs(3600));
+    let risk = risk_from_new_york().await;
+    assert_eq!(risk["level"], "medium", "{risk}");
+    let travel = risk["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "impossible_travel")
+        .unwrap_or_else(|| panic!("{risk}"));
+    let detail = travel["detail"].as_str().unwrap();
+    assert!(detail.contains("5837 km") || detail.contains("5838 km"), "{detail}");
+    assert!(detail.contains("81.2.3.4"), "{detail}");
+
+    svc.advance(Duration::from_secs(11 * 3600));
+    let risk = risk_from_new_york().await;
+    assert_eq!(risk["level"], "low", "only the unfamiliar network is left: {risk}");
+}
+
+/// Client kinds: a policy on refreshes refuses the refresh grant (the token
+/// stays usable) and leaves browser sign-ins alone; a second factor demanded
+/// for refreshes refuses a grant that was made without one.
+#[tokio::test]
+async fn refresh_grants_are_decided_as_their_own_client_kind() {
+    const CB: &str = "https://portal.acme.test/cb";
+    let bench = bench().await;
+    let svc = &bench.svc;
+    svc.create_user(&bench.t.tenant, BOB, BOB_PASSWORD).await.unwrap();
+    svc.create_client(
+        &bench.t.tenant,
+        "portal",
+        Some("portal-secret"),
+        &[CB],
+        &["authorization_code", "refresh_token"],
+    )
+    .await
+    .unwrap();
+    let basic = Some(("portal", "portal-secret"));
+    let pkce = postern_testkit::Pkce::new();
+    let url = authorize_url(svc, "acme", "portal", CB, &pkce.challenge, "")
+        .replace("scope=openid%20profile", "scope=openid%20profile%20offline_access");
+    let page = Browser::new()
+        .from_ip("203.0.113.5")
+        .sign_in(&url, &login(svc, BOB, BOB_PASSWORD))
+        .await
+        .unwrap();
+    let code = query_param(&page.location().unwrap(), "code").unwrap();
+    let (status, tokens) = crate::common::token_request(
+        svc,
+        "acme",
+        basic,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &pkce.verifier),
+            ("redirect_uri", CB),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    let refresh_token = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = |token: String| async move {
+        crate::common::token_request(
+            svc,
+            "acme",
+            basic,
+            &[("grant_type", "refresh_token"), ("refresh_token", &token)],
+        )
+        .await
+    };
+
+    let policy = create_policy(
+        &bench,
+        json!({
+            "name": "No refreshes",
+            "conditions": {"users": {"include": ["all"]}, "apps": {"include": ["client:portal"]}, "client_kinds": ["refresh"]},
+            "grants": ["block"],
+        }),
+    )
+    .await;
+    let (status, body) = refresh(refresh_token.clone()).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    assert!(
+        body["error_description"].as_str().unwrap().contains("No refreshes"),
+        "{body}"
+    );
+    // A browser sign-in to the same client is another kind: not blocked.
+    let page = Browser::new()
+        .from_ip("203.0.113.5")
+        .sign_in(
+            &authorize_url(svc, "acme", "portal", CB, &pkce.challenge, ""),
+            &login(svc, BOB, BOB_PASSWORD),
+        )
+        .await
+        .unwrap();
+    assert!(
+        query_param(&page.location().unwrap(), "code").is_some(),
+        "{}",
+        page.body
+    );
+
+    // MFA for refreshes: this grant was made with a password only.
+    let mut mfa = policy.clone();
+    mfa["grants"] = json!(["require_mfa"]);
+    mfa.as_object_mut().unwrap().remove("id");
+    api_ok(
+        &bench,
+        Method::PUT,
+        &format!("/policies/{}", policy["id"].as_str().unwrap()),
+        Some(mfa),
+    )
+    .await;
+    let (status, body) = refresh(refresh_token.clone()).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    assert!(
+        body["error_description"].as_str().unwrap().contains("multi-factor"),
+        "{body}"
+    );
+
+    // Without the policy, the same token (never spent) refreshes.
+    let (status, _) = bench
+        .api(
+            Method::DELETE,
+            &format!("/policies/{}", policy["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, body) = refresh(refresh_token).await;
+    assert_eq!(status, 200, "{body}");
+}
