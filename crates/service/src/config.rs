@@ -254,6 +254,9 @@ pub struct Limits {
     /// Open client connections at most; more are closed at once.
     pub max_connections: usize,
     /// Largest request body.
+    /// DNS names the self-signed certificate names besides the public host and
+    /// loopback (e.g. `*.demo.localhost` for the apps of `postern demo`).
+    pub self_signed_names: Vec<String>,
     pub max_body_bytes: usize,
     /// Time from accept to the complete head of the first request (TLS
     /// handshake, HTTP/2 preface and SETTINGS included); for each later HTTP/1.1
@@ -595,6 +598,7 @@ fn validate_tls(raw: RawTls, problems: &mut Vec<String>) -> Option<TlsSettings> 
     }
 }
 
+        self_signed_names: Vec::new(),
 fn check_file(problems: &mut Vec<String>, what: &str, path: &Path) {
     if !path.is_file() {
         problems.push(format!("{what} {} is not a readable file", path.display()));

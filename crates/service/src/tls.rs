@@ -90,7 +90,7 @@ impl Sources {
             default: settings.default.clone(),
             self_signed: settings.self_signed.then(|| SelfSigned {
                 dir: data_dir.join("tls"),
-                names: self_signed_names(public_url, addr),
+                names: self_signed_names(public_url, addr, &settings.self_signed_names),
             }),
             certificates: settings.certificates.clone(),
             certificates_dir: settings.certificates_dir.clone(),
@@ -478,8 +478,9 @@ enum SanName {
 
 /// The names of the self-signed certificate: the public URL's host and, for a
 /// domain, every name one label under it (published apps); `localhost` and the
-/// loopback addresses for local use. Without a public URL, the bound address.
-fn self_signed_names(public_url: Option<&Url>, addr: SocketAddr) -> Vec<SanName> {
+/// loopback addresses for local use; then `extra` (lowercased, each once).
+/// Without a public URL, the bound address.
+fn self_signed_names(public_url: Option<&Url>, addr: SocketAddr, extra: &[String]) -> Vec<SanName> {
     let mut names = Vec::new();
     match public_url.and_then(|u| u.host()) {
         Some(url::Host::Domain(domain)) => {
@@ -494,13 +495,17 @@ fn self_signed_names(public_url: Option<&Url>, addr: SocketAddr) -> Vec<SanName>
         None if !addr.ip().is_unspecified() => names.push(SanName::Ip(addr.ip())),
         None => {}
     }
-    for local in [
+    let local = [
         SanName::Dns("localhost".into()),
         SanName::Ip(Ipv4Addr::LOCALHOST.into()),
         SanName::Ip(Ipv6Addr::LOCALHOST.into()),
-    ] {
-        if !names.contains(&local) {
-            names.push(local);
+    ];
+    let extra = extra
+        .iter()
+        .map(|name| SanName::Dns(name.trim().trim_end_matches('.').to_ascii_lowercase()));
+    for name in local.into_iter().chain(extra) {
+        if !names.contains(&name) {
+            names.push(name);
         }
     }
     names
@@ -948,7 +953,11 @@ mod tests {
     fn self_signed(data_dir: &Path, public_url: &str) -> SelfSigned {
         SelfSigned {
             dir: data_dir.join("tls"),
-            names: self_signed_names(Some(&Url::parse(public_url).unwrap()), "0.0.0.0:443".parse().unwrap()),
+            names: self_signed_names(
+                Some(&Url::parse(public_url).unwrap()),
+                "0.0.0.0:443".parse().unwrap(),
+                &[],
+            ),
         }
     }
 
@@ -957,6 +966,7 @@ mod tests {
         let names = self_signed_names(
             Some(&Url::parse("https://login.example.com").unwrap()),
             "0.0.0.0:443".parse().unwrap(),
+            &[],
         );
         assert_eq!(
             names,
@@ -968,9 +978,58 @@ mod tests {
                 SanName::Ip(Ipv6Addr::LOCALHOST.into()),
             ]
         );
-        let names = self_signed_names(None, "192.0.2.7:443".parse().unwrap());
+        let names = self_signed_names(None, "192.0.2.7:443".parse().unwrap(), &[]);
         assert_eq!(names[0], SanName::Ip("192.0.2.7".parse().unwrap()));
-        assert_eq!(self_signed_names(None, "0.0.0.0:443".parse().unwrap()).len(), 3);
+        assert_eq!(self_signed_names(None, "0.0.0.0:443".parse().unwrap(), &[]).len(), 3);
+    }
+
+    #[test]
+    fn self_signed_names_take_extra_names_once() {
+        let extra = [
+            "*.demo.localhost".to_owned(),
+            "Wiki.Demo.Localhost.".to_owned(),
+            "localhost".to_owned(),
+        ];
+        let names = self_signed_names(
+            Some(&Url::parse("https://localhost:9443").unwrap()),
+            "127.0.0.1:9443".parse().unwrap(),
+            &extra,
+        );
+        assert_eq!(
+            names,
+            vec![
+                SanName::Dns("localhost".into()),
+                SanName::Ip(Ipv4Addr::LOCALHOST.into()),
+                SanName::Ip(Ipv6Addr::LOCALHOST.into()),
+                SanName::Dns("*.demo.localhost".into()),
+                SanName::Dns("wiki.demo.localhost".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_self_signed_certificate_without_a_new_extra_name_is_replaced() {
+        let data = tempfile::tempdir().unwrap();
+        let url = Url::parse("https://localhost:9443").unwrap();
+        let addr: SocketAddr = "127.0.0.1:9443".parse().unwrap();
+        let plain = SelfSigned {
+            dir: data.path().join("tls"),
+            names: self_signed_names(Some(&url), addr, &[]),
+        };
+        let first = plain.ensure(NOW).unwrap();
+        assert!(!first.dns.contains(&"*.demo.localhost".to_string()));
+        let demo = SelfSigned {
+            names: self_signed_names(Some(&url), addr, &["*.demo.localhost".to_owned()]),
+            ..plain
+        };
+        let second = demo.ensure(NOW).unwrap();
+        assert_ne!(
+            second.leaf(),
+            first.leaf(),
+            "a certificate missing a wanted name is replaced"
+        );
+        assert!(second.dns.contains(&"*.demo.localhost".to_string()));
+        assert_eq!(demo.ensure(NOW).unwrap().leaf(), second.leaf(), "then reused");
     }
 
     #[test]

@@ -124,6 +124,7 @@ async fn each_host_gets_its_own_certificate() {
         certificates: vec![wiki],
         certificates_dir: Some(certs_dir),
         self_signed: false,
+        self_signed_names: Vec::new(),
     });
     let service = start(config).await;
     let addr = service.local_addr();
@@ -216,6 +217,7 @@ async fn renewed_certificates_are_served_after_a_reload() {
         certificates: Vec::new(),
         certificates_dir: Some(certs_dir.clone()),
         self_signed: false,
+        self_signed_names: Vec::new(),
     });
     let service = start(config).await;
     let addr = service.local_addr();
