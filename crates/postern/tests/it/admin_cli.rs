@@ -189,6 +189,81 @@ async fn admin_cli_signs_in_with_the_device_flow_and_manages_the_tenant() {
     assert!(!ok);
     assert!(err.contains("without an enabled global administrator"), "{err}");
 
+    // Conditional access: a location, a policy from a file, what-if, user risk.
+    let office = json(
+        dir.path(),
+        &["locations", "create", "office", "--range", "192.0.2.0/24", "--trusted"],
+        "",
+    )
+    .await;
+    assert_eq!(office["ranges"], serde_json::json!(["192.0.2.0/24"]));
+    let policy_file = dir.path().join("mfa-outside.json");
+    std::fs::write(
+        &policy_file,
+        r#"{"name": "MFA outside the office", "conditions": {"users": {"include": ["user:jo@acme.test"]},
+            "apps": {"include": ["all"]}, "locations": {"include": ["any"], "exclude": ["location:office"]}},
+            "grants": ["require_mfa"]}"#,
+    )
+    .unwrap();
+    let policy = json(
+        dir.path(),
+        &["policies", "create", "--file", policy_file.to_str().unwrap()],
+        "",
+    )
+    .await;
+    assert_eq!(policy["state"], "enabled");
+    let what_if = |ip: &'static str| {
+        let dir = dir.path().to_owned();
+        async move { json(&dir, &["policies", "what-if", "--user", "jo@acme.test", "--ip", ip], "").await["effect"].clone() }
+    };
+    assert_eq!(what_if("192.0.2.7").await, "allow");
+    assert_eq!(what_if("203.0.113.7").await, "require_mfa");
+    let (ok, _, err) = run(dir.path(), &["locations", "delete", "office"], "").await;
+    assert!(!ok && err.contains("MFA outside the office"), "{err}");
+    assert!(
+        run(dir.path(), &["policies", "delete", "MFA outside the office"], "")
+            .await
+            .0
+    );
+    assert_eq!(json(dir.path(), &["policies", "list"], "").await, serde_json::json!([]));
+    let risk = json(
+        dir.path(),
+        &[
+            "users",
+            "risk",
+            "set",
+            "jo@acme.test",
+            "--level",
+            "high",
+            "--reason",
+            "phished",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(risk["level"], "high");
+    assert!(
+        run(dir.path(), &["users", "risk", "dismiss", "jo@acme.test"], "")
+            .await
+            .0
+    );
+    let (ok, _, err) = run(
+        dir.path(),
+        &[
+            "users",
+            "risk",
+            "set",
+            "jo@acme.test",
+            "--level",
+            "severe",
+            "--reason",
+            "x",
+        ],
+        "",
+    )
+    .await;
+    assert!(!ok && err.contains("not a risk level"), "{err}");
+
     // Logs.
     let audit = json(dir.path(), &["audit", "list"], "").await;
     assert!(audit.as_array().unwrap().iter().any(|e| e["action"] == "client.create"));
