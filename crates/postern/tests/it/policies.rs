@@ -1065,3 +1065,81 @@ async fn refresh_grants_are_decided_as_their_own_client_kind() {
     let (status, body) = refresh(refresh_token).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// Device approvals are the `device_flow` client kind: a policy on it refuses
+/// the sign-in that would approve a device, before the password, and leaves
+/// browser sign-ins alone.
+#[tokio::test]
+async fn device_approvals_are_decided_as_their_own_client_kind() {
+    let bench = bench().await;
+    let svc = &bench.svc;
+    svc.create_user(&bench.t.tenant, BOB, BOB_PASSWORD).await.unwrap();
+    svc.create_client(
+        &bench.t.tenant,
+        "portal",
+        None,
+        &["https://portal.acme.test/cb"],
+        &["authorization_code"],
+    )
+    .await
+    .unwrap();
+    create_policy(
+        &bench,
+        json!({
+            "name": "No devices",
+            "conditions": {"users": {"include": ["all"]}, "apps": {"include": ["all"]}, "client_kinds": ["device_flow"]},
+            "grants": ["block"],
+        }),
+    )
+    .await;
+    let verdict = what_if(
+        &bench,
+        json!({"user": BOB, "app": "postern-cli", "ip": "203.0.113.5", "client_kind": "device_flow"}),
+    )
+    .await;
+    assert_eq!(verdict["effect"], "block");
+
+    let r = reqwest::Client::new()
+        .post(format!("{}/device_authorization", svc.issuer("acme")))
+        .form(&[("client_id", "postern-cli"), ("scope", "openid")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let device: Value = r.json().await.unwrap();
+    let before = svc.sts().password_verifications();
+    let page = Browser::new()
+        .from_ip("203.0.113.5")
+        .sign_in(
+            device["verification_uri_complete"].as_str().unwrap(),
+            &login(svc, BOB, BOB_PASSWORD),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.title(), "Access blocked", "{}", page.body);
+    assert_eq!(svc.sts().password_verifications(), before);
+    let events = signins(&bench).await;
+    let blocked = events.iter().find(|e| e.outcome == SigninOutcome::Blocked).unwrap();
+    assert_eq!(blocked.client_id.as_deref(), Some("postern-cli"));
+    assert_eq!(access_of(blocked)["policies"][0]["policy"], "No devices");
+
+    // A browser sign-in of the same user goes through.
+    let start = authorize_url(
+        svc,
+        "acme",
+        "portal",
+        "https://portal.acme.test/cb",
+        &postern_testkit::Pkce::new().challenge,
+        "",
+    );
+    let page = Browser::new()
+        .from_ip("203.0.113.5")
+        .sign_in(&start, &login(svc, BOB, BOB_PASSWORD))
+        .await
+        .unwrap();
+    assert!(
+        query_param(&page.location().unwrap(), "code").is_some(),
+        "{}",
+        page.body
+    );
+}
