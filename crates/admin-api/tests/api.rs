@@ -1002,18 +1002,38 @@ async fn domains_are_verified_by_an_operator() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
 
-    // A verified name belongs to one tenant only.
+    // A verified name belongs to one tenant only (SEC-12): another tenant
+    // cannot even add it, nor a name above or below it.
     let (globex, globex_admin) = create_tenant(&f.sts, "globex", "globex.test", false).await;
     let globex = f.token(&globex, &globex_admin).await;
-    assert_eq!(
-        f.post("/api/v1/domains", &globex, json!({ "name": "acme.example" }))
-            .await
-            .status,
-        StatusCode::CREATED
-    );
+    for name in ["acme.example", "eu.acme.example"] {
+        let r = f.post("/api/v1/domains", &globex, json!({ "name": name })).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{name}: {}", r.json);
+        assert!(
+            r.json["message"].as_str().unwrap().contains("another organisation"),
+            "{}",
+            r.json
+        );
+    }
+    // An unverified name may be added by both; the second verification of
+    // an overlapping name is refused.
+    for token in [&acme, &globex] {
+        let r = f
+            .post("/api/v1/domains", token, json!({ "name": "shared.example" }))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    }
     let r = f
         .post(
-            "/api/v1/tenants/globex/domains/acme.example/verify",
+            "/api/v1/tenants/acme/domains/shared.example/verify",
+            &operator,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let r = f
+        .post(
+            "/api/v1/tenants/globex/domains/shared.example/verify",
             &operator,
             json!({}),
         )
