@@ -1628,6 +1628,7 @@ async fn registration_tokens(backend: Backend) {
         store.consume_registration_token(b"t1", at(2)).await.unwrap().is_none(),
         "uses run out"
     );
+    assert_eq!(store.registration_token_tenant(b"t1", at(2)).await.unwrap(), None);
     store
         .create_registration_token(b"t2", &a.id, ComponentKind::Connector, None, &by, 5, T0, at(60))
         .await
@@ -1844,7 +1845,6 @@ async fn directory_accounts_are_provisioned_just_in_time(backend: Backend) {
         names(store.user_groups(&a.id, &u.id).await.unwrap()),
         vec!["Admins", "Staff", "cloud-only"]
     );
-    assert_eq!(store.registration_token_tenant(b"t1", at(2)).await.unwrap(), None);
     store
         .set_directory_groups(&a.id, &u.id, &["Staff".into()], at(1))
         .await
