@@ -63,6 +63,64 @@ pub struct AuditVerification {
     pub entries: i64,
     /// The first entry whose hash or link does not match, if any.
     pub first_broken_seq: Option<i64>,
+    /// What is wrong with that entry.
+    pub problem: Option<AuditBreak>,
+}
+
+/// What is wrong with the first broken entry of the chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum AuditBreak {
+    /// The entry is not there: the chain jumps from the entry before it to
+    /// `next_found` (entries were removed).
+    Missing {
+        /// The next sequence number present.
+        next_found: i64,
+    },
+    /// The entry's link to the entry before it does not match: that entry was
+    /// changed and its hash recomputed, or entries were removed or inserted.
+    Link,
+    /// The entry's content does not match its hash: it was changed after it
+    /// was written.
+    Content,
+}
+
+impl std::fmt::Display for AuditBreak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuditBreak::Missing { next_found } => {
+                write!(f, "the entry is missing (the next entry present is {next_found})")
+            }
+            AuditBreak::Link => f.write_str(
+                "its link to the entry before it does not match (that entry was changed and rehashed, or entries were removed or inserted)",
+            ),
+            AuditBreak::Content => f.write_str("its content does not match its hash (it was changed after it was written)"),
+        }
+    }
+}
+
+/// What is wrong with `e`, expected at `expected_seq` after an entry hashed
+/// `prev`; `None` when it is sound.
+fn check_entry(e: &AuditEntry, expected_seq: i64, prev: &[u8]) -> Option<AuditBreak> {
+    if e.seq != expected_seq {
+        return Some(AuditBreak::Missing { next_found: e.seq });
+    }
+    if e.prev_hash != prev {
+        return Some(AuditBreak::Link);
+    }
+    let recomputed = entry_hash(
+        prev,
+        &Hashed {
+            seq: e.seq,
+            tenant_id: e.tenant_id.as_deref(),
+            at: e.at,
+            actor: &e.actor,
+            action: &e.action,
+            target: &e.target,
+            detail: &e.detail,
+        },
+    );
+    (e.hash != recomputed).then_some(AuditBreak::Content)
 }
 
 /// The fields of an entry that its hash covers.
@@ -195,22 +253,11 @@ impl Store {
             let next_seq = last.seq + 1;
             for e in &page {
                 checked += 1;
-                let recomputed = entry_hash(
-                    &prev,
-                    &Hashed {
-                        seq: e.seq,
-                        tenant_id: e.tenant_id.as_deref(),
-                        at: e.at,
-                        actor: &e.actor,
-                        action: &e.action,
-                        target: &e.target,
-                        detail: &e.detail,
-                    },
-                );
-                if e.seq != expected_seq || e.prev_hash != prev || e.hash != recomputed {
+                if let Some(problem) = check_entry(e, expected_seq, &prev) {
                     return Ok(AuditVerification {
                         entries: checked,
                         first_broken_seq: Some(expected_seq.min(e.seq)),
+                        problem: Some(problem),
                     });
                 }
                 prev = e.hash.clone();
@@ -221,6 +268,7 @@ impl Store {
         Ok(AuditVerification {
             entries: checked,
             first_broken_seq: None,
+            problem: None,
         })
     }
 }

@@ -18,6 +18,7 @@ mod clients;
 mod components;
 mod directory;
 mod error;
+mod export;
 mod flows;
 pub mod hosts;
 mod keys;
@@ -39,8 +40,8 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
-pub use apps::{APP_CALLBACK_PATH, App, AppSpec, CookieKeyRecord, ExternalScheme, Preauth, PrincipalKind};
-pub use audit::{AuditEntry, AuditVerification, NewAuditEntry};
+pub use apps::{APP_CALLBACK_PATH, App, AppLimits, AppSpec, CookieKeyRecord, ExternalScheme, Preauth, PrincipalKind};
+pub use audit::{AuditBreak, AuditEntry, AuditVerification, NewAuditEntry};
 pub use clients::{NewOAuthClient, OAuthClient};
 pub use components::{
     CaRecord, CertRecord, Component, ComponentKind, ConnectorGroup, NewComponent, RegistrationToken,
@@ -49,6 +50,7 @@ pub use components::{
 pub use directory::{Domain, DomainAuthMode, Group, NewUser, User, UserSource, UserUpdate, normalize_username};
 pub use error::StoreError;
 pub use flows::FlowRecord;
+pub use export::{ExportStream, NamedAuditEntry, NumberedSignin};
 pub use hosts::{HostBasis, HostRefusal, HostRules, HostViolation};
 pub use keys::SigningKeyRecord;
 pub use lockout::{LocationClass, LockoutContext, LockoutKey, LockoutReservation, LockoutRules, LockoutState};

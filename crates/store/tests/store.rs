@@ -67,8 +67,11 @@ on_both!(
     signing_key_rotation,
     lockout_counters,
     audit_chain_detects_tampering,
+    audit_chain_names_what_broke,
     lockout_reservations_hold_under_concurrency,
     signin_log,
+    export_follows_both_logs_in_order,
+    export_cursor_claims_each_event_once,
     purge_expired_records,
     certificate_authorities,
     connector_groups,
@@ -1101,7 +1104,8 @@ async fn audit_chain_detects_tampering(backend: Backend) {
         ok,
         AuditVerification {
             entries: 5,
-            first_broken_seq: None
+            first_broken_seq: None,
+            problem: None,
         }
     );
     assert_eq!(store.audit_entries("t1", 2, 10).await.unwrap().len(), 3);
@@ -1135,7 +1139,64 @@ async fn audit_chain_detects_tampering(backend: Backend) {
     sqlx::query(enable).execute(store.pool()).await.unwrap();
     let broken = store.verify_audit_chain().await.unwrap();
     assert_eq!(broken.first_broken_seq, Some(3));
+    assert_eq!(broken.problem, Some(AuditBreak::Content));
 }
+
+/// Appends `n` audit entries of tenant `t1`.
+async fn append_audit_entries(store: &Store, n: i64) {
+    for i in 0..n {
+        let e = NewAuditEntry {
+            tenant_id: Some("t1".into()),
+            actor: "user:1".into(),
+            action: "user.create".into(),
+            target: format!("user:{i}"),
+            detail: serde_json::json!({ "i": i }),
+        };
+        store.append_audit(&e, at(i)).await.unwrap();
+    }
+}
+
+/// Runs `sql` with the audit log's append-only trigger out of the way, as
+/// someone with the table owner's rights could.
+async fn tamper(store: &Store, backend: Backend, sql: &'static str) {
+    let (disable, enable) = match backend {
+        Backend::Sqlite => (
+            "DROP TRIGGER IF EXISTS audit_log_no_update; DROP TRIGGER IF EXISTS audit_log_no_delete",
+            "SELECT 1",
+        ),
+        Backend::Postgres => (
+            "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update",
+            "ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update",
+        ),
+    };
+    sqlx::raw_sql(disable).execute(store.pool()).await.unwrap();
+    sqlx::raw_sql(sql).execute(store.pool()).await.unwrap();
+    sqlx::raw_sql(enable).execute(store.pool()).await.unwrap();
+}
+
+async fn audit_chain_names_what_broke(backend: Backend) {
+    // A removed entry: the chain names the missing one.
+    let (_db, store) = store(backend).await;
+    append_audit_entries(&store, 5).await;
+    tamper(&store, backend, "DELETE FROM audit_log WHERE seq = 2").await;
+    let v = store.verify_audit_chain().await.unwrap();
+    assert_eq!(v.first_broken_seq, Some(2));
+    assert_eq!(v.problem, Some(AuditBreak::Missing { next_found: 3 }));
+
+    // An entry whose link to the one before was rewritten.
+    let (_db2, store) = self::store(backend).await;
+    append_audit_entries(&store, 5).await;
+    tamper(&store, backend, "UPDATE audit_log SET prev_hash = hash WHERE seq = 4").await;
+    let v = store.verify_audit_chain().await.unwrap();
+    assert_eq!(v.first_broken_seq, Some(4));
+    assert_eq!(v.problem, Some(AuditBreak::Link));
+    assert!(
+        v.problem.unwrap().to_string().contains("link"),
+        "{}",
+        v.problem.unwrap()
+    );
+}
+
 
 async fn signin_log(backend: Backend) {
     let (_db, store) = store(backend).await;
@@ -1165,6 +1226,121 @@ async fn signin_log(backend: Backend) {
         vec![SigninOutcome::BadCredentials, SigninOutcome::Success]
     );
     assert_eq!(store.signins(&a.id, at(1), 10).await.unwrap().len(), 1);
+}
+
+/// A sign-in event of `tenant` at `secs`.
+fn signin_at(tenant: &Tenant, username: &str, secs: i64) -> SigninEvent {
+    SigninEvent {
+        id: String::new(),
+        tenant_id: tenant.id.clone(),
+        at: at(secs),
+        username: username.into(),
+        user_id: None,
+        client_id: None,
+        ip: "192.0.2.1".into(),
+        outcome: SigninOutcome::BadCredentials,
+        detail: String::new(),
+    }
+}
+
+async fn export_follows_both_logs_in_order(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, _) = tenant_with_admin(&store, "a", "a.test").await;
+    let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
+    // Timestamps out of order on purpose: the log's order is the order of commits.
+    for (tenant, name, secs) in [(&a, "one", 50), (&b, "two", 10), (&a, "three", 30)] {
+        store.log_signin(&signin_at(tenant, name, secs)).await.unwrap();
+    }
+    let all = store.signins_after(0, 10).await.unwrap();
+    let seen: Vec<(i64, &str, Option<&str>)> = all
+        .iter()
+        .map(|s| (s.seq, s.event.username.as_str(), s.tenant_name.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![(1, "one", Some("a")), (2, "two", Some("b")), (3, "three", Some("a"))]
+    );
+    let after_one = store.signins_after(1, 1).await.unwrap();
+    assert_eq!(after_one.len(), 1, "the limit holds");
+    assert_eq!(after_one[0].event.username, "two");
+
+    // Concurrent writers still get one number each, without gaps.
+    let mut writers = Vec::new();
+    for i in 0..20 {
+        let (store, a) = (store.clone(), a.clone());
+        writers.push(tokio::spawn(async move {
+            store.log_signin(&signin_at(&a, &format!("p{i}"), i)).await.unwrap();
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let seqs: Vec<i64> = store
+        .signins_after(3, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.seq)
+        .collect();
+    assert_eq!(seqs, (4..=23).collect::<Vec<_>>());
+
+    store
+        .append_audit(
+            &NewAuditEntry {
+                tenant_id: Some(b.id.clone()),
+                actor: "system".into(),
+                action: "tenant.update".into(),
+                target: format!("tenant:{}", b.id),
+                detail: serde_json::json!({}),
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    let audit = store.audit_after(0, 100).await.unwrap();
+    let last = audit.last().unwrap();
+    assert_eq!(last.entry.action, "tenant.update");
+    assert_eq!(last.tenant_name.as_deref(), Some("b"));
+    assert!(store.audit_after(last.entry.seq, 100).await.unwrap().is_empty());
+}
+
+async fn export_cursor_claims_each_event_once(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    assert_eq!(store.export_cursor("syslog", ExportStream::Signins).await.unwrap(), 0);
+    assert!(
+        store
+            .advance_export_cursor("syslog", ExportStream::Signins, 0, 5, T0)
+            .await
+            .unwrap()
+    );
+    // A second instance that read from 0 too loses the race.
+    assert!(
+        !store
+            .advance_export_cursor("syslog", ExportStream::Signins, 0, 7, T0)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.export_cursor("syslog", ExportStream::Signins).await.unwrap(), 5);
+    // Cursors of other streams and sinks are their own.
+    assert_eq!(store.export_cursor("syslog", ExportStream::Audit).await.unwrap(), 0);
+    assert_eq!(store.export_cursor("webhook", ExportStream::Signins).await.unwrap(), 0);
+
+    // Many claims racing from the same position: exactly one wins.
+    let mut racers = Vec::new();
+    for i in 0..10 {
+        let store = store.clone();
+        racers.push(tokio::spawn(async move {
+            store
+                .advance_export_cursor("syslog", ExportStream::Signins, 5, 10 + i, T0)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut won = 0;
+    for r in racers {
+        won += usize::from(r.await.unwrap());
+    }
+    assert_eq!(won, 1);
 }
 
 async fn purge_expired_records(backend: Backend) {
