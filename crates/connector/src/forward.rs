@@ -141,8 +141,13 @@ struct Ids {
     request: String,
 }
 
-/// Forwards one tunnel stream and returns the response to send on it.
+/// Forwards one tunnel stream and returns the response to send on it. Each
+/// stream is logged at INFO once its answer's head is ready: app, request ID
+/// (the front door's, so the service's access log line and this one can be
+/// matched), method, path (without the query), status, the tunnel error code
+/// if the backend gave no answer, and the time to the head.
 pub(crate) async fn handle(req: Request<Incoming>, apps: Arc<AppTable>, backends: Backends) -> Response<TunnelBody> {
+    let started = Instant::now();
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -154,6 +159,34 @@ pub(crate) async fn handle(req: Request<Incoming>, apps: Arc<AppTable>, backends
         app: header(APP_HEADER),
         request: header(REQUEST_ID_HEADER),
     };
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let response = forward_stream(req, apps, backends, &ids).await;
+    let error = response
+        .headers()
+        .get(ERROR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info!(
+        app = %ids.app,
+        request_id = %ids.request,
+        method = %method,
+        path = %path,
+        status = response.status().as_u16(),
+        error,
+        head_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "request forwarded"
+    );
+    response
+}
+
+/// Sends one tunnel stream to its app's backend.
+async fn forward_stream(
+    req: Request<Incoming>,
+    apps: Arc<AppTable>,
+    backends: Backends,
+    ids: &Ids,
+) -> Response<TunnelBody> {
     let Some(app) = apps.get(&ids.app).cloned() else {
         tracing::info!(app = %ids.app, request_id = %ids.request, "request for an app this connector does not serve");
         return backend_error(BackendError::UnknownApp);
@@ -188,8 +221,8 @@ pub(crate) async fn handle(req: Request<Incoming>, apps: Arc<AppTable>, backends
         headers,
     };
     match parts.headers.get(UPGRADE_HEADER).cloned() {
-        Some(protocol) => forward_upgrade(&app, &backends, head, protocol, body, deadline, &ids).await,
-        None => forward_plain(&app, &backends, head, body.boxed_unsync(), deadline, &ids).await,
+        Some(protocol) => forward_upgrade(&app, &backends, head, protocol, body, deadline, ids).await,
+        None => forward_plain(&app, &backends, head, body.boxed_unsync(), deadline, ids).await,
     }
 }
 

@@ -8,6 +8,12 @@
 //! a signed assertion), `X-Forwarded-For/Proto/Host` and the tunnel's own headers
 //! are added. A WebSocket (or other) upgrade becomes a stream whose request body
 //! carries the client's bytes and whose response body carries the backend's.
+//!
+//! The request's ID reaches the backend twice: in the tunnel's
+//! `x-postern-request-id` and in `X-Request-Id` (a client's own `X-Request-Id`
+//! is replaced, never passed on). What the access log needs from here (the
+//! user, the connector, the request body's size) goes to the request's
+//! [`AccessRecord`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +36,8 @@ use postern_translate::{BodyTranslator, UrlMap};
 use postern_tunnel::{BoxError, SendError, TunnelBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::access_log::AccessRecord;
+use crate::body_limit::{BodyCap, CappedBody};
 use crate::preauth::Access;
 use crate::{ClientInfo, Edge, pages};
 
@@ -42,6 +50,8 @@ pub const GROUPS_HEADER: &str = "x-postern-groups";
 /// Identity header: a JWT signed by the tenant's issuer (verify with its JWKS;
 /// audience the app's client ID).
 pub const ASSERTION_HEADER: &str = "x-postern-assertion";
+/// The request's ID as the backend gets it (the same as in the access log).
+pub const BACKEND_REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
@@ -242,7 +252,19 @@ impl Edge {
         request_id: &str,
     ) -> Response {
         let (mut parts, body) = request.into_parts();
+        let record = parts.extensions.remove::<Arc<AccessRecord>>();
+        if let (Some(record), Some(access)) = (&record, access) {
+            record.set_user(&access.session.u, &access.session.n);
+        }
         let upgrade = upgrade_protocol(&parts);
+        let body_cap = BodyCap::for_app(app, self.options.app_max_body_bytes);
+        if let Some(refused) = body_cap
+            .as_ref()
+            .and_then(|cap| cap.refuse_declared(&parts.headers, request_id))
+        {
+            return refused;
+        }
+        let body = CappedBody::new(body, body_cap.as_ref());
         let on_upgrade = if upgrade.is_some() {
             parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
         } else {
@@ -276,6 +298,7 @@ impl Edge {
             ("x-forwarded-host", original_host.as_str()),
             (APP_HEADER, app.id.as_str()),
             (REQUEST_ID_HEADER, request_id),
+            (BACKEND_REQUEST_ID_HEADER, request_id),
         ] {
             if let Some(v) = header_value(value) {
                 headers.insert(name, v);
@@ -325,6 +348,13 @@ impl Edge {
             let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, BoxError>(Frame::data(b)));
             (Some(tx), StreamBody::new(stream).boxed_unsync())
         } else {
+            let counted = record.clone();
+            let body = body.map_frame(move |frame| {
+                if let (Some(record), Some(data)) = (&counted, frame.data_ref()) {
+                    record.add_bytes_in(data.len());
+                }
+                frame
+            });
             (None, body.map_err(|e| Box::new(e) as BoxError).boxed_unsync())
         };
         let mut outbound = Request::new(tunnel_body);
@@ -338,8 +368,16 @@ impl Edge {
             self.tunnels.send(&app.tenant_id, &app.connector_group_id, outbound),
         )
         .await;
+        if let Some(cap) = body_cap.as_ref().filter(|cap| cap.tripped()) {
+            return cap.too_large(request_id);
+        }
         let response = match sent {
-            Ok(Ok(r)) => r,
+            Ok(Ok(r)) => {
+                if let Some(record) = &record {
+                    record.set_connector(r.body().connector_id());
+                }
+                r
+            }
             Ok(Err(SendError::NoConnector)) => {
                 tracing::warn!(app = %app.name, request = %request_id, "no connector online");
                 return pages::error(
@@ -407,7 +445,7 @@ impl Edge {
             postern_translate::translate_response_headers(map, &mut head.headers);
         }
         if let (true, Some(protocol), Some(on_upgrade), Some(tx)) = (upgraded, upgrade, on_upgrade, client_bytes) {
-            return switch_protocols(head, body, &protocol, on_upgrade, tx, request_id.to_owned());
+            return switch_protocols(head, body, &protocol, on_upgrade, tx, record);
         }
         let translator = if app.translate_links {
             map.as_deref()
@@ -430,15 +468,19 @@ impl Edge {
 }
 
 /// Answers the client's upgrade with 101 and the backend's handshake headers, then
-/// copies bytes both ways until either side ends.
+/// copies bytes both ways until either side ends; the access log line is
+/// written then, with the bytes each way.
 fn switch_protocols(
     head: http::response::Parts,
     body: postern_tunnel::TunnelResponseBody,
     protocol: &str,
     on_upgrade: hyper::upgrade::OnUpgrade,
     to_backend: tokio::sync::mpsc::Sender<Bytes>,
-    request_id: String,
+    record: Option<Arc<AccessRecord>>,
 ) -> Response {
+    if let Some(record) = &record {
+        record.defer();
+    }
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     for (name, value) in &head.headers {
@@ -452,15 +494,23 @@ fn switch_protocols(
     if let Some(v) = header_value(protocol) {
         response.headers_mut().insert(UPGRADE, v);
     }
+    if let Some(v) = record.as_ref().and_then(|r| header_value(r.request_id())) {
+        response.headers_mut().insert(BACKEND_REQUEST_ID_HEADER, v);
+    }
     tokio::spawn(async move {
+        let request_id = record.as_ref().map_or("-", |r| r.request_id());
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
                 tracing::debug!(request = %request_id, error = %e, "client upgrade failed");
+                if let Some(record) = &record {
+                    record.log(101, 0, "error");
+                }
                 return;
             }
         };
         let (mut from_client, mut to_client) = tokio::io::split(TokioIo::new(upgraded));
+        let up_record = record.clone();
         let up = async move {
             let mut buf = vec![0u8; UPGRADE_CHUNK];
             loop {
@@ -470,6 +520,9 @@ fn switch_protocols(
                         if to_backend.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
                             break;
                         }
+                        if let Some(record) = &up_record {
+                            record.add_bytes_in(n);
+                        }
                     }
                 }
             }
@@ -478,18 +531,24 @@ fn switch_protocols(
         };
         let down = async move {
             let mut body = body;
+            let mut sent = 0u64;
             while let Some(frame) = body.frame().await {
                 let Ok(frame) = frame else { break };
-                if let Ok(data) = frame.into_data()
-                    && to_client.write_all(&data).await.is_err()
-                {
-                    break;
+                if let Ok(data) = frame.into_data() {
+                    if to_client.write_all(&data).await.is_err() {
+                        break;
+                    }
+                    sent = sent.saturating_add(u64::try_from(data.len()).unwrap_or(u64::MAX));
                 }
             }
             let _ = to_client.shutdown().await;
+            sent
         };
-        tokio::join!(up, down);
+        let ((), bytes_out) = tokio::join!(up, down);
         tracing::debug!(request = %request_id, "upgraded connection closed");
+        if let Some(record) = &record {
+            record.log(101, bytes_out, "upgraded");
+        }
     });
     response
 }

@@ -11,6 +11,7 @@
 //! answered here and never forwarded.
 #![warn(missing_docs)]
 
+mod access_log;
 mod cookies;
 mod forward;
 mod hosts;
@@ -37,7 +38,8 @@ use postern_time::UnixTime;
 use postern_translate::UrlMap;
 use postern_tunnel::TunnelRegistry;
 
-pub use forward::{ASSERTION_HEADER, EMAIL_HEADER, GROUPS_HEADER, USER_HEADER};
+pub use access_log::TARGET as ACCESS_LOG_TARGET;
+pub use forward::{ASSERTION_HEADER, BACKEND_REQUEST_ID_HEADER, EMAIL_HEADER, GROUPS_HEADER, USER_HEADER};
 pub use paths::PathError;
 pub use routing::{Routed, Routing, normalize_host};
 
@@ -186,21 +188,44 @@ impl Edge {
     /// Serves a request on an app host: `routing` from [`Edge::route`] (not
     /// [`Routing::NotAnAppHost`]). Responses of an HTTPS app reached over HTTPS
     /// carry HSTS (a year, this host only) unless the backend sent its own.
-    pub async fn handle(&self, routing: Routing, request: Request<Incoming>, client: ClientInfo) -> Response {
+    /// Every request gets an access log line (see [`ACCESS_LOG_TARGET`]) once
+    /// its response has ended.
+    pub async fn handle(&self, routing: Routing, mut request: Request<Incoming>, client: ClientInfo) -> Response {
         let https_app = matches!(&routing, Routing::App(r) if r.app.external_scheme == postern_store::ExternalScheme::Https)
             && client.proto == "https";
-        let mut response = self.handle_routed(routing, request, client).await;
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let host = request
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| request.uri().authority().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let record = access_log::AccessRecord::new(&request_id, &host, request.method(), request.uri().path());
+        if let Routing::App(routed) = &routing {
+            record.set_app(&routed.app);
+        }
+        request.extensions_mut().insert(record.clone());
+        let pending = access_log::PendingAnswer::new(&record);
+        let mut response = self.handle_routed(routing, request, client, &request_id).await;
+        pending.disarm();
         if https_app {
             response
                 .headers_mut()
                 .entry(http::header::STRICT_TRANSPORT_SECURITY)
                 .or_insert(http::HeaderValue::from_static(HSTS));
         }
-        response
+        let status = response.status().as_u16();
+        response.map(|body| axum::body::Body::new(access_log::LoggedBody::new(body, record, status)))
     }
 
-    async fn handle_routed(&self, routing: Routing, request: Request<Incoming>, client: ClientInfo) -> Response {
-        let request_id = uuid::Uuid::new_v4().to_string();
+    async fn handle_routed(
+        &self,
+        routing: Routing,
+        request: Request<Incoming>,
+        client: ClientInfo,
+        request_id: &str,
+    ) -> Response {
         if paths::normalize(request.uri().path()).is_ok_and(|p| p == "/robots.txt") {
             return pages::robots();
         }
@@ -210,7 +235,7 @@ impl Edge {
                 StatusCode::BAD_REQUEST,
                 "Bad request",
                 &format!("{why}; no application is published there."),
-                &request_id,
+                request_id,
             );
         }
         let Routing::App(Routed { app, path }) = routing else {
@@ -218,7 +243,7 @@ impl Edge {
                 StatusCode::NOT_FOUND,
                 "Not found",
                 "No application is published at this address.",
-                &request_id,
+                request_id,
             );
         };
         match self.host_refusal(&app).await {
@@ -228,10 +253,10 @@ impl Edge {
                     StatusCode::MISDIRECTED_REQUEST,
                     "Not available at this address",
                     "The organisation that published this application has not verified this address as its own, so the application is not served here. Its administrator can see why in the list of apps.",
-                    &request_id,
+                    request_id,
                 );
             }
-            Err(e) => return self.internal_error(&e, &request_id),
+            Err(e) => return self.internal_error(&e, request_id),
         }
         if app.external_scheme == postern_store::ExternalScheme::Https && client.proto == "http" {
             let target = format!(
@@ -246,20 +271,20 @@ impl Edge {
             Preauth::Sts => {
                 let (parts, body) = request.into_parts();
                 if preauth::is_own_path(&path) {
-                    return self.own_endpoint(&app, &path, &parts, body, &request_id).await;
+                    return self.own_endpoint(&app, &path, &parts, body, request_id).await;
                 }
-                match self.require_access(&app, &parts, &request_id).await {
+                match self.require_access(&app, &parts, request_id).await {
                     Ok(access) => {
                         let request = Request::from_parts(parts, body);
                         return self
-                            .forward(&app, &path, request, &client, Some(&access), &request_id)
+                            .forward(&app, &path, request, &client, Some(&access), request_id)
                             .await;
                     }
                     Err(response) => return response,
                 }
             }
         };
-        self.forward(&app, &path, request, &client, access.as_ref(), &request_id)
+        self.forward(&app, &path, request, &client, access.as_ref(), request_id)
             .await
     }
 

@@ -191,7 +191,8 @@ impl TunnelRegistry {
 
     /// Sends `request` on the least busy open tunnel of the group, trying the next
     /// one when a tunnel proves closed before the request left. The response's
-    /// body keeps the tunnel counted as busy until it ends.
+    /// body keeps the tunnel counted as busy until it ends, and names the
+    /// connector that answered ([`TunnelResponseBody::connector_id`]).
     pub async fn send(
         &self,
         tenant_id: &str,
@@ -219,6 +220,7 @@ impl TunnelRegistry {
                 Ok(response) => {
                     return Ok(response.map(|body| TunnelResponseBody {
                         inner: body,
+                        connector_id: tunnel.connector_id.clone(),
                         _busy: busy,
                     }));
                 }
@@ -353,7 +355,15 @@ impl Drop for Busy {
 /// dropped.
 pub struct TunnelResponseBody {
     inner: Incoming,
+    connector_id: String,
     _busy: Busy,
+}
+
+impl TunnelResponseBody {
+    /// The connector whose tunnel carried the request and its answer.
+    pub fn connector_id(&self) -> &str {
+        &self.connector_id
+    }
 }
 
 impl std::fmt::Debug for TunnelResponseBody {
@@ -450,6 +460,7 @@ mod tests {
         }
         let ok = registry.send("t2", "g1", get()).await.unwrap();
         assert_eq!(ok.status(), 200);
+        assert_eq!(ok.body().connector_id(), "c3", "the answer names its connector");
         drop(ok);
 
         // c1 moved out of g1: only its g1 tunnel goes.
