@@ -14,7 +14,9 @@ use postern_keyring::SecretString;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+mod export;
 mod risk;
+pub use export::RawExport;
 pub use risk::RawRisk;
 
 /// Environment keys the service reads (after the `POSTERN_` prefix, lowercased,
@@ -47,6 +49,13 @@ const ENV_KEYS: &[&str] = &[
     "control.tls_cert",
     "control.tls_key",
     "control.tls_anchors",
+    "export.syslog_url",
+    "export.webhook_url",
+    "export.webhook_token",
+    "export.ca_file",
+    "export.hostname",
+    "export.spool_max_bytes",
+    "export.batch",
 ];
 
 /// `POSTERN_*` variables that belong to other tools (the CLI, the test harness)
@@ -120,6 +129,9 @@ pub struct RawConfig {
     /// The mTLS endpoint for connectors and agents.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control: Option<RawControl>,
+    /// Pushing sign-in and audit events to a SIEM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export: Option<RawExport>,
     /// Sign-in risk signals.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub risk: Option<RawRisk>,
@@ -339,6 +351,9 @@ pub struct Config {
     pub limits: Limits,
     /// The control endpoint.
     pub control: ControlSettings,
+    /// Pushing sign-in and audit events to a SIEM (disabled unless a receiver
+    /// is configured).
+    pub export: postern_export::ExportSettings,
     /// Sign-in risk signals (anonymising networks, GeoIP, thresholds).
     pub risk: postern_sts::RiskConfig,
 }
@@ -515,6 +530,7 @@ impl RawConfig {
         {
             problems.push(format!("apps_domain: {e}"));
         }
+        let export = export::validate_export(self.export, &mut problems);
         let risk = risk::validate_risk(self.risk, &mut problems);
         if let Some(kek) = &self.kek
             && let Err(e) = postern_keyring::Keyring::from_text(kek.expose())
@@ -537,6 +553,7 @@ impl RawConfig {
             tls,
             limits,
             control,
+            export,
             risk,
         })
     }
@@ -634,6 +651,7 @@ impl Config {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 ..ControlSettings::default()
             },
+            export: postern_export::ExportSettings::default(),
             risk: postern_sts::RiskConfig::default(),
         }
     }

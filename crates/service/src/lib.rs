@@ -60,6 +60,9 @@ pub enum ServiceError {
     /// The TLS certificate or key is unusable.
     #[error("TLS: {0}")]
     Tls(String),
+    /// Event export to a SIEM could not start (its trust anchors, its spool).
+    #[error(transparent)]
+    Export(#[from] postern_export::ExportError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServiceError {
@@ -236,6 +239,16 @@ impl RunningService {
         // Before any component can connect: revocations end live connections at once.
         let revocations = control.enforce_revocations({
             let mut stop = shutdown_rx.clone();
+        // Sign-in and audit events to the SIEM, if configured.
+        let exporters = postern_export::start(
+            &config.export,
+            &store,
+            &clock,
+            &config.data_dir.join("export"),
+            &installation,
+            &shutdown_rx,
+        )
+        .await?;
             async move {
                 let _ = stop.wait_for(|stopping| *stopping).await;
             }
@@ -284,7 +297,10 @@ impl RunningService {
             sts,
             store,
             shutdown,
-            servers: vec![server, control_server, revocations],
+            servers: [server, control_server, revocations]
+                .into_iter()
+                .chain(exporters)
+                .collect(),
             tasks,
             setup_code,
             certificates: public_tls.map(|t| t.resolver),

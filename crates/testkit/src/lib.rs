@@ -39,6 +39,7 @@ pub struct TestServiceBuilder {
     apps_domain: Option<String>,
     tune: Box<dyn FnOnce(&mut StsConfig) + Send>,
     limits: Option<Limits>,
+    export: Option<postern_export::ExportSettings>,
 }
 
 impl TestServiceBuilder {
@@ -85,6 +86,12 @@ impl TestServiceBuilder {
         self
     }
 
+    /// Exports sign-in and audit events to the receivers in `settings`.
+    pub fn export(mut self, settings: postern_export::ExportSettings) -> Self {
+        self.export = Some(settings);
+        self
+    }
+
     /// Starts the service on 127.0.0.1 with an ephemeral port.
     pub async fn start(self) -> Result<TestService> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -99,6 +106,9 @@ impl TestServiceBuilder {
             config.trusted_proxies = vec!["127.0.0.1/32".parse()?];
         }
         config.apps_domain = self.apps_domain;
+        if let Some(export) = self.export {
+            config.export = export;
+        }
         let manual = ManualClock::starting_now();
         let clock: SharedClock = if self.manual_clock {
             manual.clone()
@@ -153,6 +163,7 @@ impl TestService {
             apps_domain: None,
             tune: Box::new(|_| {}),
             limits: None,
+            export: None,
         }
     }
 
