@@ -1,5 +1,7 @@
 //! The sign-in and audit logs of a tenant, for administrators and SIEMs
-//! (SEC-10), and the check of the installation-wide audit hash chain.
+//! (SEC-10), and the check of the installation-wide audit hash chain. (Both
+//! logs are also pushed to a syslog receiver or webhook when the service's
+//! `[export]` is configured: `postern-export`.)
 //!
 //! Both logs are read oldest first. To follow a log, pass the `at` of the last
 //! sign-in event seen as `since` (events of that second come again: skip the IDs
@@ -56,12 +58,14 @@ pub(crate) async fn audit(
 }
 
 /// `GET /api/v1/audit/verify`: recomputes the whole chain (every tenant's
-/// entries, hence operators only).
+/// entries, hence operators only) and names the first broken entry and what
+/// is wrong with it.
 pub(crate) async fn verify_audit(State(sts): State<Arc<Sts>>) -> Result<Json<AuditChainStatus>, ApiError> {
     let v = sts.store().verify_audit_chain().await?;
     Ok(Json(AuditChainStatus {
         entries: v.entries,
         intact: v.first_broken_seq.is_none(),
         first_broken_seq: v.first_broken_seq,
+        problem: v.problem.map(|p| p.to_string()),
     }))
 }

@@ -12,8 +12,8 @@ use std::io::{BufRead, IsTerminal};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use postern_client::wire::{
-    AppSettings, AppView, AuditQuery, ClientType, ComponentView, CreateClient, CreateConnectorGroup, CreateGroup,
-    CreateRegistrationToken, CreateTenant, CreateUser, SigninQuery, UpdateTenantSettings, UpdateUser,
+    AppSettings, AppView, AuditChainStatus, AuditQuery, ClientType, ComponentView, CreateClient, CreateConnectorGroup,
+    CreateGroup, CreateRegistrationToken, CreateTenant, CreateUser, SigninQuery, UpdateTenantSettings, UpdateUser,
 };
 use postern_client::{
     AdminClient, ClientError, CredentialFile, Credentials, DEFAULT_MAX_WAIT, DEFAULT_TIMEOUT, Issuer, PublicClient,
@@ -840,7 +840,7 @@ async fn manage(client: &AdminClient, command: AdminCommand) -> anyhow::Result<(
             let status = client.verify_audit().await?;
             print_json(&status)?;
             if !status.intact {
-                bail!("the audit chain is broken at entry {:?}", status.first_broken_seq);
+                bail!("{}", broken_chain_message(&status));
             }
             Ok(())
         }
@@ -1386,6 +1386,18 @@ mod tests {
         // Passwords never come from the command line.
         assert!(parse(&["users", "set-password", "jo@acme.test", "hunter2hunter2"]).is_err());
         assert!(parse(&["users", "create", "jo@acme.test", "--password", "x"]).is_err());
+/// What `audit verify` says about a broken chain: the first broken entry
+/// and what is wrong with it.
+fn broken_chain_message(status: &AuditChainStatus) -> String {
+    let entry = status
+        .first_broken_seq
+        .map_or_else(|| "an unknown entry".to_owned(), |seq| format!("entry {seq}"));
+    match &status.problem {
+        Some(problem) => format!("the audit chain is broken at {entry}: {problem}"),
+        None => format!("the audit chain is broken at {entry}"),
+    }
+}
+
         assert!(parse(&["users", "update", "jo", "--email", "a@b.test", "--clear-email"]).is_err());
         assert!(
             parse(&["clients", "create", "wiki"]).is_err(),
