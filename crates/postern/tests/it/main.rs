@@ -15,6 +15,7 @@ mod cross_tenant;
 mod lockout;
 mod mfa;
 mod oidc;
+mod logs;
 mod policies;
 mod proxy;
 mod proxy_harness;
