@@ -703,6 +703,9 @@ pub struct AuditChainStatus {
     pub intact: bool,
     /// The first entry that does not, if any.
     pub first_broken_seq: Option<i64>,
+    /// What is wrong with that entry (missing, link or content changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 // ---- system -------------------------------------------------------------------
@@ -758,9 +761,6 @@ pub struct PolicyInput {
     #[serde(default = "enabled")]
     pub state: PolicyState,
     /// When it applies.
-    /// What is wrong with that entry (missing, link or content changed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub problem: Option<String>,
     pub conditions: Conditions,
     /// What it demands: `block` alone, or `require_mfa` and/or `require_assignment`.
     pub grants: Vec<Grant>,

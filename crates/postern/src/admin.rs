@@ -1324,6 +1324,18 @@ fn warn_host_problems(apps: &[AppView]) {
     }
 }
 
+/// What `audit verify` says about a broken chain: the first broken entry
+/// and what is wrong with it.
+fn broken_chain_message(status: &AuditChainStatus) -> String {
+    let entry = status
+        .first_broken_seq
+        .map_or_else(|| "an unknown entry".to_owned(), |seq| format!("entry {seq}"));
+    match &status.problem {
+        Some(problem) => format!("the audit chain is broken at {entry}: {problem}"),
+        None => format!("the audit chain is broken at {entry}"),
+    }
+}
+
 /// Prints a result as pretty JSON on stdout.
 #[allow(clippy::print_stdout)] // stdout carries the command's result, for people and scripts.
 fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
@@ -1386,18 +1398,6 @@ mod tests {
         // Passwords never come from the command line.
         assert!(parse(&["users", "set-password", "jo@acme.test", "hunter2hunter2"]).is_err());
         assert!(parse(&["users", "create", "jo@acme.test", "--password", "x"]).is_err());
-/// What `audit verify` says about a broken chain: the first broken entry
-/// and what is wrong with it.
-fn broken_chain_message(status: &AuditChainStatus) -> String {
-    let entry = status
-        .first_broken_seq
-        .map_or_else(|| "an unknown entry".to_owned(), |seq| format!("entry {seq}"));
-    match &status.problem {
-        Some(problem) => format!("the audit chain is broken at {entry}: {problem}"),
-        None => format!("the audit chain is broken at {entry}"),
-    }
-}
-
         assert!(parse(&["users", "update", "jo", "--email", "a@b.test", "--clear-email"]).is_err());
         assert!(
             parse(&["clients", "create", "wiki"]).is_err(),
