@@ -128,6 +128,11 @@ pub(crate) async fn dial(
         .header(UPGRADE, TUNNEL_UPGRADE)
         .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
         .header(USER_AGENT, concat!("postern-connector/", env!("CARGO_PKG_VERSION")))
+        .header(
+            postern_proto::updates::VERSION_HEADER,
+            postern_uplink::reported_version(),
+        )
+        .header(postern_proto::updates::TARGET_HEADER, postern_uplink::build_target())
         .body(Empty::<Bytes>::new())
         .map_err(|e| TunnelError::Config(format!("tunnel request: {e}")))?;
     let mut response = tokio::time::timeout_at(deadline, sender.send_request(request))

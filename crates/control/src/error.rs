@@ -31,6 +31,11 @@ pub enum ControlError {
     /// The component's protocol version differs (400).
     #[error(transparent)]
     Protocol(#[from] postern_proto::ProtocolMismatch),
+    /// The component is older than the service's minimum (426): install the
+    /// release the message names (the updater does it unless updates are
+    /// paused).
+    #[error("{0}")]
+    Outdated(String),
     /// Something else holds what is needed, try later (409).
     #[error("{0}")]
     Conflict(String),
@@ -93,6 +98,7 @@ impl IntoResponse for ControlError {
             ControlError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ControlError::BadCsr(_) => (StatusCode::BAD_REQUEST, "bad_csr"),
             ControlError::Protocol(_) => (StatusCode::BAD_REQUEST, "protocol_mismatch"),
+            ControlError::Outdated(_) => (StatusCode::UPGRADE_REQUIRED, postern_proto::updates::OUTDATED),
             ControlError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ControlError::NotFound | ControlError::NotFoundMsg(_) => (StatusCode::NOT_FOUND, "not_found"),
             ControlError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

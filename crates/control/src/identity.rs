@@ -5,6 +5,9 @@
 //! one just replaced, during the renewal grace period), and the component,
 //! tenant and kind in the certificate must match the store. Removing a component
 //! therefore refuses its very next request.
+//!
+//! Each call's reported version is recorded too, and a component older than
+//! the minimum is refused (see `updates`); the updater's calls are exempt.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +23,7 @@ use rustls_pki_types::CertificateDer;
 
 use crate::Control;
 use crate::error::ControlError;
+use crate::updates::{Reported, observe};
 
 /// How often `last_seen` is written for a busy component.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
@@ -55,7 +59,15 @@ pub(crate) async fn identify(State(control): State<Arc<Control>>, mut request: R
         .get::<ClientIp>()
         .map(|ip| ip.to_string())
         .unwrap_or_default();
-    match resolve(&control, peer, &ip).await {
+    let is_updater = postern_proto::updates::is_updater_path(request.uri().path());
+    let reported = Reported::from_headers(request.headers());
+    let resolved = match resolve(&control, peer, &ip, is_updater).await {
+        Ok(identity) => observe(&control, &identity, &reported, &ip, is_updater)
+            .await
+            .map(|()| identity),
+        Err(e) => Err(e),
+    };
+    match resolved {
         Ok(identity) => {
             request.extensions_mut().insert(identity);
             next.run(request).await
@@ -68,6 +80,7 @@ async fn resolve(
     control: &Control,
     peer: Option<PeerCertificate>,
     ip: &str,
+    is_updater: bool,
 ) -> Result<ComponentIdentity, ControlError> {
     let Some(peer) = peer else {
         return Err(ControlError::Unauthenticated(
@@ -113,7 +126,8 @@ async fn resolve(
         return Err(revoked());
     }
     let seen_long_ago = component.last_seen_at.is_none_or(|seen| now.since(seen) >= TOUCH_EVERY);
-    if seen_long_ago {
+    // The updater's calls say nothing about whether the component runs.
+    if seen_long_ago && !is_updater {
         control.store.touch_component(&component.id, ip, None, now).await?;
     }
     Ok(ComponentIdentity {

@@ -22,6 +22,7 @@ mod relay;
 mod revocation;
 mod tls;
 mod tunnel;
+mod updates;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,7 @@ pub use authorities::Authorities;
 pub use error::ControlError;
 pub use identity::{ComponentIdentity, PeerCertificate};
 pub use tls::{ControlTls, control_server_config};
+pub use updates::UpdateSettings;
 
 /// What the store keeps about a certificate just issued.
 pub(crate) fn cert_record(issued: &postern_pki::IssuedCert) -> postern_store::CertRecord {
@@ -70,6 +72,8 @@ pub struct ControlConfig {
     pub watch_timeout: Duration,
     /// The control listener's server certificate.
     pub tls: ControlTls,
+    /// Automatic updates: the minimum component version, intervals, the lease.
+    pub updates: UpdateSettings,
 }
 
 impl ControlConfig {
@@ -89,6 +93,7 @@ impl ControlConfig {
             connector_refresh: Duration::from_secs(300),
             watch_timeout: Duration::from_secs(25),
             tls: ControlTls::Issued { hostnames: vec![host] },
+            updates: UpdateSettings::default(),
         }
     }
 }
@@ -193,6 +198,10 @@ impl Control {
             .route("/v1/t/{tenant}/agent/bootstrap", post(relay::bootstrap))
             .route("/v1/t/{tenant}/agent/queue", get(relay::queue))
             .route("/v1/t/{tenant}/agent/results/{request_id}", post(relay::result))
+            .route("/v1/t/{tenant}/updates/check", post(updates::check))
+            .route("/v1/t/{tenant}/updates/releases/{release_id}/binary", get(updates::download))
+            .route("/v1/t/{tenant}/updates/report", post(updates::report))
+            .route("/v1/t/{tenant}/updates/status", get(updates::status))
             .layer(from_fn_with_state(self.clone(), identity::identify))
             .with_state(self.clone())
     }

@@ -18,8 +18,6 @@ use postern_time::{SharedClock, SystemClock};
 use postern_uplink::{Backoff, ControlClient, Credential, RegisterOptions, StateDir, UplinkError};
 use tokio::sync::watch;
 
-/// This software's version, reported to the service.
-const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The agent's configuration file unless `--config` names another.
 const DEFAULT_AGENT_CONFIG: &str = "/etc/postern/agent.toml";
 /// Longest wait for the administrator to approve the sign-in.
@@ -192,7 +190,7 @@ async fn register(kind: ComponentKind, args: RegisterArgs) -> anyhow::Result<()>
         kind,
         credential,
         name,
-        version: VERSION.into(),
+        version: postern_uplink::reported_version(),
         group: args.group.clone(),
         tenant: args.tenant.clone(),
         key_alg,
@@ -279,8 +277,9 @@ async fn connector_loop(
     let mut backoff = Backoff::try_new(Duration::from_secs(1), Duration::from_secs(60))?;
     loop {
         tracing::debug!("exchanging the configuration");
+        let version = postern_uplink::reported_version();
         let exchanged = tokio::select! {
-            r = client.connector_config(VERSION) => r,
+            r = client.connector_config(&version) => r,
             () = shutdown.requested() => return Ok(()),
         };
         let config = match exchanged {

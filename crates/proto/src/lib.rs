@@ -9,6 +9,7 @@ pub mod control;
 pub mod registration;
 pub mod relay;
 pub mod tunnel;
+pub mod updates;
 
 use serde::{Deserialize, Serialize};
 

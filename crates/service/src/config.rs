@@ -61,6 +61,8 @@ const ENV_KEYS: &[&str] = &[
 /// `POSTERN_*` variables that belong to other tools (the CLI, the test harness)
 /// and are not service configuration.
 const ENV_OF_OTHER_TOOLS: &[&str] = &[
+    "control.minimum_component_version",
+    "control.update_check_secs",
     "config",
     "config_dir",
     "server",
@@ -174,6 +176,14 @@ pub struct RawTls {
     pub cert: Option<PathBuf>,
     /// Its PEM private key (mode 0600).
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Connectors and agents older than this version are refused, with the
+    /// release to install named (default: none refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minimum_component_version: Option<String>,
+    /// How often updaters ask for a newer release (seconds, default 3600;
+    /// they add jitter).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_check_secs: Option<u64>,
     pub key: Option<PathBuf>,
     /// More certificates (`[[tls.certificates]]`), each serving the DNS names of its
     /// subjectAltName extension.
@@ -355,6 +365,10 @@ pub struct Config {
     /// is configured).
     pub export: postern_export::ExportSettings,
     /// Sign-in risk signals (anonymising networks, GeoIP, thresholds).
+    /// The oldest component version accepted (checked to be a version).
+    pub minimum_component_version: Option<String>,
+    /// How often updaters ask for a newer release.
+    pub update_check: Duration,
     pub risk: postern_sts::RiskConfig,
 }
 
@@ -364,6 +378,8 @@ pub struct Config {
 pub struct ConfigError(pub Vec<String>);
 
 /// The default data directory.
+            minimum_component_version: None,
+            update_check: Duration::from_secs(3600),
 pub fn default_data_dir() -> PathBuf {
     PathBuf::from("./postern-data")
 }
@@ -568,6 +584,19 @@ fn validate_tls(raw: RawTls, problems: &mut Vec<String>) -> Option<TlsSettings> 
             check_file(problems, "tls.cert", &cert);
             check_file(problems, "tls.key", &key);
             Some(TlsFiles { cert, key })
+        if let Some(v) = &raw_control.minimum_component_version {
+            match postern_control::UpdateSettings::parse_version(v) {
+                Ok(_) => control.minimum_component_version = Some(v.clone()),
+                Err(e) => problems.push(format!("control.minimum_component_version: {e}")),
+            }
+        }
+        match raw_control.update_check_secs {
+            Some(secs) if !(60..=7 * 86400).contains(&secs) => {
+                problems.push("control.update_check_secs must be 60 to 604800".into())
+            }
+            Some(secs) => control.update_check = Duration::from_secs(secs),
+            None => {}
+        }
         }
         _ => {
             problems.push("tls needs both cert and key, or neither".into());

@@ -206,6 +206,10 @@ impl RunningService {
             };
         }
         let installation = public_url.host_str().unwrap_or("postern").to_owned();
+        if let Some(v) = &config.control.minimum_component_version {
+            control_config.updates.minimum_version = postern_control::UpdateSettings::parse_version(v).ok();
+        }
+        control_config.updates.check_interval = config.control.update_check;
         // The relay between the STS and pass-through authentication agents (embedded:
         // in this process).
         let relay = postern_relay::Relay::new(postern_relay::RelayLimits::default());

@@ -25,6 +25,7 @@ mod keys;
 mod lockout;
 mod oauth;
 mod policies;
+mod releases;
 mod revocations;
 mod roles;
 mod sessions;
@@ -58,6 +59,7 @@ pub use oauth::{
     AuthCode, CodeRedemption, DeviceCode, DeviceStatus, NewDeviceCode, RefreshLookup, RefreshRotation, RefreshToken,
 };
 pub use policies::{RecentFailure, UserRisk};
+pub use releases::{ComponentUpdate, NewRelease, Release, UpdatePolicy};
 pub use revocations::Revocation;
 pub use roles::Role;
 pub use sessions::Session;

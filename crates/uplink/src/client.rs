@@ -23,7 +23,7 @@ use crate::state::{Enrolment, StateDir};
 use crate::{UplinkError, transport};
 
 /// Deadline of ordinary control calls.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Extra time a configuration watch may take beyond the service's own timeout.
 const WATCH_SLACK: Duration = Duration::from_secs(10);
 
@@ -36,6 +36,8 @@ pub struct ControlClient {
     tunnel_tls: Arc<rustls::ClientConfig>,
     cert_not_before: UnixTime,
     cert_not_after: UnixTime,
+    /// Whether calls carry the component's version (not the updater's).
+    reports_version: bool,
 }
 
 impl std::fmt::Debug for ControlClient {
@@ -84,6 +86,17 @@ impl ControlClient {
     /// [`UplinkError::CertificateExpired`] when the certificate has expired (the
     /// component must be registered again).
     pub fn load(state: StateDir, clock: SharedClock) -> Result<Self, UplinkError> {
+        Self::load_with(state, clock, true)
+    }
+
+    /// Like [`ControlClient::load`], for the updater: its calls carry no
+    /// version (they say nothing about the component's health) and are never
+    /// refused for the component being outdated.
+    pub fn load_for_updater(state: StateDir, clock: SharedClock) -> Result<Self, UplinkError> {
+        Self::load_with(state, clock, false)
+    }
+
+    fn load_with(state: StateDir, clock: SharedClock, reports_version: bool) -> Result<Self, UplinkError> {
         let (key_pem, cert_pem, enrolment) = state.load()?;
         let info = postern_pki::cert_info(cert_pem.as_bytes())?;
         let key = postern_pki::ComponentKey::from_pkcs8_pem(&key_pem)?;
@@ -98,7 +111,21 @@ impl ControlClient {
         let tls = tls_config(&enrolment, &cert_pem, &key_pem, clock.clone())?;
         let mut tunnel_tls = tls.clone();
         tunnel_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut headers = reqwest::header::HeaderMap::new();
+        if reports_version {
+            let value =
+                |v: &str| reqwest::header::HeaderValue::from_str(v).map_err(|e| UplinkError::Internal(e.to_string()));
+            headers.insert(
+                postern_proto::updates::VERSION_HEADER,
+                value(&crate::version::reported_version())?,
+            );
+            headers.insert(
+                postern_proto::updates::TARGET_HEADER,
+                value(crate::version::build_target())?,
+            );
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .use_preconfigured_tls(tls)
             .connect_timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
@@ -112,6 +139,7 @@ impl ControlClient {
             tunnel_tls: Arc::new(tunnel_tls),
             cert_not_before: info.not_before,
             cert_not_after: info.not_after,
+            reports_version,
         })
     }
 
@@ -133,11 +161,16 @@ impl ControlClient {
         (self.cert_not_before, self.cert_not_after)
     }
 
-    fn url(&self, path: &str) -> String {
+    /// The HTTP client (mTLS).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.enrolment.control_url.trim_end_matches('/'))
     }
 
-    async fn call<B: Serialize, T: DeserializeOwned>(
+    pub(crate) async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -170,7 +203,7 @@ impl ControlClient {
     /// Installs a renewed key and certificate: saved first, then used.
     fn switch_to(&mut self, key_pem: &str, cert_pem: &str) -> Result<(), UplinkError> {
         self.state.save_credentials(key_pem, cert_pem)?;
-        let reloaded = ControlClient::load(self.state.clone(), self.clock.clone())?;
+        let reloaded = ControlClient::load_with(self.state.clone(), self.clock.clone(), self.reports_version)?;
         *self = reloaded;
         Ok(())
     }

@@ -8,6 +8,8 @@
 //!   certificate that cannot be used is an error naming it, never skipped.
 //! - [`ControlClient`]: every later call, authenticated by the client certificate,
 //!   trusting only the anchors learned at registration for the control endpoint.
+//! - [`version`]: the version and target reported on every control call;
+//!   the updater's calls ([`ControlClient::update_check`] and the rest) report none.
 //! - Renewal: connectors at 180 days during the configuration exchange (CON-4),
 //!   agents when the service says so (PTA-7), each with a fresh key.
 #![warn(missing_docs)]
@@ -17,11 +19,14 @@ mod client;
 mod register;
 pub mod state;
 pub mod trust;
+mod updates;
+pub mod version;
 
 pub use backoff::Backoff;
 pub use client::ControlClient;
 pub use register::{Credential, RegisterOptions, register};
 pub use state::{Enrolment, StateDir};
+pub use version::{build_target, reported_version};
 
 use postern_proto::ErrorBody;
 
