@@ -70,6 +70,7 @@ impl Postern {
                 translate_headers: true,
                 translate_links: false,
                 identity_headers: Vec::new(),
+                limits: postern_store::AppLimits::default(),
             };
             let client_id = format!("bench-app-{}", name.to_lowercase().replace(' ', "-"));
             store

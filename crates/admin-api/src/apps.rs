@@ -13,7 +13,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use postern_store::{App, AppSpec, ExternalScheme, HostRefusal, HostRules, Preauth, PrincipalKind, StoreError};
+use postern_store::{
+    App, AppLimits, AppSpec, ExternalScheme, HostRefusal, HostRules, Preauth, PrincipalKind, StoreError,
+};
 use postern_sts::Sts;
 use serde_json::json;
 use url::Url;
@@ -26,7 +28,7 @@ use crate::input::{Body, Problems, check_text};
 use crate::views;
 use crate::wire::{
     AppSettings, AppView, AssignApp, AssignmentView, DEFAULT_BACKEND_TIMEOUT_SECS, IDENTITY_HEADERS,
-    MAX_BACKEND_TIMEOUT_SECS,
+    MAX_BACKEND_TIMEOUT_SECS, MAX_BODY_LIMIT, MAX_RATE_LIMIT,
 };
 
 /// Longest app name.
@@ -188,6 +190,7 @@ async fn validate(sts: &Sts, rules: &HostRules, caller: &Caller, req: &AppSettin
         problems.add(format!("backend_timeout_secs must be 1 to {MAX_BACKEND_TIMEOUT_SECS}."));
     }
     let identity_headers = check_identity_headers(&mut problems, req.identity_headers.as_deref());
+    let limits = check_app_limits(&mut problems, req);
     let tenant_id = &caller.tenant.id;
     let group = match &req.connector_group {
         Some(wanted) => {
@@ -220,7 +223,31 @@ async fn validate(sts: &Sts, rules: &HostRules, caller: &Caller, req: &AppSettin
         translate_headers: req.translate_headers.unwrap_or(true),
         translate_links: req.translate_links.unwrap_or(false),
         identity_headers,
+        limits,
     })
+}
+
+/// The app's own limits (SEC-9), each in its range.
+fn check_app_limits(problems: &mut Problems, req: &AppSettings) -> AppLimits {
+    for (field, value) in [
+        ("rate_limit_per_sec", req.rate_limit_per_sec),
+        ("rate_limit_burst", req.rate_limit_burst),
+    ] {
+        if value.is_some_and(|v| !(1..=MAX_RATE_LIMIT).contains(&v)) {
+            problems.add(format!("{field} must be 1 to {MAX_RATE_LIMIT}."));
+        }
+    }
+    if req.rate_limit_burst.is_some() && req.rate_limit_per_sec.is_none() {
+        problems.add("rate_limit_burst needs rate_limit_per_sec.");
+    }
+    if req.max_body_bytes.is_some_and(|v| !(0..=MAX_BODY_LIMIT).contains(&v)) {
+        problems.add(format!("max_body_bytes must be 0 (no limit) to {MAX_BODY_LIMIT}."));
+    }
+    AppLimits {
+        rate_limit_per_sec: req.rate_limit_per_sec,
+        rate_limit_burst: req.rate_limit_burst,
+        max_body_bytes: req.max_body_bytes,
+    }
 }
 
 /// Refuses (409) a name another app of the tenant has, or an address another

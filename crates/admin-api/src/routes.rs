@@ -15,8 +15,8 @@ use postern_sts::Sts;
 
 use crate::error::ApiError;
 use crate::{
-    apps, auth, clients, components, connector_groups, domains, groups, logs, me, policies, registration_tokens, roles,
-    system, tenants, users,
+    apps, auth, clients, components, connector_groups, domains, groups, logs, me, policies, registration_tokens, releases,
+    roles, system, tenants, users,
 };
 
 /// Who may call a route. Roles count "or higher" ([`Role::satisfies`]): a
@@ -118,6 +118,9 @@ static ROUTES: &[RouteSpec] = &[
     route(Post, "/api/v1/tenants", Access::Operator, |m| on(m, tenants::create)),
     route(Delete, "/api/v1/tenants/{name}", Access::Operator, |m| {
         on(m, tenants::delete)
+    }),
+    route(Put, "/api/v1/tenants/{name}/limits", Access::Operator, |m| {
+        on(m, tenants::set_limits)
     }),
     route(
         Post,
@@ -276,6 +279,32 @@ static ROUTES: &[RouteSpec] = &[
     route(Get, "/api/v1/audit", GLOBAL_ADMIN, |m| on(m, logs::audit)),
     route(Get, "/api/v1/audit/verify", Access::Operator, |m| {
         on(m, logs::verify_audit)
+    }),
+    // Automatic updates: the tenant's policy, its components' versions and
+    // update history.
+    route(Get, "/api/v1/updates", GLOBAL_ADMIN, |m| on(m, releases::overview)),
+    route(Put, "/api/v1/updates/policy", GLOBAL_ADMIN, |m| {
+        on(m, releases::set_policy)
+    }),
+    route(Get, "/api/v1/updates/history", GLOBAL_ADMIN, |m| {
+        on(m, releases::history)
+    }),
+    // Releases, for the whole installation, and the versions in the field.
+    route(Get, "/api/v1/system/releases", Access::Operator, |m| on(m, releases::list)),
+    route(Post, "/api/v1/system/releases", Access::Operator, |m| {
+        on(m, releases::publish)
+    }),
+    route(Put, "/api/v1/system/releases/{id}/chunks/{seq}", Access::Operator, |m| {
+        on(m, releases::put_chunk)
+    }),
+    route(Post, "/api/v1/system/releases/{id}/complete", Access::Operator, |m| {
+        on(m, releases::complete)
+    }),
+    route(Delete, "/api/v1/system/releases/{id}", Access::Operator, |m| {
+        on(m, releases::delete)
+    }),
+    route(Get, "/api/v1/system/versions", Access::Operator, |m| {
+        on(m, releases::field_versions)
     }),
     // The installation.
     route(Post, "/api/v1/system/signing-keys/rotate", Access::Operator, |m| {

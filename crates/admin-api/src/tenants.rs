@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use postern_store::TenantSettings;
+use postern_store::{TenantLimits, TenantSettings};
 use postern_sts::{NewTenantRequest, Sts, TenantCreateError};
 use serde_json::json;
 
@@ -14,7 +14,10 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::input::{Body, Problems};
 use crate::views;
-use crate::wire::{CreateTenant, TenantCreated, TenantView, UpdateTenantSettings, UserView};
+use crate::wire::{
+    CreateTenant, MAX_PENDING_SIGNINS, MAX_RATE_LIMIT, TenantCreated, TenantLimitsView, TenantView,
+    UpdateTenantSettings, UserView,
+};
 
 /// Allowed failed sign-ins before lockout.
 const LOCKOUT_THRESHOLD: std::ops::RangeInclusive<i64> = 1..=100;
@@ -90,6 +93,48 @@ pub(crate) async fn delete(
         )
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /api/v1/tenants/{name}/limits`: a tenant's own limits at the front
+/// door (operators: a tenant's administrators cannot raise their own).
+pub(crate) async fn set_limits(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Body(req): Body<TenantLimitsView>,
+) -> Result<Json<TenantView>, ApiError> {
+    let tenant = sts.store().tenant_by_name(&name).await?;
+    let mut problems = Problems::new();
+    for (field, value, max) in [
+        ("rate_limit_per_sec", req.rate_limit_per_sec, MAX_RATE_LIMIT),
+        ("rate_limit_burst", req.rate_limit_burst, MAX_RATE_LIMIT),
+        ("max_pending_signins", req.max_pending_signins, MAX_PENDING_SIGNINS),
+    ] {
+        if value.is_some_and(|v| !(1..=max).contains(&v)) {
+            problems.add(format!("{field} must be 1 to {max}."));
+        }
+    }
+    if req.rate_limit_burst.is_some() && req.rate_limit_per_sec.is_none() {
+        problems.add("rate_limit_burst needs rate_limit_per_sec.");
+    }
+    problems.finish()?;
+    let before = TenantView::from(&tenant).limits;
+    let limits = TenantLimits {
+        rate_limit_per_sec: req.rate_limit_per_sec,
+        rate_limit_burst: req.rate_limit_burst,
+        max_pending_signins: req.max_pending_signins,
+    };
+    sts.store().update_tenant_limits(&tenant.id, limits).await?;
+    caller
+        .audit(
+            &sts,
+            "tenant.limits",
+            format!("tenant:{}", tenant.id),
+            json!({ "name": tenant.name, "before": before, "after": req }),
+        )
+        .await?;
+    let tenant = sts.store().tenant(&tenant.id).await?;
+    Ok(Json(TenantView::from(&tenant)))
 }
 
 /// `GET /api/v1/tenant`: the caller's tenant.

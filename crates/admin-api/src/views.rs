@@ -45,6 +45,11 @@ impl From<&Tenant> for TenantView {
             lockout_threshold: t.lockout_threshold,
             lockout_seconds: t.lockout_seconds,
             require_mfa: t.require_mfa,
+            limits: crate::wire::TenantLimitsView {
+                rate_limit_per_sec: t.limits.rate_limit_per_sec,
+                rate_limit_burst: t.limits.rate_limit_burst,
+                max_pending_signins: t.limits.max_pending_signins,
+            },
             created_at: t.created_at,
         }
     }
@@ -171,6 +176,9 @@ pub(crate) fn app(a: &App, groups: &[ConnectorGroup]) -> AppView {
         translate_headers: a.translate_headers,
         translate_links: a.translate_links,
         identity_headers: a.identity_headers.clone(),
+        rate_limit_per_sec: a.limits.rate_limit_per_sec,
+        rate_limit_burst: a.limits.rate_limit_burst,
+        max_body_bytes: a.limits.max_body_bytes,
         client_id: a.client_id.clone(),
         redirect_uri: a.callback_url(),
         host_problem: None,

@@ -96,9 +96,36 @@ pub struct TenantView {
     pub lockout_seconds: i64,
     /// Whether every user must use MFA.
     pub require_mfa: bool,
+    /// Limits operators set for this tenant (absent ones: the installation's).
+    #[serde(default)]
+    pub limits: TenantLimitsView,
     /// When it was created.
     pub created_at: UnixTime,
 }
+
+/// `PUT /api/v1/tenants/{name}/limits` (operators): a tenant's own limits at
+/// the front door (SEC-9), each absent one the installation's default again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimitsView {
+    /// Requests a second over all the tenant's apps, 1 to [`MAX_RATE_LIMIT`]
+    /// (default: the installation's, 750); more get 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_sec: Option<i64>,
+    /// Requests at once above that rate, 1 to [`MAX_RATE_LIMIT`] (default:
+    /// twice the tenant's rate, or the installation's burst); needs
+    /// `rate_limit_per_sec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_burst: Option<i64>,
+    /// Sign-ins waiting on the tenant's pass-through authentication agents at
+    /// once, 1 to [`MAX_PENDING_SIGNINS`] (default: the installation's); more
+    /// are told to try again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_signins: Option<i64>,
+}
+
+/// Highest cap on a tenant's sign-ins waiting on agents.
+pub const MAX_PENDING_SIGNINS: i64 = 10_000;
 
 /// `POST /api/v1/tenants`: a new tenant with its first global administrator.
 #[derive(Debug, Serialize, Deserialize)]
@@ -377,6 +404,10 @@ pub const IDENTITY_HEADERS: [&str; 4] = ["user", "email", "groups", "assertion"]
 pub const DEFAULT_BACKEND_TIMEOUT_SECS: i64 = 85;
 /// Longest backend timeout (seconds).
 pub const MAX_BACKEND_TIMEOUT_SECS: i64 = 3600;
+/// Highest request rate (and burst) an app or tenant may be given.
+pub const MAX_RATE_LIMIT: i64 = 1_000_000;
+/// Largest request body limit an app may be given (1 TiB; 0 means none).
+pub const MAX_BODY_LIMIT: i64 = 1 << 40;
 
 /// `POST /api/v1/apps` and `PUT /api/v1/apps/{id}`: every setting of an app.
 /// `PUT` replaces the app: an absent optional field takes its default again.
@@ -416,6 +447,20 @@ pub struct AppSettings {
     /// (default: all of them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_headers: Option<Vec<String>>,
+    /// Requests a second the front door lets through to the app, 1 to
+    /// [`MAX_RATE_LIMIT`] (default: the installation's, 500); more get 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_sec: Option<i64>,
+    /// Requests at once above that rate, 1 to [`MAX_RATE_LIMIT`] (default:
+    /// twice the app's rate, or the installation's burst); needs
+    /// `rate_limit_per_sec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_burst: Option<i64>,
+    /// Largest request body forwarded to the app in bytes, 0 (no limit) to
+    /// [`MAX_BODY_LIMIT`] (default: the installation's, no limit); larger
+    /// uploads get 413.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<i64>,
 }
 
 /// A published app.
@@ -443,6 +488,16 @@ pub struct AppView {
     pub translate_links: bool,
     /// Identity headers sent to the backend.
     pub identity_headers: Vec<String>,
+    /// The app's own request rate (absent: the installation's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_sec: Option<i64>,
+    /// The app's own burst (absent: the installation's, or twice its rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_burst: Option<i64>,
+    /// The app's own request body limit in bytes, 0 for none (absent: the
+    /// installation's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<i64>,
     /// The app's OIDC client at the STS (public, PKCE), used for
     /// pre-authentication.
     pub client_id: String,

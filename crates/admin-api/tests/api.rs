@@ -328,6 +328,7 @@ GET /api/v1/me any role
 GET /api/v1/tenants operator
 POST /api/v1/tenants operator
 DELETE /api/v1/tenants/{name} operator
+PUT /api/v1/tenants/{name}/limits operator
 POST /api/v1/tenants/{name}/domains/{domain}/verify operator
 GET /api/v1/tenant global_administrator
 PATCH /api/v1/tenant global_administrator

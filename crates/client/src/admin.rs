@@ -144,6 +144,16 @@ impl AdminClient {
             .await
     }
 
+    /// `PUT /tenants/{name}/limits` (operators set a tenant's own limits; absent
+    /// ones are the installation's).
+    pub async fn set_tenant_limits(
+        &self,
+        name: &str,
+        limits: &postern_admin_api::wire::TenantLimitsView,
+    ) -> Result<TenantView, ClientError> {
+        self.call(Method::PUT, &["tenants", name, "limits"], Some(limits)).await
+    }
+
     /// `GET /tenant`: the caller's tenant.
     pub async fn tenant(&self) -> Result<TenantView, ClientError> {
         self.call(Method::GET, &["tenant"], NO_BODY).await

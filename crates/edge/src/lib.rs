@@ -12,12 +12,15 @@
 #![warn(missing_docs)]
 
 mod access_log;
+mod authority;
+mod body_limit;
 mod cookies;
 mod forward;
 mod hosts;
 mod pages;
 mod paths;
 mod preauth;
+mod rate_limits;
 mod routing;
 mod session;
 mod signout;
@@ -39,8 +42,10 @@ use postern_translate::UrlMap;
 use postern_tunnel::TunnelRegistry;
 
 pub use access_log::TARGET as ACCESS_LOG_TARGET;
+pub use authority::{AuthorityError, bad_authority_response, request_authority};
 pub use forward::{ASSERTION_HEADER, BACKEND_REQUEST_ID_HEADER, EMAIL_HEADER, GROUPS_HEADER, USER_HEADER};
 pub use paths::PathError;
+pub use rate_limits::{LimitKind, Rate, RateLimitSettings, RateLimits, Throttled, client_key, wants_json};
 pub use routing::{Routed, Routing, normalize_host};
 
 /// `Strict-Transport-Security` of HTTPS apps: a year, the app's host only (its
@@ -69,6 +74,11 @@ pub struct EdgeOptions {
     pub response_head_slack: Duration,
     /// Which hosts a tenant may publish on (SEC-12): apps on others are not served.
     pub host_rules: Arc<postern_store::HostRules>,
+    /// Rate limits per client address, app and tenant (SEC-9).
+    pub rate_limits: RateLimitSettings,
+    /// Largest request body forwarded to an app without a limit of its own;
+    /// `None`: no limit.
+    pub app_max_body_bytes: Option<u64>,
 }
 
 impl Default for EdgeOptions {
@@ -80,6 +90,8 @@ impl Default for EdgeOptions {
             assertion_ttl: Duration::from_secs(300),
             response_head_slack: Duration::from_secs(5),
             host_rules: Arc::default(),
+            rate_limits: RateLimitSettings::default(),
+            app_max_body_bytes: None,
         }
     }
 }
@@ -124,6 +136,8 @@ pub struct Edge {
     url_maps: ReadCache<String, Arc<UrlMap>>,
     host_refusals: ReadCache<String, Option<postern_store::HostRefusal>>,
     assertions: Mutex<HashMap<(String, String), (String, UnixTime)>>,
+    rate_limits: RateLimits,
+    tenant_limits: ReadCache<String, postern_store::TenantLimits>,
     options: EdgeOptions,
 }
 
@@ -150,6 +164,8 @@ impl Edge {
             url_maps: ReadCache::new(TIME_TO_LIVE),
             host_refusals: ReadCache::new(TIME_TO_LIVE),
             assertions: Mutex::new(HashMap::new()),
+            rate_limits: RateLimits::new(options.rate_limits),
+            tenant_limits: ReadCache::new(TIME_TO_LIVE),
             sts,
             store,
             tunnels,
@@ -162,19 +178,19 @@ impl Edge {
         self.sts.now()
     }
 
-    /// Routes a request by its host (the `Host` header or the HTTP/2 authority)
-    /// and path.
+    /// Routes a request by its host (see [`request_authority`]) and path; a
+    /// request without a usable host is not for an app.
     pub async fn route<B>(&self, request: &Request<B>) -> Routing {
-        let host = request
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| request.uri().authority().map(|a| a.to_string()));
-        let Some(host) = host else {
-            return Routing::NotAnAppHost;
-        };
-        match self.apps.route(&host, request.uri().path()).await {
+        match request_authority(request) {
+            Ok(Some(host)) => self.route_host(&host, request.uri().path()).await,
+            Ok(None) | Err(_) => Routing::NotAnAppHost,
+        }
+    }
+
+    /// Routes a request for `host` (normalized, from [`request_authority`]) and
+    /// `path` (as sent).
+    pub async fn route_host(&self, host: &str, path: &str) -> Routing {
+        match self.apps.route(host, path).await {
             Ok(r) => r,
             Err(e) => {
                 // The database is down: the service's own routes answer (their
@@ -246,6 +262,10 @@ impl Edge {
                 request_id,
             );
         };
+        if let Err(throttled) = self.check_app_rate(&app).await {
+            tracing::debug!(request = %request_id, app = %app.name, limit = throttled.limit.as_str(), "rate limited");
+            return throttled.response(wants_json(&request));
+        }
         match self.host_refusal(&app).await {
             Ok(None) => {}
             Ok(Some(_)) => {

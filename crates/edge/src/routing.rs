@@ -38,21 +38,50 @@ pub enum Routing {
 
 /// A request's host as apps are stored: lowercase, without a trailing dot, without
 /// the default ports 80 and 443 (a TLS-terminating load balancer may add either).
+/// `None` for anything that is no `host[:port]`: empty, whitespace, user
+/// information, a port that is not a number up to 65535, an unbracketed IPv6
+/// address, or characters no host name has.
 pub fn normalize_host(host: &str) -> Option<String> {
     let host = host.trim().to_ascii_lowercase();
-    if host.is_empty() || host.len() > 262 || host.chars().any(|c| c.is_ascii_whitespace() || c == '/' || c == '@') {
+    if host.is_empty() || host.len() > 262 {
         return None;
     }
-    let (name, port) = match host.rsplit_once(':') {
-        // An IPv6 literal without a port: "[::1]".
-        Some((name, port)) if !port.contains(']') => (name.to_owned(), Some(port.to_owned())),
-        _ => (host.clone(), None),
+    let (name, port) = split_port(&host)?;
+    let name = if name.starts_with('[') {
+        let inner = name.strip_prefix('[')?.strip_suffix(']')?;
+        inner.parse::<std::net::Ipv6Addr>().ok()?;
+        name
+    } else {
+        let name = name.trim_end_matches('.');
+        let host_name_byte = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+        if name.is_empty() || !name.bytes().all(host_name_byte) {
+            return None;
+        }
+        name
     };
-    let name = name.trim_end_matches('.');
-    match port.as_deref() {
+    match port {
         None | Some("80") | Some("443") => Some(name.to_owned()),
-        Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => Some(format!("{name}:{p}")),
+        Some(p) if p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0) => {
+            Some(format!("{name}:{p}"))
+        }
         Some(_) => None,
+    }
+}
+
+/// `host[:port]` split at the port's colon; `None` when a colon is out of place.
+fn split_port(host: &str) -> Option<(&str, Option<&str>)> {
+    if host.starts_with('[') {
+        let end = host.find(']')?;
+        let (name, rest) = host.split_at(end + 1);
+        return match rest {
+            "" => Some((name, None)),
+            _ => Some((name, Some(rest.strip_prefix(':')?))),
+        };
+    }
+    match host.split_once(':') {
+        None => Some((host, None)),
+        Some((_, port)) if port.contains(':') => None,
+        Some((name, port)) => Some((name, Some(port))),
     }
 }
 
@@ -147,6 +176,16 @@ mod tests {
         assert_eq!(normalize_host("evil.com/x"), None);
         assert_eq!(normalize_host("x:port"), None);
         assert_eq!(normalize_host(""), None);
+        assert_eq!(normalize_host("x:"), None, "an empty port");
+        assert_eq!(normalize_host("x:0"), None);
+        assert_eq!(normalize_host("x:65536"), None);
+        assert_eq!(normalize_host("x:+80"), None);
+        assert_eq!(normalize_host("::1"), None, "IPv6 needs brackets");
+        assert_eq!(normalize_host("[::1]:"), None);
+        assert_eq!(normalize_host("[::1]x"), None);
+        assert_eq!(normalize_host("a@b"), None);
+        assert_eq!(normalize_host("a\tb"), None);
+        assert_eq!(normalize_host("a%2eb"), None);
     }
 
     fn app(prefix: &str) -> Arc<App> {
@@ -165,6 +204,7 @@ mod tests {
             translate_headers: true,
             translate_links: false,
             identity_headers: Vec::new(),
+            limits: postern_store::AppLimits::default(),
             client_id: "c".into(),
             created_at: postern_time::UnixTime::from_secs(0),
             updated_at: postern_time::UnixTime::from_secs(0),

@@ -232,6 +232,7 @@ mod tests {
             translate_headers: true,
             translate_links: false,
             identity_headers: Vec::new(),
+            limits: postern_store::AppLimits::default(),
             client_id: "c".into(),
             created_at: UnixTime::from_secs(0),
             updated_at: UnixTime::from_secs(0),

@@ -146,6 +146,21 @@ pub enum TenantsCommand {
         /// The domain.
         domain: String,
     },
+    /// Set a tenant's own limits at the front door; a limit not given is the
+    /// installation's again.
+    Limits {
+        /// The tenant's short name.
+        name: String,
+        /// Requests a second over all the tenant's apps (1–1000000).
+        #[arg(long = "rate-limit")]
+        rate_limit_per_sec: Option<i64>,
+        /// Requests at once above that rate (default: twice the rate).
+        #[arg(long = "rate-burst", requires = "rate_limit_per_sec")]
+        rate_limit_burst: Option<i64>,
+        /// Sign-ins waiting on the tenant's agents at once (1–10000).
+        #[arg(long)]
+        max_pending_signins: Option<i64>,
+    },
 }
 
 /// `postern admin tenant ...`
@@ -470,6 +485,20 @@ pub struct AppFlags {
     /// Send no identity headers to the backend.
     #[arg(long)]
     no_identity_headers: bool,
+    /// Requests a second the front door lets through to the app (default:
+    /// the installation's, 500).
+    #[arg(long = "rate-limit", conflicts_with = "default_limits")]
+    rate_limit_per_sec: Option<i64>,
+    /// Requests at once above that rate (default: twice the app's rate).
+    #[arg(long = "rate-burst", conflicts_with = "default_limits")]
+    rate_limit_burst: Option<i64>,
+    /// Largest request body forwarded to the app, in bytes; 0 for no limit
+    /// (default: the installation's, no limit).
+    #[arg(long, conflicts_with = "default_limits")]
+    max_body_bytes: Option<i64>,
+    /// Drop the app's own rate and body limits: the installation's apply.
+    #[arg(long)]
+    default_limits: bool,
 }
 
 /// A switch given as a `--x` / `--no-x` pair (never both): `None` when
@@ -513,6 +542,20 @@ impl AppFlags {
             settings.identity_headers = Some(Vec::new());
         } else if self.identity_headers.is_some() {
             settings.identity_headers = self.identity_headers;
+        }
+        if self.default_limits {
+            settings.rate_limit_per_sec = None;
+            settings.rate_limit_burst = None;
+            settings.max_body_bytes = None;
+        }
+        for (setting, given) in [
+            (&mut settings.rate_limit_per_sec, self.rate_limit_per_sec),
+            (&mut settings.rate_limit_burst, self.rate_limit_burst),
+            (&mut settings.max_body_bytes, self.max_body_bytes),
+        ] {
+            if given.is_some() {
+                *setting = given;
+            }
         }
     }
 }
@@ -874,6 +917,19 @@ async fn tenants(client: &AdminClient, cmd: TenantsCommand) -> anyhow::Result<()
         TenantsCommand::VerifyDomain { tenant, domain } => {
             print_json(&client.verify_tenant_domain(&tenant, &domain).await?)
         }
+        TenantsCommand::Limits {
+            name,
+            rate_limit_per_sec,
+            rate_limit_burst,
+            max_pending_signins,
+        } => {
+            let limits = postern_client::wire::TenantLimitsView {
+                rate_limit_per_sec,
+                rate_limit_burst,
+                max_pending_signins,
+            };
+            print_json(&client.set_tenant_limits(&name, &limits).await?)
+        }
     }
 }
 
@@ -1057,6 +1113,9 @@ async fn apps(client: &AdminClient, cmd: AppsCommand) -> anyhow::Result<()> {
                 translate_headers: None,
                 translate_links: None,
                 identity_headers: None,
+                rate_limit_per_sec: None,
+                rate_limit_burst: None,
+                max_body_bytes: None,
             };
             flags.apply(&mut settings);
             print_json(&client.create_app(&settings).await?)
@@ -1110,6 +1169,9 @@ fn settings_of(app: AppView) -> AppSettings {
         translate_headers: Some(app.translate_headers),
         translate_links: Some(app.translate_links),
         identity_headers: Some(app.identity_headers),
+        rate_limit_per_sec: app.rate_limit_per_sec,
+        rate_limit_burst: app.rate_limit_burst,
+        max_body_bytes: app.max_body_bytes,
     }
 }
 
@@ -1471,6 +1533,9 @@ mod tests {
             translate_headers: Some(false),
             translate_links: None,
             identity_headers: None,
+            rate_limit_per_sec: None,
+            rate_limit_burst: None,
+            max_body_bytes: None,
         };
         flags.apply(&mut settings);
         assert_eq!(settings.validate_backend_tls, Some(false));
@@ -1488,6 +1553,47 @@ mod tests {
             let args = [&["apps", "update", "wiki"][..], both].concat();
             assert!(parse(&args).is_err(), "{args:?}");
         }
+        let Ok(AdminCommand::Apps(AppsCommand::Update { flags, .. })) = parse(&[
+            "apps",
+            "update",
+            "wiki",
+            "--rate-limit",
+            "50",
+            "--max-body-bytes",
+            "1048576",
+        ]) else {
+            panic!("apps update with limits does not parse");
+        };
+        settings.rate_limit_burst = Some(7);
+        flags.apply(&mut settings);
+        assert_eq!(
+            (settings.rate_limit_per_sec, settings.rate_limit_burst, settings.max_body_bytes),
+            (Some(50), Some(7), Some(1_048_576))
+        );
+        let Ok(AdminCommand::Apps(AppsCommand::Update { flags, .. })) =
+            parse(&["apps", "update", "wiki", "--default-limits"])
+        else {
+            panic!("apps update --default-limits does not parse");
+        };
+        flags.apply(&mut settings);
+        assert_eq!(
+            (settings.rate_limit_per_sec, settings.rate_limit_burst, settings.max_body_bytes),
+            (None, None, None)
+        );
+        assert!(parse(&["apps", "update", "wiki", "--default-limits", "--rate-limit", "5"]).is_err());
+        assert!(matches!(
+            parse(&["tenants", "limits", "beta", "--rate-limit", "100", "--max-pending-signins", "20"]),
+            Ok(AdminCommand::Tenants(TenantsCommand::Limits {
+                rate_limit_per_sec: Some(100),
+                rate_limit_burst: None,
+                max_pending_signins: Some(20),
+                ..
+            }))
+        ));
+        assert!(
+            parse(&["tenants", "limits", "beta", "--rate-burst", "100"]).is_err(),
+            "a burst needs a rate"
+        );
         assert!(parse(&["apps", "assign", "wiki"]).is_err(), "a user or a group");
         assert!(parse(&["apps", "assign", "wiki", "--user", "jo", "--group", "staff"]).is_err());
         assert!(matches!(

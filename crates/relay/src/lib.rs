@@ -19,7 +19,9 @@
 //!
 //! Memory is bounded: each agent's subscription holds at most
 //! `per_agent_capacity` undelivered requests, and the number of requests waiting
-//! for an answer is capped by `max_pending`.
+//! for an answer is capped by `max_pending`, and per tenant by the cap the STS
+//! passes to [`Relay::validate_capped`] (SEC-9: one tenant's flood of sign-ins
+//! cannot take every place).
 //!
 //! This is the embedded (single-instance) relay. Several service instances need
 //! a shared queue (NATS JetStream); the STS and the control endpoints only use
@@ -96,6 +98,9 @@ pub enum RelayError {
     /// Too many sign-ins are waiting; retry shortly.
     #[error("too many sign-ins are waiting for agents")]
     Busy,
+    /// Too many sign-ins of this tenant are waiting (its cap); retry shortly.
+    #[error("too many sign-ins of this tenant are waiting for agents")]
+    TenantBusy,
 }
 
 /// Why a result was refused.
@@ -183,6 +188,8 @@ struct Pending {
 struct State {
     tenants: HashMap<String, Vec<AgentSlot>>,
     pending: HashMap<String, Pending>,
+    /// Requests in `pending`, by tenant.
+    pending_by_tenant: HashMap<String, usize>,
     next_slot: u64,
     stats: RelayStats,
 }
@@ -275,8 +282,14 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        if let Ok(mut state) = self.relay.state.lock() {
-            state.pending.remove(&self.request_id);
+        let mut state = self.relay.lock();
+        if let Some(pending) = state.pending.remove(&self.request_id)
+            && let Some(count) = state.pending_by_tenant.get_mut(&pending.tenant_id)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                state.pending_by_tenant.remove(&pending.tenant_id);
+            }
         }
     }
 }
@@ -477,20 +490,27 @@ impl Relay {
         }
     }
 
-    /// Puts the request in the pending table; refuses it when too many wait or
-    /// no agent of the tenant is attached.
+    /// Puts the request in the pending table; refuses it when too many wait
+    /// (in all, or of its tenant beyond `tenant_cap`) or no agent of the tenant
+    /// is attached.
     fn register(
         &self,
         request: &ValidationRequest,
+        tenant_cap: Option<usize>,
     ) -> Result<oneshot::Receiver<(String, ValidationResult)>, RelayError> {
         let (answer_tx, answer_rx) = oneshot::channel();
         let mut state = self.lock();
         if state.pending.len() >= self.limits.max_pending {
             return Err(RelayError::Busy);
         }
+        let of_tenant = state.pending_by_tenant.get(&request.tenant_id).copied().unwrap_or(0);
+        if tenant_cap.is_some_and(|cap| of_tenant >= cap) {
+            return Err(RelayError::TenantBusy);
+        }
         if state.tenants.get(&request.tenant_id).is_none_or(Vec::is_empty) {
             return Err(RelayError::NoAgents);
         }
+        *state.pending_by_tenant.entry(request.tenant_id.clone()).or_default() += 1;
         state.pending.insert(
             request.request_id.clone(),
             Pending {
@@ -509,8 +529,20 @@ impl Relay {
     /// timeout when one stays silent. When every agent declined as busy, each is
     /// asked once more, allowed to wait for a free slot.
     pub async fn validate(&self, request: ValidationRequest, deadlines: Deadlines) -> Result<AgentAnswer, RelayError> {
+        self.validate_capped(request, deadlines, None).await
+    }
+
+    /// Like [`Relay::validate`], refused at once with
+    /// [`RelayError::TenantBusy`] when `tenant_cap` sign-ins of the request's
+    /// tenant are waiting already.
+    pub async fn validate_capped(
+        &self,
+        request: ValidationRequest,
+        deadlines: Deadlines,
+        tenant_cap: Option<usize>,
+    ) -> Result<AgentAnswer, RelayError> {
         let overall = Instant::now() + deadlines.overall;
-        let mut answer_rx = self.register(&request)?;
+        let mut answer_rx = self.register(&request, tenant_cap)?;
         let _guard = PendingGuard {
             relay: self,
             request_id: request.request_id.clone(),
@@ -799,6 +831,47 @@ mod tests {
         // Detaching removes the agent.
         drop(_silent);
         assert_eq!(relay.connected_agents("t1"), 0);
+    }
+
+    #[tokio::test]
+    async fn one_tenant_cannot_take_every_place() {
+        let relay = Relay::new(RelayLimits::default());
+        let _silent_a = relay.subscribe("tA", "a1");
+        let _silent_b = relay.subscribe("tB", "b1");
+        let slow = Deadlines {
+            attempt: Duration::from_secs(5),
+            overall: Duration::from_secs(5),
+        };
+        let waiting: Vec<_> = (0..2)
+            .map(|i| {
+                let r = relay.clone();
+                tokio::spawn(async move { r.validate_capped(request("tA", &format!("a{i}")), slow, Some(2)).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(relay.pending(), 2);
+        assert_eq!(
+            relay
+                .validate_capped(request("tA", "a2"), fast(), Some(2))
+                .await
+                .unwrap_err(),
+            RelayError::TenantBusy,
+            "the tenant's third sign-in is refused at once"
+        );
+        let r = relay.clone();
+        let other = tokio::spawn(async move { r.validate_capped(request("tB", "b0"), slow, Some(2)).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(relay.pending(), 3, "another tenant's sign-in still waits for its agent");
+        for w in waiting {
+            w.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let r = relay.clone();
+        let again = tokio::spawn(async move { r.validate_capped(request("tA", "a3"), slow, Some(2)).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(relay.pending(), 2, "places given back when sign-ins end");
+        again.abort();
+        other.abort();
     }
 
     /// An agent that declines every request unless it may wait, then answers

@@ -3,6 +3,8 @@
 //! by command-line flags. Unknown keys are errors; `validate` reports every problem
 //! at once, not just the first.
 
+mod abuse;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,6 +18,7 @@ use url::Url;
 
 mod export;
 mod risk;
+pub use abuse::AbuseLimits;
 pub use export::RawExport;
 pub use risk::RawRisk;
 
@@ -43,6 +46,15 @@ const ENV_KEYS: &[&str] = &[
     "limits.idle_timeout_secs",
     "limits.request_timeout_secs",
     "limits.shutdown_grace_secs",
+    "limits.client_requests_per_sec",
+    "limits.client_burst",
+    "limits.app_requests_per_sec",
+    "limits.app_burst",
+    "limits.tenant_requests_per_sec",
+    "limits.tenant_burst",
+    "limits.connections_per_client",
+    "limits.app_max_body_bytes",
+    "limits.tenant_pending_signins",
     "control.listen",
     "control.url",
     "control.hostnames",
@@ -233,6 +245,35 @@ pub struct RawLimits {
     /// Time in-flight requests get to finish at shutdown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Requests a second per client address (default 100; 0: off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_requests_per_sec: Option<u32>,
+    /// Requests at once above that rate per client address (default twice it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_burst: Option<u32>,
+    /// Requests a second per app without its own rate (default 500; 0: off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_requests_per_sec: Option<u32>,
+    /// Requests at once above that rate per app (default twice it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_burst: Option<u32>,
+    /// Requests a second per tenant without its own rate (default 750; 0: off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_requests_per_sec: Option<u32>,
+    /// Requests at once above that rate per tenant (default twice it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_burst: Option<u32>,
+    /// Open connections per client address (default 256; 0: no cap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections_per_client: Option<usize>,
+    /// Largest request body forwarded to an app without its own limit
+    /// (default 0: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_max_body_bytes: Option<u64>,
+    /// Sign-ins waiting on one tenant's agents at once, unless the tenant has
+    /// its own cap (default 500; 0: only the service-wide cap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_pending_signins: Option<usize>,
 }
 
 /// How logs are written.
@@ -294,6 +335,9 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Time in-flight requests get to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// Abuse protection at the front door: rate limits, connections per
+    /// client, the body limit of apps, sign-ins waiting per tenant.
+    pub abuse: AbuseLimits,
 }
 
 impl Default for Limits {
@@ -305,6 +349,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(20),
+            abuse: AbuseLimits::default(),
         }
     }
 }
@@ -495,6 +540,7 @@ impl RawConfig {
                 .shutdown_grace_secs
                 .map(Duration::from_secs)
                 .unwrap_or(d.shutdown_grace),
+            abuse: abuse::validate_abuse(&raw_limits, &mut problems),
         };
         if limits.max_connections == 0 {
             problems.push("limits.max_connections must be at least 1".into());

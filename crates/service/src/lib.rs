@@ -171,6 +171,7 @@ impl RunningService {
         };
         let mut sts_config = StsConfig::new(public_url.clone());
         sts_config.risk = config.risk.clone();
+        sts_config.pending_signins_per_tenant = config.limits.abuse.tenant_pending_signins;
         tune(&mut sts_config);
         let sts = Sts::new(store.clone(), keyring.clone(), clock.clone(), sts_config).await?;
 
@@ -209,6 +210,7 @@ impl RunningService {
         if let Some(v) = &config.control.minimum_component_version {
             control_config.updates.minimum_version = postern_control::UpdateSettings::parse_version(v).ok();
         }
+        let installation = public_url.host_str().unwrap_or("postern").to_owned();
         control_config.updates.check_interval = config.control.update_check;
         // The relay between the STS and pass-through authentication agents (embedded:
         // in this process).

@@ -1,8 +1,11 @@
-//! The listener: accepts connections up to a limit, serves HTTP/1.1 and HTTP/2
+//! The listener: accepts connections up to a limit (in all, and per client
+//! address on the public listener: [`per_client`]), serves HTTP/1.1 and HTTP/2
 //! (over TLS or not) under the connection deadlines of [`deadlines`], attaches
-//! the client's address to every request, and drains gracefully at shutdown.
+//! the client's address to every request, rate-limits each client address, and
+//! drains gracefully at shutdown.
 
 mod deadlines;
+mod per_client;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use self::deadlines::{ConnectionActivity, ObservedIo, Overstay, TrackedBody, Verdict};
+use self::per_client::ConnectionsPerClient;
 use crate::config::Limits;
 
 /// Most concurrent HTTP/2 streams per client connection.
@@ -103,6 +107,14 @@ impl Listener {
     /// open connections `limits.shutdown_grace` to finish.
     pub(crate) async fn serve(self, app: Router, mut shutdown: watch::Receiver<bool>) {
         let permits = Arc::new(Semaphore::new(self.limits.max_connections));
+        // Per client address on the public listener only: the control
+        // listener's callers are the installation's own components.
+        let per_client = self
+            .limits
+            .abuse
+            .connections_per_client
+            .filter(|_| self.edge.is_some())
+            .map(ConnectionsPerClient::new);
         // Every connection holds a receiver: it learns of the shutdown from it,
         // and the sender sees when the last one has gone.
         let (draining, drain_signal) = watch::channel(false);
@@ -133,6 +145,17 @@ impl Listener {
                 drop(stream);
                 continue;
             };
+            let client_place = match &per_client {
+                Some(counts) if !self.addressing.trusted(peer.ip()) => match counts.try_open(peer.ip()) {
+                    Some(place) => Some(place),
+                    None => {
+                        tracing::debug!(%peer, "connections per client address reached; connection closed");
+                        drop(stream);
+                        continue;
+                    }
+                },
+                _ => None,
+            };
             let _ = stream.set_nodelay(true);
             let connection = Connection {
                 peer,
@@ -144,7 +167,7 @@ impl Listener {
             let tls = tls.clone();
             tokio::spawn(async move {
                 connection.serve(stream, tls).await;
-                drop(permit);
+                drop((permit, client_place));
             });
         }
         drop(self.tcp);
@@ -186,21 +209,38 @@ fn connection_service(
         }
         let handlers = handlers.clone();
         async move {
-            let response = route_request(handlers, peer, request).await;
+            let response = route_request(handlers, peer, ip, request).await;
             Ok(response.map(|body| axum::body::Body::new(TrackedBody::new(body, in_flight))))
         }
     }))
 }
 
-/// Sends a request to the front door or the service's routes.
-async fn route_request(handlers: Handlers, peer: SocketAddr, request: Request<Incoming>) -> axum::response::Response {
+/// Sends a request to the front door or the service's routes. On the public
+/// listener the client address `ip` must be within its rate (else 429), and the
+/// request must name a usable host (see [`postern_edge::request_authority`]):
+/// one that does not gets a 400, never the service's own pages; the service's
+/// own host, and HTTP/1.0 without `Host`, go to the service's routes, app hosts
+/// to the front door.
+async fn route_request(
+    handlers: Handlers,
+    peer: SocketAddr,
+    ip: IpAddr,
+    request: Request<Incoming>,
+) -> axum::response::Response {
     if let Some(front) = &handlers.front_door {
-        let routing = front.edge.route(&request).await;
-        let for_edge = match &routing {
-            Routing::NotAnAppHost => false,
-            _ => request_host(&request).is_none_or(|h| h != front.public_host),
+        if let Err(throttled) = front.edge.check_client_rate(ip) {
+            tracing::debug!(client = %ip, "client address over its rate");
+            return throttled.response(postern_edge::wants_json(&request));
+        }
+        let host = match postern_edge::request_authority(&request) {
+            Ok(host) => host,
+            Err(e) => return postern_edge::bad_authority_response(e),
         };
-        if for_edge {
+        let routing = match host {
+            Some(h) if h != front.public_host => front.edge.route_host(&h, request.uri().path()).await,
+            _ => Routing::NotAnAppHost,
+        };
+        if !matches!(routing, Routing::NotAnAppHost) {
             let client = client_info(&handlers, peer.ip(), &request);
             return front.edge.handle(routing, request, client).await;
         }
@@ -209,17 +249,6 @@ async fn route_request(handlers: Handlers, peer: SocketAddr, request: Request<In
         Ok(response) => response,
         Err(never) => match never {},
     }
-}
-
-/// The request's host, normalized.
-fn request_host<B>(request: &Request<B>) -> Option<String> {
-    request
-        .headers()
-        .get(axum::http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| request.uri().authority().map(|a| a.to_string()))
-        .and_then(|h| postern_edge::normalize_host(&h))
 }
 
 /// How the user reached the service: the listener's scheme, or a trusted

@@ -78,6 +78,19 @@ impl Preauth {
     }
 }
 
+/// An app's own limits at the front door (SEC-9); `None` means the
+/// installation's default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AppLimits {
+    /// Requests a second the app accepts (at least 1).
+    pub rate_limit_per_sec: Option<i64>,
+    /// Requests the app accepts at once above that rate (at least 1).
+    pub rate_limit_burst: Option<i64>,
+    /// Largest request body forwarded to the app, in bytes; `Some(0)` means no
+    /// limit.
+    pub max_body_bytes: Option<i64>,
+}
+
 /// A published app.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct App {
@@ -109,6 +122,8 @@ pub struct App {
     pub translate_links: bool,
     /// Identity headers sent to the backend.
     pub identity_headers: Vec<String>,
+    /// The app's own limits at the front door.
+    pub limits: AppLimits,
     /// The app's OIDC client at the STS (for pre-authentication).
     pub client_id: String,
     /// Created.
@@ -144,6 +159,8 @@ pub struct AppSpec {
     pub translate_links: bool,
     /// Identity headers to send.
     pub identity_headers: Vec<String>,
+    /// The app's own limits at the front door.
+    pub limits: AppLimits,
 }
 
 impl App {
@@ -230,7 +247,7 @@ macro_rules! app_columns {
     () => {
         "id, tenant_id, name, external_scheme, external_host, path_prefix, internal_url, preauth, connector_group_id, \
          backend_timeout_secs, validate_backend_tls, translate_headers, translate_links, identity_headers, \
-         client_id, created_at, updated_at"
+         client_id, created_at, updated_at, rate_limit_per_sec, rate_limit_burst, max_body_bytes"
     };
 }
 
@@ -256,6 +273,11 @@ fn app_from_row(row: &AnyRow) -> Result<App, StoreError> {
         translate_links: flag_of("translate_links")?,
         identity_headers: serde_json::from_str(&text("identity_headers")?)
             .map_err(|e| StoreError::Corrupt(format!("identity headers: {e}")))?,
+        limits: AppLimits {
+            rate_limit_per_sec: row.try_get("rate_limit_per_sec").db()?,
+            rate_limit_burst: row.try_get("rate_limit_burst").db()?,
+            max_body_bytes: row.try_get("max_body_bytes").db()?,
+        },
         client_id: text("client_id")?,
         created_at: row.try_get("created_at").db()?,
         updated_at: row.try_get("updated_at").db()?,
@@ -296,8 +318,9 @@ impl Store {
         sqlx::query(
             "INSERT INTO apps (id, tenant_id, name, external_scheme, external_host, path_prefix, internal_url, \
              preauth, connector_group_id, backend_timeout_secs, validate_backend_tls, translate_headers, \
-             translate_links, identity_headers, client_id, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)",
+             translate_links, identity_headers, client_id, created_at, updated_at, rate_limit_per_sec, \
+             rate_limit_burst, max_body_bytes) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17, $18, $19)",
         )
         .bind(&id)
         .bind(tenant_id)
@@ -315,6 +338,9 @@ impl Store {
         .bind(headers_text(&spec.identity_headers)?)
         .bind(client_id)
         .bind(now)
+        .bind(spec.limits.rate_limit_per_sec)
+        .bind(spec.limits.rate_limit_burst)
+        .bind(spec.limits.max_body_bytes)
         .execute(&mut *tx)
         .await
         .map_err(|e| app_conflict(e, spec))?;
@@ -339,7 +365,8 @@ impl Store {
             "UPDATE apps SET name = $1, external_scheme = $2, external_host = $3, path_prefix = $4, \
              internal_url = $5, preauth = $6, connector_group_id = $7, backend_timeout_secs = $8, \
              validate_backend_tls = $9, translate_headers = $10, translate_links = $11, identity_headers = $12, \
-             updated_at = $13 WHERE tenant_id = $14 AND id = $15",
+             updated_at = $13, rate_limit_per_sec = $16, rate_limit_burst = $17, max_body_bytes = $18 \
+             WHERE tenant_id = $14 AND id = $15",
         )
         .bind(&spec.name)
         .bind(spec.external_scheme.as_str())
@@ -356,6 +383,9 @@ impl Store {
         .bind(now)
         .bind(tenant_id)
         .bind(id)
+        .bind(spec.limits.rate_limit_per_sec)
+        .bind(spec.limits.rate_limit_burst)
+        .bind(spec.limits.max_body_bytes)
         .execute(&mut *tx)
         .await
         .map_err(|e| app_conflict(e, spec))?;

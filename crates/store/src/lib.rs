@@ -64,7 +64,7 @@ pub use revocations::Revocation;
 pub use roles::Role;
 pub use sessions::Session;
 pub use signin_log::{SigninEvent, SigninOutcome};
-pub use tenants::{NewTenant, Tenant, TenantSettings};
+pub use tenants::{NewTenant, Tenant, TenantLimits, TenantSettings};
 
 /// Which database the store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -28,6 +28,22 @@ pub struct Tenant {
     pub require_mfa: bool,
     /// When the tenant was created.
     pub created_at: UnixTime,
+    /// The tenant's own limits at the front door, set by operators.
+    #[sqlx(flatten)]
+    pub limits: TenantLimits,
+}
+
+/// A tenant's own limits (SEC-9), set by operators; `None` means the
+/// installation's default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct TenantLimits {
+    /// Requests a second over all the tenant's apps (at least 1).
+    pub rate_limit_per_sec: Option<i64>,
+    /// Requests at once above that rate (at least 1).
+    pub rate_limit_burst: Option<i64>,
+    /// Sign-ins waiting on the tenant's pass-through authentication agents at
+    /// once (at least 1).
+    pub max_pending_signins: Option<i64>,
 }
 
 /// What is needed to create a tenant.
@@ -67,7 +83,7 @@ impl Default for TenantSettings {
 macro_rules! tenant_columns {
     () => {
         "id, name, display_name, is_system, lockout_threshold, \
-     lockout_seconds, require_mfa, created_at"
+     lockout_seconds, require_mfa, created_at, rate_limit_per_sec, rate_limit_burst, max_pending_signins"
     };
 }
 
@@ -195,6 +211,27 @@ impl Store {
         .bind(settings.lockout_threshold)
         .bind(settings.lockout_seconds)
         .bind(flag(settings.require_mfa))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .db()?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Sets a tenant's own limits at the front door (operators only). The
+    /// routing generation moves, so the front door applies them at once.
+    pub async fn update_tenant_limits(&self, id: &str, limits: TenantLimits) -> Result<(), StoreError> {
+        let _changed = self.routing_change();
+        let done = sqlx::query(
+            "UPDATE tenants SET rate_limit_per_sec = $1, rate_limit_burst = $2, max_pending_signins = $3 \
+             WHERE id = $4",
+        )
+        .bind(limits.rate_limit_per_sec)
+        .bind(limits.rate_limit_burst)
+        .bind(limits.max_pending_signins)
         .bind(id)
         .execute(&self.pool)
         .await

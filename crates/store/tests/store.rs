@@ -2055,6 +2055,7 @@ fn app_spec(name: &str, host: &str, prefix: &str, group: &str) -> AppSpec {
         validate_backend_tls: true,
         translate_headers: true,
         translate_links: false,
+        limits: postern_store::AppLimits::default(),
         identity_headers: vec!["user".into(), "email".into()],
     }
 }

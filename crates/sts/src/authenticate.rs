@@ -53,6 +53,18 @@ pub enum PasswordVerdict {
     Directory(DirectoryProblem),
     /// The password could not be checked (no agent, no answer, directory down).
     Unavailable(String),
+    /// Too many sign-ins of the tenant are waiting on its agents (SEC-9): the
+    /// password was not checked; try again shortly.
+    TooManySignins,
+}
+
+/// Why the agents gave no conclusive answer.
+#[derive(Debug)]
+enum NoAnswer {
+    /// No agent, no answer, directory down: the reason, for the sign-in log.
+    Unavailable(String),
+    /// The tenant's cap on sign-ins waiting on agents is reached.
+    TooManySignins,
 }
 
 /// Why the on-prem directory refused a right password (or a password it will not
@@ -214,10 +226,13 @@ impl Sts {
                     _ => PasswordVerdict::Unavailable("the directory is unreachable".into()),
                 })
             }
-            Err(reason) => {
+            Err(no_answer) => {
                 self.record_attempt(tenant, attempt, AttemptOutcome::Inconclusive)
                     .await?;
-                Ok(PasswordVerdict::Unavailable(reason))
+                Ok(match no_answer {
+                    NoAnswer::Unavailable(reason) => PasswordVerdict::Unavailable(reason),
+                    NoAnswer::TooManySignins => PasswordVerdict::TooManySignins,
+                })
             }
         }
     }
@@ -266,17 +281,19 @@ impl Sts {
         tenant: &Tenant,
         username: &str,
         password: &SecretString,
-    ) -> Result<Result<(ValidationOutcome, Option<AccountAttributes>), String>, StsError> {
+    ) -> Result<Result<(ValidationOutcome, Option<AccountAttributes>), NoAnswer>, StsError> {
         let Some(relay) = self.relay.get() else {
-            return Ok(Err(
-                "pass-through authentication is not available on this service".into()
-            ));
+            return Ok(Err(NoAnswer::Unavailable(
+                "pass-through authentication is not available on this service".into(),
+            )));
         };
         let now = self.now();
         let all_agents = self.tenant_agents(tenant).await?;
         let agents: Vec<_> = all_agents.iter().filter(|a| a.not_after > now).collect();
         if agents.is_empty() {
-            return Ok(Err("no authentication agent is registered".into()));
+            return Ok(Err(NoAnswer::Unavailable(
+                "no authentication agent is registered".into(),
+            )));
         }
         let request_id = uuid::Uuid::new_v4().to_string();
         let label = oaep_label(&tenant.id, &request_id);
@@ -299,14 +316,12 @@ impl Sts {
             // The relay sets it when every agent has declined as busy.
             wait_if_busy: false,
         };
+        let deadlines = Deadlines {
+            attempt: timing.attempt,
+            overall: timing.overall,
+        };
         let answer = relay
-            .validate(
-                request,
-                Deadlines {
-                    attempt: timing.attempt,
-                    overall: timing.overall,
-                },
-            )
+            .validate_capped(request, deadlines, self.pending_signins_cap(tenant))
             .await;
         Ok(match answer {
             Ok(a) => {
@@ -322,9 +337,22 @@ impl Sts {
                 | RelayError::Busy),
             ) => {
                 tracing::warn!(tenant = %tenant.name, request = %request_id, error = %e, "pass-through sign-in not answered");
-                Err(e.to_string())
+                Err(NoAnswer::Unavailable(e.to_string()))
+            }
+            Err(RelayError::TenantBusy) => {
+                tracing::warn!(tenant = %tenant.name, request = %request_id, "too many sign-ins of the tenant waiting on agents; refused");
+                Err(NoAnswer::TooManySignins)
             }
         })
+    }
+
+    /// How many of the tenant's sign-ins may wait on its agents at once: its
+    /// own cap, else the installation's.
+    fn pending_signins_cap(&self, tenant: &Tenant) -> Option<usize> {
+        match tenant.limits.max_pending_signins {
+            Some(own) => usize::try_from(own).ok().filter(|n| *n > 0),
+            None => self.config.pending_signins_per_tenant,
+        }
     }
 
     /// Creates or updates the directory account the agent described, and its

@@ -94,6 +94,9 @@ pub struct StsConfig {
     pub queue_credential_ttl: Duration,
     /// Where sign-in risk signals come from, and their thresholds.
     pub risk: RiskConfig,
+    /// Sign-ins of one tenant that may wait on its agents at once, unless the
+    /// tenant has its own cap (SEC-9); `None`: only the relay's overall cap.
+    pub pending_signins_per_tenant: Option<usize>,
 }
 
 impl StsConfig {
@@ -116,6 +119,7 @@ impl StsConfig {
             pta: PtaTiming::default(),
             queue_credential_ttl: Duration::from_secs(3600),
             risk: RiskConfig::default(),
+            pending_signins_per_tenant: Some(500),
         }
     }
 

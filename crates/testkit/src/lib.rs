@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use postern_service::RunningService;
-use postern_service::config::{Config, Limits};
+use postern_service::config::{AbuseLimits, Config, Limits};
 use postern_store::testing::TestDatabase;
 use postern_store::{Backend, Store, Tenant, User};
 use postern_sts::{Sts, StsConfig};
@@ -39,6 +39,7 @@ pub struct TestServiceBuilder {
     apps_domain: Option<String>,
     tune: Box<dyn FnOnce(&mut StsConfig) + Send>,
     limits: Option<Limits>,
+    abuse_limits: Option<AbuseLimits>,
     export: Option<postern_export::ExportSettings>,
 }
 
@@ -80,9 +81,19 @@ impl TestServiceBuilder {
         self
     }
 
-    /// Sets the listener's limits (connection deadlines, sizes).
+    /// Sets the listener's limits (connection deadlines, sizes). Their
+    /// `abuse` part is replaced by [`TestServiceBuilder::abuse_limits`]'s.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = Some(limits);
+        self
+    }
+
+    /// Sets the abuse limits (rate limits, connections per client, the body
+    /// limit of apps, sign-ins waiting per tenant). Without this they are off:
+    /// every test's clients come from one loopback address, and most tests are
+    /// not about floods.
+    pub fn abuse_limits(mut self, abuse: AbuseLimits) -> Self {
+        self.abuse_limits = Some(abuse);
         self
     }
 
@@ -102,6 +113,7 @@ impl TestServiceBuilder {
         if let Some(limits) = self.limits {
             config.limits = limits;
         }
+        config.limits.abuse = self.abuse_limits.unwrap_or_else(AbuseLimits::off);
         if self.trust_loopback_proxy {
             config.trusted_proxies = vec!["127.0.0.1/32".parse()?];
         }
@@ -163,6 +175,7 @@ impl TestService {
             apps_domain: None,
             tune: Box::new(|_| {}),
             limits: None,
+            abuse_limits: None,
             export: None,
         }
     }

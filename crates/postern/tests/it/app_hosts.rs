@@ -26,6 +26,9 @@ fn settings(name: &str, external_url: &str) -> AppSettings {
         translate_headers: None,
         translate_links: None,
         identity_headers: None,
+        rate_limit_per_sec: None,
+        rate_limit_burst: None,
+        max_body_bytes: None,
     }
 }
 
@@ -274,6 +277,7 @@ async fn apps_that_break_the_rule_are_reported_and_not_served() {
         translate_headers: true,
         translate_links: false,
         identity_headers: Vec::new(),
+        limits: postern_store::AppLimits::default(),
     };
     store
         .create_app(&beta_tenant.id, &legacy, "legacy-client", i.svc.now())

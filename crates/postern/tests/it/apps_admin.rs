@@ -93,6 +93,9 @@ fn settings(name: &str, external_url: &str, internal_url: &str) -> AppSettings {
         translate_headers: None,
         translate_links: None,
         identity_headers: None,
+        rate_limit_per_sec: None,
+        rate_limit_burst: None,
+        max_body_bytes: None,
     }
 }
 

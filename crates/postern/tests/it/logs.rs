@@ -587,6 +587,57 @@ async fn syslog_gets_every_event_once_and_in_order_through_receiver_outages() {
 }
 
 #[tokio::test]
+async fn two_instances_on_one_database_ship_each_event_once() {
+    let receiver = SyslogReceiver::start(None).await;
+    let settings = ExportSettings {
+        syslog: Some(receiver.target()),
+        batch: 1,
+        ..quick_export()
+    };
+    let svc = TestService::builder()
+        .postgres()
+        .export(settings.clone())
+        .start()
+        .await
+        .unwrap();
+    // A second instance's shipper: the same database, a data dir of its own.
+    let other_dir = tempfile::tempdir().unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let other = postern_export::start(
+        &settings,
+        svc.store(),
+        &svc.shared_clock(),
+        other_dir.path(),
+        "other-instance",
+        &stopped,
+    )
+    .await
+    .unwrap();
+    assert_eq!(other.len(), 1);
+    let t = svc.bootstrap().await.unwrap();
+    EventMaker::new(&svc, &t).await.make(&svc, 8).await;
+    let expected = stored_ids(svc.store()).await;
+    wait_for_ids(&expected, || receiver.messages().into_iter().map(|m| m.json).collect()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let messages = receiver.messages();
+    let hosts: HashSet<&str> = messages.iter().map(|m| m.hostname.as_str()).collect();
+    assert_eq!(hosts.len(), 2, "both instances shipped: {hosts:?}");
+    let json: Vec<Value> = messages.into_iter().map(|m| m.json).collect();
+    // Each instance keeps its own order; together every event arrives once.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for e in &json {
+        *seen.entry(e["id"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "shipped twice: {repeated:?}");
+    assert_eq!(seen.len(), expected.len());
+    let _ = stop.send(true);
+    for task in other {
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn syslog_over_tls_checks_the_receivers_certificate() {
     let ca = Ca::new();
     let dir = tempfile::tempdir().unwrap();

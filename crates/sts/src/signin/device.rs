@@ -20,7 +20,9 @@ use postern_time::UnixTime;
 use serde::{Deserialize, Serialize};
 
 use super::flow::{Flow, Purpose};
-use super::{BUSY, LOCKED, SigninForm, Step, UNAVAILABLE, WRONG_CREDENTIALS, expired, see_other, signin_url};
+use super::{
+    BUSY, LOCKED, SigninForm, Step, TOO_MANY_SIGNINS, UNAVAILABLE, WRONG_CREDENTIALS, expired, see_other, signin_url,
+};
 use crate::Sts;
 use crate::authenticate::PasswordVerdict;
 use crate::client_ip::ClientIp;
@@ -308,6 +310,7 @@ impl Step<'_> {
             ),
             PasswordVerdict::Directory(problem) => (SigninOutcome::Interrupted, problem.message()),
             PasswordVerdict::Unavailable(_) => (SigninOutcome::Interrupted, UNAVAILABLE),
+            PasswordVerdict::TooManySignins => (SigninOutcome::Interrupted, TOO_MANY_SIGNINS),
         };
         self.log(flow, Some(user), outcome, "password again, to approve a registration")
             .await?;

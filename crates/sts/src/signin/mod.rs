@@ -40,6 +40,8 @@ const WRONG_CREDENTIALS: &str =
 const LOCKED: &str = "Your account is temporarily locked to prevent unauthorized use. Try again later.";
 const BUSY: &str = "Another sign-in for this account is being checked. Try again in a moment.";
 const UNAVAILABLE: &str = "We can't check your password right now: your organisation's sign-in service is unavailable. Try again in a few minutes.";
+const TOO_MANY_SIGNINS: &str =
+    "Too many sign-ins are in progress for your organisation right now. Try again in a moment.";
 const EXPIRED: &str =
     "This sign-in page has expired or was opened in another browser. Go back to the application and start again.";
 
@@ -375,6 +377,11 @@ impl Step<'_> {
             PasswordVerdict::Unavailable(reason) => {
                 self.log(flow, None, SigninOutcome::Interrupted, &reason).await?;
                 return self.again(flow, UNAVAILABLE);
+            }
+            PasswordVerdict::TooManySignins => {
+                self.log(flow, None, SigninOutcome::Interrupted, "too many sign-ins in progress")
+                    .await?;
+                return self.again(flow, TOO_MANY_SIGNINS);
             }
         };
         // Again as the authenticated user, with groups just refreshed from
