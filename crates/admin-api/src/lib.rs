@@ -27,6 +27,7 @@ mod logs;
 mod me;
 mod policies;
 mod registration_tokens;
+mod releases;
 mod roles;
 mod routes;
 mod system;

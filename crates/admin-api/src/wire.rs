@@ -964,3 +964,9 @@ mod tests {
         );
     }
 }
+
+mod updates;
+pub use updates::{
+    ComponentUpdateView, ComponentVersionView, FieldVersion, PublishRelease, ReleaseView, SetUpdatePolicy,
+    UpdatePolicyView, UpdatesOverview,
+};

@@ -395,6 +395,15 @@ DELETE /api/v1/locations/{id} global_administrator
 GET /api/v1/signins global_administrator
 GET /api/v1/audit global_administrator
 GET /api/v1/audit/verify operator
+GET /api/v1/updates global_administrator
+PUT /api/v1/updates/policy global_administrator
+GET /api/v1/updates/history global_administrator
+GET /api/v1/system/releases operator
+POST /api/v1/system/releases operator
+PUT /api/v1/system/releases/{id}/chunks/{seq} operator
+POST /api/v1/system/releases/{id}/complete operator
+DELETE /api/v1/system/releases/{id} operator
+GET /api/v1/system/versions operator
 POST /api/v1/system/signing-keys/rotate operator
 POST /api/v1/system/cookie-keys/rotate operator
 ";

@@ -26,6 +26,9 @@ use url::Url;
 use crate::error::ClientError;
 use crate::http;
 
+mod releases;
+pub use releases::RELEASE_CHUNK;
+
 /// A client of the admin API, acting as the holder of one access token.
 #[derive(Clone, Debug)]
 pub struct AdminClient {

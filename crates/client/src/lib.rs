@@ -19,7 +19,7 @@ mod error;
 mod http;
 mod oauth;
 
-pub use admin::AdminClient;
+pub use admin::{AdminClient, RELEASE_CHUNK};
 pub use credentials::{CredentialFile, Credentials};
 pub use device::{DEFAULT_MAX_WAIT, DeviceAuthorization, GRANT_DEVICE_CODE};
 pub use error::ClientError;

@@ -28,6 +28,8 @@ const CLI_CLIENT_ID: &str = "postern-cli";
 
 mod policies;
 use policies::{LocationsCommand, PoliciesCommand, UserRiskCommand};
+mod updates;
+use updates::{ReleasesCommand, UpdatesCommand};
 /// What `postern admin login` asks for: an admin-API token that can be
 /// refreshed.
 const LOGIN_SCOPE: &str = "openid profile offline_access postern:admin";
@@ -101,6 +103,13 @@ pub enum AdminCommand {
     /// The front door's cookie keys (operators only).
     #[command(subcommand)]
     CookieKeys(CookieKeysCommand),
+    /// Signed releases of connectors and agents (operators only).
+    #[command(subcommand)]
+    Releases(ReleasesCommand),
+    /// Automatic updates of this tenant's connectors and agents: policy,
+    /// versions, history.
+    #[command(subcommand)]
+    Updates(UpdatesCommand),
 }
 
 /// Flags of `postern admin login`.
@@ -891,6 +900,8 @@ async fn manage(client: &AdminClient, command: AdminCommand) -> anyhow::Result<(
         AdminCommand::CookieKeys(CookieKeysCommand::Rotate { revoke_older }) => {
             print_json(&client.rotate_cookie_key(revoke_older).await?)
         }
+        AdminCommand::Releases(cmd) => updates::releases(client, cmd).await,
+        AdminCommand::Updates(cmd) => updates::updates(client, cmd).await,
     }
 }
 

@@ -4,7 +4,9 @@ mod admin;
 mod component;
 mod logging;
 mod serve;
+mod release;
 
+mod updater;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +44,17 @@ enum Command {
 
 fn main() -> ExitCode {
     // One TLS crypto provider for the whole process, before anything uses TLS.
+    /// The updater of a connector or agent (runs as root; the component does
+    /// not): installs signed releases the service offers, rolls back failures.
+    Updater {
+        #[command(subcommand)]
+        command: updater::UpdaterCommand,
+    },
+    /// The publisher's tools: make a signing key, sign and verify releases.
+    Release {
+        #[command(subcommand)]
+        command: release::ReleaseCommand,
+    },
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -68,6 +81,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            Command::Updater { command } => {
+                logging::init(false);
+                updater::run(command).await
+            }
+            Command::Release { command } => release::run(command),
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

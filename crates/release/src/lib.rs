@@ -24,7 +24,7 @@ mod verify;
 
 pub use manifest::{MANIFEST_FORMAT, MAX_RELEASE_SIZE, Manifest, parse_version};
 pub use signing::{SecretKey, sign};
-pub use verify::{TrustedKey, verify};
+pub use verify::{TrustedKey, check_signature_form, verify};
 
 /// The target triple this binary was built for (e.g. `x86_64-unknown-linux-gnu`).
 pub const BUILD_TARGET: &str = env!("POSTERN_BUILD_TARGET");

@@ -34,6 +34,14 @@ impl TrustedKey {
     }
 }
 
+/// Checks that `signature` is a minisign signature in the prehashed format
+/// (what the service checks at publication; only the updater verifies it).
+pub fn check_signature_form(signature: &str) -> Result<(), ReleaseError> {
+    minisign_verify::Signature::decode(signature.trim())
+        .map(|_| ())
+        .map_err(|e| ReleaseError::BadSignature(format!("not a minisign signature: {e}")))
+}
+
 /// Verifies `signature` (a `.minisig` file's text) over `manifest` with `key`,
 /// then parses and checks the manifest. Nothing in the manifest is looked at
 /// before the signature verifies.
