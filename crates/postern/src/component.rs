@@ -249,7 +249,7 @@ fn load(state: StateDir, clock: SharedClock) -> anyhow::Result<ControlClient> {
 /// (CON-4). After the first configuration the tunnel pool serves the apps; each
 /// new configuration swaps the app table, and a shutdown signal drains the
 /// tunnels (GOAWAY, requests in flight finish).
-async fn run_connector(state: StateDir, mut shutdown: Shutdown) -> anyhow::Result<()> {
+pub(crate) async fn run_connector(state: StateDir, mut shutdown: Shutdown) -> anyhow::Result<()> {
     let clock: SharedClock = Arc::new(SystemClock);
     let client = load(state, clock)?;
     let backends = Backends::new(&BackendOptions::default())?;
@@ -378,9 +378,15 @@ async fn run_agent(state: StateDir, config: &std::path::Path, mut shutdown: Shut
 /// process's whole life, installed before anything else runs, so a signal that
 /// arrives while no loop is waiting for it (between two iterations, in the
 /// middle of a call) is kept, not lost: every later wait sees it at once.
-struct Shutdown(watch::Receiver<bool>);
+pub(crate) struct Shutdown(watch::Receiver<bool>);
 
 impl Shutdown {
+    /// Stops when `stop` turns true: a process running components of its own
+    /// (`postern demo`) listens for the signals once and tells each.
+    pub(crate) fn from_watch(stop: watch::Receiver<bool>) -> Self {
+        Self(stop)
+    }
+
     /// Starts listening for the signals.
     fn listen() -> Self {
         let (tx, rx) = watch::channel(false);
@@ -394,7 +400,7 @@ impl Shutdown {
     }
 
     /// Completes once a shutdown signal has come (at once if one came earlier).
-    async fn requested(&mut self) {
+    pub(crate) async fn requested(&mut self) {
         if self.0.wait_for(|stop| *stop).await.is_err() {
             // The listener is gone: no signal can come any more.
             std::future::pending::<()>().await;

@@ -2,11 +2,12 @@
 
 mod admin;
 mod component;
+mod demo;
 mod logging;
-mod serve;
 mod release;
-
+mod serve;
 mod updater;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Try everything on this machine: the service, a sample app published
+    /// twice, a connector, an agent with demo users, an administrator.
+    Demo(demo::DemoArgs),
     /// Run the service: sign-in (OpenID Connect provider), admin API, and more.
     Serve(serve::ServeArgs),
     /// Manage tenants, domains, users, groups and roles (signs in with the device flow).
@@ -40,10 +44,6 @@ enum Command {
         #[command(subcommand)]
         command: component::ComponentCommand,
     },
-}
-
-fn main() -> ExitCode {
-    // One TLS crypto provider for the whole process, before anything uses TLS.
     /// The updater of a connector or agent (runs as root; the component does
     /// not): installs signed releases the service offers, rolls back failures.
     Updater {
@@ -55,6 +55,10 @@ fn main() -> ExitCode {
         #[command(subcommand)]
         command: release::ReleaseCommand,
     },
+}
+
+fn main() -> ExitCode {
+    // One TLS crypto provider for the whole process, before anything uses TLS.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Demo(args) => demo::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Admin { command } => admin::run(command).await,
             Command::Connector { command } => {
@@ -76,16 +81,16 @@ fn main() -> ExitCode {
                 logging::init(false);
                 component::run(postern_proto::ComponentKind::Agent, command).await
             }
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
             Command::Updater { command } => {
                 logging::init(false);
                 updater::run(command).await
             }
             Command::Release { command } => release::run(command),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
