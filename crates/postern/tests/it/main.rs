@@ -13,6 +13,7 @@ mod components;
 mod connection_deadlines;
 mod cross_tenant;
 mod demo;
+mod limits;
 mod lockout;
 mod logs;
 mod mfa;
