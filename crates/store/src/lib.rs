@@ -50,8 +50,8 @@ pub use components::{
 };
 pub use directory::{Domain, DomainAuthMode, Group, NewUser, User, UserSource, UserUpdate, normalize_username};
 pub use error::StoreError;
-pub use flows::FlowRecord;
 pub use export::{ExportStream, NamedAuditEntry, NumberedSignin};
+pub use flows::FlowRecord;
 pub use hosts::{HostBasis, HostRefusal, HostRules, HostViolation};
 pub use keys::SigningKeyRecord;
 pub use lockout::{LocationClass, LockoutContext, LockoutKey, LockoutReservation, LockoutRules, LockoutState};
@@ -292,19 +292,14 @@ impl Store {
     /// Records the use of a single-use signed credential (its token ID `jti`,
     /// valid until `expires_at`): true the first time, false when it was used
     /// before. The row is purged once the credential has expired.
-    pub async fn spend_credential(
-        &self,
-        jti: &str,
-        expires_at: postern_time::UnixTime,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO spent_credentials (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
-        )
-        .bind(jti)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from_sqlx)?;
+    pub async fn spend_credential(&self, jti: &str, expires_at: postern_time::UnixTime) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("INSERT INTO spent_credentials (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
+                .bind(jti)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::from_sqlx)?;
         Ok(done.rows_affected() == 1)
     }
 
