@@ -690,14 +690,13 @@ fn validate_tls(raw: RawTls, problems: &mut Vec<String>) -> Option<TlsSettings> 
     }
 }
 
-        self_signed_names: Vec::new(),
 fn check_file(problems: &mut Vec<String>, what: &str, path: &Path) {
     if !path.is_file() {
         problems.push(format!("{what} {} is not a readable file", path.display()));
     }
 }
 
-fn is_loopback_host(u: &Url) -> bool {
+pub(crate) fn is_loopback_host(u: &Url) -> bool {
     match u.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),

@@ -66,7 +66,9 @@ pub(crate) fn app(
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
         }));
-    if public_url.scheme() == "https" {
+    // HSTS binds a host name, not a port: on `localhost` (the demo) it would
+    // force every other local web server of the machine onto HTTPS.
+    if public_url.scheme() == "https" && !crate::config::is_loopback_host(public_url) {
         app = app.layer(SetResponseHeaderLayer::if_not_present(
             HeaderName::from_static("strict-transport-security"),
             HeaderValue::from_static("max-age=31536000"),
