@@ -109,6 +109,8 @@ pub struct ComponentUpdate {
     pub started_at: UnixTime,
     /// When it ended.
     pub finished_at: Option<UnixTime>,
+    /// Its place in the tenant's history (newest highest).
+    pub seq: i64,
 }
 
 macro_rules! release_columns {
@@ -119,7 +121,8 @@ macro_rules! release_columns {
 }
 macro_rules! update_columns {
     () => {
-        "id, tenant_id, component_id, release_id, from_version, to_version, state, detail, started_at, finished_at"
+        "id, tenant_id, component_id, release_id, from_version, to_version, state, detail, started_at, finished_at, \
+         seq"
     };
 }
 
@@ -447,7 +450,8 @@ impl Store {
         let id = new_id();
         sqlx::query(
             "INSERT INTO component_updates (id, tenant_id, component_id, release_id, from_version, to_version, \
-             state, detail, started_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, 'offered', '', $7, NULL)",
+             state, detail, started_at, finished_at, seq) VALUES ($1, $2, $3, $4, $5, $6, 'offered', '', $7, NULL, \
+             (SELECT COALESCE(MAX(seq), 0) + 1 FROM component_updates WHERE tenant_id = $2))",
         )
         .bind(&id)
         .bind(tenant_id)
@@ -485,7 +489,7 @@ impl Store {
             update_columns!(),
             " FROM component_updates WHERE tenant_id = $1 AND component_id = $2 AND state IN ",
             "('offered', 'installing')",
-            " ORDER BY started_at DESC, id LIMIT 1"
+            " ORDER BY seq DESC LIMIT 1"
         ))
         .bind(tenant_id)
         .bind(component_id)
@@ -565,7 +569,7 @@ impl Store {
                 "SELECT ",
                 update_columns!(),
                 " FROM component_updates WHERE tenant_id = $1 AND component_id = $2 \
-                 ORDER BY started_at DESC, id LIMIT $3"
+                 ORDER BY seq DESC LIMIT $3"
             ))
             .bind(tenant_id)
             .bind(c)
@@ -573,7 +577,7 @@ impl Store {
             None => sqlx::query_as::<_, ComponentUpdate>(concat!(
                 "SELECT ",
                 update_columns!(),
-                " FROM component_updates WHERE tenant_id = $1 ORDER BY started_at DESC, id LIMIT $2"
+                " FROM component_updates WHERE tenant_id = $1 ORDER BY seq DESC LIMIT $2"
             ))
             .bind(tenant_id)
             .bind(limit),

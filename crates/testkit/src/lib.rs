@@ -31,6 +31,9 @@ pub use pkce::Pkce;
 /// Password of the administrator created by [`TestService::bootstrap`].
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
 
+/// Adjusts the control endpoint's settings before the service starts.
+type ControlTuning = Box<dyn FnOnce(&mut postern_service::config::ControlSettings) + Send>;
+
 /// Builds a [`TestService`].
 pub struct TestServiceBuilder {
     backend: Backend,
@@ -41,6 +44,7 @@ pub struct TestServiceBuilder {
     limits: Option<Limits>,
     abuse_limits: Option<AbuseLimits>,
     export: Option<postern_export::ExportSettings>,
+    control: Option<ControlTuning>,
 }
 
 impl TestServiceBuilder {
@@ -103,6 +107,13 @@ impl TestServiceBuilder {
         self
     }
 
+    /// Adjusts the control endpoint's settings (e.g. the minimum component
+    /// version).
+    pub fn control(mut self, f: impl FnOnce(&mut postern_service::config::ControlSettings) + Send + 'static) -> Self {
+        self.control = Some(Box::new(f));
+        self
+    }
+
     /// Starts the service on 127.0.0.1 with an ephemeral port.
     pub async fn start(self) -> Result<TestService> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -120,6 +131,9 @@ impl TestServiceBuilder {
         config.apps_domain = self.apps_domain;
         if let Some(export) = self.export {
             config.export = export;
+        }
+        if let Some(control) = self.control {
+            control(&mut config.control);
         }
         let manual = ManualClock::starting_now();
         let clock: SharedClock = if self.manual_clock {
@@ -177,6 +191,7 @@ impl TestService {
             limits: None,
             abuse_limits: None,
             export: None,
+            control: None,
         }
     }
 

@@ -110,7 +110,7 @@ async fn upload(client: &AdminClient, id: &str, binary: &std::path::Path) -> any
         sent += buf.len() as u64;
         client.upload_release_chunk(id, seq, buf).await?;
         seq += 1;
-        if seq % 64 == 0 {
+        if seq.is_multiple_of(64) {
             eprintln!("sent {sent} of {total} bytes");
         }
     }

@@ -30,3 +30,4 @@ mod secrets;
 mod serve_signals;
 mod setup;
 mod tokens;
+mod updates;

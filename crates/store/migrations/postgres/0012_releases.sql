@@ -54,6 +54,7 @@ CREATE TABLE component_updates (
     state               TEXT NOT NULL,
     detail              TEXT NOT NULL,
     started_at          BIGINT NOT NULL,
-    finished_at         BIGINT
+    finished_at         BIGINT,
+    seq                 BIGINT NOT NULL
 );
-CREATE INDEX component_updates_component ON component_updates (tenant_id, component_id, started_at);
+CREATE INDEX component_updates_component ON component_updates (tenant_id, component_id, seq);
