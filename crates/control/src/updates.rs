@@ -384,7 +384,9 @@ pub(crate) async fn report(
             .release_update_lease(&identity.tenant_id, &identity.component_id)
             .await?;
     }
-    if !found {
+    // The new version may call in before the updater says it installed it:
+    // the update has succeeded already.
+    if !found && report.outcome != UpdateOutcome::Installed {
         return Err(ControlError::NotFoundMsg(
             "no update of that release is open for this component".into(),
         ));

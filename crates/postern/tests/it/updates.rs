@@ -112,13 +112,22 @@ fn silent_binary() -> Vec<u8> {
 }
 
 async fn fixture() -> Option<Fx> {
+    fixture_on(postern_store::Backend::Sqlite).await
+}
+
+async fn fixture_on(backend: postern_store::Backend) -> Option<Fx> {
     if !running_as_root() {
         // The override key file must be root-owned, and the connector refuses
         // root unless told: both need root to test for real.
         precondition_missing("updates", "the updater's tests need root");
         return None;
     }
-    let svc = TestService::builder().system_clock().start().await.unwrap();
+    let svc = TestService::builder()
+        .backend(backend)
+        .system_clock()
+        .start()
+        .await
+        .unwrap();
     let t = svc.bootstrap().await.unwrap();
     let token = svc.admin_token(&t.tenant, &t.admin).await.unwrap();
     let admin = AdminClient::new(&svc.url(), SecretString::from(token), Duration::from_secs(30)).unwrap();
@@ -598,8 +607,17 @@ async fn two_connectors_of_one_group_never_update_at_the_same_moment() {
 /// a pause; publication refused when the binary does not match; another
 /// tenant's certificate gets nothing.
 #[tokio::test]
-async fn leases_are_per_group_and_per_tenants_agents_and_policies_pin_and_pause() {
-    let Some(fx) = fixture().await else { return };
+async fn leases_are_per_group_and_per_tenants_agents_and_policies_pin_and_pause_on_sqlite() {
+    leases_and_policies(postern_store::Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn leases_are_per_group_and_per_tenants_agents_and_policies_pin_and_pause_on_postgres() {
+    leases_and_policies(postern_store::Backend::Postgres).await;
+}
+
+async fn leases_and_policies(backend: postern_store::Backend) {
+    let Some(fx) = fixture_on(backend).await else { return };
     fx.svc
         .store()
         .create_connector_group(&fx.t.tenant.id, "branch", "", false, fx.svc.now())
