@@ -334,7 +334,8 @@ impl Sts {
                 e @ (RelayError::NoAgents
                 | RelayError::Timeout(_)
                 | RelayError::DirectoryUnreachable
-                | RelayError::Busy),
+                | RelayError::Busy
+                | RelayError::Unavailable(_)),
             ) => {
                 tracing::warn!(tenant = %tenant.name, request = %request_id, error = %e, "pass-through sign-in not answered");
                 Err(NoAnswer::Unavailable(e.to_string()))

@@ -140,7 +140,7 @@ pub struct Sts {
     lockout: Arc<lockout::SmartLockout>,
     hasher: PasswordHasher,
     base: String,
-    relay: std::sync::OnceLock<Arc<postern_relay::Relay>>,
+    relay: std::sync::OnceLock<Arc<dyn postern_relay::SignInRelay>>,
     /// Whether a domain of a tenant signs in through agents, by (tenant, domain).
     passthrough_domains: postern_store::cache::ReadCache<(String, String), bool>,
     /// The current agents of a tenant, by tenant.
@@ -225,7 +225,7 @@ impl Sts {
 
     /// Connects the relay to on-prem agents (pass-through authentication). Without
     /// it, passwords of pass-through domains cannot be checked.
-    pub fn attach_relay(&self, relay: Arc<postern_relay::Relay>) {
+    pub fn attach_relay(&self, relay: Arc<dyn postern_relay::SignInRelay>) {
         let _ = self.relay.set(relay);
     }
 

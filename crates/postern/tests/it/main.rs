@@ -7,6 +7,7 @@
 mod admin_cli;
 mod app_hosts;
 mod apps_admin;
+mod cluster;
 mod common;
 mod component_cli;
 mod components;

@@ -816,3 +816,120 @@ async fn a_component_older_than_the_minimum_is_refused_naming_the_release() {
         .unwrap();
     assert_eq!(check.update.unwrap().version, "0.2.1");
 }
+
+/// Runs the real binary (without blocking the service in this process);
+/// returns success and standard error.
+async fn postern(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let out = tokio::process::Command::new(REAL)
+        .args(args)
+        .env_remove("POSTERN_REPORTED_VERSION")
+        .env("RUST_LOG", "info")
+        .output()
+        .await
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `postern release keygen|sign|verify` and `postern updater run --once`, as a
+/// publisher and an on-prem host run them.
+#[tokio::test]
+async fn the_release_and_updater_commands() {
+    let Some(fx) = fixture().await else { return };
+    let dir = fx.dir.path();
+    let p = |name: &str| dir.join(name).into_os_string();
+    let s = |s: &str| std::ffi::OsString::from(s);
+    let (ok, err) = postern(&[
+        &s("release"),
+        &s("keygen"),
+        &s("--secret-key"),
+        &p("release.key"),
+        &s("--public-key"),
+        &p("release.pub"),
+    ])
+    .await;
+    assert!(ok, "{err}");
+    std::fs::write(dir.join("bin"), b"the binary").unwrap();
+    let (ok, err) = postern(&[
+        &s("release"),
+        &s("sign"),
+        &s("--secret-key"),
+        &p("release.key"),
+        &s("--binary"),
+        &p("bin"),
+        &s("--version"),
+        &s("0.2.0"),
+        &s("--min-upgrade-from"),
+        &s("0.1.0"),
+        &s("--notes-url"),
+        &s("https://example.com/notes/0.2.0"),
+        &s("--out"),
+        &p("m.json"),
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert!(dir.join("m.json.minisig").exists());
+    let verify = async |key: &str| {
+        postern(&[
+            &s("release"),
+            &s("verify"),
+            &s("--manifest"),
+            &p("m.json"),
+            &s("--binary"),
+            &p("bin"),
+            &s("--public-key"),
+            &p(key),
+        ])
+        .await
+    };
+    let (ok, err) = verify("release.pub").await;
+    assert!(ok && err.contains("OK: 0.2.0"), "{err}");
+    if let Ok(out) = std::process::Command::new("minisign")
+        .args(["-V", "-H", "-p"])
+        .arg(dir.join("release.pub"))
+        .arg("-m")
+        .arg(dir.join("m.json"))
+        .output()
+    {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // Another key, then a changed binary: refused.
+    std::fs::write(
+        dir.join("other.pub"),
+        SecretKey::generate().unwrap().public_key_text().unwrap(),
+    )
+    .unwrap();
+    let (ok, err) = verify("other.pub").await;
+    assert!(!ok && err.contains("signature"), "{err}");
+    std::fs::write(dir.join("bin"), b"the binarY").unwrap();
+    let (ok, err) = verify("release.pub").await;
+    assert!(!ok && err.contains("SHA-256"), "{err}");
+
+    // The updater, one round, trusting the override key file: nothing to do.
+    let state = fx.register("gw-cli", ComponentKind::Connector, None).await;
+    let key_file = dir.join("release-key.pub");
+    let updater = async |key: &Path| {
+        postern(&[
+            &s("updater"),
+            &s("run"),
+            &s("--once"),
+            &s("--component"),
+            &s("connector"),
+            &s("--state-dir"),
+            state.path().as_os_str(),
+            &s("--binary"),
+            &p("bin"),
+            &s("--work-dir"),
+            &p("updater-work"),
+            &s("--publisher-key"),
+            key.as_os_str(),
+        ])
+        .await
+    };
+    let (ok, err) = updater(&key_file).await;
+    assert!(ok, "{err}");
+    assert!(err.contains("no update") && err.contains("Override"), "{err}");
+    // A key file others may write is refused, naming what is wrong.
+    set_mode(&key_file, 0o664);
+    let (ok, err) = updater(&key_file).await;
+    assert!(!ok && err.contains("0644 or 0600"), "{err}");
+}
