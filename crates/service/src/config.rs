@@ -18,9 +18,11 @@ use url::Url;
 
 mod export;
 mod risk;
+mod cluster;
 pub use abuse::AbuseLimits;
 pub use export::RawExport;
 pub use risk::RawRisk;
+pub use cluster::RawCluster;
 
 /// Environment keys the service reads (after the `POSTERN_` prefix, lowercased,
 /// `__` meaning a nested table). Other `POSTERN_*` variables belong to other tools
@@ -92,6 +94,7 @@ fn unknown_env_vars(vars: impl Iterator<Item = String>) -> Vec<String> {
         let key = name.strip_prefix("POSTERN_")?.to_lowercase().replace("__", ".");
         let known = ENV_KEYS.contains(&key.as_str())
             || risk::ENV_KEYS.contains(&key.as_str())
+            || cluster::ENV_KEYS.contains(&key.as_str())
             || ENV_OF_OTHER_TOOLS.contains(&key.as_str());
         (!known).then(|| format!("unknown environment variable {name}"))
     })
@@ -149,6 +152,9 @@ pub struct RawConfig {
     /// Sign-in risk signals.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub risk: Option<RawRisk>,
+    /// Several instances behind one load balancer (NATS, peers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<RawCluster>,
 }
 
 /// The control endpoint as written.
@@ -415,6 +421,8 @@ pub struct Config {
     /// How often updaters ask for a newer release.
     pub update_check: Duration,
     pub risk: postern_sts::RiskConfig,
+    /// Several instances behind one load balancer; `None`: this one alone.
+    pub cluster: Option<postern_cluster::ClusterSettings>,
 }
 
 /// Every problem found in a configuration.
@@ -437,7 +445,7 @@ impl RawConfig {
         if !unknown.is_empty() {
             return Err(ConfigError(unknown));
         }
-        let env_keys: Vec<&str> = ENV_KEYS.iter().chain(risk::ENV_KEYS).copied().collect();
+        let env_keys: Vec<&str> = ENV_KEYS.iter().chain(risk::ENV_KEYS).chain(cluster::ENV_KEYS).copied().collect();
         let mut figment = Figment::new();
         if let Some(p) = path {
             if !p.exists() {
@@ -594,6 +602,7 @@ impl RawConfig {
         }
         let export = export::validate_export(self.export, &mut problems);
         let risk = risk::validate_risk(self.risk, &mut problems);
+        let cluster = cluster::validate_cluster(self.cluster, &database_url, self.kek.is_some(), &mut problems);
         if let Some(kek) = &self.kek
             && let Err(e) = postern_keyring::Keyring::from_text(kek.expose())
         {
@@ -617,6 +626,7 @@ impl RawConfig {
             control,
             export,
             risk,
+            cluster,
         })
     }
 }
@@ -727,6 +737,7 @@ impl Config {
             },
             export: postern_export::ExportSettings::default(),
             risk: postern_sts::RiskConfig::default(),
+            cluster: None,
         }
     }
 }

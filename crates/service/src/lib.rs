@@ -6,6 +6,7 @@
 //! tests run the real service in-process.
 #![warn(missing_docs)]
 
+mod cluster;
 pub mod config;
 mod listener;
 mod routes;
@@ -63,6 +64,9 @@ pub enum ServiceError {
     /// Event export to a SIEM could not start (its trust anchors, its spool).
     #[error(transparent)]
     Export(#[from] postern_export::ExportError),
+    /// This instance could not join the others (`[cluster]`: NATS, peers).
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServiceError {
@@ -85,6 +89,7 @@ pub struct RunningService {
     setup_code: Option<SetupCode>,
     certificates: Option<Arc<tls::SniResolver>>,
     clock: SharedClock,
+    cluster: Option<postern_cluster::Cluster>,
 }
 
 impl std::fmt::Debug for RunningService {
@@ -212,11 +217,22 @@ impl RunningService {
         }
         let installation = public_url.host_str().unwrap_or("postern").to_owned();
         control_config.updates.check_interval = config.control.update_check;
-        // The relay between the STS and pass-through authentication agents (embedded:
-        // in this process).
-        let relay = postern_relay::Relay::new(postern_relay::RelayLimits::default());
+        // With other instances (`[cluster]`): NATS, unique ID per start.
+        let instance_id = uuid::Uuid::new_v4().simple().to_string();
+        let nats = match &config.cluster {
+            Some(c) => Some(
+                postern_cluster::connect(&c.nats_url, &instance_id)
+                    .await
+                    .map_err(|e| ServiceError::Cluster(e.to_string()))?,
+            ),
+            None => None,
+        };
+        // The relay between the STS and pass-through authentication agents:
+        // in this process alone, over NATS JetStream with other instances.
+        let relay = cluster::relay(nats.as_ref(), config.cluster.as_ref(), &instance_id).await?;
         sts.attach_relay(relay.clone());
-        // Tunnels from connectors (embedded: in this process).
+        // Tunnels from connectors (held here; with other instances, requests
+        // for groups without a tunnel here go to a peer that has one).
         let tunnels = postern_tunnel::TunnelRegistry::new(postern_tunnel::TunnelOptions::default());
         let control = Control::new(
             sts.clone(),
@@ -240,6 +256,12 @@ impl RunningService {
             },
         )
         .await?;
+        let cluster = match (nats, config.cluster.clone()) {
+            (Some(nats), Some(settings)) => {
+                Some(cluster::join(nats, settings, instance_id, &control, &edge, &store).await?)
+            }
+            _ => None,
+        };
         let app = routes::app(&sts, &control, &edge, &config, &public_url, host_rules);
         let (shutdown, shutdown_rx) = watch::channel(false);
         // Before any component can connect: revocations end live connections at once.
@@ -311,7 +333,13 @@ impl RunningService {
             setup_code,
             certificates: public_tls.map(|t| t.resolver),
             clock,
+            cluster,
         })
+    }
+
+    /// This instance's membership among several (`None`: it runs alone).
+    pub fn cluster(&self) -> Option<&postern_cluster::Cluster> {
+        self.cluster.as_ref()
     }
 
     /// The address the listener is bound to.
@@ -373,6 +401,7 @@ impl RunningService {
             let _ = server.await;
         }
         let _ = self.tasks.await;
+        drop(self.cluster);
         self.store.close().await;
         tracing::info!("postern service stopped");
     }

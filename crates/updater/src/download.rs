@@ -91,3 +91,66 @@ pub(crate) async fn download_to(
     }
     check_digest(manifest, &sha256, got).map_err(|e| DownloadError::Refused(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest_for(bytes: &[u8]) -> Manifest {
+        let mut h = Sha256Stream::default();
+        h.update(bytes);
+        let (sha256, size) = h.finish();
+        Manifest {
+            format: postern_release::MANIFEST_FORMAT.into(),
+            version: "0.2.0".into(),
+            target: "t".into(),
+            sha256,
+            size,
+            min_upgrade_from: "0.1.0".into(),
+            notes_url: "https://example.com/n".into(),
+        }
+    }
+
+    fn response(body: Vec<u8>) -> reqwest::Response {
+        reqwest::Response::from(http_response(body))
+    }
+
+    fn http_response(body: Vec<u8>) -> http::Response<Vec<u8>> {
+        http::Response::new(body)
+    }
+
+    async fn fetch(body: Vec<u8>, manifest: &Manifest) -> (Result<(), DownloadError>, Option<Vec<u8>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("postern.new");
+        let result = download_to(response(body), &path, manifest, Duration::from_secs(5)).await;
+        (result, std::fs::read(&path).ok())
+    }
+
+    #[tokio::test]
+    async fn only_the_exact_bytes_pass() {
+        let good: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let manifest = manifest_for(&good);
+        let (result, written) = fetch(good.clone(), &manifest).await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(written.unwrap(), good);
+
+        let (result, _) = fetch(good[..good.len() - 1].to_vec(), &manifest).await;
+        assert!(
+            matches!(&result, Err(DownloadError::Refused(m)) if m.contains("announces")),
+            "{result:?}"
+        );
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(matches!(
+            fetch(longer, &manifest).await.0,
+            Err(DownloadError::Refused(_))
+        ));
+        let mut changed = good.clone();
+        changed[1000] ^= 1;
+        let (result, _) = fetch(changed, &manifest).await;
+        assert!(
+            matches!(&result, Err(DownloadError::Refused(m)) if m.contains("SHA-256")),
+            "{result:?}"
+        );
+    }
+}

@@ -125,11 +125,24 @@ impl Updater {
         }
     }
 
-    /// The version installed now: the updater's record, else the fallback.
+    /// The version installed now: the newer of the updater's record (what it
+    /// installed last) and the fallback (its own version: the updater runs
+    /// the same binary, so a binary installed by hand and the updater
+    /// restarted from it count too).
     pub fn installed_version(&self) -> Result<String, UpdaterError> {
-        Ok(InstalledRecord::load(&self.options.work_dir)?
-            .map(|r| r.version)
-            .unwrap_or_else(|| self.options.fallback_version.clone()))
+        let fallback = self.options.fallback_version.clone();
+        let Some(record) = InstalledRecord::load(&self.options.work_dir)? else {
+            return Ok(fallback);
+        };
+        let newer = match (
+            semver::Version::parse(&record.version),
+            semver::Version::parse(&fallback),
+        ) {
+            (Ok(r), Ok(f)) if f > r => fallback,
+            (Ok(_), _) => record.version,
+            (Err(_), _) => fallback,
+        };
+        Ok(newer)
     }
 
     /// One round: check, and install what is offered (see the crate docs).
@@ -347,6 +360,44 @@ fn jittered(base: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn updater(work_dir: &std::path::Path, fallback: &str) -> Updater {
+        struct Idle;
+        #[async_trait::async_trait]
+        impl Supervisor for Idle {
+            async fn stop(&self) -> Result<(), UpdaterError> {
+                Ok(())
+            }
+            async fn start(&self) -> Result<(), UpdaterError> {
+                Ok(())
+            }
+        }
+        let key = TrustedKey::from_text(postern_release::trust::PUBLISHER_KEY).unwrap();
+        let mut options = UpdaterOptions::new(
+            StateDir::new(work_dir.join("state")),
+            work_dir.join("postern"),
+            work_dir.to_path_buf(),
+            key,
+        );
+        options.fallback_version = fallback.into();
+        Updater::new(options, Arc::new(Idle), Arc::new(postern_time::SystemClock))
+    }
+
+    #[test]
+    fn the_installed_version_is_the_newer_of_record_and_own() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(updater(dir.path(), "0.1.0").installed_version().unwrap(), "0.1.0");
+        InstalledRecord {
+            version: "0.2.0".into(),
+            sha256: String::new(),
+        }
+        .save(dir.path())
+        .unwrap();
+        // Installed by the updater, which still runs 0.1.0.
+        assert_eq!(updater(dir.path(), "0.1.0").installed_version().unwrap(), "0.2.0");
+        // Installed by hand, the updater restarted from it.
+        assert_eq!(updater(dir.path(), "0.3.0").installed_version().unwrap(), "0.3.0");
+    }
 
     #[test]
     fn jitter_stays_within_ten_percent() {
