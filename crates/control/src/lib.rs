@@ -107,7 +107,7 @@ pub struct Control {
     config: ControlConfig,
     crls: crl::CrlCache,
     server_tls: Arc<rustls::ServerConfig>,
-    relay: Arc<postern_relay::Relay>,
+    relay: Arc<dyn postern_relay::SignInRelay>,
     tunnels: Arc<postern_tunnel::TunnelRegistry>,
     /// Woken when every live connection must recheck its component at once.
     recheck: tokio::sync::Notify,
@@ -125,7 +125,7 @@ impl Control {
     /// Builds the control plane, loading (or on first start creating) the CAs.
     pub async fn new(
         sts: Arc<Sts>,
-        relay: Arc<postern_relay::Relay>,
+        relay: Arc<dyn postern_relay::SignInRelay>,
         tunnels: Arc<postern_tunnel::TunnelRegistry>,
         keyring: &Keyring,
         clock: SharedClock,

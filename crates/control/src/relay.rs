@@ -175,6 +175,7 @@ pub(crate) async fn result(
     match control
         .relay
         .deliver_result(&identity.tenant_id, &identity.component_id, &request_id, result)
+        .await
     {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(e @ ResultRejected::Unknown) => Err(ControlError::NotFoundMsg(e.to_string())),

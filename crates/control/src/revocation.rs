@@ -25,7 +25,7 @@ use crate::identity::ComponentIdentity;
 
 impl Control {
     /// The relay between the STS and the agents.
-    pub fn relay(&self) -> &Arc<postern_relay::Relay> {
+    pub fn relay(&self) -> &Arc<dyn postern_relay::SignInRelay> {
         &self.relay
     }
 
@@ -102,6 +102,12 @@ impl Control {
                 tracing::info!(tenant = %tenant_id, tunnels, streams, "tenant deleted; its tunnels and queue streams closed");
             }
         }
+    }
+
+    /// Has every live tunnel and queue stream recheck its component against the
+    /// store at once (revocations made elsewhere may have been missed).
+    pub fn recheck_all(&self) {
+        self.recheck.notify_waiters();
     }
 
     /// Waits until live connections are told to recheck their component at once

@@ -141,7 +141,7 @@ impl CertificateAuthority {
             subject_cn: &req.tenant_id,
             names: vec![SanType::URI(uri)],
             key_usages,
-            eku: ExtendedKeyUsagePurpose::ClientAuth,
+            eku: vec![ExtendedKeyUsagePurpose::ClientAuth],
             validity: req.validity,
         };
         let public_key = SubjectPublicKeyInfo::from_der(&checked.spki_der)
@@ -184,7 +184,40 @@ impl CertificateAuthority {
             },
             names,
             key_usages: vec![KeyUsagePurpose::DigitalSignature],
-            eku: ExtendedKeyUsagePurpose::ServerAuth,
+            eku: vec![ExtendedKeyUsagePurpose::ServerAuth],
+            validity,
+        };
+        let issued = self.sign_leaf(&leaf, &key.0, now)?;
+        Ok((issued, key.pkcs8()))
+    }
+
+    /// Issues a service instance's certificate for talking to its peers
+    /// (proxy peering between instances): DNS name `hostname`, a new ECDSA
+    /// P-256 key (PKCS#8 DER), extendedKeyUsage serverAuth *and* clientAuth, so
+    /// each instance both serves and presents it. Service CA only; the control
+    /// listener's server certificates never carry clientAuth, so only these
+    /// pass a peer's client check.
+    pub fn issue_peer(
+        &self,
+        hostname: &str,
+        now: UnixTime,
+        validity: Duration,
+    ) -> Result<(IssuedCert, Zeroizing<Vec<u8>>), PkiError> {
+        if self.kind() != CaKind::Service {
+            return Err(PkiError::BadParameter(format!(
+                "the {} CA does not issue peer certificates; use the Service CA",
+                self.kind().as_str()
+            )));
+        }
+        check_leaf_validity(validity)?;
+        self.check_valid_at(now)?;
+        let names = server_names(&[hostname.to_owned()])?;
+        let key = SecretKeyPair::generate_p256()?;
+        let leaf = Leaf {
+            subject_cn: "Postern instance",
+            names,
+            key_usages: vec![KeyUsagePurpose::DigitalSignature],
+            eku: vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
             validity,
         };
         let issued = self.sign_leaf(&leaf, &key.0, now)?;
@@ -207,7 +240,7 @@ impl CertificateAuthority {
         params.subject_alt_names = leaf.names.clone();
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = leaf.key_usages.clone();
-        params.extended_key_usages = vec![leaf.eku.clone()];
+        params.extended_key_usages = leaf.eku.clone();
         params.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
         params.not_before = to_asn1(not_before)?;
         params.not_after = to_asn1(not_after)?;
@@ -225,7 +258,7 @@ struct Leaf<'a> {
     subject_cn: &'a str,
     names: Vec<SanType>,
     key_usages: Vec<KeyUsagePurpose>,
-    eku: ExtendedKeyUsagePurpose,
+    eku: Vec<ExtendedKeyUsagePurpose>,
     validity: Duration,
 }
 

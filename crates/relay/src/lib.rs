@@ -23,18 +23,79 @@
 //! passes to [`Relay::validate_capped`] (SEC-9: one tenant's flood of sign-ins
 //! cannot take every place).
 //!
-//! This is the embedded (single-instance) relay. Several service instances need
-//! a shared queue (NATS JetStream); the STS and the control endpoints only use
-//! the API below.
+//! [`Relay`] is the embedded (single-instance) relay, the default. Several
+//! service instances share one queue per tenant over NATS JetStream
+//! ([`nats::NatsRelay`]): the STS of any instance publishes, an agent attached
+//! to any instance takes the request, and the answer returns to the instance
+//! that waits for it. The STS and the control endpoints use either through
+//! the one trait [`SignInRelay`].
 #![warn(missing_docs)]
 
+pub mod nats;
+
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use postern_proto::relay::{ValidationOutcome, ValidationRequest, ValidationResult};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
+
+/// A boxed future of a [`SignInRelay`] method.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The relay as the STS and the control endpoints use it: the embedded
+/// [`Relay`] on one instance, [`nats::NatsRelay`] across several.
+pub trait SignInRelay: Send + Sync + std::fmt::Debug {
+    /// Attaches an agent (connected to this instance) to its tenant's queue.
+    fn subscribe(&self, tenant_id: &str, agent_id: &str) -> Subscription;
+
+    /// Asks the tenant's agents to check a password and waits for the answer
+    /// (see [`Relay::validate_capped`]); `tenant_cap` bounds the tenant's
+    /// sign-ins waiting on this instance.
+    fn validate_capped(
+        &self,
+        request: ValidationRequest,
+        deadlines: Deadlines,
+        tenant_cap: Option<usize>,
+    ) -> BoxFuture<'_, Result<AgentAnswer, RelayError>>;
+
+    /// Like [`SignInRelay::validate_capped`] without a tenant cap.
+    fn validate(
+        &self,
+        request: ValidationRequest,
+        deadlines: Deadlines,
+    ) -> BoxFuture<'_, Result<AgentAnswer, RelayError>> {
+        self.validate_capped(request, deadlines, None)
+    }
+
+    /// Hands an agent's result (posted to this instance) to the sign-in that
+    /// waits for it, on whichever instance that is.
+    fn deliver_result<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        agent_id: &'a str,
+        request_id: &'a str,
+        result: ValidationResult,
+    ) -> BoxFuture<'a, Result<(), ResultRejected>>;
+
+    /// Detaches a removed agent here and moves the requests it holds on.
+    fn close_agent(&self, tenant_id: &str, agent_id: &str) -> usize;
+
+    /// Detaches every agent of a deleted tenant here and ends its sign-ins.
+    fn close_tenant(&self, tenant_id: &str) -> usize;
+
+    /// Agents of the tenant attached to this instance.
+    fn connected_agents(&self, tenant_id: &str) -> usize;
+
+    /// Sign-ins of this instance waiting for an answer.
+    fn pending(&self) -> usize;
+
+    /// Counters of this instance.
+    fn stats(&self) -> RelayStats;
+}
 
 /// Limits of the relay.
 #[derive(Clone, Debug)]
@@ -101,6 +162,10 @@ pub enum RelayError {
     /// Too many sign-ins of this tenant are waiting (its cap); retry shortly.
     #[error("too many sign-ins of this tenant are waiting for agents")]
     TenantBusy,
+    /// The shared queue between the service instances (NATS) cannot be
+    /// reached: sign-ins through agents are refused until it is back.
+    #[error("the sign-in queue is unreachable ({0}); pass-through sign-in is unavailable for now")]
+    Unavailable(String),
 }
 
 /// Why a result was refused.
@@ -138,7 +203,7 @@ pub struct RelayStats {
 /// Why an attempt ended without an answer; each moves the request on to another
 /// agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum AttemptEnd {
+pub(crate) enum AttemptEnd {
     /// The attempt timeout passed.
     TimedOut,
     /// The agent's directory is unreachable.
@@ -150,7 +215,7 @@ enum AttemptEnd {
 }
 
 impl AttemptEnd {
-    fn count(self, stats: &mut RelayStats) {
+    pub(crate) fn count(self, stats: &mut RelayStats) {
         let counter = match self {
             AttemptEnd::TimedOut => &mut stats.attempts_timed_out,
             AttemptEnd::Unreachable => &mut stats.attempts_unreachable,
@@ -213,6 +278,10 @@ impl State {
 pub struct Relay {
     state: Mutex<State>,
     limits: RelayLimits,
+    /// This relay (for the subscriptions it hands out).
+    me: Weak<Relay>,
+    /// Moved whenever an agent attaches or detaches.
+    agents_changed: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -227,7 +296,7 @@ impl std::fmt::Debug for Relay {
 /// arrive on [`Subscription::recv`]; dropping it detaches the agent, and
 /// [`Relay::close_agent`] ends it from the service's side.
 pub struct Subscription {
-    relay: Arc<Relay>,
+    relay: Weak<Relay>,
     tenant_id: String,
     slot: u64,
     rx: mpsc::Receiver<Arc<ValidationRequest>>,
@@ -263,7 +332,10 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        if let Ok(mut state) = self.relay.state.lock()
+        let Some(relay) = self.relay.upgrade() else {
+            return;
+        };
+        if let Ok(mut state) = relay.state.lock()
             && let Some(slots) = state.tenants.get_mut(&self.tenant_id)
         {
             slots.retain(|s| s.id != self.slot);
@@ -271,6 +343,7 @@ impl Drop for Subscription {
                 state.tenants.remove(&self.tenant_id);
             }
         }
+        relay.agents_changed.send_modify(|n| *n += 1);
     }
 }
 
@@ -296,13 +369,13 @@ impl Drop for PendingGuard<'_> {
 
 /// What one sign-in's attempts so far add up to.
 #[derive(Default)]
-struct Tally {
+pub(crate) struct Tally {
     /// Agents not to offer the request to again in this round.
-    tried: Vec<String>,
+    pub(crate) tried: Vec<String>,
     /// Every agent asked, in order (an agent asked again appears again).
-    offered_to: Vec<String>,
+    pub(crate) offered_to: Vec<String>,
     /// Distinct agents asked.
-    asked: HashSet<String>,
+    pub(crate) asked: HashSet<String>,
     unreachable: usize,
     declined: usize,
     /// Agents that declined in the first round.
@@ -312,7 +385,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn record(&mut self, agent_id: &str, end: AttemptEnd) {
+    pub(crate) fn record(&mut self, agent_id: &str, end: AttemptEnd) {
         match end {
             AttemptEnd::Unreachable => self.unreachable += 1,
             AttemptEnd::Declined => {
@@ -327,7 +400,7 @@ impl Tally {
 
     /// When every agent was asked and some declined as busy: the request again,
     /// marked so that those agents wait for a free slot instead of declining.
-    fn second_round(&mut self, request: &ValidationRequest) -> Option<Arc<ValidationRequest>> {
+    pub(crate) fn second_round(&mut self, request: &ValidationRequest) -> Option<Arc<ValidationRequest>> {
         if self.waiting_round || self.declined_first.is_empty() {
             return None;
         }
@@ -341,7 +414,7 @@ impl Tally {
     }
 
     /// Why nobody answered.
-    fn failure(&self) -> RelayError {
+    pub(crate) fn failure(&self) -> RelayError {
         let asked = self.offered_to.len();
         if asked == 0 {
             RelayError::NoAgents
@@ -358,9 +431,11 @@ impl Tally {
 impl Relay {
     /// A relay with these limits.
     pub fn new(limits: RelayLimits) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
             state: Mutex::new(State::default()),
             limits,
+            me: me.clone(),
+            agents_changed: watch::channel(0).0,
         })
     }
 
@@ -371,7 +446,7 @@ impl Relay {
     }
 
     /// Attaches an agent to its tenant's queue.
-    pub fn subscribe(self: &Arc<Self>, tenant_id: &str, agent_id: &str) -> Subscription {
+    pub fn subscribe(&self, tenant_id: &str, agent_id: &str) -> Subscription {
         let (tx, rx) = mpsc::channel(self.limits.per_agent_capacity.max(1));
         let (closed_tx, closed) = oneshot::channel();
         let mut state = self.lock();
@@ -384,8 +459,10 @@ impl Relay {
             in_flight: 0,
             _closed: closed_tx,
         });
+        drop(state);
+        self.agents_changed.send_modify(|n| *n += 1);
         Subscription {
-            relay: self.clone(),
+            relay: self.me.clone(),
             tenant_id: tenant_id.to_owned(),
             slot,
             rx,
@@ -411,6 +488,8 @@ impl Relay {
         }
         state.end_attempts(tenant_id, |held_by| held_by == agent_id);
         state.stats.agents_closed += closed as u64;
+        drop(state);
+        self.agents_changed.send_modify(|n| *n += 1);
         closed
     }
 
@@ -422,6 +501,8 @@ impl Relay {
         let closed = state.tenants.remove(tenant_id).map_or(0, |slots| slots.len());
         state.end_attempts(tenant_id, |_| true);
         state.stats.agents_closed += closed as u64;
+        drop(state);
+        self.agents_changed.send_modify(|n| *n += 1);
         closed
     }
 
@@ -440,10 +521,49 @@ impl Relay {
         self.lock().stats
     }
 
+    /// Moves whenever an agent attaches to or detaches from this relay.
+    pub(crate) fn agents_changed(&self) -> watch::Receiver<u64> {
+        self.agents_changed.subscribe()
+    }
+
+    /// The agents attached here, by tenant.
+    pub(crate) fn attached(&self) -> HashMap<String, Vec<String>> {
+        self.lock()
+            .tenants
+            .iter()
+            .map(|(tenant, slots)| (tenant.clone(), slots.iter().map(|s| s.agent_id.clone()).collect()))
+            .collect()
+    }
+
+    /// Requests the tenant's agents attached here could still take before
+    /// each holds `per_agent` at once.
+    pub(crate) fn free_capacity(&self, tenant_id: &str, per_agent: usize) -> usize {
+        self.lock().tenants.get(tenant_id).map_or(0, |slots| {
+            slots.iter().map(|s| per_agent.saturating_sub(s.in_flight)).sum()
+        })
+    }
+
+    /// The agent's slot is free again (its attempt ended elsewhere).
+    pub(crate) fn release_slot(&self, tenant_id: &str, slot_id: u64) {
+        let mut state = self.lock();
+        if let Some(slot) = state
+            .tenants
+            .get_mut(tenant_id)
+            .and_then(|s| s.iter_mut().find(|s| s.id == slot_id))
+        {
+            slot.in_flight = slot.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Counts an attempt that ended without an answer.
+    pub(crate) fn count_end(&self, end: AttemptEnd) {
+        end.count(&mut self.lock().stats);
+    }
+
     /// Offers the request to the least-loaded attached agent not yet tried;
     /// returns the agent ID, or `None` if every attached agent was tried (or none
     /// is attached, or all are full).
-    fn offer(&self, request: &Arc<ValidationRequest>, tried: &[String]) -> Option<(u64, String)> {
+    pub(crate) fn offer(&self, request: &Arc<ValidationRequest>, tried: &[String]) -> Option<(u64, String)> {
         let mut state = self.lock();
         let slots = state.tenants.get_mut(&request.tenant_id)?;
         let mut candidates: Vec<&mut AgentSlot> = slots.iter_mut().filter(|s| !tried.contains(&s.agent_id)).collect();
@@ -637,8 +757,54 @@ impl Relay {
     }
 }
 
+impl SignInRelay for Relay {
+    fn subscribe(&self, tenant_id: &str, agent_id: &str) -> Subscription {
+        Relay::subscribe(self, tenant_id, agent_id)
+    }
+
+    fn validate_capped(
+        &self,
+        request: ValidationRequest,
+        deadlines: Deadlines,
+        tenant_cap: Option<usize>,
+    ) -> BoxFuture<'_, Result<AgentAnswer, RelayError>> {
+        Box::pin(Relay::validate_capped(self, request, deadlines, tenant_cap))
+    }
+
+    fn deliver_result<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        agent_id: &'a str,
+        request_id: &'a str,
+        result: ValidationResult,
+    ) -> BoxFuture<'a, Result<(), ResultRejected>> {
+        let delivered = Relay::deliver_result(self, tenant_id, agent_id, request_id, result);
+        Box::pin(std::future::ready(delivered))
+    }
+
+    fn close_agent(&self, tenant_id: &str, agent_id: &str) -> usize {
+        Relay::close_agent(self, tenant_id, agent_id)
+    }
+
+    fn close_tenant(&self, tenant_id: &str) -> usize {
+        Relay::close_tenant(self, tenant_id)
+    }
+
+    fn connected_agents(&self, tenant_id: &str) -> usize {
+        Relay::connected_agents(self, tenant_id)
+    }
+
+    fn pending(&self) -> usize {
+        Relay::pending(self)
+    }
+
+    fn stats(&self) -> RelayStats {
+        Relay::stats(self)
+    }
+}
+
 /// Logs why an attempt ended without an answer.
-fn log_attempt_end(request_id: &str, agent_id: &str, ended: AttemptEnd) {
+pub(crate) fn log_attempt_end(request_id: &str, agent_id: &str, ended: AttemptEnd) {
     match ended {
         AttemptEnd::TimedOut => {
             tracing::warn!(request = %request_id, agent = %agent_id, "agent did not answer in time; offering to another agent");

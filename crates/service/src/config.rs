@@ -4,6 +4,7 @@
 //! at once, not just the first.
 
 mod abuse;
+mod cluster;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -18,11 +19,10 @@ use url::Url;
 
 mod export;
 mod risk;
-mod cluster;
 pub use abuse::AbuseLimits;
+pub use cluster::RawCluster;
 pub use export::RawExport;
 pub use risk::RawRisk;
-pub use cluster::RawCluster;
 
 /// Environment keys the service reads (after the `POSTERN_` prefix, lowercased,
 /// `__` meaning a nested table). Other `POSTERN_*` variables belong to other tools
@@ -445,7 +445,12 @@ impl RawConfig {
         if !unknown.is_empty() {
             return Err(ConfigError(unknown));
         }
-        let env_keys: Vec<&str> = ENV_KEYS.iter().chain(risk::ENV_KEYS).chain(cluster::ENV_KEYS).copied().collect();
+        let env_keys: Vec<&str> = ENV_KEYS
+            .iter()
+            .chain(risk::ENV_KEYS)
+            .chain(cluster::ENV_KEYS)
+            .copied()
+            .collect();
         let mut figment = Figment::new();
         if let Some(p) = path {
             if !p.exists() {

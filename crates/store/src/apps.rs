@@ -668,6 +668,8 @@ impl Store {
             .execute(&mut *tx)
             .await
             .db()?;
-        tx.commit().await.db()
+        tx.commit().await.db()?;
+        self.note_change(crate::StoreChange::CookieKeys);
+        Ok(())
     }
 }

@@ -8,7 +8,7 @@
 use postern_time::UnixTime;
 
 use crate::error::SqlxResultExt;
-use crate::{DbFlag, Store, StoreError, flag, new_id};
+use crate::{DbFlag, Store, StoreChange, StoreError, flag, new_id};
 
 pub use postern_proto::ComponentKind;
 
@@ -410,6 +410,7 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         self.config_changed.notify_waiters();
+        self.note_change(StoreChange::ConnectorConfig);
         Ok(self.connector_group(tenant_id, group_id).await?.config_version)
     }
 

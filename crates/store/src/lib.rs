@@ -14,6 +14,7 @@
 mod apps;
 mod audit;
 pub mod cache;
+mod changes;
 mod clients;
 mod components;
 mod directory;
@@ -60,6 +61,7 @@ pub use oauth::{
 };
 pub use policies::{RecentFailure, UserRisk};
 pub use releases::{ComponentUpdate, NewRelease, Release, UpdatePolicy};
+pub use changes::StoreChange;
 pub use revocations::Revocation;
 pub use roles::Role;
 pub use sessions::Session;
@@ -90,14 +92,20 @@ pub struct Store {
     routing_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// See [`Store::revocations`].
     revocations: tokio::sync::broadcast::Sender<Revocation>,
+    /// See [`Store::local_changes`].
+    changes: tokio::sync::broadcast::Sender<StoreChange>,
 }
 
-/// Bumps the routing generation when dropped.
-struct RoutingChange(std::sync::Arc<std::sync::atomic::AtomicU64>);
+/// Bumps the routing generation when dropped, and announces it.
+struct RoutingChange(
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+    tokio::sync::broadcast::Sender<StoreChange>,
+);
 
 impl Drop for RoutingChange {
     fn drop(&mut self) {
         self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let _ = self.1.send(StoreChange::Routing);
     }
 }
 
@@ -223,6 +231,7 @@ impl Store {
             config_changed: std::sync::Arc::new(tokio::sync::Notify::new()),
             routing_generation: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
             revocations: revocations::channel(),
+            changes: changes::channel(),
         };
         store.migrate().await?;
         Ok(store)
@@ -267,7 +276,7 @@ impl Store {
     /// A guard that bumps [`Store::routing_generation`] when dropped, i.e. when the
     /// write it guards has finished (committed or failed).
     fn routing_change(&self) -> RoutingChange {
-        RoutingChange(self.routing_generation.clone())
+        RoutingChange(self.routing_generation.clone(), self.changes.clone())
     }
 
     /// Which database this store runs on.

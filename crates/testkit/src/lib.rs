@@ -45,6 +45,91 @@ pub struct TestServiceBuilder {
     abuse_limits: Option<AbuseLimits>,
     export: Option<postern_export::ExportSettings>,
     control: Option<ControlTuning>,
+    /// Set by [`TestCluster::instance`]: the shared database, KEK, NATS prefix
+    /// and clock.
+    member: Option<Member>,
+}
+
+/// What the instances of a [`TestCluster`] share.
+#[derive(Clone)]
+struct Member {
+    database_url: String,
+    kek: postern_keyring::SecretString,
+    cluster: postern_cluster::ClusterSettings,
+    clock: Arc<ManualClock>,
+}
+
+/// The NATS server of the tests: `POSTERN_TEST_NATS`, else
+/// `nats://127.0.0.1:4222` (JetStream enabled; `scripts/test` starts it).
+pub fn test_nats_url() -> String {
+    std::env::var("POSTERN_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// Several service instances in one test, as behind a load balancer: one
+/// PostgreSQL schema, one KEK, one clock, and NATS subjects and streams under
+/// a prefix of their own (the tests share one NATS server). Call
+/// [`TestCluster::remove_from_nats`] at the end.
+pub struct TestCluster {
+    member: Member,
+    _db: TestDatabase,
+}
+
+impl TestCluster {
+    /// A fresh schema and prefix.
+    pub async fn new() -> Result<Self> {
+        use base64::Engine as _;
+        let db = TestDatabase::new(Backend::Postgres).await?;
+        let key = postern_keyring::random_bytes::<32>()?;
+        let kek = format!("1:{}", base64::engine::general_purpose::STANDARD.encode(key));
+        let token = postern_keyring::random_token()?;
+        let prefix: String = token.expose().chars().filter(char::is_ascii_alphanumeric).take(12).collect();
+        Ok(Self {
+            member: Member {
+                database_url: db.url.clone(),
+                kek: postern_keyring::SecretString::from(kek.as_str()),
+                cluster: postern_cluster::ClusterSettings {
+                    nats_url: test_nats_url(),
+                    prefix: format!("t{prefix}"),
+                    peer_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                    peer_advertise: None,
+                },
+                clock: ManualClock::starting_now(),
+            },
+            _db: db,
+        })
+    }
+
+    /// The prefix of this cluster's NATS subjects and streams.
+    pub fn prefix(&self) -> &str {
+        &self.member.cluster.prefix
+    }
+
+    /// The shared database's URL.
+    pub fn database_url(&self) -> &str {
+        &self.member.database_url
+    }
+
+    /// The shared KEK (`POSTERN_KEK` of a `postern serve` process of this cluster).
+    pub fn kek(&self) -> &postern_keyring::SecretString {
+        &self.member.kek
+    }
+
+    /// A builder for one more instance of this cluster.
+    pub fn instance(&self) -> TestServiceBuilder {
+        let mut builder = TestService::builder();
+        builder.backend = Backend::Postgres;
+        builder.member = Some(self.member.clone());
+        builder
+    }
+
+    /// Deletes this cluster's stream from NATS (the subjects need nothing).
+    pub async fn remove_from_nats(&self) {
+        if let Ok(client) = async_nats::connect(test_nats_url()).await {
+            let js = async_nats::jetstream::new(client);
+            let stream = format!("{}_PTA", self.prefix().replace('-', "_"));
+            let _ = js.delete_stream(stream).await;
+        }
+    }
 }
 
 impl TestServiceBuilder {
@@ -118,9 +203,19 @@ impl TestServiceBuilder {
     pub async fn start(self) -> Result<TestService> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let data = tempfile::tempdir()?;
-        let db = TestDatabase::new(self.backend).await?;
+        let db = match &self.member {
+            Some(_) => None,
+            None => Some(TestDatabase::new(self.backend).await?),
+        };
         let mut config = Config::local(data.path().to_path_buf());
-        config.database_url = db.url.clone();
+        if let Some(db) = &db {
+            config.database_url = db.url.clone();
+        }
+        if let Some(member) = &self.member {
+            config.database_url = member.database_url.clone();
+            config.kek = Some(member.kek.clone());
+            config.cluster = Some(member.cluster.clone());
+        }
         if let Some(limits) = self.limits {
             config.limits = limits;
         }
@@ -135,7 +230,10 @@ impl TestServiceBuilder {
         if let Some(control) = self.control {
             control(&mut config.control);
         }
-        let manual = ManualClock::starting_now();
+        let manual = match &self.member {
+            Some(member) => member.clock.clone(),
+            None => ManualClock::starting_now(),
+        };
         let clock: SharedClock = if self.manual_clock {
             manual.clone()
         } else {
@@ -160,7 +258,7 @@ pub struct TestService {
     clock: Arc<ManualClock>,
     uses_manual_clock: bool,
     setup_url: Option<String>,
-    _db: TestDatabase,
+    _db: Option<TestDatabase>,
     data: tempfile::TempDir,
 }
 
@@ -192,6 +290,7 @@ impl TestService {
             abuse_limits: None,
             export: None,
             control: None,
+            member: None,
         }
     }
 
@@ -368,6 +467,11 @@ impl TestService {
             )
             .await?;
         Ok(())
+    }
+
+    /// This instance's membership among several ([`TestCluster`]).
+    pub fn cluster(&self) -> Option<&postern_cluster::Cluster> {
+        self.running().cluster()
     }
 
     /// Stops the service (draining) and waits for it.

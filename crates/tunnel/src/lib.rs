@@ -8,12 +8,21 @@
 //! another one when a tunnel turns out to be closed before the request left. Every
 //! TCP connection stays one the connector opened.
 //!
+//! With several service instances, a request that lands on an instance without
+//! a tunnel of the group goes to a peer instance that has one
+//! ([`PeerRoute`], set with [`TunnelRegistry::set_peers`]): the peer sends it
+//! on one of its own tunnels ([`TunnelRegistry::send_local`]) and streams the
+//! answer back, so connectors keep dialling one address behind the load
+//! balancer. [`TunnelRegistry::held_groups`] and [`TunnelRegistry::changes`]
+//! tell the peers which groups this instance serves.
+//!
 //! Bounded everywhere: HTTP/2 flow-control windows cap what a stream buffers, the
 //! connector's `SETTINGS_MAX_CONCURRENT_STREAMS` caps streams per tunnel, a group
 //! holds at most [`TunnelOptions::max_tunnels_per_group`] tunnels, and pings find
 //! a tunnel whose connector vanished without closing it.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -26,6 +35,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 /// Error type of bodies sent through a tunnel.
@@ -33,6 +43,41 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request body sent through a tunnel.
 pub type TunnelBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A boxed future of a [`PeerRoute`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Carries a request to another service instance holding a tunnel of the
+/// group (proxy peering): used when this instance holds none.
+pub trait PeerRoute: Send + Sync {
+    /// Sends `request` through a peer that holds a tunnel of the group;
+    /// [`SendError::NoConnector`] when no peer holds one.
+    fn forward(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+        request: Request<TunnelBody>,
+    ) -> BoxFuture<'_, Result<Response<TunnelResponseBody>, SendError>>;
+}
+
+/// A group this instance holds tunnels of.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HeldGroup {
+    /// The tenant.
+    pub tenant_id: String,
+    /// The connector group.
+    pub group_id: String,
+    /// Open tunnels.
+    pub tunnels: usize,
+}
+
+/// Why [`TunnelRegistry::send_here`] did not send.
+enum NotSent {
+    /// No tunnel here took it: the request is still whole.
+    Unsent(Box<Request<TunnelBody>>),
+    /// It left and failed.
+    Failed(SendError),
+}
 
 /// Knobs of the tunnels.
 #[derive(Clone, Debug)]
@@ -112,6 +157,10 @@ pub struct TunnelRegistry {
     groups: Mutex<HashMap<GroupKey, Vec<Arc<Tunnel>>>>,
     next_id: AtomicU64,
     options: TunnelOptions,
+    /// Other instances, when there are several.
+    peers: std::sync::OnceLock<Arc<dyn PeerRoute>>,
+    /// Moved whenever a tunnel comes or goes.
+    changes: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for TunnelRegistry {
@@ -127,7 +176,42 @@ impl TunnelRegistry {
             groups: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             options,
+            peers: std::sync::OnceLock::new(),
+            changes: watch::channel(0).0,
         })
+    }
+
+    /// Routes requests for groups this instance holds no tunnel of to peers.
+    /// Set once, at start.
+    pub fn set_peers(&self, peers: Arc<dyn PeerRoute>) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// Moves whenever a tunnel is attached or ends.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// The groups with at least one open tunnel here.
+    pub fn held_groups(&self) -> Vec<HeldGroup> {
+        let Ok(groups) = self.groups.lock() else {
+            return Vec::new();
+        };
+        let mut held: Vec<HeldGroup> = groups
+            .iter()
+            .map(|((tenant_id, group_id), tunnels)| HeldGroup {
+                tenant_id: tenant_id.clone(),
+                group_id: group_id.clone(),
+                tunnels: tunnels.iter().filter(|t| !t.sender.is_closed()).count(),
+            })
+            .filter(|g| g.tunnels > 0)
+            .collect();
+        held.sort();
+        held
     }
 
     /// Runs the HTTP/2 client side on `io`, a connection `connector_id` of
@@ -185,29 +269,58 @@ impl TunnelRegistry {
         if let Ok(mut groups) = self.groups.lock() {
             groups.entry(key).or_default().push(tunnel);
         }
+        self.changed();
         tracing::info!(connector = %connector_id, group = %group_id, tunnel = id, "tunnel attached");
         Ok(id)
     }
 
     /// Sends `request` on the least busy open tunnel of the group, trying the next
-    /// one when a tunnel proves closed before the request left. The response's
-    /// body keeps the tunnel counted as busy until it ends, and names the
-    /// connector that answered ([`TunnelResponseBody::connector_id`]).
+    /// one when a tunnel proves closed before the request left; with none here,
+    /// through a peer instance that holds one ([`TunnelRegistry::set_peers`]).
+    /// The response's body keeps the tunnel counted as busy until it ends, and
+    /// names the connector that answered ([`TunnelResponseBody::connector_id`]).
     pub async fn send(
         &self,
         tenant_id: &str,
         group_id: &str,
-        mut request: Request<TunnelBody>,
+        request: Request<TunnelBody>,
     ) -> Result<Response<TunnelResponseBody>, SendError> {
+        match self.send_here(tenant_id, group_id, request).await {
+            Ok(response) => Ok(response),
+            Err(NotSent::Failed(e)) => Err(e),
+            Err(NotSent::Unsent(request)) => match self.peers.get() {
+                Some(peers) => peers.forward(tenant_id, group_id, *request).await,
+                None => Err(SendError::NoConnector),
+            },
+        }
+    }
+
+    /// Like [`TunnelRegistry::send`] on this instance's tunnels only (a peer's
+    /// forwarded request never travels on).
+    pub async fn send_local(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+        request: Request<TunnelBody>,
+    ) -> Result<Response<TunnelResponseBody>, SendError> {
+        match self.send_here(tenant_id, group_id, request).await {
+            Ok(response) => Ok(response),
+            Err(NotSent::Failed(e)) => Err(e),
+            Err(NotSent::Unsent(_)) => Err(SendError::NoConnector),
+        }
+    }
+
+    async fn send_here(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+        mut request: Request<TunnelBody>,
+    ) -> Result<Response<TunnelResponseBody>, NotSent> {
         let key = (tenant_id.to_owned(), group_id.to_owned());
         let mut tried: Vec<u64> = Vec::new();
         loop {
             let Some(tunnel) = self.pick(&key, &tried) else {
-                return Err(if tried.is_empty() {
-                    SendError::NoConnector
-                } else {
-                    SendError::Failed("every tunnel of the group closed".into())
-                });
+                return Err(NotSent::Unsent(Box::new(request)));
             };
             tried.push(tunnel.id);
             let mut sender = tunnel.sender.clone();
@@ -221,7 +334,7 @@ impl TunnelRegistry {
                     return Ok(response.map(|body| TunnelResponseBody {
                         inner: body,
                         connector_id: tunnel.connector_id.clone(),
-                        _busy: busy,
+                        _busy: Some(busy),
                     }));
                 }
                 Err(mut e) => match e.take_message() {
@@ -229,7 +342,7 @@ impl TunnelRegistry {
                         tracing::debug!(tunnel = tunnel.id, "tunnel not ready; trying another");
                         request = back;
                     }
-                    None => return Err(SendError::Failed(e.into_error().to_string())),
+                    None => return Err(NotSent::Failed(SendError::Failed(e.into_error().to_string()))),
                 },
             }
         }
@@ -303,6 +416,10 @@ impl TunnelRegistry {
             });
         }
         groups.retain(|_, tunnels| !tunnels.is_empty());
+        drop(groups);
+        if closed > 0 {
+            self.changed();
+        }
         closed
     }
 
@@ -332,6 +449,7 @@ impl TunnelRegistry {
                 groups.remove(key);
             }
         }
+        self.changed();
     }
 }
 
@@ -356,10 +474,19 @@ impl Drop for Busy {
 pub struct TunnelResponseBody {
     inner: Incoming,
     connector_id: String,
-    _busy: Busy,
+    _busy: Option<Busy>,
 }
 
 impl TunnelResponseBody {
+    /// A response a peer instance forwarded from its tunnel to `connector_id`.
+    pub fn forwarded(inner: Incoming, connector_id: String) -> Self {
+        Self {
+            inner,
+            connector_id,
+            _busy: None,
+        }
+    }
+
     /// The connector whose tunnel carried the request and its answer.
     pub fn connector_id(&self) -> &str {
         &self.connector_id
