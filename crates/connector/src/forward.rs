@@ -71,7 +71,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Removes hop-by-hop headers, including those a `Connection` header names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -194,31 +194,12 @@ async fn forward_stream(
     drop(apps);
     let deadline = Instant::now() + app.timeout();
     let (parts, body) = req.into_parts();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    if !stays_under_base(path) {
-        tracing::warn!(app = %ids.app, request_id = %ids.request, "tunnel request with a path leaving the app's base refused");
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "The tunnel request's path leaves the application's base path.\n",
-        );
-    }
-    let Some(uri) = app.backend_uri(path) else {
-        tracing::warn!(app = %ids.app, request_id = %ids.request, "tunnel request without an origin-form path");
-        return plain(StatusCode::BAD_REQUEST, "The tunnel request's path is not valid.\n");
-    };
-    let host = parts.uri.authority().map_or(app.default_host(), |a| a.as_str());
-    let Ok(host) = HeaderValue::from_str(host) else {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "The tunnel request's authority is not valid.\n",
-        );
-    };
-    let mut headers = backend_headers(&parts.headers);
-    headers.insert(HOST, host);
-    let head = Head {
-        method: parts.method,
-        uri,
-        headers,
+    let head = match backend_head(&app, &parts) {
+        Ok(head) => head,
+        Err(refused) => {
+            tracing::warn!(app = %ids.app, request_id = %ids.request, why = refused.log(), "tunnel request refused");
+            return plain(StatusCode::BAD_REQUEST, refused.message());
+        }
     };
     match parts.headers.get(UPGRADE_HEADER).cloned() {
         Some(protocol) => forward_upgrade(&app, &backends, head, protocol, body, deadline, ids).await,
@@ -226,11 +207,66 @@ async fn forward_stream(
     }
 }
 
+/// Why a tunnel stream's head cannot be sent to the backend (a 400 on the stream).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeadRefused {
+    /// A `.` or `..` segment would leave the internal base path.
+    LeavesBase,
+    /// The `:path` is not origin form.
+    NotOriginForm,
+    /// The `:authority` is no header value.
+    BadAuthority,
+}
+
+impl HeadRefused {
+    /// For the log line.
+    fn log(self) -> &'static str {
+        match self {
+            HeadRefused::LeavesBase => "path leaving the app's base",
+            HeadRefused::NotOriginForm => "path not in origin form",
+            HeadRefused::BadAuthority => "invalid authority",
+        }
+    }
+
+    /// The body of the 400 answer.
+    fn message(self) -> &'static str {
+        match self {
+            HeadRefused::LeavesBase => "The tunnel request's path leaves the application's base path.\n",
+            HeadRefused::NotOriginForm => "The tunnel request's path is not valid.\n",
+            HeadRefused::BadAuthority => "The tunnel request's authority is not valid.\n",
+        }
+    }
+}
+
+/// The backend request's head for a tunnel stream's head: the path under the
+/// app's internal base (refused if it could leave it), `Host` from the stream's
+/// authority or the internal host, end-to-end headers only.
+pub(crate) fn backend_head(app: &App, parts: &http::request::Parts) -> Result<Head, HeadRefused> {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    if !stays_under_base(path) {
+        return Err(HeadRefused::LeavesBase);
+    }
+    let uri = app.backend_uri(path).ok_or(HeadRefused::NotOriginForm)?;
+    let host = parts.uri.authority().map_or(app.default_host(), |a| a.as_str());
+    let host = HeaderValue::from_str(host).map_err(|_| HeadRefused::BadAuthority)?;
+    let mut headers = backend_headers(&parts.headers);
+    headers.insert(HOST, host);
+    Ok(Head {
+        method: parts.method.clone(),
+        uri,
+        headers,
+    })
+}
+
 /// The backend request's head.
-struct Head {
-    method: http::Method,
-    uri: Uri,
-    headers: HeaderMap,
+#[derive(Debug)]
+pub(crate) struct Head {
+    /// The method, as the stream had it.
+    pub(crate) method: http::Method,
+    /// Absolute URI of the backend resource.
+    pub(crate) uri: Uri,
+    /// What the backend gets.
+    pub(crate) headers: HeaderMap,
 }
 
 impl Head {
@@ -466,5 +502,31 @@ mod tests {
         assert_eq!(r.headers()[ERROR_HEADER], "backend_timeout");
         assert_eq!(r.headers()[CONTENT_TYPE], "text/plain; charset=utf-8");
         assert_eq!(backend_error(BackendError::Tls).status(), 502);
+    }
+
+    #[test]
+    fn tunnel_heads_map_under_the_base_or_are_refused() {
+        let app_ref = postern_proto::control::AppRef {
+            id: "wiki".into(),
+            internal_url: "http://wiki.corp.local:8080/app/".into(),
+            validate_backend_tls: true,
+            backend_timeout_secs: 0,
+        };
+        let app = App::parse(&app_ref, std::time::Duration::from_secs(1)).unwrap();
+        let parts = |uri: &str| {
+            let request = Request::builder().uri(uri).header("cookie", "a=1").body(()).unwrap();
+            request.into_parts().0
+        };
+        let head = backend_head(&app, &parts("/x?y=1")).unwrap();
+        assert_eq!(head.uri.to_string(), "http://wiki.corp.local:8080/app/x?y=1");
+        assert_eq!(head.headers[HOST], "wiki.corp.local:8080");
+        assert_eq!(head.headers[COOKIE], "a=1");
+        let head = backend_head(&app, &parts("https://wiki.acme.test/x")).unwrap();
+        assert_eq!(head.headers[HOST], "wiki.acme.test");
+        assert_eq!(
+            backend_head(&app, &parts("/a/../../etc")).unwrap_err(),
+            HeadRefused::LeavesBase
+        );
+        assert_eq!(backend_head(&app, &parts("*")).unwrap_err(), HeadRefused::NotOriginForm);
     }
 }

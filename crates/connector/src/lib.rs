@@ -41,6 +41,8 @@ mod backend;
 mod dial;
 mod error;
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod pool;
 mod tunnel;
 

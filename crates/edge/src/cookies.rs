@@ -45,7 +45,7 @@ const MAX_SEALED_LEN: usize = 4096;
 /// How often a key is replaced by a new one.
 pub(crate) const ROTATE_AFTER: Duration = Duration::from_secs(30 * 86_400);
 
-struct CookieKey {
+pub(crate) struct CookieKey {
     kid: String,
     key: LessSafeKey,
     created_at: UnixTime,
@@ -155,30 +155,44 @@ impl CookieKeys {
     /// Opens a value sealed for `purpose`; `None` when it is malformed, sealed
     /// for something else, tampered with, or its key is gone.
     pub(crate) fn open(&self, purpose: &str, sealed: &str) -> Option<Zeroizing<Vec<u8>>> {
-        if sealed.len() > MAX_SEALED_LEN {
-            return None;
-        }
-        let mut parts = sealed.splitn(3, '.');
-        let (Some("v1"), Some(kid), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
-            return None;
-        };
-        let blob = URL_SAFE_NO_PAD.decode(body).ok()?;
-        if blob.len() < NONCE_LEN {
-            return None;
-        }
-        let (nonce, ciphertext) = blob.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
-        let keys = self.keys.read().ok()?;
-        let key = keys.iter().find(|k| k.kid == kid)?;
-        let mut in_out = Zeroizing::new(ciphertext.to_vec());
-        let plain_len = key
-            .key
-            .open_in_place(nonce, Aad::from(purpose.as_bytes()), &mut in_out)
-            .ok()?
-            .len();
-        in_out.truncate(plain_len);
-        Some(in_out)
+        open_with(&self.keys.read().ok()?, purpose, sealed)
     }
+}
+
+/// A key of the ring that opens (and seals) nothing but the values sealed
+/// with `raw` under `kid`: for the fuzz targets, which have no store.
+pub(crate) fn fixed_key(kid: &str, raw: &[u8; 32]) -> Option<CookieKey> {
+    Some(CookieKey {
+        kid: kid.to_owned(),
+        key: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, raw).ok()?),
+        created_at: UnixTime::from_secs(0),
+    })
+}
+
+/// Opens `sealed` with whichever of `keys` it names (see [`CookieKeys::open`]).
+pub(crate) fn open_with(keys: &[CookieKey], purpose: &str, sealed: &str) -> Option<Zeroizing<Vec<u8>>> {
+    if sealed.len() > MAX_SEALED_LEN {
+        return None;
+    }
+    let mut parts = sealed.splitn(3, '.');
+    let (Some("v1"), Some(kid), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    let blob = URL_SAFE_NO_PAD.decode(body).ok()?;
+    if blob.len() < NONCE_LEN {
+        return None;
+    }
+    let (nonce, ciphertext) = blob.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let key = keys.iter().find(|k| k.kid == kid)?;
+    let mut in_out = Zeroizing::new(ciphertext.to_vec());
+    let plain_len = key
+        .key
+        .open_in_place(nonce, Aad::from(purpose.as_bytes()), &mut in_out)
+        .ok()?
+        .len();
+    in_out.truncate(plain_len);
+    Some(in_out)
 }
 
 /// The value of the cookie `name` in the request's `Cookie` headers.

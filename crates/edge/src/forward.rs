@@ -98,8 +98,27 @@ fn strip_postern_headers(headers: &mut HeaderMap) {
     }
 }
 
+/// A user's request headers as the tunnel may carry them: hop-by-hop, the front
+/// door's own (`x-postern-*`, its cookies) and the forwarding headers it sets
+/// itself (`Host`, `Forwarded`, `X-Forwarded-Host`, `X-Forwarded-Proto`) removed.
+pub(crate) fn clean_request_headers(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    strip_postern_headers(headers);
+    crate::cookies::strip_own_cookies(headers);
+    for name in [HOST.as_str(), "forwarded", "x-forwarded-host", "x-forwarded-proto"] {
+        headers.remove(name);
+    }
+}
+
+/// A backend's response headers as the user gets them: hop-by-hop and
+/// `x-postern-*` headers removed.
+pub(crate) fn clean_response_headers(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    strip_postern_headers(headers);
+}
+
 /// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade`).
-fn upgrade_protocol(parts: &Parts) -> Option<String> {
+pub(crate) fn upgrade_protocol(parts: &Parts) -> Option<String> {
     let connection_upgrade = parts
         .headers
         .get_all(CONNECTION)
@@ -120,7 +139,7 @@ fn upgrade_protocol(parts: &Parts) -> Option<String> {
 
 /// Percent-encodes a group name for the groups header (commas and anything not
 /// plain visible ASCII).
-fn encode_group(name: &str) -> String {
+pub(crate) fn encode_group(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b" -_.~@()[]{}/:+=!$&'*;".contains(&b) {
@@ -137,7 +156,7 @@ fn header_value(s: &str) -> Option<HeaderValue> {
 }
 
 /// `host[:port]` of an internal URL.
-fn internal_authority(internal_url: &str) -> Option<String> {
+pub(crate) fn internal_authority(internal_url: &str) -> Option<String> {
     let url = url::Url::parse(internal_url).ok()?;
     let host = url.host_str()?;
     let host = if host.contains(':') && !host.starts_with('[') {
@@ -278,13 +297,7 @@ impl Edge {
             .or_else(|| parts.uri.authority().map(|a| a.to_string()))
             .unwrap_or_else(|| app.external_host.clone());
         let mut headers = std::mem::take(&mut parts.headers);
-        strip_hop_by_hop(&mut headers);
-        strip_postern_headers(&mut headers);
-        crate::cookies::strip_own_cookies(&mut headers);
-        headers.remove(HOST);
-        headers.remove("forwarded");
-        headers.remove("x-forwarded-host");
-        headers.remove("x-forwarded-proto");
+        clean_request_headers(&mut headers);
         let forwarded_for = match headers
             .remove("x-forwarded-for")
             .and_then(|v| v.to_str().ok().map(str::to_owned))
@@ -437,8 +450,7 @@ impl Edge {
             return pages::error(status, title, cause, request_id);
         }
         let upgraded = head.headers.remove(UPGRADED_HEADER).is_some();
-        strip_hop_by_hop(&mut head.headers);
-        strip_postern_headers(&mut head.headers);
+        clean_response_headers(&mut head.headers);
         if app.translate_headers
             && let Some(map) = &map
         {

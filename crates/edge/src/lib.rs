@@ -16,6 +16,8 @@ mod authority;
 mod body_limit;
 mod cookies;
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hosts;
 mod pages;
 mod paths;

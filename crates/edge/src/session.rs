@@ -164,11 +164,11 @@ pub(crate) fn session_end(
     (now + lifetime).min(sts_session_end.unwrap_or(token_exp))
 }
 
-fn session_purpose(app: &App) -> String {
+pub(crate) fn session_purpose(app: &App) -> String {
     format!("postern-app-session:{}:{}", app.tenant_id, app.id)
 }
 
-fn flow_purpose(app: &App) -> String {
+pub(crate) fn flow_purpose(app: &App) -> String {
     format!("postern-app-flow:{}:{}", app.tenant_id, app.id)
 }
 
@@ -188,7 +188,13 @@ pub(crate) fn open_session(
 ) -> Result<AppSession, NoSession> {
     let sealed = sealed.ok_or(NoSession::Missing)?;
     let plain = keys.open(&session_purpose(app), sealed).ok_or(NoSession::Invalid)?;
-    let session: AppSession = serde_json::from_slice(&plain).map_err(|_| NoSession::Invalid)?;
+    session_from_plain(&plain, app, now)
+}
+
+/// Reads an opened session cookie: it must name `app` and its tenant, and
+/// still be valid at `now`.
+pub(crate) fn session_from_plain(plain: &[u8], app: &App, now: UnixTime) -> Result<AppSession, NoSession> {
+    let session: AppSession = serde_json::from_slice(plain).map_err(|_| NoSession::Invalid)?;
     if session.a != app.id || session.t != app.tenant_id {
         return Err(NoSession::Invalid);
     }
@@ -208,7 +214,12 @@ pub(crate) fn seal_flow(keys: &CookieKeys, app: &App, flow: &SignInFlow) -> Resu
 /// Opens a sign-in flow cookie of `app` still valid at `now`.
 pub(crate) fn open_flow(keys: &CookieKeys, app: &App, sealed: &str, now: UnixTime) -> Option<SignInFlow> {
     let plain = keys.open(&flow_purpose(app), sealed)?;
-    let flow: SignInFlow = serde_json::from_slice(&plain).ok()?;
+    flow_from_plain(&plain, now)
+}
+
+/// Reads an opened sign-in flow cookie still valid at `now`.
+pub(crate) fn flow_from_plain(plain: &[u8], now: UnixTime) -> Option<SignInFlow> {
+    let flow: SignInFlow = serde_json::from_slice(plain).ok()?;
     (flow.x > now.secs()).then_some(flow)
 }
 

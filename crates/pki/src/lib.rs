@@ -33,6 +33,8 @@ mod ca;
 mod crl;
 pub mod csr;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod identity;
 mod info;
 pub mod issue;

@@ -18,6 +18,8 @@ mod conditional;
 pub mod client_ip;
 mod cookies;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod keys;
 pub mod lockout;
 mod mfa;

@@ -192,34 +192,14 @@ impl Sts {
         token: &str,
         typ: &str,
     ) -> Result<Result<T, TokenError>, StsError> {
-        let Ok(header) = jsonwebtoken::decode_header(token) else {
-            return Ok(Err(TokenError::Malformed));
-        };
-        if header.alg != Algorithm::RS256 {
-            return Ok(Err(TokenError::Malformed));
-        }
-        if header.typ.as_deref() != Some(typ) {
-            return Ok(Err(TokenError::WrongType));
-        }
-        let Some(kid) = header.kid else {
-            return Ok(Err(TokenError::Malformed));
+        let kid = match signed_header_kid(token, typ) {
+            Ok(kid) => kid,
+            Err(e) => return Ok(Err(e)),
         };
         let Some(key) = self.keys.verifying_key(&kid, self.now()).await? else {
             return Ok(Err(TokenError::Malformed));
         };
-        let mut validation = Validation::new(Algorithm::RS256);
-        // Time, issuer and audience are checked by the caller, against the service
-        // clock and with errors that say which check failed.
-        validation.validate_exp = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        Ok(match jsonwebtoken::decode::<T>(token, &key, &validation) {
-            Ok(data) => Ok(data.claims),
-            Err(e) => Err(match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
-                _ => TokenError::Malformed,
-            }),
-        })
+        Ok(decode_signed(token, &key))
     }
 
     async fn verify_access(
@@ -355,6 +335,39 @@ impl Sts {
             return Ok(Err(TokenError::WrongAudience));
         }
         Ok(Ok((tenant, claims)))
+    }
+}
+
+/// Checks a JWT's header before any key is looked up: RS256, `typ`, and a
+/// `kid`, which it returns.
+pub(crate) fn signed_header_kid(token: &str, typ: &str) -> Result<String, TokenError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+    if header.alg != Algorithm::RS256 {
+        return Err(TokenError::Malformed);
+    }
+    if header.typ.as_deref() != Some(typ) {
+        return Err(TokenError::WrongType);
+    }
+    header.kid.ok_or(TokenError::Malformed)
+}
+
+/// Checks a JWT's RS256 signature with `key` and decodes its claims. Time,
+/// issuer and audience are checked by the caller, against the service clock
+/// and with errors that say which check failed.
+pub(crate) fn decode_signed<T: serde::de::DeserializeOwned>(
+    token: &str,
+    key: &jsonwebtoken::DecodingKey,
+) -> Result<T, TokenError> {
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    match jsonwebtoken::decode::<T>(token, key, &validation) {
+        Ok(data) => Ok(data.claims),
+        Err(e) => Err(match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
+            _ => TokenError::Malformed,
+        }),
     }
 }
 
