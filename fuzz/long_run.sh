@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/postern/fuzz-target}"
 runs="${RUNS:-10000000}"
 max_secs="${MAX_SECS:-1800}"
 work="${WORK:-$(mktemp -d)}"
@@ -25,7 +26,7 @@ cargo +nightly fuzz build --debug-assertions >&2
 bin="$work/bin"
 mkdir -p "$bin" "$work/artifacts"
 for target in "${targets[@]}"; do
-    cp "target/x86_64-unknown-linux-gnu/release/$target" "$bin/"
+    cp "$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/$target" "$bin/"
 done
 
 for target in "${targets[@]}"; do
