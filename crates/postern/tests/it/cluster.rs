@@ -42,9 +42,9 @@ const DAVE: &str = "dave@beta-corp.test";
 const DAVE_PASSWORD: &str = "Dave-Secret-1";
 
 /// A backend answering `ok from {name}` and counting requests.
-struct Backend {
-    addr: SocketAddr,
-    hits: Arc<AtomicU64>,
+pub(crate) struct Backend {
+    pub(crate) addr: SocketAddr,
+    pub(crate) hits: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -55,7 +55,7 @@ impl Drop for Backend {
 }
 
 impl Backend {
-    async fn start() -> Backend {
+    pub(crate) async fn start() -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
@@ -347,7 +347,7 @@ impl Two {
 }
 
 /// A directory whose server accepts connections and never answers.
-async fn unanswering_directory() -> Arc<dyn Directory> {
+pub(crate) async fn unanswering_directory() -> Arc<dyn Directory> {
     let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = silent.local_addr().unwrap();
     tokio::spawn(async move {
@@ -367,7 +367,7 @@ async fn unanswering_directory() -> Arc<dyn Directory> {
     Arc::new(postern_directory::LdapDirectory::new(&config).unwrap())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }

@@ -8,6 +8,7 @@ mod admin_cli;
 mod app_hosts;
 mod apps_admin;
 mod cluster;
+mod cluster_processes;
 mod common;
 mod component_cli;
 mod components;
