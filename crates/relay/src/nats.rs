@@ -985,3 +985,204 @@ impl SignInRelay for NatsRelay {
         self.shared.local.stats()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postern_proto::PROTOCOL_VERSION;
+
+    fn nats_url() -> String {
+        std::env::var("POSTERN_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+    }
+
+    /// Two or more instances' relays on the test NATS server under a prefix of
+    /// their own; the stream is deleted when dropped (in the background).
+    struct Instances {
+        prefix: String,
+        relays: Vec<Arc<NatsRelay>>,
+    }
+
+    impl Instances {
+        async fn start(n: usize) -> Self {
+            let prefix = format!("tr{}", &uuid_like()[..12]);
+            let mut relays = Vec::new();
+            for i in 0..n {
+                let client = async_nats::connect(nats_url())
+                    .await
+                    .expect("tests need NATS with JetStream (scripts/test starts it)");
+                let options = NatsRelayOptions {
+                    prefix: prefix.clone(),
+                    instance_id: format!("i{i}"),
+                    limits: RelayLimits::default(),
+                };
+                relays.push(NatsRelay::start(client, options).await.unwrap());
+            }
+            Self { prefix, relays }
+        }
+
+        /// Waits until instance `at` sees `agents` of `tenant` anywhere.
+        async fn sees(&self, at: usize, tenant: &str, agents: usize) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while self.relays[at].agents_anywhere(tenant).len() != agents {
+                assert!(Instant::now() < deadline, "presence never converged");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+
+        async fn cleanup(&self) {
+            if let Ok(client) = async_nats::connect(nats_url()).await {
+                let _ = jetstream::new(client)
+                    .delete_stream(format!("{}_PTA", self.prefix))
+                    .await;
+            }
+        }
+    }
+
+    fn uuid_like() -> String {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        format!("{nanos:x}{:x}", std::process::id())
+    }
+
+    fn request(tenant: &str, id: &str) -> ValidationRequest {
+        ValidationRequest {
+            request_id: id.into(),
+            tenant_id: tenant.into(),
+            username: "alice@acme.test".into(),
+            deadline_ms: 0,
+            ciphertexts: vec![],
+            wait_if_busy: false,
+        }
+    }
+
+    fn result(outcome: ValidationOutcome) -> ValidationResult {
+        ValidationResult {
+            protocol: PROTOCOL_VERSION,
+            outcome,
+            account: None,
+        }
+    }
+
+    fn deadlines() -> Deadlines {
+        Deadlines {
+            attempt: Duration::from_millis(800),
+            overall: Duration::from_secs(5),
+        }
+    }
+
+    /// An agent attached to `at` that answers `outcome` (never, if `None`)
+    /// through instance `posts_to`; counts what it was offered.
+    fn agent(
+        instances: &Instances,
+        at: usize,
+        posts_to: usize,
+        tenant: &str,
+        id: &str,
+        outcome: Option<ValidationOutcome>,
+    ) -> Arc<std::sync::atomic::AtomicUsize> {
+        let mut sub = instances.relays[at].subscribe(tenant, id);
+        let relay = instances.relays[posts_to].clone();
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        tokio::spawn(async move {
+            while let Some(req) = sub.recv().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if let Some(o) = outcome {
+                    let _ = relay.deliver_result(&tenant, &id, &req.request_id, result(o)).await;
+                }
+            }
+        });
+        seen
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sign_in_on_one_instance_is_answered_by_an_agent_attached_to_another() {
+        let i = Instances::start(3).await;
+        assert_eq!(
+            i.relays[0]
+                .validate(request("t1", "r0"), deadlines())
+                .await
+                .unwrap_err(),
+            RelayError::NoAgents,
+            "no agent anywhere: said at once"
+        );
+        // Attached to instance 1, posting its results through instance 2.
+        let seen = agent(&i, 1, 2, "t1", "a1", Some(ValidationOutcome::Success));
+        i.sees(0, "t1", 1).await;
+        for n in 0..5 {
+            let answer = i.relays[0]
+                .validate(request("t1", &format!("r{n}")), deadlines())
+                .await
+                .unwrap();
+            assert_eq!(
+                (answer.agent_id.as_str(), answer.result.outcome),
+                ("a1", ValidationOutcome::Success)
+            );
+        }
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 5, "each offered once");
+        assert_eq!(i.relays[0].pending(), 0);
+        i.cleanup().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn results_count_only_from_the_agent_handed_the_request_of_its_tenant_once() {
+        let i = Instances::start(2).await;
+        let mut sub = i.relays[1].subscribe("t1", "a1");
+        let _other_tenant = i.relays[1].subscribe("t2", "b1");
+        i.sees(0, "t1", 1).await;
+        let origin = i.relays[0].clone();
+        let waiter = tokio::spawn(async move { origin.validate(request("t1", "r1"), deadlines()).await });
+        let offered = sub.recv().await.unwrap();
+        assert_eq!(offered.request_id, "r1");
+        let ok = result(ValidationOutcome::Success);
+        let posted = &i.relays[1];
+        assert_eq!(
+            posted.deliver_result("t2", "b1", "r1", ok.clone()).await,
+            Err(ResultRejected::Unknown),
+            "another tenant's agent reaches no pending request"
+        );
+        assert_eq!(
+            posted.deliver_result("t1", "a2", "r1", ok.clone()).await,
+            Err(ResultRejected::NotOffered)
+        );
+        assert_eq!(
+            posted.deliver_result("t1", "a1", "nope", ok.clone()).await,
+            Err(ResultRejected::Unknown)
+        );
+        posted.deliver_result("t1", "a1", "r1", ok.clone()).await.unwrap();
+        assert_eq!(waiter.await.unwrap().unwrap().agent_id, "a1");
+        assert_eq!(
+            posted.deliver_result("t1", "a1", "r1", ok).await,
+            Err(ResultRejected::Unknown),
+            "a second answer is refused"
+        );
+        i.cleanup().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_agent_is_bypassed_for_another_instances_agent_and_tenants_stay_apart() {
+        let i = Instances::start(2).await;
+        let silent = agent(&i, 0, 0, "t1", "dead", None);
+        let good = agent(&i, 1, 0, "t1", "good", Some(ValidationOutcome::WrongCredentials));
+        let other = agent(&i, 1, 1, "t2", "b1", Some(ValidationOutcome::Success));
+        i.sees(0, "t1", 2).await;
+        for n in 0..4 {
+            let answer = i.relays[0]
+                .validate(request("t1", &format!("s{n}")), deadlines())
+                .await
+                .unwrap();
+            assert_eq!(answer.agent_id, "good");
+            assert_eq!(answer.result.outcome, ValidationOutcome::WrongCredentials);
+        }
+        assert!(good.load(std::sync::atomic::Ordering::SeqCst) >= 4);
+        let dead = silent.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(dead <= 4, "the silent agent saw {dead}");
+        assert_eq!(
+            other.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "t2's agent saw none of t1's"
+        );
+        i.cleanup().await;
+    }
+}
