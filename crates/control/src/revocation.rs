@@ -7,11 +7,16 @@
 //! those of the group it left) and an agent's queue stream (the requests it
 //! holds move on to other agents).
 //!
+//! With several instances, revocations made through another instance arrive
+//! over NATS (`postern-cluster`) and are applied here with [`Control::revoke`]
+//! within a second; after a NATS outage [`Control::recheck_all`] has every
+//! live connection check the store at once.
+//!
 //! Three things cover what the announcements cannot: a connection set up while a
 //! revocation was being committed checks the store once it is in place; a
 //! listener that fell behind the announcements has every live connection
-//! recheck at once; and changes made through other service instances are found
-//! by the periodic rechecks of [`crate::tunnel`] and [`crate::relay`].
+//! recheck at once; and the periodic rechecks of [`crate::tunnel`] and
+//! [`crate::relay`] remain beneath the events between instances.
 
 use std::future::Future;
 use std::sync::{Arc, Weak};

@@ -3,10 +3,10 @@
 //! so the control plane can end them at once instead of at their next recheck
 //! against the store. Each event is sent after its change has been committed.
 //!
-//! Other service instances do not hear these events; they still find the change
-//! when they recheck their live connections against the store. Carrying the
-//! events between instances (e.g. over NATS) only needs another sender of the
-//! same [`Revocation`]s.
+//! Other service instances hear them through `postern-cluster`, which
+//! publishes them over NATS and hands the others' to the control plane; they
+//! also find a change when they recheck their live connections against the
+//! store.
 
 use postern_proto::ComponentKind;
 use tokio::sync::broadcast;
