@@ -5,6 +5,9 @@
 
 mod abuse;
 mod cluster;
+mod export;
+mod passwords;
+mod risk;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -17,11 +20,10 @@ use postern_keyring::SecretString;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-mod export;
-mod risk;
 pub use abuse::AbuseLimits;
 pub use cluster::RawCluster;
 pub use export::RawExport;
+pub use passwords::RawPasswords;
 pub use risk::RawRisk;
 
 /// Environment keys the service reads (after the `POSTERN_` prefix, lowercased,
@@ -32,6 +34,7 @@ const ENV_KEYS: &[&str] = &[
     "public_url",
     "apps_domain",
     "listen",
+    "metrics_listen",
     "database_url",
     "database_max_connections",
     "kek",
@@ -63,6 +66,8 @@ const ENV_KEYS: &[&str] = &[
     "control.tls_cert",
     "control.tls_key",
     "control.tls_anchors",
+    "control.minimum_component_version",
+    "control.update_check_secs",
     "export.syslog_url",
     "export.webhook_url",
     "export.webhook_token",
@@ -75,8 +80,6 @@ const ENV_KEYS: &[&str] = &[
 /// `POSTERN_*` variables that belong to other tools (the CLI, the test harness)
 /// and are not service configuration.
 const ENV_OF_OTHER_TOOLS: &[&str] = &[
-    "control.minimum_component_version",
-    "control.update_check_secs",
     "config",
     "config_dir",
     "server",
@@ -94,6 +97,7 @@ fn unknown_env_vars(vars: impl Iterator<Item = String>) -> Vec<String> {
         let key = name.strip_prefix("POSTERN_")?.to_lowercase().replace("__", ".");
         let known = ENV_KEYS.contains(&key.as_str())
             || risk::ENV_KEYS.contains(&key.as_str())
+            || passwords::ENV_KEYS.contains(&key.as_str())
             || cluster::ENV_KEYS.contains(&key.as_str())
             || ENV_OF_OTHER_TOOLS.contains(&key.as_str());
         (!known).then(|| format!("unknown environment variable {name}"))
@@ -114,6 +118,11 @@ pub struct RawConfig {
     /// Address to listen on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// Address of the Prometheus metrics listener (`GET /metrics`, plain
+    /// HTTP, no authentication), e.g. `127.0.0.1:9090`; default: none. Never
+    /// served on the public listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// The operator's app domain, e.g. `apps.example.com`: each tenant may
     /// publish apps at `{app}-{tenant}.apps.example.com` (one wildcard
     /// certificate serves them), besides hosts under its verified domains.
@@ -152,6 +161,9 @@ pub struct RawConfig {
     /// Sign-in risk signals.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub risk: Option<RawRisk>,
+    /// Password hashing: argon2id's parameters, the pool, the memory budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passwords: Option<RawPasswords>,
     /// Several instances behind one load balancer (NATS, peers).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<RawCluster>,
@@ -182,6 +194,14 @@ pub struct RawControl {
     /// publicly trusted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_anchors: Option<PathBuf>,
+    /// Connectors and agents older than this version are refused, with the
+    /// release to install named (default: none refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minimum_component_version: Option<String>,
+    /// How often updaters ask for a newer release (seconds, default 3600;
+    /// they add jitter).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_check_secs: Option<u64>,
 }
 
 /// TLS of the listener as written.
@@ -194,14 +214,6 @@ pub struct RawTls {
     pub cert: Option<PathBuf>,
     /// Its PEM private key (mode 0600).
     #[serde(skip_serializing_if = "Option::is_none")]
-    /// Connectors and agents older than this version are refused, with the
-    /// release to install named (default: none refused).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub minimum_component_version: Option<String>,
-    /// How often updaters ask for a newer release (seconds, default 3600;
-    /// they add jitter).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub update_check_secs: Option<u64>,
     pub key: Option<PathBuf>,
     /// More certificates (`[[tls.certificates]]`), each serving the DNS names of its
     /// subjectAltName extension.
@@ -310,6 +322,9 @@ pub struct TlsSettings {
     /// Generate a self-signed default certificate in `{data_dir}/tls` (exclusive
     /// with `default`).
     pub self_signed: bool,
+    /// DNS names the self-signed certificate names besides the public host and
+    /// loopback (e.g. `*.demo.localhost` for the apps of `postern demo`).
+    pub self_signed_names: Vec<String>,
     /// More certificates (`[[tls.certificates]]`).
     pub certificates: Vec<TlsFiles>,
     /// A directory of `NAME.crt`/`NAME.pem` + `NAME.key` pairs, read at start and
@@ -323,9 +338,6 @@ pub struct Limits {
     /// Open client connections at most; more are closed at once.
     pub max_connections: usize,
     /// Largest request body.
-    /// DNS names the self-signed certificate names besides the public host and
-    /// loopback (e.g. `*.demo.localhost` for the apps of `postern demo`).
-    pub self_signed_names: Vec<String>,
     pub max_body_bytes: usize,
     /// Time from accept to the complete head of the first request (TLS
     /// handshake, HTTP/2 preface and SETTINGS included); for each later HTTP/1.1
@@ -371,6 +383,10 @@ pub struct ControlSettings {
     pub hostnames: Vec<String>,
     /// Operator-provided certificate, key and anchors (PEM files).
     pub tls_files: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
+    /// The oldest component version accepted (checked to be a version).
+    pub minimum_component_version: Option<String>,
+    /// How often updaters ask for a newer release.
+    pub update_check: Duration,
 }
 
 impl Default for ControlSettings {
@@ -380,6 +396,8 @@ impl Default for ControlSettings {
             url: None,
             hostnames: Vec::new(),
             tls_files: None,
+            minimum_component_version: None,
+            update_check: Duration::from_secs(3600),
         }
     }
 }
@@ -394,6 +412,8 @@ pub struct Config {
     pub public_url: Option<Url>,
     /// Listening address.
     pub listen: SocketAddr,
+    /// The Prometheus metrics listener's address; `None`: no metrics served.
+    pub metrics_listen: Option<SocketAddr>,
     /// The operator's app domain (`{app}-{tenant}.{apps_domain}` names), if any.
     pub apps_domain: Option<String>,
     /// Database URL.
@@ -416,11 +436,9 @@ pub struct Config {
     /// is configured).
     pub export: postern_export::ExportSettings,
     /// Sign-in risk signals (anonymising networks, GeoIP, thresholds).
-    /// The oldest component version accepted (checked to be a version).
-    pub minimum_component_version: Option<String>,
-    /// How often updaters ask for a newer release.
-    pub update_check: Duration,
     pub risk: postern_sts::RiskConfig,
+    /// Password hashing within the memory budget (argon2id, the pool).
+    pub passwords: postern_sts::HashingSettings,
     /// Several instances behind one load balancer; `None`: this one alone.
     pub cluster: Option<postern_cluster::ClusterSettings>,
 }
@@ -431,8 +449,6 @@ pub struct Config {
 pub struct ConfigError(pub Vec<String>);
 
 /// The default data directory.
-            minimum_component_version: None,
-            update_check: Duration::from_secs(3600),
 pub fn default_data_dir() -> PathBuf {
     PathBuf::from("./postern-data")
 }
@@ -448,6 +464,7 @@ impl RawConfig {
         let env_keys: Vec<&str> = ENV_KEYS
             .iter()
             .chain(risk::ENV_KEYS)
+            .chain(passwords::ENV_KEYS)
             .chain(cluster::ENV_KEYS)
             .copied()
             .collect();
@@ -597,54 +614,6 @@ impl RawConfig {
             }
             _ => problems.push("control needs both tls_cert and tls_key, or neither".into()),
         }
-        let apps_domain = self
-            .apps_domain
-            .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase());
-        if let Some(d) = &apps_domain
-            && let Err(e) = postern_sts::validate_domain(d)
-        {
-            problems.push(format!("apps_domain: {e}"));
-        }
-        let export = export::validate_export(self.export, &mut problems);
-        let risk = risk::validate_risk(self.risk, &mut problems);
-        let cluster = cluster::validate_cluster(self.cluster, &database_url, self.kek.is_some(), &mut problems);
-        if let Some(kek) = &self.kek
-            && let Err(e) = postern_keyring::Keyring::from_text(kek.expose())
-        {
-            problems.push(format!("kek: {e}"));
-        }
-        if !problems.is_empty() {
-            return Err(ConfigError(problems));
-        }
-        Ok(Config {
-            data_dir,
-            public_url,
-            listen,
-            apps_domain,
-            database_url,
-            database_max_connections: self.database_max_connections,
-            kek: self.kek,
-            log_format,
-            trusted_proxies,
-            tls,
-            limits,
-            control,
-            export,
-            risk,
-            cluster,
-        })
-    }
-}
-
-/// The listener's TLS settings, or `None` for plain HTTP; problems go to `problems`.
-fn validate_tls(raw: RawTls, problems: &mut Vec<String>) -> Option<TlsSettings> {
-    let problems_before = problems.len();
-    let default = match (raw.cert, raw.key) {
-        (None, None) => None,
-        (Some(cert), Some(key)) => {
-            check_file(problems, "tls.cert", &cert);
-            check_file(problems, "tls.key", &key);
-            Some(TlsFiles { cert, key })
         if let Some(v) = &raw_control.minimum_component_version {
             match postern_control::UpdateSettings::parse_version(v) {
                 Ok(_) => control.minimum_component_version = Some(v.clone()),
@@ -658,6 +627,78 @@ fn validate_tls(raw: RawTls, problems: &mut Vec<String>) -> Option<TlsSettings> 
             Some(secs) => control.update_check = Duration::from_secs(secs),
             None => {}
         }
+        let metrics_listen =
+            validate_metrics_listen(self.metrics_listen.as_deref(), &[listen, control.listen], &mut problems);
+        let apps_domain = self
+            .apps_domain
+            .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase());
+        if let Some(d) = &apps_domain
+            && let Err(e) = postern_sts::validate_domain(d)
+        {
+            problems.push(format!("apps_domain: {e}"));
+        }
+        let export = export::validate_export(self.export, &mut problems);
+        let risk = risk::validate_risk(self.risk, &mut problems);
+        let passwords = passwords::validate_passwords(self.passwords, &mut problems);
+        let cluster = cluster::validate_cluster(self.cluster, &database_url, self.kek.is_some(), &mut problems);
+        if let Some(kek) = &self.kek
+            && let Err(e) = postern_keyring::Keyring::from_text(kek.expose())
+        {
+            problems.push(format!("kek: {e}"));
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError(problems));
+        }
+        Ok(Config {
+            data_dir,
+            public_url,
+            listen,
+            metrics_listen,
+            apps_domain,
+            database_url,
+            database_max_connections: self.database_max_connections,
+            kek: self.kek,
+            log_format,
+            trusted_proxies,
+            tls,
+            limits,
+            control,
+            export,
+            risk,
+            passwords,
+            cluster,
+        })
+    }
+}
+
+/// The metrics listener's address, if one is configured: an address, and not
+/// one of the service's other listeners (`taken`).
+fn validate_metrics_listen(raw: Option<&str>, taken: &[SocketAddr], problems: &mut Vec<String>) -> Option<SocketAddr> {
+    let raw = raw?;
+    match raw.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() != 0 && taken.contains(&addr) => {
+            problems.push(format!(
+                "metrics_listen {raw:?} is the address of another listener: give metrics an address of their own"
+            ));
+            None
+        }
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            problems.push(format!("metrics_listen {raw:?} is not an address like 127.0.0.1:9090"));
+            None
+        }
+    }
+}
+
+/// The listener's TLS settings, or `None` for plain HTTP; problems go to `problems`.
+fn validate_tls(raw: RawTls, problems: &mut Vec<String>) -> Option<TlsSettings> {
+    let problems_before = problems.len();
+    let default = match (raw.cert, raw.key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            check_file(problems, "tls.cert", &cert);
+            check_file(problems, "tls.key", &key);
+            Some(TlsFiles { cert, key })
         }
         _ => {
             problems.push("tls needs both cert and key, or neither".into());
@@ -687,6 +728,7 @@ fn validate_tls(raw: RawTls, problems: &mut Vec<String>) -> Option<TlsSettings> 
     let settings = TlsSettings {
         default,
         self_signed,
+        self_signed_names: Vec::new(),
         certificates,
         certificates_dir: raw.certificates_dir,
     };
@@ -730,6 +772,7 @@ impl Config {
             data_dir,
             public_url: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: None,
             apps_domain: None,
             kek: None,
             log_format: LogFormat::Pretty,
@@ -742,6 +785,7 @@ impl Config {
             },
             export: postern_export::ExportSettings::default(),
             risk: postern_sts::RiskConfig::default(),
+            passwords: postern_sts::HashingSettings::default(),
             cluster: None,
         }
     }
@@ -750,6 +794,32 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_never_another_listener() {
+        let default = RawConfig::default().validate().unwrap();
+        assert_eq!(default.metrics_listen, None);
+        let own = RawConfig {
+            metrics_listen: Some("127.0.0.1:9090".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            own.validate().unwrap().metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9090)))
+        );
+        for (raw, needle) in [("127.0.0.1:8080", "another listener"), ("nine", "not an address")] {
+            let err = RawConfig {
+                metrics_listen: Some(raw.into()),
+                ..Default::default()
+            }
+            .validate()
+            .unwrap_err();
+            assert!(
+                err.0.iter().any(|p| p.contains("metrics_listen") && p.contains(needle)),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn every_problem_is_reported_at_once() {

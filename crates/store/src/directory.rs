@@ -549,6 +549,32 @@ impl Store {
         not_found_if_none(done.rows_affected())
     }
 
+    /// Replaces a cloud user's password hash `old` by `new` (the same password
+    /// with other parameters), unless it changed meanwhile: a reset is never
+    /// undone. Returns whether it was replaced.
+    pub async fn replace_password_hash(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        old: &str,
+        new: &str,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = $1, updated_at = $2 \
+             WHERE tenant_id = $3 AND id = $4 AND source = 'cloud' AND password_hash = $5",
+        )
+        .bind(new)
+        .bind(now)
+        .bind(tenant_id)
+        .bind(id)
+        .bind(old)
+        .execute(&self.pool)
+        .await
+        .db()?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Deletes a user and everything that hangs off it (sessions, tokens, roles,
     /// app assignments).
     /// Deleting the tenant's last enabled global administrator is refused

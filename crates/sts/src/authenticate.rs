@@ -29,7 +29,8 @@ use postern_store::{DomainAuthMode, StoreError, Tenant, User, UserSource};
 use crate::Sts;
 use crate::client_ip::ClientIp;
 use crate::error::StsError;
-use crate::lockout::{AttemptOutcome, LockoutDecision};
+use crate::lockout::{Attempt, AttemptOutcome, LockoutDecision};
+use crate::password::Ticket;
 
 /// What a password check concluded.
 #[derive(Debug)]
@@ -56,6 +57,10 @@ pub enum PasswordVerdict {
     /// Too many sign-ins of the tenant are waiting on its agents (SEC-9): the
     /// password was not checked; try again shortly.
     TooManySignins,
+    /// Password hashing is at capacity (the pool and its queue are full, or
+    /// the wait ran out): the password was not checked and the attempt does
+    /// not count; try again in a moment.
+    HashingBusy,
 }
 
 /// Why the agents gave no conclusive answer.
@@ -137,6 +142,20 @@ fn encrypt_to(spki_der: &[u8], password: &SecretString, label: &[u8]) -> Result<
     Ok(STANDARD.encode(ct))
 }
 
+/// The outcome of a pass-through sign-in as `postern_pta_requests_total`
+/// names it: the directory's answer, or why none came.
+fn pta_outcome(answer: &Result<postern_relay::AgentAnswer, RelayError>) -> &'static str {
+    match answer {
+        Ok(a) => a.result.outcome.as_str(),
+        Err(RelayError::NoAgents) => "no_agents",
+        Err(RelayError::Timeout(_)) => "timeout",
+        Err(RelayError::DirectoryUnreachable) => "directory_unreachable",
+        Err(RelayError::Busy) => "busy",
+        Err(RelayError::TenantBusy) => "tenant_busy",
+        Err(RelayError::Unavailable(_)) => "unavailable",
+    }
+}
+
 impl Sts {
     /// Checks `password` for `username` (normalized) of `tenant`, behind smart
     /// lockout, by the cloud hash or through an on-prem agent.
@@ -156,33 +175,25 @@ impl Sts {
             Some(u) if u.source == UserSource::Cloud => false,
             _ => self.domain_is_passthrough(tenant, username).await?,
         };
+        // A cloud check takes its place in the hashing queue first: a full pool
+        // refuses before lockout or the database is touched.
+        let ticket = if passthrough {
+            None
+        } else {
+            match self.hasher.admit() {
+                Ok(ticket) => Some(ticket),
+                Err(_) => return Ok(PasswordVerdict::HashingBusy),
+            }
+        };
         let attempt = match self.check_lockout(tenant, username, user.as_ref(), ip).await? {
             LockoutDecision::Proceed(a) => a,
             LockoutDecision::Locked { .. } => return Ok(PasswordVerdict::LockedOut),
             LockoutDecision::Busy => return Ok(PasswordVerdict::Busy),
         };
-        if !passthrough {
-            let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
-            let ok = self.hasher.verify(password, hash).await?;
-            return match user.filter(|_| ok) {
-                Some(user) => {
-                    self.record_attempt(tenant, attempt, AttemptOutcome::Success { user_id: &user.id, ip })
-                        .await?;
-                    Ok(if user.enabled {
-                        PasswordVerdict::Valid(user)
-                    } else {
-                        PasswordVerdict::Disabled(user)
-                    })
-                }
-                None => {
-                    let locked = self
-                        .record_attempt(tenant, attempt, AttemptOutcome::Failure { password })
-                        .await?;
-                    Ok(PasswordVerdict::WrongCredentials {
-                        locked_now: locked.is_some(),
-                    })
-                }
-            };
+        if let Some(ticket) = ticket {
+            return self
+                .check_cloud_password(tenant, user, password, ip, ticket, attempt)
+                .await;
         }
         match self.ask_agents(tenant, username, password).await? {
             Ok((ValidationOutcome::Success, Some(account))) => {
@@ -234,6 +245,66 @@ impl Sts {
                     NoAnswer::TooManySignins => PasswordVerdict::TooManySignins,
                 })
             }
+        }
+    }
+
+    /// Checks a cloud password (or, for an unknown account, a dummy hash) in
+    /// the hashing pool. A refusal by the pool gives the lockout reservation
+    /// back; a match against a hash with outdated parameters replaces it.
+    async fn check_cloud_password(
+        &self,
+        tenant: &Tenant,
+        user: Option<User>,
+        password: &SecretString,
+        ip: ClientIp,
+        ticket: Ticket<'_>,
+        attempt: Attempt,
+    ) -> Result<PasswordVerdict, StsError> {
+        let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
+        let verification = match ticket.verify(password, hash).await? {
+            Ok(v) => v,
+            Err(_) => {
+                self.record_attempt(tenant, attempt, AttemptOutcome::Inconclusive)
+                    .await?;
+                return Ok(PasswordVerdict::HashingBusy);
+            }
+        };
+        let Some(user) = user.filter(|_| verification.matched) else {
+            let locked = self
+                .record_attempt(tenant, attempt, AttemptOutcome::Failure { password })
+                .await?;
+            return Ok(PasswordVerdict::WrongCredentials {
+                locked_now: locked.is_some(),
+            });
+        };
+        if let (Some(fresh), Some(old)) = (&verification.rehashed, user.password_hash.as_deref()) {
+            self.replace_outdated_hash(tenant, &user, old, fresh).await;
+        }
+        self.record_attempt(tenant, attempt, AttemptOutcome::Success { user_id: &user.id, ip })
+            .await?;
+        Ok(if user.enabled {
+            PasswordVerdict::Valid(user)
+        } else {
+            PasswordVerdict::Disabled(user)
+        })
+    }
+
+    /// Stores `fresh` in place of `old` unless the password changed meanwhile
+    /// (a reset is never undone by a sign-in with the old password). Failing
+    /// is not the sign-in's problem: the next one tries again.
+    async fn replace_outdated_hash(&self, tenant: &Tenant, user: &User, old: &str, fresh: &str) {
+        match self
+            .store
+            .replace_password_hash(&tenant.id, &user.id, old, fresh, self.now())
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(tenant = %tenant.name, user = %user.id, "password rehashed with the current parameters")
+            }
+            Ok(false) => {
+                tracing::debug!(tenant = %tenant.name, user = %user.id, "password changed during sign-in; not rehashed")
+            }
+            Err(e) => tracing::warn!(tenant = %tenant.name, user = %user.id, error = %e, "password not rehashed"),
         }
     }
 
@@ -320,9 +391,11 @@ impl Sts {
             attempt: timing.attempt,
             overall: timing.overall,
         };
+        let asked = std::time::Instant::now();
         let answer = relay
             .validate_capped(request, deadlines, self.pending_signins_cap(tenant))
             .await;
+        postern_metrics::record::pta_request(&tenant.id, pta_outcome(&answer), asked.elapsed());
         Ok(match answer {
             Ok(a) => {
                 if a.offered_to.len() > 1 {

@@ -127,8 +127,18 @@ impl Sts {
         Ok(rules)
     }
 
-    /// Evaluates the tenant's policies for `request`.
+    /// Evaluates the tenant's policies for `request`, counting the decision
+    /// in `postern_policy_decisions_total`.
     pub async fn evaluate_access(&self, request: AccessRequest<'_>) -> Result<AccessVerdict, StsError> {
+        let tenant_id = &request.tenant.id;
+        let verdict = self.preview_access(request).await?;
+        postern_metrics::record::policy_decision(tenant_id, verdict.decision.effect.as_str());
+        Ok(verdict)
+    }
+
+    /// Evaluates the tenant's policies for `request` without counting it as a
+    /// decision: a what-if of the admin API, not a sign-in.
+    pub async fn preview_access(&self, request: AccessRequest<'_>) -> Result<AccessVerdict, StsError> {
         let tenant = request.tenant;
         let rules = self.tenant_rules(&tenant.id).await?;
         let found_app;

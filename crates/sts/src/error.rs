@@ -19,6 +19,10 @@ pub enum StsError {
     /// Sealed data could not be opened: the KEK is wrong or the data was altered.
     #[error(transparent)]
     Keyring(#[from] KeyringError),
+    /// Password hashing is at capacity (the pool is full): 503, try again in
+    /// a moment.
+    #[error(transparent)]
+    HashingBusy(#[from] crate::password::HashingBusy),
     /// A bug or an impossible state; a 500 and a log line.
     #[error("internal error: {0}")]
     Internal(String),
@@ -38,6 +42,7 @@ impl StsError {
         match self {
             StsError::Store(StoreError::NotFound) => StatusCode::NOT_FOUND,
             StsError::Store(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            StsError::HashingBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -47,6 +52,9 @@ impl StsError {
         let status = self.status();
         if status == StatusCode::NOT_FOUND {
             return Page::error(status, "Not found", "The page you asked for does not exist.");
+        }
+        if let StsError::HashingBusy(_) = self {
+            return Page::error(status, "Busy", BUSY_HASHING);
         }
         tracing::error!(error = %self, "sign-in service error");
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -65,9 +73,29 @@ impl StsError {
     }
 }
 
+/// What a user refused by a full hashing pool reads.
+pub(crate) const BUSY_HASHING: &str =
+    "Many people are signing in right now and we could not check your password. Wait a few seconds, then try again.";
+
+/// Seconds a client refused by a full hashing pool is told to wait.
+pub(crate) const HASHING_RETRY_AFTER_SECS: u64 = 2;
+
+/// Adds `Retry-After` to a response.
+pub(crate) fn retry_after(mut response: Response, secs: u64) -> Response {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
+}
+
 impl IntoResponse for StsError {
     fn into_response(self) -> Response {
-        self.to_page().into_response()
+        let busy = matches!(self, StsError::HashingBusy(_));
+        let response = self.to_page().into_response();
+        if busy {
+            return retry_after(response, HASHING_RETRY_AFTER_SECS);
+        }
+        response
     }
 }
 
@@ -131,7 +159,16 @@ impl OAuthError {
 
     /// `server_error` / `temporarily_unavailable`, after logging the cause.
     pub fn from_internal(e: &StsError) -> Self {
-        tracing::error!(error = %e, "token service error");
+        match e {
+            StsError::HashingBusy(_) => {
+                return Self {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    error: "temporarily_unavailable",
+                    description: "the service is busy; try again in a moment".into(),
+                };
+            }
+            _ => tracing::error!(error = %e, "token service error"),
+        }
         match e {
             StsError::Store(s) if s.is_transient() => Self {
                 status: StatusCode::SERVICE_UNAVAILABLE,

@@ -50,7 +50,7 @@ pub use client_ip::ClientIp;
 pub use conditional::{AccessRequest, AccessVerdict};
 pub use error::{OAuthError, StsError};
 pub use keys::{Jwks, PublicJwk};
-pub use password::PasswordHasher;
+pub use password::{HashingBusy, HashingSettings, PasswordHasher};
 pub use postern_policy::{ClientKind, RiskLevel};
 pub use registration::{REGISTRATION_AUDIENCE, RegistrationClaims, registration_scope};
 pub use risk::{RiskConfig, check_geoip_database};
@@ -88,8 +88,9 @@ pub struct StsConfig {
     pub signing_key_rotation: Duration,
     /// Lifetime of the first-run setup code.
     pub setup_code_ttl: Duration,
-    /// Password hashes computed at once.
-    pub password_hash_concurrency: usize,
+    /// argon2id's parameters and the pool that runs them within the memory
+    /// budget.
+    pub passwords: password::HashingSettings,
     /// Deadlines of pass-through authentication.
     pub pta: PtaTiming,
     /// Lifetime of an agent's queue credential.
@@ -117,7 +118,7 @@ impl StsConfig {
             device_poll_interval: Duration::from_secs(5),
             signing_key_rotation: Duration::from_secs(90 * 24 * 3600),
             setup_code_ttl: Duration::from_secs(3600),
-            password_hash_concurrency: 4,
+            passwords: password::HashingSettings::default(),
             pta: PtaTiming::default(),
             queue_credential_ttl: Duration::from_secs(3600),
             risk: RiskConfig::default(),
@@ -175,7 +176,7 @@ impl Sts {
             risk: risk::RiskAssessor::new(config.risk.clone()),
             keys: keys::SigningKeys::new(store.clone(), keyring.clone()),
             lockout: Arc::new(lockout::SmartLockout::new()?),
-            hasher: PasswordHasher::new(config.password_hash_concurrency),
+            hasher: PasswordHasher::new(config.passwords)?,
             store,
             keyring,
             clock,

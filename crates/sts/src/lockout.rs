@@ -246,6 +246,7 @@ impl Sts {
         };
         // Locked already: refused on a read, without a write.
         if known.locked_until > now {
+            postern_metrics::record::lockout_refusal(&tenant.id);
             return Ok(LockoutDecision::Locked {
                 until: known.locked_until,
             });
@@ -262,6 +263,7 @@ impl Sts {
             .await?;
         if let LockoutReservation::Refused(state) = reserved {
             return Ok(if state.locked_until > now {
+                postern_metrics::record::lockout_refusal(&tenant.id);
                 LockoutDecision::Locked {
                     until: state.locked_until,
                 }
@@ -337,6 +339,7 @@ impl Sts {
                     .settle_lockout_failure(&reservation.key, &lockout_rules(tenant, now), now, held)
                     .await?;
                 if locked.is_some() {
+                    postern_metrics::record::lockout(&tenant.id);
                     tracing::warn!(
                         tenant = %tenant.name,
                         location = attempt.location.as_str(),

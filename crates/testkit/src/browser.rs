@@ -141,6 +141,17 @@ pub struct Login {
     pub recovery_code: Option<String>,
 }
 
+/// What a browser sends when it navigates: it asks for HTML (the sign-in
+/// pages answer scripts, which do not, with JSON).
+fn navigation_headers() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::ACCEPT,
+        reqwest::header::HeaderValue::from_static("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    );
+    headers
+}
+
 /// A cookie-keeping HTTP client that does not follow redirects.
 #[derive(Clone)]
 pub struct Browser {
@@ -161,6 +172,7 @@ impl Browser {
     pub fn new() -> Self {
         let jar = Arc::new(Jar::default());
         let client = Client::builder()
+            .default_headers(navigation_headers())
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(30))
@@ -179,6 +191,7 @@ impl Browser {
     pub fn resolving(mut self, host: &str, addr: std::net::SocketAddr) -> Self {
         self.resolved.push((host.to_owned(), addr));
         let mut builder = Client::builder()
+            .default_headers(navigation_headers())
             .cookie_provider(self.jar.clone())
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(30));

@@ -304,6 +304,7 @@ impl Step<'_> {
             ),
             PasswordVerdict::LockedOut => (SigninOutcome::LockedOut, LOCKED),
             PasswordVerdict::Busy => return self.again(flow, BUSY).map(Some),
+            PasswordVerdict::HashingBusy => return self.hashing_busy(flow).map(Some),
             PasswordVerdict::Disabled(_) => (
                 SigninOutcome::Disabled,
                 "Your account is disabled. Contact your administrator.",

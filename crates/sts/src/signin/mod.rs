@@ -23,7 +23,7 @@ use crate::Sts;
 use crate::authenticate::{DirectoryProblem, PasswordVerdict};
 use crate::client_ip::ClientIp;
 use crate::conditional::{AccessRequest, AccessVerdict, detail_with};
-use crate::error::StsError;
+use crate::error::{BUSY_HASHING, HASHING_RETRY_AFTER_SECS, StsError, retry_after};
 use crate::mfa;
 use crate::pages::{Field, Page};
 use crate::password::MAX_PASSWORD_LEN;
@@ -190,6 +190,7 @@ pub(crate) async fn submit(
         tenant: &tenant,
         flow_id: &form.flow,
         ip,
+        wants_html: wants_html(&headers),
     };
     match flow.stage {
         Stage::Username => step.username(&mut flow, &form).await,
@@ -207,9 +208,41 @@ struct Step<'a> {
     tenant: &'a Tenant,
     flow_id: &'a str,
     ip: ClientIp,
+    /// A browser (it asks for HTML) rather than an API client.
+    wants_html: bool,
+}
+
+/// Whether the client asks for pages: its `Accept` names `text/html`, as every
+/// browser's navigation does. Anything else posting the sign-in form (a script,
+/// `curl`) is an API client: where a browser is shown a page, it gets a status
+/// and a JSON error it can act on.
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")))
 }
 
 impl Step<'_> {
+    /// The password was not checked because hashing is at capacity: 503 with
+    /// `Retry-After`. A browser gets the password page again, saying to try
+    /// again in a few seconds; an API client gets `temporarily_unavailable`.
+    fn hashing_busy(&self, flow: &Flow) -> Result<Response, StsError> {
+        let response = if self.wants_html {
+            stage_page(self.sts, self.tenant, self.flow_id, flow, Some(BUSY_HASHING.to_owned()))?
+                .status(StatusCode::SERVICE_UNAVAILABLE)
+                .into_response()
+        } else {
+            let body = serde_json::json!({
+                "error": "temporarily_unavailable",
+                "error_description": "password checks are at capacity; retry after the Retry-After delay",
+                "retry_after": HASHING_RETRY_AFTER_SECS,
+            });
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+        };
+        Ok(retry_after(response, HASHING_RETRY_AFTER_SECS))
+    }
+
     fn again(&self, flow: &Flow, error: &str) -> Result<Response, StsError> {
         Ok(
             stage_page(self.sts, self.tenant, self.flow_id, flow, Some(error.to_owned()))?
@@ -383,6 +416,9 @@ impl Step<'_> {
                     .await?;
                 return self.again(flow, TOO_MANY_SIGNINS);
             }
+            // Not logged: a flood of refusals must not become a flood of writes
+            // (the pool logs refusals, at most every few seconds).
+            PasswordVerdict::HashingBusy => return self.hashing_busy(flow),
         };
         // Again as the authenticated user, with groups just refreshed from
         // the directory, at the risk assessed before the password.
