@@ -5,10 +5,19 @@
 //! 3. the agent's directory back end alone (search + bind, pooled), concurrently;
 //! 4. sign-ins per second through the whole path: the STS's password check (smart
 //!    lockout, encryption to each agent key, relay), the agent over mTLS
-//!    (decrypt, search + bind), the result back, just-in-time account update.
+//!    (decrypt, search + bind), the result back, just-in-time account update;
+//! 5. sign-ins per second through the pages, as a browser makes them (the app,
+//!    authorize, username, password, the callback with its code exchange, the
+//!    app again), against real `postern serve`, `agent` and `connector`
+//!    processes, with CPU per sign-in and resident memory by process
+//!    ([`pages`]).
 //!
-//! Everything runs in this process on loopback except the directory (a real
-//! `slapd` or Samba AD DC, started by the `postern-directory` harness).
+//! Rows 1–4 run in this process on loopback except the directory (a real
+//! `slapd` or Samba AD DC, started by the `postern-directory` harness); row 5
+//! runs the release binary.
+
+mod installation;
+mod pages;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,6 +58,16 @@ pub struct PtaArgs {
     /// Measure only the end-to-end path (for profiling; writes nothing).
     #[arg(long, conflicts_with = "write")]
     e2e_only: bool,
+    /// Measure only the page-level path (for profiling; writes nothing).
+    #[arg(long, conflicts_with_all = ["write", "e2e_only"])]
+    pages_only: bool,
+    /// Browsers signing in at once on the page-level path.
+    #[arg(long, default_value_t = 16)]
+    page_concurrency: usize,
+    /// The `postern` binary for the page-level path (default: beside this
+    /// benchmark, i.e. `target/release/postern`).
+    #[arg(long)]
+    postern: Option<PathBuf>,
 }
 
 /// The directory under test.
@@ -61,6 +80,8 @@ struct Target {
     bind_as: String,
     url: String,
     config: LdapConfig,
+    /// A path on the directory processes' command lines (to find them).
+    marker: PathBuf,
     _keep: Box<dyn std::any::Any + Send>,
 }
 
@@ -83,6 +104,7 @@ async fn target(kind: &str) -> anyhow::Result<Target> {
                 bind_as: "uid=alice,ou=people,dc=example,dc=com".into(),
                 url: slapd.url(),
                 config,
+                marker: slapd.dir().to_path_buf(),
                 _keep: Box::new(slapd),
             }
         }
@@ -98,6 +120,7 @@ async fn target(kind: &str) -> anyhow::Result<Target> {
                 bind_as: "alice@EXAMPLE.TEST".into(),
                 url,
                 config,
+                marker: samba.dir().to_path_buf(),
                 _keep: Box::new(samba),
             }
         }
@@ -256,10 +279,82 @@ async fn end_to_end(t: &Target, args: &PtaArgs) -> anyhow::Result<Measured> {
     Ok(measured)
 }
 
+/// Sign-ins through the pages against real processes.
+async fn page_level(t: &Target, args: &PtaArgs) -> anyhow::Result<pages::PageRun> {
+    let postern = match &args.postern {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("postern"),
+    };
+    let side = installation::DirectorySide {
+        domain: t.domain,
+        config: &t.config,
+    };
+    pages::measure(
+        &postern,
+        &side,
+        Some(&t.marker),
+        &t.usernames,
+        t.password,
+        args.page_concurrency,
+        args.seconds,
+    )
+    .await
+}
+
+/// The page-level row's own tables: CPU per sign-in and memory by process.
+fn page_tables(run: &pages::PageRun) -> String {
+    let total: f64 = run.cpu_ms.iter().map(|(_, ms)| ms).sum();
+    let cpu: Vec<String> = run
+        .cpu_ms
+        .iter()
+        .map(|(name, ms)| format!("| {name} | {ms:.2} |"))
+        .collect();
+    let memory: Vec<String> = run
+        .memory
+        .iter()
+        .map(|(name, idle, peak)| format!("| postern {name} | {idle:.1} | {peak:.1} |"))
+        .collect();
+    format!(
+        "CPU per sign-in through the pages, by process (ms; `utime + stime` from `/proc/<pid>/stat` over the measured window,          divided by the sign-ins in it):
+
+         | process | CPU ms per sign-in |
+|---|---|
+{}
+| **all** | **{total:.2}** |
+
+         Resident memory of the processes (MiB; idle after the first sign-in, and their peak, VmHWM, after the run):
+
+         | process | idle RSS | peak RSS |
+|---|---|---|
+{}
+",
+        cpu.join("\n"),
+        memory.join("\n"),
+    )
+}
+
+/// Prints the page-level figures alone (`--pages-only`).
+#[allow(clippy::print_stdout)] // The figures on standard output are the benchmark's result.
+fn print_pages(run: &pages::PageRun) {
+    let m = &run.measured;
+    println!(
+        "through the pages: {:.0}/s, p50 {} ms, p99 {} ms, {} errors\n\n{}",
+        m.rate(),
+        ms(m.quantile(0.5)),
+        ms(m.quantile(0.99)),
+        m.errors,
+        page_tables(run)
+    );
+}
+
 /// Runs the benchmark and prints (and optionally writes) the table.
 #[allow(clippy::print_stdout)] // The table on standard output is the benchmark's result.
 pub async fn run(args: PtaArgs) -> anyhow::Result<()> {
     let t = target(&args.directory).await?;
+    if args.pages_only {
+        print_pages(&page_level(&t, &args).await?);
+        return Ok(());
+    }
     if args.e2e_only {
         let e2e = end_to_end(&t, &args).await?;
         println!(
@@ -279,6 +374,8 @@ pub async fn run(args: PtaArgs) -> anyhow::Result<()> {
     let backend = back_end(&t, args.concurrency, args.seconds).await?;
     eprintln!("measuring sign-ins end to end…");
     let e2e = end_to_end(&t, &args).await?;
+    eprintln!("measuring sign-ins through the pages (release binary)…");
+    let page_run = page_level(&t, &args).await?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let row = |name: &str, m: &Measured, conc: usize| {
         format!(
@@ -296,8 +393,13 @@ pub async fn run(args: PtaArgs) -> anyhow::Result<()> {
          (release build). Rates are per second; the last column is the rate relative to raw binds in the same run.\n\n\
          | measurement | in flight | rate/s | p50 ms | p99 ms | errors | vs raw binds |\n\
          |---|---|---|---|---|---|---|\n\
-         {raw}\n{be}\n{e2e}\n\n\
-         Raw RSA-2048 OAEP-SHA256 decryption, one core: {rsa:.0}/s.\n",
+         {raw}\n{be}\n{e2e}\n{pages}\n\n\
+         Raw RSA-2048 OAEP-SHA256 decryption, one core: {rsa:.0}/s.\n\n\
+         The last row runs the release binary as three processes (`serve`, `agent run` with an RSA-3072 key as \
+         `agent register` makes by default, `connector run`) beside the directory; each sign-in is a fresh browser \
+         going the whole way: the app, authorize, the username page and post, the password page and post, the \
+         callback (the code exchange), the app through the tunnel: eight requests. Limits per client address are \
+         off (the load comes from one address).\n\n{page_tables}",
         name = t.name,
         dir = args.directory,
         s = args.seconds,
@@ -314,6 +416,12 @@ pub async fn run(args: PtaArgs) -> anyhow::Result<()> {
             &e2e,
             args.concurrency
         ),
+        pages = row(
+            "sign-in through the pages (browser → serve → agent → directory; app via connector)",
+            &page_run.measured,
+            args.page_concurrency
+        ),
+        page_tables = page_tables(&page_run),
         rsa = rsa,
     );
     println!("{body}");

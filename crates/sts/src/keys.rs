@@ -10,14 +10,13 @@ use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeyPair, KeySize};
 use aws_lc_rs::signature::KeyPair as _;
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use jsonwebtoken::{DecodingKey, EncodingKey};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::DecodingKey;
 use postern_keyring::Keyring;
 use postern_store::{SigningKeyRecord, Store};
 use postern_time::UnixTime;
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
-use zeroize::Zeroizing;
 
 use crate::error::StsError;
 
@@ -50,10 +49,27 @@ pub struct Jwks {
     pub keys: Vec<PublicJwk>,
 }
 
-/// The key that signs now.
+/// The key that signs now, parsed once when loaded (parsing and checking an
+/// RSA key costs about as much as a signature).
 pub(crate) struct ActiveKey {
     pub kid: String,
-    pub encoding: EncodingKey,
+    pub pair: aws_lc_rs::signature::RsaKeyPair,
+}
+
+impl ActiveKey {
+    /// An RS256 signature of `message` (RFC 7518 §3.3).
+    pub(crate) fn sign(&self, message: &[u8]) -> Result<Vec<u8>, StsError> {
+        let mut signature = vec![0u8; self.pair.public_modulus_len()];
+        self.pair
+            .sign(
+                &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                &aws_lc_rs::rand::SystemRandom::new(),
+                message,
+                &mut signature,
+            )
+            .map_err(|_| StsError::internal("signing failed"))?;
+        Ok(signature)
+    }
 }
 
 struct Cached {
@@ -101,19 +117,6 @@ fn generate(keyring: &Keyring, now: UnixTime) -> Result<SigningKeyRecord, StsErr
         retired_at: None,
         publish_until: None,
     })
-}
-
-/// The PEM form jsonwebtoken reads a PKCS#8 RSA key from.
-fn pkcs8_pem(der: &[u8]) -> Zeroizing<String> {
-    let b64 = Zeroizing::new(STANDARD.encode(der));
-    let mut pem = Zeroizing::new(String::with_capacity(b64.len() + 80));
-    pem.push_str("-----BEGIN PRIVATE KEY-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        pem.push_str(&String::from_utf8_lossy(line));
-        pem.push('\n');
-    }
-    pem.push_str("-----END PRIVATE KEY-----\n");
-    pem
 }
 
 impl SigningKeys {
@@ -165,8 +168,7 @@ impl SigningKeys {
             .await?
             .ok_or_else(|| StsError::internal("no token-signing key"))?;
         let der = self.keyring.open(&seal_context(&active.kid), &active.private_sealed)?;
-        let pem = pkcs8_pem(&der);
-        let encoding = EncodingKey::from_rsa_pem(pem.as_bytes())
+        let pair = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&der)
             .map_err(|e| StsError::internal(format!("signing key unreadable: {e}")))?;
         let mut published = Vec::new();
         for record in self.store.published_signing_keys(now).await? {
@@ -177,10 +179,7 @@ impl SigningKeys {
             published.push((jwk, Arc::new(decoding)));
         }
         *self.cache.write().await = Some(Cached {
-            active: Arc::new(ActiveKey {
-                kid: active.kid,
-                encoding,
-            }),
+            active: Arc::new(ActiveKey { kid: active.kid, pair }),
             published,
             loaded: Instant::now(),
         });

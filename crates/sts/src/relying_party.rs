@@ -1,11 +1,12 @@
 //! The service's own relying parties: the front door of published apps signs
 //! users in at the tenant's issuer like any OpenID Connect client (authorization
-//! code with PKCE, `state`, `nonce`), but redeems the code and checks the ID token
-//! in-process: no HTTP call from the service to itself, the same checks as the
-//! token endpoint (single-use code, redirect URI, PKCE) and as any relying party
-//! (signature by a published key, issuer, audience = the app's client, expiry,
-//! nonce). It also signs the identity assertion a backend receives (BEY-3), and
-//! verifies one as a backend must.
+//! code with PKCE, `state`, `nonce`), but completes the sign-in in-process: no
+//! HTTP call from the service to itself, and no token signed only to be
+//! verified by the same process. The code gets the token endpoint's checks
+//! (single use, redirect URI, PKCE, the client, the user still enabled) and the
+//! claims a relying party's (the nonce); issuer, audience and expiry hold by
+//! construction. It also signs the identity assertion a backend receives
+//! (BEY-3), and verifies one as a backend must.
 //!
 //! An assertion is a token no user can mint: its own `typ`
 //! ([`ASSERTION_TYP`], RFC 8725 §3.11) and an audience no OAuth client can be
@@ -75,6 +76,28 @@ pub struct AssertionClaims {
     pub groups: Vec<String>,
 }
 
+/// The answer the sign-in brought back to the app's callback.
+#[derive(Clone, Copy, Debug)]
+pub struct InProcessAnswer<'a> {
+    /// The authorization code.
+    pub code: &'a str,
+    /// The callback URL the code was issued for.
+    pub redirect_uri: &'a str,
+    /// The PKCE verifier of this sign-in.
+    pub verifier: &'a str,
+    /// The nonce this sign-in asked for.
+    pub nonce: &'a str,
+}
+
+/// A sign-in completed in-process: the ID token's claims and the user.
+#[derive(Debug)]
+pub struct InProcessSignIn {
+    /// What the ID token would say.
+    pub claims: IdClaims,
+    /// The signed-in user, as read while redeeming the code.
+    pub user: postern_store::User,
+}
+
 impl Sts {
     /// The authorization endpoint of a tenant.
     pub fn authorize_endpoint(&self, tenant_name: &str) -> String {
@@ -86,29 +109,50 @@ impl Sts {
         format!("{}/logout", self.issuer(tenant_name))
     }
 
-    /// Redeems a code issued to the service's own client `client_id` and returns
-    /// the ID token. The inner error says why the code was refused (expired,
-    /// replayed, wrong redirect URI or verifier, user disabled); it holds no secret.
-    pub async fn redeem_code_in_process(
+    /// Completes a sign-in of the service's own client `client_id` in this
+    /// process: spends the code with the token endpoint's checks (single use,
+    /// redirect URI, PKCE, the client, the user still enabled), then returns
+    /// the claims its ID token would carry, checked as a relying party checks
+    /// them (the nonce of this sign-in), with the user. Nothing is signed and no
+    /// access or refresh token is issued: the claims never leave the process,
+    /// and what an ID token's signature proves to a relying party elsewhere
+    /// (that the STS issued them, for this client) the redemption itself proves
+    /// here. The inner error says why the sign-in was refused; it holds no
+    /// secret.
+    pub async fn complete_sign_in_in_process(
         &self,
         tenant: &Tenant,
         client_id: &str,
-        code: &str,
-        redirect_uri: &str,
-        verifier: &str,
-    ) -> Result<Result<String, String>, StsError> {
+        answer: &InProcessAnswer<'_>,
+    ) -> Result<Result<InProcessSignIn, String>, StsError> {
         let client = match self.store.client(&tenant.id, client_id).await {
             Ok(c) => c,
             Err(StoreError::NotFound) => return Ok(Err("the app's sign-in client no longer exists".into())),
             Err(e) => return Err(e.into()),
         };
-        match crate::oidc::token::redeem_code(self, tenant, &client, code, redirect_uri, verifier).await {
-            Ok(tokens) => Ok(tokens
-                .id_token
-                .ok_or_else(|| "the sign-in returned no ID token (scope openid missing)".to_owned())),
-            Err(e) if e.status.is_server_error() => Err(StsError::internal(e.description)),
-            Err(e) => Ok(Err(e.description)),
+        let spent =
+            crate::oidc::token::spend_code(self, tenant, &client, answer.code, answer.redirect_uri, answer.verifier)
+                .await;
+        let (code, user) = match spent {
+            Ok(spent) => spent,
+            Err(e) if e.status.is_server_error() => return Err(StsError::internal(e.description)),
+            Err(e) => return Ok(Err(e.description)),
+        };
+        if code.nonce.as_deref() != Some(answer.nonce) {
+            return Ok(Err(TokenError::WrongNonce.to_string()));
         }
+        let grant = crate::oidc::Grant {
+            tenant,
+            client: &client,
+            user: &user,
+            scope: &code.scope,
+            auth_time: code.auth_time,
+            amr: &code.amr,
+            session_id: code.session_id.as_deref(),
+            nonce: code.nonce.as_deref(),
+        };
+        let claims = self.id_claims(&grant, self.now());
+        Ok(Ok(InProcessSignIn { claims, user }))
     }
 
     /// Verifies an ID token as the relying party `client_id` of `tenant_name`:

@@ -5,7 +5,9 @@
 //! Verification takes `now` from the service's clock, not the library's, so tests
 //! control expiry.
 
-use jsonwebtoken::{Algorithm, Header, Validation};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, Validation};
 use postern_time::UnixTime;
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +28,14 @@ pub const QUEUE_CREDENTIAL_TYP: &str = "queue+jwt";
 pub const RELAY_AUDIENCE: &str = "urn:postern:relay";
 /// Tolerance for tokens issued by a peer instance with a slightly fast clock.
 const IAT_SKEW_SECS: i64 = 60;
+
+/// The protected header of the tokens the STS signs.
+#[derive(Serialize)]
+struct JwsHeader<'a> {
+    alg: &'static str,
+    typ: &'a str,
+    kid: &'a str,
+}
 
 /// One string or several, as the `aud` claim allows.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,14 +185,26 @@ pub enum TokenError {
 }
 
 impl Sts {
-    /// Signs `claims` with the active key.
+    /// Signs `claims` with the active key: a compact JWS (RFC 7515 §7.1) with
+    /// `alg`, `typ` and `kid` in its header.
     pub(crate) async fn sign<T: Serialize>(&self, claims: &T, typ: &str, now: UnixTime) -> Result<String, StsError> {
         let key = self.keys.active(now).await?;
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(key.kid.clone());
-        header.typ = Some(typ.to_owned());
-        jsonwebtoken::encode(&header, claims, &key.encoding)
-            .map_err(|e| StsError::internal(format!("signing failed: {e}")))
+        let header = JwsHeader {
+            alg: "RS256",
+            typ,
+            kid: &key.kid,
+        };
+        let encode = |json: serde_json::Result<Vec<u8>>| {
+            json.map(|bytes| URL_SAFE_NO_PAD.encode(bytes))
+                .map_err(|e| StsError::internal(format!("encoding a token: {e}")))
+        };
+        let mut token = encode(serde_json::to_vec(&header))?;
+        token.push('.');
+        token.push_str(&encode(serde_json::to_vec(claims))?);
+        let signature = key.sign(token.as_bytes())?;
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(signature));
+        Ok(token)
     }
 
     /// Checks a JWT's header (RS256, `typ`, a published `kid`) and signature, and

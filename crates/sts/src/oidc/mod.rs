@@ -76,6 +76,11 @@ pub(crate) fn pkce_matches(verifier: &str, challenge: &str) -> bool {
     postern_keyring::constant_time_eq(computed.as_bytes(), challenge.as_bytes())
 }
 
+/// Authentication methods as stored (space-separated) as a list.
+fn split_amr(amr: &str) -> Vec<String> {
+    amr.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
 /// A successful token response (RFC 6749 §5.1, OIDC Core §3.1.3.3).
 #[derive(Debug, Serialize)]
 pub(crate) struct TokenResponse {
@@ -116,20 +121,13 @@ impl Sts {
     /// `refresh`, issues a refresh token.
     pub(crate) async fn issue_tokens(&self, grant: Grant<'_>, refresh: RefreshPlan) -> Result<TokenResponse, StsError> {
         let now = self.now();
-        let iss = self.issuer(&grant.tenant.name);
-        let amr: Vec<String> = grant
-            .amr
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
         let mut aud = vec![grant.client.client_id.clone()];
         if has_scope(grant.scope, ADMIN_SCOPE) {
             aud.push(ADMIN_API_AUDIENCE.to_owned());
         }
         let access_ttl = self.config.access_token_ttl;
         let access = AccessClaims {
-            iss: iss.clone(),
+            iss: self.issuer(&grant.tenant.name),
             sub: grant.user.id.clone(),
             aud: Audience::Many(aud),
             exp: (now + access_ttl).secs(),
@@ -139,31 +137,12 @@ impl Sts {
             scope: grant.scope.to_owned(),
             tid: grant.tenant.id.clone(),
             auth_time: grant.auth_time.secs(),
-            amr: amr.clone(),
+            amr: split_amr(grant.amr),
             sid: grant.session_id.map(str::to_owned),
         };
         let access_token = self.sign(&access, ACCESS_TOKEN_TYP, now).await?;
         let id_token = if has_scope(grant.scope, "openid") {
-            let profile = has_scope(grant.scope, "profile");
-            let email = has_scope(grant.scope, "email");
-            let claims = IdClaims {
-                iss,
-                sub: grant.user.id.clone(),
-                aud: grant.client.client_id.clone(),
-                exp: (now + self.config.id_token_ttl).secs(),
-                iat: now.secs(),
-                auth_time: grant.auth_time.secs(),
-                nonce: grant.nonce.map(str::to_owned),
-                amr,
-                sid: grant.session_id.map(str::to_owned),
-                tid: grant.tenant.id.clone(),
-                azp: grant.client.client_id.clone(),
-                name: profile.then(|| grant.user.display_name.clone()),
-                preferred_username: profile.then(|| grant.user.username.clone()),
-                email: if email { grant.user.email.clone() } else { None },
-                email_verified: (email && grant.user.email.is_some()).then_some(false),
-            };
-            Some(self.sign(&claims, ID_TOKEN_TYP, now).await?)
+            Some(self.sign(&self.id_claims(&grant, now), ID_TOKEN_TYP, now).await?)
         } else {
             None
         };
@@ -201,6 +180,29 @@ impl Sts {
             id_token,
             refresh_token,
         })
+    }
+
+    /// The claims of the ID token for a grant, issued `now`.
+    pub(crate) fn id_claims(&self, grant: &Grant<'_>, now: UnixTime) -> IdClaims {
+        let profile = has_scope(grant.scope, "profile");
+        let email = has_scope(grant.scope, "email");
+        IdClaims {
+            iss: self.issuer(&grant.tenant.name),
+            sub: grant.user.id.clone(),
+            aud: grant.client.client_id.clone(),
+            exp: (now + self.config.id_token_ttl).secs(),
+            iat: now.secs(),
+            auth_time: grant.auth_time.secs(),
+            nonce: grant.nonce.map(str::to_owned),
+            amr: split_amr(grant.amr),
+            sid: grant.session_id.map(str::to_owned),
+            tid: grant.tenant.id.clone(),
+            azp: grant.client.client_id.clone(),
+            name: profile.then(|| grant.user.display_name.clone()),
+            preferred_username: profile.then(|| grant.user.username.clone()),
+            email: if email { grant.user.email.clone() } else { None },
+            email_verified: (email && grant.user.email.is_some()).then_some(false),
+        }
     }
 
     /// Whether a grant may carry a refresh token.

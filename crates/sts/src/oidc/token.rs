@@ -178,17 +178,17 @@ async fn code_grant(
     redeem_code(sts, tenant, client, code, redirect_uri, verifier).await
 }
 
-/// Redeems an authorization code for `client` (already authenticated): the code
-/// grant's checks (single use, client, expiry, redirect URI, PKCE, user still
-/// enabled) and the tokens.
-pub(crate) async fn redeem_code(
+/// Spends an authorization code issued to `client`: single use (a replay
+/// revokes what it gave), not expired, the same redirect URI, the PKCE
+/// verifier, a user who can still sign in. Returns the code's grant and user.
+pub(crate) async fn spend_code(
     sts: &Sts,
     tenant: &Tenant,
     client: &OAuthClient,
     code: &str,
     redirect_uri: &str,
     verifier: &str,
-) -> Result<super::TokenResponse, OAuthError> {
+) -> Result<(postern_store::AuthCode, User), OAuthError> {
     let now = sts.now();
     let code = match sts
         .store
@@ -196,7 +196,7 @@ pub(crate) async fn redeem_code(
         .await
         .map_err(StsError::from)?
     {
-        CodeRedemption::Redeemed(c) => c,
+        CodeRedemption::Redeemed(c) => *c,
         CodeRedemption::Replayed => {
             tracing::warn!(tenant = %tenant.name, client = %client.client_id, "authorization code replayed; its tokens are revoked");
             return Err(OAuthError::invalid_grant("the code was already used"));
@@ -220,6 +220,20 @@ pub(crate) async fn redeem_code(
         ));
     }
     let user = enabled_user(sts, tenant, &code.user_id).await?;
+    Ok((code, user))
+}
+
+/// The authorization code grant: spends the code ([`spend_code`]) and issues
+/// the tokens.
+pub(crate) async fn redeem_code(
+    sts: &Sts,
+    tenant: &Tenant,
+    client: &OAuthClient,
+    code: &str,
+    redirect_uri: &str,
+    verifier: &str,
+) -> Result<super::TokenResponse, OAuthError> {
+    let (code, user) = spend_code(sts, tenant, client, code, redirect_uri, verifier).await?;
     let refresh = if Sts::wants_refresh(&code.scope, client) {
         RefreshPlan::NewFamily(code.family_id.clone())
     } else {
