@@ -93,6 +93,8 @@ impl From<StsError> for ApiError {
     fn from(e: StsError) -> Self {
         match e {
             StsError::Store(s) => s.into(),
+            // Password hashing at capacity: retry shortly.
+            StsError::HashingBusy(busy) => ApiError::Unavailable(busy.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -9,6 +9,10 @@
 //! ([`routes()`]); operators, the global administrators of the system tenant,
 //! additionally manage tenants and the installation.
 //!
+//! The OpenAPI document of every route is at `GET /api/v1/openapi.json`
+//! ([`openapi_document`]), open to anyone: it describes the API and holds
+//! nothing of a tenant.
+//!
 //! Bodies are JSON ([`wire`]); errors are `{ "error", "message", "problems" }`
 //! with 400 (every validation problem listed), 401, 403, 404, 409 or 503. Every
 //! change is recorded in the hash-chained audit log.
@@ -25,6 +29,7 @@ mod groups;
 mod input;
 mod logs;
 mod me;
+mod openapi;
 mod policies;
 mod registration_tokens;
 mod releases;
@@ -42,6 +47,7 @@ use axum::Router;
 use postern_store::HostRules;
 use postern_sts::Sts;
 
+pub use openapi::{OPENAPI_PATH, document as openapi_document};
 pub use routes::{Access, RouteSpec, Verb, routes};
 
 /// The admin API's routes (absolute paths under `/api/v1`), with state applied,

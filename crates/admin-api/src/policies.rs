@@ -447,7 +447,7 @@ pub(crate) async fn what_if(
         return Err(ApiError::Internal("what-if: checked values missing".into()));
     };
     let verdict = sts
-        .evaluate_access(AccessRequest {
+        .preview_access(AccessRequest {
             tenant,
             username: &user.username,
             user: Some(&user),

@@ -301,7 +301,7 @@ pub(crate) async fn set_policy(
 }
 
 /// Query of the update history.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct HistoryQuery {
     /// Only this component's.

@@ -9,14 +9,14 @@ use axum::Router;
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, MethodRouter, any, on};
+use axum::routing::{MethodFilter, MethodRouter, any, get, on};
 use postern_store::Role;
 use postern_sts::Sts;
 
 use crate::error::ApiError;
 use crate::{
-    apps, auth, clients, components, connector_groups, domains, groups, logs, me, policies, registration_tokens, releases,
-    roles, system, tenants, users,
+    apps, auth, clients, components, connector_groups, domains, groups, logs, me, openapi, policies,
+    registration_tokens, releases, roles, system, tenants, users,
 };
 
 /// Who may call a route. Roles count "or higher" ([`Role::satisfies`]): a
@@ -290,13 +290,18 @@ static ROUTES: &[RouteSpec] = &[
         on(m, releases::history)
     }),
     // Releases, for the whole installation, and the versions in the field.
-    route(Get, "/api/v1/system/releases", Access::Operator, |m| on(m, releases::list)),
+    route(Get, "/api/v1/system/releases", Access::Operator, |m| {
+        on(m, releases::list)
+    }),
     route(Post, "/api/v1/system/releases", Access::Operator, |m| {
         on(m, releases::publish)
     }),
-    route(Put, "/api/v1/system/releases/{id}/chunks/{seq}", Access::Operator, |m| {
-        on(m, releases::put_chunk)
-    }),
+    route(
+        Put,
+        "/api/v1/system/releases/{id}/chunks/{seq}",
+        Access::Operator,
+        |m| on(m, releases::put_chunk),
+    ),
     route(Post, "/api/v1/system/releases/{id}/complete", Access::Operator, |m| {
         on(m, releases::complete)
     }),
@@ -321,9 +326,10 @@ pub fn routes() -> &'static [RouteSpec] {
 }
 
 /// Builds the router from the table: each route wrapped in the access guard of
-/// its own entry. Paths under `/api/v1` that match no route get a JSON 404.
+/// its own entry, and the OpenAPI document open to anyone. Paths under
+/// `/api/v1` that match no route get a JSON 404.
 pub(crate) fn build(sts: Arc<Sts>) -> Router {
-    let mut router = Router::new();
+    let mut router = Router::new().route(openapi::OPENAPI_PATH, get(openapi::serve));
     for spec in ROUTES {
         let guard = from_fn_with_state((sts.clone(), spec.access), auth::guard);
         router = router.route(spec.path, (spec.handler)(spec.verb.filter()).route_layer(guard));

@@ -49,7 +49,7 @@ where
 // ---- errors -------------------------------------------------------------------
 
 /// The body of every error response.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Machine-readable code: `invalid_token`, `forbidden`, `invalid_request`,
     /// `not_found`, `conflict`, `temporarily_unavailable`, `server_error`.
@@ -64,13 +64,14 @@ pub struct ErrorBody {
 // ---- caller -------------------------------------------------------------------
 
 /// `GET /api/v1/me`: who the token belongs to and what they may do.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Me {
     /// The signed-in user.
     pub user: UserView,
     /// The user's tenant.
     pub tenant: TenantView,
     /// Administrative roles the user holds.
+    #[schema(value_type = Vec<String>)]
     pub roles: Vec<Role>,
     /// Whether the user is an operator (global administrator of the system
     /// tenant) and may manage other tenants.
@@ -80,7 +81,7 @@ pub struct Me {
 // ---- tenants ------------------------------------------------------------------
 
 /// A tenant and its settings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TenantView {
     /// Internal identifier.
     pub id: String,
@@ -100,12 +101,13 @@ pub struct TenantView {
     #[serde(default)]
     pub limits: TenantLimitsView,
     /// When it was created.
+    #[schema(value_type = i64)]
     pub created_at: UnixTime,
 }
 
 /// `PUT /api/v1/tenants/{name}/limits` (operators): a tenant's own limits at
 /// the front door (SEC-9), each absent one the installation's default again.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantLimitsView {
     /// Requests a second over all the tenant's apps, 1 to [`MAX_RATE_LIMIT`]
@@ -128,7 +130,7 @@ pub struct TenantLimitsView {
 pub const MAX_PENDING_SIGNINS: i64 = 10_000;
 
 /// `POST /api/v1/tenants`: a new tenant with its first global administrator.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     /// Short name: 3–32 lowercase letters, digits or dashes.
@@ -141,11 +143,12 @@ pub struct CreateTenant {
     pub admin_username: String,
     /// The first administrator's password.
     #[serde(serialize_with = "serialize_secret")]
+    #[schema(value_type = String)]
     pub admin_password: SecretString,
 }
 
 /// Response to [`CreateTenant`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TenantCreated {
     /// The new tenant.
     pub tenant: TenantView,
@@ -154,7 +157,7 @@ pub struct TenantCreated {
 }
 
 /// `PATCH /api/v1/tenant`: settings to change; absent fields stay as they are.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenantSettings {
     /// Failed sign-ins before an account is locked (1–100).
@@ -171,15 +174,17 @@ pub struct UpdateTenantSettings {
 // ---- domains ------------------------------------------------------------------
 
 /// A domain of the tenant.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DomainView {
     /// Lowercase domain name.
     pub name: String,
     /// Whether ownership was verified (only verified domains hold users).
     pub verified: bool,
     /// How passwords of its users are checked.
+    #[schema(value_type = String)]
     pub auth_mode: DomainAuthMode,
     /// When it was added.
+    #[schema(value_type = i64)]
     pub created_at: UnixTime,
     /// For an unverified domain: the DNS TXT record that proves ownership,
     /// `postern-verify=<token>`.
@@ -188,7 +193,7 @@ pub struct DomainView {
 }
 
 /// `POST /api/v1/domains`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDomain {
     /// Domain name.
@@ -196,17 +201,18 @@ pub struct CreateDomain {
 }
 
 /// `PATCH /api/v1/domains/{name}`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateDomain {
     /// How passwords of the domain's users are checked.
+    #[schema(value_type = String)]
     pub auth_mode: DomainAuthMode,
 }
 
 // ---- users --------------------------------------------------------------------
 
 /// A user account, without any credential material.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserView {
     /// Stable identifier (the `sub` of tokens).
     pub id: String,
@@ -217,6 +223,7 @@ pub struct UserView {
     /// Email address.
     pub email: Option<String>,
     /// Where the account lives.
+    #[schema(value_type = String)]
     pub source: UserSource,
     /// Whether the account may sign in.
     pub enabled: bool,
@@ -227,13 +234,15 @@ pub struct UserView {
     /// Whether a cloud password is set.
     pub has_password: bool,
     /// When it was created.
+    #[schema(value_type = i64)]
     pub created_at: UnixTime,
     /// When it last changed.
+    #[schema(value_type = i64)]
     pub updated_at: UnixTime,
 }
 
 /// `POST /api/v1/users`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     /// Sign-in name, `local@domain` with a verified domain of the tenant.
@@ -251,6 +260,7 @@ pub struct CreateUser {
         skip_serializing_if = "Option::is_none",
         serialize_with = "serialize_optional_secret"
     )]
+    #[schema(value_type = Option<String>)]
     pub password: Option<SecretString>,
     /// Whether the user must always complete MFA.
     #[serde(default)]
@@ -258,7 +268,7 @@ pub struct CreateUser {
 }
 
 /// `PATCH /api/v1/users/{id}`: fields to change; absent fields stay as they are.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     /// New display name.
@@ -276,27 +286,29 @@ pub struct UpdateUser {
 }
 
 /// `POST /api/v1/users/{id}/password`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetPassword {
     /// The new password.
     #[serde(serialize_with = "serialize_secret")]
+    #[schema(value_type = String)]
     pub password: SecretString,
 }
 
 /// Roles of a user (`GET`, `PUT`, `DELETE` under `/api/v1/users/{id}/roles`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserRoles {
     /// The user.
     pub user_id: String,
     /// The roles held after the request.
+    #[schema(value_type = Vec<String>)]
     pub roles: Vec<Role>,
 }
 
 // ---- groups -------------------------------------------------------------------
 
 /// A group of users.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupView {
     /// Identifier.
     pub id: String,
@@ -305,13 +317,15 @@ pub struct GroupView {
     /// Free text.
     pub description: String,
     /// Where the group lives.
+    #[schema(value_type = String)]
     pub source: UserSource,
     /// When it was created.
+    #[schema(value_type = i64)]
     pub created_at: UnixTime,
 }
 
 /// `POST /api/v1/groups`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroup {
     /// Unique name within the tenant.
@@ -324,7 +338,7 @@ pub struct CreateGroup {
 // ---- OAuth clients ------------------------------------------------------------
 
 /// Whether a client authenticates with a secret.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientType {
     /// Runs on a server and keeps a secret.
@@ -335,7 +349,7 @@ pub enum ClientType {
 }
 
 /// A registered OAuth client, without its secret digest.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClientView {
     /// The `client_id`.
     pub client_id: String,
@@ -358,11 +372,12 @@ pub struct ClientView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_id: Option<String>,
     /// When it was registered.
+    #[schema(value_type = i64)]
     pub created_at: UnixTime,
 }
 
 /// `POST /api/v1/clients`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateClient {
     /// Display name.
@@ -385,7 +400,7 @@ pub struct CreateClient {
 }
 
 /// Response to [`CreateClient`]: the only time the secret is shown.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClientCreated {
     /// The registered client.
     #[serde(flatten)]
@@ -393,6 +408,7 @@ pub struct ClientCreated {
     /// The secret of a confidential client. The service keeps only its digest:
     /// store it now, it cannot be shown again.
     #[serde(default, serialize_with = "serialize_optional_secret")]
+    #[schema(value_type = Option<String>)]
     pub client_secret: Option<SecretString>,
 }
 
@@ -411,7 +427,7 @@ pub const MAX_BODY_LIMIT: i64 = 1 << 40;
 
 /// `POST /api/v1/apps` and `PUT /api/v1/apps/{id}`: every setting of an app.
 /// `PUT` replaces the app: an absent optional field takes its default again.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppSettings {
     /// Unique name within the tenant.
@@ -425,6 +441,7 @@ pub struct AppSettings {
     pub internal_url: String,
     /// `sts` (default: users sign in first) or `passthrough`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub preauth: Option<Preauth>,
     /// Connector group (ID or name) whose connectors serve it (default: the
     /// tenant's default group).
@@ -464,7 +481,7 @@ pub struct AppSettings {
 }
 
 /// A published app.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppView {
     /// Identifier.
     pub id: String,
@@ -475,6 +492,7 @@ pub struct AppView {
     /// Where connectors forward to.
     pub internal_url: String,
     /// Pre-authentication.
+    #[schema(value_type = String)]
     pub preauth: Preauth,
     /// The connector group whose connectors serve it.
     pub connector_group: GroupRef,
@@ -508,26 +526,30 @@ pub struct AppView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_problem: Option<String>,
     /// When it was published.
+    #[schema(value_type = i64)]
     pub created_at: UnixTime,
     /// When it last changed.
+    #[schema(value_type = i64)]
     pub updated_at: UnixTime,
 }
 
 /// `POST /api/v1/apps/{id}/assignments`: lets a user or the members of a
 /// group use the app (idempotent).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignApp {
     /// `user` or `group`.
+    #[schema(value_type = String)]
     pub kind: PrincipalKind,
     /// The user's or group's ID, or the username or group name.
     pub id: String,
 }
 
 /// One assignment of an app.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AssignmentView {
     /// `user` or `group`.
+    #[schema(value_type = String)]
     pub kind: PrincipalKind,
     /// The user's or group's ID.
     pub id: String,
@@ -540,7 +562,7 @@ pub struct AssignmentView {
 pub use postern_proto::registration::REGISTRATION_TOKEN_PREFIX;
 
 /// Whether a component has called the service lately.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ComponentStatus {
     /// Seen within the last five minutes (by the service's clock).
@@ -550,7 +572,7 @@ pub enum ComponentStatus {
 }
 
 /// A connector group, by ID and name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupRef {
     /// Identifier.
     pub id: String,
@@ -560,11 +582,12 @@ pub struct GroupRef {
 
 /// A registered connector or agent: what it reported, its certificate and its
 /// status. No key material: the certificate is named by its serial.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ComponentView {
     /// Identifier (bound into its certificate).
     pub id: String,
     /// Connector or agent.
+    #[schema(value_type = String)]
     pub kind: ComponentKind,
     /// Host name it reported.
     pub name: String,
@@ -580,26 +603,30 @@ pub struct ComponentView {
     /// `active` if it called within the last five minutes, else `inactive`.
     pub status: ComponentStatus,
     /// When it last called the service.
+    #[schema(value_type = Option<i64>)]
     pub last_seen_at: Option<UnixTime>,
     /// From which address.
     pub last_seen_ip: Option<String>,
     /// Serial of its current certificate (lowercase hex).
     pub serial: String,
     /// When that certificate was issued.
+    #[schema(value_type = i64)]
     pub cert_issued_at: UnixTime,
     /// When it expires.
+    #[schema(value_type = i64)]
     pub cert_not_after: UnixTime,
     /// Whether the component should renew the certificate now (it does so by
     /// itself on its next exchange with the service).
     pub renewal_due: bool,
     /// When it was registered.
+    #[schema(value_type = i64)]
     pub registered_at: UnixTime,
     /// By whom (`user:<id>`, or the registration token used).
     pub registered_by: String,
 }
 
 /// `PUT /api/v1/connectors/{id}/group`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoveConnector {
     /// The connector group to move to, by name or ID.
@@ -607,7 +634,7 @@ pub struct MoveConnector {
 }
 
 /// A connector group with the number of its connectors.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConnectorGroupView {
     /// Identifier.
     pub id: String,
@@ -623,11 +650,12 @@ pub struct ConnectorGroupView {
     /// How many connectors it has.
     pub connector_count: usize,
     /// When it was created.
+    #[schema(value_type = i64)]
     pub created_at: UnixTime,
 }
 
 /// `GET /api/v1/connector-groups/{id}`: a group with its connectors.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConnectorGroupDetail {
     /// The group.
     #[serde(flatten)]
@@ -637,7 +665,7 @@ pub struct ConnectorGroupDetail {
 }
 
 /// `POST /api/v1/connector-groups`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateConnectorGroup {
     /// Unique name: 1–64 letters, digits, spaces, dashes, underscores or dots.
@@ -650,10 +678,11 @@ pub struct CreateConnectorGroup {
 /// `POST /api/v1/registration-tokens`: a token for unattended installs of
 /// connectors (application administrators) or agents (hybrid identity
 /// administrators).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRegistrationToken {
     /// What it may register.
+    #[schema(value_type = String)]
     pub kind: ComponentKind,
     /// Connector tokens only: the group (name or ID) the connectors join
     /// (default: the tenant's default group at registration).
@@ -668,18 +697,21 @@ pub struct CreateRegistrationToken {
 }
 
 /// Response to [`CreateRegistrationToken`]: the only time the token is shown.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegistrationTokenCreated {
     /// The token, `ptr_…`. The service keeps only its digest: hand it to the
     /// installer now, it cannot be shown again.
     #[serde(serialize_with = "serialize_secret")]
+    #[schema(value_type = String)]
     pub token: SecretString,
     /// What it may register.
+    #[schema(value_type = String)]
     pub kind: ComponentKind,
     /// The group new connectors join, when one was named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupRef>,
     /// When it stops working.
+    #[schema(value_type = i64)]
     pub expires_at: UnixTime,
     /// How many registrations it allows.
     pub uses: i64,
@@ -688,7 +720,7 @@ pub struct RegistrationTokenCreated {
 // ---- logs ---------------------------------------------------------------------
 
 /// Query of `GET /api/v1/signins`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SigninQuery {
     /// Unix seconds; events at or after it (default: all).
@@ -700,11 +732,12 @@ pub struct SigninQuery {
 }
 
 /// One sign-in attempt.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SigninView {
     /// Identifier.
     pub id: String,
     /// When.
+    #[schema(value_type = i64)]
     pub at: UnixTime,
     /// The sign-in name typed.
     pub username: String,
@@ -715,13 +748,14 @@ pub struct SigninView {
     /// Client IP address.
     pub ip: String,
     /// How it ended.
+    #[schema(value_type = String)]
     pub outcome: SigninOutcome,
     /// Short explanation.
     pub detail: String,
 }
 
 /// Query of `GET /api/v1/audit`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Entries after this sequence number (default 0: from the start).
@@ -733,11 +767,12 @@ pub struct AuditQuery {
 }
 
 /// One audit entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditView {
     /// Position in the installation-wide chain.
     pub seq: i64,
     /// When.
+    #[schema(value_type = i64)]
     pub at: UnixTime,
     /// Who acted (`user:<id>`, `system`, `setup`).
     pub actor: String,
@@ -746,11 +781,12 @@ pub struct AuditView {
     /// What it was done to, e.g. `user:<id>`.
     pub target: String,
     /// Secret-free details.
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
 }
 
 /// `GET /api/v1/audit/verify`: the state of the hash chain.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditChainStatus {
     /// Entries checked.
     pub entries: i64,
@@ -766,14 +802,14 @@ pub struct AuditChainStatus {
 // ---- system -------------------------------------------------------------------
 
 /// `POST /api/v1/system/signing-keys/rotate`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SigningKeyRotated {
     /// Key ID of the new signing key.
     pub kid: String,
 }
 
 /// `POST /api/v1/system/cookie-keys/rotate`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateCookieKey {
     /// Also delete every older key, ending every app session and sign-in in
@@ -784,7 +820,7 @@ pub struct RotateCookieKey {
 }
 
 /// Answer of `POST /api/v1/system/cookie-keys/rotate`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CookieKeyRotated {
     /// Key ID of the new cookie key.
     pub kid: String,
@@ -807,37 +843,43 @@ fn enabled() -> PolicyState {
 /// name users (`user:ID` or `user:NAME`), groups (`group:ID|NAME`), apps
 /// (`app:ID|NAME`), OAuth clients (`client:CLIENT_ID`) and named locations
 /// (`location:ID|NAME`); they are stored by ID.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyInput {
     /// Name, unique in the tenant.
     pub name: String,
     /// `enabled` (default), `report_only` or `disabled`.
     #[serde(default = "enabled")]
+    #[schema(value_type = String)]
     pub state: PolicyState,
     /// When it applies.
+    #[schema(value_type = Object)]
     pub conditions: Conditions,
     /// What it demands: `block` alone, or `require_mfa` and/or `require_assignment`.
+    #[schema(value_type = Vec<String>)]
     pub grants: Vec<Grant>,
 }
 
 /// A conditional access policy.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyView {
     /// Identifier.
     pub id: String,
     /// Name.
     pub name: String,
     /// Enforced, report-only or off.
+    #[schema(value_type = String)]
     pub state: PolicyState,
     /// When it applies (references by ID).
+    #[schema(value_type = Object)]
     pub conditions: Conditions,
     /// What it demands.
+    #[schema(value_type = Vec<String>)]
     pub grants: Vec<Grant>,
 }
 
 /// Body of `POST /api/v1/locations` and `PUT /api/v1/locations/{id}`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocationInput {
     /// Name, unique in the tenant.
@@ -850,7 +892,7 @@ pub struct LocationInput {
 }
 
 /// A named location.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LocationView {
     /// Identifier.
     pub id: String,
@@ -867,7 +909,7 @@ fn browser() -> ClientKind {
 }
 
 /// Body of `POST /api/v1/policies/what-if`: a sign-in to evaluate.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WhatIf {
     /// The user, by ID or sign-in name.
@@ -879,6 +921,7 @@ pub struct WhatIf {
     pub ip: String,
     /// How the client signs in (default `browser`).
     #[serde(default = "browser")]
+    #[schema(value_type = String)]
     pub client_kind: ClientKind,
     /// Whether the session has a second factor.
     #[serde(default)]
@@ -886,13 +929,15 @@ pub struct WhatIf {
 }
 
 /// What the service would decide for a [`WhatIf`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WhatIfResult {
     /// `allow`, `require_mfa` or `block`: what the policies enforce.
+    #[schema(value_type = String)]
     pub effect: Effect,
     /// Why, a sentence per enforced reason.
     pub reasons: Vec<String>,
     /// What would be enforced with the report-only policies on.
+    #[schema(value_type = String)]
     pub report_only_effect: Effect,
     /// Whether the sign-in would go through now (`require_mfa` with `mfa`
     /// set goes through; so does the app's baseline below).
@@ -901,33 +946,38 @@ pub struct WhatIfResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_refuses: Option<String>,
     /// Every policy evaluated and why it applied or not.
+    #[schema(value_type = Vec<Object>)]
     pub evaluations: Vec<Evaluation>,
     /// The sign-in risk and its signals.
+    #[schema(value_type = Object)]
     pub risk: RiskAssessment,
 }
 
 /// Body of `PUT /api/v1/users/{id}/risk`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetUserRisk {
     /// `low`, `medium` or `high` (`none`: use DELETE to dismiss).
+    #[schema(value_type = String)]
     pub level: RiskLevel,
     /// Why (kept in the audit log and shown in sign-in log entries).
     pub reason: String,
 }
 
 /// The risk an administrator set for a user.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserRiskView {
     /// The user.
     pub user_id: String,
     /// The level.
+    #[schema(value_type = String)]
     pub level: RiskLevel,
     /// Why.
     pub reason: String,
     /// Who set it.
     pub set_by: String,
     /// When.
+    #[schema(value_type = i64)]
     pub set_at: UnixTime,
 }
 

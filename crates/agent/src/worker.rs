@@ -197,6 +197,7 @@ async fn work(shared: &Shared, job: &Job) {
         return;
     };
     let _running = shared.stats.start();
+    let _in_flight = postern_metrics::record::agent_validation_started();
 
     // RSA decryption (a quarter of a millisecond of CPU): off the async threads.
     let key = job.key.clone();
@@ -217,8 +218,11 @@ async fn work(shared: &Shared, job: &Job) {
         }
     };
 
+    let asked = Instant::now();
     let outcome = tokio::time::timeout_at(deadline, shared.directory.validate(&job.username, &password)).await;
     drop(password);
+    let kind = outcome.as_ref().map_or("timeout", Outcome::kind);
+    postern_metrics::record::agent_validation(kind, asked.elapsed());
     let Ok(outcome) = outcome else {
         tracing::debug!(request = %job.request_id, "the directory did not answer before the deadline");
         AgentStats::count(&shared.stats.late);

@@ -177,6 +177,7 @@ pub(crate) async fn handle(req: Request<Incoming>, apps: Arc<AppTable>, backends
         head_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "request forwarded"
     );
+    postern_metrics::record::connector_request(&ids.app, response.status().as_u16(), started.elapsed());
     response
 }
 

@@ -275,6 +275,7 @@ async fn run_slot(slot: usize, shared: Arc<Shared>) {
                     s.opened += 1;
                 });
                 let since = Instant::now();
+                let up = postern_metrics::record::connector_tunnel_up();
                 let ended = serve_tunnel(
                     io,
                     shared.apps.clone(),
@@ -283,6 +284,7 @@ async fn run_slot(slot: usize, shared: Arc<Shared>) {
                     shared.drain.clone().cancelled_owned(),
                 )
                 .await;
+                drop(up);
                 shared.status.send_modify(|s| s.up = s.up.saturating_sub(1));
                 if shared.drain.is_cancelled() {
                     tracing::info!(slot, "tunnel drained");

@@ -11,7 +11,9 @@
 //! `tenant`, `user_id` and `user` (pre-authenticated apps), `status`,
 //! `bytes_in`, `bytes_out` (body bytes), `duration_ms`, `connector` (the
 //! connector whose tunnel carried it), `outcome` (`complete`, `cancelled`,
-//! `error`, `upgraded`). Unknown values are `-`.
+//! `error`, `upgraded`). Unknown values are `-`. The same ending records the
+//! request in the metrics (`postern_app_…`, by app ID, tenant ID and status
+//! class).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -110,7 +112,10 @@ impl AccessRecord {
             .map_or(("-", "-", "-"), |(n, i, t)| (n.as_str(), i.as_str(), t.as_str()));
         let (user_id, user) = self.user.get().map_or(("-", "-"), |(i, n)| (i.as_str(), n.as_str()));
         let connector = self.connector.get().map_or("-", String::as_str);
-        let duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let elapsed = self.started.elapsed();
+        let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        postern_metrics::record::app_request(app_id, tenant, status, bytes_in, bytes_out, elapsed);
         tracing::info!(
             target: TARGET,
             request_id = %self.request_id,
@@ -123,7 +128,7 @@ impl AccessRecord {
             user_id,
             user,
             status,
-            bytes_in = self.bytes_in.load(Ordering::Relaxed),
+            bytes_in,
             bytes_out,
             duration_ms,
             connector,

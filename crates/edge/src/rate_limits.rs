@@ -151,6 +151,11 @@ pub struct Throttled {
 }
 
 impl Throttled {
+    /// Counts the refusal in `postern_rate_limited_total`.
+    fn count(&self) {
+        postern_metrics::record::rate_limited(self.limit.as_str());
+    }
+
     /// `Retry-After` in whole seconds, rounded up, at least 1.
     pub fn retry_after_secs(&self) -> u64 {
         let secs = self.retry_after.as_secs() + u64::from(self.retry_after.subsec_nanos() > 0);
@@ -364,6 +369,7 @@ impl RateLimits {
                 limit: LimitKind::Client,
                 retry_after,
             })
+            .inspect_err(Throttled::count)
     }
 
     /// Takes a token from the app's bucket (its own rate, else the
@@ -381,7 +387,8 @@ impl RateLimits {
                 .map_err(|retry_after| Throttled {
                     limit: LimitKind::App,
                     retry_after,
-                })?;
+                })
+                .inspect_err(Throttled::count)?;
         }
         if let Some(rate) = tenant_rate.or(self.settings.tenant) {
             self.tenants
@@ -389,7 +396,8 @@ impl RateLimits {
                 .map_err(|retry_after| Throttled {
                     limit: LimitKind::Tenant,
                     retry_after,
-                })?;
+                })
+                .inspect_err(Throttled::count)?;
         }
         Ok(())
     }
@@ -568,7 +576,10 @@ mod tests {
             limits.check_app("crm", None, "acme", None).unwrap_err().limit,
             LimitKind::Tenant
         );
-        assert!(limits.check_app("crm-beta", None, "beta", None).is_ok(), "another tenant");
+        assert!(
+            limits.check_app("crm-beta", None, "beta", None).is_ok(),
+            "another tenant"
+        );
         assert!(
             limits
                 .check_app("big", Some(rate(1, 100)), "gamma", Some(rate(1, 100)))

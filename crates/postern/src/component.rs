@@ -91,6 +91,11 @@ pub struct RunArgs {
     /// Allow running as root (not recommended: SEC-11).
     #[arg(long)]
     allow_root: bool,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (plain HTTP, no
+    /// authentication: keep it on loopback or a monitoring network), e.g.
+    /// `127.0.0.1:9101`; default: none.
+    #[arg(long, env = "POSTERN_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn effective_uid_is_root() -> bool {
@@ -146,21 +151,39 @@ pub async fn run(kind: ComponentKind, cmd: ComponentCommand) -> anyhow::Result<(
         ComponentCommand::Run(args) => {
             refuse_root(kind, args.allow_root)?;
             let state = state_dir(kind, &args.state);
+            let shutdown = Shutdown::listen();
+            let _metrics = serve_metrics(kind, args.metrics_listen, &shutdown).await?;
             match kind {
                 ComponentKind::Connector => {
                     if args.config.is_some() {
                         bail!("--config (POSTERN_AGENT_CONFIG) is for the agent; the connector takes none");
                     }
-                    run_connector(state, Shutdown::listen()).await
+                    run_connector(state, shutdown).await
                 }
                 ComponentKind::Agent => {
                     let config = args.config.unwrap_or_else(|| PathBuf::from(DEFAULT_AGENT_CONFIG));
-                    run_agent(state, &config, Shutdown::listen()).await
+                    run_agent(state, &config, shutdown).await
                 }
             }
         }
         ComponentCommand::Status(args) => status(kind, state_dir(kind, &args)).await,
     }
+}
+
+/// Starts the metrics listener of `--metrics-listen`, if given; it stops with
+/// the process's shutdown signal.
+async fn serve_metrics(
+    kind: ComponentKind,
+    addr: Option<std::net::SocketAddr>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Option<postern_metrics::MetricsServer>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let server = postern_metrics::MetricsServer::start(addr, kind.as_str(), Vec::new(), shutdown.0.clone())
+        .await
+        .context("--metrics-listen")?;
+    Ok(Some(server))
 }
 
 async fn register(kind: ComponentKind, args: RegisterArgs) -> anyhow::Result<()> {

@@ -26,6 +26,9 @@ pub struct ServeArgs {
     /// Address of the mTLS endpoint for connectors and agents (default 127.0.0.1:8443).
     #[arg(long)]
     pub control_listen: Option<String>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (default: none).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
     /// postgres://… to scale out (default: SQLite in the data dir).
     #[arg(long)]
     pub database_url: Option<String>,
@@ -40,6 +43,7 @@ impl ServeArgs {
             data_dir: self.data_dir.clone(),
             listen: self.listen.clone(),
             public_url: self.public_url.clone(),
+            metrics_listen: self.metrics_listen.clone(),
             database_url: self.database_url.clone(),
             log_format: self.log_format.clone(),
             control: self

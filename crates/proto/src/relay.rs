@@ -127,6 +127,23 @@ pub enum ValidationOutcome {
     Declined,
 }
 
+impl ValidationOutcome {
+    /// The wire name (`success`, `wrong_credentials`, …), for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValidationOutcome::Success => "success",
+            ValidationOutcome::WrongCredentials => "wrong_credentials",
+            ValidationOutcome::PasswordExpired => "password_expired",
+            ValidationOutcome::AccountDisabled => "account_disabled",
+            ValidationOutcome::AccountExpired => "account_expired",
+            ValidationOutcome::AccountLocked => "account_locked",
+            ValidationOutcome::MustChangePassword => "must_change_password",
+            ValidationOutcome::DirectoryUnreachable => "directory_unreachable",
+            ValidationOutcome::Declined => "declined",
+        }
+    }
+}
+
 /// `POST /v1/t/{tenant}/agent/results/{id}` body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

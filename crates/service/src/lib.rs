@@ -9,6 +9,7 @@
 mod cluster;
 pub mod config;
 mod listener;
+mod metrics;
 mod routes;
 mod tasks;
 mod tls;
@@ -67,6 +68,9 @@ pub enum ServiceError {
     /// This instance could not join the others (`[cluster]`: NATS, peers).
     #[error("cluster: {0}")]
     Cluster(String),
+    /// The metrics listener (`metrics_listen`) could not start.
+    #[error(transparent)]
+    Metrics(#[from] postern_metrics::MetricsError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServiceError {
@@ -90,6 +94,7 @@ pub struct RunningService {
     certificates: Option<Arc<tls::SniResolver>>,
     clock: SharedClock,
     cluster: Option<postern_cluster::Cluster>,
+    metrics: Option<postern_metrics::MetricsServer>,
 }
 
 impl std::fmt::Debug for RunningService {
@@ -176,6 +181,7 @@ impl RunningService {
         };
         let mut sts_config = StsConfig::new(public_url.clone());
         sts_config.risk = config.risk.clone();
+        sts_config.passwords = config.passwords;
         sts_config.pending_signins_per_tenant = config.limits.abuse.tenant_pending_signins;
         tune(&mut sts_config);
         let sts = Sts::new(store.clone(), keyring.clone(), clock.clone(), sts_config).await?;
@@ -211,12 +217,11 @@ impl RunningService {
                 },
             };
         }
-        let installation = public_url.host_str().unwrap_or("postern").to_owned();
         if let Some(v) = &config.control.minimum_component_version {
             control_config.updates.minimum_version = postern_control::UpdateSettings::parse_version(v).ok();
         }
-        let installation = public_url.host_str().unwrap_or("postern").to_owned();
         control_config.updates.check_interval = config.control.update_check;
+        let installation = public_url.host_str().unwrap_or("postern").to_owned();
         // With other instances (`[cluster]`): NATS, unique ID per start.
         let instance_id = uuid::Uuid::new_v4().simple().to_string();
         let nats = match &config.cluster {
@@ -252,6 +257,8 @@ impl RunningService {
             control.tunnels().clone(),
             postern_edge::EdgeOptions {
                 host_rules: host_rules.clone(),
+                rate_limits: config.limits.abuse.rates,
+                app_max_body_bytes: config.limits.abuse.app_max_body_bytes,
                 ..postern_edge::EdgeOptions::default()
             },
         )
@@ -264,9 +271,6 @@ impl RunningService {
         };
         let app = routes::app(&sts, &control, &edge, &config, &public_url, host_rules);
         let (shutdown, shutdown_rx) = watch::channel(false);
-        // Before any component can connect: revocations end live connections at once.
-        let revocations = control.enforce_revocations({
-            let mut stop = shutdown_rx.clone();
         // Sign-in and audit events to the SIEM, if configured.
         let exporters = postern_export::start(
             &config.export,
@@ -277,10 +281,24 @@ impl RunningService {
             &shutdown_rx,
         )
         .await?;
+        // Before any component can connect: revocations end live connections at once.
+        let revocations = control.enforce_revocations({
+            let mut stop = shutdown_rx.clone();
             async move {
                 let _ = stop.wait_for(|stopping| *stopping).await;
             }
         });
+        // Prometheus metrics on their own listener, if configured.
+        let metrics = match config.metrics_listen {
+            Some(addr) => {
+                let collector = metrics::ServiceCollector::new(store.clone(), control.clone());
+                Some(
+                    postern_metrics::MetricsServer::start(addr, "service", vec![collector], shutdown_rx.clone())
+                        .await?,
+                )
+            }
+            None => None,
+        };
         let listener = listener::Listener {
             tcp,
             tls: public_tls.as_ref().map(|t| t.acceptor.clone()),
@@ -334,7 +352,13 @@ impl RunningService {
             certificates: public_tls.map(|t| t.resolver),
             clock,
             cluster,
+            metrics,
         })
+    }
+
+    /// The address of the metrics listener, if `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(postern_metrics::MetricsServer::local_addr)
     }
 
     /// This instance's membership among several (`None`: it runs alone).
@@ -401,6 +425,9 @@ impl RunningService {
             let _ = server.await;
         }
         let _ = self.tasks.await;
+        if let Some(metrics) = self.metrics {
+            metrics.stopped().await;
+        }
         drop(self.cluster);
         self.store.close().await;
         tracing::info!("postern service stopped");

@@ -45,6 +45,7 @@ pub struct TestServiceBuilder {
     abuse_limits: Option<AbuseLimits>,
     export: Option<postern_export::ExportSettings>,
     control: Option<ControlTuning>,
+    metrics: bool,
     /// Set by [`TestCluster::instance`]: the shared database, KEK, NATS prefix
     /// and clock.
     member: Option<Member>,
@@ -82,7 +83,12 @@ impl TestCluster {
         let key = postern_keyring::random_bytes::<32>()?;
         let kek = format!("1:{}", base64::engine::general_purpose::STANDARD.encode(key));
         let token = postern_keyring::random_token()?;
-        let prefix: String = token.expose().chars().filter(char::is_ascii_alphanumeric).take(12).collect();
+        let prefix: String = token
+            .expose()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(12)
+            .collect();
         Ok(Self {
             member: Member {
                 database_url: db.url.clone(),
@@ -199,6 +205,13 @@ impl TestServiceBuilder {
         self
     }
 
+    /// Serves Prometheus metrics on an ephemeral loopback port of their own
+    /// ([`TestService::metrics_addr`]).
+    pub fn metrics(mut self) -> Self {
+        self.metrics = true;
+        self
+    }
+
     /// Starts the service on 127.0.0.1 with an ephemeral port.
     pub async fn start(self) -> Result<TestService> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -229,6 +242,9 @@ impl TestServiceBuilder {
         }
         if let Some(control) = self.control {
             control(&mut config.control);
+        }
+        if self.metrics {
+            config.metrics_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         }
         let manual = match &self.member {
             Some(member) => member.clock.clone(),
@@ -290,6 +306,7 @@ impl TestService {
             abuse_limits: None,
             export: None,
             control: None,
+            metrics: false,
             member: None,
         }
     }
@@ -301,6 +318,12 @@ impl TestService {
 
     fn running(&self) -> &RunningService {
         self.service.as_ref().expect("service is running until dropped")
+    }
+
+    /// The metrics listener's address (started with
+    /// [`TestServiceBuilder::metrics`]).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.running().metrics_addr()
     }
 
     /// The address of the public listener.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// `POST /api/v1/system/releases`: a release's manifest and signature, as
 /// `postern release sign` wrote them; the binary follows in chunks.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRelease {
     /// The manifest file's exact text.
@@ -20,7 +20,7 @@ pub struct PublishRelease {
 }
 
 /// A release.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReleaseView {
     /// Identifier.
     pub id: String,
@@ -43,11 +43,12 @@ pub struct ReleaseView {
     /// Who published it.
     pub created_by: String,
     /// When.
+    #[schema(value_type = i64)]
     pub created_at: UnixTime,
 }
 
 /// A tenant's update policy.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UpdatePolicyView {
     /// `stable` or `beta` (beta also takes stable releases).
     pub channel: String,
@@ -56,11 +57,12 @@ pub struct UpdatePolicyView {
     /// No updates at all.
     pub paused: bool,
     /// Last change.
+    #[schema(value_type = i64)]
     pub updated_at: UnixTime,
 }
 
 /// `PUT /api/v1/updates/policy`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetUpdatePolicy {
     /// `stable` or `beta`.
@@ -74,7 +76,7 @@ pub struct SetUpdatePolicy {
 }
 
 /// One update of one component.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ComponentUpdateView {
     /// Identifier.
     pub id: String,
@@ -92,17 +94,20 @@ pub struct ComponentUpdateView {
     /// What the updater or the service said.
     pub detail: String,
     /// When it was offered.
+    #[schema(value_type = i64)]
     pub started_at: UnixTime,
     /// When it ended.
+    #[schema(value_type = Option<i64>)]
     pub finished_at: Option<UnixTime>,
 }
 
 /// A component's version and its latest update.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ComponentVersionView {
     /// Identifier.
     pub id: String,
     /// Connector or agent.
+    #[schema(value_type = String)]
     pub kind: ComponentKind,
     /// Its name.
     pub name: String,
@@ -115,7 +120,7 @@ pub struct ComponentVersionView {
 }
 
 /// `GET /api/v1/updates`: the tenant's policy and its components.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UpdatesOverview {
     /// The policy.
     pub policy: UpdatePolicyView,
@@ -124,7 +129,7 @@ pub struct UpdatesOverview {
 }
 
 /// `GET /api/v1/system/versions`: how many components run each version.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldVersion {
     /// Connector or agent.
     pub kind: String,

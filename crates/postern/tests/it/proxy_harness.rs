@@ -570,6 +570,17 @@ impl ProxyBench {
     /// registration token, starts `postern connector run`, and waits until its
     /// tunnels are up.
     pub async fn start_connector(&self, name: &str, group_id: Option<&str>) -> ConnectorProcess {
+        self.start_connector_with(name, group_id, &[]).await
+    }
+
+    /// Like [`ProxyBench::start_connector`], with more flags for `postern
+    /// connector run`.
+    pub async fn start_connector_with(
+        &self,
+        name: &str,
+        group_id: Option<&str>,
+        run_flags: &[&str],
+    ) -> ConnectorProcess {
         let token = format!("ptr_{}", postern_keyring::random_token().unwrap().expose());
         let now = self.svc.now();
         self.svc
@@ -613,6 +624,7 @@ impl ProxyBench {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
             .args(["connector", "run", "--allow-root", "--state-dir"])
             .arg(&state)
+            .args(run_flags)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
