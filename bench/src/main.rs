@@ -5,6 +5,7 @@
 //! cargo run --release -p postern-bench -- pta --directory openldap --seconds 10
 //! cargo run --release -p postern-bench -- pta --directory samba
 //! cargo run --release -p postern-bench -- proxy --seconds 10 --connections 50
+//! cargo run --release -p postern-bench -- cluster --seconds 8
 //! ```
 //!
 //! The `proxy` benchmark needs nginx, wrk and rathole: `bench/scripts/install-bench-deps.sh`
@@ -13,6 +14,7 @@
 //! With `--write docs/benchmarks.md` the results replace the matching section of
 //! that file.
 
+mod cluster;
 mod proxy;
 mod pta;
 mod report;
@@ -41,6 +43,11 @@ enum Bench {
     /// (keep-alive and `Connection: close`), plus the SSE first-event delay.
     /// Set up with bench/scripts/install-bench-deps.sh.
     Proxy(proxy::ProxyArgs),
+    /// Several instances: requests per second and latency through three
+    /// instances against one in the same run, and a request forwarded to the
+    /// peer holding the tunnel against a local one (needs PostgreSQL, NATS
+    /// with JetStream and wrk).
+    Cluster(cluster::ClusterArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         match cli.bench {
             Bench::Pta(args) => pta::run(args).await,
             Bench::Proxy(args) => proxy::run(args).await,
+            Bench::Cluster(args) => cluster::run(args).await,
         }
     })
 }

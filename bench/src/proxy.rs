@@ -14,13 +14,13 @@
 //! per request), plus the delay to the first event of a server-sent-events
 //! stream, directly and through Postern. Setup: `bench/scripts/install-bench-deps.sh`.
 
-mod children;
+pub(crate) mod children;
 mod nginx;
 mod postern;
 mod probe;
 mod rathole;
 mod sse;
-mod wrk;
+pub(crate) mod wrk;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -53,6 +53,7 @@ then run a release build of the harness:\n\n\
 ```sh\n\
 cargo run --release -p postern-bench -- proxy --write docs/benchmarks.md\n\
 cargo run --release -p postern-bench -- pta --directory openldap --write docs/benchmarks.md\n\
+cargo run --release -p postern-bench -- cluster --write docs/benchmarks.md\n\
 ```\n\n\
 `--help` on each subcommand lists its flags (`proxy --only postern --seconds 3` iterates on one row). \
 A run rewrites only its own section below, between its `<!-- begin NAME -->` and `<!-- end NAME -->` \
