@@ -199,7 +199,10 @@ impl Control {
             .route("/v1/t/{tenant}/agent/queue", get(relay::queue))
             .route("/v1/t/{tenant}/agent/results/{request_id}", post(relay::result))
             .route("/v1/t/{tenant}/updates/check", post(updates::check))
-            .route("/v1/t/{tenant}/updates/releases/{release_id}/binary", get(updates::download))
+            .route(
+                "/v1/t/{tenant}/updates/releases/{release_id}/binary",
+                get(updates::download),
+            )
             .route("/v1/t/{tenant}/updates/report", post(updates::report))
             .route("/v1/t/{tenant}/updates/status", get(updates::status))
             .layer(from_fn_with_state(self.clone(), identity::identify))

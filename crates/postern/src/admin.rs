@@ -1578,7 +1578,11 @@ mod tests {
         settings.rate_limit_burst = Some(7);
         flags.apply(&mut settings);
         assert_eq!(
-            (settings.rate_limit_per_sec, settings.rate_limit_burst, settings.max_body_bytes),
+            (
+                settings.rate_limit_per_sec,
+                settings.rate_limit_burst,
+                settings.max_body_bytes
+            ),
             (Some(50), Some(7), Some(1_048_576))
         );
         let Ok(AdminCommand::Apps(AppsCommand::Update { flags, .. })) =
@@ -1588,12 +1592,24 @@ mod tests {
         };
         flags.apply(&mut settings);
         assert_eq!(
-            (settings.rate_limit_per_sec, settings.rate_limit_burst, settings.max_body_bytes),
+            (
+                settings.rate_limit_per_sec,
+                settings.rate_limit_burst,
+                settings.max_body_bytes
+            ),
             (None, None, None)
         );
         assert!(parse(&["apps", "update", "wiki", "--default-limits", "--rate-limit", "5"]).is_err());
         assert!(matches!(
-            parse(&["tenants", "limits", "beta", "--rate-limit", "100", "--max-pending-signins", "20"]),
+            parse(&[
+                "tenants",
+                "limits",
+                "beta",
+                "--rate-limit",
+                "100",
+                "--max-pending-signins",
+                "20"
+            ]),
             Ok(AdminCommand::Tenants(TenantsCommand::Limits {
                 rate_limit_per_sec: Some(100),
                 rate_limit_burst: None,

@@ -44,6 +44,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use apps::{APP_CALLBACK_PATH, App, AppLimits, AppSpec, CookieKeyRecord, ExternalScheme, Preauth, PrincipalKind};
 pub use audit::{AuditBreak, AuditEntry, AuditVerification, NewAuditEntry};
+pub use changes::StoreChange;
 pub use clients::{NewOAuthClient, OAuthClient};
 pub use components::{
     CaRecord, CertRecord, Component, ComponentKind, ConnectorGroup, NewComponent, RegistrationToken,
@@ -61,7 +62,6 @@ pub use oauth::{
 };
 pub use policies::{RecentFailure, UserRisk};
 pub use releases::{ComponentUpdate, NewRelease, Release, UpdatePolicy};
-pub use changes::StoreChange;
 pub use revocations::Revocation;
 pub use roles::Role;
 pub use sessions::Session;

@@ -66,9 +66,9 @@ on_both!(
     sessions_end_with_their_tokens,
     signing_key_rotation,
     lockout_counters,
+    lockout_reservations_hold_under_concurrency,
     audit_chain_detects_tampering,
     audit_chain_names_what_broke,
-    lockout_reservations_hold_under_concurrency,
     signin_log,
     export_follows_both_logs_in_order,
     export_cursor_claims_each_event_once,
@@ -1087,6 +1087,177 @@ async fn lockout_counters(backend: Backend) {
     assert_eq!(other_tenant.unfamiliar, LockoutState::CLEAN, "counters are per tenant");
 }
 
+/// Smart lockout's reservations (PTA-9): a burst of concurrent attempts is granted
+/// at most the threshold, failures lock the account in the same statement,
+/// reservations of a crashed instance lapse, and a late settlement gives back
+/// nothing it no longer holds.
+async fn lockout_reservations_hold_under_concurrency(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, _) = tenant_with_admin(&store, "a", "a.test").await;
+    let key = LockoutKey {
+        tenant_id: a.id.clone(),
+        account: "x@a.test".into(),
+        location: LocationClass::Unfamiliar,
+    };
+    let rules = LockoutRules {
+        threshold: 10,
+        forget_before: at(-86_400),
+        period_secs: 60,
+        max_doublings: 6,
+    };
+    let lapse = |now: UnixTime| UnixTime::from_secs(now.secs() + 120);
+
+    // 50 at once, on a row that does not exist yet: exactly the threshold is granted.
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let (store, key) = (store.clone(), key.clone());
+        burst.spawn(async move { store.reserve_lockout_attempt(&key, &rules, at(0), lapse(at(0))).await });
+    }
+    let answers: Vec<_> = burst.join_all().await.into_iter().map(Result::unwrap).collect();
+    let granted = answers
+        .iter()
+        .filter(|a| matches!(a, LockoutReservation::Granted(_)))
+        .count();
+    assert_eq!(granted, 10, "{answers:?}");
+    assert!(
+        answers.iter().all(|a| match a {
+            LockoutReservation::Granted(s) | LockoutReservation::Refused(s) => s.locked_until <= at(0),
+        }),
+        "refused as busy, not locked"
+    );
+
+    // The ten fail together: exactly one of them locks the account.
+    let mut settle = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let (store, key) = (store.clone(), key.clone());
+        settle.spawn(async move { store.settle_lockout_failure(&key, &rules, at(1), true).await });
+    }
+    let locked: Vec<_> = settle.join_all().await.into_iter().filter_map(Result::unwrap).collect();
+    assert_eq!(locked, vec![at(61)], "one failure locks, for the first period");
+    let state = store.lockout_state(&a.id, "x@a.test", key.location).await.unwrap();
+    assert_eq!((state.failures, state.lockout_count), (0, 1));
+    match store
+        .reserve_lockout_attempt(&key, &rules, at(2), lapse(at(2)))
+        .await
+        .unwrap()
+    {
+        LockoutReservation::Refused(s) => assert_eq!(s.locked_until, at(61)),
+        other => panic!("locked, yet {other:?}"),
+    }
+    let familiar = LockoutKey {
+        location: LocationClass::Familiar,
+        ..key.clone()
+    };
+    assert!(
+        matches!(
+            store
+                .reserve_lockout_attempt(&familiar, &rules, at(2), lapse(at(2)))
+                .await
+                .unwrap(),
+            LockoutReservation::Granted(_)
+        ),
+        "familiar places are counted apart"
+    );
+    store.release_lockout_attempt(&familiar).await.unwrap();
+
+    // After the period: ten reservations that are never settled (a crashed
+    // instance) hold the account until they lapse, then count for nothing.
+    for _ in 0..10 {
+        let r = store
+            .reserve_lockout_attempt(&key, &rules, at(61), lapse(at(61)))
+            .await
+            .unwrap();
+        assert!(matches!(r, LockoutReservation::Granted(_)), "{r:?}");
+    }
+    assert!(matches!(
+        store.reserve_lockout_attempt(&key, &rules, at(100), lapse(at(100))).await.unwrap(),
+        LockoutReservation::Refused(s) if s.locked_until <= at(100)
+    ));
+    let later = at(61 + 121);
+    assert!(matches!(
+        store
+            .reserve_lockout_attempt(&key, &rules, later, lapse(later))
+            .await
+            .unwrap(),
+        LockoutReservation::Granted(_)
+    ));
+    // A lapsed attempt settling late counts its failure but gives back nothing:
+    // the one live reservation stays held, so nine more fit, not ten.
+    assert_eq!(
+        store.settle_lockout_failure(&key, &rules, later, false).await.unwrap(),
+        None
+    );
+    for _ in 0..8 {
+        let r = store
+            .reserve_lockout_attempt(&key, &rules, later, lapse(later))
+            .await
+            .unwrap();
+        assert!(matches!(r, LockoutReservation::Granted(_)), "{r:?}");
+    }
+    assert!(matches!(
+        store
+            .reserve_lockout_attempt(&key, &rules, later, lapse(later))
+            .await
+            .unwrap(),
+        LockoutReservation::Refused(_)
+    ));
+
+    // Nine live reservations fail: the second lockout lasts twice as long.
+    let mut until = None;
+    for _ in 0..9 {
+        until = until.or(store.settle_lockout_failure(&key, &rules, later, true).await.unwrap());
+    }
+    assert_eq!(until, Some(UnixTime::from_secs(later.secs() + 120)));
+    assert_eq!(
+        store
+            .lockout_state(&a.id, "x@a.test", key.location)
+            .await
+            .unwrap()
+            .lockout_count,
+        2
+    );
+
+    // A right password forgets failures and lockouts; a day without failures too.
+    let free = UnixTime::from_secs(later.secs() + 121);
+    assert!(matches!(
+        store.reserve_lockout_attempt(&key, &rules, free, lapse(free)).await.unwrap(),
+        LockoutReservation::Granted(s) if s.lockout_count == 2
+    ));
+    store.settle_lockout_success(&key, true).await.unwrap();
+    let state = store.lockout_state(&a.id, "x@a.test", key.location).await.unwrap();
+    assert_eq!((state.failures, state.lockout_count), (0, 0));
+    let r = store
+        .reserve_lockout_attempt(&key, &rules, free, lapse(free))
+        .await
+        .unwrap();
+    assert!(matches!(r, LockoutReservation::Granted(_)));
+    assert_eq!(
+        store.settle_lockout_failure(&key, &rules, free, true).await.unwrap(),
+        None
+    );
+    let next_day = LockoutRules {
+        forget_before: free,
+        ..rules
+    };
+    let day = UnixTime::from_secs(free.secs() + 86_400);
+    assert!(matches!(
+        store.reserve_lockout_attempt(&key, &next_day, day, lapse(day)).await.unwrap(),
+        LockoutReservation::Granted(s) if s.failures == 0
+    ));
+    let other_tenant = LockoutKey {
+        tenant_id: "another-tenant".into(),
+        ..key.clone()
+    };
+    assert_eq!(
+        store
+            .lockout_state(&other_tenant.tenant_id, &other_tenant.account, other_tenant.location)
+            .await
+            .unwrap(),
+        LockoutState::CLEAN,
+        "nothing leaks to another tenant"
+    );
+}
+
 async fn audit_chain_detects_tampering(backend: Backend) {
     let (_db, store) = store(backend).await;
     for i in 0..5 {
@@ -1196,7 +1367,6 @@ async fn audit_chain_names_what_broke(backend: Backend) {
         v.problem.unwrap()
     );
 }
-
 
 async fn signin_log(backend: Backend) {
     let (_db, store) = store(backend).await;
@@ -1414,177 +1584,6 @@ async fn connector_groups(backend: Backend) {
         .await
         .unwrap();
     assert!(matches!(
-/// Smart lockout's reservations (PTA-9): a burst of concurrent attempts is granted
-/// at most the threshold, failures lock the account in the same statement,
-/// reservations of a crashed instance lapse, and a late settlement gives back
-/// nothing it no longer holds.
-async fn lockout_reservations_hold_under_concurrency(backend: Backend) {
-    let (_db, store) = store(backend).await;
-    let (a, _) = tenant_with_admin(&store, "a", "a.test").await;
-    let key = LockoutKey {
-        tenant_id: a.id.clone(),
-        account: "x@a.test".into(),
-        location: LocationClass::Unfamiliar,
-    };
-    let rules = LockoutRules {
-        threshold: 10,
-        forget_before: at(-86_400),
-        period_secs: 60,
-        max_doublings: 6,
-    };
-    let lapse = |now: UnixTime| UnixTime::from_secs(now.secs() + 120);
-
-    // 50 at once, on a row that does not exist yet: exactly the threshold is granted.
-    let mut burst = tokio::task::JoinSet::new();
-    for _ in 0..50 {
-        let (store, key) = (store.clone(), key.clone());
-        burst.spawn(async move { store.reserve_lockout_attempt(&key, &rules, at(0), lapse(at(0))).await });
-    }
-    let answers: Vec<_> = burst.join_all().await.into_iter().map(Result::unwrap).collect();
-    let granted = answers
-        .iter()
-        .filter(|a| matches!(a, LockoutReservation::Granted(_)))
-        .count();
-    assert_eq!(granted, 10, "{answers:?}");
-    assert!(
-        answers.iter().all(|a| match a {
-            LockoutReservation::Granted(s) | LockoutReservation::Refused(s) => s.locked_until <= at(0),
-        }),
-        "refused as busy, not locked"
-    );
-
-    // The ten fail together: exactly one of them locks the account.
-    let mut settle = tokio::task::JoinSet::new();
-    for _ in 0..10 {
-        let (store, key) = (store.clone(), key.clone());
-        settle.spawn(async move { store.settle_lockout_failure(&key, &rules, at(1), true).await });
-    }
-    let locked: Vec<_> = settle.join_all().await.into_iter().filter_map(Result::unwrap).collect();
-    assert_eq!(locked, vec![at(61)], "one failure locks, for the first period");
-    let state = store.lockout_state(&a.id, "x@a.test", key.location).await.unwrap();
-    assert_eq!((state.failures, state.lockout_count), (0, 1));
-    match store
-        .reserve_lockout_attempt(&key, &rules, at(2), lapse(at(2)))
-        .await
-        .unwrap()
-    {
-        LockoutReservation::Refused(s) => assert_eq!(s.locked_until, at(61)),
-        other => panic!("locked, yet {other:?}"),
-    }
-    let familiar = LockoutKey {
-        location: LocationClass::Familiar,
-        ..key.clone()
-    };
-    assert!(
-        matches!(
-            store
-                .reserve_lockout_attempt(&familiar, &rules, at(2), lapse(at(2)))
-                .await
-                .unwrap(),
-            LockoutReservation::Granted(_)
-        ),
-        "familiar places are counted apart"
-    );
-    store.release_lockout_attempt(&familiar).await.unwrap();
-
-    // After the period: ten reservations that are never settled (a crashed
-    // instance) hold the account until they lapse, then count for nothing.
-    for _ in 0..10 {
-        let r = store
-            .reserve_lockout_attempt(&key, &rules, at(61), lapse(at(61)))
-            .await
-            .unwrap();
-        assert!(matches!(r, LockoutReservation::Granted(_)), "{r:?}");
-    }
-    assert!(matches!(
-        store.reserve_lockout_attempt(&key, &rules, at(100), lapse(at(100))).await.unwrap(),
-        LockoutReservation::Refused(s) if s.locked_until <= at(100)
-    ));
-    let later = at(61 + 121);
-    assert!(matches!(
-        store
-            .reserve_lockout_attempt(&key, &rules, later, lapse(later))
-            .await
-            .unwrap(),
-        LockoutReservation::Granted(_)
-    ));
-    // A lapsed attempt settling late counts its failure but gives back nothing:
-    // the one live reservation stays held, so nine more fit, not ten.
-    assert_eq!(
-        store.settle_lockout_failure(&key, &rules, later, false).await.unwrap(),
-        None
-    );
-    for _ in 0..8 {
-        let r = store
-            .reserve_lockout_attempt(&key, &rules, later, lapse(later))
-            .await
-            .unwrap();
-        assert!(matches!(r, LockoutReservation::Granted(_)), "{r:?}");
-    }
-    assert!(matches!(
-        store
-            .reserve_lockout_attempt(&key, &rules, later, lapse(later))
-            .await
-            .unwrap(),
-        LockoutReservation::Refused(_)
-    ));
-
-    // Nine live reservations fail: the second lockout lasts twice as long.
-    let mut until = None;
-    for _ in 0..9 {
-        until = until.or(store.settle_lockout_failure(&key, &rules, later, true).await.unwrap());
-    }
-    assert_eq!(until, Some(UnixTime::from_secs(later.secs() + 120)));
-    assert_eq!(
-        store
-            .lockout_state(&a.id, "x@a.test", key.location)
-            .await
-            .unwrap()
-            .lockout_count,
-        2
-    );
-
-    // A right password forgets failures and lockouts; a day without failures too.
-    let free = UnixTime::from_secs(later.secs() + 121);
-    assert!(matches!(
-        store.reserve_lockout_attempt(&key, &rules, free, lapse(free)).await.unwrap(),
-        LockoutReservation::Granted(s) if s.lockout_count == 2
-    ));
-    store.settle_lockout_success(&key, true).await.unwrap();
-    let state = store.lockout_state(&a.id, "x@a.test", key.location).await.unwrap();
-    assert_eq!((state.failures, state.lockout_count), (0, 0));
-    let r = store
-        .reserve_lockout_attempt(&key, &rules, free, lapse(free))
-        .await
-        .unwrap();
-    assert!(matches!(r, LockoutReservation::Granted(_)));
-    assert_eq!(
-        store.settle_lockout_failure(&key, &rules, free, true).await.unwrap(),
-        None
-    );
-    let next_day = LockoutRules {
-        forget_before: free,
-        ..rules
-    };
-    let day = UnixTime::from_secs(free.secs() + 86_400);
-    assert!(matches!(
-        store.reserve_lockout_attempt(&key, &next_day, day, lapse(day)).await.unwrap(),
-        LockoutReservation::Granted(s) if s.failures == 0
-    ));
-    let other_tenant = LockoutKey {
-        tenant_id: "another-tenant".into(),
-        ..key.clone()
-    };
-    assert_eq!(
-        store
-            .lockout_state(&other_tenant.tenant_id, &other_tenant.account, other_tenant.location)
-            .await
-            .unwrap(),
-        LockoutState::CLEAN,
-        "nothing leaks to another tenant"
-    );
-}
-
         store.create_connector_group(&a.id, "eu", "", false, T0).await,
         Err(StoreError::Conflict(_))
     ));
@@ -2055,8 +2054,8 @@ fn app_spec(name: &str, host: &str, prefix: &str, group: &str) -> AppSpec {
         validate_backend_tls: true,
         translate_headers: true,
         translate_links: false,
-        limits: postern_store::AppLimits::default(),
         identity_headers: vec!["user".into(), "email".into()],
+        limits: postern_store::AppLimits::default(),
     }
 }
 
