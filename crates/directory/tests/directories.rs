@@ -85,6 +85,28 @@ mod openldap {
         assert!(carol.groups.is_empty());
     }
 
+    /// The sign-in page sends `name@domain`: the default filter finds the
+    /// entry by `mail`, or by `uid` from the part before the `@`.
+    #[tokio::test]
+    async fn the_default_filter_finds_uid_from_a_name_with_a_domain() {
+        let slapd = slapd().await;
+        let dir = LdapDirectory::new(&slapd.config()).unwrap();
+        let by_uid = success(dir.validate("alice", &pw(SLAPD_PASSWORD)).await);
+        let by_mail = success(dir.validate("alice@example.com", &pw(SLAPD_PASSWORD)).await);
+        let by_local_part = success(dir.validate("alice@corp.example", &pw(SLAPD_PASSWORD)).await);
+        assert_eq!(by_mail.stable_id, by_uid.stable_id);
+        assert_eq!(by_local_part.stable_id, by_uid.stable_id);
+        assert_eq!(
+            dir.validate("alice@corp.example", &pw("wrong")).await,
+            Outcome::WrongCredentials
+        );
+        // Escaped like the rest: a wildcard before the `@` matches no one.
+        assert_eq!(
+            dir.validate("*@corp.example", &pw(SLAPD_PASSWORD)).await,
+            Outcome::WrongCredentials
+        );
+    }
+
     #[tokio::test]
     async fn wrong_password_and_unknown_user() {
         let slapd = slapd().await;

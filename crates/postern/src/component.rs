@@ -441,7 +441,7 @@ impl Shutdown {
 
 /// Completes at SIGTERM or SIGINT. The handlers are installed when this is
 /// called, not when the future is first polled.
-fn signals() -> impl std::future::Future<Output = ()> + Send + 'static {
+pub(crate) fn signals() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -77,10 +77,7 @@ pub async fn run(cmd: UpdaterCommand) -> anyhow::Result<()> {
         tracing::info!(?outcome, "update round done");
         return Ok(());
     }
-    updater
-        .run(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    // `systemctl stop` sends SIGTERM: a round in progress ends cleanly.
+    updater.run(crate::component::signals()).await?;
     Ok(())
 }

@@ -161,6 +161,10 @@ impl Store {
             .await
             .db()?;
         if done.rows_affected() == 0 {
+            // Rolled back now, not when the transaction is dropped: on SQLite
+            // the DELETE took the write lock, and the next writer must not
+            // find it still held.
+            tx.rollback().await.db()?;
             return Err(StoreError::NotFound);
         }
         delete_grants(&mut tx, tenant_id, client_id).await?;

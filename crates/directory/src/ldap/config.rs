@@ -26,11 +26,12 @@ pub enum Flavor {
 }
 
 /// Default user filter for Active Directory: a person (not a computer account) by UPN,
-/// or by `sAMAccountName` (typed bare or as `DOMAIN\name`).
-pub const AD_USER_FILTER: &str =
-    "(&(objectCategory=person)(objectClass=user)(|(userPrincipalName={username})(sAMAccountName={account})))";
-/// Default user filter for OpenLDAP.
-pub const OPENLDAP_USER_FILTER: &str = "(&(objectClass=inetOrgPerson)(uid={username}))";
+/// or by `sAMAccountName` (typed bare or as `DOMAIN\name`, or the part of
+/// `name@domain` before the `@`).
+pub const AD_USER_FILTER: &str = "(&(objectCategory=person)(objectClass=user)(|(userPrincipalName={username})(sAMAccountName={account})(sAMAccountName={user})))";
+/// Default user filter for OpenLDAP: the whole name in `uid` or `mail`, or
+/// the part before the `@` in `uid` (`alice@example.com` finds `uid=alice`).
+pub const OPENLDAP_USER_FILTER: &str = "(&(objectClass=inetOrgPerson)(|(uid={username})(mail={username})(uid={user})))";
 /// Default group filter for OpenLDAP, used when an entry has no `memberOf`.
 pub const OPENLDAP_GROUP_FILTER: &str = "(&(objectClass=groupOfNames)(member={dn}))";
 
@@ -79,8 +80,9 @@ pub struct LdapConfig {
     pub bind_password: Option<SecretString>,
     /// Where user searches start (subtree).
     pub base_dn: String,
-    /// User filter with `{username}` (as typed) and `{account}` (without a `DOMAIN\`
-    /// prefix); both escaped. Defaults to [`AD_USER_FILTER`] or [`OPENLDAP_USER_FILTER`].
+    /// User filter with `{username}` (as typed), `{account}` (without a `DOMAIN\`
+    /// prefix) and `{user}` (that account without an `@domain` suffix); all
+    /// escaped. Defaults to [`AD_USER_FILTER`] or [`OPENLDAP_USER_FILTER`].
     #[serde(default)]
     pub user_filter: Option<String>,
     /// The NetBIOS domain (`EXAMPLE`): a `OTHER\name` username is then refused unasked.
@@ -179,7 +181,7 @@ impl LdapConfig {
             Flavor::ActiveDirectory => AD_USER_FILTER,
             Flavor::OpenLdap => OPENLDAP_USER_FILTER,
         });
-        let user_filter = FilterTemplate::parse(user_filter_text, &["username", "account"])
+        let user_filter = FilterTemplate::parse(user_filter_text, &["username", "account", "user"])
             .map_err(|e| problems.push(format!("user_filter: {e}")))
             .ok();
         let group_filter_text = match (&self.group_filter, self.flavor) {

@@ -91,11 +91,16 @@ pub(crate) fn account_name<'a>(username: &'a str, netbios_domain: Option<&str>) 
     }
 }
 
+/// `account` without an `@domain` suffix (the whole name when it has no `@`).
+pub(crate) fn local_part(account: &str) -> &str {
+    account.rsplit_once('@').map_or(account, |(user, _)| user)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const USER: &[&str] = &["username", "account"];
+    const USER: &[&str] = &["username", "account", "user"];
 
     fn openldap() -> FilterTemplate {
         FilterTemplate::parse("(&(objectClass=inetOrgPerson)(uid={username}))", USER).unwrap()
@@ -126,6 +131,26 @@ mod tests {
     }
 
     #[test]
+    fn the_user_placeholder_is_the_name_before_the_at() {
+        assert_eq!(local_part("alice@example.com"), "alice");
+        assert_eq!(local_part("alice"), "alice");
+        // The last `@` splits: what comes before is escaped like any value.
+        assert_eq!(local_part("a@b@example.com"), "a@b");
+        let f = FilterTemplate::parse(crate::ldap::OPENLDAP_USER_FILTER, USER).unwrap();
+        let account = "*)(uid=*@example.com";
+        let out = f.render(&[
+            ("username", account),
+            ("account", account),
+            ("user", local_part(account)),
+        ]);
+        assert_eq!(
+            out,
+            "(&(objectClass=inetOrgPerson)(|(uid=\\2a\\29\\28uid=\\2a@example.com)(mail=\\2a\\29\\28uid=\\2a@example.com)(uid=\\2a\\29\\28uid=\\2a)))"
+        );
+        assert!(ldap3::parse_filter(&out).is_ok(), "{out}");
+    }
+
+    #[test]
     fn several_placeholders() {
         let f = FilterTemplate::parse(
             "(&(objectClass=user)(|(userPrincipalName={username})(sAMAccountName={account})))",
@@ -146,7 +171,7 @@ mod tests {
                 .contains("none of")
         );
         assert!(
-            FilterTemplate::parse("(uid={user})", USER)
+            FilterTemplate::parse("(uid={login})", USER)
                 .unwrap_err()
                 .contains("unknown placeholder")
         );

@@ -101,10 +101,11 @@ impl LdapDirectory {
         let Some(account) = filter::account_name(username, self.settings.netbios_domain.as_deref()) else {
             return Ok(None);
         };
-        let filter = self
-            .settings
-            .user_filter
-            .render(&[("username", username), ("account", account)]);
+        let filter = self.settings.user_filter.render(&[
+            ("username", username),
+            ("account", account),
+            ("user", filter::local_part(account)),
+        ]);
         let attributes = self.settings.attributes.requested();
         let mut entries = self
             .pool
@@ -116,7 +117,14 @@ impl LdapDirectory {
             })
             .await?;
         if entries.len() != 1 {
-            tracing::debug!(username, matches = entries.len(), "not exactly one account matches");
+            // At INFO, so that a wrong filter shows without DEBUG; the name
+            // helps the operator find the account, and no password is near.
+            tracing::info!(
+                username,
+                matches = entries.len(),
+                "refused: the user filter matches {} accounts, not exactly one",
+                entries.len()
+            );
             return Ok(None);
         }
         Ok(entries.pop())
@@ -269,7 +277,11 @@ impl Directory for LdapDirectory {
             // Usernames stay at debug level; the operator needs the cause.
             tracing::warn!(why = %why, "directory unreachable");
         }
-        tracing::debug!(username, outcome = outcome.kind(), "directory answered");
+        match &outcome {
+            Outcome::Success(_) => tracing::debug!(username, outcome = outcome.kind(), "directory answered"),
+            Outcome::DirectoryUnreachable(_) => {}
+            _ => tracing::info!(username, outcome = outcome.kind(), "directory refused the sign-in"),
+        }
         outcome
     }
 }

@@ -492,7 +492,12 @@ async fn bad_signature_wrong_hash_truncated_download_and_downgrade_replace_nothi
     let Outcome::Failed { why, .. } = outcome else {
         panic!("{outcome:?}")
     };
-    assert!(why.contains("broke off") || why.contains("truncated"), "{why}");
+    // The service resets the HTTP/2 stream when the chunk is missing; the
+    // reset may reach the updater before the response head it follows.
+    assert!(
+        why.contains("broke off") || why.contains("truncated") || why.contains("stream error"),
+        "{why}"
+    );
     assert_untouched(&fx, &host, tunnel).await;
     assert_eq!(fx.latest_update(&host).await.state, "failed");
     fx.admin.delete_release(&release.id).await.unwrap();
