@@ -32,10 +32,10 @@ pub struct RunArgs {
     /// The binary to replace (default: this one).
     #[arg(long)]
     binary: Option<PathBuf>,
-    /// The component's systemd unit (default: postern-<component>.service).
+    /// The component's systemd unit (default: `postern-{component}.service`).
     #[arg(long)]
     unit: Option<String>,
-    /// The updater's own directory (default /var/lib/postern/updater/<component>).
+    /// The updater's own directory (default `/var/lib/postern/updater/{component}`).
     #[arg(long)]
     work_dir: Option<PathBuf>,
     /// A root-owned file (0644 or 0600) with the publisher key to trust
