@@ -288,6 +288,7 @@ async fn page_level(t: &Target, args: &PtaArgs) -> anyhow::Result<pages::PageRun
     let side = installation::DirectorySide {
         domain: t.domain,
         config: &t.config,
+        users: &t.usernames,
     };
     pages::measure(
         &postern,
@@ -314,23 +315,26 @@ fn page_tables(run: &pages::PageRun) -> String {
         .iter()
         .map(|(name, idle, peak)| format!("| postern {name} | {idle:.1} | {peak:.1} |"))
         .collect();
-    format!(
-        "CPU per sign-in through the pages, by process (ms; `utime + stime` from `/proc/<pid>/stat` over the measured window,          divided by the sign-ins in it):
-
-         | process | CPU ms per sign-in |
-|---|---|
-{}
-| **all** | **{total:.2}** |
-
-         Resident memory of the processes (MiB; idle after the first sign-in, and their peak, VmHWM, after the run):
-
-         | process | idle RSS | peak RSS |
-|---|---|---|
-{}
-",
+    [
+        "CPU per sign-in through the pages, by process (ms; `utime + stime` from \
+         `/proc/<pid>/stat` over the measured window, divided by the sign-ins in it):"
+            .to_owned(),
+        String::new(),
+        "| process | CPU ms per sign-in |".to_owned(),
+        "|---|---|".to_owned(),
         cpu.join("\n"),
+        format!("| **all** | **{total:.2}** |"),
+        String::new(),
+        "Resident memory of the processes (MiB; idle after the first sign-in, and their \
+         peak, VmHWM, after the run):"
+            .to_owned(),
+        String::new(),
+        "| process | idle RSS | peak RSS |".to_owned(),
+        "|---|---|---|".to_owned(),
         memory.join("\n"),
-    )
+        String::new(),
+    ]
+    .join("\n")
 }
 
 /// Prints the page-level figures alone (`--pages-only`).

@@ -63,6 +63,9 @@ pub struct DirectorySide<'a> {
     pub domain: &'a str,
     /// The agent's back end.
     pub config: &'a LdapConfig,
+    /// The directory users who sign in: named and assigned to the app before
+    /// their first sign-in, as an administrator would.
+    pub users: &'a [String],
 }
 
 impl Installation {
@@ -173,7 +176,23 @@ async fn prepare(
         identity_headers: Vec::new(),
         limits: postern_store::AppLimits::default(),
     };
-    store.create_app(&tenant.id, &spec, "bench-wiki", now).await?;
+    let app = store.create_app(&tenant.id, &spec, "bench-wiki", now).await?;
+    for username in directory.users {
+        // Found by name at the first sign-in, which records the directory's ID.
+        let user = store
+            .upsert_directory_user(
+                &tenant.id,
+                &format!("pending:{username}"),
+                username,
+                username,
+                None,
+                now,
+            )
+            .await?;
+        store
+            .assign_app(&tenant.id, &app.id, postern_store::PrincipalKind::User, &user.id)
+            .await?;
+    }
     for (kind, name, key_alg) in [
         (ComponentKind::Agent, "agent", KeyAlg::Rsa(AGENT_RSA_BITS)),
         (
