@@ -242,4 +242,75 @@ mod tests {
         assert_eq!(routed("/docs/../../etc/passwd"), Err(Some(PathError::AboveRoot)));
         assert_eq!(routed("/docs/..%2f..%2fetc"), Err(Some(PathError::HiddenDotSegment)));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A path segment from a small alphabet, so that prefixes overlap often.
+        fn segment() -> impl Strategy<Value = String> {
+            prop::sample::select(vec!["a", "b", "ab", "api", "docs", "a.b", "x-y"]).prop_map(str::to_owned)
+        }
+
+        /// `/` followed by segments, ending in `/`: a path prefix as the store
+        /// keeps it.
+        fn prefix() -> impl Strategy<Value = String> {
+            prop::collection::vec(segment(), 0..4).prop_map(|segs| {
+                let mut p = String::from("/");
+                for s in segs {
+                    p.push_str(&s);
+                    p.push('/');
+                }
+                p
+            })
+        }
+
+        /// A normalized request path: segments, with or without a final `/`.
+        fn path() -> impl Strategy<Value = String> {
+            (prop::collection::vec(segment(), 0..5), any::<bool>()).prop_map(|(segs, slash)| {
+                let mut p = format!("/{}", segs.join("/"));
+                if slash && !segs.is_empty() {
+                    p.push('/');
+                }
+                p
+            })
+        }
+
+        /// The model: of the prefixes the path lies under (or equals without
+        /// its final `/`), the longest, and the path below it.
+        fn naive(prefixes: &[String], path: &str) -> Option<(String, String)> {
+            prefixes
+                .iter()
+                .filter_map(|p| {
+                    if let Some(rest) = path.strip_prefix(p.as_str()) {
+                        Some((p.clone(), format!("/{rest}")))
+                    } else if p.len() > 1 && path == p.trim_end_matches('/') {
+                        Some((p.clone(), "/".to_owned()))
+                    } else {
+                        None
+                    }
+                })
+                .max_by_key(|(p, _)| p.len())
+        }
+
+        proptest! {
+            /// Routing among the apps of one host agrees with the naive model
+            /// for any set of prefixes and any path.
+            #[test]
+            fn longest_prefix_matches_the_model(
+                prefixes in prop::collection::btree_set(prefix(), 1..6),
+                path in path(),
+            ) {
+                let prefixes: Vec<String> = prefixes.into_iter().collect();
+                let mut apps: Vec<Arc<App>> = prefixes.iter().map(|p| app(p)).collect();
+                apps.sort_by_key(|a| std::cmp::Reverse(a.path_prefix.len()));
+                let routed = match route_path(&apps, &path) {
+                    Routing::App(r) => Some((r.app.path_prefix.clone(), r.path)),
+                    Routing::NoApp => None,
+                    other => panic!("{path}: {other:?}"),
+                };
+                prop_assert_eq!(routed, naive(&prefixes, &path), "path {}", path);
+            }
+        }
+    }
 }

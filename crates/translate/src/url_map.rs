@@ -696,4 +696,75 @@ mod tests {
         assert_eq!(i.map_cookie_path(e, "/"), "/docs");
         assert_eq!(i.map_cookie_path(e, "/elsewhere"), "/docs");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A base URL: scheme, one of a few hosts, maybe a port, a short path.
+        fn base() -> impl Strategy<Value = String> {
+            (
+                prop::sample::select(vec!["http", "https"]),
+                prop::sample::select(vec!["wiki.example.com", "wiki.corp.local", "10.0.0.7", "a.test"]),
+                prop::option::of(prop::sample::select(vec![80u16, 443, 8080])),
+                prop::collection::vec(prop::sample::select(vec!["app", "docs", "a", "wiki"]), 0..3),
+            )
+                .prop_map(|(scheme, host, port, segs)| {
+                    let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                    let path: String = segs.iter().map(|s| format!("{s}/")).collect();
+                    format!("{scheme}://{host}{port}/{path}")
+                })
+        }
+
+        /// What follows the base: a relative path (never starting with `/`: the
+        /// base ends in one), maybe a query and fragment.
+        fn suffix() -> impl Strategy<Value = String> {
+            (
+                "([a-z0-9._~-]{1,6}(/[a-z0-9._~-]{1,6}){0,3}/?)?",
+                prop::option::of("[a-z0-9=&]{0,8}"),
+                prop::option::of("[a-z0-9]{0,5}"),
+            )
+                .prop_map(|(path, query, fragment)| {
+                    let mut s = path;
+                    if let Some(q) = query {
+                        s.push('?');
+                        s.push_str(&q);
+                    }
+                    if let Some(f) = fragment {
+                        s.push('#');
+                        s.push_str(&f);
+                    }
+                    s
+                })
+        }
+
+        proptest! {
+            /// A URL under the internal base goes out under the external base
+            /// and comes back unchanged, absolute, scheme-relative or
+            /// root-relative; the part after the base is kept byte for byte.
+            #[test]
+            fn internal_external_internal_round_trips(
+                external in base(),
+                internal in base(),
+                rest in suffix(),
+            ) {
+                let map = UrlMap::new(&external, &internal).unwrap();
+                let (ext, int) = (map.external_base(), map.internal_base());
+                prop_assume!(ext != int);
+                let url = format!("{int}{rest}");
+                let out = map.to_external(&url);
+                prop_assert_eq!(out.clone(), Some(format!("{ext}{rest}")), "{} out", url);
+                prop_assert_eq!(map.to_internal(&format!("{ext}{rest}")), Some(url.clone()), "back");
+
+                // Root-relative: only the paths differ, so only when they do.
+                let path_of = |base: &str| base.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_default();
+                let (ext_path, int_path) = (path_of(&ext), path_of(&int));
+                if ext_path != int_path {
+                    let relative = format!("{int_path}{rest}");
+                    prop_assert_eq!(map.to_external(&relative), Some(format!("{ext_path}{rest}")));
+                    prop_assert_eq!(map.to_internal(&format!("{ext_path}{rest}")), Some(relative));
+                }
+            }
+        }
+    }
 }
