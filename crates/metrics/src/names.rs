@@ -1,6 +1,6 @@
 //! The name, type and help text of every series, in one place: the recording
 //! hooks ([`crate::record`]), the scrape-time collectors and
-//! `docs/operations.md` ("Metrics") all use these.
+//! `docs/operations.md` ("Metrics") follow these.
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
