@@ -48,6 +48,43 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(GroupView::from(&group))))
 }
 
+/// `POST /api/v1/groups/directory`: makes sure a directory group of this name
+/// exists before any member signs in, so it can be assigned now. A
+/// pass-through sign-in whose agent reports a group of exactly this name
+/// (case counts) makes the user a member. 201 when made, 200 when it was
+/// there already; 409 when a cloud group has the name (a cloud group never
+/// stands in for a directory one).
+pub(crate) async fn ensure_directory(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Body(req): Body<CreateGroup>,
+) -> Result<(StatusCode, Json<GroupView>), ApiError> {
+    let mut problems = Problems::new();
+    let name = check_text(&mut problems, "name", &req.name, MAX_NAME);
+    let description = if req.description.is_empty() {
+        "From the on-prem directory".to_owned()
+    } else {
+        check_description(&mut problems, &req.description)
+    };
+    problems.finish()?;
+    let (group, made) = sts
+        .store()
+        .ensure_directory_group(&caller.tenant.id, &name, &description, sts.now())
+        .await?;
+    if !made {
+        return Ok((StatusCode::OK, Json(GroupView::from(&group))));
+    }
+    caller
+        .audit(
+            &sts,
+            "group.create_directory",
+            format!("group:{}", group.id),
+            json!({ "name": group.name }),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(GroupView::from(&group))))
+}
+
 /// `GET /api/v1/groups/{id}`.
 pub(crate) async fn show(
     State(sts): State<Arc<Sts>>,

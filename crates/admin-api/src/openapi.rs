@@ -211,6 +211,13 @@ static OPERATIONS: &[OpDoc] = &[
         Answer::Json(201, one::<UserView>),
     ),
     doc(
+        Post,
+        "/api/v1/users/directory",
+        "Name a directory user before their first sign-in",
+        Request::Json(one::<NameDirectoryUser>),
+        Answer::Json(201, one::<UserView>),
+    ),
+    doc(
         Get,
         "/api/v1/users/{id}",
         "Show a user",
@@ -291,6 +298,13 @@ static OPERATIONS: &[OpDoc] = &[
         Post,
         "/api/v1/groups",
         "Create a group",
+        Request::Json(one::<CreateGroup>),
+        Answer::Json(201, one::<GroupView>),
+    ),
+    doc(
+        Post,
+        "/api/v1/groups/directory",
+        "Name a directory group before any member signs in (200 if it exists already)",
         Request::Json(one::<CreateGroup>),
         Answer::Json(201, one::<GroupView>),
     ),

@@ -147,6 +147,9 @@ static ROUTES: &[RouteSpec] = &[
     // Users.
     route(Get, "/api/v1/users", GLOBAL_ADMIN, |m| on(m, users::list)),
     route(Post, "/api/v1/users", GLOBAL_ADMIN, |m| on(m, users::create)),
+    route(Post, "/api/v1/users/directory", GLOBAL_ADMIN, |m| {
+        on(m, users::name_directory_user)
+    }),
     route(Get, "/api/v1/users/{id}", GLOBAL_ADMIN, |m| on(m, users::show)),
     route(Patch, "/api/v1/users/{id}", GLOBAL_ADMIN, |m| on(m, users::update)),
     route(Delete, "/api/v1/users/{id}", GLOBAL_ADMIN, |m| on(m, users::delete)),
@@ -173,6 +176,9 @@ static ROUTES: &[RouteSpec] = &[
     // Groups.
     route(Get, "/api/v1/groups", GLOBAL_ADMIN, |m| on(m, groups::list)),
     route(Post, "/api/v1/groups", GLOBAL_ADMIN, |m| on(m, groups::create)),
+    route(Post, "/api/v1/groups/directory", GLOBAL_ADMIN, |m| {
+        on(m, groups::ensure_directory)
+    }),
     route(Get, "/api/v1/groups/{id}", GLOBAL_ADMIN, |m| on(m, groups::show)),
     route(Delete, "/api/v1/groups/{id}", GLOBAL_ADMIN, |m| on(m, groups::delete)),
     route(Get, "/api/v1/groups/{id}/members", GLOBAL_ADMIN, |m| {

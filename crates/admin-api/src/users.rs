@@ -17,7 +17,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::input::{Body, Problems, check_text};
 use crate::views;
-use crate::wire::{CreateUser, SetPassword, UpdateUser, UserView};
+use crate::wire::{CreateUser, NameDirectoryUser, SetPassword, UpdateUser, UserView};
 
 /// Longest display name.
 const MAX_DISPLAY_NAME: usize = 100;
@@ -110,6 +110,67 @@ pub(crate) async fn create(
                 "has_password": user.password_hash.is_some(),
                 "mfa_required": user.mfa_required,
             }),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(UserView::from(&user))))
+}
+
+/// `POST /api/v1/users/directory`: a directory account named before its first
+/// sign-in, in a verified pass-through domain of the tenant. Without it a
+/// directory user exists only after signing in once, so nothing can be
+/// assigned to them before; the first pass-through sign-in under this name
+/// adopts the account ([`postern_store::Store::name_directory_user`]).
+pub(crate) async fn name_directory_user(
+    State(sts): State<Arc<Sts>>,
+    caller: Caller,
+    Body(req): Body<NameDirectoryUser>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    let tenant_id = &caller.tenant.id;
+    let username = normalize_username(&req.username);
+    let mut problems = Problems::new();
+    match username.rsplit_once('@') {
+        None => problems.add("username must look like name@domain."),
+        Some((_, domain)) => {
+            problems.check(postern_sts::validate_username(&username, domain));
+            match sts.store().domain(tenant_id, domain).await {
+                Ok(d) if !d.verified => problems.add(format!(
+                    "{domain} is not verified yet; directory users can only be named in verified pass-through domains."
+                )),
+                Ok(d) if d.auth_mode != DomainAuthMode::Passthrough => problems.add(format!(
+                    "{domain} is not a pass-through domain (its passwords are kept here); \
+                     create a cloud user instead, or set the domain's auth mode to passthrough."
+                )),
+                Ok(_) => {}
+                Err(StoreError::NotFound) => problems.add(format!("{domain} is not a domain of this tenant.")),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let display_name = check_text(
+        &mut problems,
+        "display_name",
+        req.display_name.as_deref().unwrap_or(&username),
+        MAX_DISPLAY_NAME,
+    );
+    let email = req.email.as_deref().map(|e| check_email(&mut problems, e));
+    problems.finish()?;
+    let user = sts
+        .store()
+        .name_directory_user(
+            tenant_id,
+            &username,
+            &display_name,
+            email.as_deref(),
+            req.mfa_required,
+            sts.now(),
+        )
+        .await?;
+    caller
+        .audit(
+            &sts,
+            "user.name_directory",
+            format!("user:{}", user.id),
+            json!({ "username": user.username, "mfa_required": user.mfa_required }),
         )
         .await?;
     Ok((StatusCode::CREATED, Json(UserView::from(&user))))

@@ -267,6 +267,28 @@ pub struct CreateUser {
     pub mfa_required: bool,
 }
 
+/// `POST /api/v1/users/directory`: a directory account named before its
+/// first sign-in, so apps and groups can be assigned to it now. The first
+/// pass-through sign-in under this name adopts the account (same ID, same
+/// assignments) and records its stable directory ID.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NameDirectoryUser {
+    /// Sign-in name as the directory reports it (the UPN), in a verified
+    /// pass-through domain of the tenant.
+    pub username: String,
+    /// Name shown to people until the first sign-in brings the directory's
+    /// (default: the username).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Email address until the first sign-in brings the directory's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Whether the user must always complete MFA.
+    #[serde(default)]
+    pub mfa_required: bool,
+}
+
 /// `PATCH /api/v1/users/{id}`: fields to change; absent fields stay as they are.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

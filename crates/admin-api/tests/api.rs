@@ -340,6 +340,7 @@ DELETE /api/v1/domains/{name} global_administrator
 POST /api/v1/domains/{name}/verify global_administrator
 GET /api/v1/users global_administrator
 POST /api/v1/users global_administrator
+POST /api/v1/users/directory global_administrator
 GET /api/v1/users/{id} global_administrator
 PATCH /api/v1/users/{id} global_administrator
 DELETE /api/v1/users/{id} global_administrator
@@ -352,6 +353,7 @@ PUT /api/v1/users/{id}/roles/{role} global_administrator
 DELETE /api/v1/users/{id}/roles/{role} global_administrator
 GET /api/v1/groups global_administrator
 POST /api/v1/groups global_administrator
+POST /api/v1/groups/directory global_administrator
 GET /api/v1/groups/{id} global_administrator
 DELETE /api/v1/groups/{id} global_administrator
 GET /api/v1/groups/{id}/members global_administrator

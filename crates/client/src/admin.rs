@@ -9,9 +9,9 @@ use postern_admin_api::wire::{
     AppSettings, AppView, AssignApp, AssignmentView, AuditChainStatus, AuditQuery, AuditView, ClientCreated,
     ClientView, ComponentView, ConnectorGroupDetail, ConnectorGroupView, CookieKeyRotated, CreateClient,
     CreateConnectorGroup, CreateDomain, CreateGroup, CreateRegistrationToken, CreateTenant, CreateUser, DomainView,
-    ErrorBody, GroupView, Me, MoveConnector, RegistrationTokenCreated, RotateCookieKey, SetPassword, SigninQuery,
-    SigninView, SigningKeyRotated, TenantCreated, TenantView, UpdateDomain, UpdateTenantSettings, UpdateUser,
-    UserRoles, UserView,
+    ErrorBody, GroupView, Me, MoveConnector, NameDirectoryUser, RegistrationTokenCreated, RotateCookieKey, SetPassword,
+    SigninQuery, SigninView, SigningKeyRotated, TenantCreated, TenantView, UpdateDomain, UpdateTenantSettings,
+    UpdateUser, UserRoles, UserView,
 };
 use postern_admin_api::wire::{
     LocationInput, LocationView, PolicyInput, PolicyView, SetUserRisk, UserRiskView, WhatIf, WhatIfResult,
@@ -213,6 +213,12 @@ impl AdminClient {
         self.call(Method::POST, &["users"], Some(request)).await
     }
 
+    /// `POST /users/directory`: a directory user named before their first
+    /// sign-in.
+    pub async fn name_directory_user(&self, request: &NameDirectoryUser) -> Result<UserView, ClientError> {
+        self.call(Method::POST, &["users", "directory"], Some(request)).await
+    }
+
     /// `GET /users/{id}`.
     pub async fn user(&self, id: &str) -> Result<UserView, ClientError> {
         self.call(Method::GET, &["users", id], NO_BODY).await
@@ -268,6 +274,12 @@ impl AdminClient {
     /// `POST /groups`.
     pub async fn create_group(&self, request: &CreateGroup) -> Result<GroupView, ClientError> {
         self.call(Method::POST, &["groups"], Some(request)).await
+    }
+
+    /// `POST /groups/directory`: a directory group named before any member
+    /// signs in (the existing one if it is there already).
+    pub async fn ensure_directory_group(&self, request: &CreateGroup) -> Result<GroupView, ClientError> {
+        self.call(Method::POST, &["groups", "directory"], Some(request)).await
     }
 
     /// `GET /groups/{id}`.

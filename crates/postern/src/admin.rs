@@ -13,7 +13,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use postern_client::wire::{
     AppSettings, AppView, AuditChainStatus, AuditQuery, ClientType, ComponentView, CreateClient, CreateConnectorGroup,
-    CreateGroup, CreateRegistrationToken, CreateTenant, CreateUser, SigninQuery, UpdateTenantSettings, UpdateUser,
+    CreateGroup, CreateRegistrationToken, CreateTenant, CreateUser, NameDirectoryUser, SigninQuery,
+    UpdateTenantSettings, UpdateUser,
 };
 use postern_client::{
     AdminClient, ClientError, CredentialFile, Credentials, DEFAULT_MAX_WAIT, DEFAULT_TIMEOUT, Issuer, PublicClient,
@@ -254,10 +255,17 @@ pub enum UsersCommand {
         /// ID or username.
         user: String,
     },
-    /// Create a cloud user in a verified domain.
+    /// Create a cloud user in a verified domain, or with --directory name a
+    /// directory user of a pass-through domain before their first sign-in.
     Create {
-        /// Sign-in name, someone@domain.
+        /// Sign-in name, someone@domain (for --directory: the UPN the
+        /// directory reports).
         username: String,
+        /// A directory user of a verified pass-through domain, named ahead so
+        /// apps and groups can be assigned now; their first sign-in through an
+        /// agent adopts the account.
+        #[arg(long, conflicts_with = "password_stdin")]
+        directory: bool,
         /// Name shown to people (default: the username).
         #[arg(long)]
         display_name: Option<String>,
@@ -326,10 +334,16 @@ pub enum UsersCommand {
 pub enum GroupsCommand {
     /// List the groups.
     List,
-    /// Create a group.
+    /// Create a group, or with --directory name a directory group before any
+    /// member signs in.
     Create {
-        /// Unique name.
+        /// Unique name (for --directory: exactly as the agent reports it).
         name: String,
+        /// A directory group: a pass-through sign-in whose agent reports this
+        /// group name makes the user a member. Answers the existing one if it
+        /// is there already.
+        #[arg(long)]
+        directory: bool,
         /// Free text.
         #[arg(long, default_value = "")]
         description: String,
@@ -964,6 +978,23 @@ async fn users(client: &AdminClient, cmd: UsersCommand) -> anyhow::Result<()> {
         UsersCommand::Show { user } => print_json(&client.user(&user_id(client, &user).await?).await?),
         UsersCommand::Create {
             username,
+            directory: true,
+            display_name,
+            email,
+            mfa_required,
+            password_stdin: _,
+        } => {
+            let request = NameDirectoryUser {
+                username,
+                display_name,
+                email,
+                mfa_required,
+            };
+            print_json(&client.name_directory_user(&request).await?)
+        }
+        UsersCommand::Create {
+            username,
+            directory: false,
             display_name,
             email,
             mfa_required,
@@ -1033,9 +1064,20 @@ async fn update_user(client: &AdminClient, user: &str, update: UpdateUser) -> an
 async fn groups(client: &AdminClient, cmd: GroupsCommand) -> anyhow::Result<()> {
     match cmd {
         GroupsCommand::List => print_json(&client.groups().await?),
-        GroupsCommand::Create { name, description } => {
-            print_json(&client.create_group(&CreateGroup { name, description }).await?)
-        }
+        GroupsCommand::Create {
+            name,
+            description,
+            directory: false,
+        } => print_json(&client.create_group(&CreateGroup { name, description }).await?),
+        GroupsCommand::Create {
+            name,
+            description,
+            directory: true,
+        } => print_json(
+            &client
+                .ensure_directory_group(&CreateGroup { name, description })
+                .await?,
+        ),
         GroupsCommand::Show { group } => print_json(&client.group(&group_id(client, &group).await?).await?),
         GroupsCommand::Delete { group } => {
             let id = group_id(client, &group).await?;

@@ -88,6 +88,12 @@ impl TryFrom<String> for UserSource {
     }
 }
 
+/// The placeholder stable ID of a directory account named before its first
+/// sign-in ([`Store::name_directory_user`]); the first sign-in replaces it.
+pub fn pending_external_id(username: &str) -> String {
+    format!("pending:{}", normalize_username(username))
+}
+
 /// A user account.
 #[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct User {
@@ -712,6 +718,92 @@ impl Store {
     }
 
     // ---- directory accounts (pass-through authentication) ---------------------
+
+    /// Names a directory account before its first sign-in, so apps and groups
+    /// can be assigned to it now. Its stable directory ID is not known yet: the
+    /// account holds a placeholder ([`pending_external_id`]) until the first
+    /// pass-through sign-in finds it by name ([`Store::upsert_directory_user`])
+    /// and records the real one, keeping the account's ID and assignments.
+    /// A name already taken, by any account, is a conflict.
+    pub async fn name_directory_user(
+        &self,
+        tenant_id: &str,
+        username: &str,
+        display_name: &str,
+        email: Option<&str>,
+        mfa_required: bool,
+        now: UnixTime,
+    ) -> Result<User, StoreError> {
+        let username = normalize_username(username);
+        let mut new = NewUser::cloud(&username, display_name, None);
+        new.source = UserSource::Directory;
+        new.external_id = Some(pending_external_id(&username));
+        new.email = email.map(str::to_owned);
+        new.mfa_required = mfa_required;
+        self.create_user(tenant_id, new, now).await
+    }
+
+    /// Makes sure a directory group `name` exists before any member signs in,
+    /// so it can be assigned now; a pass-through sign-in whose agent reports a
+    /// group of exactly this name makes the user a member
+    /// ([`Store::set_directory_groups`]). Answers the group and whether it was
+    /// made now. A cloud group of the same name is a conflict: names are
+    /// unique within a tenant, and a cloud group never stands in for a
+    /// directory one.
+    pub async fn ensure_directory_group(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        description: &str,
+        now: UnixTime,
+    ) -> Result<(Group, bool), StoreError> {
+        if let Some(g) = self.directory_group_named(tenant_id, name).await? {
+            return Ok((g, false));
+        }
+        let id = new_id();
+        let inserted = sqlx::query(
+            "INSERT INTO groups (id, tenant_id, name, description, source, external_id, created_at) \
+             VALUES ($1, $2, $3, $4, 'directory', NULL, $5)",
+        )
+        .bind(&id)
+        .bind(tenant_id)
+        .bind(name)
+        .bind(description)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx);
+        match inserted {
+            Ok(_) => Ok((self.group(tenant_id, &id).await?, true)),
+            // Made at the same moment, by a sign-in or another administrator.
+            Err(StoreError::Conflict(_)) => match self.directory_group_named(tenant_id, name).await? {
+                Some(g) => Ok((g, false)),
+                None => Err(StoreError::Conflict(format!("group {name} exists"))),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The directory group `name`, if there is one; a conflict if the name is
+    /// a cloud group's.
+    async fn directory_group_named(&self, tenant_id: &str, name: &str) -> Result<Option<Group>, StoreError> {
+        let existing = sqlx::query_as::<_, Group>(concat!(
+            "SELECT ",
+            group_columns!(),
+            " FROM groups WHERE tenant_id = $1 AND name = $2"
+        ))
+        .bind(tenant_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .db()?;
+        match existing {
+            Some(g) if g.source == UserSource::Cloud => Err(StoreError::Conflict(format!(
+                "{name} is a cloud group; a directory group cannot have the same name"
+            ))),
+            other => Ok(other),
+        }
+    }
 
     /// Creates or updates a directory account after a pass-through sign-in: found
     /// by its stable directory ID (so a rename in the directory follows), else by

@@ -50,7 +50,9 @@ pub use components::{
     CaRecord, CertRecord, Component, ComponentKind, ConnectorGroup, NewComponent, RegistrationToken,
     RevokedCertificate, SerialStatus,
 };
-pub use directory::{Domain, DomainAuthMode, Group, NewUser, User, UserSource, UserUpdate, normalize_username};
+pub use directory::{
+    Domain, DomainAuthMode, Group, NewUser, User, UserSource, UserUpdate, normalize_username, pending_external_id,
+};
 pub use error::StoreError;
 pub use export::{ExportStream, NamedAuditEntry, NumberedSignin};
 pub use flows::FlowRecord;

@@ -156,7 +156,7 @@ async fn ensure_directory_user(sts: &Sts, tenant: &Tenant, user: &UserRecord) ->
         Err(e) => return Err(e.into()),
     }
     let now = sts.now();
-    let pending_id = format!("pending:{}", user.username);
+    let pending_id = postern_store::pending_external_id(&user.username);
     let made = store
         .upsert_directory_user(&tenant.id, &pending_id, &user.username, &user.display_name, None, now)
         .await

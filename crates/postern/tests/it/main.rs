@@ -15,6 +15,7 @@ mod components;
 mod connection_deadlines;
 mod cross_tenant;
 mod demo;
+mod directory_ahead;
 mod limits;
 mod lockout;
 mod logs;
