@@ -835,6 +835,10 @@ async fn login(file: &CredentialFile, args: LoginArgs) -> anyhow::Result<()> {
         authorization.verification_url(),
         authorization.user_code
     );
+    eprintln!(
+        "Waiting for the sign-in (up to {} minutes; Ctrl-C gives up)…",
+        DEFAULT_MAX_WAIT.as_secs() / 60
+    );
     let tokens = oauth.wait_for_device_tokens(&authorization, DEFAULT_MAX_WAIT).await?;
     let credentials = Credentials::new(&issuer, CLI_CLIENT_ID, tokens, SystemClock.now());
     let server = credentials.server.clone();
@@ -1454,8 +1458,57 @@ fn broken_chain_message(status: &AuditChainStatus) -> String {
 /// Prints a result as pretty JSON on stdout.
 #[allow(clippy::print_stdout)] // stdout carries the command's result, for people and scripts.
 fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    let mut value = serde_json::to_value(value)?;
+    // People at a terminal read dates; a script reading a pipe gets the API's
+    // own JSON (Unix seconds), which it can parse into the wire types.
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        times_as_dates(&mut value);
+    }
+    println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(())
+}
+
+/// Whether a field of this name holds a point in time (Unix seconds on the
+/// wire): `created_at`, `locked_until`, `not_after`, `at`, …
+fn is_time_field(name: &str) -> bool {
+    name.ends_with("_at")
+        || name.ends_with("_until")
+        || matches!(name, "at" | "since" | "not_after" | "not_before" | "expires" | "expiry")
+}
+
+/// Rewrites every time field of `value` from Unix seconds to an RFC 3339 date
+/// in UTC (`2026-12-05T22:38:37Z`), so that people read dates, not numbers.
+/// Numbers that are not plausible times (before 2001 or after 2286) are left
+/// as they are.
+fn times_as_dates(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Object(fields) => {
+            for (name, field) in fields.iter_mut() {
+                let date = match &*field {
+                    Value::Number(n) if is_time_field(name) => n.as_i64().and_then(rfc3339),
+                    _ => None,
+                };
+                match date {
+                    Some(date) => *field = Value::String(date),
+                    None => times_as_dates(field),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(times_as_dates),
+        _ => {}
+    }
+}
+
+/// `secs` as an RFC 3339 date in UTC, if it is a plausible time.
+fn rfc3339(secs: i64) -> Option<String> {
+    if !(1_000_000_000..10_000_000_000).contains(&secs) {
+        return None;
+    }
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
 
 /// Prints a secret the user asked for (a new registration token) alone on
@@ -1480,6 +1533,26 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<AdminCommand, clap::Error> {
         Cli::try_parse_from(std::iter::once("admin").chain(args.iter().copied())).map(|c| c.command)
+    }
+
+    #[test]
+    fn times_print_as_dates() {
+        let mut v = serde_json::json!({
+            "created_at": 1_764_974_317,
+            "locked_until": 1_764_974_317,
+            "lockout_threshold": 10,
+            "size": 1_764_974_317,
+            "expires_at": 0,
+            "items": [{"at": 1_700_000_000, "expires_at": null}],
+        });
+        times_as_dates(&mut v);
+        assert_eq!(v["created_at"], "2025-12-05T22:38:37Z");
+        assert_eq!(v["locked_until"], "2025-12-05T22:38:37Z");
+        assert_eq!(v["lockout_threshold"], 10, "not a time field");
+        assert_eq!(v["size"], 1_764_974_317, "not a time field");
+        assert_eq!(v["expires_at"], 0, "not a plausible time: left as it is");
+        assert_eq!(v["items"][0]["at"], "2023-11-14T22:13:20Z");
+        assert!(v["items"][0]["expires_at"].is_null());
     }
 
     #[test]

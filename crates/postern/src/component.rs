@@ -259,6 +259,10 @@ async fn approval(kind: ComponentKind, args: &RegisterArgs, name: &str) -> anyho
         authorization.verification_url(),
         authorization.user_code
     );
+    eprintln!(
+        "Waiting for the approval (up to {} minutes; Ctrl-C gives up)…",
+        SIGN_IN_WAIT.as_secs() / 60
+    );
     let tokens = client.wait_for_device_tokens(&authorization, SIGN_IN_WAIT).await?;
     Ok(tokens.access_token)
 }
