@@ -158,7 +158,8 @@ pub struct AgentOptions {
     pub reconnect_min: Duration,
     /// Longest wait before reconnecting.
     pub reconnect_max: Duration,
-    /// A queue connection that stayed up this long resets the reconnect backoff.
+    /// A queue connection that stayed up this long resets the reconnect backoff,
+    /// and its end is followed by a reconnection at once (small jitter).
     pub stable_after: Duration,
     /// How long validations in flight may take to finish at shutdown.
     pub drain_grace: Duration,
@@ -170,9 +171,9 @@ impl Default for AgentOptions {
     fn default() -> Self {
         Self {
             max_in_flight: None,
-            reconnect_min: Duration::from_secs(1),
+            reconnect_min: Duration::from_millis(250),
             reconnect_max: Duration::from_secs(60),
-            stable_after: Duration::from_secs(60),
+            stable_after: Duration::from_secs(5),
             drain_grace: Duration::from_secs(10),
             renewal_retry_max: Duration::from_secs(300),
         }
@@ -486,7 +487,8 @@ impl Runner {
                 })
                 .await?
         };
-        if connected_at.elapsed() >= self.options.stable_after {
+        let stable = connected_at.elapsed() >= self.options.stable_after;
+        if stable {
             self.backoff.reset();
         }
         match leave {
@@ -507,7 +509,18 @@ impl Runner {
                 self.status.send_modify(|s| s.last_disconnect = Some(why));
                 cred.fresh = false;
                 *credential = Some(cred);
-                Ok(Retry::AfterPause)
+                // The service ended the stream (it is going away, or restarted)
+                // or a connection that was up a while broke: back at once, after
+                // a small jitter; the backoff applies if that fails. A stream
+                // ended as soon as it opened waits its backoff (no tight loop).
+                let ended_cleanly =
+                    matches!(end, StreamEnd::Closed) && connected_at.elapsed() >= Duration::from_secs(1);
+                if stable || ended_cleanly {
+                    stops.until(tokio::time::sleep(Backoff::soon())).await?;
+                    Ok(Retry::Now)
+                } else {
+                    Ok(Retry::AfterPause)
+                }
             }
         }
     }

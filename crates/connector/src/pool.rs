@@ -1,5 +1,6 @@
 //! A few tunnels kept open to the service: each slot dials, serves until its
-//! connection ends, and dials again after a jittered backoff that resets once a
+//! connection ends, and dials again: at once (small jitter) when the tunnel had
+//! stayed up a while, else after a jittered backoff that resets once a
 //! connection has stayed up a while. A refusal of the certificate (401/403) stops
 //! the slot and is reported; a drain sends GOAWAY on every tunnel and lets
 //! requests finish.
@@ -64,11 +65,13 @@ pub struct PoolOptions {
     pub tls_timeout: Duration,
     /// Deadline of the upgrade (request sent to `101` received). Default 10 s.
     pub upgrade_timeout: Duration,
-    /// Shortest wait before redialling. Default 1 s.
+    /// Shortest wait before redialling after a failed dial. Default 250 ms. (A
+    /// tunnel that was up and ended is redialled at once, after a small jitter:
+    /// [`Backoff::soon`].)
     pub backoff_min: Duration,
     /// Longest wait before redialling. Default 60 s.
     pub backoff_max: Duration,
-    /// A tunnel up at least this long resets the backoff. Default 30 s.
+    /// A tunnel up at least this long resets the backoff. Default 5 s.
     pub stable_after: Duration,
     /// HTTP/2 settings, heartbeats and drain grace of each tunnel.
     pub tunnel: TunnelOptions,
@@ -81,9 +84,9 @@ impl Default for PoolOptions {
             connect_timeout: Duration::from_secs(10),
             tls_timeout: Duration::from_secs(10),
             upgrade_timeout: Duration::from_secs(10),
-            backoff_min: Duration::from_secs(1),
+            backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(60),
-            stable_after: Duration::from_secs(30),
+            stable_after: Duration::from_secs(5),
             tunnel: TunnelOptions::default(),
         }
     }
@@ -290,6 +293,8 @@ async fn run_slot(slot: usize, shared: Arc<Shared>) {
                     tracing::info!(slot, "tunnel drained");
                     return;
                 }
+                // Closed cleanly (the service went away: GOAWAY) after a moment up.
+                let went_away = ended.is_ok() && since.elapsed() >= Duration::from_secs(1);
                 match ended {
                     Ok(()) => tracing::info!(slot, "tunnel closed by the service; redialling"),
                     Err(e) => {
@@ -297,8 +302,19 @@ async fn run_slot(slot: usize, shared: Arc<Shared>) {
                         shared.status.send_modify(|s| s.last_error = Some(e.to_string()));
                     }
                 }
+                // A tunnel that stayed up a while, or that the service closed
+                // because it is going away, is dialled again at once (small
+                // jitter); one that ended soon after it came up waits its
+                // backoff, so a service that closes every tunnel at once is not
+                // dialled in a tight loop.
                 if since.elapsed() >= options.stable_after {
                     backoff.reset();
+                }
+                if since.elapsed() >= options.stable_after || went_away {
+                    if wait_or_drain(Backoff::soon(), &shared.drain).await {
+                        return;
+                    }
+                    continue;
                 }
             }
             Err(e) if !e.is_retryable() => {

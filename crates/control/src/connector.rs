@@ -207,6 +207,15 @@ pub(crate) async fn watch(
             }));
         }
         let wait = (deadline - now).min(WATCH_POLL);
-        let _ = tokio::time::timeout(wait, notified).await;
+        tokio::select! {
+            _ = tokio::time::timeout(wait, notified) => {}
+            // Shutting down: "no change" now, so the watch does not hold the
+            // listener's drain; the connector asks again elsewhere.
+            () = control.going_away() => {
+                return Ok(Json(ConfigVersion {
+                    config_version: group.config_version,
+                }));
+            }
+        }
     }
 }

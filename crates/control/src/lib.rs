@@ -111,6 +111,8 @@ pub struct Control {
     tunnels: Arc<postern_tunnel::TunnelRegistry>,
     /// Woken when every live connection must recheck its component at once.
     recheck: tokio::sync::Notify,
+    /// Turns true when the service is shutting down: long-lived streams end.
+    going_away: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Control {
@@ -149,7 +151,23 @@ impl Control {
             relay,
             tunnels,
             recheck: tokio::sync::Notify::new(),
+            going_away: tokio::sync::watch::channel(false).0,
         }))
+    }
+
+    /// Tells the components this service is going away (it is shutting down):
+    /// agents' queue streams end (an agent reconnects at once, to the next
+    /// process or another instance) and configuration watches answer at once.
+    /// Tunnels are closed separately, once user requests are done
+    /// ([`postern_tunnel::TunnelRegistry::go_away`]).
+    pub fn go_away(&self) {
+        self.going_away.send_replace(true);
+    }
+
+    /// Completes once [`Control::go_away`] was called.
+    pub(crate) async fn going_away(&self) {
+        let mut going = self.going_away.subscribe();
+        let _ = going.wait_for(|g| *g).await;
     }
 
     /// TLS settings of the control listener (client certificates required).

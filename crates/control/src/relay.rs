@@ -1,7 +1,8 @@
 //! The agents' side of the relay on the mTLS endpoint (PTA-4, PTA-5): bootstrap
 //! (a short-lived credential for the tenant's queue only), the queue stream
-//! (newline-delimited JSON, heartbeats, closed when the credential expires, and
-//! at once when the agent or its tenant is removed: [`crate::revocation`]), and
+//! (newline-delimited JSON, heartbeats, closed when the credential expires, at
+//! once when the agent or its tenant is removed: [`crate::revocation`], and when
+//! the service shuts down: [`Control::go_away`]), and
 //! results (including an agent's "declined": the request moves on at once).
 
 use std::sync::Arc;
@@ -95,6 +96,11 @@ async fn next_line(mut s: StreamState) -> Option<(Result<Bytes, std::convert::In
             }
             _ = s.heartbeat.tick() => true,
             () = s.control.recheck_requested() => false,
+            () = s.control.going_away() => {
+                // The agent reconnects at once: to the next process, or another instance.
+                tracing::info!(agent = %s.identity.component_id, "queue stream closed (the service is going away)");
+                return None;
+            }
         };
         let now = s.control.now();
         // The agent bootstraps again (or learns it must register again). The

@@ -261,6 +261,19 @@ impl Edge {
 
     /// Sends the request to the app's backend through a tunnel and returns what
     /// the user gets.
+    /// Whether connectors are registered in the app's group (connectors in
+    /// the tenant's default group count for any group: a cheap, lenient check
+    /// made only just after a start). A database error counts as no.
+    async fn group_has_connectors(&self, app: &App) -> bool {
+        self.store
+            .components(&app.tenant_id, postern_proto::ComponentKind::Connector)
+            .await
+            .is_ok_and(|all| {
+                all.iter()
+                    .any(|c| c.group_id.as_deref().is_none_or(|g| g == app.connector_group_id))
+            })
+    }
+
     pub(crate) async fn forward(
         &self,
         app: &Arc<App>,
@@ -376,6 +389,17 @@ impl Edge {
         *outbound.headers_mut() = headers;
         let deadline = Duration::from_secs(u64::try_from(app.backend_timeout_secs.max(1)).unwrap_or(85))
             + self.options.response_head_slack;
+        // Just after a restart the group's connectors are re-attaching: wait
+        // for them briefly rather than fail (only if it has any registered).
+        if self
+            .tunnels
+            .awaiting_first_tunnel(&app.tenant_id, &app.connector_group_id)
+            && self.group_has_connectors(app).await
+        {
+            self.tunnels
+                .attached_soon(&app.tenant_id, &app.connector_group_id)
+                .await;
+        }
         let sent = tokio::time::timeout(
             deadline,
             self.tunnels.send(&app.tenant_id, &app.connector_group_id, outbound),

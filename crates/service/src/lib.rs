@@ -417,11 +417,24 @@ impl RunningService {
         self.setup_code.take()
     }
 
-    /// Stops accepting, lets in-flight requests finish within the grace period,
-    /// stops maintenance and closes the database.
+    /// Stops accepting, tells connectors and agents to go (their long-lived
+    /// streams end, so they reconnect at once to the next process or another
+    /// instance), lets in-flight requests finish within the grace period (a
+    /// cap: it returns as soon as they are done), closes the tunnels once user
+    /// requests are done, stops maintenance and closes the database.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        for server in self.servers {
+        // Queue streams and configuration watches end now; tunnels still carry
+        // the user requests in flight.
+        self.control.go_away();
+        let mut servers = self.servers.into_iter();
+        // The public listener first: once its requests are done, no user
+        // request needs a tunnel any more.
+        if let Some(public) = servers.next() {
+            let _ = public.await;
+        }
+        self.control.tunnels().go_away();
+        for server in servers {
             let _ = server.await;
         }
         let _ = self.tasks.await;

@@ -94,6 +94,11 @@ pub struct TunnelOptions {
     pub stream_window: u32,
     /// HTTP/2 connection window: what one tunnel may have in flight unread.
     pub connection_window: u32,
+    /// For this long after the registry is made (the service just started), a
+    /// request for a group with no tunnel here, and no peer instances, may wait
+    /// for one to attach ([`TunnelRegistry::attached_soon`]) instead of failing
+    /// at once: after a restart the connectors are back within a second or so.
+    pub attach_wait: Duration,
 }
 
 impl Default for TunnelOptions {
@@ -105,6 +110,7 @@ impl Default for TunnelOptions {
             max_tunnels_per_group: 256,
             stream_window: 1024 * 1024,
             connection_window: 8 * 1024 * 1024,
+            attach_wait: Duration::from_secs(3),
         }
     }
 }
@@ -161,6 +167,10 @@ pub struct TunnelRegistry {
     peers: std::sync::OnceLock<Arc<dyn PeerRoute>>,
     /// Moved whenever a tunnel comes or goes.
     changes: watch::Sender<u64>,
+    /// When the registry was made (see [`TunnelOptions::attach_wait`]).
+    started: tokio::time::Instant,
+    /// Groups that have had a tunnel here since then.
+    attached_once: Mutex<std::collections::HashSet<GroupKey>>,
 }
 
 impl std::fmt::Debug for TunnelRegistry {
@@ -178,6 +188,8 @@ impl TunnelRegistry {
             options,
             peers: std::sync::OnceLock::new(),
             changes: watch::channel(0).0,
+            started: tokio::time::Instant::now(),
+            attached_once: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -266,6 +278,9 @@ impl TunnelRegistry {
             in_flight: Arc::new(AtomicUsize::new(0)),
             driver: driver.abort_handle(),
         });
+        if let Ok(mut once) = self.attached_once.lock() {
+            once.insert(key.clone());
+        }
         if let Ok(mut groups) = self.groups.lock() {
             groups.entry(key).or_default().push(tunnel);
         }
@@ -346,6 +361,61 @@ impl TunnelRegistry {
                 },
             }
         }
+    }
+
+    /// Whether the service just started ([`TunnelOptions::attach_wait`]) and
+    /// has not had a tunnel of the group yet, with no peer instance to ask:
+    /// its connectors may be re-attaching. (A group whose tunnels came and went
+    /// since the start is not waited for.)
+    pub fn awaiting_first_tunnel(&self, tenant_id: &str, group_id: &str) -> bool {
+        tokio::time::Instant::now() < self.started + self.options.attach_wait
+            && self.peers.get().is_none()
+            && self
+                .attached_once
+                .lock()
+                .is_ok_and(|once| !once.contains(&(tenant_id.to_owned(), group_id.to_owned())))
+    }
+
+    /// Just after the start ([`TunnelOptions::attach_wait`]): waits for a
+    /// tunnel of the group to attach (connectors re-attach within a second or
+    /// so of a restart); true once one is there. No wait later on. The caller
+    /// asks only for groups that have connectors registered, so a group
+    /// without any fails at once.
+    pub async fn attached_soon(&self, tenant_id: &str, group_id: &str) -> bool {
+        let key = &(tenant_id.to_owned(), group_id.to_owned());
+        let deadline = self.started + self.options.attach_wait;
+        if tokio::time::Instant::now() >= deadline {
+            return self.pick(key, &[]).is_some();
+        }
+        let mut changes = self.changes.subscribe();
+        loop {
+            if self.pick(key, &[]).is_some() {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
+    }
+
+    /// The service is going away (shutting down, after its user requests are
+    /// done): every tunnel leaves the registry, so no request is sent on it
+    /// any more, and its connection closes gracefully (HTTP/2 GOAWAY) once the
+    /// streams still open on it have ended. Connectors dial again at once, to
+    /// the next process or another instance. Returns how many tunnels there were.
+    pub fn go_away(&self) -> usize {
+        let mut groups = self.groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let gone: usize = groups.values().map(Vec::len).sum();
+        // Dropping the senders (not aborting the drivers) is what lets the
+        // connections finish their streams and close.
+        groups.clear();
+        drop(groups);
+        if gone > 0 {
+            tracing::info!(tunnels = gone, "tunnels closing: the service is going away");
+            self.changed();
+        }
+        gone
     }
 
     /// The live tunnels of a group.
@@ -612,6 +682,50 @@ mod tests {
         assert_eq!(registry.close_tenant("t2"), 0, "nothing left to close");
         assert!(matches!(
             registry.send("t2", "g1", get()).await,
+            Err(SendError::NoConnector)
+        ));
+    }
+
+    /// Just after the start a request waits for its group's tunnel to attach
+    /// (connectors re-attach after a restart); going away ends every tunnel
+    /// once its streams are done, and sends nothing more on it.
+    #[tokio::test]
+    async fn a_request_waits_for_the_first_tunnel_and_going_away_closes_them_after_their_streams() {
+        let registry = TunnelRegistry::new(TunnelOptions::default());
+        assert!(registry.awaiting_first_tunnel("t1", "g1"));
+        let waiting = tokio::spawn({
+            let registry = registry.clone();
+            async move {
+                assert!(registry.attached_soon("t1", "g1").await);
+                registry.send("t1", "g1", get()).await.map(|r| r.status())
+            }
+        });
+        tokio::task::yield_now().await;
+        let (io, ended) = connector_end();
+        registry.attach("t1", "g1", "c1", io).await.unwrap();
+        assert_eq!(waiting.await.unwrap().unwrap(), 200, "the waiting request went out");
+        assert!(
+            !registry.awaiting_first_tunnel("t1", "g1"),
+            "only the first tunnel is waited for"
+        );
+
+        // A response still streaming when the service goes away keeps its
+        // tunnel until it is read.
+        let streaming = registry.send("t1", "g1", get()).await.unwrap();
+        assert_eq!(registry.go_away(), 1);
+        assert!(registry.tunnels("t1", "g1").is_empty());
+        let body = streaming.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+        assert_ended(ended).await;
+        // Past the start: no wait, no tunnel.
+        let late = TunnelRegistry::new(TunnelOptions {
+            attach_wait: Duration::ZERO,
+            ..TunnelOptions::default()
+        });
+        assert!(!late.awaiting_first_tunnel("t1", "g1"));
+        assert!(!late.attached_soon("t1", "g1").await);
+        assert!(matches!(
+            late.send("t1", "g1", get()).await,
             Err(SendError::NoConnector)
         ));
     }

@@ -5,6 +5,9 @@
 
 use std::time::Duration;
 
+/// Longest wait of [`Backoff::soon`].
+pub const SOON_JITTER: Duration = Duration::from_millis(100);
+
 /// A backoff schedule.
 #[derive(Clone, Debug)]
 pub struct Backoff {
@@ -46,6 +49,18 @@ impl Backoff {
         self.min + Duration::from_millis(u64::try_from(offset).unwrap_or(0))
     }
 
+    /// The wait before dialling again after a connection that was up ended
+    /// (the service restarted or said it is going away): a small random wait,
+    /// at most [`SOON_JITTER`], so a fleet does not return in lockstep; the
+    /// backoff applies only if that dial fails too.
+    pub fn soon() -> Duration {
+        let random = postern_keyring::random_bytes::<2>()
+            .map(u16::from_le_bytes)
+            .unwrap_or(0);
+        let span = u64::try_from(SOON_JITTER.as_millis()).unwrap_or(100).max(1);
+        Duration::from_millis(u64::from(random) % span)
+    }
+
     /// Back to the shortest wait (after a success).
     pub fn reset(&mut self) {
         self.attempt = 0;
@@ -77,5 +92,6 @@ mod tests {
         assert!(draws.len() > 1);
         b.reset();
         assert_eq!(b.ceiling(), min);
+        assert!((0..50).all(|_| Backoff::soon() < SOON_JITTER));
     }
 }

@@ -31,6 +31,7 @@ mod proxy_streams;
 mod pta;
 mod readme;
 mod registration_approval;
+mod restarts;
 mod revocation;
 mod secrets;
 mod serve_signals;
