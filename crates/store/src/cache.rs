@@ -32,6 +32,16 @@ pub struct ReadCache<K, V> {
     ttl: Duration,
 }
 
+impl<K, V> std::fmt::Debug for ReadCache<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let entries = self.entries.lock().map(|e| e.len()).unwrap_or(0);
+        f.debug_struct("ReadCache")
+            .field("entries", &entries)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
 impl<K: Eq + Hash, V: Clone> ReadCache<K, V> {
     /// An empty cache whose entries serve for at most `ttl`.
     pub fn new(ttl: Duration) -> Self {

@@ -96,6 +96,9 @@ pub struct Store {
     revocations: tokio::sync::broadcast::Sender<Revocation>,
     /// See [`Store::local_changes`].
     changes: tokio::sync::broadcast::Sender<StoreChange>,
+    /// Tenants by `id:{id}` and `name:{name}`: read on every page of a
+    /// sign-in and every app request, changed by operators only.
+    tenants: std::sync::Arc<cache::ReadCache<String, Tenant>>,
 }
 
 /// Bumps the routing generation when dropped, and announces it.
@@ -234,6 +237,7 @@ impl Store {
             routing_generation: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
             revocations: revocations::channel(),
             changes: changes::channel(),
+            tenants: std::sync::Arc::new(cache::ReadCache::new(cache::TIME_TO_LIVE)),
         };
         store.migrate().await?;
         Ok(store)

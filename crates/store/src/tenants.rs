@@ -176,22 +176,37 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// The tenant with this short name.
+    /// The tenant with this short name (cached: see [`crate::cache`]).
     pub async fn tenant_by_name(&self, name: &str) -> Result<Tenant, StoreError> {
-        sqlx::query_as::<_, Tenant>(concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE name = $1"))
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await
-            .db()
+        let key = format!("name:{name}");
+        let generation = self.routing_generation();
+        if let Some(tenant) = self.tenants.get(&key, generation) {
+            return Ok(tenant);
+        }
+        let tenant =
+            sqlx::query_as::<_, Tenant>(concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE name = $1"))
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await
+                .db()?;
+        self.tenants.put(key, tenant.clone(), generation);
+        Ok(tenant)
     }
 
-    /// The tenant with this ID.
+    /// The tenant with this ID (cached: see [`crate::cache`]).
     pub async fn tenant(&self, id: &str) -> Result<Tenant, StoreError> {
-        sqlx::query_as::<_, Tenant>(concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE id = $1"))
+        let key = format!("id:{id}");
+        let generation = self.routing_generation();
+        if let Some(tenant) = self.tenants.get(&key, generation) {
+            return Ok(tenant);
+        }
+        let tenant = sqlx::query_as::<_, Tenant>(concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE id = $1"))
             .bind(id)
             .fetch_one(&self.pool)
             .await
-            .db()
+            .db()?;
+        self.tenants.put(key, tenant.clone(), generation);
+        Ok(tenant)
     }
 
     /// All tenants, by name.
@@ -204,6 +219,7 @@ impl Store {
 
     /// Changes a tenant's settings.
     pub async fn update_tenant_settings(&self, id: &str, settings: TenantSettings) -> Result<(), StoreError> {
+        let _changed = self.routing_change();
         let done = sqlx::query(
             "UPDATE tenants SET lockout_threshold = $1, lockout_seconds = $2, require_mfa = $3 \
              WHERE id = $4",
