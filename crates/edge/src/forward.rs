@@ -259,8 +259,6 @@ impl Edge {
         Ok(jwt)
     }
 
-    /// Sends the request to the app's backend through a tunnel and returns what
-    /// the user gets.
     /// Whether connectors are registered in the app's group (connectors in
     /// the tenant's default group count for any group: a cheap, lenient check
     /// made only just after a start). A database error counts as no.
@@ -274,6 +272,8 @@ impl Edge {
             })
     }
 
+    /// Sends the request to the app's backend through a tunnel and returns what
+    /// the user gets.
     pub(crate) async fn forward(
         &self,
         app: &Arc<App>,
