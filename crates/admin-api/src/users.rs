@@ -53,6 +53,31 @@ pub(crate) async fn show(
     Ok(Json(UserView::from(&user)))
 }
 
+/// The tenant's domain a new `username` (normalized) lies in. A name without
+/// `@domain`, an invalid name or a domain the tenant does not have is a
+/// problem (and `None`); whether the domain suits the new user is the
+/// caller's to say.
+async fn username_domain(
+    sts: &Sts,
+    tenant_id: &str,
+    username: &str,
+    problems: &mut Problems,
+) -> Result<Option<postern_store::Domain>, ApiError> {
+    let Some((_, domain)) = username.rsplit_once('@') else {
+        problems.add("username must look like name@domain.");
+        return Ok(None);
+    };
+    problems.check(postern_sts::validate_username(username, domain));
+    match sts.store().domain(tenant_id, domain).await {
+        Ok(d) => Ok(Some(d)),
+        Err(StoreError::NotFound) => {
+            problems.add(format!("{domain} is not a domain of this tenant."));
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `POST /api/v1/users`: a cloud user of a verified domain of the tenant,
 /// with or without a password.
 pub(crate) async fn create(
@@ -63,23 +88,16 @@ pub(crate) async fn create(
     let tenant_id = &caller.tenant.id;
     let username = normalize_username(&req.username);
     let mut problems = Problems::new();
-    match username.rsplit_once('@') {
-        None => problems.add("username must look like name@domain."),
-        Some((_, domain)) => {
-            problems.check(postern_sts::validate_username(&username, domain));
-            match sts.store().domain(tenant_id, domain).await {
-                Ok(d) if !d.verified => problems.add(format!(
-                    "{domain} is not verified yet; users can only be created in verified domains."
-                )),
-                Ok(d) if d.auth_mode == DomainAuthMode::Passthrough && req.password.is_some() => problems.add(format!(
-                    "passwords of {domain} are checked on-prem (pass-through authentication); \
-                         leave password out."
-                )),
-                Ok(_) => {}
-                Err(StoreError::NotFound) => problems.add(format!("{domain} is not a domain of this tenant.")),
-                Err(e) => return Err(e.into()),
-            }
-        }
+    match username_domain(&sts, tenant_id, &username, &mut problems).await? {
+        Some(d) if !d.verified => problems.add(format!(
+            "{} is not verified yet; users can only be created in verified domains.",
+            d.name
+        )),
+        Some(d) if d.auth_mode == DomainAuthMode::Passthrough && req.password.is_some() => problems.add(format!(
+            "passwords of {} are checked on-prem (pass-through authentication); leave password out.",
+            d.name
+        )),
+        _ => {}
     }
     let display_name = check_text(
         &mut problems,
@@ -128,23 +146,17 @@ pub(crate) async fn name_directory_user(
     let tenant_id = &caller.tenant.id;
     let username = normalize_username(&req.username);
     let mut problems = Problems::new();
-    match username.rsplit_once('@') {
-        None => problems.add("username must look like name@domain."),
-        Some((_, domain)) => {
-            problems.check(postern_sts::validate_username(&username, domain));
-            match sts.store().domain(tenant_id, domain).await {
-                Ok(d) if !d.verified => problems.add(format!(
-                    "{domain} is not verified yet; directory users can only be named in verified pass-through domains."
-                )),
-                Ok(d) if d.auth_mode != DomainAuthMode::Passthrough => problems.add(format!(
-                    "{domain} is not a pass-through domain (its passwords are kept here); \
-                     create a cloud user instead, or set the domain's auth mode to passthrough."
-                )),
-                Ok(_) => {}
-                Err(StoreError::NotFound) => problems.add(format!("{domain} is not a domain of this tenant.")),
-                Err(e) => return Err(e.into()),
-            }
-        }
+    match username_domain(&sts, tenant_id, &username, &mut problems).await? {
+        Some(d) if !d.verified => problems.add(format!(
+            "{} is not verified yet; directory users can only be named in verified pass-through domains.",
+            d.name
+        )),
+        Some(d) if d.auth_mode != DomainAuthMode::Passthrough => problems.add(format!(
+            "{} is not a pass-through domain (its passwords are kept here); \
+             create a cloud user instead, or set the domain's auth mode to passthrough.",
+            d.name
+        )),
+        _ => {}
     }
     let display_name = check_text(
         &mut problems,
