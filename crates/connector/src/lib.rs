@@ -21,6 +21,10 @@
 //!
 //! # Use
 //!
+//! [`Connector`] is the whole connector: the configuration exchange and watch
+//! with the control API, and the pool below, until a shutdown. The pieces, for
+//! a caller that drives the configuration itself:
+//!
 //! ```no_run
 //! # async fn demo(client: &postern_uplink::ControlClient, apps: &[postern_proto::control::AppRef]) -> Result<(), postern_connector::TunnelError> {
 //! use std::sync::Arc;
@@ -44,10 +48,12 @@ mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 mod pool;
+mod runtime;
 mod tunnel;
 
 pub use apps::{App, AppTable};
 pub use backend::{BackendOptions, Backends};
 pub use error::TunnelError;
 pub use pool::{PoolOptions, PoolStatus, TunnelEndpoint, TunnelPool};
+pub use runtime::{Connector, ConnectorError};
 pub use tunnel::{TunnelOptions, serve_tunnel};

@@ -22,7 +22,8 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use postern_connector::{
-    AppTable, BackendOptions, Backends, PoolOptions, PoolStatus, TunnelEndpoint, TunnelError, TunnelOptions, TunnelPool,
+    AppTable, BackendOptions, Backends, Connector, ConnectorError, PoolOptions, PoolStatus, TunnelEndpoint,
+    TunnelError, TunnelOptions, TunnelPool,
 };
 use postern_pki::{
     CA_VALIDITY, CaKind, CertificateAuthority, ClientCertRequest, ComponentKind, KeyAlg, SERVICE_CERT_VALIDITY,
@@ -171,6 +172,14 @@ struct ServiceState {
     /// `certificate_revoked`).
     refuse: Mutex<Option<u16>>,
     tunnels: mpsc::Sender<ServiceTunnel>,
+    /// The connector configuration the exchange answers with (version and
+    /// apps); its watch returns when the version changes.
+    config: watch::Sender<(i64, Vec<AppRef>)>,
+    /// Answer the configuration exchange with this status instead (503:
+    /// unavailable, others: `certificate_revoked`).
+    refuse_config: Mutex<Option<u16>>,
+    /// Configuration exchanges received.
+    exchanges: std::sync::atomic::AtomicUsize,
 }
 
 struct FakeService {
@@ -215,6 +224,9 @@ impl FakeService {
             upgrades: Mutex::new(Vec::new()),
             refuse: Mutex::new(None),
             tunnels: tx,
+            config: watch::channel((1, Vec::new())).0,
+            refuse_config: Mutex::new(None),
+            exchanges: std::sync::atomic::AtomicUsize::new(0),
         });
         let accept_state = state.clone();
         tokio::spawn(async move {
@@ -224,7 +236,7 @@ impl FakeService {
                 let state = accept_state.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let service = service_fn(move |req| accept_upgrade(req, state.clone()));
+                    let service = service_fn(move |req| control(req, state.clone()));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), service)
                         .with_upgrades()
@@ -248,6 +260,69 @@ impl FakeService {
     fn upgrades(&self) -> Vec<SeenUpgrade> {
         self.state.upgrades.lock().unwrap().clone()
     }
+}
+
+/// The control API's part the connector uses: the configuration exchange, its
+/// watch, and the tunnel upgrade.
+async fn control(req: Request<Incoming>, state: Arc<ServiceState>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_owned();
+    if path == postern_proto::control::connector_config_path(TENANT) {
+        state.exchanges.fetch_add(1, Ordering::SeqCst);
+        if let Some(status) = *state.refuse_config.lock().unwrap() {
+            let body = if status == 503 {
+                r#"{"error":"temporarily_unavailable","message":"try again"}"#
+            } else {
+                r#"{"error":"certificate_revoked","message":"this connector was removed"}"#
+            };
+            let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+            *response.status_mut() = StatusCode::from_u16(status).unwrap();
+            return Ok(response);
+        }
+        let (version, apps) = state.config.borrow().clone();
+        let config = postern_proto::control::ConnectorConfig {
+            protocol: postern_proto::PROTOCOL_VERSION,
+            config_version: version,
+            component_id: "connector-1".into(),
+            group: postern_proto::control::GroupRef {
+                id: "group-1".into(),
+                name: "Default".into(),
+            },
+            apps,
+            timing: postern_proto::control::ConnectorTiming {
+                refresh_secs: 600,
+                backend_timeout_secs: 30,
+            },
+            renewed_certificate_pem: None,
+            renew_requested: false,
+        };
+        return Ok(json(serde_json::to_value(&config).unwrap()));
+    }
+    if path == postern_proto::control::connector_config_watch_path(TENANT) {
+        let held: i64 = req
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("version="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut versions = state.config.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(20), versions.wait_for(|(v, _)| *v != held)).await;
+        let current = state.config.borrow().0;
+        return Ok(json(
+            serde_json::to_value(postern_proto::control::ConfigVersion {
+                config_version: current,
+            })
+            .unwrap(),
+        ));
+    }
+    accept_upgrade(req, state).await
+}
+
+fn json(value: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    response
 }
 
 async fn accept_upgrade(
@@ -498,6 +573,12 @@ fn quick() -> PoolOptions {
 /// Registers a connector with the fake service (key, certificate, enrolment in a
 /// state directory) and loads it the way `postern connector run` does.
 fn enrol(svc: &FakeService) -> (tempfile::TempDir, TunnelEndpoint) {
+    let (dir, client) = enrol_client(svc);
+    (dir, TunnelEndpoint::from_client(&client))
+}
+
+/// [`enrol`], returning the control client itself.
+fn enrol_client(svc: &FakeService) -> (tempfile::TempDir, ControlClient) {
     let now = SystemClock.now();
     let key = generate_key(KeyAlg::EcdsaP256).unwrap();
     let issued = svc
@@ -523,7 +604,7 @@ fn enrol(svc: &FakeService) -> (tempfile::TempDir, TunnelEndpoint) {
     state.save(&key.to_pem(), &issued.cert_pem, &enrolment).unwrap();
     let clock: SharedClock = Arc::new(SystemClock);
     let client = ControlClient::load(state, clock).unwrap();
-    (dir, TunnelEndpoint::from_client(&client))
+    (dir, client)
 }
 
 async fn start(apps: &[AppRef], options: PoolOptions, backends: BackendOptions) -> Harness {
@@ -1086,4 +1167,113 @@ async fn a_drain_lets_requests_in_flight_finish() {
             .is_err()
     );
     assert_eq!(h.svc.upgrades().len(), 1);
+}
+
+/// The whole connector ([`Connector`]) in process against the fake control
+/// API: it fetches its configuration, opens its tunnels and serves the apps;
+/// a configuration change reaches it through the watch and swaps the apps
+/// without redialling; a failing exchange is retried; a shutdown drains and
+/// returns; a revoked connector stops with the error that says to register.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connector_follows_its_configuration_until_shutdown() {
+    init_logs();
+    let echo = spawn_http(None).await;
+    let mut svc = FakeService::start().await;
+    svc.state
+        .config
+        .send_replace((1, vec![app("wiki", format!("http://{}/app/", echo.addr), true, 5)]));
+    let (_dir, client) = enrol_client(&svc);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(
+        Connector::new(client)
+            .with_pool_options(quick())
+            .with_retry(Duration::from_millis(20), Duration::from_millis(100))
+            .run(async move {
+                let _ = stopped.await;
+            }),
+    );
+
+    // The first configuration, then a tunnel serving its app.
+    let tunnel = svc.next_tunnel().await;
+    let response = tunnel
+        .send(request("wiki", "/page").body(empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(response.headers(), "x-seen-uri"), "/app/page");
+    let unknown = tunnel.send(request("docs", "/").body(empty()).unwrap()).await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::BAD_GATEWAY, "docs is not configured yet");
+
+    // A change, announced through the watch: the new app is served on the
+    // same tunnel, with no second upgrade.
+    svc.state.config.send_replace((
+        2,
+        vec![
+            app("wiki", format!("http://{}/app/", echo.addr), true, 5),
+            app("docs", format!("http://{}/docs/", echo.addr), true, 5),
+        ],
+    ));
+    let served = within("the new app is served", async {
+        loop {
+            let r = tunnel
+                .send(request("docs", "/intro").body(empty()).unwrap())
+                .await
+                .unwrap();
+            if r.status() == StatusCode::OK {
+                return r;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(header(served.headers(), "x-seen-uri"), "/docs/intro");
+    assert_eq!(svc.upgrades().len(), 1, "a configuration change redials no tunnel");
+    let exchanges = svc.state.exchanges.load(Ordering::SeqCst);
+    assert_eq!(exchanges, 2, "one exchange at start, one after the change");
+
+    // The service fails for a while: the exchange is retried until it works.
+    *svc.state.refuse_config.lock().unwrap() = Some(503);
+    svc.state
+        .config
+        .send_replace((3, vec![app("wiki", format!("http://{}/app/", echo.addr), true, 5)]));
+    within("retries", async {
+        while svc.state.exchanges.load(Ordering::SeqCst) < exchanges + 3 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    *svc.state.refuse_config.lock().unwrap() = None;
+    within("docs is gone after the retried exchange", async {
+        loop {
+            let r = tunnel
+                .send(request("docs", "/intro").body(empty()).unwrap())
+                .await
+                .unwrap();
+            if r.status() == StatusCode::BAD_GATEWAY {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+
+    // A shutdown returns Ok.
+    stop.send(()).unwrap();
+    let result = within("the connector stops", running).await.unwrap();
+    assert!(result.is_ok(), "{result:?}");
+
+    // A revoked connector stops with the error that says what to do.
+    let (_dir2, client) = enrol_client(&svc);
+    *svc.state.refuse_config.lock().unwrap() = Some(403);
+    let result = within(
+        "a revoked connector stops",
+        Connector::new(client)
+            .with_pool_options(quick())
+            .run(std::future::pending()),
+    )
+    .await;
+    match result {
+        Err(ConnectorError::NeedsRegistration(why)) => assert!(why.contains("removed"), "{why}"),
+        other => panic!("expected NeedsRegistration, got {other:?}"),
+    }
 }

@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use postern_client::{Issuer, PublicClient};
-use postern_connector::{AppTable, BackendOptions, Backends, PoolOptions, TunnelEndpoint, TunnelPool};
 use postern_keyring::SecretString;
 use postern_pki::KeyAlg;
 use postern_proto::ComponentKind;
 use postern_time::{SharedClock, SystemClock};
-use postern_uplink::{Backoff, ControlClient, Credential, RegisterOptions, StateDir, UplinkError};
+use postern_uplink::{ControlClient, Credential, RegisterOptions, StateDir, UplinkError};
 use tokio::sync::watch;
 
 /// The agent's configuration file unless `--config` names another.
@@ -271,118 +270,16 @@ fn load(state: StateDir, clock: SharedClock) -> anyhow::Result<ControlClient> {
     ControlClient::load(state, clock).map_err(|e| anyhow::anyhow!(e))
 }
 
-/// The connector: configuration at start (CON-2), then a watch for changes plus a
-/// periodic refresh (CON-3), renewing the certificate in the exchange when due
-/// (CON-4). After the first configuration the tunnel pool serves the apps; each
-/// new configuration swaps the app table, and a shutdown signal drains the
-/// tunnels (GOAWAY, requests in flight finish).
+/// The connector ([`postern_connector::Connector`]: configuration, tunnels,
+/// renewal) until a shutdown signal (then the tunnels drain) or an error that
+/// needs an administrator.
 pub(crate) async fn run_connector(state: StateDir, mut shutdown: Shutdown) -> anyhow::Result<()> {
     let clock: SharedClock = Arc::new(SystemClock);
     let client = load(state, clock)?;
-    let backends = Backends::new(&BackendOptions::default())?;
-    let (tables, table) = watch::channel(Arc::new(AppTable::default()));
-    let mut pool = None;
-    let result = connector_loop(client, &tables, &table, &backends, &mut pool, &mut shutdown).await;
-    if let Some(pool) = pool {
-        tracing::info!("draining the tunnels");
-        pool.shutdown().await;
-    }
-    result
-}
-
-/// The configuration loop of [`run_connector`]; returns at a shutdown signal or
-/// on an error that needs an administrator. Starts `pool` after the first
-/// configuration.
-async fn connector_loop(
-    mut client: ControlClient,
-    tables: &watch::Sender<Arc<AppTable>>,
-    table: &watch::Receiver<Arc<AppTable>>,
-    backends: &Backends,
-    pool: &mut Option<TunnelPool>,
-    shutdown: &mut Shutdown,
-) -> anyhow::Result<()> {
-    let mut backoff = Backoff::try_new(Duration::from_secs(1), Duration::from_secs(60))?;
-    loop {
-        tracing::debug!("exchanging the configuration");
-        let version = postern_uplink::reported_version();
-        let exchanged = tokio::select! {
-            r = client.connector_config(&version) => r,
-            () = shutdown.requested() => return Ok(()),
-        };
-        let config = match exchanged {
-            Ok(c) => {
-                backoff.reset();
-                c
-            }
-            Err(e) if e.needs_registration() => return Err(e.into()),
-            Err(e) => {
-                let wait = backoff.next_delay();
-                tracing::warn!(error = %e, ?wait, "configuration exchange failed; retrying");
-                if shutdown.wait_or_stop(wait).await {
-                    return Ok(());
-                }
-                continue;
-            }
-        };
-        let apps = AppTable::new(
-            &config.apps,
-            Duration::from_secs(config.timing.backend_timeout_secs.max(1)),
-        );
-        tracing::info!(
-            version = config.config_version,
-            group = %config.group.name,
-            apps = apps.len(),
-            unusable_apps = apps.rejected().len(),
-            "configuration loaded"
-        );
-        tables.send_replace(Arc::new(apps));
-        // After a renewal the next tunnels use the new certificate.
-        let endpoint = TunnelEndpoint::from_client(&client);
-        match pool {
-            Some(p) => p.set_endpoint(endpoint),
-            None => {
-                *pool = Some(TunnelPool::start(
-                    endpoint,
-                    table.clone(),
-                    backends.clone(),
-                    PoolOptions::default(),
-                )?);
-            }
-        }
-        let refresh = Duration::from_secs(config.timing.refresh_secs.max(10));
-        let watch = async {
-            loop {
-                match client.watch_config(config.config_version).await {
-                    Ok(v) if v != config.config_version => return Ok(()),
-                    Ok(_) => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-        };
-        let failed = async {
-            match pool.as_ref() {
-                Some(p) => p.failed().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            r = watch => {
-                if let Err(e) = r {
-                    if e.needs_registration() { return Err(e.into()); }
-                    tracing::warn!(error = %e, "configuration watch failed");
-                    if shutdown.wait_or_stop(backoff.next_delay()).await { return Ok(()); }
-                }
-            }
-            e = failed => {
-                if e.needs_registration() {
-                    bail!("the service no longer accepts this connector ({e}); register it again");
-                }
-                return Err(e.into());
-            }
-            _ = tokio::time::sleep(refresh) => {}
-            () = shutdown.requested() => return Ok(()),
-        }
-    }
+    postern_connector::Connector::new(client)
+        .run(async move { shutdown.requested().await })
+        .await?;
+    Ok(())
 }
 
 /// The pass-through authentication agent (PTA-4 to PTA-7): the directory from the
@@ -431,14 +328,6 @@ impl Shutdown {
         if self.0.wait_for(|stop| *stop).await.is_err() {
             // The listener is gone: no signal can come any more.
             std::future::pending::<()>().await;
-        }
-    }
-
-    /// Sleeps `d`; true if a shutdown signal came first (or had come before).
-    async fn wait_or_stop(&mut self, d: Duration) -> bool {
-        tokio::select! {
-            () = tokio::time::sleep(d) => false,
-            () = self.requested() => true,
         }
     }
 }
