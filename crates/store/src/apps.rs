@@ -312,6 +312,7 @@ impl Store {
         client_id: &str,
         now: UnixTime,
     ) -> Result<App, StoreError> {
+        let _changed = self.routing_change();
         let id = new_id();
         let mut tx = self.pool.begin().await.db()?;
         insert_client(&mut tx, tenant_id, &spec.client(client_id), now).await?;
@@ -359,6 +360,7 @@ impl Store {
         spec: &AppSpec,
         now: UnixTime,
     ) -> Result<App, StoreError> {
+        let _changed = self.routing_change();
         let before = self.app(tenant_id, id).await?;
         let mut tx = self.pool.begin().await.db()?;
         let done = sqlx::query(
@@ -409,7 +411,13 @@ impl Store {
 
     /// The app whose OIDC client is `client_id` in this tenant, if the client
     /// belongs to an app (other clients are the tenant's own registrations).
+    /// Cached (see [`crate::cache`]): app changes move the routing generation.
     pub async fn app_of_client(&self, tenant_id: &str, client_id: &str) -> Result<Option<App>, StoreError> {
+        let key = (tenant_id.to_owned(), client_id.to_owned());
+        let generation = self.routing_generation();
+        if let Some(app) = self.reads.app_of_client.get(&key, generation) {
+            return Ok(app);
+        }
         let row = sqlx::query(concat!(
             "SELECT ",
             app_columns!(),
@@ -420,7 +428,9 @@ impl Store {
         .fetch_optional(&self.pool)
         .await
         .db()?;
-        row.as_ref().map(app_from_row).transpose()
+        let app = row.as_ref().map(app_from_row).transpose()?;
+        self.reads.app_of_client.put(key, app.clone(), generation);
+        Ok(app)
     }
 
     /// One app of a tenant.
@@ -499,6 +509,7 @@ impl Store {
     /// Unpublishes an app, with its OIDC client and the client's codes and
     /// tokens.
     pub async fn delete_app(&self, tenant_id: &str, id: &str) -> Result<App, StoreError> {
+        let _changed = self.routing_change();
         let app = self.app(tenant_id, id).await?;
         let mut tx = self.pool.begin().await.db()?;
         let done = sqlx::query("DELETE FROM apps WHERE tenant_id = $1 AND id = $2")
@@ -612,7 +623,14 @@ impl Store {
     }
 
     /// Whether a user is assigned to an app, directly or through a group.
+    /// Cached (see [`crate::cache`]): assignments, memberships and deletions
+    /// move the routing generation.
     pub async fn user_assigned_to_app(&self, app_id: &str, user_id: &str) -> Result<bool, StoreError> {
+        let key = (app_id.to_owned(), user_id.to_owned());
+        let generation = self.routing_generation();
+        if let Some(assigned) = self.reads.assigned.get(&key, generation) {
+            return Ok(assigned);
+        }
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM app_assignments a WHERE a.app_id = $1 AND ( \
                (a.principal_kind = 'user' AND a.principal_id = $2) OR \
@@ -623,6 +641,7 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .db()?;
+        self.reads.assigned.put(key, n > 0, generation);
         Ok(n > 0)
     }
 

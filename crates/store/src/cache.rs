@@ -1,6 +1,8 @@
 //! A small read-through cache of rarely changing rows on hot paths (a tenant's
 //! domains and agents' public keys at sign-in, published apps by host at the
-//! front door).
+//! front door, and what each page of a sign-in asks again: the app of an OIDC
+//! client, the client, a user's groups, whether a user is assigned to an app,
+//! the risk an administrator set for a user).
 //!
 //! An entry is used while it is younger than the time to live *and* the store's
 //! routing generation has not moved since the entry was read: a change made through
@@ -74,6 +76,37 @@ impl<K: Eq + Hash, V: Clone> ReadCache<K, V> {
                 generation,
             },
         );
+    }
+}
+
+/// The store's own caches of what a sign-in reads on several of its pages
+/// (and the front door on each new app session). Every write that changes one
+/// of these moves the routing generation: apps and their clients, OAuth
+/// clients, assignments, group memberships (administrators' and the
+/// directory's own at sign-in), groups, users' deletion, user risk.
+#[derive(Debug)]
+pub(crate) struct SigninReads {
+    /// The app whose OIDC client is `(tenant ID, client ID)`, or none.
+    pub app_of_client: ReadCache<(String, String), Option<crate::App>>,
+    /// OAuth clients by `(tenant ID, client ID)` (found ones only).
+    pub clients: ReadCache<(String, String), crate::OAuthClient>,
+    /// A user's groups by `(tenant ID, user ID)`.
+    pub user_groups: ReadCache<(String, String), Vec<crate::Group>>,
+    /// Whether `(app ID, user ID)` is assigned, directly or through a group.
+    pub assigned: ReadCache<(String, String), bool>,
+    /// The risk an administrator set, by `(tenant ID, user ID)`.
+    pub user_risk: ReadCache<(String, String), Option<crate::UserRisk>>,
+}
+
+impl Default for SigninReads {
+    fn default() -> Self {
+        Self {
+            app_of_client: ReadCache::new(TIME_TO_LIVE),
+            clients: ReadCache::new(TIME_TO_LIVE),
+            user_groups: ReadCache::new(TIME_TO_LIVE),
+            assigned: ReadCache::new(TIME_TO_LIVE),
+            user_risk: ReadCache::new(TIME_TO_LIVE),
+        }
     }
 }
 

@@ -104,14 +104,21 @@ impl Store {
         client: &NewOAuthClient,
         now: UnixTime,
     ) -> Result<OAuthClient, StoreError> {
+        let _changed = self.routing_change();
         let mut conn = self.pool.acquire().await.db()?;
         insert_client(&mut conn, tenant_id, client, now).await?;
         drop(conn);
         self.client(tenant_id, &client.client_id).await
     }
 
-    /// One client of a tenant.
+    /// One client of a tenant. Cached (see [`crate::cache`]): every change to
+    /// clients moves the routing generation.
     pub async fn client(&self, tenant_id: &str, client_id: &str) -> Result<OAuthClient, StoreError> {
+        let key = (tenant_id.to_owned(), client_id.to_owned());
+        let generation = self.routing_generation();
+        if let Some(client) = self.reads.clients.get(&key, generation) {
+            return Ok(client);
+        }
         let row = sqlx::query(concat!(
             "SELECT ",
             client_columns!(),
@@ -122,7 +129,9 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .db()?;
-        client_from_row(&row)
+        let client = client_from_row(&row)?;
+        self.reads.clients.put(key, client.clone(), generation);
+        Ok(client)
     }
 
     /// The clients of a tenant.
@@ -142,6 +151,7 @@ impl Store {
     /// Deletes a client that the service does not own, with its codes and
     /// tokens. The client of a published app goes only with its app (conflict).
     pub async fn delete_client(&self, tenant_id: &str, client_id: &str) -> Result<(), StoreError> {
+        let _changed = self.routing_change();
         let mut tx = self.pool.begin().await.db()?;
         let app: Option<String> = sqlx::query_scalar("SELECT name FROM apps WHERE tenant_id = $1 AND client_id = $2")
             .bind(tenant_id)

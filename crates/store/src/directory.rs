@@ -905,6 +905,8 @@ impl Store {
             // Nothing changed: the common case of a returning user.
             return Ok(());
         }
+        // Memberships change: the caches of groups and assignments must hear.
+        let _changed = self.routing_change();
         let mut wanted = Vec::new();
         for name in names {
             let found: Option<String> =
@@ -1107,8 +1109,15 @@ impl Store {
     }
 
     /// The groups a user belongs to.
+    /// Cached (see [`crate::cache`]): memberships and groups move the routing
+    /// generation when they change.
     pub async fn user_groups(&self, tenant_id: &str, user_id: &str) -> Result<Vec<Group>, StoreError> {
-        sqlx::query_as::<_, Group>(concat!(
+        let key = (tenant_id.to_owned(), user_id.to_owned());
+        let generation = self.routing_generation();
+        if let Some(groups) = self.reads.user_groups.get(&key, generation) {
+            return Ok(groups);
+        }
+        let groups = sqlx::query_as::<_, Group>(concat!(
             "SELECT ",
             group_columns!(),
             " FROM groups WHERE tenant_id = $1 \
@@ -1118,7 +1127,9 @@ impl Store {
         .bind(user_id)
         .fetch_all(&self.pool)
         .await
-        .db()
+        .db()?;
+        self.reads.user_groups.put(key, groups.clone(), generation);
+        Ok(groups)
     }
 }
 

@@ -99,6 +99,9 @@ pub struct Store {
     /// Tenants by `id:{id}` and `name:{name}`: read on every page of a
     /// sign-in and every app request, changed by operators only.
     tenants: std::sync::Arc<cache::ReadCache<String, Tenant>>,
+    /// What every page of a sign-in and every authorization asks again: see
+    /// [`cache::SigninReads`].
+    reads: std::sync::Arc<cache::SigninReads>,
 }
 
 /// Bumps the routing generation when dropped, and announces it.
@@ -238,6 +241,7 @@ impl Store {
             revocations: revocations::channel(),
             changes: changes::channel(),
             tenants: std::sync::Arc::new(cache::ReadCache::new(cache::TIME_TO_LIVE)),
+            reads: std::sync::Arc::new(cache::SigninReads::default()),
         };
         store.migrate().await?;
         Ok(store)

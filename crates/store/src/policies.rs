@@ -318,7 +318,20 @@ impl Store {
     }
 
     /// The risk an administrator set for a user of the tenant, if any.
+    /// Cached (see [`crate::cache`]): setting or dismissing it moves the
+    /// routing generation.
     pub async fn user_risk(&self, tenant_id: &str, user_id: &str) -> Result<Option<UserRisk>, StoreError> {
+        let key = (tenant_id.to_owned(), user_id.to_owned());
+        let generation = self.routing_generation();
+        if let Some(risk) = self.reads.user_risk.get(&key, generation) {
+            return Ok(risk);
+        }
+        let risk = self.user_risk_now(tenant_id, user_id).await?;
+        self.reads.user_risk.put(key, risk.clone(), generation);
+        Ok(risk)
+    }
+
+    async fn user_risk_now(&self, tenant_id: &str, user_id: &str) -> Result<Option<UserRisk>, StoreError> {
         let row = sqlx::query(
             "SELECT user_id, level, reason, set_by, set_at FROM user_risk WHERE tenant_id = $1 AND user_id = $2",
         )

@@ -84,6 +84,8 @@ on_both!(
     directory_accounts_are_provisioned_just_in_time,
     published_apps_and_assignments,
     conditional_access_records,
+    signin_reads_follow_every_change,
+    signin_reads_follow_other_instances,
 );
 
 async fn migrations_are_idempotent(backend: Backend) {
@@ -2397,4 +2399,233 @@ async fn conditional_access_records(backend: Backend) {
         .unwrap();
     assert_eq!(store.familiar_network_count(&alice.id, T0).await.unwrap(), 1);
     assert_eq!(store.familiar_network_count(&alice.id, at(2)).await.unwrap(), 0);
+}
+
+/// What a sign-in reads on several pages (the app of a client, the client, a
+/// user's groups, whether the user is assigned, the risk an administrator set)
+/// is cached; every change made through this instance is seen at once, and each
+/// tenant sees only its own rows.
+async fn signin_reads_follow_every_change(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, _) = tenant_with_admin(&store, "a", "a.test").await;
+    let (b, _) = tenant_with_admin(&store, "b", "b.test").await;
+    let group = store.default_connector_group(&a.id, T0).await.unwrap();
+    let user = store
+        .create_user(&a.id, NewUser::cloud("u@a.test", "U", None), T0)
+        .await
+        .unwrap();
+    // Before the app exists: none, and no client (nothing stale stays behind).
+    assert_eq!(store.app_of_client(&a.id, "c-wiki").await.unwrap(), None);
+    let wiki = store
+        .create_app(
+            &a.id,
+            &app_spec("wiki", "apps.a.test", "/wiki", &group.id),
+            "c-wiki",
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.app_of_client(&a.id, "c-wiki").await.unwrap().map(|w| w.id),
+        Some(wiki.id.clone())
+    );
+    assert_eq!(
+        store.app_of_client(&b.id, "c-wiki").await.unwrap(),
+        None,
+        "another tenant's client"
+    );
+    assert!(matches!(store.client(&b.id, "c-wiki").await, Err(StoreError::NotFound)));
+    assert_eq!(store.client(&a.id, "c-wiki").await.unwrap().name, "wiki");
+    // An app's new name reaches its client at once.
+    let mut renamed = app_spec("wiki2", "apps.a.test", "/wiki", &group.id);
+    renamed.identity_headers = vec![];
+    store.update_app(&a.id, &wiki.id, &renamed, at(1)).await.unwrap();
+    assert_eq!(store.client(&a.id, "c-wiki").await.unwrap().name, "wiki2");
+    assert_eq!(
+        store.app_of_client(&a.id, "c-wiki").await.unwrap().map(|w| w.name),
+        Some("wiki2".to_owned())
+    );
+
+    // Assignment, directly.
+    assert!(!store.user_assigned_to_app(&wiki.id, &user.id).await.unwrap());
+    store
+        .assign_app(&a.id, &wiki.id, PrincipalKind::User, &user.id)
+        .await
+        .unwrap();
+    assert!(
+        store.user_assigned_to_app(&wiki.id, &user.id).await.unwrap(),
+        "assigned at once"
+    );
+    store
+        .unassign_app(&a.id, &wiki.id, PrincipalKind::User, &user.id)
+        .await
+        .unwrap();
+    assert!(
+        !store.user_assigned_to_app(&wiki.id, &user.id).await.unwrap(),
+        "unassigned at once"
+    );
+
+    // Through a group: membership added, removed; the group deleted.
+    let staff = store.create_group(&a.id, "staff", "", T0).await.unwrap();
+    store
+        .assign_app(&a.id, &wiki.id, PrincipalKind::Group, &staff.id)
+        .await
+        .unwrap();
+    assert!(store.user_groups(&a.id, &user.id).await.unwrap().is_empty());
+    assert!(!store.user_assigned_to_app(&wiki.id, &user.id).await.unwrap());
+    store.add_member(&a.id, &staff.id, &user.id).await.unwrap();
+    assert_eq!(store.user_groups(&a.id, &user.id).await.unwrap(), vec![staff.clone()]);
+    assert!(
+        store.user_groups(&b.id, &user.id).await.unwrap().is_empty(),
+        "another tenant"
+    );
+    assert!(store.user_assigned_to_app(&wiki.id, &user.id).await.unwrap());
+    store.remove_member(&a.id, &staff.id, &user.id).await.unwrap();
+    assert!(store.user_groups(&a.id, &user.id).await.unwrap().is_empty());
+    assert!(!store.user_assigned_to_app(&wiki.id, &user.id).await.unwrap());
+    store.add_member(&a.id, &staff.id, &user.id).await.unwrap();
+    assert!(store.user_assigned_to_app(&wiki.id, &user.id).await.unwrap());
+    store.delete_group(&a.id, &staff.id).await.unwrap();
+    assert!(store.user_groups(&a.id, &user.id).await.unwrap().is_empty());
+    assert!(
+        !store.user_assigned_to_app(&wiki.id, &user.id).await.unwrap(),
+        "group deleted"
+    );
+
+    // A directory user's groups, as the directory reports them at sign-in:
+    // joined, then left (no administrator involved).
+    let dir_user = store
+        .upsert_directory_user(&a.id, "guid-9", "d@a.test", "D", None, T0)
+        .await
+        .unwrap();
+    store
+        .set_directory_groups(&a.id, &dir_user.id, &["Engineers".to_owned()], T0)
+        .await
+        .unwrap();
+    let engineers = store
+        .groups(&a.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|g| g.name == "Engineers")
+        .unwrap();
+    store
+        .assign_app(&a.id, &wiki.id, PrincipalKind::Group, &engineers.id)
+        .await
+        .unwrap();
+    assert_eq!(store.user_groups(&a.id, &dir_user.id).await.unwrap().len(), 1);
+    assert!(store.user_assigned_to_app(&wiki.id, &dir_user.id).await.unwrap());
+    store
+        .set_directory_groups(&a.id, &dir_user.id, &[], at(1))
+        .await
+        .unwrap();
+    assert!(
+        store.user_groups(&a.id, &dir_user.id).await.unwrap().is_empty(),
+        "left the group in the directory"
+    );
+    assert!(!store.user_assigned_to_app(&wiki.id, &dir_user.id).await.unwrap());
+
+    // A deleted user is assigned to nothing.
+    store
+        .assign_app(&a.id, &wiki.id, PrincipalKind::User, &user.id)
+        .await
+        .unwrap();
+    assert!(store.user_assigned_to_app(&wiki.id, &user.id).await.unwrap());
+    store.delete_user(&a.id, &user.id).await.unwrap();
+    assert!(
+        !store.user_assigned_to_app(&wiki.id, &user.id).await.unwrap(),
+        "user deleted"
+    );
+
+    // User risk, per tenant.
+    assert_eq!(store.user_risk(&a.id, &dir_user.id).await.unwrap(), None);
+    let risk = UserRisk {
+        user_id: dir_user.id.clone(),
+        level: postern_policy::RiskLevel::High,
+        reason: "leaked".into(),
+        set_by: "user:x".into(),
+        set_at: T0,
+    };
+    store.set_user_risk(&a.id, &risk).await.unwrap();
+    assert_eq!(store.user_risk(&a.id, &dir_user.id).await.unwrap(), Some(risk.clone()));
+    assert_eq!(
+        store.user_risk(&b.id, &dir_user.id).await.unwrap(),
+        None,
+        "another tenant"
+    );
+    store.dismiss_user_risk(&a.id, &dir_user.id).await.unwrap();
+    assert_eq!(store.user_risk(&a.id, &dir_user.id).await.unwrap(), None);
+
+    // A deleted app: no app for its client, and no client.
+    store.delete_app(&a.id, &wiki.id).await.unwrap();
+    assert_eq!(store.app_of_client(&a.id, "c-wiki").await.unwrap(), None);
+    assert!(matches!(store.client(&a.id, "c-wiki").await, Err(StoreError::NotFound)));
+    assert!(!store.user_assigned_to_app(&wiki.id, &dir_user.id).await.unwrap());
+
+    // A tenant's own client, deleted.
+    store.create_client(&a.id, &client("own"), T0).await.unwrap();
+    assert!(store.client(&a.id, "own").await.is_ok());
+    store.delete_client(&a.id, "own").await.unwrap();
+    assert!(matches!(store.client(&a.id, "own").await, Err(StoreError::NotFound)));
+}
+
+/// A change made through another instance (a second `Store` on the same
+/// database) is seen at once when its event arrives, and within the cache's
+/// time to live without it.
+async fn signin_reads_follow_other_instances(backend: Backend) {
+    let (db, here) = store(backend).await;
+    let there = db.store().await.unwrap();
+    let (a, _) = tenant_with_admin(&here, "a", "a.test").await;
+    let group = here.default_connector_group(&a.id, T0).await.unwrap();
+    let user = here
+        .create_user(&a.id, NewUser::cloud("u@a.test", "U", None), T0)
+        .await
+        .unwrap();
+    let wiki = here
+        .create_app(
+            &a.id,
+            &app_spec("wiki", "apps.a.test", "/wiki", &group.id),
+            "c-wiki",
+            T0,
+        )
+        .await
+        .unwrap();
+    here.assign_app(&a.id, &wiki.id, PrincipalKind::User, &user.id)
+        .await
+        .unwrap();
+    assert!(here.user_assigned_to_app(&wiki.id, &user.id).await.unwrap());
+
+    // Unassigned elsewhere, and the event arrives.
+    let mut events = there.local_changes();
+    there
+        .unassign_app(&a.id, &wiki.id, PrincipalKind::User, &user.id)
+        .await
+        .unwrap();
+    let event = events.recv().await.unwrap();
+    here.apply_remote_change(event);
+    assert!(
+        !here.user_assigned_to_app(&wiki.id, &user.id).await.unwrap(),
+        "seen with the event"
+    );
+
+    // Assigned elsewhere, no event: seen once the time to live has passed.
+    here.user_assigned_to_app(&wiki.id, &user.id).await.unwrap();
+    there
+        .assign_app(&a.id, &wiki.id, PrincipalKind::User, &user.id)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + postern_store::cache::TIME_TO_LIVE + std::time::Duration::from_secs(1);
+    loop {
+        if here.user_assigned_to_app(&wiki.id, &user.id).await.unwrap() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not seen within the time to live");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The app deleted elsewhere: its client goes for this instance too.
+    here.client(&a.id, "c-wiki").await.unwrap();
+    there.delete_app(&a.id, &wiki.id).await.unwrap();
+    here.apply_remote_change(StoreChange::Routing);
+    assert_eq!(here.app_of_client(&a.id, "c-wiki").await.unwrap(), None);
+    assert!(matches!(here.client(&a.id, "c-wiki").await, Err(StoreError::NotFound)));
 }
