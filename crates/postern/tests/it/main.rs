@@ -7,6 +7,7 @@
 mod admin_cli;
 mod app_hosts;
 mod apps_admin;
+mod browser;
 mod cluster;
 mod cluster_processes;
 mod common;
