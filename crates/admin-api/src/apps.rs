@@ -386,6 +386,35 @@ pub(crate) async fn replace(
     Ok(Json(view(&sts, &rules.0, &app).await?))
 }
 
+/// `POST /api/v1/apps/{id}/test`: asks the front door to test the app (DNS,
+/// connected connectors, a `GET` of the backend through a tunnel). Changes
+/// nothing; recorded in the audit log because it sends a request to the
+/// backend.
+pub(crate) async fn test(
+    State(sts): State<Arc<Sts>>,
+    front_door: Option<axum::Extension<Arc<dyn crate::FrontDoorKeys>>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<crate::wire::AppProbe>, ApiError> {
+    let app = sts.store().app(&caller.tenant.id, &id).await?;
+    let Some(axum::Extension(front_door)) = front_door else {
+        return Err(ApiError::Unavailable(
+            "the front door does not run in this process".into(),
+        ));
+    };
+    let name = app.name.clone();
+    let probe = front_door.probe_app(app).await.map_err(ApiError::Unavailable)?;
+    caller
+        .audit(
+            &sts,
+            "app.test",
+            format!("app:{id}"),
+            json!({ "name": name, "backend_status": probe.backend_status, "backend_ok": probe.backend.ok }),
+        )
+        .await?;
+    Ok(Json(probe))
+}
+
 /// `DELETE /api/v1/apps/{id}`: unpublishes the app; its OIDC client, the
 /// client's tokens and the app's assignments go with it.
 pub(crate) async fn delete(

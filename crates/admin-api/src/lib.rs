@@ -80,6 +80,15 @@ pub trait FrontDoorKeys: Send + Sync {
     /// Makes a new cookie key the sealing one; with `revoke_older`, deletes every
     /// older key. Returns the new key's ID, or why it failed.
     fn rotate_cookie_key(&self, revoke_older: bool) -> BoxFuture<'_, Result<String, String>>;
+
+    /// Tests a published app of the caller's tenant (already loaded and
+    /// checked by the handler): DNS, connected connectors, and a request to the
+    /// backend through a tunnel. The default answers that the front door does
+    /// not run here.
+    fn probe_app(&self, app: postern_store::App) -> BoxFuture<'_, Result<wire::AppProbe, String>> {
+        let _ = app;
+        Box::pin(async { Err("the front door does not run in this process".to_owned()) })
+    }
 }
 
 /// A boxed future of a [`FrontDoorKeys`] method.

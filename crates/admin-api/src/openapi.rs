@@ -407,6 +407,13 @@ static OPERATIONS: &[OpDoc] = &[
         Answer::Empty(204),
     ),
     doc(
+        Post,
+        "/api/v1/apps/{id}/test",
+        "Test an app: DNS of its external host, connected connectors of its group, and a request to its backend through a tunnel",
+        Request::None,
+        Answer::Json(200, one::<AppProbe>),
+    ),
+    doc(
         Get,
         "/api/v1/apps/{id}/assignments",
         "List who is assigned to an app",

@@ -203,6 +203,7 @@ static ROUTES: &[RouteSpec] = &[
     route(Get, "/api/v1/apps/{id}", APP_ADMIN, |m| on(m, apps::show)),
     route(Put, "/api/v1/apps/{id}", APP_ADMIN, |m| on(m, apps::replace)),
     route(Delete, "/api/v1/apps/{id}", APP_ADMIN, |m| on(m, apps::delete)),
+    route(Post, "/api/v1/apps/{id}/test", APP_ADMIN, |m| on(m, apps::test)),
     route(Get, "/api/v1/apps/{id}/assignments", APP_ADMIN, |m| {
         on(m, apps::assignments)
     }),

@@ -1042,3 +1042,6 @@ pub use updates::{
     ComponentUpdateView, ComponentVersionView, FieldVersion, PublishRelease, ReleaseView, SetUpdatePolicy,
     UpdatePolicyView, UpdatesOverview,
 };
+
+mod probe;
+pub use probe::{AppProbe, ProbeCheck};

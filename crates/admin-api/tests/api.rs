@@ -368,6 +368,7 @@ POST /api/v1/apps application_administrator
 GET /api/v1/apps/{id} application_administrator
 PUT /api/v1/apps/{id} application_administrator
 DELETE /api/v1/apps/{id} application_administrator
+POST /api/v1/apps/{id}/test application_administrator
 GET /api/v1/apps/{id}/assignments application_administrator
 POST /api/v1/apps/{id}/assignments application_administrator
 DELETE /api/v1/apps/{id}/assignments/{kind}/{principal_id} application_administrator
@@ -1194,7 +1195,11 @@ async fn client_secret_is_shown_once_and_stored_as_a_digest() {
     let shown = f.get(&format!("/api/v1/clients/{client_id}"), &app).await;
     assert!(shown.json.get("client_secret").is_none());
     let listed = f.get("/api/v1/clients", &app).await;
-    assert_eq!(listed.json.as_array().unwrap().len(), 2, "the CLI client and Wiki");
+    assert_eq!(
+        listed.json.as_array().unwrap().len(),
+        3,
+        "the CLI's and the console's built-in clients, and Wiki"
+    );
     {
         let bodies = f.bodies.lock().unwrap();
         let with_secret = bodies.iter().filter(|b| b.contains(&secret)).count();

@@ -22,6 +22,7 @@ mod hosts;
 mod pages;
 mod paths;
 mod preauth;
+mod probe;
 mod rate_limits;
 mod routing;
 mod session;
@@ -47,6 +48,7 @@ pub use access_log::TARGET as ACCESS_LOG_TARGET;
 pub use authority::{AuthorityError, bad_authority_response, request_authority};
 pub use forward::{ASSERTION_HEADER, BACKEND_REQUEST_ID_HEADER, EMAIL_HEADER, GROUPS_HEADER, USER_HEADER};
 pub use paths::PathError;
+pub use probe::{AppProbe, ProbeOutcome};
 pub use rate_limits::{LimitKind, Rate, RateLimitSettings, RateLimits, Throttled, client_key, wants_json};
 pub use routing::{Routed, Routing, normalize_host};
 

@@ -1,4 +1,4 @@
-//! The service's HTTP surface: STS and admin API routes, health probes, and the
+//! The service's HTTP surface: STS, admin API and admin console routes, health probes, and the
 //! layers every request passes (limits, timeouts, security headers, request logs
 //! that carry no secrets).
 
@@ -28,6 +28,27 @@ impl postern_admin_api::FrontDoorKeys for EdgeKeys {
     fn rotate_cookie_key(&self, revoke_older: bool) -> postern_admin_api::BoxFuture<'_, Result<String, String>> {
         Box::pin(async move { self.0.rotate_cookie_key(revoke_older).await.map_err(|e| e.to_string()) })
     }
+
+    fn probe_app(
+        &self,
+        app: postern_store::App,
+    ) -> postern_admin_api::BoxFuture<'_, Result<postern_admin_api::wire::AppProbe, String>> {
+        Box::pin(async move {
+            let p = self.0.probe_app(&app).await;
+            let check = |o: postern_edge::ProbeOutcome| postern_admin_api::wire::ProbeCheck {
+                ok: o.ok,
+                summary: o.summary,
+                details: o.details,
+            };
+            Ok(postern_admin_api::wire::AppProbe {
+                dns: check(p.dns),
+                connectors: check(p.connectors),
+                backend: check(p.backend),
+                backend_status: p.backend_status,
+                latency_ms: p.latency_ms,
+            })
+        })
+    }
 }
 
 /// Builds the whole application.
@@ -45,14 +66,15 @@ pub(crate) fn app(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .with_state(sts.clone());
+    let admin_api = postern_admin_api::router(sts.clone())
+        .layer(axum::Extension(front_door))
+        .layer(axum::Extension(host_rules));
     let mut app = Router::new()
         .merge(probes)
         .merge(sts.router())
-        .merge(
-            postern_admin_api::router(sts.clone())
-                .layer(axum::Extension(front_door))
-                .layer(axum::Extension(host_rules)),
-        )
+        // The console calls the admin API in-process, through the same router.
+        .merge(postern_console::router(sts.clone(), admin_api.clone(), public_url))
+        .merge(admin_api)
         .merge(control.public_router())
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(config.limits.max_body_bytes))

@@ -56,8 +56,8 @@ pub use registration::{REGISTRATION_AUDIENCE, RegistrationClaims, registration_s
 pub use risk::{RiskConfig, check_geoip_database};
 pub use setup::SetupCode;
 pub use tenants::{
-    CLI_CLIENT_ID, NewTenantRequest, TenantCreateError, ValidatedTenant, validate_domain, validate_tenant_name,
-    validate_username,
+    CLI_CLIENT_ID, CONSOLE_CLIENT_ID, NewTenantRequest, TenantCreateError, ValidatedTenant, validate_domain,
+    validate_tenant_name, validate_username,
 };
 pub use tokens::{ADMIN_API_AUDIENCE, ADMIN_SCOPE, AccessClaims, TokenError};
 

@@ -1,5 +1,6 @@
 //! Creating tenants: validation of names, the first global administrator, the
-//! built-in client of the `postern` command line, and the audit entry.
+//! built-in clients (the `postern` command line and the admin console), and the
+//! audit entry.
 
 use postern_keyring::SecretString;
 use postern_store::{NewAuditEntry, NewOAuthClient, NewTenant, NewUser, StoreError, Tenant, TenantSettings, User};
@@ -13,6 +14,11 @@ use crate::tokens::ADMIN_SCOPE;
 
 /// Client ID of the `postern` command line (a public client using the device flow).
 pub const CLI_CLIENT_ID: &str = "postern-cli";
+
+/// Client ID of the admin console at `/admin` (a public client using the
+/// authorization code flow with PKCE, redirecting only to
+/// [`Sts::console_redirect_uri`]).
+pub const CONSOLE_CLIENT_ID: &str = "postern-console";
 
 /// Everything needed to create a tenant with its first administrator.
 pub struct NewTenantRequest {
@@ -239,6 +245,10 @@ impl Sts {
             .await
             .map_err(StsError::from)?;
         self.store
+            .create_client(&tenant.id, &self.console_client(), now)
+            .await
+            .map_err(StsError::from)?;
+        self.store
             .append_audit(
                 &NewAuditEntry {
                     tenant_id: Some(tenant.id.clone()),
@@ -258,6 +268,62 @@ impl Sts {
             .map_err(StsError::from)?;
         tracing::info!(tenant = %tenant.name, admin = %user.username, "tenant created");
         Ok((tenant, user, codes))
+    }
+
+    /// Where the admin console receives authorization codes:
+    /// `{public_url}/admin/callback`.
+    pub fn console_redirect_uri(&self) -> String {
+        format!("{}/admin/callback", self.base)
+    }
+
+    /// The built-in client of the admin console.
+    fn console_client(&self) -> NewOAuthClient {
+        NewOAuthClient {
+            client_id: CONSOLE_CLIENT_ID.into(),
+            name: "Postern admin console".into(),
+            secret_digest: None,
+            redirect_uris: vec![self.console_redirect_uri()],
+            post_logout_redirect_uris: vec![],
+            grant_types: vec![crate::oidc::GRANT_CODE.into()],
+            scopes: vec![ADMIN_SCOPE.into()],
+            builtin: true,
+        }
+    }
+
+    /// Makes sure the tenant named `tenant_name` has the admin console's
+    /// built-in client (tenants created before the console existed get it on
+    /// first use; idempotent, and safe when several instances race). Returns
+    /// the tenant, `StsError` not-found for an unknown name, and an internal
+    /// error when the client exists with another redirect URI (the public URL
+    /// changed since it was made).
+    pub async fn ensure_console_client(&self, tenant_name: &str) -> Result<Tenant, StsError> {
+        let tenant = self.tenant_named(tenant_name).await?;
+        let existing = match self.store.client(&tenant.id, CONSOLE_CLIENT_ID).await {
+            Ok(client) => Some(client),
+            Err(StoreError::NotFound) => {
+                match self
+                    .store
+                    .create_client(&tenant.id, &self.console_client(), self.now())
+                    .await
+                {
+                    Ok(_) => None,
+                    Err(StoreError::Conflict(_)) => Some(self.store.client(&tenant.id, CONSOLE_CLIENT_ID).await?),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(client) = existing
+            && !client.redirect_uris.contains(&self.console_redirect_uri())
+        {
+            return Err(StsError::internal(format!(
+                "the admin console's client of tenant {} redirects to {:?}, not {} (the public URL changed)",
+                tenant.name,
+                client.redirect_uris,
+                self.console_redirect_uri()
+            )));
+        }
+        Ok(tenant)
     }
 
     /// The tenant named in a request path.

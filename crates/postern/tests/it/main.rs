@@ -14,6 +14,7 @@ mod common;
 mod component_cli;
 mod components;
 mod connection_deadlines;
+mod console;
 mod cross_tenant;
 mod demo;
 mod directory_ahead;
