@@ -4,13 +4,13 @@
 //! - **Sign-in**: the console is an OIDC client (`postern-console`, public,
 //!   PKCE) of the tenant's issuer; the code is redeemed in-process at the STS's
 //!   token endpoint for an admin access token (scope `postern:admin`). Admins
-//!   always pass MFA at the STS. See [`login`](crate::login).
+//!   always pass MFA at the STS. See the `login` module.
 //! - **Every action is an admin API call** made in-process with that token
-//!   ([`api`](crate::api)), so the role checks, validation and audit entries are
+//!   (module `api`), so the role checks, validation and audit entries are
 //!   the API's; the console renders the JSON as HTML, escaping everything.
 //! - **Session and CSRF**: one cookie holding the token; every POST must be
 //!   same-origin and carry the session's CSRF token
-//!   ([`session`](crate::session)).
+//!   (module `session`).
 //! - No JavaScript, no third-party assets; a strict Content-Security-Policy,
 //!   `no-store` and `no-referrer` on every response.
 #![warn(missing_docs)]
