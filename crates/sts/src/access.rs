@@ -6,7 +6,7 @@
 //! is and how they signed in.
 
 use postern_policy::ClientKind;
-use postern_store::{App, StoreError};
+use postern_store::{App, StoreError, User};
 
 use crate::Sts;
 use crate::client_ip::ClientIp;
@@ -91,6 +91,20 @@ impl Sts {
             Err(StoreError::NotFound) => return Ok(Admission::Denied(Denial::NoSuchUser)),
             Err(e) => return Err(e.into()),
         };
+        self.admission_of(app, &user, presence).await
+    }
+
+    /// [`Sts::admission`] of a user this request has just read from the app's
+    /// tenant (not read again).
+    pub(crate) async fn admission_of(
+        &self,
+        app: &App,
+        user: &User,
+        presence: Option<&Presence>,
+    ) -> Result<Admission, StsError> {
+        if user.tenant_id != app.tenant_id {
+            return Ok(Admission::Denied(Denial::NoSuchUser));
+        }
         if !user.enabled {
             return Ok(Admission::Denied(Denial::Disabled));
         }
@@ -103,7 +117,7 @@ impl Sts {
                 .evaluate_access(AccessRequest {
                     tenant: &tenant,
                     username: &user.username,
-                    user: Some(&user),
+                    user: Some(user),
                     client_id: Some(&app.client_id),
                     app: Some(app),
                     ip: presence.ip,
@@ -114,7 +128,7 @@ impl Sts {
             let outcome = Sts::outcome_of(&verdict, presence.mfa);
             self.log_decision(
                 &tenant,
-                &user,
+                user,
                 Some(&app.client_id),
                 presence.ip,
                 outcome,

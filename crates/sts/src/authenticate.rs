@@ -171,6 +171,19 @@ impl Sts {
             Err(StoreError::NotFound) => None,
             Err(e) => return Err(e.into()),
         };
+        self.check_password_of(tenant, username, user, password, ip).await
+    }
+
+    /// [`Sts::check_password`] for the account `user` that this request has
+    /// just found by `username` (or none such), not read again.
+    pub(crate) async fn check_password_of(
+        &self,
+        tenant: &Tenant,
+        username: &str,
+        user: Option<User>,
+        password: &SecretString,
+        ip: ClientIp,
+    ) -> Result<PasswordVerdict, StsError> {
         let passthrough = match &user {
             Some(u) if u.source == UserSource::Cloud => false,
             _ => self.domain_is_passthrough(tenant, username).await?,

@@ -560,6 +560,32 @@ async fn an_app_client_issues_codes_only_to_users_the_app_admits() {
     .await;
     assert_eq!(status, 200, "{tokens}");
 
+    // What /authorize reads is cached; every change applies to the very next
+    // request. Out of the group: refused at once (single sign-on, no page).
+    store.remove_member(&t.tenant.id, &group.id, &bob.id).await.unwrap();
+    let page = browser.get(&start(&Pkce::new())).await.unwrap();
+    assert_access_denied(&page, &wiki, "not assigned");
+    // Back in: a code at once.
+    store.add_member(&t.tenant.id, &group.id, &bob.id).await.unwrap();
+    let page = browser.get(&start(&Pkce::new())).await.unwrap();
+    assert!(query_param(&page.location().unwrap(), "code").is_some(), "member again");
+    // The group unassigned from the app: refused at once.
+    store
+        .unassign_app(&t.tenant.id, &wiki.app.id, PrincipalKind::Group, &group.id)
+        .await
+        .unwrap();
+    let page = browser.get(&start(&Pkce::new())).await.unwrap();
+    assert_access_denied(&page, &wiki, "not assigned");
+    store
+        .assign_app(&t.tenant.id, &wiki.app.id, PrincipalKind::Group, &group.id)
+        .await
+        .unwrap();
+    let page = browser.get(&start(&Pkce::new())).await.unwrap();
+    assert!(
+        query_param(&page.location().unwrap(), "code").is_some(),
+        "assigned again"
+    );
+
     // Disabled, or of another tenant: refused with the reason.
     let (beta, beta_admin) = second_tenant(&svc).await;
     assert_eq!(
@@ -584,6 +610,20 @@ async fn an_app_client_issues_codes_only_to_users_the_app_admits() {
         svc.sts().app_admits(&wiki.app, &bob.id).await.unwrap(),
         Admission::Denied(Denial::Disabled)
     );
+    // His session no longer signs him in: no code, the sign-in page instead.
+    let page = browser.get(&start(&Pkce::new())).await.unwrap();
+    let location = page.location().unwrap_or_default();
+    assert!(
+        query_param(&location, "code").is_none(),
+        "a disabled user gets no code: {location}"
+    );
+    assert!(location.contains("/signin?flow="), "{location}");
+
+    // The app deleted: its client is gone at once.
+    store.delete_app(&t.tenant.id, &wiki.app.id).await.unwrap();
+    let page = browser.get(&start(&Pkce::new())).await.unwrap();
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.body.contains("not registered"), "{}", page.body);
 
     // A client that is not an app's keeps signing in every user of the tenant.
     svc.create_client(&t.tenant, "portal", None, &[REDIRECT], &["authorization_code"])

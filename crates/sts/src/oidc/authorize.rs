@@ -17,7 +17,7 @@ use url::Url;
 
 use super::{GRANT_CODE, has_scope, validate_scope};
 use crate::client_ip::ClientIp;
-use crate::conditional::AccessRequest;
+use crate::conditional::{AccessRequest, AccessVerdict};
 use crate::error::StsError;
 use crate::pages::Page;
 use crate::signin::flow::{AuthRequest, Purpose};
@@ -270,6 +270,7 @@ async fn handle(
                             amr: &session.amr,
                             ip,
                             single_sign_on: true,
+                            decided: None,
                         },
                     )
                     .await?;
@@ -319,6 +320,10 @@ pub(crate) struct Authenticated<'a> {
     /// Single sign-on (a session answered) rather than the sign-in pages
     /// (which log their own decision).
     pub single_sign_on: bool,
+    /// The conditional access decision the same request has just made for
+    /// this user and client (the sign-in pages, right after the password),
+    /// used instead of evaluating the policies again.
+    pub decided: Option<&'a AccessVerdict>,
 }
 
 impl Authenticated<'_> {
@@ -363,7 +368,7 @@ impl Sts {
                 description,
             ))
         };
-        if let Some(denial) = self.app_refuses(tenant, &request.client_id, &user.id).await? {
+        if let Some(denial) = self.app_refuses(tenant, &request.client_id, user).await? {
             tracing::info!(
                 tenant = %tenant.name,
                 client = %request.client_id,
@@ -373,18 +378,22 @@ impl Sts {
             );
             return Ok(deny(&denial.to_string()));
         }
-        let verdict = self
-            .evaluate_access(AccessRequest {
-                tenant,
-                username: &user.username,
-                user: Some(user),
-                client_id: Some(&request.client_id),
-                app: None,
-                ip: how.ip,
-                client_kind: postern_policy::ClientKind::Browser,
-                risk: None,
-            })
-            .await?;
+        let verdict = match how.decided {
+            Some(decided) => decided.clone(),
+            None => {
+                self.evaluate_access(AccessRequest {
+                    tenant,
+                    username: &user.username,
+                    user: Some(user),
+                    client_id: Some(&request.client_id),
+                    app: None,
+                    ip: how.ip,
+                    client_kind: postern_policy::ClientKind::Browser,
+                    risk: None,
+                })
+                .await?
+            }
+        };
         if how.single_sign_on {
             let outcome = Sts::outcome_of(&verdict, how.mfa());
             self.log_decision(
@@ -418,14 +427,14 @@ impl Sts {
             .map(Issued::Redirect)
     }
 
-    /// Why the app whose client is `client_id` refuses the user, if the client is
-    /// an app's and it does.
-    async fn app_refuses(&self, tenant: &Tenant, client_id: &str, user_id: &str) -> Result<Option<Denial>, StsError> {
+    /// Why the app whose client is `client_id` refuses `user` (of `tenant`,
+    /// just read by this request), if the client is an app's and it does.
+    async fn app_refuses(&self, tenant: &Tenant, client_id: &str, user: &User) -> Result<Option<Denial>, StsError> {
         let Some(app) = self.store.app_of_client(&tenant.id, client_id).await? else {
             return Ok(None);
         };
         // The baseline here; the policies are evaluated for every client next.
-        Ok(match self.app_admits(&app, user_id).await? {
+        Ok(match self.admission_of(&app, user, None).await? {
             Admission::Allowed { .. } | Admission::StepUp(_) => None,
             Admission::Denied(denial) => Some(denial),
         })

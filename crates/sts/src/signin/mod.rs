@@ -195,9 +195,9 @@ pub(crate) async fn submit(
     match flow.stage {
         Stage::Username => step.username(&mut flow, &form).await,
         Stage::Password => step.password(&mut flow, &form).await,
-        Stage::Totp | Stage::Recovery => step.second_factor(&mut flow, &form, &headers).await,
+        Stage::Totp | Stage::Recovery => step.second_factor(&mut flow, &form).await,
         Stage::Enrol => step.enrol(&mut flow, &form).await,
-        Stage::Enrolled => step.complete(&mut flow, &headers).await,
+        Stage::Enrolled => step.complete(&mut flow).await,
         Stage::DeviceConfirm => step.device_decision(&mut flow, &form).await,
     }
 }
@@ -369,7 +369,7 @@ impl Step<'_> {
         flow.risk = Some(before.risk.clone());
         let verdict = self
             .sts
-            .check_password(self.tenant, &username, &form.password, self.ip)
+            .check_password_of(self.tenant, &username, claimed.clone(), &form.password, self.ip)
             .await?;
         let user = match verdict {
             PasswordVerdict::Valid(user) => user,
@@ -433,14 +433,21 @@ impl Step<'_> {
         flow.user_id = Some(user.id.clone());
         flow.auth_time = Some(self.sts.now());
         flow.add_amr(&["pwd"]);
-        self.after_password(flow, &user).await
+        self.after_password(flow, &user, &after).await
     }
 
     /// Decides the second step: MFA if required (by the fixed rule or a
     /// policy), else done.
-    async fn after_password(&self, flow: &mut Flow, user: &User) -> Result<Response, StsError> {
+    /// `decided` is the decision just made for this user (reused when the
+    /// sign-in completes in this same request).
+    async fn after_password(
+        &self,
+        flow: &mut Flow,
+        user: &User,
+        decided: &AccessVerdict,
+    ) -> Result<Response, StsError> {
         if !flow.policy_mfa && !self.sts.mfa_needed(self.tenant, user).await? {
-            return self.complete_without_headers(flow).await;
+            return self.complete_as(flow, user, Some(decided)).await;
         }
         if user.totp_sealed.is_some() {
             flow.stage = Stage::Totp;
@@ -484,12 +491,7 @@ impl Step<'_> {
         )
     }
 
-    async fn second_factor(
-        &self,
-        flow: &mut Flow,
-        form: &SigninForm,
-        headers: &HeaderMap,
-    ) -> Result<Response, StsError> {
+    async fn second_factor(&self, flow: &mut Flow, form: &SigninForm) -> Result<Response, StsError> {
         match form.action.as_str() {
             "recovery" => {
                 flow.stage = Stage::Recovery;
@@ -520,7 +522,7 @@ impl Step<'_> {
             let left = self.sts.store.recovery_codes_left(&user.id).await?;
             tracing::info!(tenant = %self.tenant.name, user = %user.id, left, "recovery code used");
         }
-        self.complete(flow, headers).await
+        self.complete_as(flow, &user, None).await
     }
 
     async fn enrol(&self, flow: &mut Flow, form: &SigninForm) -> Result<Response, StsError> {
@@ -561,17 +563,26 @@ impl Step<'_> {
         Ok(page.into_response())
     }
 
-    async fn complete_without_headers(&self, flow: &mut Flow) -> Result<Response, StsError> {
-        self.complete(flow, &HeaderMap::new()).await
-    }
-
-    /// The user is fully authenticated: record the session, then hand over to the
-    /// flow's purpose.
-    async fn complete(&self, flow: &mut Flow, _headers: &HeaderMap) -> Result<Response, StsError> {
+    /// The flow's user (read again: the step is a page of its own) is fully
+    /// authenticated: [`Step::complete_as`].
+    async fn complete(&self, flow: &mut Flow) -> Result<Response, StsError> {
         let Some(user) = self.current_user(flow).await? else {
             self.sts.end_flow(self.flow_id).await?;
             return Ok(expired(self.tenant));
         };
+        self.complete_as(flow, &user, None).await
+    }
+
+    /// `user`, read (enabled) by this same request, is fully authenticated:
+    /// record the session, then hand over to the flow's purpose. `decided` is
+    /// the conditional access decision this request has just made for the
+    /// user and the flow's client, if it made one (not made again).
+    async fn complete_as(
+        &self,
+        flow: &mut Flow,
+        user: &User,
+        decided: Option<&AccessVerdict>,
+    ) -> Result<Response, StsError> {
         let now = self.sts.now();
         let amr = flow.amr.join(" ");
         let mfa_at = flow.amr.iter().any(|a| a == "mfa").then_some(now);
@@ -597,7 +608,7 @@ impl Step<'_> {
             Some(access) => serde_json::json!({ "note": amr, "access": access }).to_string(),
             None => amr.clone(),
         };
-        self.log(flow, Some(&user), SigninOutcome::Success, &detail).await?;
+        self.log(flow, Some(user), SigninOutcome::Success, &detail).await?;
         match flow.purpose.clone() {
             Purpose::Authorize(request) => {
                 self.sts.end_flow(self.flow_id).await?;
@@ -607,13 +618,14 @@ impl Step<'_> {
                     .complete_authorization(
                         self.tenant,
                         &request,
-                        &user,
+                        user,
                         crate::oidc::authorize::Authenticated {
                             session_id: Some(&session.id),
                             auth_time,
                             amr: &amr,
                             ip: self.ip,
                             single_sign_on: false,
+                            decided,
                         },
                     )
                     .await?;
@@ -631,7 +643,7 @@ impl Step<'_> {
             }
             Purpose::Device { .. } => {
                 flow.stage = Stage::DeviceConfirm;
-                flow.approval_needs = device::approval_needs(flow, &user);
+                flow.approval_needs = device::approval_needs(flow, user);
                 flow.session_id = Some(session.id);
                 self.sts.save_flow(self.flow_id, flow).await?;
                 Ok(see_other(&signin_url(self.sts, self.tenant, self.flow_id), cookies))
