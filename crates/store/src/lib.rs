@@ -218,6 +218,10 @@ impl Store {
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout);
         if backend == Backend::Sqlite {
+            // No ping before each checkout: an SQLite connection is a file
+            // handle on a thread of its own that cannot go stale, and the ping
+            // is a hop to that thread and back, as costly as a statement.
+            pool_options = pool_options.test_before_acquire(false);
             pool_options = pool_options.after_connect(|conn, _meta| {
                 Box::pin(async move {
                     conn.execute(
