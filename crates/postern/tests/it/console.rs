@@ -510,3 +510,34 @@ async fn test_this_app_reports_the_backend_and_a_group_without_connectors() {
     let (_, audit) = bench.api(reqwest::Method::GET, "/audit?limit=1000", None).await;
     assert!(audit.as_array().unwrap().iter().any(|e| e["action"] == "app.test"));
 }
+
+#[tokio::test]
+async fn a_tenant_made_before_the_console_gets_its_client_on_first_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/postern.db", dir.path().display());
+    let svc = TestService::builder().database_url(url.clone()).start().await.unwrap();
+    let t = svc.bootstrap().await.unwrap();
+    // A tenant of an older release has no console client: remove it behind
+    // the service's back (nothing has read it yet, so nothing caches it).
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let gone = sqlx::query("DELETE FROM oauth_clients WHERE client_id = 'postern-console'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        gone.rows_affected(),
+        1,
+        "the setup made the tenant with its console client"
+    );
+    let (_, page) = sign_in(&svc, "acme", &admin_login(&svc, &t)).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("<h1>Overview</h1>"));
+    let client = svc
+        .store()
+        .client(&t.tenant.id, postern_sts::CONSOLE_CLIENT_ID)
+        .await
+        .unwrap();
+    assert!(client.builtin);
+    assert_eq!(client.redirect_uris, vec![format!("{}/admin/callback", svc.url())]);
+    assert!(client.secret_digest.is_none(), "a public client");
+}
