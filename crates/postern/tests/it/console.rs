@@ -541,3 +541,145 @@ async fn a_tenant_made_before_the_console_gets_its_client_on_first_use() {
     assert_eq!(client.redirect_uris, vec![format!("{}/admin/callback", svc.url())]);
     assert!(client.secret_digest.is_none(), "a public client");
 }
+
+#[tokio::test]
+async fn users_groups_tokens_connector_groups_and_logs_through_the_pages() {
+    let svc = TestService::start().await.unwrap();
+    let t = svc.bootstrap().await.unwrap();
+    let base = svc.url();
+    let (browser, overview) = sign_in(&svc, "acme", &admin_login(&svc, &t)).await;
+    assert_eq!(overview.status, 200, "{}", overview.body);
+    let token_field = csrf(&overview);
+
+    // A cloud user through the form: in the API, the display name escaped.
+    let made = browser
+        .post(
+            &format!("{base}/admin/users"),
+            &fields(&[
+                ("csrf", token_field.as_str()),
+                ("kind", "cloud"),
+                ("username", "erin@acme.test"),
+                ("display_name", "Erin <i>the admin</i>"),
+                ("password", "Blue kettle sings at dawn 7"),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(made.status, 303, "{}", made.body);
+    let users = api_get(&svc, &t.tenant, &t.admin, "/users").await;
+    let erin = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "erin@acme.test")
+        .expect("erin is in the API")
+        .clone();
+    let erin_id = erin["id"].as_str().unwrap();
+    let page = browser.get(&format!("{base}/admin/users")).await.unwrap();
+    assert!(page.body.contains("Erin &lt;i&gt;the admin&lt;/i&gt;"));
+    assert!(!page.body.contains("<i>the admin"));
+    assert!(!page.body.contains("Blue kettle sings at dawn 7"));
+
+    // A role through the user's page, then disable her.
+    for (op, role) in [("add-role", "application_administrator"), ("disable", "")] {
+        let r = browser
+            .post(
+                &format!("{base}/admin/users/{erin_id}"),
+                &fields(&[("csrf", token_field.as_str()), ("op", op), ("role", role)]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 303, "{op}: {}", r.body);
+    }
+    let roles = api_get(&svc, &t.tenant, &t.admin, &format!("/users/{erin_id}/roles")).await;
+    assert_eq!(roles["roles"], json!(["application_administrator"]));
+    let erin = api_get(&svc, &t.tenant, &t.admin, &format!("/users/{erin_id}")).await;
+    assert_eq!(erin["enabled"], false);
+
+    // A group and a member by username.
+    let r = browser
+        .post(
+            &format!("{base}/admin/groups"),
+            &fields(&[
+                ("csrf", token_field.as_str()),
+                ("name", "Wiki editors"),
+                ("source", "cloud"),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 303, "{}", r.body);
+    let groups = api_get(&svc, &t.tenant, &t.admin, "/groups").await;
+    let group_id = groups.as_array().unwrap()[0]["id"].as_str().unwrap().to_owned();
+    let r = browser
+        .post(
+            &format!("{base}/admin/groups/{group_id}"),
+            &fields(&[
+                ("csrf", token_field.as_str()),
+                ("op", "add"),
+                ("user", "erin@acme.test"),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 303, "{}", r.body);
+    let members = api_get(&svc, &t.tenant, &t.admin, &format!("/groups/{group_id}/members")).await;
+    assert_eq!(members.as_array().unwrap().len(), 1, "{members}");
+
+    // A connector group, then a registration token for it, shown once.
+    let r = browser
+        .post(
+            &format!("{base}/admin/connector-groups"),
+            &fields(&[("csrf", token_field.as_str()), ("name", "dc-east"), ("description", "")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 303, "{}", r.body);
+    let page = browser.get(&format!("{base}/admin/connectors")).await.unwrap();
+    assert!(page.body.contains("dc-east"));
+    let shown = browser
+        .post(
+            &format!("{base}/admin/tokens"),
+            &fields(&[
+                ("csrf", token_field.as_str()),
+                ("kind", "connector"),
+                ("group", "dc-east"),
+                ("ttl_secs", "600"),
+                ("uses", "2"),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert_eq!(shown.headers["cache-control"], "no-store");
+    let start = shown.body.find(r#"<code id="registration-token">"#).unwrap() + 30;
+    assert!(shown.body[start..].starts_with("ptr_"), "{}", &shown.body[start..]);
+    assert!(shown.body.contains("in group dc-east"));
+    // A refused token (a ttl out of range): the API's problems, shown.
+    let refused = browser
+        .post(
+            &format!("{base}/admin/tokens"),
+            &fields(&[("csrf", token_field.as_str()), ("kind", "connector"), ("ttl_secs", "5")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(!refused.body.contains(r#"id="registration-token""#));
+
+    // The logs show what happened.
+    let signins = browser.get(&format!("{base}/admin/signins")).await.unwrap();
+    assert_eq!(signins.status, 200);
+    assert!(signins.body.contains("admin@acme.test"), "{}", signins.body);
+    let audit = browser
+        .get(&format!("{base}/admin/audit?q=connector_group"))
+        .await
+        .unwrap();
+    assert_eq!(audit.status, 200);
+    assert!(audit.body.contains("connector_group"), "{}", audit.body);
+    assert!(
+        !audit.body.contains("user.create"),
+        "the filter keeps matching rows only"
+    );
+    let policies = browser.get(&format!("{base}/admin/policies")).await.unwrap();
+    assert_eq!(policies.status, 200);
+}
