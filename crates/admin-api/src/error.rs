@@ -40,6 +40,10 @@ pub(crate) enum ApiError {
     /// The database is unreachable or overloaded: 503, retry later.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
+    /// The database's disk is full, so nothing was changed: 503 saying so (an
+    /// operator must free space), logged as an error.
+    #[error("storage full: {0}")]
+    StorageFull(String),
     /// A bug or broken invariant: 500, logged.
     #[error("internal error: {0}")]
     Internal(String),
@@ -71,7 +75,9 @@ impl ApiError {
             ApiError::Invalid { status, .. } => (*status, "invalid_request"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+            ApiError::Unavailable(_) | ApiError::StorageFull(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
         }
     }
@@ -83,6 +89,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound,
             // The store's conflict messages are written for clients ("user x exists").
             StoreError::Conflict(msg) => ApiError::Conflict(msg),
+            e @ StoreError::StorageFull(_) => ApiError::StorageFull(e.to_string()),
             e if e.is_transient() => ApiError::Unavailable(e.to_string()),
             e => ApiError::Internal(e.to_string()),
         }
@@ -114,6 +121,13 @@ impl IntoResponse for ApiError {
                 tracing::warn!(error = %detail, "admin API: store unavailable");
                 (
                     "the service is temporarily unavailable; retry later".to_owned(),
+                    Vec::new(),
+                )
+            }
+            ApiError::StorageFull(detail) => {
+                tracing::error!(error = %detail, "admin API: the database's storage is full; free space for changes to work");
+                (
+                    "the service cannot save changes: its storage is full; nothing was changed, retry once an operator has freed space".to_owned(),
                     Vec::new(),
                 )
             }

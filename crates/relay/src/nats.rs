@@ -1038,6 +1038,7 @@ mod tests {
         }
     }
 
+    #[allow(clippy::disallowed_methods)] // a unique name, not a time
     fn uuid_like() -> String {
         use std::time::{SystemTime, UNIX_EPOCH};
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());

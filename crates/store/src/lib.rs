@@ -40,7 +40,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Connection as _, Executor};
 
 pub use apps::{APP_CALLBACK_PATH, App, AppLimits, AppSpec, CookieKeyRecord, ExternalScheme, Preauth, PrincipalKind};
 pub use audit::{AuditBreak, AuditEntry, AuditVerification, NewAuditEntry};
@@ -216,7 +216,17 @@ impl Store {
             AnyConnectOptions::from_str(&url).map_err(|e| StoreError::Config(format!("database url: {e}")))?;
         let mut pool_options = AnyPoolOptions::new()
             .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout);
+            .acquire_timeout(options.acquire_timeout)
+            // A connection that comes back still inside a transaction is
+            // closed, not reused. SQLite rolls a whole transaction back by
+            // itself on some errors (a full disk): sqlx's count of the
+            // connection's open transactions then disagrees with SQLite's, its
+            // later `ROLLBACK TO SAVEPOINT` leaves a transaction open that holds
+            // the write lock, and every other connection waits "database is
+            // locked" until a restart (it/faults.rs). A transaction dropped
+            // without commit on an error path also costs its connection; a
+            // committed one never does.
+            .after_release(|conn, _meta| Box::pin(async move { Ok(!conn.is_in_transaction()) }));
         if backend == Backend::Sqlite {
             // No ping before each checkout: an SQLite connection is a file
             // handle on a thread of its own that cannot go stale, and the ping

@@ -46,6 +46,12 @@ pub struct TestServiceBuilder {
     export: Option<postern_export::ExportSettings>,
     control: Option<ControlTuning>,
     metrics: bool,
+    /// Where the data directory is made (a fresh temporary directory under
+    /// it); the system's temporary directory when `None`.
+    data_parent: Option<std::path::PathBuf>,
+    /// A database of the test's own (e.g. a PostgreSQL server it restarts)
+    /// instead of a fresh schema of the shared one.
+    database_url: Option<String>,
     /// Set by [`TestCluster::instance`]: the shared database, KEK, NATS prefix
     /// and clock.
     member: Option<Member>,
@@ -212,17 +218,37 @@ impl TestServiceBuilder {
         self
     }
 
+    /// Makes the data directory (with the SQLite database) under `parent`, e.g.
+    /// a small file system a test fills up.
+    pub fn data_under(mut self, parent: impl Into<std::path::PathBuf>) -> Self {
+        self.data_parent = Some(parent.into());
+        self
+    }
+
+    /// Uses the database at `url` (a server of the test's own, which it may
+    /// stop and start) instead of a fresh schema of the shared PostgreSQL.
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.database_url = Some(url.into());
+        self
+    }
+
     /// Starts the service on 127.0.0.1 with an ephemeral port.
     pub async fn start(self) -> Result<TestService> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let data = tempfile::tempdir()?;
-        let db = match &self.member {
-            Some(_) => None,
-            None => Some(TestDatabase::new(self.backend).await?),
+        let data = match &self.data_parent {
+            Some(parent) => tempfile::tempdir_in(parent)?,
+            None => tempfile::tempdir()?,
+        };
+        let db = match (&self.member, &self.database_url) {
+            (Some(_), _) | (None, Some(_)) => None,
+            (None, None) => Some(TestDatabase::new(self.backend).await?),
         };
         let mut config = Config::local(data.path().to_path_buf());
         if let Some(db) = &db {
             config.database_url = db.url.clone();
+        }
+        if let Some(url) = &self.database_url {
+            config.database_url = url.clone();
         }
         if let Some(member) = &self.member {
             config.database_url = member.database_url.clone();
@@ -307,6 +333,8 @@ impl TestService {
             export: None,
             control: None,
             metrics: false,
+            data_parent: None,
+            database_url: None,
             member: None,
         }
     }

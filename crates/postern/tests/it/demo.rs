@@ -481,12 +481,7 @@ async fn postern_demo_brings_everything_up_and_a_second_run_reuses_it() {
         .unwrap();
     assert!(code.status.success(), "{}", String::from_utf8_lossy(&code.stderr));
     let printed = String::from_utf8_lossy(&code.stdout);
-    let now = postern_time::UnixTime::from_secs(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64,
-    );
+    let now = postern_time::Clock::now(&postern_time::SystemClock);
     let step = Duration::from_secs(30);
     let around: Vec<String> = [now - step, now, now + step]
         .into_iter()

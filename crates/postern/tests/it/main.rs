@@ -18,6 +18,7 @@ mod console;
 mod cross_tenant;
 mod demo;
 mod directory_ahead;
+mod faults;
 mod limits;
 mod lockout;
 mod logs;

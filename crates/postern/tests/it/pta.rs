@@ -170,7 +170,7 @@ impl Pta {
     }
 }
 
-fn slapd_directory(slapd: &Slapd) -> Arc<dyn Directory> {
+pub(crate) fn slapd_directory(slapd: &Slapd) -> Arc<dyn Directory> {
     let mut config = slapd.config();
     // Users sign in with their mail address; report it as the sign-in name.
     config.user_filter = Some("(&(objectClass=inetOrgPerson)(mail={username}))".into());
@@ -592,7 +592,7 @@ async fn a_raw_agent_sees_only_ciphertexts_and_answers_once() {
 
 /// A directory whose server accepts connections and never answers: a
 /// validation against it holds its agent's slot until the request's deadline.
-async fn unanswering_directory() -> Arc<dyn Directory> {
+pub(crate) async fn unanswering_directory() -> Arc<dyn Directory> {
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = silent.local_addr().unwrap();
     tokio::spawn(async move {
