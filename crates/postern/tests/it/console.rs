@@ -509,6 +509,39 @@ async fn test_this_app_reports_the_backend_and_a_group_without_connectors() {
     assert_eq!(probe["backend_status"], 200);
     let (_, audit) = bench.api(reqwest::Method::GET, "/audit?limit=1000", None).await;
     assert!(audit.as_array().unwrap().iter().any(|e| e["action"] == "app.test"));
+
+    // Revoke the connector through its confirm step: it is gone from the
+    // API, its tunnels close, and the app reports no connector.
+    let (_, connectors) = bench.api(reqwest::Method::GET, "/connectors", None).await;
+    let connector_id = connectors[0]["id"].as_str().unwrap().to_owned();
+    let listing = browser.get(&format!("{base}/admin/connectors")).await.unwrap();
+    assert!(listing.body.contains(&format!(r#"id="revoke-{connector_id}""#)));
+    let confirm = browser
+        .get(&format!("{base}/admin/connectors/{connector_id}/revoke"))
+        .await
+        .unwrap();
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    assert!(confirm.body.contains(r#"id="revoke""#));
+    let revoked = browser
+        .post(
+            &format!("{base}/admin/connectors/{connector_id}/revoke"),
+            &fields(&[("csrf", token_field.as_str()), ("action", "revoke")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked.status, 303, "{}", revoked.body);
+    let (_, connectors) = bench.api(reqwest::Method::GET, "/connectors", None).await;
+    assert!(connectors.as_array().unwrap().is_empty(), "{connectors}");
+    let group = bench.default_group().await;
+    bench.wait_for_tunnels(&group, <[_]>::is_empty).await;
+    let tested = browser
+        .post(
+            &format!("{base}/admin/apps/{app_id}/test"),
+            &fields(&[("csrf", token_field.as_str()), ("action", "test")]),
+        )
+        .await
+        .unwrap();
+    assert!(tested.body.contains("has no connector"), "{}", tested.body);
 }
 
 #[tokio::test]
