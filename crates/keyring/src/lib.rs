@@ -234,6 +234,19 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Replaces `path` with `contents` atomically (a new 0600 file beside it,
+/// synced, then renamed over it): readers see the old file or the new one,
+/// never a part of either, and never a moment when others may read it.
+pub fn replace_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    // A leftover of an earlier crash.
+    let _ = fs::remove_file(&tmp);
+    write_private_file(&tmp, contents)?;
+    fs::rename(&tmp, path)
+}
+
 /// Fails if `path` is readable or writable by anyone but its owner.
 pub fn check_private_mode(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
@@ -305,6 +318,28 @@ mod tests {
         }
         let e = Keyring::generate_entry(1).unwrap();
         assert!(Keyring::from_text(&format!("{0}\n{0}", e.expose())).is_err());
+    }
+
+    #[test]
+    fn a_replaced_file_is_private_whole_and_leaves_nothing_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        fs::write(&path, b"old, readable by all").unwrap();
+        // A leftover of a crash in the middle of an earlier replacement.
+        fs::write(dir.path().join("key.pem.tmp"), b"half").unwrap();
+        replace_private_file(&path, b"new").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("key.pem")]);
+        assert!(replace_private_file(&dir.path().join("missing-dir/key.pem"), b"x").is_err());
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub mod issue;
 mod key;
 mod pem;
 mod policy;
+mod self_signed;
 pub mod serial;
 mod validity;
 
@@ -53,6 +54,7 @@ pub use info::{CertInfo, cert_info};
 pub use issue::{ClientCertRequest, IssuedCert};
 pub use key::{ComponentKey, generate_key, key_id};
 pub use policy::{KeyAlg, KeyPolicy, RSA_EXPONENT};
+pub use self_signed::{SelfSignedServer, ServerName, self_signed_server};
 pub use serial::{SERIAL_LEN, normalize_serial};
 pub use validity::{
     AGENT_CERT_VALIDITY, CA_VALIDITY, CLOCK_SKEW_ALLOWANCE, CONNECTOR_CERT_VALIDITY, CONNECTOR_RENEW_AFTER,

@@ -11,12 +11,12 @@
 //! the old one if anything is wrong.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use postern_pki::ServerName;
 use postern_time::{SharedClock, UnixTime};
 use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -36,6 +36,52 @@ const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 const SELF_SIGNED_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Backdating of a generated certificate, for clients whose clock is behind.
 const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(3600);
+
+/// One thing wrong with the certificates, naming the file or setting at fault.
+/// A load reports every problem at once ([`ServiceError::Tls`]).
+#[derive(Debug, thiserror::Error)]
+enum TlsProblem {
+    #[error("{}: not a readable PEM certificate chain: {source}", path.display())]
+    UnreadableChain {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{}: not an X.509 certificate: {detail}", path.display())]
+    NotX509 { path: PathBuf, detail: String },
+    #[error("{}: unreadable subjectAltName: {detail}", path.display())]
+    UnreadableNames { path: PathBuf, detail: String },
+    #[error(
+        "{} has no names in a subjectAltName extension; clients check host names against those only (not the subject's CN)",
+        path.display()
+    )]
+    NoNames { path: PathBuf },
+    #[error(
+        "{}: names no host in its subjectAltName (only IP addresses); only the default certificate can serve clients without a host name",
+        path.display()
+    )]
+    OnlyAddresses { path: PathBuf },
+    #[error("{}: {source}", path.display())]
+    KeyNotPrivate { path: PathBuf, source: std::io::Error },
+    #[error("{}: not a readable PEM private key: {source}", path.display())]
+    UnreadableKey {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{}: unsupported private key: {source}", path.display())]
+    UnsupportedKey { path: PathBuf, source: rustls::Error },
+    #[error("{} is not the private key of {}", key.display(), cert.display())]
+    KeyMismatch { key: PathBuf, cert: PathBuf },
+    #[error("{}: {source}", path.display())]
+    Rejected { path: PathBuf, source: rustls::Error },
+    #[error("tls.certificates_dir {}: {source}", dir.display())]
+    CertificatesDir { dir: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Generate(#[from] postern_pki::PkiError),
+}
 
 /// The listener's TLS: the acceptor, and the resolver behind it that can read
 /// the certificates again.
@@ -194,16 +240,14 @@ impl CertTable {
         let mut others = Vec::new();
         for files in &pairs {
             match load_pair(files) {
-                Ok(cert) if cert.dns.is_empty() => problems.push(format!(
-                    "{}: names no host in its subjectAltName (only IP addresses); only the default certificate can serve clients without a host name",
-                    cert.path.display()
-                )),
+                Ok(cert) if cert.dns.is_empty() => problems.push(TlsProblem::OnlyAddresses { path: cert.path }),
                 Ok(cert) => others.push(cert),
                 Err(e) => problems.push(e),
             }
         }
         if !problems.is_empty() {
-            return Err(ServiceError::Tls(problems.join("; ")));
+            let said: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            return Err(ServiceError::Tls(said.join("; ")));
         }
         let mut all = default.into_iter().chain(others);
         let Some(first) = all.next() else {
@@ -319,34 +363,54 @@ fn unix_to_text(secs: i64) -> String {
 
 /// Reads, parses and checks one certificate chain and its key. Errors name the
 /// file at fault.
-fn load_pair(files: &TlsFiles) -> Result<Loaded, String> {
-    let cert_path = files.cert.display();
-    let key_path = files.key.display();
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+fn load_pair(files: &TlsFiles) -> Result<Loaded, TlsProblem> {
+    let (cert_path, key_path) = (&files.cert, &files.key);
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
         .and_then(|certs| certs.collect::<Result<_, _>>())
-        .map_err(|e| format!("{cert_path}: not a readable PEM certificate chain: {e}"))?;
+        .map_err(|source| TlsProblem::UnreadableChain {
+            path: cert_path.clone(),
+            source,
+        })?;
     let Some(leaf) = chain.first() else {
-        return Err(format!(
-            "{cert_path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
-        ));
+        return Err(TlsProblem::NoCertificate {
+            path: cert_path.clone(),
+        });
     };
-    let (_, parsed) =
-        x509_parser::parse_x509_certificate(leaf).map_err(|e| format!("{cert_path}: not an X.509 certificate: {e}"))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf).map_err(|e| TlsProblem::NotX509 {
+        path: cert_path.clone(),
+        detail: e.to_string(),
+    })?;
     let validity = parsed.validity();
     let (not_before, not_after) = (validity.not_before.timestamp(), validity.not_after.timestamp());
-    let (dns, ips) = subject_alt_names(&parsed, &cert_path.to_string())?;
-    postern_keyring::check_private_mode(&files.key).map_err(|e| format!("{key_path}: {e}"))?;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("{key_path}: not a readable PEM private key: {e}"))?;
-    let signing_key = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
-        .map_err(|e| format!("{key_path}: unsupported private key: {e}"))?;
+    let (dns, ips) = subject_alt_names(&parsed, cert_path)?;
+    postern_keyring::check_private_mode(key_path).map_err(|source| TlsProblem::KeyNotPrivate {
+        path: key_path.clone(),
+        source,
+    })?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|source| TlsProblem::UnreadableKey {
+        path: key_path.clone(),
+        source,
+    })?;
+    let signing_key =
+        rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).map_err(|source| TlsProblem::UnsupportedKey {
+            path: key_path.clone(),
+            source,
+        })?;
     let certified = CertifiedKey::new(chain, signing_key);
     match certified.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
         Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-            return Err(format!("{key_path} is not the private key of {cert_path}"));
+            return Err(TlsProblem::KeyMismatch {
+                key: key_path.clone(),
+                cert: cert_path.clone(),
+            });
         }
-        Err(e) => return Err(format!("{cert_path}: {e}")),
+        Err(source) => {
+            return Err(TlsProblem::Rejected {
+                path: cert_path.clone(),
+                source,
+            });
+        }
     }
     Ok(Loaded {
         path: files.cert.clone(),
@@ -362,11 +426,14 @@ fn load_pair(files: &TlsFiles) -> Result<Loaded, String> {
 /// two more labels, per RFC 6125) and IP addresses of a certificate.
 fn subject_alt_names(
     cert: &x509_parser::certificate::X509Certificate<'_>,
-    path: &str,
-) -> Result<(Vec<String>, Vec<IpAddr>), String> {
+    path: &Path,
+) -> Result<(Vec<String>, Vec<IpAddr>), TlsProblem> {
     let san = cert
         .subject_alternative_name()
-        .map_err(|e| format!("{path}: unreadable subjectAltName: {e}"))?;
+        .map_err(|e| TlsProblem::UnreadableNames {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })?;
     let (mut dns, mut ips) = (Vec::new(), Vec::new());
     for name in san.iter().flat_map(|san| san.value.general_names.iter()) {
         match name {
@@ -376,7 +443,8 @@ fn subject_alt_names(
                     dns.push(name);
                 } else {
                     tracing::warn!(
-                        "TLS: {path}: ignoring the name {name:?}: wildcards must be a whole first label over at least two more (*.example.com)"
+                        "TLS: {}: ignoring the name {name:?}: wildcards must be a whole first label over at least two more (*.example.com)",
+                        path.display()
                     );
                 }
             }
@@ -392,9 +460,7 @@ fn subject_alt_names(
         }
     }
     if dns.is_empty() && ips.is_empty() {
-        return Err(format!(
-            "{path} has no names in a subjectAltName extension; clients check host names against those only (not the subject's CN)"
-        ));
+        return Err(TlsProblem::NoNames { path: path.to_owned() });
     }
     Ok((dns, ips))
 }
@@ -416,8 +482,11 @@ fn valid_dns_name(name: &str) -> bool {
 /// The `NAME.crt` (or `NAME.pem`) + `NAME.key` pairs in `dir`, by name, and the
 /// reasons other candidate files are ignored. Hidden files and other extensions are
 /// skipped silently.
-fn certificate_pairs(dir: &Path) -> Result<(Vec<TlsFiles>, Vec<String>), String> {
-    let unreadable = |e: std::io::Error| format!("tls.certificates_dir {}: {e}", dir.display());
+fn certificate_pairs(dir: &Path) -> Result<(Vec<TlsFiles>, Vec<String>), TlsProblem> {
+    let unreadable = |source: std::io::Error| TlsProblem::CertificatesDir {
+        dir: dir.to_owned(),
+        source,
+    };
     let mut certs: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     let mut keys: BTreeMap<String, PathBuf> = BTreeMap::new();
     for entry in std::fs::read_dir(dir).map_err(unreadable)? {
@@ -469,40 +538,33 @@ fn certificate_pairs(dir: &Path) -> Result<(Vec<TlsFiles>, Vec<String>), String>
     Ok((pairs, ignored))
 }
 
-/// A name in a generated certificate.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum SanName {
-    Dns(String),
-    Ip(IpAddr),
-}
-
 /// The names of the self-signed certificate: the public URL's host and, for a
 /// domain, every name one label under it (published apps); `localhost` and the
 /// loopback addresses for local use; then `extra` (lowercased, each once).
 /// Without a public URL, the bound address.
-fn self_signed_names(public_url: Option<&Url>, addr: SocketAddr, extra: &[String]) -> Vec<SanName> {
+fn self_signed_names(public_url: Option<&Url>, addr: SocketAddr, extra: &[String]) -> Vec<ServerName> {
     let mut names = Vec::new();
     match public_url.and_then(|u| u.host()) {
         Some(url::Host::Domain(domain)) => {
             let domain = domain.trim_end_matches('.').to_ascii_lowercase();
             if domain.contains('.') {
-                names.push(SanName::Dns(format!("*.{domain}")));
+                names.push(ServerName::Dns(format!("*.{domain}")));
             }
-            names.insert(0, SanName::Dns(domain));
+            names.insert(0, ServerName::Dns(domain));
         }
-        Some(url::Host::Ipv4(ip)) => names.push(SanName::Ip(ip.into())),
-        Some(url::Host::Ipv6(ip)) => names.push(SanName::Ip(ip.into())),
-        None if !addr.ip().is_unspecified() => names.push(SanName::Ip(addr.ip())),
+        Some(url::Host::Ipv4(ip)) => names.push(ServerName::Ip(ip.into())),
+        Some(url::Host::Ipv6(ip)) => names.push(ServerName::Ip(ip.into())),
+        None if !addr.ip().is_unspecified() => names.push(ServerName::Ip(addr.ip())),
         None => {}
     }
     let local = [
-        SanName::Dns("localhost".into()),
-        SanName::Ip(Ipv4Addr::LOCALHOST.into()),
-        SanName::Ip(Ipv6Addr::LOCALHOST.into()),
+        ServerName::Dns("localhost".into()),
+        ServerName::Ip(Ipv4Addr::LOCALHOST.into()),
+        ServerName::Ip(Ipv6Addr::LOCALHOST.into()),
     ];
     let extra = extra
         .iter()
-        .map(|name| SanName::Dns(name.trim().trim_end_matches('.').to_ascii_lowercase()));
+        .map(|name| ServerName::Dns(name.trim().trim_end_matches('.').to_ascii_lowercase()));
     for name in local.into_iter().chain(extra) {
         if !names.contains(&name) {
             names.push(name);
@@ -516,7 +578,7 @@ fn self_signed_names(public_url: Option<&Url>, addr: SocketAddr, extra: &[String
 struct SelfSigned {
     /// `{data_dir}/tls`.
     dir: PathBuf,
-    names: Vec<SanName>,
+    names: Vec<ServerName>,
 }
 
 impl SelfSigned {
@@ -529,7 +591,7 @@ impl SelfSigned {
 
     /// The stored certificate if it is valid for a while yet and names all of
     /// `names`; else a new one, stored 0600. Logs its SHA-256 fingerprint either way.
-    fn ensure(&self, now: UnixTime) -> Result<Loaded, String> {
+    fn ensure(&self, now: UnixTime) -> Result<Loaded, TlsProblem> {
         let files = self.files();
         let (loaded, how) = match self.reusable(&files, now)? {
             Some(loaded) => (loaded, "reused"),
@@ -540,10 +602,7 @@ impl SelfSigned {
         };
         tracing::info!(
             path = %files.cert.display(),
-            names = %self.names.iter().map(|n| match n {
-                SanName::Dns(d) => d.clone(),
-                SanName::Ip(ip) => ip.to_string(),
-            }).collect::<Vec<_>>().join(", "),
+            names = %self.names.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
             sha256 = %fingerprint(loaded.leaf()),
             valid_until = %unix_to_text(loaded.not_after),
             "self-signed TLS certificate {how}: browsers warn about it; compare this fingerprint with the one they show"
@@ -553,12 +612,15 @@ impl SelfSigned {
 
     /// The stored certificate, if it can serve on; `None` to make a new one. A key
     /// others can read is an error, not a reason to replace it silently.
-    fn reusable(&self, files: &TlsFiles, now: UnixTime) -> Result<Option<Loaded>, String> {
+    fn reusable(&self, files: &TlsFiles, now: UnixTime) -> Result<Option<Loaded>, TlsProblem> {
         if !files.cert.exists() && !files.key.exists() {
             return Ok(None);
         }
         if files.key.exists() {
-            postern_keyring::check_private_mode(&files.key).map_err(|e| format!("{}: {e}", files.key.display()))?;
+            postern_keyring::check_private_mode(&files.key).map_err(|source| TlsProblem::KeyNotPrivate {
+                path: files.key.clone(),
+                source,
+            })?;
         }
         let loaded = match load_pair(files) {
             Ok(loaded) => loaded,
@@ -570,8 +632,8 @@ impl SelfSigned {
         let reason = if now.secs() < loaded.not_before || (now + SELF_SIGNED_RENEW_BEFORE).secs() >= loaded.not_after {
             Some("it expires soon or is not valid now")
         } else if !self.names.iter().all(|n| match n {
-            SanName::Dns(d) => loaded.dns.contains(d),
-            SanName::Ip(ip) => loaded.ips.contains(ip),
+            ServerName::Dns(d) => loaded.dns.contains(d),
+            ServerName::Ip(ip) => loaded.ips.contains(ip),
         }) {
             Some("the service's host changed")
         } else {
@@ -586,82 +648,32 @@ impl SelfSigned {
         }
     }
 
-    fn generate(&self, files: &TlsFiles, now: UnixTime) -> Result<(), String> {
-        let failed = |e: rcgen::Error| format!("generating a self-signed certificate: {e}");
-        let dir_problem = |e: std::io::Error| format!("{}: {e}", self.dir.display());
+    fn generate(&self, files: &TlsFiles, now: UnixTime) -> Result<(), TlsProblem> {
+        let dir_problem = |source: std::io::Error| TlsProblem::Write {
+            path: self.dir.clone(),
+            source,
+        };
         std::fs::create_dir_all(&self.dir).map_err(dir_problem)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_problem)?;
         }
-        let key = rcgen::KeyPair::generate().map_err(failed)?;
-        let mut params = rcgen::CertificateParams::default();
-        let mut common_name = None;
-        for name in &self.names {
-            params.subject_alt_names.push(match name {
-                SanName::Dns(d) => {
-                    common_name.get_or_insert_with(|| d.clone());
-                    rcgen::SanType::DnsName(d.clone().try_into().map_err(failed)?)
-                }
-                SanName::Ip(ip) => rcgen::SanType::IpAddress(*ip),
-            });
-        }
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(
-            rcgen::DnType::CommonName,
-            common_name.unwrap_or_else(|| "localhost".into()),
-        );
-        params
-            .distinguished_name
-            .push(rcgen::DnType::OrganizationName, "Postern (self-signed)");
-        params.is_ca = rcgen::IsCa::ExplicitNoCa;
-        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        params.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial()?));
-        params.not_before = to_datetime(now - CLOCK_SKEW_ALLOWANCE)?;
-        params.not_after = to_datetime(now + SELF_SIGNED_VALIDITY)?;
-        let cert = params.self_signed(&key).map_err(failed)?;
+        let made =
+            postern_pki::self_signed_server(&self.names, now - CLOCK_SKEW_ALLOWANCE, now + SELF_SIGNED_VALIDITY)?;
         // The key first: a crash in between leaves a mismatched pair, which the next
         // start replaces.
-        write_private(&files.key, key.serialize_pem().as_bytes())?;
-        write_private(&files.cert, cert.pem().as_bytes())?;
+        for (path, contents) in [
+            (&files.key, made.key_pem.as_bytes()),
+            (&files.cert, made.cert_pem.as_bytes()),
+        ] {
+            postern_keyring::replace_private_file(path, contents).map_err(|source| TlsProblem::Write {
+                path: path.clone(),
+                source,
+            })?;
+        }
         Ok(())
     }
-}
-
-fn to_datetime(t: UnixTime) -> Result<time::OffsetDateTime, String> {
-    time::OffsetDateTime::from_unix_timestamp(t.secs()).map_err(|e| format!("certificate validity: {e}"))
-}
-
-/// 16 random bytes, positive as a DER integer.
-fn random_serial() -> Result<[u8; 16], String> {
-    let mut serial = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut serial).map_err(|_| "no randomness for a certificate serial".to_owned())?;
-    serial[0] &= 0x7f;
-    serial[0] |= 0x01;
-    Ok(serial)
-}
-
-/// Writes `contents` to `path` readable by the owner only, replacing it atomically.
-fn write_private(path: &Path, contents: &[u8]) -> Result<(), String> {
-    let failed = |e: std::io::Error| format!("writing {}: {e}", path.display());
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let _ = std::fs::remove_file(&tmp);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp).map_err(failed)?;
-    file.write_all(contents).map_err(failed)?;
-    file.sync_all().map_err(failed)?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(failed)
 }
 
 /// SHA-256 of a certificate, as browsers show it (`AB:CD:…`).
@@ -695,7 +707,7 @@ mod tests {
             cert: dir.join(format!("{stem}.crt")),
             key: dir.join(format!("{stem}.key")),
         };
-        write_private(&files.key, key.serialize_pem().as_bytes()).unwrap();
+        postern_keyring::replace_private_file(&files.key, key.serialize_pem().as_bytes()).unwrap();
         std::fs::write(&files.cert, cert.pem()).unwrap();
         (files, cert.der().to_vec())
     }
@@ -870,7 +882,7 @@ mod tests {
             key: a.key.clone(),
         };
         let bad_key = dir.path().join("bad.key");
-        write_private(
+        postern_keyring::replace_private_file(
             &bad_key,
             b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
         )
@@ -971,15 +983,15 @@ mod tests {
         assert_eq!(
             names,
             vec![
-                SanName::Dns("login.example.com".into()),
-                SanName::Dns("*.login.example.com".into()),
-                SanName::Dns("localhost".into()),
-                SanName::Ip(Ipv4Addr::LOCALHOST.into()),
-                SanName::Ip(Ipv6Addr::LOCALHOST.into()),
+                ServerName::Dns("login.example.com".into()),
+                ServerName::Dns("*.login.example.com".into()),
+                ServerName::Dns("localhost".into()),
+                ServerName::Ip(Ipv4Addr::LOCALHOST.into()),
+                ServerName::Ip(Ipv6Addr::LOCALHOST.into()),
             ]
         );
         let names = self_signed_names(None, "192.0.2.7:443".parse().unwrap(), &[]);
-        assert_eq!(names[0], SanName::Ip("192.0.2.7".parse().unwrap()));
+        assert_eq!(names[0], ServerName::Ip("192.0.2.7".parse().unwrap()));
         assert_eq!(self_signed_names(None, "0.0.0.0:443".parse().unwrap(), &[]).len(), 3);
     }
 
@@ -998,11 +1010,11 @@ mod tests {
         assert_eq!(
             names,
             vec![
-                SanName::Dns("localhost".into()),
-                SanName::Ip(Ipv4Addr::LOCALHOST.into()),
-                SanName::Ip(Ipv6Addr::LOCALHOST.into()),
-                SanName::Dns("*.demo.localhost".into()),
-                SanName::Dns("wiki.demo.localhost".into()),
+                ServerName::Dns("localhost".into()),
+                ServerName::Ip(Ipv4Addr::LOCALHOST.into()),
+                ServerName::Ip(Ipv6Addr::LOCALHOST.into()),
+                ServerName::Dns("*.demo.localhost".into()),
+                ServerName::Dns("wiki.demo.localhost".into()),
             ]
         );
     }
@@ -1100,6 +1112,8 @@ mod tests {
         spec.ensure(NOW).unwrap();
         set_mode(&spec.files().key, 0o640);
         let err = spec.ensure(NOW).err().unwrap();
+        assert!(matches!(err, TlsProblem::KeyNotPrivate { .. }), "{err:?}");
+        let err = err.to_string();
         assert!(err.contains("self-signed.key") && err.contains("chmod 600"), "{err}");
     }
 }

@@ -140,12 +140,7 @@ pub(crate) fn make_private_dir(path: &Path) -> anyhow::Result<()> {
 /// Writes `contents` to `path` readable by its owner only (0600), replacing it
 /// atomically.
 pub(crate) fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let _ = std::fs::remove_file(&tmp);
-    postern_keyring::write_private_file(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    postern_keyring::replace_private_file(path, contents).with_context(|| format!("writing {}", path.display()))
 }
 
 /// A password, written to the record in clear (the file is 0600) and masked
