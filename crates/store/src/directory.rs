@@ -1063,20 +1063,14 @@ impl Store {
         let _changed = self.routing_change();
         self.group(tenant_id, group_id).await?;
         self.user(tenant_id, user_id).await?;
-        let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM group_members WHERE group_id = $1 AND user_id = $2")
+        // One statement, so that two sign-ins of one directory user at once
+        // (each adding the groups the directory reports) cannot both insert.
+        sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(group_id)
             .bind(user_id)
-            .fetch_one(&self.pool)
+            .execute(&self.pool)
             .await
             .db()?;
-        if exists == 0 {
-            sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2)")
-                .bind(group_id)
-                .bind(user_id)
-                .execute(&self.pool)
-                .await
-                .db()?;
-        }
         Ok(())
     }
 

@@ -473,6 +473,16 @@ async fn groups_and_memberships(backend: Backend) {
     ));
     store.add_member(&a.id, &g.id, &alice.id).await.unwrap();
     store.add_member(&a.id, &g.id, &alice.id).await.unwrap(); // idempotent
+    // At once too: two sign-ins of one directory user add the same groups.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, a, g, alice) = (store.clone(), a.id.clone(), g.id.clone(), alice.id.clone());
+            tokio::spawn(async move { store.add_member(&a, &g, &alice).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
     assert_eq!(store.group_members(&a.id, &g.id).await.unwrap().len(), 1);
     assert_eq!(store.user_groups(&a.id, &alice.id).await.unwrap(), vec![g.clone()]);
     // No cross-tenant membership, in either direction.
