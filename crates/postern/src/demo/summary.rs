@@ -130,6 +130,11 @@ impl Summary<'_> {
         );
         let _ = writeln!(
             t,
+            "    admin console            {}/admin/login?tenant={}",
+            self.service_url, self.record.tenant
+        );
+        let _ = writeln!(
+            t,
             "    admin CLI                SSL_CERT_FILE={} postern admin login --server {} --tenant {}\n",
             self.certificate, self.service_url, self.record.tenant
         );
