@@ -12,6 +12,11 @@
 //! connector is revoked through the admin API and the wiki, reloaded, shows
 //! the "no connector" page within a few seconds.
 //!
+//! And the admin console: the administrator signs in to `/admin` (password
+//! and TOTP), publishes an app through the form and assigns a user to it;
+//! that user, in another browser context, reaches the app; the connector is
+//! revoked from the console and the app shows the "no connector" page.
+//!
 //! With `POSTERN_SCREENSHOTS=DIR` the test writes PNG screenshots of the
 //! pages it passes into DIR (`scripts/screenshots` regenerates
 //! `docs/screenshots/`).
@@ -224,6 +229,27 @@ impl Session {
         })
     }
 
+    /// Reloads the page until it satisfies `ok`; panics with what it shows
+    /// after `timeout`.
+    async fn reload_until(&self, what: &str, timeout: Duration, ok: impl Fn(&Shown) -> bool) -> Shown {
+        let last = Mutex::new(None);
+        let found = poll(what, timeout, || async {
+            self.client.refresh().await.ok()?;
+            let shown = self.shown().await?;
+            let good = ok(&shown);
+            *last.lock().unwrap() = Some(shown.clone());
+            good.then_some(shown)
+        })
+        .await;
+        found.unwrap_or_else(|why| {
+            panic!(
+                "{}: {why}; the page shows:\n{:#?}",
+                self.name,
+                last.lock().unwrap().take()
+            )
+        })
+    }
+
     /// Whether the page has a form field named `name`.
     async fn has_field(&self, name: &str) -> bool {
         self.client
@@ -235,6 +261,19 @@ impl Session {
     /// Types `fields` into the form and presses its main button; returns once
     /// the browser has left the page.
     async fn submit(&self, fields: &[(&str, &str)]) {
+        self.submit_with(fields, "button[name=\"action\"][value=\"submit\"]")
+            .await;
+    }
+
+    /// Types `fields` into the form and presses `button` (CSS); returns once
+    /// the browser has left the page.
+    async fn submit_with(&self, fields: &[(&str, &str)], button: &str) {
+        self.fill(fields).await;
+        self.press(button).await;
+    }
+
+    /// Types `fields` into the form.
+    async fn fill(&self, fields: &[(&str, &str)]) {
         for (name, value) in fields {
             let input = self
                 .client
@@ -244,15 +283,20 @@ impl Session {
             input.clear().await.unwrap();
             input.send_keys(value).await.unwrap();
         }
+    }
+
+    /// Clicks `target` (CSS: a button or a link); returns once the browser
+    /// has left the page.
+    async fn press(&self, target: &str) {
         // A mark on this document: gone once the next page has loaded.
         self.client
             .execute("window.__posternLeft = false;", vec![])
             .await
             .unwrap();
         self.client
-            .find(Locator::Css("button[name=\"action\"][value=\"submit\"]"))
+            .find(Locator::Css(target))
             .await
-            .unwrap_or_else(|e| panic!("{}: no submit button: {e}", self.name))
+            .unwrap_or_else(|e| panic!("{}: nothing to click at {target}: {e}", self.name))
             .click()
             .await
             .unwrap();
@@ -268,7 +312,7 @@ impl Session {
             left.as_bool().filter(|l| *l)
         })
         .await
-        .unwrap_or_else(|why| panic!("{}: {why} after submitting", self.name));
+        .unwrap_or_else(|why| panic!("{}: {why} after clicking {target}", self.name));
     }
 
     /// Answers the sign-in pages (and the device approval) as `who` until
@@ -652,16 +696,11 @@ async fn browser_sign_in_with_totp_refusal_and_revoked_connector() {
         .to_owned();
     demo.admin_run(&cli_dir, &["connectors", "delete", &connector]).await;
     let revoked = Instant::now();
-    let gone = poll("the no-connector page", REVOKED_WITHIN, || async {
-        user.client.refresh().await.ok()?;
-        let shown = user.shown().await?;
-        shown
-            .text
-            .contains("No connector serving this application is online")
-            .then_some(shown)
-    })
-    .await
-    .unwrap_or_else(|why| panic!("{why}: the wiki still shows {:#?}", demo_tail(&demo)));
+    let gone = user
+        .reload_until("the no-connector page", REVOKED_WITHIN, |s| {
+            s.text.contains("No connector serving this application is online")
+        })
+        .await;
     assert_eq!(gone.title, "Application unavailable", "{gone:#?}");
     let took = revoked.elapsed();
     if let Some(s) = &shots {
@@ -676,9 +715,127 @@ async fn browser_sign_in_with_totp_refusal_and_revoked_connector() {
     eprintln!("browser test took {:?}", started.elapsed());
 }
 
-/// The end of the demo's output, for a failure message.
-fn demo_tail(demo: &Demo) -> String {
-    let out = demo.output.lock().unwrap().clone();
-    let lines: Vec<&str> = out.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
+/// (d) The admin console in the browser: the administrator signs in to
+/// `/admin` with password and TOTP, publishes an app through the form and
+/// assigns a user to it; that user, in another browser context, opens the app
+/// and reaches the demo's sample app as themselves; the administrator revokes
+/// the connector from the console and the app, reloaded, shows the "no
+/// connector" page.
+#[tokio::test]
+#[ignore = "two things outside this test stop it: (1) the console refuses every form a real browser \
+            posts (with Referrer-Policy no-referrer Chromium sends Origin: null beside Sec-Fetch-Site: \
+            same-origin, and crates/console/src/session.rs::cross_origin takes that for another site); \
+            (2) postern demo stops everything once its connector ends, so after the revocation the app \
+            soon refuses connections instead of showing the 503 page"]
+async fn browser_admin_console_publish_assign_and_revoke() {
+    let test = "browser_admin_console_publish_assign_and_revoke";
+    if let Some(why) = Driver::missing() {
+        precondition_missing(test, &why);
+        return;
+    }
+    let shots = Screenshots::from_env();
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = Demo::start(&tmp.path().join("demo")).await;
+    let (admin, mut totp) = demo.admin_account();
+    let mut driver = Driver::start().await;
+    let service = demo.service_url();
+
+    // Sign in to the console of the demo organisation.
+    let console = driver.session("administrator").await;
+    console.open(&format!("{service}/admin/login?tenant=demo")).await;
+    let overview_url = format!("{service}/admin");
+    let overview = console
+        .answer_sign_in(&admin, &mut totp, None, |s| {
+            s.url.trim_end_matches('/') == overview_url && s.title.contains("Overview")
+        })
+        .await;
+    assert!(overview.text.contains(&admin.username), "{overview:#?}");
+    if let Some(s) = &shots {
+        s.take(&console, "console-overview").await;
+    }
+
+    // Publish an app through the form: the demo's sample backend at a new name.
+    let backend = demo.record["ports"]["wiki_backend"]
+        .as_u64()
+        .expect("the wiki backend's port");
+    let handbook = format!("https://handbook.demo.localhost:{}/", demo.port);
+    console.open(&format!("{service}/admin/apps/new")).await;
+    console
+        .wait_for("the publish form", |s| s.text.contains("Publish"))
+        .await;
+    let internal = format!("http://127.0.0.1:{backend}/");
+    let publish = [
+        ("name", "Handbook"),
+        ("external_url", handbook.as_str()),
+        ("internal_url", internal.as_str()),
+    ];
+    if let Some(s) = &shots {
+        console.fill(&publish).await;
+        s.take(&console, "console-publish").await;
+    }
+    console.submit_with(&publish, "#publish-submit").await;
+    console
+        .wait_for("the published app", |s| s.text.contains("The app is published."))
+        .await;
+
+    // Assign the demo user the wiki is not assigned to.
+    let user = demo.unassigned_user();
+    console
+        .submit_with(&[("principal", &user.username)], "#assign-submit")
+        .await;
+    console
+        .wait_for("the assignment", |s| {
+            s.text.contains("Assignments") && s.text.contains(&user.username)
+        })
+        .await;
+    if let Some(s) = &shots {
+        s.take(&console, "console-app").await;
+    }
+
+    // The user, in a browser context of their own, signs in and reaches the
+    // app. (The sample backend checks assertions for the wiki's audience, so
+    // it names the user from the identity headers it received.)
+    let visitor = driver.session("assigned user").await;
+    visitor.open(&handbook).await;
+    let page = visitor
+        .answer_sign_in(&user, &mut totp, None, |s| s.url.starts_with(&handbook))
+        .await;
+    assert!(page.url.starts_with(&handbook), "{page:#?}");
+    let page = visitor
+        .wait_for("the sample app", |s| s.title.starts_with("Postern demo app"))
+        .await;
+    assert!(
+        page.text.contains(&user.username),
+        "the user's name on the page: {page:#?}"
+    );
+
+    // Revoke the connector from the console.
+    console.open(&format!("{service}/admin/connectors")).await;
+    console
+        .wait_for("the connectors page", |s| s.text.contains("Revoke"))
+        .await;
+    if let Some(s) = &shots {
+        s.take(&console, "console-connectors").await;
+    }
+    console.press("a[id^=\"revoke-\"]").await;
+    console.press("form[action$=\"/revoke\"] button[type=\"submit\"]").await;
+    console
+        .wait_for("the revocation's notice", |s| s.url.contains("done=revoked"))
+        .await;
+    let revoked = Instant::now();
+    let gone = visitor
+        .reload_until("the no-connector page", REVOKED_WITHIN, |s| {
+            s.text.contains("No connector serving this application is online")
+        })
+        .await;
+    assert_eq!(gone.title, "Application unavailable", "{gone:#?}");
+    eprintln!(
+        "console: the no-connector page {:?} after the revocation",
+        revoked.elapsed()
+    );
+
+    visitor.close().await;
+    console.close().await;
+    drop(driver);
+    demo.stop().await;
 }
