@@ -9,8 +9,10 @@
 //! the wiki, are sent to the sign-in pages, type username, password and a
 //! TOTP code, and land on the wiki's identity page showing their name; in a
 //! third context a demo user the wiki is not assigned to is refused; the
-//! connector is revoked through the admin API and the wiki, reloaded, shows
-//! the "no connector" page within a few seconds.
+//! wiki's connector (one the test registers with a registration token in a
+//! group of its own: `postern demo` stops once its own connector ends) is
+//! revoked through the admin API and the wiki, reloaded, shows the "no
+//! connector" page within a few seconds, the demo still running.
 //!
 //! And the admin console: the administrator signs in to `/admin` (password
 //! and TOTP), publishes an app through the form and assigns a user to it;
@@ -566,6 +568,11 @@ impl Demo {
 
     /// Stops it as Ctrl-C does, so its children stop too.
     async fn stop(mut self) {
+        assert!(
+            self.child.try_wait().unwrap().is_none(),
+            "postern demo stopped before it was told to:\n{}",
+            self.output.lock().unwrap()
+        );
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
                 .args(["-INT", &pid.to_string()])
@@ -617,6 +624,51 @@ async fn admin_cli_login(demo: &Demo, session: &Session, admin: &Account, totp: 
     assert!(out.status.success(), "postern admin login failed");
 }
 
+/// A connector of the test's own in a new connector group `lab`, registered
+/// with a registration token and running until dropped.
+async fn lab_connector(demo: &Demo, cli_dir: &Path, state: &Path) -> Child {
+    demo.admin_run(cli_dir, &["connector-groups", "create", "lab"]).await;
+    let token = demo
+        .admin_run(
+            cli_dir,
+            &["registration-tokens", "create", "--kind", "connector", "--group", "lab"],
+        )
+        .await;
+    let postern = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_postern"));
+        c.stdin(Stdio::null()).kill_on_drop(true);
+        c
+    };
+    let service = demo.service_url();
+    let certificate = demo.certificate();
+    let registered = tokio::time::timeout(
+        Duration::from_secs(60),
+        postern()
+            .args(["connector", "register", "--allow-root", "--server", &service])
+            .args(["--tenant", "demo", "--token", token.trim(), "--name", "lab-1"])
+            .args(["--group", "lab", "--server-ca"])
+            .arg(&certificate)
+            .arg("--state-dir")
+            .arg(state)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        registered.status.success(),
+        "postern connector register: {}",
+        String::from_utf8_lossy(&registered.stderr)
+    );
+    postern()
+        .args(["connector", "run", "--allow-root", "--state-dir"])
+        .arg(state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn browser_sign_in_with_totp_refusal_and_revoked_connector() {
     let test = "browser_sign_in_with_totp_refusal_and_revoked_connector";
@@ -638,6 +690,11 @@ async fn browser_sign_in_with_totp_refusal_and_revoked_connector() {
     admin_cli_login(&demo, &console, &admin, &mut totp, &cli_dir).await;
     demo.admin_run(&cli_dir, &["apps", "assign", "Wiki", "--user", &admin.username])
         .await;
+    // The wiki moves to a connector of the test's own (postern demo stops
+    // once its own connector ends, so that one is not the one revoked).
+    let _lab = lab_connector(&demo, &cli_dir, &tmp.path().join("lab-connector")).await;
+    demo.admin_run(&cli_dir, &["apps", "update", "Wiki", "--connector-group", "lab"])
+        .await;
 
     // (a) In a browser context of its own, the wiki sends them to the
     // sign-in pages; after username, password and code they are on the
@@ -653,8 +710,11 @@ async fn browser_sign_in_with_totp_refusal_and_revoked_connector() {
         .answer_sign_in(&admin, &mut totp, shots.as_ref(), |s| s.url.starts_with(&wiki))
         .await;
     assert!(page.url.starts_with(&wiki), "back on the wiki: {page:#?}");
+    // The first request may come before the new connector's tunnel is up.
     let identity = user
-        .wait_for("the identity page", |s| s.text.contains("Assertion verified"))
+        .reload_until("the identity page", PAGE_TIMEOUT, |s| {
+            s.text.contains("Assertion verified")
+        })
         .await;
     assert!(
         identity
@@ -690,11 +750,7 @@ async fn browser_sign_in_with_totp_refusal_and_revoked_connector() {
 
     // (c) The connector is revoked (admin API): the wiki, reloaded, says no
     // connector is online, within a few seconds.
-    let connector = demo.record["created"]["connector_id"]
-        .as_str()
-        .expect("the demo's connector")
-        .to_owned();
-    demo.admin_run(&cli_dir, &["connectors", "delete", &connector]).await;
+    demo.admin_run(&cli_dir, &["connectors", "delete", "lab-1"]).await;
     let revoked = Instant::now();
     let gone = user
         .reload_until("the no-connector page", REVOKED_WITHIN, |s| {
