@@ -66,6 +66,22 @@ impl Drop for Driver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A session left open (a failed test) leaves its Chromium behind once
+        // ChromeDriver is gone: end the processes that use this driver's
+        // profiles, found by their command lines.
+        let profiles = self.dir.path().to_string_lossy().into_owned();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&profiles) {
+                let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+            }
+        }
     }
 }
 
