@@ -2,6 +2,7 @@
 //! secret is generated here, shown once in the response to its creation, and
 //! kept only as a SHA-256 digest.
 
+use crate::views::View;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -159,7 +160,7 @@ async fn client_views(sts: &Sts, tenant_id: &str, clients: &[OAuthClient]) -> Re
         .iter()
         .map(|c| ClientView {
             app_id: apps.iter().find(|a| a.client_id == c.client_id).map(|a| a.id.clone()),
-            ..ClientView::from(c)
+            ..View::view(c)
         })
         .collect())
 }
@@ -218,7 +219,7 @@ pub(crate) async fn create(
     Ok((
         StatusCode::CREATED,
         Json(ClientCreated {
-            client: ClientView::from(&client),
+            client: View::view(&client),
             client_secret: secret,
         }),
     ))

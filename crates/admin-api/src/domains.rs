@@ -8,6 +8,7 @@
 //! domain with `POST /api/v1/tenants/{name}/domains/{domain}/verify`. A tenant's
 //! own `POST /api/v1/domains/{name}/verify` answers 409 saying so.
 
+use crate::views::View;
 use std::sync::Arc;
 
 use axum::Json;
@@ -51,7 +52,7 @@ pub(crate) async fn create(
     caller
         .audit(&sts, "domain.add", format!("domain:{name}"), json!({}))
         .await?;
-    Ok((StatusCode::CREATED, Json(DomainView::from(&domain))))
+    Ok((StatusCode::CREATED, Json(View::view(&domain))))
 }
 
 /// `GET /api/v1/domains/{name}`.
@@ -61,7 +62,7 @@ pub(crate) async fn show(
     Path(name): Path<String>,
 ) -> Result<Json<DomainView>, ApiError> {
     let domain = sts.store().domain(&caller.tenant.id, &normalize(&name)).await?;
-    Ok(Json(DomainView::from(&domain)))
+    Ok(Json(View::view(&domain)))
 }
 
 /// `PATCH /api/v1/domains/{name}`: sets the authentication mode.
@@ -86,7 +87,7 @@ pub(crate) async fn update(
         )
         .await?;
     let domain = sts.store().domain(tenant_id, &name).await?;
-    Ok(Json(DomainView::from(&domain)))
+    Ok(Json(View::view(&domain)))
 }
 
 /// `DELETE /api/v1/domains/{name}`: refused (409) while users still use it.
@@ -113,7 +114,7 @@ pub(crate) async fn verify(
 ) -> Result<Json<DomainView>, ApiError> {
     let domain = sts.store().domain(&caller.tenant.id, &normalize(&name)).await?;
     if domain.verified {
-        return Ok(Json(DomainView::from(&domain)));
+        return Ok(Json(View::view(&domain)));
     }
     if !caller.is_operator() {
         return Err(ApiError::Conflict(format!(
@@ -137,7 +138,7 @@ pub(crate) async fn operator_verify(
     let tenant = sts.store().tenant_by_name(&tenant_name).await?;
     let domain = sts.store().domain(&tenant.id, &normalize(&domain_name)).await?;
     if domain.verified {
-        return Ok(Json(DomainView::from(&domain)));
+        return Ok(Json(View::view(&domain)));
     }
     mark_verified(&sts, &caller, &tenant, domain).await
 }
@@ -160,5 +161,5 @@ async fn mark_verified(
         caller.audit(sts, "domain.verify", target, detail).await?;
     }
     let domain = sts.store().domain(&tenant.id, &domain.name).await?;
-    Ok(Json(DomainView::from(&domain)))
+    Ok(Json(View::view(&domain)))
 }

@@ -1,5 +1,6 @@
 //! Groups of users and their members.
 
+use crate::views::View;
 use std::sync::Arc;
 
 use axum::Json;
@@ -45,7 +46,7 @@ pub(crate) async fn create(
             json!({ "name": group.name }),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(GroupView::from(&group))))
+    Ok((StatusCode::CREATED, Json(View::view(&group))))
 }
 
 /// `POST /api/v1/groups/directory`: makes sure a directory group of this name
@@ -72,7 +73,7 @@ pub(crate) async fn ensure_directory(
         .ensure_directory_group(&caller.tenant.id, &name, &description, sts.now())
         .await?;
     if !made {
-        return Ok((StatusCode::OK, Json(GroupView::from(&group))));
+        return Ok((StatusCode::OK, Json(View::view(&group))));
     }
     caller
         .audit(
@@ -82,7 +83,7 @@ pub(crate) async fn ensure_directory(
             json!({ "name": group.name }),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(GroupView::from(&group))))
+    Ok((StatusCode::CREATED, Json(View::view(&group))))
 }
 
 /// `GET /api/v1/groups/{id}`.
@@ -92,7 +93,7 @@ pub(crate) async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<GroupView>, ApiError> {
     let group = sts.store().group(&caller.tenant.id, &id).await?;
-    Ok(Json(GroupView::from(&group)))
+    Ok(Json(View::view(&group)))
 }
 
 /// `DELETE /api/v1/groups/{id}`: the group and its memberships.

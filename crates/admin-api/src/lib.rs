@@ -39,7 +39,7 @@ mod system;
 mod tenants;
 mod users;
 mod views;
-pub mod wire;
+pub use postern_admin_wire as wire;
 
 use std::sync::Arc;
 

@@ -1,15 +1,16 @@
 //! `GET /api/v1/me`: the caller, their tenant and their roles.
 
+use crate::views::View;
 use axum::Json;
 
 use crate::auth::Caller;
-use crate::wire::{Me, TenantView, UserView};
+use crate::wire::Me;
 
 /// Who the token belongs to.
 pub(crate) async fn show(caller: Caller) -> Json<Me> {
     Json(Me {
-        user: UserView::from(&caller.user),
-        tenant: TenantView::from(&caller.tenant),
+        user: View::view(&caller.user),
+        tenant: View::view(&caller.tenant),
         operator: caller.is_operator(),
         roles: caller.roles,
     })

@@ -10,6 +10,7 @@
 //! hybrid identity administrator for agents. The route table admits any
 //! administrative role; the kind in the body decides here.
 
+use crate::views::View;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use crate::auth::Caller;
 use crate::connector_groups;
 use crate::error::ApiError;
 use crate::input::{Body, Problems};
-use crate::wire::{CreateRegistrationToken, GroupRef, REGISTRATION_TOKEN_PREFIX, RegistrationTokenCreated};
+use crate::wire::{CreateRegistrationToken, REGISTRATION_TOKEN_PREFIX, RegistrationTokenCreated};
 
 /// Default lifetime, in seconds.
 const DEFAULT_TTL_SECS: i64 = 3600;
@@ -119,7 +120,7 @@ pub(crate) async fn create(
         Json(RegistrationTokenCreated {
             token,
             kind,
-            group: group.as_ref().map(GroupRef::from),
+            group: group.as_ref().map(View::view),
             expires_at,
             uses,
         }),

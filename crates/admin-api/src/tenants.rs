@@ -1,6 +1,7 @@
 //! Tenants: operators list, create and delete them; a tenant's global
 //! administrators read and change their own tenant's settings.
 
+use crate::views::View;
 use std::sync::Arc;
 
 use axum::Json;
@@ -16,7 +17,7 @@ use crate::input::{Body, Problems};
 use crate::views;
 use crate::wire::{
     CreateTenant, MAX_PENDING_SIGNINS, MAX_RATE_LIMIT, TenantCreated, TenantLimitsView, TenantView,
-    UpdateTenantSettings, UserView,
+    UpdateTenantSettings,
 };
 
 /// Allowed failed sign-ins before lockout.
@@ -65,8 +66,8 @@ pub(crate) async fn create(
     Ok((
         StatusCode::CREATED,
         Json(TenantCreated {
-            tenant: TenantView::from(&tenant),
-            admin: UserView::from(&admin),
+            tenant: View::view(&tenant),
+            admin: View::view(&admin),
         }),
     ))
 }
@@ -118,7 +119,7 @@ pub(crate) async fn set_limits(
         problems.add("rate_limit_burst needs rate_limit_per_sec.");
     }
     problems.finish()?;
-    let before = TenantView::from(&tenant).limits;
+    let before = View::view(&tenant).limits;
     let limits = TenantLimits {
         rate_limit_per_sec: req.rate_limit_per_sec,
         rate_limit_burst: req.rate_limit_burst,
@@ -134,12 +135,12 @@ pub(crate) async fn set_limits(
         )
         .await?;
     let tenant = sts.store().tenant(&tenant.id).await?;
-    Ok(Json(TenantView::from(&tenant)))
+    Ok(Json(View::view(&tenant)))
 }
 
 /// `GET /api/v1/tenant`: the caller's tenant.
 pub(crate) async fn show_own(caller: Caller) -> Json<TenantView> {
-    Json(TenantView::from(&caller.tenant))
+    Json(View::view(&caller.tenant))
 }
 
 /// `PATCH /api/v1/tenant`: changes the caller's tenant's settings.
@@ -181,5 +182,5 @@ pub(crate) async fn update_own(
         )
         .await?;
     let tenant = sts.store().tenant(&t.id).await?;
-    Ok(Json(TenantView::from(&tenant)))
+    Ok(Json(View::view(&tenant)))
 }

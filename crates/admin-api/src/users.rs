@@ -2,6 +2,7 @@
 //! password; reset MFA. Every change that takes a credential away (disabling,
 //! new password, MFA reset) also ends the user's sessions and refresh tokens.
 
+use crate::views::View;
 use std::sync::Arc;
 
 use axum::Json;
@@ -50,7 +51,7 @@ pub(crate) async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<UserView>, ApiError> {
     let user = sts.store().user(&caller.tenant.id, &id).await?;
-    Ok(Json(UserView::from(&user)))
+    Ok(Json(View::view(&user)))
 }
 
 /// The tenant's domain a new `username` (normalized) lies in. A name without
@@ -130,7 +131,7 @@ pub(crate) async fn create(
             }),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(UserView::from(&user))))
+    Ok((StatusCode::CREATED, Json(View::view(&user))))
 }
 
 /// `POST /api/v1/users/directory`: a directory account named before its first
@@ -185,7 +186,7 @@ pub(crate) async fn name_directory_user(
             json!({ "username": user.username, "mfa_required": user.mfa_required }),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(UserView::from(&user))))
+    Ok((StatusCode::CREATED, Json(View::view(&user))))
 }
 
 /// `PATCH /api/v1/users/{id}`: profile, MFA requirement, enabled. Disabling
@@ -233,7 +234,7 @@ pub(crate) async fn update(
             }),
         )
         .await?;
-    Ok(Json(UserView::from(&user)))
+    Ok(Json(View::view(&user)))
 }
 
 /// `DELETE /api/v1/users/{id}`: refused for the last enabled global

@@ -14,11 +14,22 @@ use crate::wire::{
     DomainView, GroupRef, GroupView, SigninView, TenantView, UserView,
 };
 
+/// A store record's wire view (records are the store's, views the wire
+/// crate's: the conversion lives here, where what may leave is decided).
+pub(crate) trait View {
+    /// The wire type.
+    type Out;
+    /// What of the record leaves the service.
+    fn view(&self) -> Self::Out;
+}
+
 /// How long after its last call a component still counts as active.
 pub(crate) const ACTIVE_WITHIN: Duration = Duration::from_secs(5 * 60);
 
-impl From<&User> for UserView {
-    fn from(u: &User) -> Self {
+impl View for User {
+    type Out = UserView;
+    fn view(&self) -> Self::Out {
+        let u = self;
         UserView {
             id: u.id.clone(),
             username: u.username.clone(),
@@ -35,8 +46,10 @@ impl From<&User> for UserView {
     }
 }
 
-impl From<&Tenant> for TenantView {
-    fn from(t: &Tenant) -> Self {
+impl View for Tenant {
+    type Out = TenantView;
+    fn view(&self) -> Self::Out {
+        let t = self;
         TenantView {
             id: t.id.clone(),
             name: t.name.clone(),
@@ -55,8 +68,10 @@ impl From<&Tenant> for TenantView {
     }
 }
 
-impl From<&Domain> for DomainView {
-    fn from(d: &Domain) -> Self {
+impl View for Domain {
+    type Out = DomainView;
+    fn view(&self) -> Self::Out {
+        let d = self;
         DomainView {
             name: d.name.clone(),
             verified: d.verified,
@@ -68,8 +83,10 @@ impl From<&Domain> for DomainView {
     }
 }
 
-impl From<&Group> for GroupView {
-    fn from(g: &Group) -> Self {
+impl View for Group {
+    type Out = GroupView;
+    fn view(&self) -> Self::Out {
+        let g = self;
         GroupView {
             id: g.id.clone(),
             name: g.name.clone(),
@@ -80,8 +97,10 @@ impl From<&Group> for GroupView {
     }
 }
 
-impl From<&OAuthClient> for ClientView {
-    fn from(c: &OAuthClient) -> Self {
+impl View for OAuthClient {
+    type Out = ClientView;
+    fn view(&self) -> Self::Out {
+        let c = self;
         ClientView {
             client_id: c.client_id.clone(),
             name: c.name.clone(),
@@ -101,8 +120,10 @@ impl From<&OAuthClient> for ClientView {
     }
 }
 
-impl From<&SigninEvent> for SigninView {
-    fn from(e: &SigninEvent) -> Self {
+impl View for SigninEvent {
+    type Out = SigninView;
+    fn view(&self) -> Self::Out {
+        let e = self;
         SigninView {
             id: e.id.clone(),
             at: e.at,
@@ -116,8 +137,10 @@ impl From<&SigninEvent> for SigninView {
     }
 }
 
-impl From<&AuditEntry> for AuditView {
-    fn from(e: &AuditEntry) -> Self {
+impl View for AuditEntry {
+    type Out = AuditView;
+    fn view(&self) -> Self::Out {
+        let e = self;
         AuditView {
             seq: e.seq,
             at: e.at,
@@ -131,8 +154,10 @@ impl From<&AuditEntry> for AuditView {
     }
 }
 
-impl From<&ConnectorGroup> for GroupRef {
-    fn from(g: &ConnectorGroup) -> Self {
+impl View for ConnectorGroup {
+    type Out = GroupRef;
+    fn view(&self) -> Self::Out {
+        let g = self;
         GroupRef {
             id: g.id.clone(),
             name: g.name.clone(),
@@ -159,7 +184,7 @@ pub(crate) fn app(a: &App, groups: &[ConnectorGroup]) -> AppView {
     let connector_group = groups
         .iter()
         .find(|g| g.id == a.connector_group_id)
-        .map(GroupRef::from)
+        .map(View::view)
         .unwrap_or_else(|| GroupRef {
             id: a.connector_group_id.clone(),
             name: String::new(),
@@ -195,7 +220,7 @@ pub(crate) fn component(c: &Component, group: Option<&ConnectorGroup>, now: Unix
         id: c.id.clone(),
         kind: c.kind,
         name: c.name.clone(),
-        group: group.map(GroupRef::from),
+        group: group.map(View::view),
         key_id: (c.kind == ComponentKind::Agent).then(|| c.key_id.clone()),
         version: c.version.clone(),
         status: if active {
@@ -215,8 +240,8 @@ pub(crate) fn component(c: &Component, group: Option<&ConnectorGroup>, now: Unix
 }
 
 /// Converts a list of records.
-pub(crate) fn all<'a, R: 'a, V: From<&'a R>>(records: &'a [R]) -> Vec<V> {
-    records.iter().map(V::from).collect()
+pub(crate) fn all<R: View>(records: &[R]) -> Vec<R::Out> {
+    records.iter().map(View::view).collect()
 }
 
 #[cfg(test)]

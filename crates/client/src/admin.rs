@@ -1,11 +1,11 @@
 //! Typed calls of the admin API (`/api/v1`), with a bearer token. Request and
-//! response bodies are the API's own wire types ([`postern_admin_api::wire`]).
+//! response bodies are the API's own wire types ([`postern_admin_wire`]).
 //! A refusal keeps what the service said: [`ClientError::Api`] carries its
 //! status, code, message and every validation problem.
 
 use std::time::Duration;
 
-use postern_admin_api::wire::{
+use postern_admin_wire::{
     AppSettings, AppView, AssignApp, AssignmentView, AuditChainStatus, AuditQuery, AuditView, ClientCreated,
     ClientView, ComponentView, ConnectorGroupDetail, ConnectorGroupView, CookieKeyRotated, CreateClient,
     CreateConnectorGroup, CreateDomain, CreateGroup, CreateRegistrationToken, CreateTenant, CreateUser, DomainView,
@@ -13,11 +13,11 @@ use postern_admin_api::wire::{
     SigninQuery, SigninView, SigningKeyRotated, TenantCreated, TenantView, UpdateDomain, UpdateTenantSettings,
     UpdateUser, UserRoles, UserView,
 };
-use postern_admin_api::wire::{
+use postern_admin_wire::{
     LocationInput, LocationView, PolicyInput, PolicyView, SetUserRisk, UserRiskView, WhatIf, WhatIfResult,
 };
 use postern_keyring::SecretString;
-use postern_store::{DomainAuthMode, PrincipalKind, Role};
+use postern_model::{DomainAuthMode, PrincipalKind, Role};
 use reqwest::{Method, RequestBuilder, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -152,7 +152,7 @@ impl AdminClient {
     pub async fn set_tenant_limits(
         &self,
         name: &str,
-        limits: &postern_admin_api::wire::TenantLimitsView,
+        limits: &postern_admin_wire::TenantLimitsView,
     ) -> Result<TenantView, ClientError> {
         self.call(Method::PUT, &["tenants", name, "limits"], Some(limits)).await
     }

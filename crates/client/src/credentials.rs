@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use postern_admin_api::wire::{serialize_optional_secret, serialize_secret};
+use postern_admin_wire::{serialize_optional_secret, serialize_secret};
 use postern_keyring::SecretString;
 use postern_time::UnixTime;
 use serde::{Deserialize, Serialize};

@@ -25,5 +25,5 @@ pub use device::{DEFAULT_MAX_WAIT, DeviceAuthorization, GRANT_DEVICE_CODE};
 pub use error::ClientError;
 pub use http::DEFAULT_TIMEOUT;
 pub use oauth::{Issuer, PublicClient, TokenSet};
-pub use postern_admin_api::wire;
+pub use postern_admin_wire as wire;
 pub use postern_keyring::SecretString;

@@ -1,6 +1,7 @@
 //! Published apps (application proxy), who is assigned to them, and the front
 //! door's cookie encryption keys.
 
+pub use postern_model::{Preauth, PrincipalKind};
 use postern_time::UnixTime;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -47,35 +48,6 @@ impl ExternalScheme {
 /// `{scheme}://{host}{prefix}`.
 fn external_url(scheme: ExternalScheme, host: &str, prefix: &str) -> String {
     format!("{}://{host}{prefix}", scheme.as_str())
-}
-
-/// How users are let through to an app.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Preauth {
-    /// Users sign in at the STS first (APP-1).
-    Sts,
-    /// No pre-authentication (APP-2).
-    Passthrough,
-}
-
-impl Preauth {
-    /// The stored form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Preauth::Sts => "sts",
-            Preauth::Passthrough => "passthrough",
-        }
-    }
-
-    /// Parses the stored form.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "sts" => Some(Preauth::Sts),
-            "passthrough" => Some(Preauth::Passthrough),
-            _ => None,
-        }
-    }
 }
 
 /// An app's own limits at the front door (SEC-9); `None` means the
@@ -199,25 +171,6 @@ impl AppSpec {
             grant_types: vec!["authorization_code".to_owned()],
             scopes: Vec::new(),
             builtin: false,
-        }
-    }
-}
-
-/// Who may use an app.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PrincipalKind {
-    /// One user.
-    User,
-    /// Every member of a group.
-    Group,
-}
-
-impl PrincipalKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            PrincipalKind::User => "user",
-            PrincipalKind::Group => "group",
         }
     }
 }

@@ -1,42 +1,12 @@
 //! The tenant's directory: domains, users (with MFA state) and groups.
 
+pub use postern_model::{DomainAuthMode, UserSource};
 use postern_time::UnixTime;
 use sqlx::{Any, Transaction};
 
 use crate::error::SqlxResultExt;
 use crate::roles::{ensure_global_admin_remains, lock_tenant};
 use crate::{DbFlag, Store, StoreError, flag, new_id};
-
-/// How the passwords of a domain's users are checked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DomainAuthMode {
-    /// Password hashes kept by the service (cloud-only accounts).
-    Cloud,
-    /// Pass-through authentication: checked on-prem by an agent.
-    Passthrough,
-}
-
-impl DomainAuthMode {
-    /// The stored form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DomainAuthMode::Cloud => "cloud",
-            DomainAuthMode::Passthrough => "passthrough",
-        }
-    }
-}
-
-impl TryFrom<String> for DomainAuthMode {
-    type Error = StoreError;
-    fn try_from(s: String) -> Result<Self, StoreError> {
-        match s.as_str() {
-            "cloud" => Ok(DomainAuthMode::Cloud),
-            "passthrough" => Ok(DomainAuthMode::Passthrough),
-            other => Err(StoreError::Corrupt(format!("domain auth mode {other:?}"))),
-        }
-    }
-}
 
 /// A DNS domain a tenant uses for its usernames.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
@@ -55,37 +25,6 @@ pub struct Domain {
     pub auth_mode: DomainAuthMode,
     /// When the domain was added.
     pub created_at: UnixTime,
-}
-
-/// Where an account lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UserSource {
-    /// Created in the service, with a password hash kept here.
-    Cloud,
-    /// Mirrored from the on-prem directory; no password here.
-    Directory,
-}
-
-impl UserSource {
-    /// The stored form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UserSource::Cloud => "cloud",
-            UserSource::Directory => "directory",
-        }
-    }
-}
-
-impl TryFrom<String> for UserSource {
-    type Error = StoreError;
-    fn try_from(s: String) -> Result<Self, StoreError> {
-        match s.as_str() {
-            "cloud" => Ok(UserSource::Cloud),
-            "directory" => Ok(UserSource::Directory),
-            other => Err(StoreError::Corrupt(format!("user source {other:?}"))),
-        }
-    }
 }
 
 /// The placeholder stable ID of a directory account named before its first

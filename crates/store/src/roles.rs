@@ -1,66 +1,10 @@
 //! Administrative roles and their assignment to users.
 
+pub use postern_model::Role;
 use postern_time::UnixTime;
 
 use crate::error::SqlxResultExt;
 use crate::{Store, StoreError};
-
-/// An administrative role within a tenant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Everything in the tenant; in the operator's tenant, also other tenants.
-    GlobalAdministrator,
-    /// Published apps, OAuth clients and connectors.
-    ApplicationAdministrator,
-    /// Domains' authentication modes and pass-through authentication agents.
-    HybridIdentityAdministrator,
-}
-
-impl Role {
-    /// Every role.
-    pub const ALL: [Role; 3] = [
-        Role::GlobalAdministrator,
-        Role::ApplicationAdministrator,
-        Role::HybridIdentityAdministrator,
-    ];
-
-    /// The stored and wire form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::GlobalAdministrator => "global_administrator",
-            Role::ApplicationAdministrator => "application_administrator",
-            Role::HybridIdentityAdministrator => "hybrid_identity_administrator",
-        }
-    }
-
-    /// Parses the stored and wire form.
-    pub fn parse(s: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-
-    /// The role an administrator needs to register (or mint a registration token
-    /// for) a component of `kind`: application administrator for connectors,
-    /// hybrid identity administrator for agents (PTA-2); global administrators
-    /// satisfy both.
-    pub fn to_register(kind: postern_proto::ComponentKind) -> Role {
-        match kind {
-            postern_proto::ComponentKind::Connector => Role::ApplicationAdministrator,
-            postern_proto::ComponentKind::Agent => Role::HybridIdentityAdministrator,
-        }
-    }
-
-    /// Whether holding `self` grants what `required` grants ("or higher").
-    pub fn satisfies(self, required: Role) -> bool {
-        self == required || self == Role::GlobalAdministrator
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 impl Store {
     /// Gives a user a role. Idempotent.

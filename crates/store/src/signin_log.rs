@@ -1,64 +1,10 @@
 //! The sign-in log: one row per sign-in attempt, for admins and SIEMs (SEC-10).
 
+pub use postern_model::SigninOutcome;
 use postern_time::UnixTime;
 
 use crate::error::SqlxResultExt;
 use crate::{Store, StoreError, new_id};
-
-/// How a sign-in attempt ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SigninOutcome {
-    /// Signed in.
-    Success,
-    /// Wrong username or password (unknown accounts included: the log does not
-    /// distinguish them either).
-    BadCredentials,
-    /// Refused by smart lockout before the password was checked.
-    LockedOut,
-    /// The account is disabled.
-    Disabled,
-    /// A wrong or replayed MFA code.
-    MfaFailed,
-    /// The password was right but the sign-in did not finish for another reason.
-    Interrupted,
-    /// Refused by a conditional access policy (before the password was
-    /// checked, or after); the detail names the policies and the risk.
-    Blocked,
-}
-
-impl SigninOutcome {
-    /// The stored form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SigninOutcome::Success => "success",
-            SigninOutcome::BadCredentials => "bad_credentials",
-            SigninOutcome::LockedOut => "locked_out",
-            SigninOutcome::Disabled => "disabled",
-            SigninOutcome::MfaFailed => "mfa_failed",
-            SigninOutcome::Interrupted => "interrupted",
-            SigninOutcome::Blocked => "blocked",
-        }
-    }
-}
-
-impl TryFrom<String> for SigninOutcome {
-    type Error = StoreError;
-    fn try_from(s: String) -> Result<Self, StoreError> {
-        [
-            SigninOutcome::Success,
-            SigninOutcome::BadCredentials,
-            SigninOutcome::LockedOut,
-            SigninOutcome::Disabled,
-            SigninOutcome::MfaFailed,
-            SigninOutcome::Interrupted,
-            SigninOutcome::Blocked,
-        ]
-        .into_iter()
-        .find(|o| o.as_str() == s)
-        .ok_or_else(|| StoreError::Corrupt(format!("sign-in outcome {s:?}")))
-    }
-}
 
 /// One sign-in attempt.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]

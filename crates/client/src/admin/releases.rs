@@ -1,7 +1,7 @@
 //! Releases and automatic updates: publishing (manifest, binary in chunks,
 //! completion), the tenant's update policy, versions and history.
 
-use postern_admin_api::wire::{
+use postern_admin_wire::{
     ComponentUpdateView, FieldVersion, PublishRelease, ReleaseView, SetUpdatePolicy, UpdatePolicyView, UpdatesOverview,
 };
 use reqwest::Method;

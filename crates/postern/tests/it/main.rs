@@ -8,6 +8,7 @@ mod admin_cli;
 mod app_hosts;
 mod apps_admin;
 mod browser;
+mod client_api;
 mod cluster;
 mod cluster_processes;
 mod common;

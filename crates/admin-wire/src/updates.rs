@@ -2,7 +2,7 @@
 //! sets (channel, pin, pause) and sees (each component's version and update
 //! state, the history), and the versions in the field.
 
-use postern_store::ComponentKind;
+use postern_proto::ComponentKind;
 use postern_time::UnixTime;
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,6 @@
 //! The JSON wire format of the admin API: one definition of each request and
-//! response body, used by the server (this crate) and by `postern-client`.
+//! response body, used by the server (`postern-admin-api`) and by
+//! `postern-client`, which therefore needs neither the server nor the store.
 //!
 //! Nothing here carries a password hash, a sealed TOTP seed, a secret digest
 //! or key material: store records are converted into these views before they
@@ -9,8 +10,11 @@
 //! registration token, once each) are [`SecretString`]s so they never appear in
 //! `Debug` output.
 
+#![warn(missing_docs)]
+
 use postern_keyring::SecretString;
-use postern_store::{ComponentKind, DomainAuthMode, Preauth, PrincipalKind, Role, SigninOutcome, UserSource};
+use postern_model::{DomainAuthMode, Preauth, PrincipalKind, Role, SigninOutcome, UserSource};
+use postern_proto::ComponentKind;
 use postern_time::UnixTime;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
