@@ -60,7 +60,9 @@ pub(crate) fn secure_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Referrers only within the console's origin: with `no-referrer` Chromium
+    // sends `Origin: null` on the console's own forms.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
@@ -291,6 +293,6 @@ mod tests {
         let h = r.headers();
         assert_eq!(h.get(header::CONTENT_SECURITY_POLICY).unwrap(), CSP);
         assert_eq!(h.get(header::CACHE_CONTROL).unwrap(), "no-store");
-        assert_eq!(h.get(header::REFERRER_POLICY).unwrap(), "no-referrer");
+        assert_eq!(h.get(header::REFERRER_POLICY).unwrap(), "same-origin");
     }
 }

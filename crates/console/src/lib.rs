@@ -12,7 +12,7 @@
 //!   same-origin and carry the session's CSRF token
 //!   (module `session`).
 //! - No JavaScript, no third-party assets; a strict Content-Security-Policy,
-//!   `no-store` and `no-referrer` on every response.
+//!   `no-store` and `Referrer-Policy: same-origin` on every response.
 #![warn(missing_docs)]
 
 mod api;

@@ -200,12 +200,13 @@ impl FromRequestParts<Arc<Console>> for SignedIn {
 
 /// Whether fetch metadata or `Origin` say the request came from another site
 /// (or another origin of this site: a published app's host is same-site).
+/// Fetch metadata decides when a browser sends it: a same-origin form may
+/// come with `Origin: null` (Chromium sends that under a `no-referrer`
+/// policy), which says nothing about where it came from. Without it,
+/// `Origin` must be this one; `null` is refused (a sandboxed frame's).
 fn cross_origin(headers: &HeaderMap, own_origin: &str) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
-        && site != "same-origin"
-        && site != "none"
-    {
-        return true;
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return !matches!(site.to_str(), Ok("same-origin" | "none"));
     }
     match headers.get(header::ORIGIN) {
         None => false,
@@ -292,7 +293,17 @@ mod tests {
         h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.test"));
         assert!(cross_origin(&h, own));
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
-        assert!(cross_origin(&h, own));
+        assert!(cross_origin(&h, own), "null without fetch metadata");
+        // What Chromium sends for the console's own forms under a
+        // no-referrer policy: fetch metadata decides.
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(!cross_origin(&h, own));
+        h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        h.insert(header::ORIGIN, HeaderValue::from_static("https://login.acme.test"));
+        assert!(
+            cross_origin(&h, own),
+            "fetch metadata wins over a forged-looking Origin"
+        );
     }
 
     #[test]

@@ -794,11 +794,6 @@ async fn browser_sign_in_with_totp_refusal_and_revoked_connector() {
 /// the connector from the console and the app, reloaded, shows the "no
 /// connector" page.
 #[tokio::test]
-#[ignore = "two things outside this test stop it: (1) the console refuses every form a real browser \
-            posts (with Referrer-Policy no-referrer Chromium sends Origin: null beside Sec-Fetch-Site: \
-            same-origin, and crates/console/src/session.rs::cross_origin takes that for another site); \
-            (2) postern demo stops everything once its connector ends, so after the revocation the app \
-            soon refuses connections instead of showing the 503 page"]
 async fn browser_admin_console_publish_assign_and_revoke() {
     let test = "browser_admin_console_publish_assign_and_revoke";
     if let Some(why) = Driver::missing() {
@@ -812,8 +807,15 @@ async fn browser_admin_console_publish_assign_and_revoke() {
     let mut driver = Driver::start().await;
     let service = demo.service_url();
 
-    // Sign in to the console of the demo organisation.
+    // A connector of the test's own to revoke at the end (postern demo stops
+    // once its own connector ends), registered with the CLI, which the
+    // administrator signs in through this browser.
     let console = driver.session("administrator").await;
+    let cli_dir = tmp.path().join("cli");
+    admin_cli_login(&demo, &console, &admin, &mut totp, &cli_dir).await;
+    let _lab = lab_connector(&demo, &cli_dir, &tmp.path().join("lab-connector")).await;
+
+    // Sign in to the console of the demo organisation.
     console.open(&format!("{service}/admin/login?tenant=demo")).await;
     let overview_url = format!("{service}/admin");
     let overview = console
@@ -881,7 +883,24 @@ async fn browser_admin_console_publish_assign_and_revoke() {
         "the user's name on the page: {page:#?}"
     );
 
-    // Revoke the connector from the console.
+    // The app moves to the test's connector, and still answers through it.
+    demo.admin_run(&cli_dir, &["apps", "update", "Handbook", "--connector-group", "lab"])
+        .await;
+    visitor
+        .reload_until("the sample app through the lab connector", PAGE_TIMEOUT, |s| {
+            s.title.starts_with("Postern demo app")
+        })
+        .await;
+    let connectors: serde_json::Value =
+        serde_json::from_str(&demo.admin_run(&cli_dir, &["connectors", "list"]).await).unwrap();
+    let lab_id = connectors
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["name"] == "lab-1"))
+        .and_then(|c| c["id"].as_str())
+        .unwrap_or_else(|| panic!("lab-1 among the connectors: {connectors}"))
+        .to_owned();
+
+    // Revoke that connector from the console.
     console.open(&format!("{service}/admin/connectors")).await;
     console
         .wait_for("the connectors page", |s| s.text.contains("Revoke"))
@@ -889,7 +908,7 @@ async fn browser_admin_console_publish_assign_and_revoke() {
     if let Some(s) = &shots {
         s.take(&console, "console-connectors").await;
     }
-    console.press("a[id^=\"revoke-\"]").await;
+    console.press(&format!("[id=\"revoke-{lab_id}\"]")).await;
     console.press("form[action$=\"/revoke\"] button[type=\"submit\"]").await;
     console
         .wait_for("the revocation's notice", |s| s.url.contains("done=revoked"))

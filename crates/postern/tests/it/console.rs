@@ -103,7 +103,7 @@ async fn sign_in_publish_assign_csrf_and_session_expiry() {
             .starts_with("default-src 'none'")
     );
     assert_eq!(h["cache-control"], "no-store");
-    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["referrer-policy"], "same-origin");
     let cookie = session_cookie(&browser, &svc).expect("a console session cookie");
     let token = cookie.split_once('=').unwrap().1.split_once('.').unwrap().1.to_owned();
     assert!(!overview.body.contains(&token), "the access token is not in the page");
