@@ -7,11 +7,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
+pub(crate) use postern_proto::headers::{is_hop_by_hop, strip_hop_by_hop};
 use postern_proto::tunnel::{
     APP_HEADER, BackendError, ERROR_HEADER, REQUEST_ID_HEADER, UPGRADE_HEADER, UPGRADED_HEADER,
 };
@@ -50,41 +51,6 @@ impl Drop for AbortOnDrop {
         if let Some(h) = self.0.take() {
             h.abort();
         }
-    }
-}
-
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
-/// never forwarded in either direction.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-    )
-}
-
-/// Removes hop-by-hop headers, including those a `Connection` header names.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    let hop: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
-    for name in hop {
-        headers.remove(name);
     }
 }
 

@@ -28,6 +28,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
+use postern_proto::headers::strip_hop_by_hop;
 use postern_proto::tunnel::{
     APP_HEADER, BackendError, ERROR_HEADER, REQUEST_ID_HEADER, UPGRADE_HEADER, UPGRADED_HEADER,
 };
@@ -53,38 +54,8 @@ pub const ASSERTION_HEADER: &str = "x-postern-assertion";
 /// The request's ID as the backend gets it (the same as in the access log).
 pub const BACKEND_REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-];
-
 /// Copy buffer of an upgraded connection, each way.
 const UPGRADE_CHUNK: usize = 16 * 1024;
-
-/// Removes hop-by-hop headers, those the `Connection` header names, and `Upgrade`.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(UPGRADE);
-}
 
 /// Removes every `x-postern-*` header: only the front door sets them.
 fn strip_postern_headers(headers: &mut HeaderMap) {

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod control;
+pub mod headers;
 pub mod registration;
 pub mod relay;
 pub mod tunnel;
