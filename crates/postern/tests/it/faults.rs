@@ -534,10 +534,12 @@ async fn postgres_restarted_under_load() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let down_at = started.elapsed();
     pg.down();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Longer than the store's wait for a connection (5 s): requests made
+    // while it is down are refused, not only delayed.
+    tokio::time::sleep(Duration::from_secs(7)).await;
     pg.up();
     let up_at = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
     stop.store(true, Ordering::SeqCst);
 
     let mut writes = Vec::new();
@@ -589,7 +591,7 @@ async fn postgres_restarted_under_load() {
     for back in [writes_back, signins_back] {
         assert!(back.is_some_and(|b| b < Duration::from_secs(5)), "{back:?}");
     }
-    let end = up_at + Duration::from_secs(6);
+    let end = up_at + Duration::from_secs(8);
     for (at, what, got) in writes
         .iter()
         .map(|(a, n, g)| (a, n.as_str(), g))

@@ -219,7 +219,7 @@ impl ServiceProcess {
             .args(["connector", "run", "--allow-root", "--state-dir"])
             .arg(&state)
             // Debug lines of the control loop show where it is.
-            .env("RUST_LOG", "info,postern::component=debug")
+            .env("RUST_LOG", "info,postern_connector::runtime=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
             .spawn()
