@@ -267,7 +267,7 @@ impl Store {
     ) -> Result<App, StoreError> {
         let _changed = self.routing_change();
         let id = new_id();
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         insert_client(&mut tx, tenant_id, &spec.client(client_id), now).await?;
         sqlx::query(
             "INSERT INTO apps (id, tenant_id, name, external_scheme, external_host, path_prefix, internal_url, \
@@ -315,7 +315,7 @@ impl Store {
     ) -> Result<App, StoreError> {
         let _changed = self.routing_change();
         let before = self.app(tenant_id, id).await?;
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE apps SET name = $1, external_scheme = $2, external_host = $3, path_prefix = $4, \
              internal_url = $5, preauth = $6, connector_group_id = $7, backend_timeout_secs = $8, \
@@ -464,7 +464,7 @@ impl Store {
     pub async fn delete_app(&self, tenant_id: &str, id: &str) -> Result<App, StoreError> {
         let _changed = self.routing_change();
         let app = self.app(tenant_id, id).await?;
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM apps WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
@@ -623,7 +623,7 @@ impl Store {
         now: UnixTime,
         revoke_older: bool,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         if revoke_older {
             sqlx::query("DELETE FROM cookie_keys").execute(&mut *tx).await.db()?;
         } else {

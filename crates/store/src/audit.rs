@@ -169,7 +169,7 @@ impl Store {
     pub async fn append_audit(&self, entry: &NewAuditEntry, now: UnixTime) -> Result<i64, StoreError> {
         let detail = entry.detail.to_string();
         for _ in 0..APPEND_ATTEMPTS {
-            let mut tx = self.pool.begin().await.db()?;
+            let mut tx = self.begin_write().await?;
             let last: Option<(i64, Vec<u8>)> =
                 sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
                     .fetch_optional(&mut *tx)

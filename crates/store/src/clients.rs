@@ -152,7 +152,7 @@ impl Store {
     /// tokens. The client of a published app goes only with its app (conflict).
     pub async fn delete_client(&self, tenant_id: &str, client_id: &str) -> Result<(), StoreError> {
         let _changed = self.routing_change();
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         let app: Option<String> = sqlx::query_scalar("SELECT name FROM apps WHERE tenant_id = $1 AND client_id = $2")
             .bind(tenant_id)
             .bind(client_id)

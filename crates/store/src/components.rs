@@ -229,7 +229,7 @@ impl Store {
 
     /// Takes the next CRL number of a CA.
     pub async fn next_crl_number(&self, kind: &str) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE certificate_authorities SET crl_number = crl_number + 1 WHERE kind = $1")
             .bind(kind)
             .execute(&mut *tx)
@@ -574,7 +574,7 @@ impl Store {
         now: UnixTime,
     ) -> Result<bool, StoreError> {
         let _changed = self.routing_change();
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         let c = sqlx::query_as::<_, Component>(concat!(
             "SELECT ",
             component_columns!(),
@@ -651,7 +651,7 @@ impl Store {
         .db()?;
         let mut n = 0;
         for c in due {
-            let mut tx = self.pool.begin().await.db()?;
+            let mut tx = self.begin_write().await?;
             if let Some(prev) = &c.previous_serial {
                 revoke(
                     &mut tx,
@@ -685,7 +685,7 @@ impl Store {
         now: UnixTime,
     ) -> Result<Component, StoreError> {
         let _changed = self.routing_change();
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         let c = sqlx::query_as::<_, Component>(concat!(
             "SELECT ",
             component_columns!(),
@@ -802,7 +802,7 @@ impl Store {
         token_digest: &[u8],
         now: UnixTime,
     ) -> Result<Option<RegistrationToken>, StoreError> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE registration_tokens SET uses_left = uses_left - 1 \
              WHERE token_digest = $1 AND uses_left > 0 AND expires_at > $2",
@@ -840,7 +840,7 @@ impl Store {
         now: UnixTime,
         until: UnixTime,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "DELETE FROM renewal_leases WHERE tenant_id = $1 AND kind = $2 AND (expires_at <= $3 OR component_id = $4)",
         )

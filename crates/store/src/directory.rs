@@ -298,7 +298,7 @@ impl Store {
     /// name lies under the verified domains of one tenant at most (SEC-12).
     pub async fn verify_domain(&self, tenant_id: &str, name: &str) -> Result<(), StoreError> {
         let _changed = self.routing_change();
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         if let Some(other) = overlapping_verified(&mut *tx, tenant_id, name).await? {
             return Err(StoreError::Conflict(overlap_message(name, &other)));
         }
@@ -377,7 +377,7 @@ impl Store {
 
     /// Creates a user in a tenant.
     pub async fn create_user(&self, tenant_id: &str, user: NewUser, now: UnixTime) -> Result<User, StoreError> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         let user = insert_user(&mut tx, tenant_id, user, now).await?;
         tx.commit().await.db()?;
         Ok(user)
@@ -434,7 +434,7 @@ impl Store {
         now: UnixTime,
     ) -> Result<User, StoreError> {
         let _changed = self.routing_change();
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         lock_tenant(&mut tx, tenant_id).await?;
         let current = sqlx::query_as::<_, User>(concat!(
             "SELECT ",
@@ -526,7 +526,7 @@ impl Store {
     /// (conflict).
     pub async fn delete_user(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
         let _changed = self.routing_change();
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         lock_tenant(&mut tx, tenant_id).await?;
         let done = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
@@ -561,7 +561,7 @@ impl Store {
         recovery_code_digests: &[Vec<u8>],
         now: UnixTime,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE users SET totp_sealed = $1, totp_enrolled_at = $2, totp_last_step = $3, \
              updated_at = $2 WHERE id = $4",
@@ -636,7 +636,7 @@ impl Store {
 
     /// Removes a user's TOTP and recovery codes, so they enrol again on next need.
     pub async fn reset_mfa(&self, tenant_id: &str, user_id: &str, now: UnixTime) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE users SET totp_sealed = NULL, totp_enrolled_at = NULL, totp_last_step = NULL, \
              updated_at = $1 WHERE tenant_id = $2 AND id = $3",
@@ -977,7 +977,7 @@ impl Store {
     /// Deletes a group (memberships and app assignments go with it).
     pub async fn delete_group(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
         let _changed = self.routing_change();
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM groups WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)

@@ -51,7 +51,7 @@ impl Store {
         publish_old_until: UnixTime,
         now: UnixTime,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE signing_keys SET retired_at = $1, publish_until = $2 WHERE retired_at IS NULL")
             .bind(now)
             .bind(publish_old_until)

@@ -303,6 +303,20 @@ impl Store {
         RoutingChange(self.routing_generation.clone(), self.changes.clone())
     }
 
+    /// Starts a transaction that will write. On SQLite it takes the write lock
+    /// at once (`BEGIN IMMEDIATE`, waiting up to the busy timeout for another
+    /// writer): a deferred transaction that reads first and then writes fails
+    /// at once with "database is locked" when another connection wrote in
+    /// between, which the busy timeout does not cover. PostgreSQL locks rows
+    /// as it goes.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        let begun = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        };
+        begun.map_err(StoreError::from_sqlx)
+    }
+
     /// Which database this store runs on.
     pub fn backend(&self) -> Backend {
         self.backend

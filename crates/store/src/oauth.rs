@@ -355,7 +355,7 @@ impl Store {
         new_expires_at: UnixTime,
         now: UnixTime,
     ) -> Result<RefreshRotation, StoreError> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         let claimed = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $1 WHERE token_digest = $2 AND tenant_id = $3 \
              AND client_id = $4 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1 \

@@ -296,7 +296,7 @@ impl Store {
         let _changed = self.routing_change();
         // The user must be the tenant's: refuse anyone else's as not found.
         self.user(tenant_id, &risk.user_id).await?;
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM user_risk WHERE user_id = $1")
             .bind(&risk.user_id)
             .execute(&mut *tx)

@@ -191,7 +191,7 @@ impl Store {
                 "the release is complete; its binary cannot change".into(),
             ));
         }
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM release_chunks WHERE release_id = $1 AND seq = $2")
             .bind(release_id)
             .bind(seq)
@@ -247,7 +247,7 @@ impl Store {
     /// Deletes a release and its binary (history rows keep its ID).
     pub async fn delete_release(&self, id: &str) -> Result<Release, StoreError> {
         let release = self.release(id).await?;
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM release_chunks WHERE release_id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -289,7 +289,7 @@ impl Store {
 
     /// Sets a tenant's update policy.
     pub async fn set_update_policy(&self, p: &UpdatePolicy) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM update_policies WHERE tenant_id = $1")
             .bind(&p.tenant_id)
             .execute(&mut *tx)
@@ -327,7 +327,7 @@ impl Store {
         now: UnixTime,
         until: UnixTime,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "DELETE FROM update_leases WHERE tenant_id = $1 AND scope = $2 AND (expires_at <= $3 OR component_id = $4)",
         )

@@ -30,7 +30,7 @@ impl Store {
     /// Takes a role from a user. Refused (conflict) when it would leave the user's
     /// tenant without an enabled global administrator.
     pub async fn revoke_role(&self, user_id: &str, role: Role) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         let tenant_id: Option<String> = sqlx::query_scalar("SELECT tenant_id FROM users WHERE id = $1")
             .bind(user_id)
             .fetch_optional(&mut *tx)

@@ -126,7 +126,7 @@ impl Store {
 
     /// Ends a session and revokes the refresh tokens issued in it.
     pub async fn end_session(&self, tenant_id: &str, id: &str, now: UnixTime) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE sessions SET ended_at = $1 WHERE id = $2 AND tenant_id = $3 AND ended_at IS NULL")
             .bind(now)
             .bind(id)
@@ -150,7 +150,7 @@ impl Store {
     /// Ends every session of a user and revokes all their refresh tokens (after a
     /// password reset, MFA reset or disabling the account).
     pub async fn end_user_sessions(&self, tenant_id: &str, user_id: &str, now: UnixTime) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE sessions SET ended_at = $1 WHERE user_id = $2 AND tenant_id = $3 AND ended_at IS NULL")
             .bind(now)
             .bind(user_id)

@@ -100,7 +100,7 @@ impl Store {
         now: UnixTime,
     ) -> Result<(Tenant, User), StoreError> {
         let _changed = self.routing_change();
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         if let Some(code) = setup_code {
             let consumed = sqlx::query(
                 "UPDATE setup_codes SET used_at = $1 \
@@ -262,7 +262,7 @@ impl Store {
     /// certificates first. The operator's tenant cannot be deleted.
     pub async fn delete_tenant(&self, id: &str, now: UnixTime) -> Result<(), StoreError> {
         let _changed = self.routing_change();
-        let mut tx = self.pool.begin().await.db()?;
+        let mut tx = self.begin_write().await?;
         let is_system: Option<i64> = sqlx::query_scalar("SELECT is_system FROM tenants WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
