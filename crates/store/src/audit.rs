@@ -164,12 +164,26 @@ fn entry_hash(prev: &[u8], e: &Hashed<'_>) -> Vec<u8> {
     ctx.finish().as_ref().to_vec()
 }
 
+/// The PostgreSQL advisory lock appenders of the audit chain take in turn.
+const AUDIT_APPEND_LOCK: i64 = 0x706f_7374_6175_6469; // "postaudi"
+
 impl Store {
     /// Appends an entry to the chain and returns its sequence number.
     pub async fn append_audit(&self, entry: &NewAuditEntry, now: UnixTime) -> Result<i64, StoreError> {
         let detail = entry.detail.to_string();
         for _ in 0..APPEND_ATTEMPTS {
             let mut tx = self.begin_write().await?;
+            if self.backend() == crate::Backend::Postgres {
+                // Appenders take turns (SQLite's BEGIN IMMEDIATE does the same):
+                // each reads the tail another may be about to extend, and
+                // retrying on the sequence number's conflict starves under a
+                // burst of administrators' changes. Released at commit.
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(AUDIT_APPEND_LOCK)
+                    .execute(&mut *tx)
+                    .await
+                    .db()?;
+            }
             let last: Option<(i64, Vec<u8>)> =
                 sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
                     .fetch_optional(&mut *tx)

@@ -68,6 +68,7 @@ on_both!(
     lockout_counters,
     lockout_reservations_hold_under_concurrency,
     audit_chain_detects_tampering,
+    audit_appends_at_once_all_land,
     audit_chain_names_what_broke,
     signin_log,
     export_follows_both_logs_in_order,
@@ -1268,6 +1269,37 @@ async fn lockout_reservations_hold_under_concurrency(backend: Backend) {
         LockoutState::CLEAN,
         "nothing leaks to another tenant"
     );
+}
+
+/// Administrators' changes at the same moment each get their audit entry: on
+/// SQLite a deferred transaction that read the chain's tail and then wrote
+/// failed at once ("database is locked") when another append landed in
+/// between; write transactions now take the lock at BEGIN and wait.
+async fn audit_appends_at_once_all_land(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..15 {
+                    let e = NewAuditEntry {
+                        tenant_id: Some("t1".into()),
+                        actor: format!("user:{task}"),
+                        action: "group.create".into(),
+                        target: format!("group:{task}-{i}"),
+                        detail: serde_json::json!({}),
+                    };
+                    store.append_audit(&e, at(i)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let verified = store.verify_audit_chain().await.unwrap();
+    assert_eq!(verified.entries, 120);
+    assert_eq!(verified.first_broken_seq, None);
 }
 
 async fn audit_chain_detects_tampering(backend: Backend) {
