@@ -108,10 +108,16 @@ async fn a_backend_trickling_its_head_is_cut_at_the_apps_timeout() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // The app answers again as soon as the backend does: the connector is
-    // healthy, only that request failed.
-    let (status, _) = bench.api(reqwest::Method::GET, "/apps", None).await;
-    assert_eq!(status, 200);
+    // Only that request failed: the same connector serves an app whose
+    // backend answers.
+    bench.publish("echo", "echo.acme.test", AppOptions::default()).await;
+    let echo = bench
+        .client(&["echo.acme.test"])
+        .get(bench.url("echo.acme.test", "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echo.status().as_u16(), 200);
 }
 
 /// A directory that accepts TCP connections and never answers: the user gets
