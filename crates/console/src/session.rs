@@ -69,15 +69,7 @@ pub(crate) fn unverified_claims(jwt: &str) -> Option<serde_json::Value> {
 
 /// The value of cookie `name` in a request.
 pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+    postern_proto::headers::request_cookie(headers, name).map(str::to_owned)
 }
 
 /// A `Set-Cookie` value: Path=/, HttpOnly, Secure over HTTPS.

@@ -197,14 +197,7 @@ pub(crate) fn open_with(keys: &[CookieKey], purpose: &str, sealed: &str) -> Opti
 
 /// The value of the cookie `name` in the request's `Cookie` headers.
 pub(crate) fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.trim_matches('"'))
+    postern_proto::headers::request_cookie(headers, name)
 }
 
 /// Removes every front-door cookie from the `Cookie` headers (joined into one

@@ -2,7 +2,7 @@
 //! never carried across a hop, in either direction, by the front door or the
 //! connector. One list for both ends of the tunnel.
 
-use http::header::CONNECTION;
+use http::header::{CONNECTION, COOKIE};
 use http::{HeaderMap, HeaderName};
 
 /// Whether `name` is a hop-by-hop header (`Upgrade` included: an upgrade is
@@ -40,6 +40,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The value of the cookie `name` in a request's `Cookie` headers (quotes
+/// around it removed), or `None` when it is absent or empty. The one reader of
+/// the front door's, the STS's and the console's cookies.
+pub fn request_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim().trim_matches('"'))
+        .filter(|v| !v.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
@@ -70,5 +85,17 @@ mod tests {
         let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(left.len(), 2, "{left:?}");
         assert!(h.contains_key("accept") && h.contains_key("cookie"));
+    }
+
+    #[test]
+    fn cookies_are_read_by_exact_name_across_headers() {
+        let mut h = HeaderMap::new();
+        h.append("cookie", HeaderValue::from_static("a-long=1; a=\"two\""));
+        h.append("cookie", HeaderValue::from_static("empty=; b=3 "));
+        assert_eq!(request_cookie(&h, "a"), Some("two"));
+        assert_eq!(request_cookie(&h, "a-long"), Some("1"));
+        assert_eq!(request_cookie(&h, "b"), Some("3"));
+        assert_eq!(request_cookie(&h, "empty"), None);
+        assert_eq!(request_cookie(&h, "missing"), None);
     }
 }

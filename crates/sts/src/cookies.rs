@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue};
 
 /// Browser-binding cookie: ties a sign-in flow to the browser that started it.
 pub(crate) const BIND: &str = "postern_bind";
@@ -12,15 +12,7 @@ pub(crate) const SSO: &str = "postern_sso";
 
 /// The value of cookie `name`, if the request carries it.
 pub(crate) fn get(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"').to_owned())
-        .filter(|v| !v.is_empty())
+    postern_proto::headers::request_cookie(headers, name).map(str::to_owned)
 }
 
 /// A `Set-Cookie` value. `max_age` of `None` makes a browser-session cookie; zero
@@ -50,8 +42,11 @@ mod tests {
     #[test]
     fn reads_and_writes() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; postern_bind=xyz"));
-        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        h.append(
+            axum::http::header::COOKIE,
+            HeaderValue::from_static("a=1; postern_bind=xyz"),
+        );
+        h.append(axum::http::header::COOKIE, HeaderValue::from_static("b=2"));
         assert_eq!(get(&h, BIND).as_deref(), Some("xyz"));
         assert_eq!(get(&h, "b").as_deref(), Some("2"));
         assert_eq!(get(&h, "c"), None);
