@@ -10,11 +10,18 @@
 //! to live. Use a generation read *before* the query the value comes from.
 //! The cache holds at most [`MAX_ENTRIES`] entries; when full it drops
 //! every entry (a cheap, bounded policy; refills cost one query each).
+//!
+//! Age is measured on a [`Clock`](postern_time::Clock) passed in ([`ReadCache::with_clock`]; the
+//! system clock by default), so tests move time instead of sleeping. If that
+//! clock goes back, entries read "in the future" count as stale: a step of the
+//! clock costs refills, never a value older than the time to live.
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postern_time::{SharedClock, SystemClock};
 
 /// Most entries held.
 pub const MAX_ENTRIES: usize = 4096;
@@ -24,7 +31,8 @@ pub const TIME_TO_LIVE: Duration = Duration::from_secs(2);
 
 struct Entry<V> {
     value: V,
-    read_at: Instant,
+    /// When the value was read, as [`postern_time::Clock::since_epoch`].
+    read_at: Duration,
     generation: u64,
 }
 
@@ -32,6 +40,7 @@ struct Entry<V> {
 pub struct ReadCache<K, V> {
     entries: Mutex<HashMap<K, Entry<V>>>,
     ttl: Duration,
+    clock: SharedClock,
 }
 
 impl<K, V> std::fmt::Debug for ReadCache<K, V> {
@@ -40,28 +49,38 @@ impl<K, V> std::fmt::Debug for ReadCache<K, V> {
         f.debug_struct("ReadCache")
             .field("entries", &entries)
             .field("ttl", &self.ttl)
+            .field("clock", &self.clock)
             .finish()
     }
 }
 
 impl<K: Eq + Hash, V: Clone> ReadCache<K, V> {
-    /// An empty cache whose entries serve for at most `ttl`.
+    /// An empty cache whose entries serve for at most `ttl` by the system clock.
     pub fn new(ttl: Duration) -> Self {
+        Self::with_clock(ttl, Arc::new(SystemClock))
+    }
+
+    /// An empty cache whose entries serve for at most `ttl` by `clock`.
+    pub fn with_clock(ttl: Duration, clock: SharedClock) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
             ttl,
+            clock,
         }
     }
 
     /// The cached value for `key` if still good under `generation`.
     pub fn get(&self, key: &K, generation: u64) -> Option<V> {
+        let now = self.clock.since_epoch();
         let entries = self.entries.lock().ok()?;
         let entry = entries.get(key)?;
-        (entry.generation == generation && entry.read_at.elapsed() < self.ttl).then(|| entry.value.clone())
+        let fresh = now.checked_sub(entry.read_at).is_some_and(|age| age < self.ttl);
+        (entry.generation == generation && fresh).then(|| entry.value.clone())
     }
 
     /// Remembers `value`, read after the generation was `generation`.
     pub fn put(&self, key: K, value: V, generation: u64) {
+        let read_at = self.clock.since_epoch();
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
@@ -72,7 +91,7 @@ impl<K: Eq + Hash, V: Clone> ReadCache<K, V> {
             key,
             Entry {
                 value,
-                read_at: Instant::now(),
+                read_at,
                 generation,
             },
         );
@@ -114,15 +133,55 @@ impl Default for SigninReads {
 mod tests {
     use super::*;
 
+    use postern_time::{ManualClock, UnixTime};
+
+    fn cache_on(clock: &Arc<ManualClock>) -> ReadCache<&'static str, i32> {
+        ReadCache::with_clock(TIME_TO_LIVE, clock.clone())
+    }
+
     #[test]
-    fn a_new_generation_or_age_invalidates() {
-        let cache = ReadCache::new(Duration::from_millis(50));
+    fn a_new_generation_invalidates() {
+        let clock = ManualClock::starting_at(UnixTime::from_secs(1_000));
+        let cache = cache_on(&clock);
         cache.put("a", 1, 7);
         assert_eq!(cache.get(&"a", 7), Some(1));
         assert_eq!(cache.get(&"a", 8), None, "generation moved");
         assert_eq!(cache.get(&"b", 7), None);
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(cache.get(&"a", 7), None, "too old");
+    }
+
+    #[test]
+    fn reads_serve_for_two_seconds_then_expire() {
+        assert_eq!(TIME_TO_LIVE, Duration::from_secs(2));
+        let clock = ManualClock::starting_at(UnixTime::from_secs(1_000));
+        let cache = cache_on(&clock);
+        cache.put("a", 1, 7);
+        assert_eq!(cache.get(&"a", 7), Some(1), "just read");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(cache.get(&"a", 7), Some(1), "1 s old");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(cache.get(&"a", 7), None, "2 s old: expired");
+        cache.put("a", 2, 7);
+        assert_eq!(cache.get(&"a", 7), Some(2), "a new read serves again");
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(cache.get(&"a", 7), None, "a minute old");
+    }
+
+    #[test]
+    fn a_clock_gone_back_makes_entries_stale() {
+        let clock = ManualClock::starting_at(UnixTime::from_secs(1_000));
+        let cache = cache_on(&clock);
+        cache.put("a", 1, 7);
+        clock.set(UnixTime::from_secs(999));
+        assert_eq!(cache.get(&"a", 7), None, "read after now: not trusted");
+        clock.set(UnixTime::from_secs(1_001));
+        assert_eq!(cache.get(&"a", 7), Some(1), "the clock caught up, 1 s old");
+    }
+
+    #[test]
+    fn the_system_clock_serves_a_fresh_read() {
+        let cache = ReadCache::new(TIME_TO_LIVE);
+        cache.put("a", 1, 7);
+        assert_eq!(cache.get(&"a", 7), Some(1));
     }
 
     #[test]

@@ -56,6 +56,13 @@ impl fmt::Display for UnixTime {
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// The current time.
     fn now(&self) -> UnixTime;
+
+    /// The current time as a duration since the epoch, finer than a second where
+    /// the clock can tell (for ages measured in fractions of a second, such as a
+    /// read cache's). A clock that counts whole seconds keeps this default.
+    fn since_epoch(&self) -> Duration {
+        Duration::from_secs(u64::try_from(self.now().secs()).unwrap_or(0))
+    }
 }
 
 /// A shared clock handle, as held by the service's components.
@@ -74,6 +81,13 @@ impl Clock for SystemClock {
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         UnixTime(secs)
+    }
+
+    fn since_epoch(&self) -> Duration {
+        // The same reading as `now`, kept to the nanosecond.
+        #[allow(clippy::disallowed_methods)]
+        let now = SystemTime::now();
+        now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO)
     }
 }
 
@@ -144,6 +158,15 @@ mod tests {
         assert_eq!(clock.now(), UnixTime::from_secs(1_061));
         clock.set(UnixTime::from_secs(5));
         assert_eq!(clock.now().secs(), 5);
+        assert_eq!(clock.since_epoch(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn system_clock_agrees_with_itself_to_the_second() {
+        let precise = SystemClock.since_epoch();
+        let secs = SystemClock.now().secs();
+        let precise_secs = i64::try_from(precise.as_secs()).unwrap_or(i64::MAX);
+        assert!((secs - precise_secs).abs() <= 1, "{secs} vs {precise:?}");
     }
 
     #[test]
