@@ -8,19 +8,16 @@
 //! app and keeps its redirect URIs in step with the external URL; the clients
 //! API shows it with the app's ID and refuses to delete it on its own.
 
-use std::sync::Arc;
-
+use crate::AdminState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use postern_store::{
     App, AppLimits, AppSpec, ExternalScheme, HostRefusal, HostRules, Preauth, PrincipalKind, StoreError,
 };
-use postern_sts::Sts;
 use serde_json::json;
 use url::Url;
 
-use crate::Rules;
 use crate::auth::Caller;
 use crate::connector_groups;
 use crate::error::ApiError;
@@ -159,13 +156,13 @@ fn check_identity_headers(problems: &mut Problems, given: Option<&[String]>) -> 
 /// 409 when another tenant publishes there, a problem naming `external_url`
 /// for every other refusal.
 async fn check_host(
-    sts: &Sts,
+    state: &AdminState,
     rules: &HostRules,
     tenant_id: &str,
     host: &str,
     problems: &mut Problems,
 ) -> Result<(), ApiError> {
-    match sts.store().host_refusal(rules, tenant_id, host).await? {
+    match state.store.host_refusal(rules, tenant_id, host).await? {
         None => Ok(()),
         Some(refusal @ HostRefusal::ClaimedElsewhere { .. }) => Err(ApiError::Conflict(refusal.to_string())),
         Some(refusal) => {
@@ -177,12 +174,17 @@ async fn check_host(
 
 /// Validates a request, reporting every problem at once, and resolves the
 /// connector group in the caller's tenant.
-async fn validate(sts: &Sts, rules: &HostRules, caller: &Caller, req: &AppSettings) -> Result<AppSpec, ApiError> {
+async fn validate(
+    state: &AdminState,
+    rules: &HostRules,
+    caller: &Caller,
+    req: &AppSettings,
+) -> Result<AppSpec, ApiError> {
     let mut problems = Problems::new();
     let name = check_text(&mut problems, "name", &req.name, MAX_NAME);
     let external = check_external_url(&mut problems, &req.external_url);
     if let Some((_, host, _)) = &external {
-        check_host(sts, rules, &caller.tenant.id, host, &mut problems).await?;
+        check_host(state, rules, &caller.tenant.id, host, &mut problems).await?;
     }
     let internal_url = check_http_url(&mut problems, "internal_url", &req.internal_url).map(String::from);
     let backend_timeout_secs = req.backend_timeout_secs.unwrap_or(DEFAULT_BACKEND_TIMEOUT_SECS);
@@ -194,7 +196,7 @@ async fn validate(sts: &Sts, rules: &HostRules, caller: &Caller, req: &AppSettin
     let tenant_id = &caller.tenant.id;
     let group = match &req.connector_group {
         Some(wanted) => {
-            let found = connector_groups::find(sts, tenant_id, wanted).await?;
+            let found = connector_groups::find(state, tenant_id, wanted).await?;
             if found.is_none() {
                 problems.add(format!(
                     "connector_group: there is no connector group {wanted:?} in this tenant."
@@ -202,7 +204,7 @@ async fn validate(sts: &Sts, rules: &HostRules, caller: &Caller, req: &AppSettin
             }
             found
         }
-        None => Some(sts.store().default_connector_group(tenant_id, sts.now()).await?),
+        None => Some(state.store.default_connector_group(tenant_id, state.now()).await?),
     };
     problems.finish()?;
     let (Some((external_scheme, external_host, path_prefix)), Some(internal_url), Some(group)) =
@@ -253,10 +255,10 @@ fn check_app_limits(problems: &mut Problems, req: &AppSettings) -> AppLimits {
 /// Refuses (409) a name another app of the tenant has, or an address another
 /// app (of any tenant) is published at. `except` is the app being replaced.
 /// The store's unique constraints still decide a race.
-async fn check_free(sts: &Sts, tenant_id: &str, spec: &AppSpec, except: Option<&str>) -> Result<(), ApiError> {
+async fn check_free(state: &AdminState, tenant_id: &str, spec: &AppSpec, except: Option<&str>) -> Result<(), ApiError> {
     let other = |a: &App| Some(a.id.as_str()) != except;
-    if sts
-        .store()
+    if state
+        .store
         .apps(tenant_id)
         .await?
         .iter()
@@ -267,8 +269,8 @@ async fn check_free(sts: &Sts, tenant_id: &str, spec: &AppSpec, except: Option<&
             spec.name
         )));
     }
-    if sts
-        .store()
+    if state
+        .store
         .apps_on_host(&spec.external_host)
         .await?
         .iter()
@@ -283,11 +285,11 @@ async fn check_free(sts: &Sts, tenant_id: &str, spec: &AppSpec, except: Option<&
 }
 
 /// The wire view of one app, with what is wrong with its host, if anything.
-async fn view(sts: &Sts, rules: &HostRules, app: &App) -> Result<AppView, ApiError> {
-    let groups = sts.store().connector_groups(&app.tenant_id).await?;
+async fn view(state: &AdminState, rules: &HostRules, app: &App) -> Result<AppView, ApiError> {
+    let groups = state.store.connector_groups(&app.tenant_id).await?;
     let mut view = views::app(app, &groups);
-    view.host_problem = sts
-        .store()
+    view.host_problem = state
+        .store
         .host_refusal(rules, &app.tenant_id, &app.external_host)
         .await?
         .map(|r| r.to_string());
@@ -309,15 +311,11 @@ fn audit_detail(app: &App) -> serde_json::Value {
 /// `GET /api/v1/apps`: the tenant's apps, by name; an app whose host the
 /// tenant may not publish on (published before the rules, or its domain lost
 /// its verification) says why in `host_problem`, and is not served.
-pub(crate) async fn list(
-    State(sts): State<Arc<Sts>>,
-    rules: Rules,
-    caller: Caller,
-) -> Result<Json<Vec<AppView>>, ApiError> {
+pub(crate) async fn list(State(state): State<AdminState>, caller: Caller) -> Result<Json<Vec<AppView>>, ApiError> {
     let tenant_id = &caller.tenant.id;
-    let apps = sts.store().apps(tenant_id).await?;
-    let groups = sts.store().connector_groups(tenant_id).await?;
-    let violations = sts.store().host_violations(&rules.0, Some(tenant_id)).await?;
+    let apps = state.store.apps(tenant_id).await?;
+    let groups = state.store.connector_groups(tenant_id).await?;
+    let violations = state.store.host_violations(&state.host_rules, Some(tenant_id)).await?;
     Ok(Json(
         apps.iter()
             .map(|a| {
@@ -334,56 +332,56 @@ pub(crate) async fn list(
 
 /// `POST /api/v1/apps`: publishes an app, with its OIDC client.
 pub(crate) async fn create(
-    State(sts): State<Arc<Sts>>,
-    rules: Rules,
+    State(state): State<AdminState>,
     caller: Caller,
     Body(req): Body<AppSettings>,
 ) -> Result<(StatusCode, Json<AppView>), ApiError> {
     let tenant_id = &caller.tenant.id;
-    let spec = validate(&sts, &rules.0, &caller, &req).await?;
-    check_free(&sts, tenant_id, &spec, None).await?;
+    let spec = validate(&state, &state.host_rules, &caller, &req).await?;
+    check_free(&state, tenant_id, &spec, None).await?;
     let client_id = uuid::Uuid::new_v4().to_string();
-    let app = sts.store().create_app(tenant_id, &spec, &client_id, sts.now()).await?;
-    caller
-        .audit(&sts, "app.create", format!("app:{}", app.id), audit_detail(&app))
+    let app = state
+        .store
+        .create_app(tenant_id, &spec, &client_id, state.now())
         .await?;
-    Ok((StatusCode::CREATED, Json(view(&sts, &rules.0, &app).await?)))
+    caller
+        .audit(&state, "app.create", format!("app:{}", app.id), audit_detail(&app))
+        .await?;
+    Ok((StatusCode::CREATED, Json(view(&state, &state.host_rules, &app).await?)))
 }
 
 /// `GET /api/v1/apps/{id}`.
 pub(crate) async fn show(
-    State(sts): State<Arc<Sts>>,
-    rules: Rules,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<AppView>, ApiError> {
-    let app = sts.store().app(&caller.tenant.id, &id).await?;
-    Ok(Json(view(&sts, &rules.0, &app).await?))
+    let app = state.store.app(&caller.tenant.id, &id).await?;
+    Ok(Json(view(&state, &state.host_rules, &app).await?))
 }
 
 /// `PUT /api/v1/apps/{id}`: replaces every setting; the app keeps its ID and
 /// its OIDC client, whose redirect URIs follow the external URL.
 pub(crate) async fn replace(
-    State(sts): State<Arc<Sts>>,
-    rules: Rules,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
     Body(req): Body<AppSettings>,
 ) -> Result<Json<AppView>, ApiError> {
     let tenant_id = &caller.tenant.id;
-    let before = sts.store().app(tenant_id, &id).await?;
-    let spec = validate(&sts, &rules.0, &caller, &req).await?;
-    check_free(&sts, tenant_id, &spec, Some(&id)).await?;
-    let app = sts.store().update_app(tenant_id, &id, &spec, sts.now()).await?;
+    let before = state.store.app(tenant_id, &id).await?;
+    let spec = validate(&state, &state.host_rules, &caller, &req).await?;
+    check_free(&state, tenant_id, &spec, Some(&id)).await?;
+    let app = state.store.update_app(tenant_id, &id, &spec, state.now()).await?;
     caller
         .audit(
-            &sts,
+            &state,
             "app.update",
             format!("app:{id}"),
             json!({ "before": audit_detail(&before), "after": audit_detail(&app) }),
         )
         .await?;
-    Ok(Json(view(&sts, &rules.0, &app).await?))
+    Ok(Json(view(&state, &state.host_rules, &app).await?))
 }
 
 /// `POST /api/v1/apps/{id}/test`: asks the front door to test the app (DNS,
@@ -391,22 +389,17 @@ pub(crate) async fn replace(
 /// nothing; recorded in the audit log because it sends a request to the
 /// backend.
 pub(crate) async fn test(
-    State(sts): State<Arc<Sts>>,
-    front_door: Option<axum::Extension<Arc<dyn crate::FrontDoorKeys>>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<crate::wire::AppProbe>, ApiError> {
-    let app = sts.store().app(&caller.tenant.id, &id).await?;
-    let Some(axum::Extension(front_door)) = front_door else {
-        return Err(ApiError::Unavailable(
-            "the front door does not run in this process".into(),
-        ));
-    };
+    let app = state.store.app(&caller.tenant.id, &id).await?;
+    let front_door = state.front_door()?;
     let name = app.name.clone();
     let probe = front_door.probe_app(app).await.map_err(ApiError::Unavailable)?;
     caller
         .audit(
-            &sts,
+            &state,
             "app.test",
             format!("app:{id}"),
             json!({ "name": name, "backend_status": probe.backend_status, "backend_ok": probe.backend.ok }),
@@ -418,22 +411,27 @@ pub(crate) async fn test(
 /// `DELETE /api/v1/apps/{id}`: unpublishes the app; its OIDC client, the
 /// client's tokens and the app's assignments go with it.
 pub(crate) async fn delete(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let app = sts.store().delete_app(&caller.tenant.id, &id).await?;
+    let app = state.store.delete_app(&caller.tenant.id, &id).await?;
     caller
-        .audit(&sts, "app.delete", format!("app:{id}"), audit_detail(&app))
+        .audit(&state, "app.delete", format!("app:{id}"), audit_detail(&app))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// The name of a user (username) or group of the tenant; `None` if it is gone.
-async fn principal_name(sts: &Sts, tenant_id: &str, kind: PrincipalKind, id: &str) -> Result<Option<String>, ApiError> {
+async fn principal_name(
+    state: &AdminState,
+    tenant_id: &str,
+    kind: PrincipalKind,
+    id: &str,
+) -> Result<Option<String>, ApiError> {
     let name = match kind {
-        PrincipalKind::User => sts.store().user(tenant_id, id).await.map(|u| u.username),
-        PrincipalKind::Group => sts.store().group(tenant_id, id).await.map(|g| g.name),
+        PrincipalKind::User => state.store.user(tenant_id, id).await.map(|u| u.username),
+        PrincipalKind::Group => state.store.group(tenant_id, id).await.map(|g| g.name),
     };
     match name {
         Ok(name) => Ok(Some(name)),
@@ -445,23 +443,23 @@ async fn principal_name(sts: &Sts, tenant_id: &str, kind: PrincipalKind, id: &st
 /// The ID of the user or group `given` names: its ID, a username or a group
 /// name, in the tenant. `None` when nothing matches.
 async fn resolve_principal(
-    sts: &Sts,
+    state: &AdminState,
     tenant_id: &str,
     kind: PrincipalKind,
     given: &str,
 ) -> Result<Option<String>, ApiError> {
-    if principal_name(sts, tenant_id, kind, given).await?.is_some() {
+    if principal_name(state, tenant_id, kind, given).await?.is_some() {
         return Ok(Some(given.to_owned()));
     }
     match kind {
-        PrincipalKind::User => match sts.store().user_by_username(tenant_id, given).await {
+        PrincipalKind::User => match state.store.user_by_username(tenant_id, given).await {
             Ok(user) => Ok(Some(user.id)),
             Err(StoreError::NotFound) => Ok(None),
             Err(e) => Err(e.into()),
         },
         // Group names are unique in a tenant.
-        PrincipalKind::Group => Ok(sts
-            .store()
+        PrincipalKind::Group => Ok(state
+            .store
             .groups(tenant_id)
             .await?
             .into_iter()
@@ -471,10 +469,10 @@ async fn resolve_principal(
 }
 
 /// The app's assignments with their names.
-async fn assignment_views(sts: &Sts, tenant_id: &str, app_id: &str) -> Result<Vec<AssignmentView>, ApiError> {
+async fn assignment_views(state: &AdminState, tenant_id: &str, app_id: &str) -> Result<Vec<AssignmentView>, ApiError> {
     let mut views = Vec::new();
-    for (kind, id) in sts.store().app_assignments(tenant_id, app_id).await? {
-        let name = principal_name(sts, tenant_id, kind, &id).await?;
+    for (kind, id) in state.store.app_assignments(tenant_id, app_id).await? {
+        let name = principal_name(state, tenant_id, kind, &id).await?;
         views.push(AssignmentView { kind, id, name });
     }
     Ok(views)
@@ -482,11 +480,11 @@ async fn assignment_views(sts: &Sts, tenant_id: &str, app_id: &str) -> Result<Ve
 
 /// `GET /api/v1/apps/{id}/assignments`.
 pub(crate) async fn assignments(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<AssignmentView>>, ApiError> {
-    Ok(Json(assignment_views(&sts, &caller.tenant.id, &id).await?))
+    Ok(Json(assignment_views(&state, &caller.tenant.id, &id).await?))
 }
 
 /// `POST /api/v1/apps/{id}/assignments`: assigns a user or group of the
@@ -494,14 +492,14 @@ pub(crate) async fn assignments(
 /// administrator (who may not list users) can name them. Answers with every
 /// assignment of the app.
 pub(crate) async fn assign(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
     Body(req): Body<AssignApp>,
 ) -> Result<Json<Vec<AssignmentView>>, ApiError> {
     let tenant_id = &caller.tenant.id;
-    sts.store().app(tenant_id, &id).await?;
-    let Some(principal_id) = resolve_principal(&sts, tenant_id, req.kind, &req.id).await? else {
+    state.store.app(tenant_id, &id).await?;
+    let Some(principal_id) = resolve_principal(&state, tenant_id, req.kind, &req.id).await? else {
         let kind = match req.kind {
             PrincipalKind::User => "user",
             PrincipalKind::Group => "group",
@@ -511,22 +509,22 @@ pub(crate) async fn assign(
             req.id
         )));
     };
-    sts.store().assign_app(tenant_id, &id, req.kind, &principal_id).await?;
+    state.store.assign_app(tenant_id, &id, req.kind, &principal_id).await?;
     caller
         .audit(
-            &sts,
+            &state,
             "app.assign",
             format!("app:{id}"),
             json!({ "kind": req.kind, "id": principal_id }),
         )
         .await?;
-    Ok(Json(assignment_views(&sts, tenant_id, &id).await?))
+    Ok(Json(assignment_views(&state, tenant_id, &id).await?))
 }
 
 /// `DELETE /api/v1/apps/{id}/assignments/{kind}/{principal}`: the principal by
 /// ID or name; 404 when it is not assigned.
 pub(crate) async fn unassign(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path((id, kind, principal_id)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -539,15 +537,16 @@ pub(crate) async fn unassign(
     };
     // A name works too, as long as it still names someone; otherwise the ID as
     // given (a deleted principal's leftover assignment).
-    let principal_id = resolve_principal(&sts, &caller.tenant.id, kind, &principal_id)
+    let principal_id = resolve_principal(&state, &caller.tenant.id, kind, &principal_id)
         .await?
         .unwrap_or(principal_id);
-    sts.store()
+    state
+        .store
         .unassign_app(&caller.tenant.id, &id, kind, &principal_id)
         .await?;
     caller
         .audit(
-            &sts,
+            &state,
             "app.unassign",
             format!("app:{id}"),
             json!({ "kind": kind, "id": principal_id }),

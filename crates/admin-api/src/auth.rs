@@ -8,15 +8,13 @@
 //! handler and its extractors, so no handler can forget it and a request without
 //! a valid token never gets as far as having its body parsed.
 
-use std::sync::Arc;
-
+use crate::AdminState;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use postern_store::{NewAuditEntry, Role, StoreError, Tenant, User};
-use postern_sts::Sts;
 
 use crate::error::ApiError;
 use crate::routes::Access;
@@ -62,19 +60,19 @@ impl Caller {
     /// Appends an audit entry in the caller's tenant.
     pub(crate) async fn audit(
         &self,
-        sts: &Sts,
+        state: &AdminState,
         action: &str,
         target: String,
         detail: serde_json::Value,
     ) -> Result<(), ApiError> {
-        self.audit_in(sts, &self.tenant.id, action, target, detail).await
+        self.audit_in(state, &self.tenant.id, action, target, detail).await
     }
 
     /// Appends an audit entry in `tenant_id` (an operator acting on another
     /// tenant), naming the caller as the actor.
     pub(crate) async fn audit_in(
         &self,
-        sts: &Sts,
+        state: &AdminState,
         tenant_id: &str,
         action: &str,
         target: String,
@@ -87,7 +85,7 @@ impl Caller {
             target,
             detail,
         };
-        sts.store().append_audit(&entry, sts.now()).await?;
+        state.store.append_audit(&entry, state.now()).await?;
         Ok(())
     }
 }
@@ -121,13 +119,13 @@ fn bearer_token(parts: &axum::http::HeaderMap) -> Result<&str, ApiError> {
 }
 
 /// Verifies the bearer token and loads the caller.
-pub(crate) async fn authenticate(sts: &Sts, headers: &axum::http::HeaderMap) -> Result<Caller, ApiError> {
+pub(crate) async fn authenticate(state: &AdminState, headers: &axum::http::HeaderMap) -> Result<Caller, ApiError> {
     let token = bearer_token(headers)?;
-    let (tenant, claims) = match sts.verify_admin_token(token).await? {
+    let (tenant, claims) = match state.sts.verify_admin_token(token).await? {
         Ok(verified) => verified,
         Err(reason) => return Err(ApiError::Unauthenticated(reason.to_string())),
     };
-    let user = match sts.store().user(&tenant.id, &claims.sub).await {
+    let user = match state.store.user(&tenant.id, &claims.sub).await {
         Ok(user) => user,
         Err(StoreError::NotFound) => {
             return Err(ApiError::Unauthenticated("the account no longer exists".into()));
@@ -137,7 +135,7 @@ pub(crate) async fn authenticate(sts: &Sts, headers: &axum::http::HeaderMap) -> 
     if !user.enabled {
         return Err(ApiError::Unauthenticated("the account is disabled".into()));
     }
-    let roles = sts.store().user_roles(&user.id).await?;
+    let roles = state.store.user_roles(&user.id).await?;
     Ok(Caller { tenant, user, roles })
 }
 
@@ -156,11 +154,11 @@ fn authorize(caller: &Caller, access: Access) -> Result<(), ApiError> {
 /// The layer on every route: authenticates, authorizes against the route's
 /// declared [`Access`], and hands the [`Caller`] to the handler.
 pub(crate) async fn guard(
-    State((sts, access)): State<(Arc<Sts>, Access)>,
+    State((state, access)): State<(AdminState, Access)>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let checked = match authenticate(&sts, request.headers()).await {
+    let checked = match authenticate(&state, request.headers()).await {
         Ok(caller) => authorize(&caller, access).map(|()| caller),
         Err(e) => Err(e),
     };

@@ -2,16 +2,15 @@
 //! secret is generated here, shown once in the response to its creation, and
 //! kept only as a SHA-256 digest.
 
+use crate::AdminState;
 use crate::views::View;
-use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use postern_store::{NewOAuthClient, OAuthClient, Role};
-use postern_sts::{ADMIN_SCOPE, Sts};
+use postern_sts::ADMIN_SCOPE;
 use serde_json::json;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use url::{Host, Url};
 
 use crate::auth::Caller;
@@ -154,8 +153,12 @@ fn validate(caller: &Caller, req: &CreateClient) -> Result<NewOAuthClient, ApiEr
 }
 
 /// Views of `clients`, each naming the published app it belongs to, if any.
-async fn client_views(sts: &Sts, tenant_id: &str, clients: &[OAuthClient]) -> Result<Vec<ClientView>, ApiError> {
-    let apps = sts.store().apps(tenant_id).await?;
+async fn client_views(
+    state: &AdminState,
+    tenant_id: &str,
+    clients: &[OAuthClient],
+) -> Result<Vec<ClientView>, ApiError> {
+    let apps = state.store.apps(tenant_id).await?;
     Ok(clients
         .iter()
         .map(|c| ClientView {
@@ -166,19 +169,19 @@ async fn client_views(sts: &Sts, tenant_id: &str, clients: &[OAuthClient]) -> Re
 }
 
 /// `GET /api/v1/clients`.
-pub(crate) async fn list(State(sts): State<Arc<Sts>>, caller: Caller) -> Result<Json<Vec<ClientView>>, ApiError> {
-    let clients = sts.store().clients(&caller.tenant.id).await?;
-    Ok(Json(client_views(&sts, &caller.tenant.id, &clients).await?))
+pub(crate) async fn list(State(state): State<AdminState>, caller: Caller) -> Result<Json<Vec<ClientView>>, ApiError> {
+    let clients = state.store.clients(&caller.tenant.id).await?;
+    Ok(Json(client_views(&state, &caller.tenant.id, &clients).await?))
 }
 
 /// `GET /api/v1/clients/{client_id}`.
 pub(crate) async fn show(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(client_id): Path<String>,
 ) -> Result<Json<ClientView>, ApiError> {
-    let client = sts.store().client(&caller.tenant.id, &client_id).await?;
-    client_views(&sts, &caller.tenant.id, &[client])
+    let client = state.store.client(&caller.tenant.id, &client_id).await?;
+    client_views(&state, &caller.tenant.id, &[client])
         .await?
         .pop()
         .map(Json)
@@ -188,7 +191,7 @@ pub(crate) async fn show(
 /// `POST /api/v1/clients`: registers a client; a confidential one gets a
 /// secret, returned here once.
 pub(crate) async fn create(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Body(req): Body<CreateClient>,
 ) -> Result<(StatusCode, Json<ClientCreated>), ApiError> {
@@ -201,10 +204,10 @@ pub(crate) async fn create(
         }
         ClientType::Public => None,
     };
-    let client = sts.store().create_client(&caller.tenant.id, &new, sts.now()).await?;
+    let client = state.store.create_client(&caller.tenant.id, &new, state.now()).await?;
     caller
         .audit(
-            &sts,
+            &state,
             "client.create",
             format!("client:{}", client.client_id),
             json!({
@@ -229,20 +232,20 @@ pub(crate) async fn create(
 /// clients (the command line's) cannot be deleted, nor can the client of a
 /// published app (it goes with the app; the store refuses, 409).
 pub(crate) async fn delete(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(client_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let client = sts.store().client(&caller.tenant.id, &client_id).await?;
+    let client = state.store.client(&caller.tenant.id, &client_id).await?;
     if client.builtin {
         return Err(ApiError::Conflict(
             "built-in clients belong to the service and cannot be deleted".into(),
         ));
     }
-    sts.store().delete_client(&caller.tenant.id, &client_id).await?;
+    state.store.delete_client(&caller.tenant.id, &client_id).await?;
     caller
         .audit(
-            &sts,
+            &state,
             "client.delete",
             format!("client:{client_id}"),
             json!({ "name": client.name }),

@@ -3,13 +3,11 @@
 //! first need, that new connectors join unless told otherwise; it cannot be
 //! deleted, and neither can a group that still has connectors or apps (409).
 
-use std::sync::Arc;
-
+use crate::AdminState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use postern_store::{ComponentKind, ConnectorGroup, StoreError};
-use postern_sts::Sts;
 use serde_json::json;
 
 use crate::auth::Caller;
@@ -44,13 +42,17 @@ pub(crate) fn no_such_group(name_or_id: &str) -> String {
 /// The tenant's connector group with ID or name `name_or_id`, if there is one.
 /// The default group is made first if the tenant has none yet, so that it can
 /// be named before any connector needed it.
-pub(crate) async fn find(sts: &Sts, tenant_id: &str, name_or_id: &str) -> Result<Option<ConnectorGroup>, ApiError> {
-    sts.store().default_connector_group(tenant_id, sts.now()).await?;
-    match sts.store().connector_group(tenant_id, name_or_id).await {
+pub(crate) async fn find(
+    state: &AdminState,
+    tenant_id: &str,
+    name_or_id: &str,
+) -> Result<Option<ConnectorGroup>, ApiError> {
+    state.store.default_connector_group(tenant_id, state.now()).await?;
+    match state.store.connector_group(tenant_id, name_or_id).await {
         Err(StoreError::NotFound) => {}
         found => return Ok(Some(found?)),
     }
-    match sts.store().connector_group_by_name(tenant_id, name_or_id.trim()).await {
+    match state.store.connector_group_by_name(tenant_id, name_or_id.trim()).await {
         Err(StoreError::NotFound) => Ok(None),
         found => Ok(Some(found?)),
     }
@@ -59,13 +61,13 @@ pub(crate) async fn find(sts: &Sts, tenant_id: &str, name_or_id: &str) -> Result
 /// `GET /api/v1/connector-groups`: every group (the default one included, made
 /// if need be) with the number of its connectors.
 pub(crate) async fn list(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
 ) -> Result<Json<Vec<ConnectorGroupView>>, ApiError> {
     let tenant_id = &caller.tenant.id;
-    sts.store().default_connector_group(tenant_id, sts.now()).await?;
-    let groups = sts.store().connector_groups(tenant_id).await?;
-    let connectors = sts.store().components(tenant_id, ComponentKind::Connector).await?;
+    state.store.default_connector_group(tenant_id, state.now()).await?;
+    let groups = state.store.connector_groups(tenant_id).await?;
+    let connectors = state.store.components(tenant_id, ComponentKind::Connector).await?;
     let count = |g: &ConnectorGroup| {
         connectors
             .iter()
@@ -79,7 +81,7 @@ pub(crate) async fn list(
 
 /// `POST /api/v1/connector-groups`.
 pub(crate) async fn create(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Body(req): Body<CreateConnectorGroup>,
 ) -> Result<(StatusCode, Json<ConnectorGroupView>), ApiError> {
@@ -87,13 +89,13 @@ pub(crate) async fn create(
     let name = check_name(&mut problems, &req.name);
     let description = check_description(&mut problems, &req.description);
     problems.finish()?;
-    let group = sts
-        .store()
-        .create_connector_group(&caller.tenant.id, &name, &description, false, sts.now())
+    let group = state
+        .store
+        .create_connector_group(&caller.tenant.id, &name, &description, false, state.now())
         .await?;
     caller
         .audit(
-            &sts,
+            &state,
             "connector_group.create",
             format!("connector_group:{}", group.id),
             json!({ "name": group.name }),
@@ -104,15 +106,15 @@ pub(crate) async fn create(
 
 /// `GET /api/v1/connector-groups/{id}`: the group with its connectors.
 pub(crate) async fn show(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ConnectorGroupDetail>, ApiError> {
     let tenant_id = &caller.tenant.id;
-    let group = sts.store().connector_group(tenant_id, &id).await?;
-    let now = sts.now();
-    let connectors: Vec<_> = sts
-        .store()
+    let group = state.store.connector_group(tenant_id, &id).await?;
+    let now = state.now();
+    let connectors: Vec<_> = state
+        .store
         .components(tenant_id, ComponentKind::Connector)
         .await?
         .iter()
@@ -129,13 +131,13 @@ pub(crate) async fn show(
 /// and for a group that still has connectors or serves apps. A deleted group's
 /// tunnels (none should be left) close at once.
 pub(crate) async fn delete(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let tenant_id = &caller.tenant.id;
-    let group = sts.store().connector_group(tenant_id, &id).await?;
-    let apps = sts.store().apps_of_group(tenant_id, &group.id).await?;
+    let group = state.store.connector_group(tenant_id, &id).await?;
+    let apps = state.store.apps_of_group(tenant_id, &group.id).await?;
     if !apps.is_empty() {
         let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
         return Err(ApiError::Conflict(format!(
@@ -144,10 +146,10 @@ pub(crate) async fn delete(
             names.join(", ")
         )));
     }
-    sts.store().delete_connector_group(tenant_id, &id).await?;
+    state.store.delete_connector_group(tenant_id, &id).await?;
     caller
         .audit(
-            &sts,
+            &state,
             "connector_group.delete",
             format!("connector_group:{id}"),
             json!({ "name": group.name }),

@@ -8,14 +8,12 @@
 //! domain with `POST /api/v1/tenants/{name}/domains/{domain}/verify`. A tenant's
 //! own `POST /api/v1/domains/{name}/verify` answers 409 saying so.
 
+use crate::AdminState;
 use crate::views::View;
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use postern_store::{Domain, Tenant};
-use postern_sts::Sts;
 use serde_json::json;
 
 use crate::auth::Caller;
@@ -30,76 +28,77 @@ fn normalize(name: &str) -> String {
 }
 
 /// `GET /api/v1/domains`.
-pub(crate) async fn list(State(sts): State<Arc<Sts>>, caller: Caller) -> Result<Json<Vec<DomainView>>, ApiError> {
-    let domains = sts.store().domains(&caller.tenant.id).await?;
+pub(crate) async fn list(State(state): State<AdminState>, caller: Caller) -> Result<Json<Vec<DomainView>>, ApiError> {
+    let domains = state.store.domains(&caller.tenant.id).await?;
     Ok(Json(views::all(&domains)))
 }
 
 /// `POST /api/v1/domains`: adds an unverified domain with a fresh verification
 /// token.
 pub(crate) async fn create(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Body(req): Body<CreateDomain>,
 ) -> Result<(StatusCode, Json<DomainView>), ApiError> {
     let name = normalize(&req.name);
-    postern_sts::validate_domain(&name).map_err(ApiError::bad_request)?;
+    postern_sts::validate_domain(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let token = postern_keyring::random_token()?;
-    let domain = sts
-        .store()
-        .add_domain(&caller.tenant.id, &name, token.expose(), sts.now())
+    let domain = state
+        .store
+        .add_domain(&caller.tenant.id, &name, token.expose(), state.now())
         .await?;
     caller
-        .audit(&sts, "domain.add", format!("domain:{name}"), json!({}))
+        .audit(&state, "domain.add", format!("domain:{name}"), json!({}))
         .await?;
     Ok((StatusCode::CREATED, Json(View::view(&domain))))
 }
 
 /// `GET /api/v1/domains/{name}`.
 pub(crate) async fn show(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<DomainView>, ApiError> {
-    let domain = sts.store().domain(&caller.tenant.id, &normalize(&name)).await?;
+    let domain = state.store.domain(&caller.tenant.id, &normalize(&name)).await?;
     Ok(Json(View::view(&domain)))
 }
 
 /// `PATCH /api/v1/domains/{name}`: sets the authentication mode.
 pub(crate) async fn update(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(name): Path<String>,
     Body(req): Body<UpdateDomain>,
 ) -> Result<Json<DomainView>, ApiError> {
     let tenant_id = &caller.tenant.id;
     let name = normalize(&name);
-    let before = sts.store().domain(tenant_id, &name).await?;
-    sts.store()
+    let before = state.store.domain(tenant_id, &name).await?;
+    state
+        .store
         .set_domain_auth_mode(tenant_id, &name, req.auth_mode)
         .await?;
     caller
         .audit(
-            &sts,
+            &state,
             "domain.auth_mode",
             format!("domain:{name}"),
             json!({ "from": before.auth_mode, "to": req.auth_mode }),
         )
         .await?;
-    let domain = sts.store().domain(tenant_id, &name).await?;
+    let domain = state.store.domain(tenant_id, &name).await?;
     Ok(Json(View::view(&domain)))
 }
 
 /// `DELETE /api/v1/domains/{name}`: refused (409) while users still use it.
 pub(crate) async fn delete(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let name = normalize(&name);
-    sts.store().remove_domain(&caller.tenant.id, &name).await?;
+    state.store.remove_domain(&caller.tenant.id, &name).await?;
     caller
-        .audit(&sts, "domain.remove", format!("domain:{name}"), json!({}))
+        .audit(&state, "domain.remove", format!("domain:{name}"), json!({}))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -108,11 +107,11 @@ pub(crate) async fn delete(
 /// (409 naming the TXT record and who can); an operator verifying one of the
 /// system tenant's domains vouches for it directly.
 pub(crate) async fn verify(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<DomainView>, ApiError> {
-    let domain = sts.store().domain(&caller.tenant.id, &normalize(&name)).await?;
+    let domain = state.store.domain(&caller.tenant.id, &normalize(&name)).await?;
     if domain.verified {
         return Ok(Json(View::view(&domain)));
     }
@@ -125,41 +124,41 @@ pub(crate) async fn verify(
         )));
     }
     let tenant = caller.tenant.clone();
-    mark_verified(&sts, &caller, &tenant, domain).await
+    mark_verified(&state, &caller, &tenant, domain).await
 }
 
 /// `POST /api/v1/tenants/{name}/domains/{domain}/verify`: an operator vouches
 /// for a tenant's domain.
 pub(crate) async fn operator_verify(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path((tenant_name, domain_name)): Path<(String, String)>,
 ) -> Result<Json<DomainView>, ApiError> {
-    let tenant = sts.store().tenant_by_name(&tenant_name).await?;
-    let domain = sts.store().domain(&tenant.id, &normalize(&domain_name)).await?;
+    let tenant = state.store.tenant_by_name(&tenant_name).await?;
+    let domain = state.store.domain(&tenant.id, &normalize(&domain_name)).await?;
     if domain.verified {
         return Ok(Json(View::view(&domain)));
     }
-    mark_verified(&sts, &caller, &tenant, domain).await
+    mark_verified(&state, &caller, &tenant, domain).await
 }
 
 /// Marks `domain` of `tenant` verified and records it in the tenant's audit log
 /// and, when the operator acts on another tenant, in the operator's as well.
 async fn mark_verified(
-    sts: &Sts,
+    state: &AdminState,
     caller: &Caller,
     tenant: &Tenant,
     domain: Domain,
 ) -> Result<Json<DomainView>, ApiError> {
-    sts.store().verify_domain(&tenant.id, &domain.name).await?;
+    state.store.verify_domain(&tenant.id, &domain.name).await?;
     let target = format!("domain:{}", domain.name);
     let detail = json!({ "tenant": tenant.name, "vouched_by_operator": true });
     caller
-        .audit_in(sts, &tenant.id, "domain.verify", target.clone(), detail.clone())
+        .audit_in(state, &tenant.id, "domain.verify", target.clone(), detail.clone())
         .await?;
     if tenant.id != caller.tenant.id {
-        caller.audit(sts, "domain.verify", target, detail).await?;
+        caller.audit(state, "domain.verify", target, detail).await?;
     }
-    let domain = sts.store().domain(&tenant.id, &domain.name).await?;
+    let domain = state.store.domain(&tenant.id, &domain.name).await?;
     Ok(Json(View::view(&domain)))
 }

@@ -1,12 +1,10 @@
 //! Groups of users and their members.
 
+use crate::AdminState;
 use crate::views::View;
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use postern_sts::Sts;
 use serde_json::json;
 
 use crate::auth::Caller;
@@ -19,14 +17,14 @@ use crate::wire::{CreateGroup, GroupView, UserView};
 const MAX_NAME: usize = 100;
 
 /// `GET /api/v1/groups`.
-pub(crate) async fn list(State(sts): State<Arc<Sts>>, caller: Caller) -> Result<Json<Vec<GroupView>>, ApiError> {
-    let groups = sts.store().groups(&caller.tenant.id).await?;
+pub(crate) async fn list(State(state): State<AdminState>, caller: Caller) -> Result<Json<Vec<GroupView>>, ApiError> {
+    let groups = state.store.groups(&caller.tenant.id).await?;
     Ok(Json(views::all(&groups)))
 }
 
 /// `POST /api/v1/groups`.
 pub(crate) async fn create(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Body(req): Body<CreateGroup>,
 ) -> Result<(StatusCode, Json<GroupView>), ApiError> {
@@ -34,13 +32,13 @@ pub(crate) async fn create(
     let name = check_text(&mut problems, "name", &req.name, MAX_NAME);
     let description = check_description(&mut problems, &req.description);
     problems.finish()?;
-    let group = sts
-        .store()
-        .create_group(&caller.tenant.id, &name, &description, sts.now())
+    let group = state
+        .store
+        .create_group(&caller.tenant.id, &name, &description, state.now())
         .await?;
     caller
         .audit(
-            &sts,
+            &state,
             "group.create",
             format!("group:{}", group.id),
             json!({ "name": group.name }),
@@ -56,7 +54,7 @@ pub(crate) async fn create(
 /// there already; 409 when a cloud group has the name (a cloud group never
 /// stands in for a directory one).
 pub(crate) async fn ensure_directory(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Body(req): Body<CreateGroup>,
 ) -> Result<(StatusCode, Json<GroupView>), ApiError> {
@@ -68,16 +66,16 @@ pub(crate) async fn ensure_directory(
         check_description(&mut problems, &req.description)
     };
     problems.finish()?;
-    let (group, made) = sts
-        .store()
-        .ensure_directory_group(&caller.tenant.id, &name, &description, sts.now())
+    let (group, made) = state
+        .store
+        .ensure_directory_group(&caller.tenant.id, &name, &description, state.now())
         .await?;
     if !made {
         return Ok((StatusCode::OK, Json(View::view(&group))));
     }
     caller
         .audit(
-            &sts,
+            &state,
             "group.create_directory",
             format!("group:{}", group.id),
             json!({ "name": group.name }),
@@ -88,25 +86,25 @@ pub(crate) async fn ensure_directory(
 
 /// `GET /api/v1/groups/{id}`.
 pub(crate) async fn show(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<GroupView>, ApiError> {
-    let group = sts.store().group(&caller.tenant.id, &id).await?;
+    let group = state.store.group(&caller.tenant.id, &id).await?;
     Ok(Json(View::view(&group)))
 }
 
 /// `DELETE /api/v1/groups/{id}`: the group and its memberships.
 pub(crate) async fn delete(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let group = sts.store().group(&caller.tenant.id, &id).await?;
-    sts.store().delete_group(&caller.tenant.id, &id).await?;
+    let group = state.store.group(&caller.tenant.id, &id).await?;
+    state.store.delete_group(&caller.tenant.id, &id).await?;
     caller
         .audit(
-            &sts,
+            &state,
             "group.delete",
             format!("group:{id}"),
             json!({ "name": group.name }),
@@ -117,25 +115,25 @@ pub(crate) async fn delete(
 
 /// `GET /api/v1/groups/{id}/members`.
 pub(crate) async fn members(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<UserView>>, ApiError> {
-    let users = sts.store().group_members(&caller.tenant.id, &id).await?;
+    let users = state.store.group_members(&caller.tenant.id, &id).await?;
     Ok(Json(views::all(&users)))
 }
 
 /// `PUT /api/v1/groups/{id}/members/{user_id}` (idempotent). Group and user must
 /// both belong to the caller's tenant.
 pub(crate) async fn add_member(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path((id, user_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    sts.store().add_member(&caller.tenant.id, &id, &user_id).await?;
+    state.store.add_member(&caller.tenant.id, &id, &user_id).await?;
     caller
         .audit(
-            &sts,
+            &state,
             "group.member.add",
             format!("group:{id}"),
             json!({ "user": user_id }),
@@ -147,14 +145,14 @@ pub(crate) async fn add_member(
 /// `DELETE /api/v1/groups/{id}/members/{user_id}`: 404 if the user is not a
 /// member.
 pub(crate) async fn remove_member(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path((id, user_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    sts.store().remove_member(&caller.tenant.id, &id, &user_id).await?;
+    state.store.remove_member(&caller.tenant.id, &id, &user_id).await?;
     caller
         .audit(
-            &sts,
+            &state,
             "group.member.remove",
             format!("group:{id}"),
             json!({ "user": user_id }),

@@ -80,9 +80,9 @@ impl Problems {
     }
 
     /// Records the error of `result`, if any.
-    pub(crate) fn check(&mut self, result: Result<(), String>) {
+    pub(crate) fn check<E: std::fmt::Display>(&mut self, result: Result<(), E>) {
         if let Err(e) = result {
-            self.add(e);
+            self.add(e.to_string());
         }
     }
 

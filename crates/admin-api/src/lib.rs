@@ -44,33 +44,84 @@ pub use postern_admin_wire as wire;
 use std::sync::Arc;
 
 use axum::Router;
-use postern_store::HostRules;
+use postern_store::{HostRules, Store};
 use postern_sts::Sts;
+use postern_time::{SharedClock, UnixTime};
 
 pub use openapi::{OPENAPI_PATH, document as openapi_document};
 pub use routes::{Access, RouteSpec, Verb, routes};
 
-/// The admin API's routes (absolute paths under `/api/v1`), with state applied,
-/// for the service to merge into its router. Routes that act on the front door
-/// need a [`FrontDoorKeys`] as an `axum::Extension` layered on by the service;
-/// without one they answer 503.
-pub fn router(sts: Arc<Sts>) -> Router {
-    routes::build(sts)
+/// The admin API's routes (absolute paths under `/api/v1`), with `state`
+/// applied, for the service to merge into its router.
+pub fn router(state: AdminState) -> Router {
+    routes::build(state)
 }
 
-/// The installation's rules for app hosts (SEC-12), given by the service as an
-/// `axum::Extension<Arc<HostRules>>`; without one, the defaults: hosts under a
-/// tenant's verified domains only, no app domain, no reserved host.
-#[derive(Clone, Debug)]
-pub(crate) struct Rules(pub(crate) Arc<HostRules>);
+/// What the admin API's handlers work with, given explicitly by the service.
+#[derive(Clone)]
+pub struct AdminState {
+    /// All persistent state: every handler reads and writes here.
+    pub(crate) store: Store,
+    /// The service clock (audit entries, creation times, component health).
+    pub(crate) clock: SharedClock,
+    /// The STS, only for what is its own: verifying bearer tokens, provisioning
+    /// tenants, hashing passwords, rotating signing keys and evaluating access.
+    pub(crate) sts: Arc<Sts>,
+    /// The installation's rules for app hosts (SEC-12).
+    pub(crate) host_rules: Arc<HostRules>,
+    /// The front door, when it runs in this process; without it, the routes
+    /// that act on it answer 503.
+    pub(crate) front_door: Option<Arc<dyn FrontDoorKeys>>,
+}
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Rules {
-    type Rejection = std::convert::Infallible;
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("sts", &self.sts)
+            .field("front_door", &self.front_door.is_some())
+            .finish_non_exhaustive()
+    }
+}
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Rules(
-            parts.extensions.get::<Arc<HostRules>>().cloned().unwrap_or_default(),
-        ))
+impl AdminState {
+    /// The admin API over `store`, on `clock`, with `sts` for tokens, tenants
+    /// and passwords (the same store and clock the STS was built with). Without
+    /// [`with_host_rules`](Self::with_host_rules), the default rules for app
+    /// hosts: hosts under a tenant's verified domains only, no app domain, no
+    /// reserved host. Without [`with_front_door`](Self::with_front_door), the
+    /// routes that act on the front door answer 503.
+    pub fn new(store: Store, clock: SharedClock, sts: Arc<Sts>) -> Self {
+        Self {
+            store,
+            clock,
+            sts,
+            host_rules: Arc::default(),
+            front_door: None,
+        }
+    }
+
+    /// The installation's rules for app hosts (SEC-12).
+    pub fn with_host_rules(mut self, rules: Arc<HostRules>) -> Self {
+        self.host_rules = rules;
+        self
+    }
+
+    /// The front door the routes that act on it call.
+    pub fn with_front_door(mut self, front_door: Arc<dyn FrontDoorKeys>) -> Self {
+        self.front_door = Some(front_door);
+        self
+    }
+
+    /// The current time from the service clock.
+    pub(crate) fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    /// The front door, or the 503 of a process where it does not run.
+    pub(crate) fn front_door(&self) -> Result<&Arc<dyn FrontDoorKeys>, error::ApiError> {
+        self.front_door
+            .as_ref()
+            .ok_or_else(|| error::ApiError::Unavailable("the front door does not run in this process".into()))
     }
 }
 

@@ -7,11 +7,9 @@
 //! sign-in event seen as `since` (events of that second come again: skip the IDs
 //! already seen), or the `seq` of the last audit entry seen as `after`.
 
-use std::sync::Arc;
-
+use crate::AdminState;
 use axum::Json;
 use axum::extract::State;
-use postern_sts::Sts;
 use postern_time::UnixTime;
 
 use crate::auth::Caller;
@@ -22,7 +20,7 @@ use crate::wire::{AuditChainStatus, AuditQuery, AuditView, SigninQuery, SigninVi
 
 /// `GET /api/v1/signins?since=&limit=`.
 pub(crate) async fn signins(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Query(q): Query<SigninQuery>,
 ) -> Result<Json<Vec<SigninView>>, ApiError> {
@@ -33,8 +31,8 @@ pub(crate) async fn signins(
     }
     let limit = page_limit(&mut problems, q.limit);
     problems.finish()?;
-    let events = sts
-        .store()
+    let events = state
+        .store
         .signins(&caller.tenant.id, UnixTime::from_secs(since), limit)
         .await?;
     Ok(Json(views::all(&events)))
@@ -42,7 +40,7 @@ pub(crate) async fn signins(
 
 /// `GET /api/v1/audit?after=&limit=`.
 pub(crate) async fn audit(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Vec<AuditView>>, ApiError> {
@@ -53,15 +51,15 @@ pub(crate) async fn audit(
     }
     let limit = page_limit(&mut problems, q.limit);
     problems.finish()?;
-    let entries = sts.store().audit_entries(&caller.tenant.id, after, limit).await?;
+    let entries = state.store.audit_entries(&caller.tenant.id, after, limit).await?;
     Ok(Json(views::all(&entries)))
 }
 
 /// `GET /api/v1/audit/verify`: recomputes the whole chain (every tenant's
 /// entries, hence operators only) and names the first broken entry and what
 /// is wrong with it.
-pub(crate) async fn verify_audit(State(sts): State<Arc<Sts>>) -> Result<Json<AuditChainStatus>, ApiError> {
-    let v = sts.store().verify_audit_chain().await?;
+pub(crate) async fn verify_audit(State(state): State<AdminState>) -> Result<Json<AuditChainStatus>, ApiError> {
+    let v = state.store.verify_audit_chain().await?;
     Ok(Json(AuditChainStatus {
         entries: v.entries,
         intact: v.first_broken_seq.is_none(),

@@ -5,14 +5,13 @@
 //! that names nothing is reported with the other problems at once. Every
 //! change is audited.
 
-use std::sync::Arc;
-
+use crate::AdminState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use postern_policy::{AppRef, LocationRef, NamedLocation, PolicyRules, Selection, UserRef};
 use postern_store::{StoreError, UserRisk};
-use postern_sts::{AccessRequest, Admission, ClientIp, RiskLevel, Sts};
+use postern_sts::{AccessRequest, Admission, ClientIp, RiskLevel};
 use serde_json::json;
 
 use crate::auth::Caller;
@@ -59,14 +58,14 @@ fn found<T>(result: Result<T, StoreError>) -> Result<Option<T>, ApiError> {
 
 /// Resolves references in the caller's tenant, collecting what names nothing.
 struct Resolver<'a> {
-    sts: &'a Sts,
+    state: &'a AdminState,
     tenant_id: &'a str,
     problems: &'a mut Problems,
 }
 
 impl Resolver<'_> {
     async fn user(&mut self, r: &UserRef) -> Result<UserRef, ApiError> {
-        let store = self.sts.store();
+        let store = &self.state.store;
         Ok(match r {
             UserRef::All => UserRef::All,
             UserRef::User(key) => {
@@ -101,7 +100,7 @@ impl Resolver<'_> {
     }
 
     async fn app(&mut self, r: &AppRef) -> Result<AppRef, ApiError> {
-        let store = self.sts.store();
+        let store = &self.state.store;
         Ok(match r {
             AppRef::All => AppRef::All,
             AppRef::App(key) => {
@@ -128,7 +127,7 @@ impl Resolver<'_> {
     async fn location(&mut self, r: &LocationRef) -> Result<LocationRef, ApiError> {
         Ok(match r {
             LocationRef::Named(key) => {
-                let locations = self.sts.store().locations(self.tenant_id).await?;
+                let locations = self.state.store.locations(self.tenant_id).await?;
                 match locations.into_iter().find(|l| &l.id == key || &l.name == key) {
                     Some(l) => LocationRef::Named(l.id),
                     None => {
@@ -190,11 +189,15 @@ impl Resolver<'_> {
 }
 
 /// Checks and resolves a policy body: its name and rules.
-async fn checked_policy(sts: &Sts, caller: &Caller, input: &PolicyInput) -> Result<(String, PolicyRules), ApiError> {
+async fn checked_policy(
+    state: &AdminState,
+    caller: &Caller,
+    input: &PolicyInput,
+) -> Result<(String, PolicyRules), ApiError> {
     let mut problems = Problems::new();
     let name = check_text(&mut problems, "name", &input.name, MAX_NAME);
     let rules = Resolver {
-        sts,
+        state,
         tenant_id: &caller.tenant.id,
         problems: &mut problems,
     }
@@ -205,25 +208,25 @@ async fn checked_policy(sts: &Sts, caller: &Caller, input: &PolicyInput) -> Resu
 }
 
 /// `GET /api/v1/policies`.
-pub(crate) async fn list(State(sts): State<Arc<Sts>>, caller: Caller) -> Result<Json<Vec<PolicyView>>, ApiError> {
-    let policies = sts.store().policies(&caller.tenant.id).await?;
+pub(crate) async fn list(State(state): State<AdminState>, caller: Caller) -> Result<Json<Vec<PolicyView>>, ApiError> {
+    let policies = state.store.policies(&caller.tenant.id).await?;
     Ok(Json(policies.iter().map(policy_view).collect()))
 }
 
 /// `POST /api/v1/policies`.
 pub(crate) async fn create(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Body(input): Body<PolicyInput>,
 ) -> Result<(StatusCode, Json<PolicyView>), ApiError> {
-    let (name, rules) = checked_policy(&sts, &caller, &input).await?;
-    let policy = sts
-        .store()
-        .create_policy(&caller.tenant.id, &name, input.state, &rules, sts.now())
+    let (name, rules) = checked_policy(&state, &caller, &input).await?;
+    let policy = state
+        .store
+        .create_policy(&caller.tenant.id, &name, input.state, &rules, state.now())
         .await?;
     caller
         .audit(
-            &sts,
+            &state,
             "policy.create",
             format!("policy:{}", policy.id),
             json!({ "name": policy.name, "state": policy.state, "rules": policy.rules }),
@@ -234,29 +237,29 @@ pub(crate) async fn create(
 
 /// `GET /api/v1/policies/{id}`.
 pub(crate) async fn show(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<PolicyView>, ApiError> {
-    Ok(Json(policy_view(&sts.store().policy(&caller.tenant.id, &id).await?)))
+    Ok(Json(policy_view(&state.store.policy(&caller.tenant.id, &id).await?)))
 }
 
 /// `PUT /api/v1/policies/{id}`: replaces name, state, conditions and grants.
 pub(crate) async fn replace(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
     Body(input): Body<PolicyInput>,
 ) -> Result<Json<PolicyView>, ApiError> {
-    sts.store().policy(&caller.tenant.id, &id).await?;
-    let (name, rules) = checked_policy(&sts, &caller, &input).await?;
-    let policy = sts
-        .store()
-        .replace_policy(&caller.tenant.id, &id, &name, input.state, &rules, sts.now())
+    state.store.policy(&caller.tenant.id, &id).await?;
+    let (name, rules) = checked_policy(&state, &caller, &input).await?;
+    let policy = state
+        .store
+        .replace_policy(&caller.tenant.id, &id, &name, input.state, &rules, state.now())
         .await?;
     caller
         .audit(
-            &sts,
+            &state,
             "policy.update",
             format!("policy:{id}"),
             json!({ "name": policy.name, "state": policy.state, "rules": policy.rules }),
@@ -267,15 +270,15 @@ pub(crate) async fn replace(
 
 /// `DELETE /api/v1/policies/{id}`.
 pub(crate) async fn delete(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let policy = sts.store().policy(&caller.tenant.id, &id).await?;
-    sts.store().delete_policy(&caller.tenant.id, &id).await?;
+    let policy = state.store.policy(&caller.tenant.id, &id).await?;
+    state.store.delete_policy(&caller.tenant.id, &id).await?;
     caller
         .audit(
-            &sts,
+            &state,
             "policy.delete",
             format!("policy:{id}"),
             json!({ "name": policy.name }),
@@ -309,28 +312,28 @@ fn checked_location(input: &LocationInput, id: String) -> Result<NamedLocation, 
 
 /// `GET /api/v1/locations`.
 pub(crate) async fn list_locations(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
 ) -> Result<Json<Vec<LocationView>>, ApiError> {
-    let locations = sts.store().locations(&caller.tenant.id).await?;
+    let locations = state.store.locations(&caller.tenant.id).await?;
     Ok(Json(locations.iter().map(location_view).collect()))
 }
 
 /// `POST /api/v1/locations`.
 pub(crate) async fn create_location(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Body(input): Body<LocationInput>,
 ) -> Result<(StatusCode, Json<LocationView>), ApiError> {
     let location = checked_location(&input, String::new())?;
-    let location = sts
-        .store()
-        .create_location(&caller.tenant.id, &location, sts.now())
+    let location = state
+        .store
+        .create_location(&caller.tenant.id, &location, state.now())
         .await?;
     let view = location_view(&location);
     caller
         .audit(
-            &sts,
+            &state,
             "location.create",
             format!("location:{}", view.id),
             json!({ "name": view.name, "ranges": view.ranges, "trusted": view.trusted }),
@@ -341,32 +344,32 @@ pub(crate) async fn create_location(
 
 /// `GET /api/v1/locations/{id}`.
 pub(crate) async fn show_location(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<LocationView>, ApiError> {
     Ok(Json(location_view(
-        &sts.store().location(&caller.tenant.id, &id).await?,
+        &state.store.location(&caller.tenant.id, &id).await?,
     )))
 }
 
 /// `PUT /api/v1/locations/{id}`.
 pub(crate) async fn replace_location(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
     Body(input): Body<LocationInput>,
 ) -> Result<Json<LocationView>, ApiError> {
-    sts.store().location(&caller.tenant.id, &id).await?;
+    state.store.location(&caller.tenant.id, &id).await?;
     let location = checked_location(&input, id.clone())?;
-    let location = sts
-        .store()
-        .replace_location(&caller.tenant.id, &location, sts.now())
+    let location = state
+        .store
+        .replace_location(&caller.tenant.id, &location, state.now())
         .await?;
     let view = location_view(&location);
     caller
         .audit(
-            &sts,
+            &state,
             "location.update",
             format!("location:{id}"),
             json!({ "name": view.name, "ranges": view.ranges, "trusted": view.trusted }),
@@ -377,15 +380,15 @@ pub(crate) async fn replace_location(
 
 /// `DELETE /api/v1/locations/{id}`: 409 while a policy names it.
 pub(crate) async fn delete_location(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let location = sts.store().location(&caller.tenant.id, &id).await?;
-    sts.store().delete_location(&caller.tenant.id, &id).await?;
+    let location = state.store.location(&caller.tenant.id, &id).await?;
+    state.store.delete_location(&caller.tenant.id, &id).await?;
     caller
         .audit(
-            &sts,
+            &state,
             "location.delete",
             format!("location:{id}"),
             json!({ "name": location.name }),
@@ -399,12 +402,12 @@ pub(crate) async fn delete_location(
 /// evaluation as a real sign-in, risk signals included, with each policy's
 /// explanation. Nothing is logged or changed.
 pub(crate) async fn what_if(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Body(q): Body<WhatIf>,
 ) -> Result<Json<WhatIfResult>, ApiError> {
     let tenant = &caller.tenant;
-    let store = sts.store();
+    let store = state.store;
     let mut problems = Problems::new();
     let ip = q.ip.trim().parse().map(ClientIp);
     if ip.is_err() {
@@ -446,7 +449,8 @@ pub(crate) async fn what_if(
     let (Some(user), Ok(ip)) = (user, ip) else {
         return Err(ApiError::Internal("what-if: checked values missing".into()));
     };
-    let verdict = sts
+    let verdict = state
+        .sts
         .preview_access(AccessRequest {
             tenant,
             username: &user.username,
@@ -459,7 +463,7 @@ pub(crate) async fn what_if(
         })
         .await?;
     let app_refuses = match &app {
-        Some(app) => match sts.app_admits(app, &user.id).await? {
+        Some(app) => match state.sts.app_admits(app, &user.id).await? {
             Admission::Denied(denial) => Some(denial.to_string()),
             Admission::Allowed { .. } | Admission::StepUp(_) => None,
         },
@@ -482,7 +486,7 @@ pub(crate) async fn what_if(
 /// `PUT /api/v1/users/{id}/risk`: sets the user's risk level (it feeds every
 /// sign-in's risk until dismissed).
 pub(crate) async fn set_user_risk(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
     Body(req): Body<SetUserRisk>,
@@ -498,12 +502,12 @@ pub(crate) async fn set_user_risk(
         level: req.level,
         reason,
         set_by: caller.actor(),
-        set_at: sts.now(),
+        set_at: state.now(),
     };
-    sts.store().set_user_risk(&caller.tenant.id, &risk).await?;
+    state.store.set_user_risk(&caller.tenant.id, &risk).await?;
     caller
         .audit(
-            &sts,
+            &state,
             "user.risk.set",
             format!("user:{id}"),
             json!({ "level": risk.level, "reason": risk.reason }),
@@ -520,15 +524,15 @@ pub(crate) async fn set_user_risk(
 
 /// `DELETE /api/v1/users/{id}/risk`: dismisses it (404 if none is set).
 pub(crate) async fn dismiss_user_risk(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if !sts.store().dismiss_user_risk(&caller.tenant.id, &id).await? {
+    if !state.store.dismiss_user_risk(&caller.tenant.id, &id).await? {
         return Err(ApiError::NotFound);
     }
     caller
-        .audit(&sts, "user.risk.dismiss", format!("user:{id}"), json!({}))
+        .audit(&state, "user.risk.dismiss", format!("user:{id}"), json!({}))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

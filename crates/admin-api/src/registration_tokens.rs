@@ -11,15 +11,14 @@
 //! administrative role; the kind in the body decides here.
 
 use crate::views::View;
-use std::sync::Arc;
 use std::time::Duration;
 
+use crate::AdminState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use postern_keyring::SecretString;
 use postern_store::{ComponentKind, Role};
-use postern_sts::Sts;
 use serde_json::json;
 
 use crate::auth::Caller;
@@ -42,7 +41,7 @@ const SHOWN_CHARS: usize = 6;
 
 /// `POST /api/v1/registration-tokens`.
 pub(crate) async fn create(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Body(req): Body<CreateRegistrationToken>,
 ) -> Result<(StatusCode, Json<RegistrationTokenCreated>), ApiError> {
@@ -70,7 +69,7 @@ pub(crate) async fn create(
             None
         }
         (Some(name), ComponentKind::Connector) => {
-            let found = connector_groups::find(&sts, tenant_id, name).await?;
+            let found = connector_groups::find(&state, tenant_id, name).await?;
             if found.is_none() {
                 problems.add(connector_groups::no_such_group(name));
             }
@@ -83,9 +82,10 @@ pub(crate) async fn create(
         "{REGISTRATION_TOKEN_PREFIX}{}",
         postern_keyring::random_token()?.expose()
     ));
-    let now = sts.now();
+    let now = state.now();
     let expires_at = now + Duration::from_secs(ttl.unsigned_abs());
-    sts.store()
+    state
+        .store
         .create_registration_token(
             &postern_keyring::digest(token.expose()),
             tenant_id,
@@ -104,7 +104,7 @@ pub(crate) async fn create(
         .collect();
     caller
         .audit(
-            &sts,
+            &state,
             "registration_token.create",
             format!("registration_token:{shown}…"),
             json!({

@@ -13,8 +13,7 @@
 //! updates, and see each component's version, its latest update and the
 //! history.
 
-use std::sync::Arc;
-
+use crate::AdminState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -22,7 +21,6 @@ use axum::http::StatusCode;
 use postern_release::Manifest;
 use postern_release::artifact::Sha256Stream;
 use postern_store::{ComponentKind, ComponentUpdate, NewRelease, Release, UpdatePolicy};
-use postern_sts::Sts;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -81,15 +79,15 @@ fn policy_view(p: &UpdatePolicy) -> UpdatePolicyView {
 }
 
 /// `GET /api/v1/system/releases`.
-pub(crate) async fn list(State(sts): State<Arc<Sts>>) -> Result<Json<Vec<ReleaseView>>, ApiError> {
-    let releases = sts.store().releases().await?;
+pub(crate) async fn list(State(state): State<AdminState>) -> Result<Json<Vec<ReleaseView>>, ApiError> {
+    let releases = state.store.releases().await?;
     Ok(Json(releases.iter().map(release_view).collect()))
 }
 
 /// `POST /api/v1/system/releases`: stores a signed manifest; the binary
 /// follows.
 pub(crate) async fn publish(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Body(req): Body<PublishRelease>,
 ) -> Result<(StatusCode, Json<ReleaseView>), ApiError> {
@@ -105,8 +103,8 @@ pub(crate) async fn publish(
     let Some(m) = manifest else {
         return Err(ApiError::bad_request("the manifest is invalid"));
     };
-    let release = sts
-        .store()
+    let release = state
+        .store
         .create_release(
             &NewRelease {
                 version: m.version.clone(),
@@ -120,12 +118,12 @@ pub(crate) async fn publish(
                 notes_url: m.notes_url.clone(),
                 created_by: caller.actor(),
             },
-            sts.now(),
+            state.now(),
         )
         .await?;
     caller
         .audit(
-            &sts,
+            &state,
             "release.publish",
             format!("release:{}", release.id),
             json!({ "version": release.version, "target": release.target, "channel": release.channel }),
@@ -137,14 +135,14 @@ pub(crate) async fn publish(
 /// `PUT /api/v1/system/releases/{id}/chunks/{seq}`: one piece of the binary
 /// (1 byte to 1 MiB), numbered from 0.
 pub(crate) async fn put_chunk(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     Path((id, seq)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let seq: i64 = seq
         .parse()
         .map_err(|_| ApiError::bad_request("the chunk number must be a number"))?;
-    let release = sts.store().release(&id).await?;
+    let release = state.store.release(&id).await?;
     let most_chunks = release.size;
     if !(0..most_chunks).contains(&seq) {
         return Err(ApiError::bad_request(format!(
@@ -155,7 +153,7 @@ pub(crate) async fn put_chunk(
     if body.is_empty() || body.len() > MAX_CHUNK {
         return Err(ApiError::bad_request(format!("a chunk is 1 to {MAX_CHUNK} bytes")));
     }
-    sts.store().put_release_chunk(&id, seq, &body).await?;
+    state.store.put_release_chunk(&id, seq, &body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -163,12 +161,12 @@ pub(crate) async fn put_chunk(
 /// against the manifest (every chunk from 0 on, size, SHA-256) and offers the
 /// release from now on.
 pub(crate) async fn complete(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ReleaseView>, ApiError> {
-    let release = sts.store().release(&id).await?;
-    let (count, max) = sts.store().release_chunk_span(&id).await?;
+    let release = state.store.release(&id).await?;
+    let (count, max) = state.store.release_chunk_span(&id).await?;
     if count == 0 || max != Some(count - 1) {
         return Err(ApiError::bad_request(format!(
             "the binary is incomplete: {count} chunks stored, not numbered 0 to {}",
@@ -177,8 +175,8 @@ pub(crate) async fn complete(
     }
     let mut hash = Sha256Stream::default();
     for seq in 0..count {
-        let chunk = sts
-            .store()
+        let chunk = state
+            .store
             .release_chunk(&id, seq)
             .await?
             .ok_or_else(|| ApiError::bad_request(format!("chunk {seq} is missing")))?;
@@ -188,30 +186,30 @@ pub(crate) async fn complete(
     let manifest = Manifest::from_bytes(release.manifest.as_bytes()).map_err(|e| ApiError::Internal(e.to_string()))?;
     postern_release::artifact::check_digest(&manifest, &sha256, size)
         .map_err(|e| ApiError::bad_request(format!("{e}; send the chunks again")))?;
-    sts.store().mark_release_ready(&id).await?;
+    state.store.mark_release_ready(&id).await?;
     caller
         .audit(
-            &sts,
+            &state,
             "release.complete",
             format!("release:{id}"),
             json!({ "version": release.version, "sha256": sha256, "size": size }),
         )
         .await?;
-    let release = sts.store().release(&id).await?;
+    let release = state.store.release(&id).await?;
     Ok(Json(release_view(&release)))
 }
 
 /// `DELETE /api/v1/system/releases/{id}`: withdraws a release; updates
 /// offered with it end when their lease does.
 pub(crate) async fn delete(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let release = sts.store().delete_release(&id).await?;
+    let release = state.store.delete_release(&id).await?;
     caller
         .audit(
-            &sts,
+            &state,
             "release.delete",
             format!("release:{id}"),
             json!({ "version": release.version, "target": release.target }),
@@ -221,8 +219,8 @@ pub(crate) async fn delete(
 }
 
 /// `GET /api/v1/system/versions`: the versions in the field.
-pub(crate) async fn field_versions(State(sts): State<Arc<Sts>>) -> Result<Json<Vec<FieldVersion>>, ApiError> {
-    let counts = sts.store().component_versions().await?;
+pub(crate) async fn field_versions(State(state): State<AdminState>) -> Result<Json<Vec<FieldVersion>>, ApiError> {
+    let counts = state.store.component_versions().await?;
     Ok(Json(
         counts
             .into_iter()
@@ -237,13 +235,16 @@ pub(crate) async fn field_versions(State(sts): State<Arc<Sts>>) -> Result<Json<V
 
 /// `GET /api/v1/updates`: the tenant's policy, and every component with its
 /// version and latest update.
-pub(crate) async fn overview(State(sts): State<Arc<Sts>>, caller: Caller) -> Result<Json<UpdatesOverview>, ApiError> {
+pub(crate) async fn overview(
+    State(state): State<AdminState>,
+    caller: Caller,
+) -> Result<Json<UpdatesOverview>, ApiError> {
     let tenant_id = &caller.tenant.id;
-    let policy = sts.store().update_policy(tenant_id, sts.now()).await?;
+    let policy = state.store.update_policy(tenant_id, state.now()).await?;
     let mut components = Vec::new();
     for kind in [ComponentKind::Connector, ComponentKind::Agent] {
-        for c in sts.store().components(tenant_id, kind).await? {
-            let latest = sts.store().component_updates(tenant_id, Some(&c.id), 1).await?;
+        for c in state.store.components(tenant_id, kind).await? {
+            let latest = state.store.component_updates(tenant_id, Some(&c.id), 1).await?;
             components.push(ComponentVersionView {
                 id: c.id.clone(),
                 kind: c.kind,
@@ -262,7 +263,7 @@ pub(crate) async fn overview(State(sts): State<Arc<Sts>>, caller: Caller) -> Res
 
 /// `PUT /api/v1/updates/policy`: channel, pinned version, pause.
 pub(crate) async fn set_policy(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Body(req): Body<SetUpdatePolicy>,
 ) -> Result<Json<UpdatePolicyView>, ApiError> {
@@ -286,12 +287,12 @@ pub(crate) async fn set_policy(
         channel: req.channel.clone(),
         pinned_version: pinned,
         paused: req.paused,
-        updated_at: sts.now(),
+        updated_at: state.now(),
     };
-    sts.store().set_update_policy(&policy).await?;
+    state.store.set_update_policy(&policy).await?;
     caller
         .audit(
-            &sts,
+            &state,
             "updates.policy",
             format!("tenant:{}", caller.tenant.id),
             json!({ "channel": policy.channel, "pinned_version": policy.pinned_version, "paused": policy.paused }),
@@ -312,13 +313,13 @@ pub(crate) struct HistoryQuery {
 
 /// `GET /api/v1/updates/history[?component=ID][&limit=N]`: newest first.
 pub(crate) async fn history(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<Vec<ComponentUpdateView>>, ApiError> {
     let limit = q.limit.unwrap_or(MAX_HISTORY).clamp(1, MAX_HISTORY);
-    let rows = sts
-        .store()
+    let rows = state
+        .store
         .component_updates(&caller.tenant.id, q.component.as_deref(), limit)
         .await?;
     Ok(Json(rows.iter().map(update_view).collect()))

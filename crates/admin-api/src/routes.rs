@@ -3,15 +3,13 @@
 //! a layer built from the same entry, so what the table says is what is
 //! enforced, and a test can walk the table to prove it for every route.
 
-use std::sync::Arc;
-
+use crate::AdminState;
 use axum::Router;
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, any, get, on};
 use postern_store::Role;
-use postern_sts::Sts;
 
 use crate::error::ApiError;
 use crate::{
@@ -75,7 +73,7 @@ impl Verb {
 }
 
 /// Builds the method router of one route for a method filter.
-type HandlerFn = fn(MethodFilter) -> MethodRouter<Arc<Sts>>;
+type HandlerFn = fn(MethodFilter) -> MethodRouter<AdminState>;
 
 /// One route of the admin API.
 pub struct RouteSpec {
@@ -335,17 +333,17 @@ pub fn routes() -> &'static [RouteSpec] {
 /// Builds the router from the table: each route wrapped in the access guard of
 /// its own entry, and the OpenAPI document open to anyone. Paths under
 /// `/api/v1` that match no route get a JSON 404.
-pub(crate) fn build(sts: Arc<Sts>) -> Router {
+pub(crate) fn build(state: AdminState) -> Router {
     let mut router = Router::new().route(openapi::OPENAPI_PATH, get(openapi::serve));
     for spec in ROUTES {
-        let guard = from_fn_with_state((sts.clone(), spec.access), auth::guard);
+        let guard = from_fn_with_state((state.clone(), spec.access), auth::guard);
         router = router.route(spec.path, (spec.handler)(spec.verb.filter()).route_layer(guard));
     }
     router
         .route("/api/v1", any(unknown_route))
         .route("/api/v1/{*rest}", any(unknown_route))
         .layer(map_response(no_store))
-        .with_state(sts)
+        .with_state(state)
 }
 
 /// Admin data is never cached by browsers or proxies.

@@ -1,14 +1,13 @@
 //! Tenants: operators list, create and delete them; a tenant's global
 //! administrators read and change their own tenant's settings.
 
+use crate::AdminState;
 use crate::views::View;
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use postern_store::{TenantLimits, TenantSettings};
-use postern_sts::{NewTenantRequest, Sts, TenantCreateError};
+use postern_sts::{NewTenantRequest, TenantCreateError};
 use serde_json::json;
 
 use crate::auth::Caller;
@@ -26,15 +25,15 @@ const LOCKOUT_THRESHOLD: std::ops::RangeInclusive<i64> = 1..=100;
 const LOCKOUT_SECONDS: std::ops::RangeInclusive<i64> = 1..=86_400;
 
 /// `GET /api/v1/tenants`.
-pub(crate) async fn list(State(sts): State<Arc<Sts>>) -> Result<Json<Vec<TenantView>>, ApiError> {
-    let tenants = sts.store().tenants().await?;
+pub(crate) async fn list(State(state): State<AdminState>) -> Result<Json<Vec<TenantView>>, ApiError> {
+    let tenants = state.store.tenants().await?;
     Ok(Json(views::all(&tenants)))
 }
 
 /// `POST /api/v1/tenants`: a tenant with its first global administrator. The
 /// domain given is verified at once: the operator vouches for it.
 pub(crate) async fn create(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Body(req): Body<CreateTenant>,
 ) -> Result<(StatusCode, Json<TenantCreated>), ApiError> {
@@ -47,17 +46,23 @@ pub(crate) async fn create(
         is_system: false,
         admin_totp: None,
     };
-    let (tenant, admin, _codes) = sts.create_tenant(request, &caller.actor()).await.map_err(|e| match e {
-        TenantCreateError::Invalid(problems) => ApiError::invalid(problems),
-        TenantCreateError::Conflict(msg) => ApiError::Conflict(msg),
-        TenantCreateError::SetupCodeUsed => ApiError::Internal("setup code reported without one".into()),
-        TenantCreateError::Sts(e) => e.into(),
-    })?;
+    let (tenant, admin, _codes) = state
+        .sts
+        .create_tenant(request, &caller.actor())
+        .await
+        .map_err(|e| match e {
+            TenantCreateError::Invalid(problems) => {
+                ApiError::invalid(problems.iter().map(ToString::to_string).collect())
+            }
+            TenantCreateError::Conflict(msg) => ApiError::Conflict(msg),
+            TenantCreateError::SetupCodeUsed => ApiError::Internal("setup code reported without one".into()),
+            TenantCreateError::Sts(e) => e.into(),
+        })?;
     // The new tenant's log has its own `tenant.create` entry; this one is the
     // operator's record of having done it.
     caller
         .audit(
-            &sts,
+            &state,
             "tenant.create",
             format!("tenant:{}", tenant.id),
             json!({ "name": tenant.name, "admin": admin.username }),
@@ -76,18 +81,18 @@ pub(crate) async fn create(
 /// connectors' tunnels and its agents' queue streams close at once. The system
 /// tenant cannot be deleted.
 pub(crate) async fn delete(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = sts.store().tenant_by_name(&name).await?;
+    let tenant = state.store.tenant_by_name(&name).await?;
     if tenant.is_system {
         return Err(ApiError::Conflict("the system tenant cannot be deleted".into()));
     }
-    sts.store().delete_tenant(&tenant.id, sts.now()).await?;
+    state.store.delete_tenant(&tenant.id, state.now()).await?;
     caller
         .audit(
-            &sts,
+            &state,
             "tenant.delete",
             format!("tenant:{}", tenant.id),
             json!({ "name": tenant.name }),
@@ -99,12 +104,12 @@ pub(crate) async fn delete(
 /// `PUT /api/v1/tenants/{name}/limits`: a tenant's own limits at the front
 /// door (operators: a tenant's administrators cannot raise their own).
 pub(crate) async fn set_limits(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(name): Path<String>,
     Body(req): Body<TenantLimitsView>,
 ) -> Result<Json<TenantView>, ApiError> {
-    let tenant = sts.store().tenant_by_name(&name).await?;
+    let tenant = state.store.tenant_by_name(&name).await?;
     let mut problems = Problems::new();
     for (field, value, max) in [
         ("rate_limit_per_sec", req.rate_limit_per_sec, MAX_RATE_LIMIT),
@@ -125,16 +130,16 @@ pub(crate) async fn set_limits(
         rate_limit_burst: req.rate_limit_burst,
         max_pending_signins: req.max_pending_signins,
     };
-    sts.store().update_tenant_limits(&tenant.id, limits).await?;
+    state.store.update_tenant_limits(&tenant.id, limits).await?;
     caller
         .audit(
-            &sts,
+            &state,
             "tenant.limits",
             format!("tenant:{}", tenant.id),
             json!({ "name": tenant.name, "before": before, "after": req }),
         )
         .await?;
-    let tenant = sts.store().tenant(&tenant.id).await?;
+    let tenant = state.store.tenant(&tenant.id).await?;
     Ok(Json(View::view(&tenant)))
 }
 
@@ -145,7 +150,7 @@ pub(crate) async fn show_own(caller: Caller) -> Json<TenantView> {
 
 /// `PATCH /api/v1/tenant`: changes the caller's tenant's settings.
 pub(crate) async fn update_own(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Body(req): Body<UpdateTenantSettings>,
 ) -> Result<Json<TenantView>, ApiError> {
@@ -168,10 +173,10 @@ pub(crate) async fn update_own(
         problems.add("lockout_seconds must be 1 to 86400.");
     }
     problems.finish()?;
-    sts.store().update_tenant_settings(&t.id, after).await?;
+    state.store.update_tenant_settings(&t.id, after).await?;
     caller
         .audit(
-            &sts,
+            &state,
             "tenant.settings",
             format!("tenant:{}", t.id),
             json!({
@@ -181,6 +186,6 @@ pub(crate) async fn update_own(
             }),
         )
         .await?;
-    let tenant = sts.store().tenant(&t.id).await?;
+    let tenant = state.store.tenant(&t.id).await?;
     Ok(Json(View::view(&tenant)))
 }

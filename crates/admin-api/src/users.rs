@@ -2,15 +2,13 @@
 //! password; reset MFA. Every change that takes a credential away (disabling,
 //! new password, MFA reset) also ends the user's sessions and refresh tokens.
 
+use crate::AdminState;
 use crate::views::View;
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use postern_keyring::SecretString;
 use postern_store::{DomainAuthMode, NewUser, StoreError, User, UserSource, normalize_username};
-use postern_sts::Sts;
 use postern_sts::password::check_new_password;
 use serde_json::json;
 
@@ -39,18 +37,18 @@ fn check_email(problems: &mut Problems, email: &str) -> String {
 }
 
 /// `GET /api/v1/users`.
-pub(crate) async fn list(State(sts): State<Arc<Sts>>, caller: Caller) -> Result<Json<Vec<UserView>>, ApiError> {
-    let users = sts.store().users(&caller.tenant.id).await?;
+pub(crate) async fn list(State(state): State<AdminState>, caller: Caller) -> Result<Json<Vec<UserView>>, ApiError> {
+    let users = state.store.users(&caller.tenant.id).await?;
     Ok(Json(views::all(&users)))
 }
 
 /// `GET /api/v1/users/{id}`.
 pub(crate) async fn show(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<UserView>, ApiError> {
-    let user = sts.store().user(&caller.tenant.id, &id).await?;
+    let user = state.store.user(&caller.tenant.id, &id).await?;
     Ok(Json(View::view(&user)))
 }
 
@@ -59,7 +57,7 @@ pub(crate) async fn show(
 /// problem (and `None`); whether the domain suits the new user is the
 /// caller's to say.
 async fn username_domain(
-    sts: &Sts,
+    state: &AdminState,
     tenant_id: &str,
     username: &str,
     problems: &mut Problems,
@@ -69,7 +67,7 @@ async fn username_domain(
         return Ok(None);
     };
     problems.check(postern_sts::validate_username(username, domain));
-    match sts.store().domain(tenant_id, domain).await {
+    match state.store.domain(tenant_id, domain).await {
         Ok(d) => Ok(Some(d)),
         Err(StoreError::NotFound) => {
             problems.add(format!("{domain} is not a domain of this tenant."));
@@ -82,14 +80,14 @@ async fn username_domain(
 /// `POST /api/v1/users`: a cloud user of a verified domain of the tenant,
 /// with or without a password.
 pub(crate) async fn create(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Body(req): Body<CreateUser>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     let tenant_id = &caller.tenant.id;
     let username = normalize_username(&req.username);
     let mut problems = Problems::new();
-    match username_domain(&sts, tenant_id, &username, &mut problems).await? {
+    match username_domain(&state, tenant_id, &username, &mut problems).await? {
         Some(d) if !d.verified => problems.add(format!(
             "{} is not verified yet; users can only be created in verified domains.",
             d.name
@@ -112,16 +110,16 @@ pub(crate) async fn create(
     }
     problems.finish()?;
     let hash = match &req.password {
-        Some(password) => Some(sts.hasher().hash(password).await?),
+        Some(password) => Some(state.sts.hasher().hash(password).await?),
         None => None,
     };
     let mut new = NewUser::cloud(&username, &display_name, hash);
     new.email = email;
     new.mfa_required = req.mfa_required;
-    let user = sts.store().create_user(tenant_id, new, sts.now()).await?;
+    let user = state.store.create_user(tenant_id, new, state.now()).await?;
     caller
         .audit(
-            &sts,
+            &state,
             "user.create",
             format!("user:{}", user.id),
             json!({
@@ -140,14 +138,14 @@ pub(crate) async fn create(
 /// assigned to them before; the first pass-through sign-in under this name
 /// adopts the account ([`postern_store::Store::name_directory_user`]).
 pub(crate) async fn name_directory_user(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Body(req): Body<NameDirectoryUser>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     let tenant_id = &caller.tenant.id;
     let username = normalize_username(&req.username);
     let mut problems = Problems::new();
-    match username_domain(&sts, tenant_id, &username, &mut problems).await? {
+    match username_domain(&state, tenant_id, &username, &mut problems).await? {
         Some(d) if !d.verified => problems.add(format!(
             "{} is not verified yet; directory users can only be named in verified pass-through domains.",
             d.name
@@ -167,20 +165,20 @@ pub(crate) async fn name_directory_user(
     );
     let email = req.email.as_deref().map(|e| check_email(&mut problems, e));
     problems.finish()?;
-    let user = sts
-        .store()
+    let user = state
+        .store
         .name_directory_user(
             tenant_id,
             &username,
             &display_name,
             email.as_deref(),
             req.mfa_required,
-            sts.now(),
+            state.now(),
         )
         .await?;
     caller
         .audit(
-            &sts,
+            &state,
             "user.name_directory",
             format!("user:{}", user.id),
             json!({ "username": user.username, "mfa_required": user.mfa_required }),
@@ -193,13 +191,13 @@ pub(crate) async fn name_directory_user(
 /// ends the user's sessions; the last enabled global administrator cannot be
 /// disabled.
 pub(crate) async fn update(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
     Body(req): Body<UpdateUser>,
 ) -> Result<Json<UserView>, ApiError> {
     let tenant_id = &caller.tenant.id;
-    let current = sts.store().user(tenant_id, &id).await?;
+    let current = state.store.user(tenant_id, &id).await?;
     let mut problems = Problems::new();
     let update = postern_store::UserUpdate {
         display_name: req
@@ -216,14 +214,14 @@ pub(crate) async fn update(
     problems.finish()?;
     // The store refuses (409) to disable the last enabled global administrator.
     let disabling = current.enabled && update.enabled == Some(false);
-    let now = sts.now();
-    let user = sts.store().update_user(tenant_id, &id, &update, now).await?;
+    let now = state.now();
+    let user = state.store.update_user(tenant_id, &id, &update, now).await?;
     if disabling {
-        sts.store().end_user_sessions(tenant_id, &id, now).await?;
+        state.store.end_user_sessions(tenant_id, &id, now).await?;
     }
     caller
         .audit(
-            &sts,
+            &state,
             "user.update",
             format!("user:{id}"),
             json!({
@@ -240,17 +238,17 @@ pub(crate) async fn update(
 /// `DELETE /api/v1/users/{id}`: refused for the last enabled global
 /// administrator.
 pub(crate) async fn delete(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let tenant_id = &caller.tenant.id;
-    let user = sts.store().user(tenant_id, &id).await?;
+    let user = state.store.user(tenant_id, &id).await?;
     // The store refuses (409) to delete the last enabled global administrator.
-    sts.store().delete_user(tenant_id, &id).await?;
+    state.store.delete_user(tenant_id, &id).await?;
     caller
         .audit(
-            &sts,
+            &state,
             "user.delete",
             format!("user:{id}"),
             json!({ "username": user.username }),
@@ -260,14 +258,14 @@ pub(crate) async fn delete(
 }
 
 /// Refuses a cloud password for a user whose password lives elsewhere.
-async fn ensure_cloud_password_applies(sts: &Sts, user: &User) -> Result<(), ApiError> {
+async fn ensure_cloud_password_applies(state: &AdminState, user: &User) -> Result<(), ApiError> {
     if user.source == UserSource::Directory {
         return Err(ApiError::Conflict(
             "this account comes from the on-prem directory; its password is managed there".into(),
         ));
     }
     if let Some((_, domain)) = user.username.rsplit_once('@') {
-        match sts.store().domain(&user.tenant_id, domain).await {
+        match state.store.domain(&user.tenant_id, domain).await {
             Ok(d) if d.auth_mode == DomainAuthMode::Passthrough => {
                 return Err(ApiError::Conflict(format!(
                     "passwords of {domain} are checked on-prem (pass-through authentication)"
@@ -283,22 +281,22 @@ async fn ensure_cloud_password_applies(sts: &Sts, user: &User) -> Result<(), Api
 /// `POST /api/v1/users/{id}/password`: sets a new cloud password and ends the
 /// user's sessions.
 pub(crate) async fn set_password(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
     Body(req): Body<SetPassword>,
 ) -> Result<StatusCode, ApiError> {
     let tenant_id = &caller.tenant.id;
-    let user = sts.store().user(tenant_id, &id).await?;
-    ensure_cloud_password_applies(&sts, &user).await?;
+    let user = state.store.user(tenant_id, &id).await?;
+    ensure_cloud_password_applies(&state, &user).await?;
     let password: SecretString = req.password;
-    check_new_password(&password, &user.username).map_err(ApiError::bad_request)?;
-    let hash = sts.hasher().hash(&password).await?;
-    let now = sts.now();
-    sts.store().set_password_hash(tenant_id, &id, &hash, now).await?;
-    sts.store().end_user_sessions(tenant_id, &id, now).await?;
+    check_new_password(&password, &user.username).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let hash = state.sts.hasher().hash(&password).await?;
+    let now = state.now();
+    state.store.set_password_hash(tenant_id, &id, &hash, now).await?;
+    state.store.end_user_sessions(tenant_id, &id, now).await?;
     caller
-        .audit(&sts, "user.password.set", format!("user:{id}"), json!({}))
+        .audit(&state, "user.password.set", format!("user:{id}"), json!({}))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -306,16 +304,16 @@ pub(crate) async fn set_password(
 /// `POST /api/v1/users/{id}/mfa/reset`: removes the authenticator and recovery
 /// codes (the user enrols again at next sign-in) and ends the user's sessions.
 pub(crate) async fn reset_mfa(
-    State(sts): State<Arc<Sts>>,
+    State(state): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let tenant_id = &caller.tenant.id;
-    let now = sts.now();
-    sts.store().reset_mfa(tenant_id, &id, now).await?;
-    sts.store().end_user_sessions(tenant_id, &id, now).await?;
+    let now = state.now();
+    state.store.reset_mfa(tenant_id, &id, now).await?;
+    state.store.end_user_sessions(tenant_id, &id, now).await?;
     caller
-        .audit(&sts, "user.mfa.reset", format!("user:{id}"), json!({}))
+        .audit(&state, "user.mfa.reset", format!("user:{id}"), json!({}))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use postern_admin_api::{Access, routes};
+use postern_admin_api::{Access, AdminState, routes};
 use postern_keyring::Keyring;
 use postern_store::testing::TestDatabase;
 use postern_store::{
@@ -61,10 +61,10 @@ impl Fixture {
         let keyring = Arc::new(Keyring::from_text(Keyring::generate_entry(1).unwrap().expose()).unwrap());
         let clock = ManualClock::starting_now();
         let config = StsConfig::new("http://postern.test".parse().unwrap());
-        let sts = Sts::new(store, keyring, clock.clone(), config).await.unwrap();
+        let sts = Sts::new(store.clone(), keyring, clock.clone(), config).await.unwrap();
         let (ops, ops_admin) = create_tenant(&sts, "ops", "ops.test", true).await;
         let (acme, acme_admin) = create_tenant(&sts, "acme", "acme.test", false).await;
-        let app = postern_admin_api::router(sts.clone());
+        let app = postern_admin_api::router(AdminState::new(store, clock.clone(), sts.clone()));
         Self {
             _db: db,
             sts,

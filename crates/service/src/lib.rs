@@ -269,7 +269,9 @@ impl RunningService {
             }
             _ => None,
         };
-        let app = routes::app(&sts, &control, &edge, &config, &public_url, host_rules);
+        let admin_api =
+            postern_admin_api::AdminState::new(store.clone(), clock.clone(), sts.clone()).with_host_rules(host_rules);
+        let app = routes::app(&sts, admin_api, &control, &edge, &config, &public_url);
         let (shutdown, shutdown_rx) = watch::channel(false);
         // Sign-in and audit events to the SIEM, if configured.
         let exporters = postern_export::start(

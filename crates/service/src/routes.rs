@@ -54,11 +54,11 @@ impl postern_admin_api::FrontDoorKeys for EdgeKeys {
 /// Builds the whole application.
 pub(crate) fn app(
     sts: &Arc<Sts>,
+    admin_api: postern_admin_api::AdminState,
     control: &Arc<Control>,
     edge: &Arc<postern_edge::Edge>,
     config: &Config,
     public_url: &Url,
-    host_rules: Arc<postern_store::HostRules>,
 ) -> Router {
     let front_door: Arc<dyn postern_admin_api::FrontDoorKeys> = Arc::new(EdgeKeys(edge.clone()));
     let probes = Router::new()
@@ -66,9 +66,7 @@ pub(crate) fn app(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .with_state(sts.clone());
-    let admin_api = postern_admin_api::router(sts.clone())
-        .layer(axum::Extension(front_door))
-        .layer(axum::Extension(host_rules));
+    let admin_api = postern_admin_api::router(admin_api.with_front_door(front_door));
     let mut app = Router::new()
         .merge(probes)
         .merge(sts.router())

@@ -50,14 +50,14 @@ pub use client_ip::ClientIp;
 pub use conditional::{AccessRequest, AccessVerdict};
 pub use error::{OAuthError, StsError};
 pub use keys::{Jwks, PublicJwk};
-pub use password::{HashingBusy, HashingSettings, PasswordHasher};
+pub use password::{HashingBusy, HashingSettings, PasswordHasher, PasswordRejected};
 pub use postern_policy::{ClientKind, RiskLevel};
 pub use registration::{REGISTRATION_AUDIENCE, RegistrationClaims, registration_scope};
 pub use risk::{RiskConfig, check_geoip_database};
 pub use setup::SetupCode;
 pub use tenants::{
-    CLI_CLIENT_ID, CONSOLE_CLIENT_ID, NewTenantRequest, TenantCreateError, ValidatedTenant, validate_domain,
-    validate_tenant_name, validate_username,
+    CLI_CLIENT_ID, CONSOLE_CLIENT_ID, InvalidField, NewTenantRequest, TenantCreateError, ValidatedTenant,
+    validate_domain, validate_tenant_name, validate_username,
 };
 pub use tokens::{ADMIN_API_AUDIENCE, ADMIN_SCOPE, AccessClaims, TokenError};
 

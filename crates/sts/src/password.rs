@@ -271,20 +271,33 @@ impl Ticket<'_> {
     }
 }
 
-/// Checks a new cloud password against the policy; the message says what to fix.
-pub fn check_new_password(password: &SecretString, username: &str) -> Result<(), String> {
+/// Why a new cloud password is refused: the person choosing it must pick
+/// another, and the message says what to fix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordRejected {
+    /// Shorter than [`MIN_PASSWORD_LEN`] characters.
+    #[error("The password must be at least {} characters long.", MIN_PASSWORD_LEN)]
+    TooShort,
+    /// Longer than [`MAX_PASSWORD_LEN`] bytes.
+    #[error("The password must be at most {} bytes long.", MAX_PASSWORD_LEN)]
+    TooLong,
+    /// The password contains the local part of the username.
+    #[error("The password must not contain the username.")]
+    ContainsUsername,
+}
+
+/// Checks a new cloud password against the policy.
+pub fn check_new_password(password: &SecretString, username: &str) -> Result<(), PasswordRejected> {
     let p = password.expose();
     if p.chars().count() < MIN_PASSWORD_LEN {
-        return Err(format!(
-            "The password must be at least {MIN_PASSWORD_LEN} characters long."
-        ));
+        return Err(PasswordRejected::TooShort);
     }
     if p.len() > MAX_PASSWORD_LEN {
-        return Err(format!("The password must be at most {MAX_PASSWORD_LEN} bytes long."));
+        return Err(PasswordRejected::TooLong);
     }
     let local = username.split('@').next().unwrap_or(username);
     if !local.is_empty() && p.to_lowercase().contains(&local.to_lowercase()) {
-        return Err("The password must not contain the username.".into());
+        return Err(PasswordRejected::ContainsUsername);
     }
     Ok(())
 }
@@ -404,9 +417,22 @@ mod tests {
 
     #[test]
     fn policy() {
-        assert!(check_new_password(&"short".into(), "a@b").is_err());
-        assert!(check_new_password(&"aliceAlice12345".into(), "alice@x.test").is_err());
-        assert!(check_new_password(&"x".repeat(300).as_str().into(), "a@b").is_err());
+        assert_eq!(
+            check_new_password(&"short".into(), "a@b"),
+            Err(PasswordRejected::TooShort)
+        );
+        assert_eq!(
+            check_new_password(&"aliceAlice12345".into(), "alice@x.test"),
+            Err(PasswordRejected::ContainsUsername)
+        );
+        assert_eq!(
+            check_new_password(&"x".repeat(300).as_str().into(), "a@b"),
+            Err(PasswordRejected::TooLong)
+        );
+        assert_eq!(
+            PasswordRejected::TooShort.to_string(),
+            "The password must be at least 12 characters long."
+        );
         assert!(check_new_password(&"a long enough pass".into(), "bob@x.test").is_ok());
     }
 }

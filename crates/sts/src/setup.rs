@@ -200,6 +200,7 @@ async fn details(sts: &Sts, form: SetupForm) -> Result<Response, StsError> {
     let validated = match sts.validate_tenant(&request).await {
         Ok(v) => v,
         Err(TenantCreateError::Invalid(problems)) => {
+            let problems = problems.iter().map(ToString::to_string).collect();
             return Ok(details_page(&form.code, Some(&form), problems)
                 .status(StatusCode::BAD_REQUEST)
                 .into_response());
@@ -254,7 +255,10 @@ async fn confirm(sts: &Sts, form: SetupForm) -> Result<Response, StsError> {
         Err(TenantCreateError::Conflict(msg)) => {
             return Ok(Page::error(StatusCode::CONFLICT, "Could not create the organisation", &msg).into_response());
         }
-        Err(TenantCreateError::Invalid(p)) => return Err(StsError::internal(p.join("; "))),
+        Err(TenantCreateError::Invalid(p)) => {
+            let problems: Vec<String> = p.iter().map(ToString::to_string).collect();
+            return Err(StsError::internal(problems.join("; ")));
+        }
         Err(TenantCreateError::Sts(e)) => return Err(e),
     };
     let issuer = sts.issuer(&tenant.name);

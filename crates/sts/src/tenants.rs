@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use crate::Sts;
 use crate::error::StsError;
 use crate::mfa;
-use crate::password::check_new_password;
+use crate::password::{PasswordRejected, check_new_password};
 use crate::tokens::ADMIN_SCOPE;
 
 /// Client ID of the `postern` command line (a public client using the device flow).
@@ -42,9 +42,10 @@ pub struct NewTenantRequest {
 /// Why a tenant was not created.
 #[derive(Debug, thiserror::Error)]
 pub enum TenantCreateError {
-    /// The request is invalid; every problem is listed.
-    #[error("invalid request: {}", .0.join("; "))]
-    Invalid(Vec<String>),
+    /// The request is invalid; every problem is listed, for the person who
+    /// filled it in to correct.
+    #[error("invalid request: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<InvalidField>),
     /// The name or domain is taken.
     #[error("{0}")]
     Conflict(String),
@@ -56,9 +57,35 @@ pub enum TenantCreateError {
     Sts(#[from] StsError),
 }
 
+/// A field of a new tenant or user that breaks the rules: the request must be
+/// corrected, and the message says how.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidField {
+    /// The tenant name is not 3 to 32 lowercase letters, digits or dashes
+    /// starting with a letter ([`validate_tenant_name`]).
+    #[error("The tenant name must be 3 to 32 lowercase letters, digits or dashes, starting with a letter.")]
+    TenantName,
+    /// The display name is empty or longer than 100 characters.
+    #[error("The display name must be 1 to 100 characters.")]
+    DisplayName,
+    /// The named domain is not a valid lowercase DNS name ([`validate_domain`]).
+    #[error("{0:?} is not a valid lowercase domain name.")]
+    Domain(String),
+    /// The username is not `local@domain` for the named domain
+    /// ([`validate_username`]).
+    #[error("The username must look like name@{domain}.")]
+    Username {
+        /// The domain the username must be in.
+        domain: String,
+    },
+    /// The administrator's password breaks the password policy.
+    #[error(transparent)]
+    Password(#[from] PasswordRejected),
+}
+
 /// Checks a tenant name: 3–32 characters, lowercase letters, digits and dashes,
 /// starting with a letter and not ending with a dash.
-pub fn validate_tenant_name(name: &str) -> Result<(), String> {
+pub fn validate_tenant_name(name: &str) -> Result<(), InvalidField> {
     let ok_len = (3..=32).contains(&name.len());
     let ok_chars = name
         .bytes()
@@ -67,12 +94,12 @@ pub fn validate_tenant_name(name: &str) -> Result<(), String> {
     if ok_len && ok_chars && ok_ends {
         Ok(())
     } else {
-        Err("The tenant name must be 3 to 32 lowercase letters, digits or dashes, starting with a letter.".into())
+        Err(InvalidField::TenantName)
     }
 }
 
 /// Checks a DNS domain name.
-pub fn validate_domain(domain: &str) -> Result<(), String> {
+pub fn validate_domain(domain: &str) -> Result<(), InvalidField> {
     let labels: Vec<&str> = domain.split('.').collect();
     let ok = domain.len() <= 253
         && labels.len() >= 2
@@ -87,12 +114,12 @@ pub fn validate_domain(domain: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{domain:?} is not a valid lowercase domain name."))
+        Err(InvalidField::Domain(domain.to_owned()))
     }
 }
 
 /// Checks that `username` is `local@domain` with a plausible local part.
-pub fn validate_username(username: &str, domain: &str) -> Result<(), String> {
+pub fn validate_username(username: &str, domain: &str) -> Result<(), InvalidField> {
     match username.rsplit_once('@') {
         Some((local, d))
             if d == domain
@@ -104,7 +131,9 @@ pub fn validate_username(username: &str, domain: &str) -> Result<(), String> {
         {
             Ok(())
         }
-        _ => Err(format!("The username must look like name@{domain}.")),
+        _ => Err(InvalidField::Username {
+            domain: domain.to_owned(),
+        }),
     }
 }
 
@@ -144,7 +173,7 @@ impl Sts {
             problems.push(e);
         }
         if display_name.is_empty() || display_name.len() > 100 {
-            problems.push("The display name must be 1 to 100 characters.".into());
+            problems.push(InvalidField::DisplayName);
         }
         if let Err(e) = validate_domain(&domain) {
             problems.push(e);
@@ -153,7 +182,7 @@ impl Sts {
             problems.push(e);
         }
         if let Err(e) = check_new_password(&request.admin_password, &username) {
-            problems.push(e);
+            problems.push(e.into());
         }
         if !problems.is_empty() {
             return Err(TenantCreateError::Invalid(problems));
@@ -352,7 +381,23 @@ mod tests {
             assert!(validate_domain(bad).is_err(), "{bad}");
         }
         assert!(validate_username("jo.doe@acme.test", "acme.test").is_ok());
-        assert!(validate_username("jo@other.test", "acme.test").is_err());
+        assert_eq!(
+            validate_username("jo@other.test", "acme.test"),
+            Err(InvalidField::Username {
+                domain: "acme.test".into()
+            })
+        );
+        assert_eq!(
+            InvalidField::Username {
+                domain: "acme.test".into()
+            }
+            .to_string(),
+            "The username must look like name@acme.test."
+        );
+        assert_eq!(
+            validate_domain("acme").map_err(|e| e.to_string()),
+            Err("\"acme\" is not a valid lowercase domain name.".into())
+        );
         assert!(validate_username("@acme.test", "acme.test").is_err());
         assert!(validate_username("a<b@acme.test", "acme.test").is_err());
     }

@@ -44,7 +44,7 @@ impl Service {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let mut config = StsConfig::new(url.parse().unwrap());
         config.device_poll_interval = Duration::from_secs(1);
-        let sts = Sts::new(store, keyring, clock.clone(), config).await.unwrap();
+        let sts = Sts::new(store.clone(), keyring, clock.clone(), config).await.unwrap();
         let (ops, admin, _) = sts
             .create_tenant(
                 NewTenantRequest {
@@ -60,7 +60,8 @@ impl Service {
             )
             .await
             .unwrap();
-        let app = sts.router().merge(postern_admin_api::router(sts.clone()));
+        let admin_api = postern_admin_api::AdminState::new(store, clock.clone(), sts.clone());
+        let app = sts.router().merge(postern_admin_api::router(admin_api));
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self {
             _db: db,
