@@ -319,7 +319,7 @@ mod tests {
 
         // One byte a second, never a whole frame: still silent.
         let trickle = futures_util::stream::unfold((), |()| async {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await; // a trickling peer, on purpose
             Some((Ok::<_, Infallible>(Bytes::from_static(b" ")), ()))
         });
         let started = Instant::now();
@@ -329,7 +329,7 @@ mod tests {
 
         // A heartbeat every second keeps it alive until the service closes.
         let beats = futures_util::stream::iter(0..10).then(|i| async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await; // heartbeat period
             Ok::<_, Infallible>(Bytes::from(format!("{{\"type\":\"heartbeat\",\"at\":{i}}}\n")))
         });
         let mut count = 0;

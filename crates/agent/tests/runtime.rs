@@ -211,7 +211,7 @@ async fn queue(
         let beat = tx.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(knobs.heartbeat_secs)).await;
+                tokio::time::sleep(Duration::from_secs(knobs.heartbeat_secs)).await; // the service's heartbeat period
                 if beat.send(heartbeat()).is_err() {
                     return;
                 }
@@ -562,7 +562,7 @@ impl Running {
                 return s;
             }
             assert!(started.elapsed() < PATIENCE, "stats never showed {what}: {s:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await; // poll pause, bounded above
         }
     }
 
@@ -604,7 +604,7 @@ impl Directory for Slow {
     async fn validate(&self, username: &str, password: &SecretString) -> Outcome {
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, Ordering::SeqCst);
-        tokio::time::sleep(self.delay).await;
+        tokio::time::sleep(self.delay).await; // a slow directory, on purpose
         let outcome = self.inner.validate(username, password).await;
         self.running.fetch_sub(1, Ordering::SeqCst);
         outcome

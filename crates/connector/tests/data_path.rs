@@ -393,7 +393,7 @@ async fn route(req: Request<Incoming>, state: Arc<BackendState>) -> Result<Respo
     let path = req.uri().path().to_owned();
     if let Some(ms) = path.strip_prefix("/app/sleep/") {
         let _ = state.started.send(path.clone());
-        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await; // a slow backend, on purpose
         return Ok(Response::new(full("slept")));
     }
     if path == "/app/sse" {
@@ -922,7 +922,7 @@ async fn server_sent_events_arrive_one_by_one() {
         let frame = within("an event", body.frame()).await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), event.as_bytes());
         arrivals.push(start.elapsed());
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await; // events paced apart, on purpose
     }
     assert!(
         arrivals.windows(2).all(|w| w[1] >= w[0] + Duration::from_millis(100)),
@@ -1080,8 +1080,8 @@ async fn a_refused_tunnel_is_reported_not_retried() {
     let status = pool.status().borrow().clone();
     assert_eq!(status.up, 0);
     assert_eq!(status.stopped, Some(error));
-    // No more dials (the backoff here is 50 ms).
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // No more dials (the backoff here is 50 ms): an absence, so a window.
+    tokio::time::sleep(Duration::from_millis(400)).await; // quiet window
     assert_eq!(h.svc.upgrades().len(), 1);
     assert!(h.svc.tunnels.try_recv().is_err());
     pool.shutdown().await;
@@ -1103,7 +1103,7 @@ async fn a_service_without_tunnels_is_retried_slowly() {
     let refused_at = Instant::now();
     within("a second try", async {
         while svc.upgrades().len() < 2 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await; // poll pause inside `within`
         }
     })
     .await;

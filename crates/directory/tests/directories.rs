@@ -369,7 +369,7 @@ mod openldap {
                     if let Ok(n) = slapd.connections().await {
                         peak = peak.max(n);
                     }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    tokio::time::sleep(Duration::from_millis(5)).await; // sampling interval
                 }
                 peak
             }

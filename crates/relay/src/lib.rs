@@ -984,15 +984,16 @@ mod tests {
         };
         let w1 = tokio::spawn(async move { r1.validate(request("t1", "x1"), slow).await });
         let w2 = tokio::spawn(async move { r2.validate(request("t1", "x2"), slow).await });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(relay.pending(), 2);
+        pending_reaches(&relay, 2).await;
         assert_eq!(
             relay.validate(request("t1", "x3"), fast()).await.unwrap_err(),
             RelayError::Busy
         );
         w1.abort();
         w2.abort();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A join handle resolves once its aborted task has been dropped.
+        assert!(w1.await.unwrap_err().is_cancelled());
+        assert!(w2.await.unwrap_err().is_cancelled());
         assert_eq!(relay.pending(), 0, "abandoned sign-ins leave nothing behind");
         // Detaching removes the agent.
         drop(_silent);
@@ -1014,8 +1015,7 @@ mod tests {
                 tokio::spawn(async move { r.validate_capped(request("tA", &format!("a{i}")), slow, Some(2)).await })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(relay.pending(), 2);
+        pending_reaches(&relay, 2).await;
         assert_eq!(
             relay
                 .validate_capped(request("tA", "a2"), fast(), Some(2))
@@ -1026,18 +1026,36 @@ mod tests {
         );
         let r = relay.clone();
         let other = tokio::spawn(async move { r.validate_capped(request("tB", "b0"), slow, Some(2)).await });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(relay.pending(), 3, "another tenant's sign-in still waits for its agent");
+        // Another tenant's sign-in still waits for its agent.
+        pending_reaches(&relay, 3).await;
         for w in waiting {
             w.abort();
+            assert!(w.await.unwrap_err().is_cancelled());
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
         let r = relay.clone();
         let again = tokio::spawn(async move { r.validate_capped(request("tA", "a3"), slow, Some(2)).await });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(relay.pending(), 2, "places given back when sign-ins end");
+        // Places are given back when sign-ins end: the tenant's next one waits again.
+        pending_reaches(&relay, 2).await;
+        assert!(
+            !again.is_finished(),
+            "the tenant's sign-in was refused after its places came back"
+        );
         again.abort();
         other.abort();
+    }
+
+    /// Waits until `n` sign-ins are pending: the spawned ones run whenever
+    /// this task yields (a current-thread runtime). Fails after 5 s.
+    async fn pending_reaches(relay: &Relay, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while relay.pending() != n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "pending stayed {} (want {n})",
+                relay.pending()
+            );
+            tokio::task::yield_now().await;
+        }
     }
 
     /// An agent that declines every request unless it may wait, then answers

@@ -1025,7 +1025,7 @@ mod tests {
             let deadline = Instant::now() + Duration::from_secs(5);
             while self.relays[at].agents_anywhere(tenant).len() != agents {
                 assert!(Instant::now() < deadline, "presence never converged");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await; // poll pause, bounded above
             }
         }
 

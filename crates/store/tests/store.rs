@@ -2662,7 +2662,7 @@ async fn signin_reads_follow_other_instances(backend: Backend) {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "not seen within the time to live");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await; // poll pause, bounded above
     }
     // The app deleted elsewhere: its client goes for this instance too.
     here.client(&a.id, "c-wiki").await.unwrap();

@@ -14,6 +14,7 @@
 
 mod browser;
 mod pkce;
+pub mod wait;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use postern_time::{Clock, ManualClock, SharedClock, SystemClock, UnixTime};
 
 pub use browser::{Browser, Form, Login, Page};
 pub use pkce::Pkce;
+pub use wait::{eventually, eventually_async, hold_for, poll_pause, quiet_for, wait_until};
 
 /// Password of the administrator created by [`TestService::bootstrap`].
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";

@@ -192,7 +192,7 @@ where
         if Instant::now() >= deadline {
             return Err(format!("waited {timeout:?} for {what}"));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        postern_testkit::poll_pause(Duration::from_millis(100)).await;
     }
 }
 
@@ -447,7 +447,7 @@ impl Totp {
             }
             // The clock is what is waited for here: the next time step.
             let into = Self::now() % 30;
-            tokio::time::sleep(Duration::from_secs((30 - into) as u64)).await;
+            postern_testkit::hold_for(Duration::from_secs((30 - into) as u64)).await;
         }
     }
 }

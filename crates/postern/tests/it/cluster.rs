@@ -138,7 +138,7 @@ impl Two {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !done() {
             assert!(Instant::now() < deadline, "never: {what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            postern_testkit::poll_pause(Duration::from_millis(10)).await;
         }
     }
 
@@ -426,10 +426,21 @@ async fn app_requests_are_answered_through_every_instance() {
         two.a.control().tunnels().held_groups().is_empty()
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    for svc in [&two.a, &two.b] {
-        assert_eq!(two.get(svc, "wiki.acme.test").await.0, 503);
-    }
+    // B learns through the cluster that A no longer holds the tunnels.
+    let both = &two;
+    postern_testkit::eventually_async(
+        "both instances answer 503",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async move {
+            let mut all = true;
+            for svc in [&both.a, &both.b] {
+                all &= both.get(svc, "wiki.acme.test").await.0 == 503;
+            }
+            all.then_some(())
+        },
+    )
+    .await;
     let _ = connector.id;
     two.finish().await;
 }
@@ -532,7 +543,7 @@ async fn revocations_and_publications_reach_the_other_instance_within_a_second()
             published.elapsed() < WITHIN,
             "A still does not route the app B published"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        postern_testkit::poll_pause(Duration::from_millis(20)).await;
     }
 
     let group = two
@@ -555,7 +566,7 @@ async fn revocations_and_publications_reach_the_other_instance_within_a_second()
     let deleted = Instant::now();
     while !two.a.control().tunnels().tunnels(&acme.id, &group).is_empty() {
         assert!(deleted.elapsed() < WITHIN, "A kept the removed connector's tunnels");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        postern_testkit::poll_pause(Duration::from_millis(10)).await;
     }
 
     let accounts = two.passthrough(&acme, "example.com", CAROL, CAROL_PASSWORD).await;
@@ -574,7 +585,7 @@ async fn revocations_and_publications_reach_the_other_instance_within_a_second()
     let deleted = Instant::now();
     while two.a.control().relay().connected_agents(&acme.id) > 0 {
         assert!(deleted.elapsed() < WITHIN, "A kept the removed agent's queue stream");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        postern_testkit::poll_pause(Duration::from_millis(10)).await;
     }
     two.finish().await;
 }

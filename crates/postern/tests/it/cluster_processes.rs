@@ -209,7 +209,7 @@ impl Nats {
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
             assert!(Instant::now() < deadline, "NATS did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            postern_testkit::poll_pause(Duration::from_millis(20)).await;
         }
     }
 
@@ -563,7 +563,7 @@ where
     let public = rig.public_url();
     let sign_ins = Load::start(2, move || sign_in(public.clone()));
     let started = Instant::now();
-    tokio::time::sleep(after).await;
+    postern_testkit::hold_for(after).await; // load alone before the fault
     let began = Instant::now();
     during().await;
     let ended = Instant::now();
@@ -715,7 +715,7 @@ fn watch_attachments(rig: &Rig, for_how_long: Duration) -> tokio::task::JoinHand
                 all_back = Some(Instant::now());
             }
             was_whole = whole;
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            postern_testkit::poll_pause(Duration::from_millis(5)).await; // sampling
         }
         assert!(was_whole, "components not attached again at the end");
         all_back
@@ -759,13 +759,36 @@ async fn three_instances_survive_a_killed_instance_and_nats_and_postgres_outages
     for name in ["pta-1", "pta-2"] {
         rig.add_agent(name, &accounts).await;
     }
-    // Routing and sign-ins settle (each instance learns the others' tunnels).
-    let warm = Instant::now();
-    while !(sign_in(rig.public_url()).await) {
-        assert!(warm.elapsed() < Duration::from_secs(20), "no sign-in succeeds");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Routing and sign-ins settle (each instance learns the others' tunnels):
+    // a run of answers through the round-robin balancer, so every instance
+    // both serves the app and signs in.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(15))
+        .resolve("wiki.acme.test", rig.public.addr)
+        .build()
+        .unwrap();
+    let url = format!("http://wiki.acme.test:{}/", rig.ports.public);
+    let (client, url, public) = (&client, &url, &rig.public_url());
+    postern_testkit::eventually_async(
+        "every instance serves the app and signs users in",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async move {
+            for _ in 0..6 {
+                if !app_request(client.clone(), url.clone()).await {
+                    return None;
+                }
+            }
+            for _ in 0..3 {
+                if !sign_in(public.clone()).await {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
 
     // 1. All three up: everything succeeds, and every instance serves users.
     let before = rig.public.handed();
@@ -807,7 +830,7 @@ async fn three_instances_survive_a_killed_instance_and_nats_and_postgres_outages
     // 3. NATS restarted (its JetStream store kept) under load.
     let (restarted, when) = under_load(&rig, 10, Duration::from_secs(2), || async {
         nats.stop();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        postern_testkit::hold_for(Duration::from_millis(500)).await; // NATS down: the fault
         nats.run().await;
     })
     .await;
@@ -841,7 +864,7 @@ async fn three_instances_survive_a_killed_instance_and_nats_and_postgres_outages
     let attachments = watch_attachments(&rig, Duration::from_secs(10));
     let (cut, when) = under_load(&rig, 10, Duration::from_secs(2), || async {
         gate.cut();
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        postern_testkit::hold_for(Duration::from_secs(2)).await; // the database cut: the fault
         gate.reopen();
     })
     .await;

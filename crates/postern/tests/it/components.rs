@@ -119,19 +119,26 @@ async fn connector_registers_and_calls_over_mtls() {
     assert!(audit.iter().any(|e| e.action == "connector.register"));
 
     // Config refresh: a change wakes the watch at once.
-    let watcher = tokio::spawn({
+    let mut watcher = tokio::spawn({
         let client = ControlClient::load(f.state("c1"), f.svc.shared_clock()).unwrap();
         let v = config.config_version;
         async move { client.watch_config(v).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Without a change the watch holds (an absence, so a window).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut watcher)
+            .await
+            .is_err(),
+        "the watch answered without a change"
+    );
     let new_version = f
         .svc
         .store()
         .bump_group_config(&f.t.tenant.id, &config.group.id)
         .await
         .unwrap();
-    let seen = tokio::time::timeout(Duration::from_secs(5), watcher)
+    // Sooner than the watch's own re-read of the store (every 5 s): woken.
+    let seen = tokio::time::timeout(Duration::from_secs(4), watcher)
         .await
         .expect("watch answers promptly")
         .unwrap()

@@ -137,7 +137,7 @@ async fn two_thousand_silent_sockets_are_closed_at_the_head_deadline() {
             assert_eq!(r.status(), 200);
             answered += 1;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        postern_testkit::hold_for(Duration::from_millis(100)).await; // pacing
     }
     assert!(answered > 20, "{answered}");
 
@@ -180,7 +180,7 @@ async fn a_slow_http2_preface_is_cut_at_the_head_deadline() {
             if write.write_all(&[*byte]).await.is_err() {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(400)).await;
+            postern_testkit::hold_for(Duration::from_millis(400)).await; // a trickling client, on purpose
         }
     });
     let mut buf = [0u8; 64];
@@ -217,7 +217,8 @@ async fn idle_http1_keep_alive_is_closed_after_the_idle_timeout() {
     let mut conn = TcpStream::connect(addr).await.unwrap();
     conn.write_all(healthz_request(addr).as_bytes()).await.unwrap();
     assert!(read_response(&mut conn).await.starts_with("HTTP/1.1 200"));
-    tokio::time::sleep(head + Duration::from_millis(800)).await;
+    // Outwaits the service's idle deadline, the timer under test.
+    postern_testkit::hold_for(head + Duration::from_millis(800)).await;
     conn.write_all(healthz_request(addr).as_bytes()).await.unwrap();
     assert!(
         read_response(&mut conn).await.starts_with("HTTP/1.1 200"),
@@ -368,7 +369,7 @@ async fn shutdown_closes_idle_connections_and_lets_streams_finish() {
     let refused_by = Instant::now() + Duration::from_secs(2);
     while TcpStream::connect(addr).await.is_ok() {
         assert!(Instant::now() < refused_by, "still accepting during shutdown");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        postern_testkit::poll_pause(Duration::from_millis(20)).await;
     }
     while let Some(chunk) = stream.chunk().await.unwrap() {
         body.extend_from_slice(&chunk);

@@ -34,6 +34,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 struct RunningDemo {
     child: Child,
     output: Arc<Mutex<String>>,
+    /// The tasks reading standard output and error; they end at end of file.
+    readers: Vec<tokio::task::JoinHandle<()>>,
     dir: PathBuf,
 }
 
@@ -57,7 +59,7 @@ impl RunningDemo {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let out = output.clone();
         // Standard output keeps being read, like a terminal.
-        tokio::spawn(async move {
+        let stdout_reader = tokio::spawn(async move {
             let mut ready = Some(ready_tx);
             while let Ok(Some(line)) = lines.next_line().await {
                 let is_ready = line.starts_with(READY_LINE);
@@ -69,7 +71,7 @@ impl RunningDemo {
         });
         let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
         let out = output.clone();
-        tokio::spawn(async move {
+        let stderr_reader = tokio::spawn(async move {
             while let Ok(Some(line)) = errors.next_line().await {
                 out.lock().unwrap().push_str(&format!("stderr: {line}\n"));
             }
@@ -77,6 +79,7 @@ impl RunningDemo {
         let mut demo = RunningDemo {
             child,
             output,
+            readers: vec![stdout_reader, stderr_reader],
             dir: dir.to_owned(),
         };
         let exited = async {
@@ -84,13 +87,13 @@ impl RunningDemo {
                 if let Ok(Some(status)) = demo.child.try_wait() {
                     return status;
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                postern_testkit::poll_pause(Duration::from_millis(50)).await;
             }
         };
         tokio::select! {
             _ = ready_rx => {}
             status = exited => panic!("postern demo exited ({status}) before it was up:\n{}", demo.diagnostics()),
-            () = tokio::time::sleep(START_TIMEOUT) => panic!("postern demo did not come up:\n{}", demo.diagnostics()),
+            () = tokio::time::sleep(START_TIMEOUT) /* the deadline */ => panic!("postern demo did not come up:\n{}", demo.diagnostics()),
         }
         demo
     }
@@ -157,9 +160,12 @@ impl RunningDemo {
             .await
             .unwrap_or_else(|_| panic!("postern demo did not stop at {signal}:\n{}", self.diagnostics()))
             .unwrap();
-        // Let the readers take the last lines.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        (started.elapsed(), status.success(), self.output())
+        let elapsed = started.elapsed();
+        // The readers have taken the last lines when they reach end of file.
+        for reader in std::mem::take(&mut self.readers) {
+            let _ = tokio::time::timeout(STOP_TIMEOUT, reader).await;
+        }
+        (elapsed, status.success(), self.output())
     }
 }
 

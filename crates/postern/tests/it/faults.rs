@@ -55,7 +55,7 @@ impl TricklingBackend {
                         if stream.write_all(&[byte]).await.is_err() {
                             break;
                         }
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        postern_testkit::hold_for(Duration::from_secs(1)).await; // trickling, on purpose
                     }
                     counter.fetch_add(1, Ordering::SeqCst);
                 });
@@ -105,7 +105,7 @@ async fn a_backend_trickling_its_head_is_cut_at_the_apps_timeout() {
             Instant::now() < deadline,
             "the backend connection was left open after the timeout"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        postern_testkit::poll_pause(Duration::from_millis(100)).await;
     }
 
     // Only that request failed: the same connector serves an app whose
@@ -509,7 +509,7 @@ async fn postgres_restarted_under_load() {
                         Got::Refused(status, body)
                     },
                 ));
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                postern_testkit::hold_for(Duration::from_millis(20)).await; // load pacing
             }
             got
         }));
@@ -531,21 +531,23 @@ async fn postgres_restarted_under_load() {
                         Err(e) => Got::Refused(0, e.to_string()),
                     },
                 ));
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                postern_testkit::hold_for(Duration::from_millis(20)).await; // load pacing
             }
             got
         })
     };
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    postern_testkit::hold_for(Duration::from_millis(1500)).await; // load before the outage
     let down_at = started.elapsed();
     pg.down();
     // Longer than the store's wait for a connection (5 s): requests made
     // while it is down are refused, not only delayed.
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    postern_testkit::hold_for(Duration::from_secs(7)).await; // the outage
     pg.up();
     let up_at = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Load after the outage: the window recovery is measured in (back within
+    // 5 s, then two seconds without a failure).
+    postern_testkit::hold_for(Duration::from_secs(8)).await;
     stop.store(true, Ordering::SeqCst);
 
     let mut writes = Vec::new();

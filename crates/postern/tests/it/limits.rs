@@ -489,7 +489,7 @@ async fn connections_per_client_address_are_capped() {
             break;
         }
         assert!(Instant::now() < deadline, "the place never came back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        postern_testkit::poll_pause(Duration::from_millis(50)).await;
     }
 }
 
@@ -642,7 +642,7 @@ async fn sign_ins_waiting_on_agents_are_capped_per_tenant() {
     let deadline = Instant::now() + Duration::from_secs(5);
     while svc.control().relay().pending() == 0 {
         assert!(Instant::now() < deadline, "the first sign-in never waited on the agent");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        postern_testkit::poll_pause(Duration::from_millis(10)).await;
     }
     let started = Instant::now();
     let second = sign_in("dave@acme.test").await;

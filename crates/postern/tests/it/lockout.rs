@@ -339,7 +339,7 @@ async fn reservations_of_dead_requests_do_not_hold_the_account() {
         match reserve().await.unwrap() {
             LockoutDecision::Proceed(a) => break a,
             LockoutDecision::Busy if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                postern_testkit::poll_pause(Duration::from_millis(20)).await;
             }
             other => panic!("the dropped reservation was not given back: {other:?}"),
         }

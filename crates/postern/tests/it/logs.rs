@@ -174,8 +174,9 @@ async fn take_connection<S: AsyncRead + AsyncWrite + Unpin>(
         Behaviour::DiesMidway => {
             let mut some = [0u8; 16];
             let _ = stream.read(&mut some).await;
-            // Let the rest arrive, unread: closing now resets the connection.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Let the rest arrive, unread: closing now resets the connection
+            // (a receiver that dies midway, on purpose).
+            postern_testkit::hold_for(Duration::from_millis(100)).await;
             died.fetch_add(1, Ordering::SeqCst);
         }
         Behaviour::Healthy => {
@@ -439,7 +440,7 @@ async fn wait_for_ids(expected: &[String], received: impl Fn() -> Vec<Value>) {
             return;
         }
         assert!(Instant::now() < deadline, "never arrived: {missing:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        postern_testkit::poll_pause(Duration::from_millis(50)).await;
     }
 }
 
@@ -517,7 +518,7 @@ async fn syslog_gets_every_event_once_and_in_order_through_receiver_outages() {
             break;
         }
         assert!(Instant::now() < deadline, "the spool never filled: {most} bytes");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        postern_testkit::poll_pause(Duration::from_millis(20)).await;
     }
 
     // It comes back and dies half-way through reading a batch, twice.
@@ -526,7 +527,7 @@ async fn syslog_gets_every_event_once_and_in_order_through_receiver_outages() {
     while receiver.died.load(Ordering::SeqCst) < 2 {
         most = most.max(spool_bytes(&spool));
         assert!(Instant::now() < deadline, "the service never tried again");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        postern_testkit::poll_pause(Duration::from_millis(20)).await;
     }
     assert!(most <= cap, "the spool stays under its cap: {most} > {cap}");
 
@@ -573,7 +574,7 @@ async fn syslog_gets_every_event_once_and_in_order_through_receiver_outages() {
             "the spool keeps {} bytes",
             spool_bytes(&spool)
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        postern_testkit::poll_pause(Duration::from_millis(20)).await;
     }
     let cursor = svc
         .store()
@@ -618,7 +619,7 @@ async fn two_instances_on_one_database_ship_each_event_once() {
     EventMaker::new(&svc, &t).await.make(&svc, 8).await;
     let expected = stored_ids(svc.store()).await;
     wait_for_ids(&expected, || receiver.messages().into_iter().map(|m| m.json).collect()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    postern_testkit::quiet_for(Duration::from_millis(300)).await; // no duplicate may follow
     let messages = receiver.messages();
     let hosts: HashSet<&str> = messages.iter().map(|m| m.hostname.as_str()).collect();
     assert_eq!(hosts.len(), 2, "both instances shipped: {hosts:?}");
@@ -676,9 +677,9 @@ async fn syslog_over_tls_checks_the_receivers_certificate() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while spool_bytes(&spool) == 0 {
         assert!(Instant::now() < deadline, "nothing was spooled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        postern_testkit::poll_pause(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    postern_testkit::quiet_for(Duration::from_millis(500)).await;
     assert!(stranger.messages().is_empty(), "an untrusted receiver got events");
     assert!(spool_bytes(&spool) > 0, "the events wait in the spool");
 }
@@ -706,7 +707,7 @@ async fn the_webhook_gets_json_lines_over_verified_tls_with_its_token() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while hook.failed_handshakes.load(Ordering::SeqCst) == 0 {
         assert!(Instant::now() < deadline, "the service never tried");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        postern_testkit::poll_pause(Duration::from_millis(20)).await;
     }
     untrusting.stop().await;
     assert_eq!(hook.refused.load(Ordering::SeqCst), 0, "no request got through");
@@ -722,7 +723,7 @@ async fn the_webhook_gets_json_lines_over_verified_tls_with_its_token() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while hook.refused.load(Ordering::SeqCst) < 3 {
         assert!(Instant::now() < deadline, "the service did not retry");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        postern_testkit::poll_pause(Duration::from_millis(20)).await;
     }
     assert!(hook.events().is_empty());
 
@@ -796,7 +797,7 @@ async fn access_lines(lines: &Mutex<Vec<Line>>, count: usize, pick: impl Fn(&Lin
         if found.len() >= count || Instant::now() > deadline {
             return found;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        postern_testkit::poll_pause(Duration::from_millis(20)).await;
     }
 }
 
@@ -805,7 +806,7 @@ async fn access_lines(lines: &Mutex<Vec<Line>>, count: usize, pick: impl Fn(&Lin
 async fn line_of(lines: &Mutex<Vec<Line>>, id: &str) -> Line {
     let found = access_lines(lines, 1, |l| l["request_id"] == id).await;
     assert_eq!(found.len(), 1, "request {id}: {found:?}");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    postern_testkit::quiet_for(Duration::from_millis(200)).await;
     let count = lines.lock().unwrap().iter().filter(|l| l["request_id"] == id).count();
     assert_eq!(count, 1, "one line per request {id}");
     found.into_iter().next().unwrap()
@@ -881,7 +882,7 @@ async fn every_app_request_is_logged_once_with_the_id_the_backend_and_connector_
             break;
         }
         assert!(Instant::now() < deadline, "the connector did not log {id}:\n{log}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        postern_testkit::poll_pause(Duration::from_millis(50)).await;
     }
 
     // A streamed download is logged at its end, with every byte counted.

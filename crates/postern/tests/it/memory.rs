@@ -319,8 +319,23 @@ async fn a_burst_of_wrong_passwords_stays_within_the_memory_budget() {
         .await;
         forms.extend(opened);
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (idle, _) = resident_mib(pid);
+    // The idle baseline, once the resident size has settled after opening
+    // the forms: two readings half a second apart within 1 MiB.
+    let settling = std::time::Instant::now();
+    let mut idle = resident_mib(pid).0;
+    loop {
+        postern_testkit::poll_pause(Duration::from_millis(500)).await;
+        let now = resident_mib(pid).0;
+        let steady = (now - idle).abs() < 1.0;
+        idle = now;
+        if steady {
+            break;
+        }
+        assert!(
+            settling.elapsed() < Duration::from_secs(30),
+            "the resident size never settled ({idle:.1} MiB)"
+        );
+    }
 
     // The burst: every post at once, each on its own connection.
     let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -330,7 +345,7 @@ async fn a_burst_of_wrong_passwords_stays_within_the_memory_budget() {
             let mut most: f64 = 0.0;
             while sampling.load(std::sync::atomic::Ordering::Relaxed) {
                 most = most.max(resident_mib(pid).0);
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                postern_testkit::poll_pause(Duration::from_millis(20)).await; // sampling
             }
             most
         })
@@ -371,7 +386,7 @@ async fn a_burst_of_wrong_passwords_stays_within_the_memory_budget() {
         if settled <= idle * 1.25 {
             break;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        postern_testkit::poll_pause(Duration::from_secs(1)).await;
     }
     let settle_took = settle_started.elapsed();
     let budget = serve_budget_mib(idle);

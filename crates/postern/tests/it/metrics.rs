@@ -105,7 +105,7 @@ async fn scrape_until(addr: &str, ready: impl Fn(&[Sample]) -> bool) -> (String,
         } else {
             assert!(Instant::now() < deadline, "nothing listens on {addr}");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        postern_testkit::poll_pause(Duration::from_millis(100)).await;
     }
 }
 
@@ -236,7 +236,7 @@ async fn metrics_of_the_service_connector_and_agent() {
             PasswordVerdict::Valid(_) => break,
             other => assert!(Instant::now() < deadline, "the agent never answered: {other:?}"),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        postern_testkit::poll_pause(Duration::from_millis(100)).await;
     }
 
     // A sign-in through the pages: conditional access decides.

@@ -528,7 +528,7 @@ async fn error_pages_for_missing_connectors_and_failing_backends() {
                 if !body.contains("does not know this application yet") || Instant::now() > deadline {
                     break (status, body);
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                postern_testkit::poll_pause(Duration::from_millis(100)).await;
             }
         }
     };

@@ -179,7 +179,7 @@ async fn handle(req: Request<Incoming>, me: SocketAddr) -> Result<Response<Backe
     }
     if path.ends_with("/slow") {
         let ms: u64 = query(&req, "ms").and_then(|v| v.parse().ok()).unwrap_or(1000);
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+        postern_testkit::hold_for(Duration::from_millis(ms)).await; // a slow backend, on purpose
         return Ok(json_response(json!({"slept_ms": ms})));
     }
     if path.ends_with("/sse") {
@@ -190,7 +190,7 @@ async fn handle(req: Request<Incoming>, me: SocketAddr) -> Result<Response<Backe
                 return None;
             }
             if i > 0 {
-                tokio::time::sleep(Duration::from_millis(every)).await;
+                postern_testkit::hold_for(Duration::from_millis(every)).await; // a paced stream, on purpose
             }
             let data = Bytes::from(format!("id: {i}\ndata: event {i}\n\n"));
             Some((Ok::<_, std::io::Error>(Frame::data(data)), i + 1))
@@ -280,7 +280,7 @@ async fn handle(req: Request<Incoming>, me: SocketAddr) -> Result<Response<Backe
             && len >= after
         {
             stall = None;
-            tokio::time::sleep(Duration::from_millis(ms)).await;
+            postern_testkit::hold_for(Duration::from_millis(ms)).await; // a stalling backend, on purpose
         }
     }
     Ok(json_response(json!({
@@ -530,7 +530,7 @@ impl ProxyBench {
                 if loaded >= wanted || Instant::now() > deadline {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                postern_testkit::poll_pause(Duration::from_millis(20)).await;
             }
         }
     }
@@ -665,7 +665,7 @@ impl ProxyBench {
                 return;
             }
             assert!(Instant::now() < deadline, "tunnels never got ready: {tunnels:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            postern_testkit::poll_pause(Duration::from_millis(50)).await;
         }
     }
 

@@ -236,7 +236,7 @@ impl ServiceProcess {
                 return;
             }
             assert!(Instant::now() < deadline, "{url} never served: {status:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            postern_testkit::poll_pause(Duration::from_millis(100)).await;
         }
     }
 }
@@ -437,7 +437,7 @@ async fn gigabyte_each_way_in_bounded_memory() {
         ctx.update(&chunk);
         if !stalled && len >= GIB / 2 {
             stalled = true;
-            tokio::time::sleep(STALL).await;
+            postern_testkit::hold_for(STALL).await; // a stalled reader, on purpose
         }
     }
     let down = started.elapsed();
@@ -638,7 +638,7 @@ async fn a_killed_connector_fails_over_to_its_group() {
                 busy.insert(t.connector_id);
             }
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        postern_testkit::poll_pause(Duration::from_millis(10)).await; // sampling
     }
     assert!(busy.contains(&gw1_id) && busy.contains(&gw2_id), "{busy:?}");
     let killed_at = t0.elapsed();
@@ -970,7 +970,7 @@ async fn wait_for_log(connector: &ConnectorProcess, needle: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while log_count(connector, needle) < n {
         assert!(Instant::now() < deadline, "never logged {n}× {needle:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        postern_testkit::poll_pause(Duration::from_millis(20)).await;
     }
 }
 
@@ -1016,7 +1016,7 @@ async fn a_sigterm_between_two_configuration_exchanges_stops_the_connector() {
             Instant::now() < deadline,
             "the connector ignored a SIGTERM sent during a configuration exchange"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        postern_testkit::poll_pause(Duration::from_millis(20)).await;
     };
     assert!(exit.success(), "{exit:?}");
     held.abort();

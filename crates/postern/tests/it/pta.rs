@@ -394,7 +394,7 @@ async fn a_second_agent_completes_the_sign_in_when_the_first_dies_mid_request() 
     let deadline = Instant::now() + Duration::from_secs(5);
     while first.stats.snapshot().in_flight == 0 {
         assert!(Instant::now() < deadline, "the first agent never got the request");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        postern_testkit::poll_pause(Duration::from_millis(10)).await;
     }
     first.kill();
     let verdict = sign_in.await.unwrap().unwrap();

@@ -232,7 +232,7 @@ impl Rig {
             && rig.tunnels_up() >= 2)
         {
             assert!(Instant::now() < deadline, "the connector and the agent never attached");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            postern_testkit::poll_pause(Duration::from_millis(50)).await;
         }
         rig
     }
@@ -393,7 +393,7 @@ impl Load {
             if Instant::now() > deadline {
                 return None;
             }
-            tokio::time::sleep(REQUEST_EVERY / 2).await;
+            postern_testkit::poll_pause(REQUEST_EVERY / 2).await;
         }
     }
 
@@ -417,7 +417,7 @@ async fn components_back(rig: &Rig, tunnels: usize, connections: u64) -> Instant
             "components not back: {} tunnels up so far (want {tunnels}), agent {agent:?}",
             rig.tunnels_up()
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        postern_testkit::poll_pause(Duration::from_millis(10)).await;
     }
 }
 
@@ -429,7 +429,7 @@ fn log_of(path: &Path) -> String {
 async fn sigterm_restart_hands_over_at_once() {
     let mut rig = Rig::start().await;
     let load = Load::start(user_client(rig.public), rig.app_url());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    postern_testkit::hold_for(Duration::from_millis(500)).await; // load before the restart
     let (tunnels, connections) = (rig.tunnels_up(), rig.agent().connections);
 
     let (exit_took, clean) = rig.stop_serve("-TERM").await;
@@ -450,7 +450,7 @@ async fn sigterm_restart_hands_over_at_once() {
         .await
         .expect("the app answers again");
     let back = components_back(&rig, tunnels + 2, connections).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    postern_testkit::hold_for(Duration::from_millis(500)).await; // load after the restart
     let seen = load.stop();
     let failed: Vec<_> = seen.iter().filter(|(_, o)| matches!(o, Outcome::Failed(_))).collect();
     let refused = seen.iter().filter(|(_, o)| *o == Outcome::Refused).count();
@@ -485,7 +485,9 @@ async fn sigterm_restart_hands_over_at_once() {
 async fn components_are_back_within_3s_after_a_sigkill_restart() {
     let mut rig = Rig::start().await;
     // The connections are stable (the backoff was reset): as in production.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Outwaits the components' `stable_after` (5 s), a timer of real
+    // processes on the wall clock: the wait is the condition.
+    postern_testkit::hold_for(Duration::from_secs(6)).await;
     let (tunnels, connections) = (rig.tunnels_up(), rig.agent().connections);
 
     let (_, _) = rig.stop_serve("-KILL").await;

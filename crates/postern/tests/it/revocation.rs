@@ -151,7 +151,7 @@ impl Traffic {
                             answered: Instant::now(),
                             status,
                         });
-                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        postern_testkit::hold_for(Duration::from_millis(5)).await; // traffic pacing
                     }
                     sent
                 })
@@ -174,7 +174,7 @@ impl Traffic {
 async fn within(deadline: Instant, what: &str, mut done: impl FnMut() -> bool) {
     while !done() {
         assert!(Instant::now() < deadline, "not within a second: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        postern_testkit::poll_pause(Duration::from_millis(10)).await;
     }
 }
 
@@ -343,7 +343,7 @@ impl Bench {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.tunnels_of(tenant_id, group_id, connector).len() < 2 {
             assert!(Instant::now() < deadline, "the connector's tunnels never came up");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            postern_testkit::poll_pause(Duration::from_millis(20)).await;
         }
     }
 
@@ -473,7 +473,7 @@ async fn deleting_a_connector_closes_its_tunnels_at_once() {
         b.tunnels_of(&acme.id, &group, &gw.id).is_empty() && gw.tunnels_up() == 0
     })
     .await;
-    tokio::time::sleep(AT_ONCE + Duration::from_millis(500)).await;
+    postern_testkit::quiet_for(AT_ONCE + Duration::from_millis(500)).await; // no request may pass in this window
     let sent = traffic.stop().await;
 
     assert_cut_off(&gw.backend, deleted, "the deleted connector");
@@ -515,7 +515,7 @@ async fn the_other_connector_of_the_group_takes_over_at_once() {
         b.tunnels_of(&acme.id, &group, &gone.id).is_empty()
     })
     .await;
-    tokio::time::sleep(AT_ONCE + Duration::from_millis(500)).await;
+    postern_testkit::quiet_for(AT_ONCE + Duration::from_millis(500)).await; // no request may pass in this window
     let sent = traffic.stop().await;
 
     assert_cut_off(&gone.backend, deleted, "the deleted connector");
@@ -567,7 +567,7 @@ async fn moving_a_connector_cuts_its_tunnels_for_the_old_group() {
         b.tunnels_of(&acme.id, &default, &moved.id).is_empty()
     })
     .await;
-    tokio::time::sleep(AT_ONCE + Duration::from_millis(500)).await;
+    postern_testkit::quiet_for(AT_ONCE + Duration::from_millis(500)).await; // no request may pass in this window
     let sent = traffic.stop().await;
 
     assert_cut_off(&moved.backend, moved_at, "the moved connector");
@@ -681,7 +681,7 @@ async fn deleting_a_tenant_closes_its_tunnels_and_queue_streams_at_once() {
         beta_agent.status.borrow_and_update().phase != Phase::Connected
     })
     .await;
-    tokio::time::sleep(AT_ONCE + Duration::from_millis(500)).await;
+    postern_testkit::quiet_for(AT_ONCE + Duration::from_millis(500)).await; // no request may pass in this window
     let acme_sent = acme_traffic.stop().await;
     let _ = beta_traffic.stop().await;
 

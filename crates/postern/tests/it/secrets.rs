@@ -317,7 +317,7 @@ async fn pass_through_passwords_leave_no_trace() {
         .contains("agent attached to its tenant's queue")
     {
         assert!(std::time::Instant::now() < deadline, "the agent never attached");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        postern_testkit::poll_pause(std::time::Duration::from_millis(50)).await;
     }
 
     // A wrong, then the right directory password through the sign-in pages.

@@ -114,7 +114,7 @@ async fn sighup_reloads_renewed_certificates() {
             std::fs::read_to_string(&log).unwrap_or_default()
         );
         assert!(Instant::now() < deadline, "the renewed certificate was never served");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        postern_testkit::poll_pause(Duration::from_millis(50)).await;
     }
     assert!(child.try_wait().unwrap().is_none(), "the service runs on");
     let text = std::fs::read_to_string(&log).unwrap();
@@ -132,7 +132,7 @@ async fn sighup_reloads_renewed_certificates() {
         .contains("certificates not reloaded")
     {
         assert!(Instant::now() < deadline, "the failed reload was not logged");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        postern_testkit::poll_pause(Duration::from_millis(50)).await;
     }
     assert_eq!(served_leaf(addr, host, &ca.pem).await, new);
     assert!(child.try_wait().unwrap().is_none());

@@ -275,7 +275,7 @@ impl Fx {
                 return id;
             }
             assert!(Instant::now() < deadline, "{} opened no tunnel", host.name);
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            postern_testkit::poll_pause(Duration::from_millis(100)).await;
         }
     }
 

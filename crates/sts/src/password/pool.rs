@@ -277,7 +277,7 @@ mod tests {
                     assert_eq!(memory.len(), 8);
                     let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                     most.fetch_max(now, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(40));
+                    std::thread::sleep(Duration::from_millis(40)); // a slow hash, on purpose
                     running.fetch_sub(1, Ordering::SeqCst);
                 });
                 // Half the callers stop waiting once their job started.
@@ -291,9 +291,11 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        // Abandoned jobs finish on their own; wait for them.
+        // Abandoned jobs finish on their own; wait for them (bounded: each takes 40 ms).
+        let deadline = Instant::now() + Duration::from_secs(10);
         while pool.admission.available_permits() < 10 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert!(Instant::now() < deadline, "abandoned jobs never gave their places back");
+            tokio::time::sleep(Duration::from_millis(10)).await; // poll pause
         }
         assert!(most.load(Ordering::SeqCst) <= 2, "at most two at once");
         assert!(pool.buffers_held() <= 2, "a buffer per worker at most");
@@ -303,14 +305,18 @@ mod tests {
     async fn a_wait_past_the_deadline_is_refused() {
         let pool = Pool::new(shape(1, 4));
         let first = pool.admit().unwrap();
+        let (started, has_started) = tokio::sync::oneshot::channel();
         let blocker = {
             let pool = pool.clone();
             tokio::spawn(async move {
-                pool.run(first, |_: &mut [Block]| std::thread::sleep(Duration::from_millis(800)))
-                    .await
+                pool.run(first, move |_: &mut [Block]| {
+                    let _ = started.send(());
+                    std::thread::sleep(Duration::from_millis(800)) // a slow hash holding the only worker, on purpose
+                })
+                .await
             })
         };
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        has_started.await.unwrap();
         let second = pool.admit().unwrap();
         let refused = pool.run(second, |_: &mut [Block]| ()).await.unwrap();
         assert_eq!(refused.unwrap_err(), HashingBusy::WaitedTooLong);
@@ -325,9 +331,10 @@ mod tests {
             pool.run(admitted, |_: &mut [Block]| ()).await.unwrap().unwrap();
         }
         assert_eq!(pool.buffers_held(), 1, "one after another: one buffer, reused");
+        // The clock is paused: these sleeps advance it, firing the timers due.
         tokio::time::sleep(Duration::from_secs(4)).await;
         assert_eq!(pool.buffers_held(), 1, "kept while the pool may be busy again");
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await; // paused clock
         tokio::task::yield_now().await;
         assert_eq!(pool.buffers_held(), 0, "given back after a quiet spell");
         let admitted = pool.admit().unwrap();
