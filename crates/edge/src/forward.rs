@@ -34,7 +34,7 @@ use postern_proto::tunnel::{
 };
 use postern_store::App;
 use postern_translate::{BodyTranslator, UrlMap};
-use postern_tunnel::{BoxError, SendError, TunnelBody};
+use postern_tunnel::{BoxError, SendError, TunnelBody, TunnelResponseBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::access_log::AccessRecord;
@@ -273,63 +273,20 @@ impl Edge {
         } else {
             None
         };
-        let original_host = parts
-            .headers
-            .get(HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-            .unwrap_or_else(|| app.external_host.clone());
+        let original_host = original_host(&parts, app);
         let mut headers = std::mem::take(&mut parts.headers);
-        clean_request_headers(&mut headers);
-        let forwarded_for = match headers
-            .remove("x-forwarded-for")
-            .and_then(|v| v.to_str().ok().map(str::to_owned))
-        {
-            Some(chain) if client.peer_is_trusted_proxy => format!("{chain}, {}", client.peer_ip),
-            _ => client.peer_ip.to_string(),
+        let sent_as = SentAs {
+            client,
+            original_host: &original_host,
+            upgrade: upgrade.as_deref(),
+            request_id,
         };
-        for (name, value) in [
-            ("x-forwarded-for", forwarded_for.as_str()),
-            ("x-forwarded-proto", client.proto),
-            ("x-forwarded-host", original_host.as_str()),
-            (APP_HEADER, app.id.as_str()),
-            (REQUEST_ID_HEADER, request_id),
-            (BACKEND_REQUEST_ID_HEADER, request_id),
-        ] {
-            if let Some(v) = header_value(value) {
-                headers.insert(name, v);
-            }
-        }
-        if let Some(protocol) = upgrade.as_deref().and_then(header_value) {
-            headers.insert(UPGRADE_HEADER, protocol);
-        }
-        if let Some(access) = access {
-            self.identity_headers(app, access, &mut headers).await;
-        }
+        self.backend_request_headers(app, access, &sent_as, &mut headers).await;
         let map = (app.translate_headers || app.translate_links)
             .then(|| self.url_map(app))
             .flatten();
-        let authority = match (&map, app.translate_headers) {
-            (Some(map), true) => {
-                postern_translate::translate_request_headers(map, &mut headers);
-                internal_authority(&app.internal_url).unwrap_or_else(|| app.external_host.clone())
-            }
-            _ => original_host.clone(),
-        };
-        if app.translate_links {
-            postern_translate::request_uncompressed(&mut headers);
-        }
-        let path_and_query = match parts.uri.query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path.to_owned(),
-        };
-        let Ok(uri) = Uri::builder()
-            .scheme("http")
-            .authority(authority.as_str())
-            .path_and_query(path_and_query.as_str())
-            .build()
-        else {
+        let authority = backend_authority(app, map.as_deref(), &mut headers, &original_host);
+        let Some(uri) = backend_uri(&authority, path, parts.uri.query()) else {
             return pages::error(
                 StatusCode::BAD_REQUEST,
                 "Bad request",
@@ -337,27 +294,82 @@ impl Edge {
                 request_id,
             );
         };
-        // An upgrade's request body is the client's side of the connection, fed
-        // once the upgrade is done; a plain request's is the user's body, read
-        // only as fast as the tunnel takes it.
-        let (client_bytes, tunnel_body): (Option<tokio::sync::mpsc::Sender<Bytes>>, TunnelBody) = if upgrade.is_some() {
-            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-            let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, BoxError>(Frame::data(b)));
-            (Some(tx), StreamBody::new(stream).boxed_unsync())
-        } else {
-            let counted = record.clone();
-            let body = body.map_frame(move |frame| {
-                if let (Some(record), Some(data)) = (&counted, frame.data_ref()) {
-                    record.add_bytes_in(data.len());
-                }
-                frame
-            });
-            (None, body.map_err(|e| Box::new(e) as BoxError).boxed_unsync())
-        };
+        let (client_bytes, tunnel_body) = tunnel_request_body(upgrade.is_some(), body, record.clone());
         let mut outbound = Request::new(tunnel_body);
         *outbound.method_mut() = parts.method.clone();
         *outbound.uri_mut() = uri;
         *outbound.headers_mut() = headers;
+        let sent = self.send_through_tunnel(app, outbound).await;
+        if let Some(cap) = body_cap.as_ref().filter(|cap| cap.tripped()) {
+            return cap.too_large(request_id);
+        }
+        let response = match sent {
+            Ok(response) => response,
+            Err(failure) => return tunnel_failure_page(app, request_id, &failure),
+        };
+        if let Some(record) = &record {
+            record.set_connector(response.body().connector_id());
+        }
+        let (mut head, body) = response.into_parts();
+        if let Some(page) = backend_error_page(app, &head, request_id) {
+            return page;
+        }
+        let upgraded = head.headers.remove(UPGRADED_HEADER).is_some();
+        clean_response_headers(&mut head.headers);
+        if app.translate_headers
+            && let Some(map) = &map
+        {
+            postern_translate::translate_response_headers(map, &mut head.headers);
+        }
+        if let (true, Some(protocol), Some(on_upgrade), Some(tx)) = (upgraded, upgrade, on_upgrade, client_bytes) {
+            return switch_protocols(head, body, &protocol, on_upgrade, tx, record);
+        }
+        let body = user_response_body(app, map.as_deref(), &mut head.headers, body);
+        if let Some(v) = header_value(request_id) {
+            head.headers.insert("x-request-id", v);
+        }
+        Response::from_parts(head, body)
+    }
+
+    /// Cleans the client's headers for the backend and adds the front door's:
+    /// `X-Forwarded-*`, the tunnel's app, request ID and upgrade headers, and
+    /// the user's identity headers when the app asks for them.
+    async fn backend_request_headers(
+        &self,
+        app: &App,
+        access: Option<&Access>,
+        sent_as: &SentAs<'_>,
+        headers: &mut HeaderMap,
+    ) {
+        clean_request_headers(headers);
+        let forwarded_for = forwarded_for(headers, sent_as.client);
+        for (name, value) in [
+            ("x-forwarded-for", forwarded_for.as_str()),
+            ("x-forwarded-proto", sent_as.client.proto),
+            ("x-forwarded-host", sent_as.original_host),
+            (APP_HEADER, app.id.as_str()),
+            (REQUEST_ID_HEADER, sent_as.request_id),
+            (BACKEND_REQUEST_ID_HEADER, sent_as.request_id),
+        ] {
+            if let Some(v) = header_value(value) {
+                headers.insert(name, v);
+            }
+        }
+        if let Some(protocol) = sent_as.upgrade.and_then(header_value) {
+            headers.insert(UPGRADE_HEADER, protocol);
+        }
+        if let Some(access) = access {
+            self.identity_headers(app, access, headers).await;
+        }
+    }
+
+    /// Sends the request through a tunnel of the app's connector group, waiting
+    /// for the response head at most the app's backend timeout (plus slack).
+    async fn send_through_tunnel(
+        &self,
+        app: &App,
+        outbound: Request<TunnelBody>,
+    ) -> Result<http::Response<TunnelResponseBody>, TunnelFailure> {
         let deadline = Duration::from_secs(u64::try_from(app.backend_timeout_secs.max(1)).unwrap_or(85))
             + self.options.response_head_slack;
         // Just after a restart the group's connectors are re-attaching: wait
@@ -371,106 +383,192 @@ impl Edge {
                 .attached_soon(&app.tenant_id, &app.connector_group_id)
                 .await;
         }
-        let sent = tokio::time::timeout(
+        match tokio::time::timeout(
             deadline,
             self.tunnels.send(&app.tenant_id, &app.connector_group_id, outbound),
         )
-        .await;
-        if let Some(cap) = body_cap.as_ref().filter(|cap| cap.tripped()) {
-            return cap.too_large(request_id);
-        }
-        let response = match sent {
-            Ok(Ok(r)) => {
-                if let Some(record) = &record {
-                    record.set_connector(r.body().connector_id());
-                }
-                r
-            }
-            Ok(Err(SendError::NoConnector)) => {
-                tracing::warn!(app = %app.name, request = %request_id, "no connector online");
-                return pages::error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Application unavailable",
-                    "No connector serving this application is online. Try again shortly; if it persists, tell the application's administrator.",
-                    request_id,
-                );
-            }
-            Ok(Err(SendError::Failed(why))) => {
-                tracing::warn!(app = %app.name, request = %request_id, error = %why, "tunnel failed");
-                return pages::error(
-                    StatusCode::BAD_GATEWAY,
-                    "Application unavailable",
-                    "The connection to the application's connector broke before it answered.",
-                    request_id,
-                );
-            }
-            Err(_) => {
-                tracing::warn!(app = %app.name, request = %request_id, "connector did not answer in time");
-                return pages::error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "Application did not answer",
-                    "The application's connector did not answer in time.",
-                    request_id,
-                );
-            }
-        };
-        let (mut head, body) = response.into_parts();
-        if let Some(code) = head.headers.get(ERROR_HEADER).and_then(|v| v.to_str().ok()) {
-            let cause = match BackendError::parse(code) {
-                Some(BackendError::UnknownApp) => {
-                    "The connector does not know this application yet (its configuration is being updated). Try again shortly."
-                }
-                Some(BackendError::Unreachable) => {
-                    "The application's server refused the connection or could not be found."
-                }
-                Some(BackendError::Tls) => {
-                    "The application's server presented a TLS certificate the connector does not trust."
-                }
-                Some(BackendError::Timeout) => "The application's server did not answer in time.",
-                Some(BackendError::Protocol) | None => {
-                    "The application's server answered with something that is not HTTP."
-                }
-            };
-            tracing::info!(app = %app.name, request = %request_id, code, "backend error");
-            let status = if head.status.is_server_error() {
-                head.status
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
-            let title = if status == StatusCode::GATEWAY_TIMEOUT {
-                "Application did not answer"
-            } else {
-                "Application unavailable"
-            };
-            return pages::error(status, title, cause, request_id);
-        }
-        let upgraded = head.headers.remove(UPGRADED_HEADER).is_some();
-        clean_response_headers(&mut head.headers);
-        if app.translate_headers
-            && let Some(map) = &map
+        .await
         {
-            postern_translate::translate_response_headers(map, &mut head.headers);
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(TunnelFailure::Send(e)),
+            Err(_) => Err(TunnelFailure::TimedOut),
         }
-        if let (true, Some(protocol), Some(on_upgrade), Some(tx)) = (upgraded, upgrade, on_upgrade, client_bytes) {
-            return switch_protocols(head, body, &protocol, on_upgrade, tx, record);
+    }
+}
+
+/// How the client reached the front door, for the headers the backend gets.
+struct SentAs<'a> {
+    client: &'a ClientInfo,
+    /// The host the client asked for.
+    original_host: &'a str,
+    /// The protocol the client asks to upgrade to, if any.
+    upgrade: Option<&'a str>,
+    request_id: &'a str,
+}
+
+/// Why no response came back through the tunnel.
+enum TunnelFailure {
+    /// No connector, or the tunnel broke.
+    Send(SendError),
+    /// The response head did not come in time.
+    TimedOut,
+}
+
+/// The host the client asked for: its `Host` header, else the URI's authority,
+/// else the app's external host.
+fn original_host(parts: &Parts, app: &App) -> String {
+    parts
+        .headers
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| app.external_host.clone())
+}
+
+/// The `X-Forwarded-For` the backend gets (removed from `headers`): the chain a
+/// trusted proxy sent with its address appended, else the peer's address alone.
+fn forwarded_for(headers: &mut HeaderMap, client: &ClientInfo) -> String {
+    match headers
+        .remove("x-forwarded-for")
+        .and_then(|v| v.to_str().ok().map(str::to_owned))
+    {
+        Some(chain) if client.peer_is_trusted_proxy => format!("{chain}, {}", client.peer_ip),
+        _ => client.peer_ip.to_string(),
+    }
+}
+
+/// The authority the backend is asked for: the internal one when the app
+/// translates headers (whose request headers are translated here too), else the
+/// host the client asked for. Asks for an uncompressed body when links are
+/// translated.
+fn backend_authority(app: &App, map: Option<&UrlMap>, headers: &mut HeaderMap, original_host: &str) -> String {
+    let authority = match (map, app.translate_headers) {
+        (Some(map), true) => {
+            postern_translate::translate_request_headers(map, headers);
+            internal_authority(&app.internal_url).unwrap_or_else(|| app.external_host.clone())
         }
-        let translator = if app.translate_links {
-            map.as_deref()
-                .and_then(|m| BodyTranslator::for_response(m, &head.headers))
-        } else {
-            None
-        };
-        let body = match translator {
-            Some(t) => {
-                postern_translate::adjust_headers_for_translated_body(&mut head.headers);
-                Body::new(t.translate_body(body))
+        _ => original_host.to_owned(),
+    };
+    if app.translate_links {
+        postern_translate::request_uncompressed(headers);
+    }
+    authority
+}
+
+/// The URI of the backend request, or `None` if it cannot be built.
+fn backend_uri(authority: &str, path: &str, query: Option<&str>) -> Option<Uri> {
+    let path_and_query = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path_and_query.as_str())
+        .build()
+        .ok()
+}
+
+/// The tunnel's request body. An upgrade's is the client's side of the
+/// connection, fed through the returned sender once the upgrade is done; a plain
+/// request's is the user's body, read only as fast as the tunnel takes it and
+/// counted into the access record.
+fn tunnel_request_body(
+    upgrade: bool,
+    body: CappedBody<Incoming>,
+    record: Option<Arc<AccessRecord>>,
+) -> (Option<tokio::sync::mpsc::Sender<Bytes>>, TunnelBody) {
+    if upgrade {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, BoxError>(Frame::data(b)));
+        (Some(tx), StreamBody::new(stream).boxed_unsync())
+    } else {
+        let body = body.map_frame(move |frame| {
+            if let (Some(record), Some(data)) = (&record, frame.data_ref()) {
+                record.add_bytes_in(data.len());
             }
-            None => Body::new(body),
-        };
-        if let Some(v) = header_value(request_id) {
-            head.headers.insert("x-request-id", v);
+            frame
+        });
+        (None, body.map_err(|e| Box::new(e) as BoxError).boxed_unsync())
+    }
+}
+
+/// The page the user gets when the tunnel gave no response.
+fn tunnel_failure_page(app: &App, request_id: &str, failure: &TunnelFailure) -> Response {
+    match failure {
+        TunnelFailure::Send(SendError::NoConnector) => {
+            tracing::warn!(app = %app.name, request = %request_id, "no connector online");
+            pages::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Application unavailable",
+                "No connector serving this application is online. Try again shortly; if it persists, tell the application's administrator.",
+                request_id,
+            )
         }
-        Response::from_parts(head, body)
+        TunnelFailure::Send(SendError::Failed(why)) => {
+            tracing::warn!(app = %app.name, request = %request_id, error = %why, "tunnel failed");
+            pages::error(
+                StatusCode::BAD_GATEWAY,
+                "Application unavailable",
+                "The connection to the application's connector broke before it answered.",
+                request_id,
+            )
+        }
+        TunnelFailure::TimedOut => {
+            tracing::warn!(app = %app.name, request = %request_id, "connector did not answer in time");
+            pages::error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Application did not answer",
+                "The application's connector did not answer in time.",
+                request_id,
+            )
+        }
+    }
+}
+
+/// The page the user gets when the connector reports that the backend failed
+/// (its error header), or `None` for a backend's own response.
+fn backend_error_page(app: &App, head: &http::response::Parts, request_id: &str) -> Option<Response> {
+    let code = head.headers.get(ERROR_HEADER).and_then(|v| v.to_str().ok())?;
+    let cause = match BackendError::parse(code) {
+        Some(BackendError::UnknownApp) => {
+            "The connector does not know this application yet (its configuration is being updated). Try again shortly."
+        }
+        Some(BackendError::Unreachable) => "The application's server refused the connection or could not be found.",
+        Some(BackendError::Tls) => "The application's server presented a TLS certificate the connector does not trust.",
+        Some(BackendError::Timeout) => "The application's server did not answer in time.",
+        Some(BackendError::Protocol) | None => "The application's server answered with something that is not HTTP.",
+    };
+    tracing::info!(app = %app.name, request = %request_id, code, "backend error");
+    let status = if head.status.is_server_error() {
+        head.status
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    let title = if status == StatusCode::GATEWAY_TIMEOUT {
+        "Application did not answer"
+    } else {
+        "Application unavailable"
+    };
+    Some(pages::error(status, title, cause, request_id))
+}
+
+/// The body the user gets: the backend's, with links translated when the app
+/// asks for it and the response is of a kind that is translated (whose headers
+/// are adjusted for the changed body).
+fn user_response_body(app: &App, map: Option<&UrlMap>, headers: &mut HeaderMap, body: TunnelResponseBody) -> Body {
+    let translator = if app.translate_links {
+        map.and_then(|m| BodyTranslator::for_response(m, headers))
+    } else {
+        None
+    };
+    match translator {
+        Some(t) => {
+            postern_translate::adjust_headers_for_translated_body(headers);
+            Body::new(t.translate_body(body))
+        }
+        None => Body::new(body),
     }
 }
 

@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form};
-use postern_store::{AuthCode, StoreError, Tenant, User};
+use postern_store::{AuthCode, OAuthClient, Session, StoreError, Tenant, User};
 use postern_time::UnixTime;
 use serde::Deserialize;
 use url::Url;
@@ -18,7 +18,7 @@ use url::Url;
 use super::{GRANT_CODE, has_scope, validate_scope};
 use crate::client_ip::ClientIp;
 use crate::conditional::{AccessRequest, AccessVerdict};
-use crate::error::StsError;
+use crate::error::{OAuthError, StsError};
 use crate::pages::Page;
 use crate::signin::flow::{AuthRequest, Purpose};
 use crate::signin::see_other;
@@ -121,6 +121,10 @@ fn error_redirect(
     )
 }
 
+/// An authorization request: the client and its return address are checked
+/// first (errors shown as a page), then the request itself (errors sent back to
+/// the client); an existing session may answer at once, else the sign-in pages
+/// start.
 async fn handle(
     sts: &Sts,
     tenant_name: &str,
@@ -129,53 +133,128 @@ async fn handle(
     p: AuthorizeParams,
 ) -> Result<Response, StsError> {
     let tenant = sts.tenant_named(tenant_name).await?;
+    let (client, redirect_raw, redirect_uri) = match known_client(sts, &tenant, &p).await? {
+        Ok(known) => known,
+        Err(page) => return Ok(page),
+    };
+
+    // From here on, errors go back to the client.
+    let back = ReturnTo {
+        sts,
+        tenant: &tenant,
+        redirect_uri: &redirect_uri,
+        state: p.state.as_deref(),
+    };
+    let checked = match checked_request(&client, redirect_raw, &p) {
+        Ok(checked) => checked,
+        Err(e) => return Ok(back.error(e.error, &e.description)),
+    };
+
+    // Single sign-on: an existing session may answer without any page.
+    if let Some((session, user)) = reusable_session(sts, &tenant, headers, &checked).await? {
+        return answer_from_session(&back, checked, &user, &session, headers, ip).await;
+    }
+    if checked.prompt_none {
+        return Ok(back.error("login_required", "the user is not signed in"));
+    }
+    let (flow_id, cookie) = sts
+        .start_flow(&tenant, Purpose::Authorize(checked.request), headers, |_| {})
+        .await?;
+    Ok(see_other(
+        &format!("{}/signin?flow={flow_id}", sts.issuer(&tenant.name)),
+        cookie,
+    ))
+}
+
+/// Where errors go once the client and its return address are known good.
+struct ReturnTo<'a> {
+    sts: &'a Sts,
+    tenant: &'a Tenant,
+    redirect_uri: &'a Url,
+    state: Option<&'a str>,
+}
+
+impl ReturnTo<'_> {
+    /// A redirect back to the client with `error`.
+    fn error(&self, error: &str, description: &str) -> Response {
+        error_redirect(self.sts, self.tenant, self.redirect_uri, self.state, error, description)
+    }
+}
+
+/// An authorization request whose parameters are valid.
+struct CheckedRequest {
+    request: AuthRequest,
+    /// `prompt=login`: a session may not answer.
+    prompt_login: bool,
+    /// `prompt=none`: no page may be shown.
+    prompt_none: bool,
+    /// A session older than this many seconds may not answer.
+    max_age: Option<u64>,
+}
+
+/// The client the request names and its registered return address (as sent and
+/// parsed), or the page that says why the request cannot go back to a client.
+async fn known_client<'p>(
+    sts: &Sts,
+    tenant: &Tenant,
+    p: &'p AuthorizeParams,
+) -> Result<Result<(OAuthClient, &'p str, Url), Response>, StsError> {
     let Some(client_id) = p.client_id.as_deref() else {
-        return Ok(bad_client_page(
-            &tenant,
+        return Ok(Err(bad_client_page(
+            tenant,
             "The request does not name an application (client_id).",
-        ));
+        )));
     };
     let client = match sts.store.client(&tenant.id, client_id).await {
         Ok(c) => c,
         Err(StoreError::NotFound) => {
-            return Ok(bad_client_page(
-                &tenant,
+            return Ok(Err(bad_client_page(
+                tenant,
                 "The application is not registered with this organisation.",
-            ));
+            )));
         }
         Err(e) => return Err(e.into()),
     };
     let Some(redirect_raw) = p.redirect_uri.as_deref() else {
-        return Ok(bad_client_page(
-            &tenant,
+        return Ok(Err(bad_client_page(
+            tenant,
             "The request does not say where to return to (redirect_uri).",
-        ));
+        )));
     };
     if !super::redirect::is_registered(&client.redirect_uris, redirect_raw) {
         tracing::warn!(tenant = %tenant.name, client = %client.client_id, "authorization request with an unregistered redirect_uri");
-        return Ok(bad_client_page(
-            &tenant,
+        return Ok(Err(bad_client_page(
+            tenant,
             "The return address (redirect_uri) is not registered for this application.",
-        ));
+        )));
     }
     let Ok(redirect_uri) = Url::parse(redirect_raw) else {
-        return Ok(bad_client_page(
-            &tenant,
+        return Ok(Err(bad_client_page(
+            tenant,
             "The registered return address is not a valid URL.",
-        ));
+        )));
     };
     if !client.allows_grant(GRANT_CODE) {
-        return Ok(bad_client_page(
-            &tenant,
+        return Ok(Err(bad_client_page(
+            tenant,
             "This application may not use the authorization code flow.",
-        ));
+        )));
     }
+    Ok(Ok((client, redirect_raw, redirect_uri)))
+}
 
-    // From here on, errors go back to the client.
-    let state = p.state.as_deref();
-    let fail =
-        |error: &str, description: &str| Ok(error_redirect(sts, &tenant, &redirect_uri, state, error, description));
-    if state.is_some_and(|s| s.len() > MAX_PARAM_LEN) || p.nonce.as_deref().is_some_and(|n| n.len() > MAX_PARAM_LEN) {
+/// The request's parameters checked in order (the first problem is the error
+/// sent back): lengths, unsupported features, response type and mode, scope,
+/// PKCE, prompt and max_age.
+fn checked_request(
+    client: &OAuthClient,
+    redirect_raw: &str,
+    p: &AuthorizeParams,
+) -> Result<CheckedRequest, OAuthError> {
+    let fail = |error: &'static str, description: &str| Err(OAuthError::bad_request(error, description));
+    if p.state.as_deref().is_some_and(|s| s.len() > MAX_PARAM_LEN)
+        || p.nonce.as_deref().is_some_and(|n| n.len() > MAX_PARAM_LEN)
+    {
         return fail("invalid_request", "state or nonce is too long");
     }
     if p.request.is_some() {
@@ -190,10 +269,7 @@ async fn handle(
     if p.response_mode.as_deref().is_some_and(|m| m != "query") {
         return fail("invalid_request", "only response_mode=query is supported");
     }
-    let scope = match validate_scope(p.scope.as_deref().unwrap_or(""), &client) {
-        Ok(s) => s,
-        Err(e) => return fail(e.error, &e.description),
-    };
+    let scope = validate_scope(p.scope.as_deref().unwrap_or(""), client)?;
     if !has_scope(&scope, "openid") {
         return fail("invalid_scope", "the openid scope is required");
     }
@@ -228,82 +304,99 @@ async fn handle(
         Some(Ok(v)) => Some(v),
         Some(Err(_)) => return fail("invalid_request", "max_age must be a number of seconds"),
     };
+    Ok(CheckedRequest {
+        request: AuthRequest {
+            client_id: client.client_id.clone(),
+            client_name: client.name.clone(),
+            redirect_uri: redirect_raw.to_owned(),
+            scope,
+            state: p.state.clone(),
+            nonce: p.nonce.clone(),
+            code_challenge: challenge,
+        },
+        prompt_login: prompts.contains(&"login"),
+        prompt_none: prompts.contains(&"none"),
+        max_age,
+    })
+}
 
-    let request = AuthRequest {
-        client_id: client.client_id.clone(),
-        client_name: client.name.clone(),
-        redirect_uri: redirect_raw.to_owned(),
-        scope,
-        state: p.state.clone(),
-        nonce: p.nonce.clone(),
-        code_challenge: challenge,
-    };
-
-    // Single sign-on: an existing session may answer without any page.
+/// The browser's session and its user, if they may answer the request: not
+/// asked to log in again, the session young enough for `max_age`, the user
+/// still there and enabled.
+async fn reusable_session(
+    sts: &Sts,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+    checked: &CheckedRequest,
+) -> Result<Option<(Session, User)>, StsError> {
+    if checked.prompt_login {
+        return Ok(None);
+    }
     let now = sts.now();
-    let session = if prompts.contains(&"login") {
-        None
-    } else {
-        sts.current_session(&tenant, headers).await?.filter(|s| match max_age {
+    let session = sts
+        .current_session(tenant, headers)
+        .await?
+        .filter(|s| match checked.max_age {
             Some(age) => now.secs() - s.auth_time.secs() <= i64::try_from(age).unwrap_or(i64::MAX),
             None => true,
-        })
+        });
+    let Some(session) = session else {
+        return Ok(None);
     };
-    if let Some(session) = session {
-        let user = match sts.store.user(&tenant.id, &session.user_id).await {
-            Ok(u) if u.enabled => Some(u),
-            Ok(_) | Err(StoreError::NotFound) => None,
-            Err(e) => return Err(e.into()),
-        };
-        if let Some(user) = user {
-            let mfa_owed = sts.mfa_needed(&tenant, &user).await? && session.mfa_at.is_none();
-            let mut policy_mfa = false;
-            if !mfa_owed {
-                let issued = sts
-                    .complete_authorization(
-                        &tenant,
-                        &request,
-                        &user,
-                        Authenticated {
-                            session_id: Some(&session.id),
-                            auth_time: session.auth_time,
-                            amr: &session.amr,
-                            ip,
-                            single_sign_on: true,
-                            decided: None,
-                        },
-                    )
-                    .await?;
-                match issued {
-                    Issued::Redirect(location) => return Ok(see_other(&location, [])),
-                    Issued::StepUp(_) => policy_mfa = true,
-                }
-            }
-            if prompts.contains(&"none") {
-                return fail("interaction_required", "multi-factor authentication is required");
-            }
-            return sts
-                .resume_with_session(
-                    &tenant,
-                    Purpose::Authorize(request),
-                    &user,
-                    &session,
-                    headers,
-                    policy_mfa,
-                )
-                .await;
+    match sts.store.user(&tenant.id, &session.user_id).await {
+        Ok(user) if user.enabled => Ok(Some((session, user))),
+        Ok(_) | Err(StoreError::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Answers from a signed-in user's session: a code at once unless MFA is owed
+/// (by the tenant or an access policy); then, unless `prompt=none` forbids a
+/// page, the sign-in resumes at the MFA step.
+async fn answer_from_session(
+    back: &ReturnTo<'_>,
+    checked: CheckedRequest,
+    user: &User,
+    session: &Session,
+    headers: &HeaderMap,
+    ip: ClientIp,
+) -> Result<Response, StsError> {
+    let (sts, tenant) = (back.sts, back.tenant);
+    let mfa_owed = sts.mfa_needed(tenant, user).await? && session.mfa_at.is_none();
+    let mut policy_mfa = false;
+    if !mfa_owed {
+        let issued = sts
+            .complete_authorization(
+                tenant,
+                &checked.request,
+                user,
+                Authenticated {
+                    session_id: Some(&session.id),
+                    auth_time: session.auth_time,
+                    amr: &session.amr,
+                    ip,
+                    single_sign_on: true,
+                    decided: None,
+                },
+            )
+            .await?;
+        match issued {
+            Issued::Redirect(location) => return Ok(see_other(&location, [])),
+            Issued::StepUp(_) => policy_mfa = true,
         }
     }
-    if prompts.contains(&"none") {
-        return fail("login_required", "the user is not signed in");
+    if checked.prompt_none {
+        return Ok(back.error("interaction_required", "multi-factor authentication is required"));
     }
-    let (flow_id, cookie) = sts
-        .start_flow(&tenant, Purpose::Authorize(request), headers, |_| {})
-        .await?;
-    Ok(see_other(
-        &format!("{}/signin?flow={flow_id}", sts.issuer(&tenant.name)),
-        cookie,
-    ))
+    sts.resume_with_session(
+        tenant,
+        Purpose::Authorize(checked.request),
+        user,
+        session,
+        headers,
+        policy_mfa,
+    )
+    .await
 }
 
 /// How the user of an authorization request was authenticated.
