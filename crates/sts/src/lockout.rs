@@ -369,6 +369,9 @@ fn lockout_rules(tenant: &Tenant, now: UnixTime) -> LockoutRules {
 }
 
 #[cfg(test)]
+mod model;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
