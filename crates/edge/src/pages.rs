@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, VARY, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
-use postern_sts::pages::Page;
+use postern_pages::Page;
 
 /// SEC-8: every published host tells crawlers to stay out.
 pub(crate) const ROBOTS_TXT: &str = "User-agent: *\nDisallow: /\n";

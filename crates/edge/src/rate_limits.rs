@@ -30,8 +30,8 @@ use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
+use postern_pages::Page;
 use postern_store::{App, TenantLimits};
-use postern_sts::pages::Page;
 
 /// Most keys (addresses, apps, tenants) one kind of limit tracks; past it,
 /// after dropping idle buckets, the buckets of that kind start again.

@@ -24,7 +24,6 @@ mod keys;
 pub mod lockout;
 mod mfa;
 mod oidc;
-pub mod pages;
 pub mod password;
 pub mod registration;
 pub mod relying_party;
@@ -40,6 +39,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 use postern_keyring::Keyring;
+// The page shell of the sign-in pages, as `crate::pages` inside the STS.
+use postern_pages as pages;
 use postern_store::Store;
 use postern_time::{SharedClock, UnixTime};
 use url::Url;

@@ -1,7 +1,11 @@
-//! HTML pages of the sign-in experience. One template renders every page from data:
-//! a title, paragraphs, an optional error, one form with hidden and visible fields,
-//! and extra buttons. No JavaScript and no third-party assets: pages work in any
-//! browser, and the strict Content-Security-Policy forbids everything else.
+//! The HTML page shell of the service's own pages: the STS's sign-in and setup
+//! pages, the front door's error and sign-out pages, the service's landing and
+//! 404 pages. One template renders every page from data: a title, paragraphs, an
+//! optional error, one form with hidden and visible fields, and extra buttons. No
+//! JavaScript and no third-party assets: pages work in any browser, and the
+//! strict Content-Security-Policy forbids everything else. (The admin console has
+//! its own shell, with navigation and tables.)
+#![warn(missing_docs)]
 
 use askama::Template;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -208,9 +212,10 @@ impl Page {
     }
 }
 
-/// Headers every sign-in page carries: no caching, no framing, no referrer, no
-/// scripts.
-pub(crate) fn harden(response: &mut Response) {
+/// Headers every page carries: no caching, no framing, no referrer, no
+/// scripts. [`Page`] responses have them already; for other responses of the
+/// sign-in pages (redirects).
+pub fn harden(response: &mut Response) {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
