@@ -542,7 +542,7 @@ mod active_directory {
     #[tokio::test]
     async fn empty_password_is_refused_by_the_agent() {
         let samba = samba().await;
-        let (conn, mut ldap) = ldap3::LdapConnAsync::new("ldap://127.0.0.1:389").await.unwrap();
+        let (conn, mut ldap) = ldap3::LdapConnAsync::new(&samba.ldap_url()).await.unwrap();
         tokio::spawn(async move { conn.drive().await });
         let raw = ldap
             .simple_bind("CN=Alice Liddell,CN=Users,DC=example,DC=test", "")
@@ -597,7 +597,7 @@ mod active_directory {
         }
         let rate = f64::from(count) / started.elapsed().as_secs_f64();
 
-        let (conn, mut ldap) = ldap3::LdapConnAsync::new("ldap://127.0.0.1:389").await.unwrap();
+        let (conn, mut ldap) = ldap3::LdapConnAsync::new(&samba.ldap_url()).await.unwrap();
         tokio::spawn(async move { conn.drive().await });
         let binds = 400;
         let started = Instant::now();

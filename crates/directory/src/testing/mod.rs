@@ -5,9 +5,10 @@
 //!   fresh CA from rcgen, and users for every outcome. One per test; about 0.1 s to
 //!   start; stopped and removed on drop.
 //! - [`SambaAd`]: a Samba Active Directory domain controller for `EXAMPLE.TEST`. It
-//!   needs root and the fixed ports 88/389/636/445…, so there is one per machine,
-//!   shared by every test process through file locks and stopped by a watchdog once no
-//!   test has used it for a while ([`SambaAd`] explains).
+//!   needs root and the fixed ports 389/636, so each test run gets its own in a
+//!   network namespace of its own (a veth pair with a private /30), shared by the
+//!   run's test processes and stopped by a watchdog when the run ends
+//!   ([`SambaAd`] explains).
 //!
 //! Neither skips quietly: when `slapd` or `samba` is missing, starting fails with
 //! [`HarnessError::Missing`] naming the Debian packages;

@@ -1,24 +1,31 @@
-//! A real Samba Active Directory domain controller, one per machine.
+//! A real Samba Active Directory domain controller, one per test run.
 //!
-//! Samba AD needs root and fixed ports (389, 636 on 127.0.0.1), and provisioning a
-//! domain takes seconds, so every test on the machine shares one instance:
+//! Samba AD needs root and listens on the fixed ports 389 and 636, and provisioning
+//! a domain takes seconds. So each test run (a `cargo nextest` run, named by
+//! `NEXTEST_RUN_ID`, whose tests are separate processes; or a single test process)
+//! gets its own domain controller in its own network namespace, where 389 and 636
+//! are its own: a veth pair joins the namespace to the host with a private /30
+//! (`10.250.x.y`), and the tests talk to the controller's end of it. Two runs on one
+//! machine never share a controller, a port or an account's lockout count.
 //!
-//! - `CONTROL_LOCK` (exclusive) serialises starting and stopping: the first test to
-//!   find no healthy instance provisions one under it; the others wait and reuse it.
-//! - `LEASE_LOCK` (shared) is held by every live [`SambaAd`] value.
-//! - A small watchdog shell script (the parent of `samba`, in its own process group)
-//!   stops samba and removes its directory once nobody has held a lease for
-//!   `POSTERN_SAMBA_IDLE_SECS` (default 60) seconds, taking `CONTROL_LOCK` first so no
-//!   test starts using it meanwhile. Test processes can come and go (nextest runs each
-//!   test in its own process) without provisioning again.
+//! Within a run the tests share the controller:
+//!
+//! - the run's control lock (exclusive) serialises starting and stopping: the first
+//!   test to find no healthy instance provisions one under it; the others reuse it;
+//! - the run's lease lock (shared) is held by every live [`SambaAd`] value;
+//! - a small watchdog shell script (the parent of `samba`, in its own process group)
+//!   stops samba, deletes the namespace and removes the run's directory when the
+//!   run ends (the process that started the run's tests has gone) or once nobody has
+//!   held a lease for `POSTERN_SAMBA_IDLE_SECS` (default 60) seconds.
 //!
 //! Samba's self-generated certificate has no subjectAltName, which rustls (webpki)
-//! requires, so the harness gives Samba a certificate from its own test CA for
-//! `127.0.0.1`, `localhost` and `dc1.example.test`: [`SambaAd::ca_file`]. A real
-//! domain controller's certificate from AD CS carries those names.
+//! requires, so the harness gives Samba a certificate from its own test CA for the
+//! controller's address, `localhost` and `dc1.example.test`: [`SambaAd::ca_file`]. A
+//! real domain controller's certificate from AD CS carries such names.
 
 use std::fs::{self, File, OpenOptions};
-use std::net::TcpListener;
+use std::hash::{Hash, Hasher};
+use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -36,16 +43,15 @@ pub const SAMBA_PASSWORD: &str = "Secr3t!Pass";
 
 /// Bump when the provisioned accounts or settings change, so an older running instance
 /// is replaced rather than reused.
-const GENERATION: &str = "postern-samba-9";
+const GENERATION: &str = "postern-samba-10";
 const ADMIN_PASSWORD: &str = "Passw0rd!Adm1n";
 const SERVICE_DN: &str = "CN=svc-postern,CN=Users,DC=example,DC=test";
-const CONTROL_LOCK: &str = "/tmp/postern-samba.control.lock";
-const LEASE_LOCK: &str = "/tmp/postern-samba.lease.lock";
 const PACKAGES: &str = "samba samba-ad-dc winbind krb5-user smbclient";
 const WATCHDOG: &str = include_str!("samba-watchdog.sh");
 
-/// A lease on the machine's shared Samba AD domain controller for `EXAMPLE.TEST`
-/// (NetBIOS `EXAMPLE`), listening on `ldap://127.0.0.1:389` and `ldaps://127.0.0.1:636`.
+/// A lease on the test run's Samba AD domain controller for `EXAMPLE.TEST` (NetBIOS
+/// `EXAMPLE`), listening on port 389 (LDAP) and 636 (LDAPS) of its own address in its
+/// own network namespace: [`SambaAd::ldap_url`].
 ///
 /// Accounts (all with password [`SAMBA_PASSWORD`]):
 ///
@@ -60,21 +66,26 @@ const WATCHDOG: &str = include_str!("samba-watchdog.sh");
 /// | `pwdexpired` | password last set in 2012, past the 42-day maximum age (532) |
 /// | `lockme` | fine until a test gives 3 bad passwords (lockout threshold 3) (775) |
 ///
-/// Locked accounts stay locked for 30 minutes, across tests that reuse the instance.
+/// Locked accounts stay locked for 30 minutes, across the run's tests.
 pub struct SambaAd {
     root: PathBuf,
+    addr: Ipv4Addr,
     _lease: File,
 }
 
 impl std::fmt::Debug for SambaAd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SambaAd").field("root", &self.root).finish()
+        f.debug_struct("SambaAd")
+            .field("root", &self.root)
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
 impl SambaAd {
-    /// Reuses the machine's running, healthy instance, or provisions and starts one
-    /// (about 10 s), then holds a lease on it until dropped.
+    /// Reuses the run's running, healthy instance, or provisions and starts one
+    /// (about 11 s) in a network namespace of its own, then holds a lease on it until
+    /// dropped.
     pub async fn start() -> Result<SambaAd, HarnessError> {
         if !is_root() {
             return Err(HarnessError::NotRoot("the Samba AD domain controller"));
@@ -83,29 +94,52 @@ impl SambaAd {
         require("samba-tool", PACKAGES)?;
         require("flock", "util-linux")?;
         require("pgrep", "procps")?;
-        let root =
+        require("ip", "iproute2")?;
+        let run = Run::current();
+        let base =
             std::env::var_os("POSTERN_SAMBA_DIR").map_or_else(|| PathBuf::from("/tmp/postern-samba"), PathBuf::from);
+        fs::create_dir_all(&base).map_err(HarnessError::io(format!("creating {}", base.display())))?;
+        let root = base.join(&run.key);
 
-        let control = open_lock(CONTROL_LOCK)?;
+        let control_path = base.join(format!("{}.control.lock", run.key));
+        let control = open_lock(&control_path)?;
         let control = tokio::task::spawn_blocking(move || control.lock().map(|()| control))
             .await
             .map_err(|e| HarnessError::io("locking")(std::io::Error::other(e)))?
-            .map_err(HarnessError::io(format!("locking {CONTROL_LOCK}")))?;
+            .map_err(HarnessError::io(format!("locking {}", control_path.display())))?;
 
-        if !healthy(&root).await {
-            stop_stale(&root);
-            provision(&root)?;
-            launch(&root).await?;
-        }
-        let lease = open_lock(LEASE_LOCK)?;
+        let lease_path = base.join(format!("{}.lease.lock", run.key));
+        let addr = match healthy(&root).await {
+            Some(addr) => addr,
+            None => {
+                stop_stale(&root);
+                let net = Namespace::create(&run)?;
+                if let Err(e) = provision(&root, &net) {
+                    net.delete();
+                    return Err(e);
+                }
+                launch(&root, &net, &run, &control_path, &lease_path).await?;
+                net.dc
+            }
+        };
+        let lease = open_lock(&lease_path)?;
         lease
             .lock_shared()
-            .map_err(HarnessError::io(format!("locking {LEASE_LOCK}")))?;
+            .map_err(HarnessError::io(format!("locking {}", lease_path.display())))?;
         drop(control);
-        Ok(SambaAd { root, _lease: lease })
+        Ok(SambaAd {
+            root,
+            addr,
+            _lease: lease,
+        })
     }
 
-    /// A back-end configuration for plain `ldap://127.0.0.1:389` (allowed: loopback),
+    /// `ldap://ADDR:389`, the controller's plain LDAP port.
+    pub fn ldap_url(&self) -> String {
+        format!("ldap://{}:389", self.addr)
+    }
+
+    /// A back-end configuration for plain [`SambaAd::ldap_url`] (allowed in tests),
     /// searching as `svc-postern`.
     pub fn config(&self) -> LdapConfig {
         LdapConfig {
@@ -115,18 +149,14 @@ impl SambaAd {
             netbios_domain: Some("EXAMPLE".into()),
             connect_timeout_ms: Some(1_000),
             operation_timeout_ms: Some(5_000),
-            ..LdapConfig::new(
-                Flavor::ActiveDirectory,
-                vec!["ldap://127.0.0.1:389".into()],
-                SAMBA_BASE_DN,
-            )
+            ..LdapConfig::new(Flavor::ActiveDirectory, vec![self.ldap_url()], SAMBA_BASE_DN)
         }
     }
 
-    /// [`SambaAd::config`] over `ldaps://127.0.0.1:636`, trusting the harness CA.
+    /// [`SambaAd::config`] over `ldaps://ADDR:636`, trusting the harness CA.
     pub fn ldaps_config(&self) -> LdapConfig {
         LdapConfig {
-            urls: vec!["ldaps://127.0.0.1:636".into()],
+            urls: vec![format!("ldaps://{}:636", self.addr)],
             allow_plaintext: false,
             ca_file: Some(self.ca_file()),
             ..self.config()
@@ -144,30 +174,136 @@ impl SambaAd {
     }
 }
 
-fn open_lock(path: &str) -> Result<File, HarnessError> {
+fn open_lock(path: &Path) -> Result<File, HarnessError> {
     OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
-        .map_err(HarnessError::io(format!("opening {path}")))
+        .map_err(HarnessError::io(format!("opening {}", path.display())))
 }
 
-/// Whether a running instance of this generation answers a service bind.
-async fn healthy(root: &Path) -> bool {
-    let generation = fs::read_to_string(root.join("ready")).unwrap_or_default();
-    if generation.lines().next() != Some(GENERATION) {
-        return false;
+/// The test run this process belongs to, and the process whose end ends it.
+struct Run {
+    /// `NEXTEST_RUN_ID`, or `pid-N` for a process running tests on its own.
+    key: String,
+    /// The nextest runner (this process's parent), or this process.
+    owner: u32,
+}
+
+impl Run {
+    fn current() -> Run {
+        match std::env::var("NEXTEST_RUN_ID") {
+            Ok(id) if !id.is_empty() => Run {
+                key: id.chars().filter(char::is_ascii_alphanumeric).take(32).collect(),
+                owner: std::os::unix::process::parent_id(),
+            },
+            _ => Run {
+                key: format!("pid-{}", std::process::id()),
+                owner: std::process::id(),
+            },
+        }
     }
+}
+
+/// The run's network namespace and the veth pair into it (a /30 of 10.250.0.0/16).
+struct Namespace {
+    name: String,
+    /// The namespace's end: the domain controller's address.
+    dc: Ipv4Addr,
+}
+
+impl Namespace {
+    /// Creates `psmb-HASH` with a veth pair, trying further /30s while an address is
+    /// in use on this machine (another run's).
+    fn create(of: &Run) -> Result<Namespace, HarnessError> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        of.key.hash(&mut hasher);
+        let hash = hasher.finish();
+        let tag = format!("{:08x}", hash as u32);
+        let name = format!("psmb-{tag}");
+        let (host_if, ns_if) = (format!("ps{tag}h"), format!("ps{tag}n"));
+        // Left over from a run with the same key: start afresh.
+        for args in [["netns", "del", &name], ["link", "del", &host_if]] {
+            let _ = Command::new("ip").args(args).stderr(Stdio::null()).status();
+        }
+        let in_use = run(
+            "listing addresses",
+            Command::new("ip").args(["-o", "-4", "addr", "show"]),
+        )?;
+        let mut slot = (hash >> 32) as u32 % 16_384;
+        let (host, dc) = loop {
+            let base = u32::from(Ipv4Addr::new(10, 250, 0, 0)) + slot * 4;
+            let (host, dc) = (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2));
+            if !in_use.contains(&format!("inet {host}/")) && !in_use.contains(&format!("inet {dc}/")) {
+                break (host, dc);
+            }
+            slot = (slot + 1) % 16_384;
+        };
+        let ip = |what: &str, args: &[&str]| run(what, Command::new("ip").args(args)).map(|_| ());
+        ip("creating the namespace", &["netns", "add", &name])?;
+        let net = Namespace { name, dc };
+        let made = (|| {
+            ip(
+                "creating the veth pair",
+                &["link", "add", &host_if, "type", "veth", "peer", "name", &ns_if],
+            )?;
+            ip("moving the veth end", &["link", "set", &ns_if, "netns", &net.name])?;
+            ip(
+                "addressing the host end",
+                &["addr", "add", &format!("{host}/30"), "dev", &host_if],
+            )?;
+            ip("raising the host end", &["link", "set", &host_if, "up"])?;
+            let inside = |what: &str, args: &[&str]| {
+                run(
+                    what,
+                    Command::new("ip").args(["netns", "exec", &net.name, "ip"]).args(args),
+                )
+                .map(|_| ())
+            };
+            inside(
+                "addressing the namespace end",
+                &["addr", "add", &format!("{dc}/30"), "dev", &ns_if],
+            )?;
+            inside("raising the namespace end", &["link", "set", &ns_if, "up"])?;
+            inside("raising the namespace's loopback", &["link", "set", "lo", "up"])
+        })();
+        match made {
+            Ok(()) => Ok(net),
+            Err(e) => {
+                net.delete();
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes the namespace (its veth end, and so the pair, goes with it).
+    fn delete(&self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The address of the run's instance of this generation, if it answers a service bind.
+async fn healthy(root: &Path) -> Option<Ipv4Addr> {
+    let ready = fs::read_to_string(root.join("ready")).unwrap_or_default();
+    let mut lines = ready.lines();
+    if lines.next() != Some(GENERATION) {
+        return None;
+    }
+    let addr: Ipv4Addr = lines.nth(1)?.trim().parse().ok()?;
     wait_for_bind(
-        "ldap://127.0.0.1:389",
+        &format!("ldap://{addr}:389"),
         SERVICE_DN,
         SAMBA_PASSWORD,
         Duration::from_secs(3),
         || true,
     )
     .await
-    .is_ok()
+    .ok()
+    .map(|_| addr)
 }
 
 /// Stops an instance left from before (its watchdog's whole process group) and removes
@@ -180,29 +316,8 @@ fn stop_stale(root: &Path) {
     let _ = fs::remove_dir_all(root);
 }
 
-/// Waits until nothing listens on 127.0.0.1:389 (a stopping samba lets go in a moment).
-fn wait_port_free() -> Result<(), HarnessError> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match TcpListener::bind("127.0.0.1:389") {
-            Ok(_) => return Ok(()),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(HarnessError::Startup {
-                    what: format!(
-                        "127.0.0.1:389 is in use ({e}): stop the system's slapd or samba \
-                         (crates/directory/scripts/install-test-deps.sh disables them)"
-                    ),
-                    log: String::new(),
-                });
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
 /// Provisions the domain and creates the test accounts, all before samba starts.
-fn provision(root: &Path) -> Result<(), HarnessError> {
-    wait_port_free()?;
+fn provision(root: &Path, net: &Namespace) -> Result<(), HarnessError> {
     fs::create_dir_all(root).map_err(HarnessError::io(format!("creating {}", root.display())))?;
     let r = root.display();
     run(
@@ -217,8 +332,8 @@ fn provision(root: &Path) -> Result<(), HarnessError> {
             "--dns-backend=NONE",
             &format!("--adminpass={ADMIN_PASSWORD}"),
             "--host-name=dc1",
-            "--host-ip=127.0.0.1",
-            "--option=interfaces=lo",
+            &format!("--host-ip={}", net.dc),
+            &format!("--option=interfaces={}/30", net.dc),
             "--option=bind interfaces only=yes",
             &format!("--option=log file={r}/log.%m"),
         ]),
@@ -226,7 +341,11 @@ fn provision(root: &Path) -> Result<(), HarnessError> {
 
     let tls = root.join("tls");
     fs::create_dir_all(&tls).map_err(HarnessError::io("creating the tls directory"))?;
-    let pki = TestPki::generate(&tls, "postern test CA (Samba AD)", &["dc1.example.test"])?;
+    let pki = TestPki::generate(
+        &tls,
+        "postern test CA (Samba AD)",
+        &["dc1.example.test", &net.dc.to_string()],
+    )?;
     let conf = root.join("etc").join("smb.conf");
     let text = fs::read_to_string(&conf).map_err(HarnessError::io("reading smb.conf"))?;
     // `--option` does not persist these: write them under [global].
@@ -311,8 +430,9 @@ fn age_password(root: &Path, dn: &str) -> Result<(), HarnessError> {
     .map(|_| ())
 }
 
-/// Starts the watchdog (which starts samba) and waits for a service bind.
-async fn launch(root: &Path) -> Result<(), HarnessError> {
+/// Starts the watchdog (which starts samba in the namespace) and waits for a service
+/// bind.
+async fn launch(root: &Path, net: &Namespace, of: &Run, control: &Path, lease: &Path) -> Result<(), HarnessError> {
     let script = root.join("watchdog.sh");
     fs::write(&script, WATCHDOG).map_err(HarnessError::io("writing watchdog.sh"))?;
     let log = root.join("watchdog.log");
@@ -322,9 +442,11 @@ async fn launch(root: &Path) -> Result<(), HarnessError> {
     let mut watchdog: Child = Command::new("sh")
         .arg(&script)
         .arg(root)
-        .arg(CONTROL_LOCK)
-        .arg(LEASE_LOCK)
+        .arg(control)
+        .arg(lease)
         .arg(idle)
+        .arg(&net.name)
+        .arg(of.owner.to_string())
         // Its own process group: it outlives this test process and is stopped as a
         // group (samba runs with --no-process-group inside it).
         .process_group(0)
@@ -332,9 +454,12 @@ async fn launch(root: &Path) -> Result<(), HarnessError> {
         .stdout(out)
         .stderr(err)
         .spawn()
-        .map_err(HarnessError::io("starting the samba watchdog"))?;
+        .map_err(|e| {
+            net.delete();
+            HarnessError::io("starting the samba watchdog")(e)
+        })?;
     let ready = wait_for_bind(
-        "ldap://127.0.0.1:389",
+        &format!("ldap://{}:389", net.dc),
         SERVICE_DN,
         SAMBA_PASSWORD,
         Duration::from_secs(60),
@@ -346,12 +471,15 @@ async fn launch(root: &Path) -> Result<(), HarnessError> {
         kill_group(watchdog.id());
         let _ = watchdog.wait();
         return Err(HarnessError::Startup {
-            what: format!("samba on 127.0.0.1:389: {why}"),
+            what: format!("samba on {}:389 (namespace {}): {why}", net.dc, net.name),
             log,
         });
     }
-    fs::write(root.join("ready"), format!("{GENERATION}\n{}\n", watchdog.id()))
-        .map_err(HarnessError::io("writing the ready file"))
+    fs::write(
+        root.join("ready"),
+        format!("{GENERATION}\n{}\n{}\n", watchdog.id(), net.dc),
+    )
+    .map_err(HarnessError::io("writing the ready file"))
 }
 
 /// Sends SIGTERM to the process group the watchdog `pid` leads (samba included) and
@@ -365,7 +493,7 @@ fn kill_group(pid: u32) {
         .status();
     let deadline = Instant::now() + Duration::from_secs(15);
     while running(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100)); // poll pause, bounded above
     }
 }
 
