@@ -89,6 +89,23 @@ pub struct InProcessAnswer<'a> {
     pub nonce: &'a str,
 }
 
+/// Why a sign-in completed in-process was refused: the user's sign-in is over,
+/// and they must start again from the app. No variant holds a secret.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SignInRefused {
+    /// The app's OIDC client was deleted while the user was signing in.
+    #[error("the app's sign-in client no longer exists")]
+    ClientGone,
+    /// The code failed the token endpoint's checks (spent, expired, another
+    /// redirect URI or verifier, the user disabled); the token endpoint's
+    /// description of why.
+    #[error("{0}")]
+    Code(String),
+    /// The code was issued for another sign-in's nonce.
+    #[error("{}", TokenError::WrongNonce)]
+    WrongNonce,
+}
+
 /// A sign-in completed in-process: the ID token's claims and the user.
 #[derive(Debug)]
 pub struct InProcessSignIn {
@@ -117,17 +134,16 @@ impl Sts {
     /// access or refresh token is issued: the claims never leave the process,
     /// and what an ID token's signature proves to a relying party elsewhere
     /// (that the STS issued them, for this client) the redemption itself proves
-    /// here. The inner error says why the sign-in was refused; it holds no
-    /// secret.
+    /// here. The inner error says why the sign-in was refused.
     pub async fn complete_sign_in_in_process(
         &self,
         tenant: &Tenant,
         client_id: &str,
         answer: &InProcessAnswer<'_>,
-    ) -> Result<Result<InProcessSignIn, String>, StsError> {
+    ) -> Result<Result<InProcessSignIn, SignInRefused>, StsError> {
         let client = match self.store.client(&tenant.id, client_id).await {
             Ok(c) => c,
-            Err(StoreError::NotFound) => return Ok(Err("the app's sign-in client no longer exists".into())),
+            Err(StoreError::NotFound) => return Ok(Err(SignInRefused::ClientGone)),
             Err(e) => return Err(e.into()),
         };
         let spent =
@@ -136,10 +152,10 @@ impl Sts {
         let (code, user) = match spent {
             Ok(spent) => spent,
             Err(e) if e.status.is_server_error() => return Err(StsError::internal(e.description)),
-            Err(e) => return Ok(Err(e.description)),
+            Err(e) => return Ok(Err(SignInRefused::Code(e.description))),
         };
         if code.nonce.as_deref() != Some(answer.nonce) {
-            return Ok(Err(TokenError::WrongNonce.to_string()));
+            return Ok(Err(SignInRefused::WrongNonce));
         }
         let grant = crate::oidc::Grant {
             tenant,
@@ -240,5 +256,26 @@ impl Sts {
             return Ok(Err(TokenError::NotYetValid));
         }
         Ok(Ok(claims))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_read_as_the_front_door_shows_them() {
+        assert_eq!(
+            SignInRefused::ClientGone.to_string(),
+            "the app's sign-in client no longer exists"
+        );
+        assert_eq!(
+            SignInRefused::WrongNonce.to_string(),
+            TokenError::WrongNonce.to_string()
+        );
+        assert_eq!(
+            SignInRefused::Code("the code was already used".into()).to_string(),
+            "the code was already used"
+        );
     }
 }
