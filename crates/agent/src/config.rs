@@ -216,6 +216,9 @@ fn check_mode(path: &Path, holds_password: bool, problems: &mut Vec<String>) {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 

@@ -501,27 +501,7 @@ impl RawConfig {
                 SocketAddr::from(([127, 0, 0, 1], 8080))
             }
         };
-        let public_url = match self.public_url.as_deref().map(Url::parse) {
-            None => None,
-            Some(Err(e)) => {
-                problems.push(format!("public_url: {e}"));
-                None
-            }
-            Some(Ok(u)) => {
-                if !matches!(u.scheme(), "https" | "http") {
-                    problems.push("public_url must be an http(s) URL".into());
-                }
-                if u.path() != "/" || u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
-                    problems.push("public_url must be an origin only, like https://login.example.com".into());
-                }
-                if u.scheme() == "http" && !is_loopback_host(&u) {
-                    problems.push(
-                        "public_url must use https unless it is a loopback address (put a TLS listener or a TLS-terminating load balancer in front)".into(),
-                    );
-                }
-                Some(u)
-            }
-        };
+        let public_url = validate_public_url(self.public_url.as_deref(), &mut problems);
         let database_url = match self.database_url {
             Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") || u.starts_with("sqlite:") => u,
             Some(_) => {
@@ -549,84 +529,8 @@ impl RawConfig {
             }
         }
         let tls = self.tls.and_then(|raw| validate_tls(raw, &mut problems));
-        let raw_limits = self.limits.unwrap_or_default();
-        let d = Limits::default();
-        let limits = Limits {
-            max_connections: raw_limits.max_connections.unwrap_or(d.max_connections),
-            max_body_bytes: raw_limits.max_body_bytes.unwrap_or(d.max_body_bytes),
-            header_timeout: raw_limits
-                .header_timeout_secs
-                .map(Duration::from_secs)
-                .unwrap_or(d.header_timeout),
-            idle_timeout: raw_limits
-                .idle_timeout_secs
-                .map(Duration::from_secs)
-                .unwrap_or(d.idle_timeout),
-            request_timeout: raw_limits
-                .request_timeout_secs
-                .map(Duration::from_secs)
-                .unwrap_or(d.request_timeout),
-            shutdown_grace: raw_limits
-                .shutdown_grace_secs
-                .map(Duration::from_secs)
-                .unwrap_or(d.shutdown_grace),
-            abuse: abuse::validate_abuse(&raw_limits, &mut problems),
-        };
-        if limits.max_connections == 0 {
-            problems.push("limits.max_connections must be at least 1".into());
-        }
-        if limits.max_body_bytes < 1024 {
-            problems.push("limits.max_body_bytes must be at least 1024".into());
-        }
-        for (name, timeout) in [
-            ("header_timeout_secs", limits.header_timeout),
-            ("idle_timeout_secs", limits.idle_timeout),
-            ("request_timeout_secs", limits.request_timeout),
-        ] {
-            if timeout.is_zero() {
-                problems.push(format!("limits.{name} must be at least one second"));
-            }
-        }
-        let raw_control = self.control.unwrap_or_default();
-        let mut control = ControlSettings::default();
-        if let Some(l) = &raw_control.listen {
-            match l.parse::<SocketAddr>() {
-                Ok(a) => control.listen = a,
-                Err(_) => problems.push(format!("control.listen {l:?} is not an address like 0.0.0.0:8443")),
-            }
-        }
-        if let Some(u) = &raw_control.url {
-            match Url::parse(u) {
-                Ok(u) if u.scheme() == "https" && u.path() == "/" => control.url = Some(u),
-                _ => problems.push("control.url must be an https origin, like https://connect.example.com:8443".into()),
-            }
-        }
-        control.hostnames = raw_control.hostnames.clone().unwrap_or_default();
-        match (&raw_control.tls_cert, &raw_control.tls_key) {
-            (None, None) => {}
-            (Some(cert), Some(key)) => {
-                for (what, path) in [("control.tls_cert", cert), ("control.tls_key", key)] {
-                    if !path.is_file() {
-                        problems.push(format!("{what} {} is not a readable file", path.display()));
-                    }
-                }
-                control.tls_files = Some((cert.clone(), key.clone(), raw_control.tls_anchors.clone()));
-            }
-            _ => problems.push("control needs both tls_cert and tls_key, or neither".into()),
-        }
-        if let Some(v) = &raw_control.minimum_component_version {
-            match postern_control::UpdateSettings::parse_version(v) {
-                Ok(_) => control.minimum_component_version = Some(v.clone()),
-                Err(e) => problems.push(format!("control.minimum_component_version: {e}")),
-            }
-        }
-        match raw_control.update_check_secs {
-            Some(secs) if !(60..=7 * 86400).contains(&secs) => {
-                problems.push("control.update_check_secs must be 60 to 604800".into())
-            }
-            Some(secs) => control.update_check = Duration::from_secs(secs),
-            None => {}
-        }
+        let limits = validate_limits(self.limits.unwrap_or_default(), &mut problems);
+        let control = validate_control(self.control.unwrap_or_default(), &mut problems);
         let metrics_listen =
             validate_metrics_listen(self.metrics_listen.as_deref(), &[listen, control.listen], &mut problems);
         let apps_domain = self
@@ -669,6 +573,118 @@ impl RawConfig {
             cluster,
         })
     }
+}
+
+/// The public URL, if one is configured: an http(s) origin, https unless on a
+/// loopback address.
+fn validate_public_url(raw: Option<&str>, problems: &mut Vec<String>) -> Option<Url> {
+    match raw.map(Url::parse) {
+        None => None,
+        Some(Err(e)) => {
+            problems.push(format!("public_url: {e}"));
+            None
+        }
+        Some(Ok(u)) => {
+            if !matches!(u.scheme(), "https" | "http") {
+                problems.push("public_url must be an http(s) URL".into());
+            }
+            if u.path() != "/" || u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+                problems.push("public_url must be an origin only, like https://login.example.com".into());
+            }
+            if u.scheme() == "http" && !is_loopback_host(&u) {
+                problems.push(
+                    "public_url must use https unless it is a loopback address (put a TLS listener or a TLS-terminating load balancer in front)".into(),
+                );
+            }
+            Some(u)
+        }
+    }
+}
+
+/// The limits, defaults filling what `raw` leaves out.
+fn validate_limits(raw_limits: RawLimits, problems: &mut Vec<String>) -> Limits {
+    let d = Limits::default();
+    let limits = Limits {
+        max_connections: raw_limits.max_connections.unwrap_or(d.max_connections),
+        max_body_bytes: raw_limits.max_body_bytes.unwrap_or(d.max_body_bytes),
+        header_timeout: raw_limits
+            .header_timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or(d.header_timeout),
+        idle_timeout: raw_limits
+            .idle_timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or(d.idle_timeout),
+        request_timeout: raw_limits
+            .request_timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or(d.request_timeout),
+        shutdown_grace: raw_limits
+            .shutdown_grace_secs
+            .map(Duration::from_secs)
+            .unwrap_or(d.shutdown_grace),
+        abuse: abuse::validate_abuse(&raw_limits, problems),
+    };
+    if limits.max_connections == 0 {
+        problems.push("limits.max_connections must be at least 1".into());
+    }
+    if limits.max_body_bytes < 1024 {
+        problems.push("limits.max_body_bytes must be at least 1024".into());
+    }
+    for (name, timeout) in [
+        ("header_timeout_secs", limits.header_timeout),
+        ("idle_timeout_secs", limits.idle_timeout),
+        ("request_timeout_secs", limits.request_timeout),
+    ] {
+        if timeout.is_zero() {
+            problems.push(format!("limits.{name} must be at least one second"));
+        }
+    }
+    limits
+}
+
+/// The control endpoint's settings, defaults filling what `raw_control` leaves out.
+fn validate_control(raw_control: RawControl, problems: &mut Vec<String>) -> ControlSettings {
+    let mut control = ControlSettings::default();
+    if let Some(l) = &raw_control.listen {
+        match l.parse::<SocketAddr>() {
+            Ok(a) => control.listen = a,
+            Err(_) => problems.push(format!("control.listen {l:?} is not an address like 0.0.0.0:8443")),
+        }
+    }
+    if let Some(u) = &raw_control.url {
+        match Url::parse(u) {
+            Ok(u) if u.scheme() == "https" && u.path() == "/" => control.url = Some(u),
+            _ => problems.push("control.url must be an https origin, like https://connect.example.com:8443".into()),
+        }
+    }
+    control.hostnames = raw_control.hostnames.clone().unwrap_or_default();
+    match (&raw_control.tls_cert, &raw_control.tls_key) {
+        (None, None) => {}
+        (Some(cert), Some(key)) => {
+            for (what, path) in [("control.tls_cert", cert), ("control.tls_key", key)] {
+                if !path.is_file() {
+                    problems.push(format!("{what} {} is not a readable file", path.display()));
+                }
+            }
+            control.tls_files = Some((cert.clone(), key.clone(), raw_control.tls_anchors.clone()));
+        }
+        _ => problems.push("control needs both tls_cert and tls_key, or neither".into()),
+    }
+    if let Some(v) = &raw_control.minimum_component_version {
+        match postern_control::UpdateSettings::parse_version(v) {
+            Ok(_) => control.minimum_component_version = Some(v.clone()),
+            Err(e) => problems.push(format!("control.minimum_component_version: {e}")),
+        }
+    }
+    match raw_control.update_check_secs {
+        Some(secs) if !(60..=7 * 86400).contains(&secs) => {
+            problems.push("control.update_check_secs must be 60 to 604800".into())
+        }
+        Some(secs) => control.update_check = Duration::from_secs(secs),
+        None => {}
+    }
+    control
 }
 
 /// The metrics listener's address, if one is configured: an address, and not
@@ -790,6 +806,9 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {
