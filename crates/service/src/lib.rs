@@ -144,6 +144,107 @@ async fn report_host_violations(store: &Store, rules: &HostRules) -> Result<(), 
     Ok(())
 }
 
+/// The key-encryption key ring: from the configuration, else the `kek` file in
+/// the data directory (created on first start).
+fn open_keyring(config: &Config) -> Result<Keyring, ServiceError> {
+    Ok(match &config.kek {
+        Some(text) => Keyring::from_text(text.expose())?,
+        None => Keyring::load_or_create(&config.data_dir.join("kek"))?,
+    })
+}
+
+/// The store, connected (and migrated) with the configured pool size.
+async fn connect_store(config: &Config) -> Result<Store, ServiceError> {
+    let mut store_options = StoreOptions::new(&config.database_url);
+    if let Some(n) = config.database_max_connections {
+        store_options.max_connections = n;
+    }
+    Ok(Store::connect(&store_options).await?)
+}
+
+/// The Prometheus metrics listener, if `metrics_listen` is set.
+async fn start_metrics(
+    config: &Config,
+    store: &Store,
+    control: &Arc<Control>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Option<postern_metrics::MetricsServer>, ServiceError> {
+    let Some(addr) = config.metrics_listen else {
+        return Ok(None);
+    };
+    let collector = metrics::ServiceCollector::new(store.clone(), control.clone());
+    Ok(Some(
+        postern_metrics::MetricsServer::start(addr, "service", vec![collector], shutdown).await?,
+    ))
+}
+
+/// The service's public URL: the configured one, else the listening address
+/// (`https` when the listener speaks TLS).
+fn public_url(config: &Config, addr: SocketAddr, tls: bool) -> Result<Url, ServiceError> {
+    match &config.public_url {
+        Some(u) => Ok(u.clone()),
+        None => {
+            let scheme = if tls { "https" } else { "http" };
+            Url::parse(&format!("{scheme}://{addr}")).map_err(|e| ServiceError::Tls(e.to_string()))
+        }
+    }
+}
+
+/// The control plane's configuration and the URL components reach it at (the
+/// configured one, else the public host and the control listener's port): its
+/// server certificate (issued for the configured names, or the operator's
+/// files) and the update policy.
+fn control_config(
+    config: &Config,
+    public_url: &Url,
+    control_addr: SocketAddr,
+) -> Result<(ControlConfig, String), ServiceError> {
+    let control_url = match &config.control.url {
+        Some(u) => u.as_str().trim_end_matches('/').to_owned(),
+        None => format!(
+            "https://{}:{}",
+            public_url.host_str().unwrap_or("localhost"),
+            control_addr.port()
+        ),
+    };
+    let mut control_config = ControlConfig::new(control_url.clone());
+    if !config.control.hostnames.is_empty() {
+        control_config.tls = ControlTls::Issued {
+            hostnames: config.control.hostnames.clone(),
+        };
+    }
+    if let Some((cert, key, anchors)) = &config.control.tls_files {
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(io(format!("reading {}", p.display())));
+        postern_keyring::check_private_mode(key).map_err(io(format!("control TLS key {}", key.display())))?;
+        control_config.tls = ControlTls::Provided {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+            anchors_pem: match anchors {
+                Some(a) => read(a)?,
+                None => String::new(),
+            },
+        };
+    }
+    if let Some(v) = &config.control.minimum_component_version {
+        control_config.updates.minimum_version = postern_control::UpdateSettings::parse_version(v).ok();
+    }
+    control_config.updates.check_interval = config.control.update_check;
+    Ok((control_config, control_url))
+}
+
+/// The host (and port, if the URL has one) the front door serves the STS on,
+/// normalized as request hosts are.
+fn public_host(public_url: &Url) -> String {
+    public_url
+        .host_str()
+        .map(|h| match public_url.port() {
+            Some(p) => format!("{h}:{p}"),
+            None => h.to_owned(),
+        })
+        .and_then(|h| postern_edge::normalize_host(&h))
+        .unwrap_or_default()
+}
+
 impl RunningService {
     /// Starts the service: KEK, store, STS, routes, listener, maintenance.
     pub async fn start(config: Config, clock: SharedClock) -> Result<Self, ServiceError> {
@@ -158,27 +259,14 @@ impl RunningService {
         tune: impl FnOnce(&mut StsConfig),
     ) -> Result<Self, ServiceError> {
         prepare_data_dir(&config.data_dir)?;
-        let keyring = Arc::new(match &config.kek {
-            Some(text) => Keyring::from_text(text.expose())?,
-            None => Keyring::load_or_create(&config.data_dir.join("kek"))?,
-        });
-        let mut store_options = StoreOptions::new(&config.database_url);
-        if let Some(n) = config.database_max_connections {
-            store_options.max_connections = n;
-        }
-        let store = Store::connect(&store_options).await?;
+        let keyring = Arc::new(open_keyring(&config)?);
+        let store = connect_store(&config).await?;
         let tcp = TcpListener::bind(config.listen)
             .await
             .map_err(io(format!("listening on {}", config.listen)))?;
         let addr = tcp.local_addr().map_err(io("reading the listening address"))?;
         let public_tls = tls::acceptor(&config, addr, &clock)?;
-        let public_url = match &config.public_url {
-            Some(u) => u.clone(),
-            None => {
-                let scheme = if public_tls.is_some() { "https" } else { "http" };
-                Url::parse(&format!("{scheme}://{addr}")).map_err(|e| ServiceError::Tls(e.to_string()))?
-            }
-        };
+        let public_url = public_url(&config, addr, public_tls.is_some())?;
         let mut sts_config = StsConfig::new(public_url.clone());
         sts_config.risk = config.risk.clone();
         sts_config.passwords = config.passwords;
@@ -191,36 +279,7 @@ impl RunningService {
             .await
             .map_err(io(format!("listening on {} (control)", config.control.listen)))?;
         let control_addr = control_tcp.local_addr().map_err(io("reading the control address"))?;
-        let control_url = match &config.control.url {
-            Some(u) => u.as_str().trim_end_matches('/').to_owned(),
-            None => format!(
-                "https://{}:{}",
-                public_url.host_str().unwrap_or("localhost"),
-                control_addr.port()
-            ),
-        };
-        let mut control_config = ControlConfig::new(control_url.clone());
-        if !config.control.hostnames.is_empty() {
-            control_config.tls = ControlTls::Issued {
-                hostnames: config.control.hostnames.clone(),
-            };
-        }
-        if let Some((cert, key, anchors)) = &config.control.tls_files {
-            let read = |p: &Path| std::fs::read_to_string(p).map_err(io(format!("reading {}", p.display())));
-            postern_keyring::check_private_mode(key).map_err(io(format!("control TLS key {}", key.display())))?;
-            control_config.tls = ControlTls::Provided {
-                cert_pem: read(cert)?,
-                key_pem: read(key)?,
-                anchors_pem: match anchors {
-                    Some(a) => read(a)?,
-                    None => String::new(),
-                },
-            };
-        }
-        if let Some(v) = &config.control.minimum_component_version {
-            control_config.updates.minimum_version = postern_control::UpdateSettings::parse_version(v).ok();
-        }
-        control_config.updates.check_interval = config.control.update_check;
+        let (control_config, control_url) = control_config(&config, &public_url, control_addr)?;
         let installation = public_url.host_str().unwrap_or("postern").to_owned();
         // With other instances (`[cluster]`): NATS, unique ID per start.
         let instance_id = uuid::Uuid::new_v4().simple().to_string();
@@ -291,16 +350,7 @@ impl RunningService {
             }
         });
         // Prometheus metrics on their own listener, if configured.
-        let metrics = match config.metrics_listen {
-            Some(addr) => {
-                let collector = metrics::ServiceCollector::new(store.clone(), control.clone());
-                Some(
-                    postern_metrics::MetricsServer::start(addr, "service", vec![collector], shutdown_rx.clone())
-                        .await?,
-                )
-            }
-            None => None,
-        };
+        let metrics = start_metrics(&config, &store, &control, shutdown_rx.clone()).await?;
         let listener = listener::Listener {
             tcp,
             tls: public_tls.as_ref().map(|t| t.acceptor.clone()),
@@ -308,14 +358,7 @@ impl RunningService {
             addressing: listener::ClientAddressing::new(config.trusted_proxies.clone()),
             edge: Some(listener::FrontDoor {
                 edge: edge.clone(),
-                public_host: public_url
-                    .host_str()
-                    .map(|h| match public_url.port() {
-                        Some(p) => format!("{h}:{p}"),
-                        None => h.to_owned(),
-                    })
-                    .and_then(|h| postern_edge::normalize_host(&h))
-                    .unwrap_or_default(),
+                public_host: public_host(&public_url),
             }),
         };
         let server = tokio::spawn(listener.serve(app, shutdown_rx.clone()));
