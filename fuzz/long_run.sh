@@ -15,6 +15,10 @@ runs="${RUNS:-10000000}"
 max_secs="${MAX_SECS:-1800}"
 work="${WORK:-$(mktemp -d)}"
 
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    cargo install --locked cargo-fuzz >&2
+fi
+
 if (($# > 0)); then
     targets=("$@")
 else

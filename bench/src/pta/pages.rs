@@ -86,6 +86,38 @@ fn hidden(body: &str, name: &str) -> Option<String> {
     Some(body[start..end].to_owned())
 }
 
+/// Every hidden field of a sign-in page, in order, as a browser posts them
+/// (the flow, its CSRF token, and whatever else the page carries, such as the
+/// name the password page was shown for).
+fn hidden_fields(body: &str) -> Vec<(String, String)> {
+    const START: &str = "<input type=\"hidden\" name=\"";
+    let mut fields = Vec::new();
+    let mut rest = body;
+    while let Some(at) = rest.find(START) {
+        rest = &rest[at + START.len()..];
+        let Some((name, after)) = rest.split_once("\" value=\"") else {
+            break;
+        };
+        let Some((value, after)) = after.split_once('"') else {
+            break;
+        };
+        fields.push((unescape(name), unescape(value)));
+        rest = after;
+    }
+    fields
+}
+
+/// The few entities the pages' escaping writes.
+fn unescape(value: &str) -> String {
+    value
+        .replace("&#34;", "\"")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
 /// The `action` of the page's form.
 fn action(body: &str) -> Option<String> {
     let start = body.find("<form method=\"post\" action=\"")? + 28;
@@ -97,7 +129,7 @@ fn action(body: &str) -> Option<String> {
 pub async fn sign_in(client: &reqwest::Client, app_url: &str, username: &str, password: &str) -> anyhow::Result<()> {
     let mut cookies = Cookies::default();
     let mut url = Url::parse(app_url)?;
-    let mut form: Option<Vec<(&str, String)>> = None;
+    let mut form: Option<Vec<(String, String)>> = None;
     for _ in 0..MAX_STEPS {
         let mut request = match &form {
             Some(fields) => client.post(url.clone()).form(fields),
@@ -124,19 +156,20 @@ pub async fn sign_in(client: &reqwest::Client, app_url: &str, username: &str, pa
         if !status.is_success() {
             bail!("{status} from {url}");
         }
-        let (Some(flow), Some(csrf)) = (hidden(&body, "flow"), hidden(&body, "csrf")) else {
+        if hidden(&body, "flow").is_none() || hidden(&body, "csrf").is_none() {
             // Not a sign-in page: the app itself.
             anyhow::ensure!(body.contains("Signed in."), "unexpected page at {url}");
             return Ok(());
-        };
-        let mut fields = vec![("flow", flow), ("csrf", csrf), ("action", "submit".to_owned())];
+        }
+        let mut fields = hidden_fields(&body);
+        fields.push(("action".to_owned(), "submit".to_owned()));
         if body.contains("name=\"username\"") {
-            fields.push(("username", username.to_owned()));
+            fields.push(("username".to_owned(), username.to_owned()));
         } else if body.contains("name=\"password\"") {
             if body.contains("class=\"err\"") {
                 bail!("the password was refused at {url}");
             }
-            fields.push(("password", password.to_owned()));
+            fields.push(("password".to_owned(), password.to_owned()));
         } else {
             bail!("a sign-in page without a username or password field at {url}");
         }
@@ -310,6 +343,21 @@ mod tests {
         assert_eq!(hidden(body, "csrf").as_deref(), Some("C2"));
         assert_eq!(action(body).as_deref(), Some("http://127.0.0.1:1/t/acme/signin"));
         assert_eq!(hidden(body, "code"), None);
+        let page = r#"<input type="hidden" name="flow" value="F1">
+<input type="hidden" name="csrf" value="C2">
+<input type="hidden" name="account" value="o&#39;neil&amp;co@example.com">
+<input type="hidden" name="other" value="x">"#;
+        let owned = |(k, v): (&str, &str)| (k.to_owned(), v.to_owned());
+        assert_eq!(
+            hidden_fields(page),
+            [
+                ("flow", "F1"),
+                ("csrf", "C2"),
+                ("account", "o'neil&co@example.com"),
+                ("other", "x")
+            ]
+            .map(owned)
+        );
     }
 
     #[test]

@@ -230,24 +230,30 @@ impl Store {
     }
 
     /// Redeems a code exactly once. A second attempt revokes every refresh token
-    /// issued from the first (RFC 6749 §4.1.2).
+    /// issued from the first (RFC 6749 §4.1.2). A code's first use is one
+    /// statement (claimed and read together); only a code that could not be
+    /// claimed is read again, to tell a replay from an unknown code.
     pub async fn redeem_auth_code(
         &self,
         tenant_id: &str,
         code_digest: &[u8],
         now: UnixTime,
     ) -> Result<CodeRedemption, StoreError> {
-        let claimed = sqlx::query(
+        let claimed = sqlx::query_as::<_, AuthCode>(concat!(
             "UPDATE auth_codes SET used_at = $1 \
-             WHERE code_digest = $2 AND tenant_id = $3 AND used_at IS NULL",
-        )
+             WHERE code_digest = $2 AND tenant_id = $3 AND used_at IS NULL RETURNING ",
+            code_columns!()
+        ))
         .bind(now)
         .bind(code_digest)
         .bind(tenant_id)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .db()?;
-        let code = sqlx::query_as::<_, AuthCode>(concat!(
+        if let Some(code) = claimed {
+            return Ok(CodeRedemption::Redeemed(Box::new(code)));
+        }
+        let used = sqlx::query_as::<_, AuthCode>(concat!(
             "SELECT ",
             code_columns!(),
             " FROM auth_codes WHERE code_digest = $1 AND tenant_id = $2"
@@ -257,13 +263,12 @@ impl Store {
         .fetch_optional(&self.pool)
         .await
         .db()?;
-        match (claimed.rows_affected(), code) {
-            (1, Some(code)) => Ok(CodeRedemption::Redeemed(Box::new(code))),
-            (_, Some(code)) => {
+        match used {
+            Some(code) => {
                 self.revoke_refresh_family(&code.family_id, now).await?;
                 Ok(CodeRedemption::Replayed)
             }
-            (_, None) => Ok(CodeRedemption::Unknown),
+            None => Ok(CodeRedemption::Unknown),
         }
     }
 

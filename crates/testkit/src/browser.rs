@@ -273,6 +273,17 @@ impl Browser {
         self.post(&form.action, &all).await
     }
 
+    /// Where a response leads: the page itself, or, for a redirect within
+    /// `origin`, the page the redirects end at (see [`Browser::follow`]). Steps
+    /// that answer with their next page at once and steps that redirect to it
+    /// read the same.
+    pub async fn arrive(&self, page: Page, origin: &str) -> Result<Page> {
+        match page.location() {
+            Some(next) if page.status.is_redirection() && next.starts_with(origin) => self.follow(&next, origin).await,
+            _ => Ok(page),
+        }
+    }
+
     /// Follows redirects from `url` while they stay on `origin`; returns the first
     /// page that is not a redirect, or the first redirect leaving `origin`.
     pub async fn follow(&self, url: &str, origin: &str) -> Result<Page> {

@@ -26,7 +26,7 @@ async fn password_page(svc: &TestService, browser: &Browser, username: &str) -> 
         .submit(&page.form().unwrap(), &[("username", username)])
         .await
         .unwrap();
-    let page = browser.follow(&r.location().unwrap(), &svc.url()).await.unwrap();
+    let page = browser.arrive(r, &svc.url()).await.unwrap();
     assert_eq!(page.title(), "Enter your password");
     page
 }

@@ -402,7 +402,7 @@ impl EventMaker {
             .submit(&page.form().unwrap(), &[("username", "jo@acme.test")])
             .await
             .unwrap();
-        self.browser.follow(&r.location().unwrap(), &svc.url()).await.unwrap()
+        self.browser.arrive(r, &svc.url()).await.unwrap()
     }
 }
 

@@ -40,5 +40,6 @@ mod revocation;
 mod secrets;
 mod serve_signals;
 mod setup;
+mod signin_pages;
 mod tokens;
 mod updates;

@@ -40,12 +40,12 @@ async fn enrolment_on_first_need_then_totp_every_time() {
         .submit(&page.form().unwrap(), &[("username", "bob@acme.test")])
         .await
         .unwrap();
-    let page = browser.follow(&r.location().unwrap(), &svc.url()).await.unwrap();
+    let page = browser.arrive(r, &svc.url()).await.unwrap();
     let r = browser
         .submit(&page.form().unwrap(), &[("password", PASSWORD)])
         .await
         .unwrap();
-    let enrol = browser.follow(&r.location().unwrap(), &svc.url()).await.unwrap();
+    let enrol = browser.arrive(r, &svc.url()).await.unwrap();
     assert_eq!(enrol.title(), "Set up your authenticator");
     assert!(
         enrol.body.contains("<svg"),
@@ -104,18 +104,18 @@ async fn enrolment_on_first_need_then_totp_every_time() {
         .submit(&page.form().unwrap(), &[("username", "bob@acme.test")])
         .await
         .unwrap();
-    let page = third.follow(&r.location().unwrap(), &svc.url()).await.unwrap();
+    let page = third.arrive(r, &svc.url()).await.unwrap();
     let r = third
         .submit(&page.form().unwrap(), &[("password", PASSWORD)])
         .await
         .unwrap();
-    let totp_page = third.follow(&r.location().unwrap(), &svc.url()).await.unwrap();
+    let totp_page = third.arrive(r, &svc.url()).await.unwrap();
     assert_eq!(totp_page.title(), "Verify your identity");
     let r = third
         .submit(&totp_page.form().unwrap(), &[("action", "recovery")])
         .await
         .unwrap();
-    let rec_page = third.follow(&r.location().unwrap(), &svc.url()).await.unwrap();
+    let rec_page = third.arrive(r, &svc.url()).await.unwrap();
     assert_eq!(rec_page.title(), "Use a recovery code");
     let ok = third
         .submit(&rec_page.form().unwrap(), &[("code", &recovery[0].to_uppercase())])
@@ -135,12 +135,12 @@ async fn enrolment_on_first_need_then_totp_every_time() {
         .submit(&page.form().unwrap(), &[("username", "bob@acme.test")])
         .await
         .unwrap();
-    let page = fourth.follow(&r.location().unwrap(), &svc.url()).await.unwrap();
+    let page = fourth.arrive(r, &svc.url()).await.unwrap();
     let r = fourth
         .submit(&page.form().unwrap(), &[("password", PASSWORD)])
         .await
         .unwrap();
-    let mut page = fourth.follow(&r.location().unwrap(), &svc.url()).await.unwrap();
+    let mut page = fourth.arrive(r, &svc.url()).await.unwrap();
     let form = page.form().unwrap();
     for _ in 0..5 {
         page = fourth.submit(&form, &[("code", &recovery[0])]).await.unwrap();

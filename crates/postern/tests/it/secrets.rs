@@ -44,12 +44,12 @@ async fn no_secret_in_logs_or_database() {
         .await
         .unwrap();
     let r = browser.submit(&entry.form().unwrap(), &[]).await.unwrap();
-    let page = browser.follow(&r.location().unwrap(), &base).await.unwrap();
+    let page = browser.arrive(r, &base).await.unwrap();
     let r = browser
         .submit(&page.form().unwrap(), &[("username", "admin@acme.test")])
         .await
         .unwrap();
-    let page = browser.follow(&r.location().unwrap(), &base).await.unwrap();
+    let page = browser.arrive(r, &base).await.unwrap();
     let failed = browser
         .submit(&page.form().unwrap(), &[("password", WRONG_PASSWORD)])
         .await
@@ -59,18 +59,18 @@ async fn no_secret_in_logs_or_database() {
         .submit(&failed.form().unwrap(), &[("password", ADMIN_PASSWORD)])
         .await
         .unwrap();
-    let totp = browser.follow(&r.location().unwrap(), &base).await.unwrap();
+    let totp = browser.arrive(r, &base).await.unwrap();
     let r = browser
         .submit(&totp.form().unwrap(), &[("action", "recovery")])
         .await
         .unwrap();
-    let rec = browser.follow(&r.location().unwrap(), &base).await.unwrap();
+    let rec = browser.arrive(r, &base).await.unwrap();
     let recovery_code = done.recovery_codes[3].clone();
     let r = browser
         .submit(&rec.form().unwrap(), &[("code", &recovery_code)])
         .await
         .unwrap();
-    let approve = browser.follow(&r.location().unwrap(), &base).await.unwrap();
+    let approve = browser.arrive(r, &base).await.unwrap();
     assert_eq!(approve.title(), "Approve sign-in on a device");
     let approved = browser.submit(&approve.form().unwrap(), &[]).await.unwrap();
     assert_eq!(approved.title(), "Device approved");

@@ -157,13 +157,7 @@ async fn handle(
     if checked.prompt_none {
         return Ok(back.error("login_required", "the user is not signed in"));
     }
-    let (flow_id, cookie) = sts
-        .start_flow(&tenant, Purpose::Authorize(checked.request), headers, |_| {})
-        .await?;
-    Ok(see_other(
-        &format!("{}/signin?flow={flow_id}", sts.issuer(&tenant.name)),
-        cookie,
-    ))
+    crate::signin::start_page(sts, &tenant, Purpose::Authorize(checked.request), headers).await
 }
 
 /// Where errors go once the client and its return address are known good.

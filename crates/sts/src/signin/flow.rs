@@ -173,6 +173,19 @@ impl Sts {
         headers: &HeaderMap,
         prepare: impl FnOnce(&mut Flow),
     ) -> Result<(String, Option<HeaderValue>), StsError> {
+        let (id, cookie, _) = self.start_flow_with(tenant, purpose, headers, prepare).await?;
+        Ok((id, cookie))
+    }
+
+    /// [`Sts::start_flow`], also returning the flow as stored (to show its
+    /// first page without reading it back).
+    pub(crate) async fn start_flow_with(
+        &self,
+        tenant: &Tenant,
+        purpose: Purpose,
+        headers: &HeaderMap,
+        prepare: impl FnOnce(&mut Flow),
+    ) -> Result<(String, Option<HeaderValue>, Flow), StsError> {
         let (bind, set_cookie) = browser_binding(self, headers)?;
         let id = postern_keyring::random_token()?;
         let csrf = postern_keyring::random_token()?;
@@ -189,7 +202,7 @@ impl Sts {
                 now + self.config.flow_ttl,
             )
             .await?;
-        Ok((id.expose().to_owned(), set_cookie))
+        Ok((id.expose().to_owned(), set_cookie, flow))
     }
 
     /// The flow with this ID, if it exists in this tenant, has not expired, and

@@ -62,6 +62,11 @@ pub(crate) struct SigninForm {
     action: String,
     #[serde(default)]
     username: String,
+    /// The name the password page was shown for, while the flow is stored at
+    /// the username stage (the username's post is not saved: see
+    /// [`Step::username`]).
+    #[serde(default)]
+    account: String,
     #[serde(default)]
     password: SecretString,
     #[serde(default)]
@@ -120,6 +125,7 @@ fn stage_page(sts: &Sts, tenant: &Tenant, flow_id: &str, flow: &Flow, error: Opt
             .form(action, "Next")
             .field(Field::new("username", "Username", "email").autocomplete("username").value(who).focus()),
         Stage::Password => base("Enter your password")
+            .hidden("account", &who)
             .para(who)
             .form(action, "Sign in")
             .field(Field::new("password", "Password", "password").autocomplete("current-password").focus())
@@ -167,6 +173,21 @@ pub(crate) async fn show(
     Ok(stage_page(&sts, &tenant, &q.flow, &flow, None)?.into_response())
 }
 
+/// Starts a sign-in flow and answers with its first page at once (rather than
+/// a redirect to `GET /signin?flow=`, which would read the flow back).
+pub(crate) async fn start_page(
+    sts: &Sts,
+    tenant: &Tenant,
+    purpose: Purpose,
+    headers: &HeaderMap,
+) -> Result<Response, StsError> {
+    let (flow_id, cookie, flow) = sts.start_flow_with(tenant, purpose, headers, |_| {}).await?;
+    Ok(with_cookies(
+        stage_page(sts, tenant, &flow_id, &flow, None)?.into_response(),
+        cookie,
+    ))
+}
+
 /// `POST /t/{tenant}/signin`: advances the flow.
 pub(crate) async fn submit(
     State(sts): State<Arc<Sts>>,
@@ -193,6 +214,7 @@ pub(crate) async fn submit(
         wants_html: wants_html(&headers),
     };
     match flow.stage {
+        Stage::Username if !form.account.is_empty() => step.named_password(&mut flow, &form).await,
         Stage::Username => step.username(&mut flow, &form).await,
         Stage::Password => step.password(&mut flow, &form).await,
         Stage::Totp | Stage::Recovery => step.second_factor(&mut flow, &form).await,
@@ -336,14 +358,39 @@ impl Step<'_> {
         .into_response())
     }
 
+    /// The username step answers with the password page at once and saves
+    /// nothing: the page carries the name (`account`), and the flow, still at
+    /// the username stage, takes it with the password ([`Step::named_password`]).
+    /// A reload posting the username again shows the same page.
     async fn username(&self, flow: &mut Flow, form: &SigninForm) -> Result<Response, StsError> {
-        let name = postern_store::normalize_username(&form.username);
-        if name.is_empty() || name.len() > MAX_USERNAME_LEN || name.chars().any(char::is_control) {
+        if !self.take_username(flow, &form.username) {
             return self.again(flow, "Enter your username, for example name@example.com.");
+        }
+        Ok(stage_page(self.sts, self.tenant, self.flow_id, flow, None)?.into_response())
+    }
+
+    /// The password page's post while the flow is at the username stage: the
+    /// name it carries is taken as if posted on the username page (the same
+    /// checks), then the password is checked. A flow stored at the password
+    /// stage (its name fixed, e.g. a step-up of a signed-in user) never gets
+    /// here: its own name is used and `account` is ignored.
+    async fn named_password(&self, flow: &mut Flow, form: &SigninForm) -> Result<Response, StsError> {
+        if !self.take_username(flow, &form.account) {
+            return self.again(flow, "Enter your username, for example name@example.com.");
+        }
+        self.password(flow, form).await
+    }
+
+    /// Sets the flow's name and moves it to the password stage, in memory;
+    /// false for a name that cannot be one.
+    fn take_username(&self, flow: &mut Flow, typed: &str) -> bool {
+        let name = postern_store::normalize_username(typed);
+        if name.is_empty() || name.len() > MAX_USERNAME_LEN || name.chars().any(char::is_control) {
+            return false;
         }
         flow.username = Some(name);
         flow.stage = Stage::Password;
-        self.advance(flow).await
+        true
     }
 
     async fn password(&self, flow: &mut Flow, form: &SigninForm) -> Result<Response, StsError> {
