@@ -255,10 +255,12 @@ impl Browser {
         Self::page(url, r).await
     }
 
-    /// Submits `form` with its hidden fields, its pre-filled visible fields unless
-    /// `fields` gives them, `fields`, and `action=submit` unless given.
+    /// Submits `form` with its hidden and pre-filled visible fields unless
+    /// `fields` gives them (a field is sent once, as a browser sends it),
+    /// `fields`, and `action=submit` unless given.
     pub async fn submit(&self, form: &Form, fields: &[(&str, &str)]) -> Result<Page> {
-        let mut all: Vec<(String, String)> = form.hidden.clone();
+        let given = |k: &String| fields.iter().any(|(name, _)| name == k);
+        let mut all: Vec<(String, String)> = form.hidden.iter().filter(|(k, _)| !given(k)).cloned().collect();
         for (k, v) in &form.values {
             if !fields.iter().any(|(name, _)| name == k) {
                 all.push((k.clone(), v.clone()));

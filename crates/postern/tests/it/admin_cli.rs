@@ -57,7 +57,7 @@ async fn approve(svc: &TestService, url: &str, login: &Login) {
     let browser = Browser::new();
     let entry = browser.get(url).await.unwrap();
     let next = browser.submit(&entry.form().unwrap(), &[]).await.unwrap();
-    let mut page = browser.follow(&next.location().unwrap(), &svc.url()).await.unwrap();
+    let mut page = browser.arrive(next, &svc.url()).await.unwrap();
     loop {
         let form = page.form().unwrap();
         if page.title() == "Approve sign-in on a device" {
@@ -77,7 +77,7 @@ async fn approve(svc: &TestService, url: &str, login: &Login) {
             )
         };
         let r = browser.submit(&form, &[(value.0, value.1.as_str())]).await.unwrap();
-        page = browser.follow(&r.location().unwrap(), &svc.url()).await.unwrap();
+        page = browser.arrive(r, &svc.url()).await.unwrap();
     }
 }
 

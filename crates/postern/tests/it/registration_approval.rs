@@ -66,7 +66,7 @@ async fn open_approval(browser: &Browser, svc: &TestService, t: &TenantFixture, 
         .await
         .unwrap();
     let started = browser.submit(&entry.form().unwrap(), &[]).await.unwrap();
-    let mut page = browser.follow(&started.location().unwrap(), &svc.url()).await.unwrap();
+    let mut page = browser.arrive(started, &svc.url()).await.unwrap();
     for _ in 0..5 {
         if page.title().starts_with("Approve") {
             return page;
@@ -80,7 +80,7 @@ async fn open_approval(browser: &Browser, svc: &TestService, t: &TenantFixture, 
             other => panic!("unexpected page {other:?}: {}", page.body),
         };
         let next = browser.submit(&form, &[answer]).await.unwrap();
-        page = browser.follow(&next.location().unwrap(), &svc.url()).await.unwrap();
+        page = browser.arrive(next, &svc.url()).await.unwrap();
     }
     panic!("no approval page: {}", page.body)
 }

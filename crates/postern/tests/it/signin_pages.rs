@@ -62,7 +62,11 @@ async fn each_step_answers_with_the_next_page_and_the_name_is_only_kept_on_the_p
         "{}",
         password.body
     );
-    assert_eq!(hidden(&password, "account"), ALICE, "the normalized name rides on the page");
+    assert_eq!(
+        hidden(&password, "account"),
+        ALICE,
+        "the normalized name rides on the page"
+    );
     assert_eq!(hidden(&password, "flow"), flow);
 
     // Nothing was saved: the flow, shown again, is still at its username page.
@@ -94,7 +98,10 @@ async fn each_step_answers_with_the_next_page_and_the_name_is_only_kept_on_the_p
     // A name that cannot be one, put on the page by hand, goes back to the
     // username page.
     let bad = browser
-        .submit(&password.form().unwrap(), &[("account", "\u{7}"), ("password", ALICE_PASSWORD)])
+        .submit(
+            &password.form().unwrap(),
+            &[("account", "\u{7}"), ("password", ALICE_PASSWORD)],
+        )
         .await
         .unwrap();
     assert_eq!(bad.title(), "Sign in", "{}", bad.body);
@@ -103,15 +110,25 @@ async fn each_step_answers_with_the_next_page_and_the_name_is_only_kept_on_the_p
     // The name on the page is only what a user could have typed: Alice's
     // password does not sign in as Bob.
     let wrong = browser
-        .submit(&password.form().unwrap(), &[("account", BOB), ("password", ALICE_PASSWORD)])
+        .submit(
+            &password.form().unwrap(),
+            &[("account", BOB), ("password", ALICE_PASSWORD)],
+        )
         .await
         .unwrap();
     assert_eq!(wrong.title(), "Enter your password");
-    assert!(wrong.error().unwrap_or_default().contains("incorrect"), "{}", wrong.body);
+    assert!(
+        wrong.error().unwrap_or_default().contains("incorrect"),
+        "{}",
+        wrong.body
+    );
 
     // A wrong CSRF token is refused before anything is checked.
     let forged = browser
-        .submit(&password.form().unwrap(), &[("csrf", "forged"), ("password", ALICE_PASSWORD)])
+        .submit(
+            &password.form().unwrap(),
+            &[("csrf", "forged"), ("password", ALICE_PASSWORD)],
+        )
         .await
         .unwrap();
     assert_eq!(forged.status.as_u16(), 403, "{}", forged.body);
@@ -150,7 +167,9 @@ async fn each_step_answers_with_the_next_page_and_the_name_is_only_kept_on_the_p
         .unwrap();
     assert_eq!(replay.title(), "Sign-in expired", "{}", replay.body);
 
-    // "Use another account" goes back to the username page.
+    // "Use another account" goes back to the username page (in a browser
+    // without Alice's session, which would answer /authorize at once).
+    let browser = Browser::new();
     let second = username_page(&svc, &browser).await;
     let password = browser
         .submit(&second.form().unwrap(), &[("username", BOB)])

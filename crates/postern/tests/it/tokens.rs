@@ -343,7 +343,7 @@ async fn device_flow_polling_answers() {
         .await
         .unwrap();
     let next = f.browser.submit(&entry.form().unwrap(), &[]).await.unwrap();
-    let mut page = f.browser.follow(&next.location().unwrap(), &f.svc.url()).await.unwrap();
+    let mut page = f.browser.arrive(next, &f.svc.url()).await.unwrap();
     // Sign in (answering the pages) up to the approval page, then deny.
     loop {
         let form = page.form().unwrap();
@@ -364,7 +364,7 @@ async fn device_flow_polling_answers() {
         };
         let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let r = f.browser.submit(&form, &fields).await.unwrap();
-        page = f.browser.follow(&r.location().unwrap(), &f.svc.url()).await.unwrap();
+        page = f.browser.arrive(r, &f.svc.url()).await.unwrap();
     }
     f.svc.advance(Duration::from_secs(11));
     assert_eq!(poll(device_code.clone()).await.1["error"], "access_denied");
@@ -617,7 +617,12 @@ async fn an_app_client_issues_codes_only_to_users_the_app_admits() {
         query_param(&location, "code").is_none(),
         "a disabled user gets no code: {location}"
     );
-    assert_eq!((page.status.as_u16(), page.title()), (200, "Sign in".to_owned()), "{}", page.body);
+    assert_eq!(
+        (page.status.as_u16(), page.title()),
+        (200, "Sign in".to_owned()),
+        "{}",
+        page.body
+    );
 
     // The app deleted: its client is gone at once.
     store.delete_app(&t.tenant.id, &wiki.app.id).await.unwrap();
