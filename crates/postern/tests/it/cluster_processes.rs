@@ -479,6 +479,18 @@ impl Rig {
 
 /// `GET http://wiki.acme.test:{port}/` through the users' balancer, on a new
 /// connection each time (so each request goes to the next instance).
+/// A client reaching the wiki through the rig's balancer (a new connection per
+/// request, so the balancer spreads them), and the wiki's URL.
+fn wiki_client(rig: &Rig) -> (reqwest::Client, String) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(15))
+        .resolve("wiki.acme.test", rig.public.addr)
+        .build()
+        .unwrap();
+    (client, format!("http://wiki.acme.test:{}/", rig.ports.public))
+}
+
 async fn app_request(client: reqwest::Client, url: String) -> bool {
     match client.get(&url).send().await {
         Ok(r) if r.status() == 200 => r.text().await.is_ok_and(|b| b == "ok"),
@@ -552,13 +564,7 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(15))
-        .resolve("wiki.acme.test", rig.public.addr)
-        .build()
-        .unwrap();
-    let url = format!("http://wiki.acme.test:{}/", rig.ports.public);
+    let (client, url) = wiki_client(rig);
     let apps = Load::start(4, move || app_request(client.clone(), url.clone()));
     let public = rig.public_url();
     let sign_ins = Load::start(2, move || sign_in(public.clone()));
@@ -762,13 +768,7 @@ async fn three_instances_survive_a_killed_instance_and_nats_and_postgres_outages
     // Routing and sign-ins settle (each instance learns the others' tunnels):
     // a run of answers through the round-robin balancer, so every instance
     // both serves the app and signs in.
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(15))
-        .resolve("wiki.acme.test", rig.public.addr)
-        .build()
-        .unwrap();
-    let url = format!("http://wiki.acme.test:{}/", rig.ports.public);
+    let (client, url) = wiki_client(&rig);
     let (client, url, public) = (&client, &url, &rig.public_url());
     postern_testkit::eventually_async(
         "every instance serves the app and signs users in",
