@@ -6,6 +6,7 @@
 //! cargo run --release -p postern-bench -- pta --directory samba
 //! cargo run --release -p postern-bench -- proxy --seconds 10 --connections 50
 //! cargo run --release -p postern-bench -- cluster --seconds 8
+//! cargo run --release -p postern-bench -- idle --connections 10000
 //! ```
 //!
 //! The `proxy` benchmark needs nginx, wrk and rathole: `bench/scripts/install-bench-deps.sh`
@@ -15,6 +16,7 @@
 //! that file.
 
 mod cluster;
+mod idle;
 mod proxy;
 mod pta;
 mod report;
@@ -48,6 +50,14 @@ enum Bench {
     /// peer holding the tunnel against a local one (needs PostgreSQL, NATS
     /// with JetStream and wrk).
     Cluster(cluster::ClusterArgs),
+    /// Many idle connections through one connector: idle resident memory of
+    /// `serve`, `connector` and `agent` (release binary, real processes), KiB per
+    /// idle WebSocket and per idle keep-alive connection, and the p99 of an
+    /// active load beside them (needs wrk and slapd).
+    Idle(idle::IdleArgs),
+    /// The backend of `idle`, which starts it as a child process.
+    #[command(hide = true)]
+    IdleBackend(idle::BackendArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +69,8 @@ fn main() -> anyhow::Result<()> {
             Bench::Pta(args) => pta::run(args).await,
             Bench::Proxy(args) => proxy::run(args).await,
             Bench::Cluster(args) => cluster::run(args).await,
+            Bench::Idle(args) => idle::run(args).await,
+            Bench::IdleBackend(args) => idle::serve_backend(args).await,
         }
     })
 }

@@ -16,7 +16,7 @@
 //! `slapd` or Samba AD DC, started by the `postern-directory` harness); row 5
 //! runs the release binary.
 
-mod installation;
+pub(crate) mod installation;
 mod pages;
 
 use std::path::PathBuf;

@@ -47,14 +47,27 @@ pub struct Installation {
     pub addr: SocketAddr,
     /// `http://wiki.acme.test:{port}/`.
     pub app_url: String,
-    backend: tokio::task::JoinHandle<()>,
+    /// The backend task when the installation runs its own.
+    backend: Option<tokio::task::JoinHandle<()>>,
     dir: tempfile::TempDir,
 }
 
 impl Drop for Installation {
     fn drop(&mut self) {
-        self.backend.abort();
+        if let Some(backend) = &self.backend {
+            backend.abort();
+        }
     }
+}
+
+/// The app an installation publishes, for [`Installation::start_app`].
+pub struct AppSide {
+    /// The app's backend, run by the caller.
+    pub backend: SocketAddr,
+    /// The app's pre-authentication.
+    pub preauth: Preauth,
+    /// More environment for `serve` (`POSTERN_*` settings).
+    pub serve_env: Vec<(&'static str, String)>,
 }
 
 /// What the directory needs for the installation.
@@ -70,20 +83,41 @@ pub struct DirectorySide<'a> {
 
 impl Installation {
     /// Prepares the database, then starts `serve`, `agent` and `connector` from
-    /// the binary at `postern`.
+    /// the binary at `postern`; the app (pre-authentication at the STS) is a
+    /// small page served from this process.
     pub async fn start(postern: &Path, directory: &DirectorySide<'_>) -> anyhow::Result<Self> {
+        let (backend, task) = start_backend().await?;
+        let app = AppSide {
+            backend,
+            preauth: Preauth::Sts,
+            serve_env: Vec::new(),
+        };
+        match Self::start_app(postern, directory, &app).await {
+            Ok(mut installation) => {
+                installation.backend = Some(task);
+                Ok(installation)
+            }
+            Err(e) => {
+                task.abort();
+                Err(e)
+            }
+        }
+    }
+
+    /// Like [`Installation::start`], with the app in front of the caller's
+    /// backend and the given pre-authentication and settings of `serve`.
+    pub async fn start_app(postern: &Path, directory: &DirectorySide<'_>, app: &AppSide) -> anyhow::Result<Self> {
         anyhow::ensure!(
             postern.is_file(),
             "no postern binary at {}: build it first with `cargo build --release -p postern`",
             postern.display()
         );
         let dir = tempfile::Builder::new().prefix("postern-bench-pages-").tempdir()?;
-        let (backend_addr, backend) = start_backend().await?;
         let port = free_port()?;
         let control_port = free_port()?;
         let addr = loopback(port);
-        prepare(dir.path(), addr, loopback(control_port), backend_addr, directory).await?;
-        let serve = spawn_serve(postern, dir.path(), addr, loopback(control_port)).await?;
+        prepare(dir.path(), addr, loopback(control_port), app, directory).await?;
+        let serve = spawn_serve(postern, dir.path(), addr, loopback(control_port), &app.serve_env).await?;
         let agent_toml = dir.path().join("agent.toml");
         write_private(&agent_toml, &agent_toml_text(directory.config)?)?;
         let mut agent_cmd = Command::new(postern);
@@ -104,7 +138,7 @@ impl Installation {
             connector,
             addr,
             app_url: format!("http://{APP_HOST}:{port}/"),
-            backend,
+            backend: None,
             dir,
         })
     }
@@ -137,7 +171,7 @@ async fn prepare(
     dir: &Path,
     addr: SocketAddr,
     control: SocketAddr,
-    backend: SocketAddr,
+    app: &AppSide,
     directory: &DirectorySide<'_>,
 ) -> anyhow::Result<()> {
     let mut config = Config::local(dir.join("data"));
@@ -166,8 +200,8 @@ async fn prepare(
         external_scheme: ExternalScheme::Http,
         external_host: format!("{APP_HOST}:{}", addr.port()),
         path_prefix: "/".into(),
-        internal_url: format!("http://{backend}/"),
-        preauth: Preauth::Sts,
+        internal_url: format!("http://{}/", app.backend),
+        preauth: app.preauth,
         connector_group_id: group.id.clone(),
         backend_timeout_secs: 30,
         validate_backend_tls: true,
@@ -227,8 +261,14 @@ async fn prepare(
 }
 
 /// `postern serve` on the prepared data dir, once it listens. Limits per
-/// client address are off: the load comes from one address.
-async fn spawn_serve(postern: &Path, dir: &Path, addr: SocketAddr, control: SocketAddr) -> anyhow::Result<Child> {
+/// client address are off: the load comes from one address. `env` comes on top.
+async fn spawn_serve(
+    postern: &Path,
+    dir: &Path,
+    addr: SocketAddr,
+    control: SocketAddr,
+    env: &[(&'static str, String)],
+) -> anyhow::Result<Child> {
     let mut command = Command::new(postern);
     command
         .args(["serve", "--data-dir"])
@@ -239,7 +279,8 @@ async fn spawn_serve(postern: &Path, dir: &Path, addr: SocketAddr, control: Sock
         .env("POSTERN_LIMITS__CLIENT_REQUESTS_PER_SEC", "0")
         .env("POSTERN_LIMITS__TENANT_REQUESTS_PER_SEC", "0")
         .env("POSTERN_LIMITS__APP_REQUESTS_PER_SEC", "0")
-        .env("POSTERN_LIMITS__CONNECTIONS_PER_CLIENT", "0");
+        .env("POSTERN_LIMITS__CONNECTIONS_PER_CLIENT", "0")
+        .envs(env.iter().map(|(k, v)| (k, v)));
     let mut serve = Child::spawn("postern serve", command, &dir.join("serve.log"))?;
     serve.wait_for_port(addr, START_WITHIN).await?;
     Ok(serve)

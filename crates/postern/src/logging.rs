@@ -17,4 +17,5 @@ pub fn init(json: bool) {
     } else {
         builder.try_init()
     };
+    crate::open_files::log();
 }

@@ -4,6 +4,7 @@ mod admin;
 mod component;
 mod demo;
 mod logging;
+mod open_files;
 mod release;
 mod serve;
 mod updater;
@@ -58,6 +59,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Room for as many connections as the administrator allows (logged once
+    // logging is set up).
+    open_files::raise();
     // One TLS crypto provider for the whole process, before anything uses TLS.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
