@@ -37,7 +37,8 @@ pub struct TunnelOptions {
     /// ended too, whatever state HTTP/2 is in. Default 10 s.
     pub keep_alive_timeout: Duration,
     /// Streams (user requests) the service may have open at once on one tunnel.
-    /// Default 256.
+    /// An open WebSocket holds one for its whole life, idle or not. Default
+    /// 8192 (16,384 with the connector's two tunnels).
     pub max_concurrent_streams: u32,
     /// Flow-control window per stream, in bytes: how much of a request body may be
     /// in flight towards a backend that has not read it yet. Default 256 KiB.
@@ -59,7 +60,7 @@ impl Default for TunnelOptions {
         Self {
             keep_alive_interval: Duration::from_secs(20),
             keep_alive_timeout: Duration::from_secs(10),
-            max_concurrent_streams: 256,
+            max_concurrent_streams: 8192,
             stream_window: 256 * 1024,
             connection_window: 2 * 1024 * 1024,
             max_header_list_size: 64 * 1024,
