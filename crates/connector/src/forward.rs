@@ -16,9 +16,8 @@ pub(crate) use postern_proto::headers::{is_hop_by_hop, strip_hop_by_hop};
 use postern_proto::tunnel::{
     APP_HEADER, BackendError, ERROR_HEADER, REQUEST_ID_HEADER, UPGRADE_HEADER, UPGRADED_HEADER,
 };
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
-use tokio_util::io::ReaderStream;
 
 use crate::apps::{App, AppTable};
 use crate::backend::{BackendBody, Backends, classify};
@@ -29,8 +28,61 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body of a response on the tunnel.
 pub(crate) type TunnelBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// Read size when copying an upgraded backend connection to the stream.
+/// Largest read when copying an upgraded backend connection to the stream.
 const UPGRADE_CHUNK: usize = 16 * 1024;
+/// The read buffer an upgraded backend connection waits with when quiet: an
+/// idle WebSocket waits in a read for as long as it lives.
+const UPGRADE_QUIET_READ: usize = 512;
+
+/// The backend's side of an upgraded connection is read into this. It stays
+/// small while the connection is quiet and grows only while data flows: it
+/// starts at [`UPGRADE_QUIET_READ`] bytes, doubles after each read that fills
+/// it (up to [`UPGRADE_CHUNK`]), and goes back to the quiet size after a read
+/// that does not (the socket was drained, so the next read is likely to wait).
+struct UpgradeReadBuffer(Vec<u8>);
+
+impl UpgradeReadBuffer {
+    fn new() -> Self {
+        Self(vec![0; UPGRADE_QUIET_READ])
+    }
+
+    /// Where the next read goes.
+    fn space(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+
+    /// Sizes the buffer for the next read, after one of `n` bytes.
+    fn after_read(&mut self, n: usize) {
+        let len = self.0.len();
+        if n >= len && len < UPGRADE_CHUNK {
+            self.0.resize((len * 2).min(UPGRADE_CHUNK), 0);
+        } else if n < len && len > UPGRADE_QUIET_READ {
+            self.0.truncate(UPGRADE_QUIET_READ);
+            self.0.shrink_to_fit();
+        }
+    }
+}
+
+/// The backend's bytes of an upgraded connection as a stream of chunks, each
+/// copied out of an [`UpgradeReadBuffer`]; ends at the backend's end of file or
+/// after the first error.
+fn upgraded_chunks<R>(read: R) -> impl futures_util::Stream<Item = std::io::Result<Bytes>>
+where
+    R: AsyncRead + Unpin,
+{
+    futures_util::stream::unfold(Some((read, UpgradeReadBuffer::new())), |state| async move {
+        let (mut read, mut buf) = state?;
+        match read.read(buf.space()).await {
+            Ok(0) => None,
+            Ok(n) => {
+                let chunk = Bytes::copy_from_slice(&buf.space()[..n]);
+                buf.after_read(n);
+                Some((Ok(chunk), Some((read, buf))))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
 
 /// Aborts a task when dropped, unless disarmed.
 pub(crate) struct AbortOnDrop(Option<tokio::task::AbortHandle>);
@@ -367,7 +419,7 @@ async fn forward_upgrade(
     let upload = tokio::spawn(copy_to_backend(body, write));
     // When the backend's side ends or the stream goes away, stop the upload too.
     let upload = AbortOnDrop::new(upload.abort_handle());
-    let download = ReaderStream::with_capacity(read, UPGRADE_CHUNK).map(move |chunk| {
+    let download = upgraded_chunks(read).map(move |chunk| {
         let _upload = &upload;
         chunk.map(Frame::data).map_err(BoxError::from)
     });
@@ -460,6 +512,39 @@ mod tests {
         ] {
             assert!(!stays_under_base(bad), "{bad:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn upgraded_bytes_arrive_whole_and_the_quiet_buffer_is_small() {
+        let (mut backend, connector_side) = tokio::io::duplex(64 * 1024);
+        let mut chunks = Box::pin(upgraded_chunks(connector_side));
+        // A burst larger than the quiet buffer, then a small message, then the end.
+        let burst: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        backend.write_all(&burst).await.unwrap();
+        let mut got = Vec::new();
+        let mut largest = 0;
+        while got.len() < burst.len() {
+            let chunk = chunks.next().await.unwrap().unwrap();
+            largest = largest.max(chunk.len());
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(got, burst);
+        assert!(largest > UPGRADE_QUIET_READ, "the buffer grew with the burst");
+        assert!(largest <= UPGRADE_CHUNK);
+        backend.write_all(b"ping").await.unwrap();
+        assert_eq!(&chunks.next().await.unwrap().unwrap()[..], b"ping");
+        drop(backend);
+        assert!(chunks.next().await.is_none());
+
+        let mut buf = UpgradeReadBuffer::new();
+        for _ in 0..10 {
+            let n = buf.space().len();
+            buf.after_read(n);
+        }
+        assert_eq!(buf.space().len(), UPGRADE_CHUNK);
+        buf.after_read(4);
+        assert_eq!(buf.space().len(), UPGRADE_QUIET_READ);
+        assert!(buf.0.capacity() < 2 * UPGRADE_QUIET_READ, "{}", buf.0.capacity());
     }
 
     #[test]
