@@ -161,15 +161,16 @@ impl Edge {
     ) -> Result<Arc<Self>, EdgeError> {
         let store = sts.store().clone();
         let now = sts.now();
+        let clock = sts.clock();
         let cookies = cookies::CookieKeys::load(store.clone(), keyring, options.session_lifetime, now).await?;
         Ok(Arc::new(Self {
-            apps: routing::AppDirectory::new(store.clone()),
-            access: ReadCache::new(options.access_cache_ttl),
-            url_maps: ReadCache::new(TIME_TO_LIVE),
-            host_refusals: ReadCache::new(TIME_TO_LIVE),
+            apps: routing::AppDirectory::new(store.clone(), clock.clone()),
+            access: ReadCache::with_clock(options.access_cache_ttl, clock.clone()),
+            url_maps: ReadCache::with_clock(TIME_TO_LIVE, clock.clone()),
+            host_refusals: ReadCache::with_clock(TIME_TO_LIVE, clock.clone()),
             assertions: Mutex::new(HashMap::new()),
             rate_limits: RateLimits::new(options.rate_limits),
-            tenant_limits: ReadCache::new(TIME_TO_LIVE),
+            tenant_limits: ReadCache::with_clock(TIME_TO_LIVE, clock),
             sts,
             store,
             tunnels,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use postern_store::cache::{ReadCache, TIME_TO_LIVE};
 use postern_store::{App, Store, StoreError};
+use postern_time::SharedClock;
 
 use crate::paths::{PathError, normalize};
 
@@ -92,10 +93,10 @@ pub(crate) struct AppDirectory {
 }
 
 impl AppDirectory {
-    pub(crate) fn new(store: Store) -> Self {
+    pub(crate) fn new(store: Store, clock: SharedClock) -> Self {
         Self {
             store,
-            by_host: ReadCache::new(TIME_TO_LIVE),
+            by_host: ReadCache::with_clock(TIME_TO_LIVE, clock),
         }
     }
 

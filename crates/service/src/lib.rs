@@ -153,9 +153,11 @@ fn open_keyring(config: &Config) -> Result<Keyring, ServiceError> {
     })
 }
 
-/// The store, connected (and migrated) with the configured pool size.
-async fn connect_store(config: &Config) -> Result<Store, ServiceError> {
+/// The store, connected (and migrated) with the configured pool size, its
+/// caches on the service clock.
+async fn connect_store(config: &Config, clock: &SharedClock) -> Result<Store, ServiceError> {
     let mut store_options = StoreOptions::new(&config.database_url);
+    store_options.clock = clock.clone();
     if let Some(n) = config.database_max_connections {
         store_options.max_connections = n;
     }
@@ -260,7 +262,7 @@ impl RunningService {
     ) -> Result<Self, ServiceError> {
         prepare_data_dir(&config.data_dir)?;
         let keyring = Arc::new(open_keyring(&config)?);
-        let store = connect_store(&config).await?;
+        let store = connect_store(&config, &clock).await?;
         let tcp = TcpListener::bind(config.listen)
             .await
             .map_err(io(format!("listening on {}", config.listen)))?;

@@ -117,14 +117,15 @@ pub(crate) struct SigninReads {
     pub user_risk: ReadCache<(String, String), Option<crate::UserRisk>>,
 }
 
-impl Default for SigninReads {
-    fn default() -> Self {
+impl SigninReads {
+    /// Empty caches whose entries expire by `clock`.
+    pub(crate) fn new(clock: &SharedClock) -> Self {
         Self {
-            app_of_client: ReadCache::new(TIME_TO_LIVE),
-            clients: ReadCache::new(TIME_TO_LIVE),
-            user_groups: ReadCache::new(TIME_TO_LIVE),
-            assigned: ReadCache::new(TIME_TO_LIVE),
-            user_risk: ReadCache::new(TIME_TO_LIVE),
+            app_of_client: ReadCache::with_clock(TIME_TO_LIVE, clock.clone()),
+            clients: ReadCache::with_clock(TIME_TO_LIVE, clock.clone()),
+            user_groups: ReadCache::with_clock(TIME_TO_LIVE, clock.clone()),
+            assigned: ReadCache::with_clock(TIME_TO_LIVE, clock.clone()),
+            user_risk: ReadCache::with_clock(TIME_TO_LIVE, clock.clone()),
         }
     }
 }

@@ -128,6 +128,9 @@ pub struct StoreOptions {
     /// How long a caller waits for a free connection before getting
     /// [`StoreError::Unavailable`].
     pub acquire_timeout: Duration,
+    /// The clock the store's read caches expire by (the service clock, so a test
+    /// that sets the time sets it for them too).
+    pub clock: postern_time::SharedClock,
 }
 
 /// Default pool size for SQLite: each connection is a thread of its own and
@@ -151,6 +154,7 @@ impl StoreOptions {
             url,
             max_connections,
             acquire_timeout: Duration::from_secs(5),
+            clock: std::sync::Arc::new(postern_time::SystemClock),
         }
     }
 }
@@ -254,8 +258,8 @@ impl Store {
             routing_generation: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
             revocations: revocations::channel(),
             changes: changes::channel(),
-            tenants: std::sync::Arc::new(cache::ReadCache::new(cache::TIME_TO_LIVE)),
-            reads: std::sync::Arc::new(cache::SigninReads::default()),
+            tenants: std::sync::Arc::new(cache::ReadCache::with_clock(cache::TIME_TO_LIVE, options.clock.clone())),
+            reads: std::sync::Arc::new(cache::SigninReads::new(&options.clock)),
         };
         store.migrate().await?;
         Ok(store)

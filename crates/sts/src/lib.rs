@@ -42,6 +42,7 @@ use postern_keyring::Keyring;
 // The page shell of the sign-in pages, as `crate::pages` inside the STS.
 use postern_pages as pages;
 use postern_store::Store;
+use postern_store::cache::{ReadCache, TIME_TO_LIVE};
 use postern_time::{SharedClock, UnixTime};
 use url::Url;
 
@@ -146,11 +147,11 @@ pub struct Sts {
     base: String,
     relay: std::sync::OnceLock<Arc<dyn postern_relay::SignInRelay>>,
     /// Whether a domain of a tenant signs in through agents, by (tenant, domain).
-    passthrough_domains: postern_store::cache::ReadCache<(String, String), bool>,
+    passthrough_domains: ReadCache<(String, String), bool>,
     /// The current agents of a tenant, by tenant.
-    agents: postern_store::cache::ReadCache<String, Arc<Vec<postern_store::Component>>>,
+    agents: ReadCache<String, Arc<Vec<postern_store::Component>>>,
     /// Conditional access policies and named locations, by tenant.
-    access_rules: postern_store::cache::ReadCache<String, Arc<conditional::TenantRules>>,
+    access_rules: ReadCache<String, Arc<conditional::TenantRules>>,
     /// Risk signals' files and recent failures.
     risk: risk::RiskAssessor,
 }
@@ -180,13 +181,13 @@ impl Sts {
             hasher: PasswordHasher::new(config.passwords)?,
             store,
             keyring,
-            clock,
+            clock: clock.clone(),
             config,
             base,
             relay: std::sync::OnceLock::new(),
-            passthrough_domains: postern_store::cache::ReadCache::new(postern_store::cache::TIME_TO_LIVE),
-            agents: postern_store::cache::ReadCache::new(postern_store::cache::TIME_TO_LIVE),
-            access_rules: postern_store::cache::ReadCache::new(postern_store::cache::TIME_TO_LIVE),
+            passthrough_domains: ReadCache::with_clock(TIME_TO_LIVE, clock.clone()),
+            agents: ReadCache::with_clock(TIME_TO_LIVE, clock.clone()),
+            access_rules: ReadCache::with_clock(TIME_TO_LIVE, clock.clone()),
         });
         sts.maintain_signing_keys().await?;
         Ok(sts)
@@ -236,6 +237,11 @@ impl Sts {
     /// The current time from the service clock.
     pub fn now(&self) -> UnixTime {
         self.clock.now()
+    }
+
+    /// The service clock, for the caches and timers of the parts built on the STS.
+    pub fn clock(&self) -> SharedClock {
+        self.clock.clone()
     }
 
     /// The store.
