@@ -4,7 +4,6 @@
 //! the component's runtime and the updater share it.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use postern_proto::ComponentKind;
@@ -73,20 +72,7 @@ impl StateDir {
     fn write_private(&self, name: &str, contents: &[u8]) -> Result<(), UplinkError> {
         self.ensure_dir()?;
         let target = self.path.join(name);
-        let tmp = self.path.join(format!(".{name}.tmp"));
-        let _ = fs::remove_file(&tmp);
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&tmp).map_err(|e| UplinkError::state(&tmp, e))?;
-        file.write_all(contents).map_err(|e| UplinkError::state(&tmp, e))?;
-        file.sync_all().map_err(|e| UplinkError::state(&tmp, e))?;
-        fs::rename(&tmp, &target).map_err(|e| UplinkError::state(&target, e))?;
-        Ok(())
+        postern_keyring::replace_private_file(&target, contents).map_err(|e| UplinkError::state(&target, e))
     }
 
     fn read_private(&self, name: &str) -> Result<Zeroizing<String>, UplinkError> {
