@@ -846,7 +846,7 @@ mod tests {
         // RFC 6455 section 1.3.
         assert_eq!(
             websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTYxbK+gAzZOo0/YQ5Wo="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 
