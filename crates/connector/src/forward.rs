@@ -16,6 +16,7 @@ pub(crate) use postern_proto::headers::{is_hop_by_hop, strip_hop_by_hop};
 use postern_proto::tunnel::{
     APP_HEADER, BackendError, ERROR_HEADER, REQUEST_ID_HEADER, UPGRADE_HEADER, UPGRADED_HEADER,
 };
+use postern_proto::upgrade::UpgradeReadBuffer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -27,41 +28,6 @@ use crate::error::chain;
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body of a response on the tunnel.
 pub(crate) type TunnelBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// Largest read when copying an upgraded backend connection to the stream.
-const UPGRADE_CHUNK: usize = 16 * 1024;
-/// The read buffer an upgraded backend connection waits with when quiet: an
-/// idle WebSocket waits in a read for as long as it lives.
-const UPGRADE_QUIET_READ: usize = 512;
-
-/// The backend's side of an upgraded connection is read into this. It stays
-/// small while the connection is quiet and grows only while data flows: it
-/// starts at [`UPGRADE_QUIET_READ`] bytes, doubles after each read that fills
-/// it (up to [`UPGRADE_CHUNK`]), and goes back to the quiet size after a read
-/// that does not (the socket was drained, so the next read is likely to wait).
-struct UpgradeReadBuffer(Vec<u8>);
-
-impl UpgradeReadBuffer {
-    fn new() -> Self {
-        Self(vec![0; UPGRADE_QUIET_READ])
-    }
-
-    /// Where the next read goes.
-    fn space(&mut self) -> &mut [u8] {
-        &mut self.0
-    }
-
-    /// Sizes the buffer for the next read, after one of `n` bytes.
-    fn after_read(&mut self, n: usize) {
-        let len = self.0.len();
-        if n >= len && len < UPGRADE_CHUNK {
-            self.0.resize((len * 2).min(UPGRADE_CHUNK), 0);
-        } else if n < len && len > UPGRADE_QUIET_READ {
-            self.0.truncate(UPGRADE_QUIET_READ);
-            self.0.shrink_to_fit();
-        }
-    }
-}
 
 /// The backend's bytes of an upgraded connection as a stream of chunks, each
 /// copied out of an [`UpgradeReadBuffer`]; ends at the backend's end of file or
@@ -447,6 +413,7 @@ async fn copy_to_backend(mut body: Incoming, mut to: impl AsyncWrite + Unpin) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use postern_proto::upgrade::{UPGRADE_CHUNK, UPGRADE_QUIET_READ};
 
     #[test]
     fn backend_headers_drop_hop_by_hop_and_control_and_join_cookies() {
@@ -535,16 +502,6 @@ mod tests {
         assert_eq!(&chunks.next().await.unwrap().unwrap()[..], b"ping");
         drop(backend);
         assert!(chunks.next().await.is_none());
-
-        let mut buf = UpgradeReadBuffer::new();
-        for _ in 0..10 {
-            let n = buf.space().len();
-            buf.after_read(n);
-        }
-        assert_eq!(buf.space().len(), UPGRADE_CHUNK);
-        buf.after_read(4);
-        assert_eq!(buf.space().len(), UPGRADE_QUIET_READ);
-        assert!(buf.0.capacity() < 2 * UPGRADE_QUIET_READ, "{}", buf.0.capacity());
     }
 
     #[test]

@@ -32,6 +32,7 @@ use postern_proto::headers::strip_hop_by_hop;
 use postern_proto::tunnel::{
     APP_HEADER, BackendError, ERROR_HEADER, REQUEST_ID_HEADER, UPGRADE_HEADER, UPGRADED_HEADER,
 };
+use postern_proto::upgrade::UpgradeReadBuffer;
 use postern_store::App;
 use postern_translate::{BodyTranslator, UrlMap};
 use postern_tunnel::{BoxError, SendError, TunnelBody, TunnelResponseBody};
@@ -53,41 +54,6 @@ pub const GROUPS_HEADER: &str = "x-postern-groups";
 pub const ASSERTION_HEADER: &str = "x-postern-assertion";
 /// The request's ID as the backend gets it (the same as in the access log).
 pub const BACKEND_REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// Largest read from the client of an upgraded connection.
-const UPGRADE_CHUNK: usize = 16 * 1024;
-/// The read buffer an upgraded connection waits with when quiet: an idle
-/// WebSocket waits in a read for as long as it lives.
-const UPGRADE_QUIET_READ: usize = 512;
-
-/// The client's side of an upgraded connection is read into this. It stays
-/// small while the connection is quiet and grows only while data flows: it
-/// starts at [`UPGRADE_QUIET_READ`] bytes, doubles after each read that fills
-/// it (up to [`UPGRADE_CHUNK`]), and goes back to the quiet size after a read
-/// that does not (the socket was drained, so the next read is likely to wait).
-struct UpgradeReadBuffer(Vec<u8>);
-
-impl UpgradeReadBuffer {
-    fn new() -> Self {
-        Self(vec![0; UPGRADE_QUIET_READ])
-    }
-
-    /// Where the next read goes.
-    fn space(&mut self) -> &mut [u8] {
-        &mut self.0
-    }
-
-    /// Sizes the buffer for the next read, after one of `n` bytes.
-    fn after_read(&mut self, n: usize) {
-        let len = self.0.len();
-        if n >= len && len < UPGRADE_CHUNK {
-            self.0.resize((len * 2).min(UPGRADE_CHUNK), 0);
-        } else if n < len && len > UPGRADE_QUIET_READ {
-            self.0.truncate(UPGRADE_QUIET_READ);
-            self.0.shrink_to_fit();
-        }
-    }
-}
 
 /// Removes every `x-postern-*` header: only the front door sets them.
 fn strip_postern_headers(headers: &mut HeaderMap) {
@@ -718,29 +684,6 @@ mod tests {
         strip_postern_headers(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-posternish"));
-    }
-
-    #[test]
-    fn an_upgrade_read_buffer_grows_while_reads_fill_it_and_shrinks_when_quiet() {
-        let mut buf = UpgradeReadBuffer::new();
-        assert_eq!(buf.space().len(), UPGRADE_QUIET_READ);
-        // A burst: every read fills the buffer, which doubles up to the cap.
-        let mut sizes = Vec::new();
-        for _ in 0..10 {
-            let n = buf.space().len();
-            buf.after_read(n);
-            sizes.push(buf.space().len());
-        }
-        assert_eq!(sizes[..6], [1024, 2048, 4096, 8192, 16384, 16384]);
-        assert!(sizes.iter().all(|s| *s <= UPGRADE_CHUNK));
-        // The burst ends with a short read: the connection waits with the
-        // small buffer again, and its memory goes back.
-        buf.after_read(100);
-        assert_eq!(buf.space().len(), UPGRADE_QUIET_READ);
-        assert!(buf.0.capacity() < 2 * UPGRADE_QUIET_READ, "{}", buf.0.capacity());
-        // Small messages on a quiet connection keep it small.
-        buf.after_read(3);
-        assert_eq!(buf.space().len(), UPGRADE_QUIET_READ);
     }
 
     #[test]

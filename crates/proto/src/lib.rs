@@ -11,6 +11,7 @@ pub mod registration;
 pub mod relay;
 pub mod tunnel;
 pub mod updates;
+pub mod upgrade;
 
 use serde::{Deserialize, Serialize};
 
