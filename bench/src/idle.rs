@@ -25,7 +25,6 @@ use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -42,10 +41,11 @@ use postern_store::Preauth;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::proxy::children::{Child, find_program, free_port, loopback};
+use crate::procfs::resident_kib;
+use crate::proxy::children::{OwnBackendArgs, find_program, spawn_own_backend};
 use crate::proxy::wrk::{self, Load, WrkReport};
 use crate::pta::installation::{AppSide, DirectorySide, Installation};
-use crate::report::{ms, write_section};
+use crate::report::{ms, publish};
 
 /// Connection attempts in flight at once while opening the idle connections.
 const OPEN_AT_ONCE: usize = 64;
@@ -85,14 +85,6 @@ pub struct IdleArgs {
     /// Write the results into this Markdown file's `idle` section.
     #[arg(long)]
     write: Option<PathBuf>,
-}
-
-/// Flags of `postern-bench idle-backend` (started by `idle` itself).
-#[derive(clap::Args, Debug)]
-pub struct BackendArgs {
-    /// Where to listen.
-    #[arg(long)]
-    listen: SocketAddr,
 }
 
 /// Which kind of idle connection a phase holds open.
@@ -151,7 +143,6 @@ struct BinaryRun {
 }
 
 /// The idle-connection benchmark.
-#[allow(clippy::print_stdout)] // The table on standard output is the benchmark's result.
 pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     let open_files = raise_open_file_limit()?;
     let needed = args.connections as u64 + 1000;
@@ -187,7 +178,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         users: &[],
     };
     let backend_dir = tempfile::Builder::new().prefix("postern-bench-idle-").tempdir()?;
-    let backend = start_backend_process(backend_dir.path()).await?;
+    let backend = spawn_own_backend("idle-backend", backend_dir.path()).await?;
 
     let mut runs = Vec::new();
     for (label, binary) in &binaries {
@@ -210,12 +201,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     }
     drop(backend);
     let body = render(&args, &runs);
-    println!("\n{body}");
-    if let Some(file) = &args.write {
-        write_section(file, "idle", &body)?;
-        eprintln!("wrote the idle section of {}", file.display());
-    }
-    Ok(())
+    publish("idle", &body, args.write.as_deref())
 }
 
 /// One kind of idle connection against fresh processes of `binary`.
@@ -239,11 +225,7 @@ async fn measure_phase(
     };
     let mut installation = Installation::start_app(binary, directory, &app).await?;
     let addr = installation.addr;
-    let host = installation
-        .app_url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
+    let host = installation.app_authority().to_owned();
     wait_ready(&mut installation, addr, &host).await?;
     let pids = Pids::of(&installation);
     let idle = pids.settled().await;
@@ -310,17 +292,10 @@ struct Pids {
 
 impl Pids {
     fn of(installation: &Installation) -> Self {
-        let find = |name: &str| {
-            installation
-                .pids()
-                .into_iter()
-                .find_map(|(n, pid)| (n == name).then_some(pid))
-                .unwrap_or(0)
-        };
         Self {
-            serve: find("serve"),
-            agent: find("agent"),
-            connector: find("connector"),
+            serve: installation.serve.id(),
+            agent: installation.agent.id(),
+            connector: installation.connector.id(),
         }
     }
 
@@ -363,19 +338,6 @@ impl Pids {
             tokio::time::sleep(STEP).await;
         }
     }
-}
-
-/// `VmRSS` of `pid`, KiB (0 if it cannot be read).
-fn resident_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Waits until the app answers through the connector.
@@ -581,19 +543,9 @@ async fn answers(kind: Kind, stream: &mut TcpStream, host: &str) -> anyhow::Resu
     }
 }
 
-/// The backend child process and its address.
-async fn start_backend_process(dir: &Path) -> anyhow::Result<(Child, SocketAddr)> {
-    let addr = loopback(free_port()?);
-    let mut command = Command::new(std::env::current_exe()?);
-    command.args(["idle-backend", "--listen", &addr.to_string()]);
-    let mut child = Child::spawn("backend", command, &dir.join("backend.log"))?;
-    child.wait_for_port(addr, Duration::from_secs(10)).await?;
-    Ok((child, addr))
-}
-
 /// `postern-bench idle-backend`: a 1 KiB page for every request, and for a
 /// WebSocket handshake `101` and then an echo of whatever arrives.
-pub async fn serve_backend(args: BackendArgs) -> anyhow::Result<()> {
+pub async fn serve_backend(args: OwnBackendArgs) -> anyhow::Result<()> {
     raise_open_file_limit()?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     loop {

@@ -7,6 +7,7 @@
 //! cargo run --release -p postern-bench -- proxy --seconds 10 --connections 50
 //! cargo run --release -p postern-bench -- cluster --seconds 8
 //! cargo run --release -p postern-bench -- idle --connections 10000
+//! cargo run --release -p postern-bench -- stream --bytes 1073741824
 //! ```
 //!
 //! The `proxy` benchmark needs nginx, wrk and rathole: `bench/scripts/install-bench-deps.sh`
@@ -17,9 +18,11 @@
 
 mod cluster;
 mod idle;
+mod procfs;
 mod proxy;
 mod pta;
 mod report;
+mod stream;
 
 use clap::{Parser, Subcommand};
 
@@ -57,7 +60,14 @@ enum Bench {
     Idle(idle::IdleArgs),
     /// The backend of `idle`, which starts it as a child process.
     #[command(hide = true)]
-    IdleBackend(idle::BackendArgs),
+    IdleBackend(proxy::children::OwnBackendArgs),
+    /// Large transfers: MB/s down and up through Postern's service and
+    /// connector beside the backend alone and one streaming nginx hop, with
+    /// Postern's CPU per GiB and peak resident memory (needs nginx and slapd).
+    Stream(stream::StreamArgs),
+    /// The backend of `stream`, which starts it as a child process.
+    #[command(hide = true)]
+    StreamBackend(proxy::children::OwnBackendArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,6 +81,8 @@ fn main() -> anyhow::Result<()> {
             Bench::Cluster(args) => cluster::run(args).await,
             Bench::Idle(args) => idle::run(args).await,
             Bench::IdleBackend(args) => idle::serve_backend(args).await,
+            Bench::Stream(args) => stream::run(args).await,
+            Bench::StreamBackend(args) => stream::serve_backend(args).await,
         }
     })
 }

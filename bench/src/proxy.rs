@@ -15,7 +15,7 @@
 //! stream, directly and through Postern. Setup: `bench/scripts/install-bench-deps.sh`.
 
 pub(crate) mod children;
-mod nginx;
+pub(crate) mod nginx;
 mod postern;
 mod probe;
 mod rathole;

@@ -105,3 +105,15 @@ pub fn write_section(file: &Path, name: &str, body: &str) -> anyhow::Result<()> 
     std::fs::write(file, updated)?;
     Ok(())
 }
+
+/// A benchmark's result: written into `file`'s section `name` first, if asked
+/// (a closed standard output must not lose it), then printed.
+#[allow(clippy::print_stdout)] // The table on standard output is the benchmark's result.
+pub fn publish(name: &str, body: &str, file: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(file) = file {
+        write_section(file, name, body)?;
+        eprintln!("wrote the {name} section of {}", file.display());
+    }
+    println!("\n{body}");
+    Ok(())
+}

@@ -142,3 +142,24 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
     }
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
+
+/// Flags of the benchmark's own backends (`idle-backend`, `stream-backend`),
+/// which [`spawn_own_backend`] starts.
+#[derive(clap::Args, Debug)]
+pub struct OwnBackendArgs {
+    /// Where to listen.
+    #[arg(long)]
+    pub listen: SocketAddr,
+}
+
+/// Starts this benchmark's own hidden `subcommand` (a backend that must not
+/// share the harness's process) on a free loopback port, logging into `dir`;
+/// returns once it accepts connections.
+pub async fn spawn_own_backend(subcommand: &str, dir: &Path) -> anyhow::Result<(Child, SocketAddr)> {
+    let addr = loopback(free_port()?);
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args([subcommand, "--listen", &addr.to_string()]);
+    let mut child = Child::spawn("backend", command, &dir.join("backend.log"))?;
+    child.wait_for_port(addr, Duration::from_secs(10)).await?;
+    Ok((child, addr))
+}

@@ -54,6 +54,31 @@ impl Nginx {
         .await
     }
 
+    /// One reverse-proxy hop to `upstream` for large transfers: bodies stream
+    /// both ways through memory (response buffers of 256 KiB, up to 2 MiB read
+    /// ahead; no temporary files; the request body passed on as it arrives).
+    pub async fn streaming_hop(program: &Path, upstream: SocketAddr) -> anyhow::Result<Self> {
+        Self::start(
+            program,
+            "nginx streaming hop",
+            "location / {\n\
+             \x20           proxy_pass http://backend;\n\
+             \x20           proxy_http_version 1.1;\n\
+             \x20           proxy_set_header Connection \"\";\n\
+             \x20           proxy_buffering on;\n\
+             \x20           proxy_buffer_size 256k;\n\
+             \x20           proxy_buffers 8 256k;\n\
+             \x20           proxy_busy_buffers_size 512k;\n\
+             \x20           proxy_max_temp_file_size 0;\n\
+             \x20           proxy_request_buffering off;\n\
+             \x20           client_body_buffer_size 256k;\n\
+             \x20           client_max_body_size 0;\n\
+             \x20       }",
+            &format!("upstream backend {{ server {upstream}; keepalive 64; }}"),
+        )
+        .await
+    }
+
     async fn start(program: &Path, name: &str, location: &str, upstream: &str) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("postern-bench-nginx-").tempdir()?;
         // Workers run as an unprivileged user when the harness is root: let them

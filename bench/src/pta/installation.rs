@@ -143,6 +143,12 @@ impl Installation {
         })
     }
 
+    /// The app's host and port as a client names them (`Host`), from
+    /// [`Installation::app_url`].
+    pub fn app_authority(&self) -> &str {
+        self.app_url.trim_start_matches("http://").trim_end_matches('/')
+    }
+
     /// The processes' IDs by name.
     pub fn pids(&self) -> Vec<(&'static str, u32)> {
         vec![

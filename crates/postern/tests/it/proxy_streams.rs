@@ -397,10 +397,17 @@ async fn read_until_end(response: &mut reqwest::Response, limit: Duration) -> Br
 /// neither process's resident memory reaches 100 MiB: bodies stream, nothing
 /// holds them. Halfway through each transfer the receiving end stops reading
 /// for two seconds: a layer that buffered instead of passing the back-pressure
-/// on would swell by hundreds of megabytes meanwhile.
+/// on would swell by hundreds of megabytes meanwhile. The same transfers
+/// straight to the backend, first, give the rate Postern's is held to (a
+/// ratio, so the test does not depend on the machine's speed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gigabyte_each_way_in_bounded_memory() {
     const LIMIT: u64 = 100 * MIB;
+    // Postern's rate as a share of the direct transfer's in the same test: in
+    // debug builds about 0.23 up and 0.29 down (2026-12, a 2-core machine);
+    // the floor is well below, for a loaded CI machine, and still catches a
+    // path that stops streaming and starts buffering or copying per byte.
+    const THROUGHPUT_FLOOR: f64 = 0.1;
     const STALL: Duration = Duration::from_secs(2);
     let svc = ServiceProcess::start(IpAddr::from([127, 0, 0, 1])).await;
     let backend = Backend::start().await;
@@ -409,6 +416,24 @@ async fn gigabyte_each_way_in_bounded_memory() {
     let client = svc.client("bulk.acme.test");
     svc.wait_until_served(&client, &svc.url("bulk.acme.test", "/echo"))
         .await;
+
+    // The same transfers straight to the backend, with the same client and the
+    // same hashing on both ends: the throughput floor below is a ratio to these.
+    let direct_host = backend.addr.to_string();
+    let started = Instant::now();
+    let (sent, answer) = upload(backend.addr, &direct_host, "/app/upload", GIB).await;
+    let direct_up = started.elapsed();
+    assert_eq!(answer["sha256"], sent.as_str(), "the backend got what was sent");
+    let started = Instant::now();
+    let response = reqwest::Client::new()
+        .get(format!("http://{direct_host}/app/download?bytes={GIB}"))
+        .send()
+        .await
+        .unwrap();
+    let (len, _) = hash_body(response).await;
+    let direct_down = started.elapsed();
+    assert_eq!(len, GIB);
+
     let pids = vec![svc.child.id(), connector.child.id()];
     let before: Vec<u64> = pids.iter().map(|p| proc_status_bytes(*p, "VmRSS:").unwrap()).collect();
     let sampler = RssSampler::start(pids.clone());
@@ -452,11 +477,16 @@ async fn gigabyte_each_way_in_bounded_memory() {
     let hwm: Vec<u64> = pids.iter().map(|p| proc_status_bytes(*p, "VmHWM:").unwrap()).collect();
     let mib = |b: u64| b as f64 / MIB as f64;
     let rate = |t: Duration| 1024.0 / (t - STALL).as_secs_f64();
+    let direct_rate = |t: Duration| 1024.0 / t.as_secs_f64();
+    let (up_ratio, down_ratio) = (rate(up) / direct_rate(direct_up), rate(down) / direct_rate(direct_down));
     eprintln!(
-        "1 GiB up in {up:.1?} ({:.0} MiB/s without the stall), down in {down:.1?} ({:.0} MiB/s); {samples} samples; \
+        "1 GiB up in {up:.1?} ({:.0} MiB/s without the stall, {up_ratio:.2}× of direct's {:.0}), \
+         down in {down:.1?} ({:.0} MiB/s, {down_ratio:.2}× of direct's {:.0}); {samples} samples; \
          RSS service {:.1} MiB before, peak {:.1} (HWM {:.1}); connector {:.1} MiB before, peak {:.1} (HWM {:.1})",
         rate(up),
+        direct_rate(direct_up),
         rate(down),
+        direct_rate(direct_down),
         mib(before[0]),
         mib(peaks[0]),
         mib(hwm[0]),
@@ -469,6 +499,11 @@ async fn gigabyte_each_way_in_bounded_memory() {
         assert!(*peak < LIMIT, "{name}: peak RSS {peak} bytes");
         assert!(*hwm < LIMIT, "{name}: VmHWM {hwm} bytes");
     }
+    assert!(
+        up_ratio >= THROUGHPUT_FLOOR && down_ratio >= THROUGHPUT_FLOOR,
+        "through Postern at {up_ratio:.2}× (up) and {down_ratio:.2}× (down) of the direct rate, \
+         below the floor of {THROUGHPUT_FLOOR}×"
+    );
 }
 
 /// Server-sent events reach the user one by one, as the backend sends them: no

@@ -1,0 +1,61 @@
+//! What `/proc` says about the processes a benchmark measures.
+
+use std::process::Command;
+
+use anyhow::Context;
+
+/// `VmRSS` of `pid`, KiB (0 if it cannot be read).
+pub fn resident_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// User plus system CPU seconds of `pid` so far (all its threads).
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces: count from after its ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("an unexpected /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the whole line are the 12th and 13th after ')'.
+    let ticks = |i: usize| -> anyhow::Result<u64> { Ok(fields.get(i).context("a short /proc stat")?.parse()?) };
+    Ok((ticks(11)? + ticks(12)?) as f64 / clock_ticks_per_second() as f64)
+}
+
+/// `getconf CLK_TCK` (100 on Linux, whatever the kernel's HZ).
+fn clock_ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_memory_and_has_used_cpu() {
+        let me = std::process::id();
+        assert!(resident_kib(me) > 0);
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(50) {
+            std::hint::black_box(0u64);
+        }
+        assert!(cpu_seconds(me).unwrap() > 0.0);
+        assert_eq!(resident_kib(u32::MAX), 0, "no such process");
+        assert!(cpu_seconds(u32::MAX).is_err());
+    }
+}
