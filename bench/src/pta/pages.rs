@@ -19,6 +19,7 @@ use reqwest::header::{COOKIE, HeaderMap, LOCATION, SET_COOKIE};
 use url::Url;
 
 use super::installation::{APP_HOST, DirectorySide, Installation};
+use crate::procfs::cpu_seconds;
 use crate::report::{Measured, drive};
 
 /// Longest wait for the first sign-in to go through (agent and tunnel up).
@@ -179,19 +180,6 @@ pub async fn sign_in(client: &reqwest::Client, app_url: &str, username: &str, pa
     bail!("no app page after {MAX_STEPS} requests")
 }
 
-/// CPU seconds (`utime + stime`) of `pid`.
-fn cpu_secs(pid: u32, ticks_per_sec: f64) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let Some((_, after)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (field(11) + field(12)) / ticks_per_sec
-}
-
 /// Resident memory of `pid` now and at its peak (VmRSS, VmHWM), MiB.
 fn resident_mib(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -203,17 +191,6 @@ fn resident_mib(pid: u32) -> (f64, f64) {
             .unwrap_or(0.0)
     };
     (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
-}
-
-/// Clock ticks per second of `/proc/<pid>/stat`.
-fn ticks_per_sec() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// Processes whose command line mentions `marker` (the directory's
@@ -245,10 +222,10 @@ fn processes(installation: &Installation, directory_marker: Option<&Path>) -> Ve
     all
 }
 
-fn cpu_now(processes: &[(String, Vec<u32>)], ticks: f64) -> Vec<f64> {
+fn cpu_now(processes: &[(String, Vec<u32>)]) -> Vec<f64> {
     processes
         .iter()
-        .map(|(_, pids)| pids.iter().map(|p| cpu_secs(*p, ticks)).sum())
+        .map(|(_, pids)| pids.iter().map(|p| cpu_seconds(*p).unwrap_or(0.0)).sum())
         .collect()
 }
 
@@ -305,11 +282,10 @@ pub async fn measure(
     };
     // Warm up (connections, caches, the agent's pool), then measure.
     drive(concurrency, Duration::ZERO, Duration::from_secs(2), op.clone()).await;
-    let ticks = ticks_per_sec();
     let measured_processes = processes(&installation, directory_marker);
-    let before = cpu_now(&measured_processes, ticks);
+    let before = cpu_now(&measured_processes);
     let measured = drive(concurrency, Duration::ZERO, Duration::from_secs(seconds), op).await;
-    let after = cpu_now(&measured_processes, ticks);
+    let after = cpu_now(&measured_processes);
     installation.check_alive()?;
     let signins = (measured.ops.saturating_sub(measured.errors)).max(1) as f64;
     let cpu_ms = measured_processes
