@@ -154,6 +154,7 @@ fn load(svc: &TestService, connections: usize, seconds: u64) -> Load<'static> {
     Load {
         url: format!("http://{}/", svc.local_addr_for_tests()),
         host: Some(HOST),
+        cookie: None,
         close: false,
         threads: 1,
         connections: connections.max(1),

@@ -233,6 +233,7 @@ async fn measure_phase(
     let load = Load {
         url: format!("http://{addr}/"),
         host: Some(&host),
+        cookie: None,
         close: false,
         threads: 1,
         connections: args.load_connections,

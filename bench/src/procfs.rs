@@ -1,5 +1,6 @@
 //! What `/proc` says about the processes a benchmark measures.
 
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::Context;
@@ -40,6 +41,36 @@ fn clock_ticks_per_second() -> u64 {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100)
+}
+
+/// Processes whose command line mentions `marker` (the directory's
+/// processes, started with their state directory on the command line).
+pub fn pids_mentioning(marker: &Path) -> Vec<u32> {
+    let marker = marker.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+        })
+        .collect()
+}
+
+/// Pins every thread of `pid` to the CPUs `cpus` (a list as `taskset` takes
+/// it: `1`, `0-2`); threads it starts later inherit the pinning.
+pub fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
+    let out = Command::new("taskset")
+        .args(["--all-tasks", "--pid", "--cpu-list", cpus, &pid.to_string()])
+        .output()
+        .context("running taskset (util-linux)")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "taskset could not pin process {pid} to CPUs {cpus}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,13 +6,17 @@
 //!    upstream pool);
 //! 3. **rathole over TLS**: a rathole server and client (TLS transport) in
 //!    front of it, the nearest "client dials out" peer;
-//! 4. **postern**: the real service and a real connector (in this process, see
-//!    [`postern`]), the app published with preauth `passthrough`; users reach
-//!    the service's listener with `Host: bench.acme.test:{port}`.
+//! 4. **postern**: the release binary's `serve`, `agent` and `connector`
+//!    processes (see [`postern`]), the app published with pre-authentication
+//!    `passthrough`; users reach the service's listener with the app's `Host`;
+//! 5. **postern, signed in**: the same with pre-authentication at the STS and
+//!    the session cookie of a user who signed in through the pages.
 //!
 //! Each under keep-alive load and with `Connection: close` (one TCP connection
 //! per request), plus the delay to the first event of a server-sent-events
-//! stream, directly and through Postern. Setup: `bench/scripts/install-bench-deps.sh`.
+//! stream, directly and through Postern. Postern's rows add the CPU `serve`
+//! and the connector spent per request. `--before OLD` measures an older
+//! binary's rows beside them. Setup: `bench/scripts/install-bench-deps.sh`.
 
 pub(crate) mod children;
 pub(crate) mod nginx;
@@ -29,10 +33,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::procfs::cpu_seconds;
 use crate::report::{Measured, ms, write_section};
 use children::find_program;
 use nginx::{BODY_LEN, Nginx};
-use postern::Postern;
+use postern::{Directory, Postern, Ready};
+use probe::Target;
 use rathole::Rathole;
 use sse::SseBackend;
 use wrk::{Load, WrkReport};
@@ -79,6 +85,14 @@ pub struct ProxyArgs {
     /// SSE streams opened per path, one after another.
     #[arg(long, default_value_t = 200)]
     sse_requests: usize,
+    /// The `postern` binary (default: beside this benchmark, i.e.
+    /// `target/release/postern`).
+    #[arg(long)]
+    postern: Option<PathBuf>,
+    /// An older `postern` binary whose rows are measured the same way in the
+    /// same run, shown as "before".
+    #[arg(long)]
+    before: Option<PathBuf>,
     /// Measure only these rows (comma-separated), for iterating.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Row>,
@@ -96,8 +110,10 @@ enum Row {
     Nginx,
     /// rathole server + client over TLS.
     Rathole,
-    /// Postern's service + connector.
+    /// Postern's service + connector, pre-authentication `passthrough`.
     Postern,
+    /// Postern with pre-authentication at the STS and a signed-in session.
+    SignedIn,
     /// SSE first-event delay, direct and through Postern.
     Sse,
 }
@@ -158,8 +174,11 @@ fn version(program: &Path, arg: &str, pick: impl Fn(&str) -> Option<String>) -> 
 
 /// One path under one load.
 struct Measurement {
-    path: &'static str,
+    path: String,
     close: bool,
+    /// For Postern's rows: CPU microseconds per response, `serve` and the
+    /// connector.
+    cpu_us: Option<(f64, f64)>,
     /// The wrk report, or why there is none.
     report: Result<WrkReport, String>,
     /// Why the row counts as failed, if it does.
@@ -197,10 +216,29 @@ impl ProxyArgs {
         self.only.is_empty() || self.only.contains(&row)
     }
 
-    fn load<'h>(&self, addr: SocketAddr, host: Option<&'h str>, close: bool) -> Load<'h> {
+    /// The `postern` binary measured (`--postern`, else beside this one).
+    fn postern_binary(&self) -> anyhow::Result<PathBuf> {
+        match &self.postern {
+            Some(p) => Ok(p.clone()),
+            None => Ok(std::env::current_exe()?.with_file_name("postern")),
+        }
+    }
+
+    /// The binaries whose rows are measured, labelled: `--before` first.
+    fn binaries(&self) -> anyhow::Result<Vec<(String, PathBuf)>> {
+        let mut all = Vec::new();
+        if let Some(before) = &self.before {
+            all.push((" (before)".to_owned(), before.clone()));
+        }
+        all.push((String::new(), self.postern_binary()?));
+        Ok(all)
+    }
+
+    fn load<'t>(&self, target: &'t Target, close: bool) -> Load<'t> {
         Load {
-            url: format!("http://{addr}/"),
-            host,
+            url: format!("http://{}/", target.addr),
+            host: Some(&target.host),
+            cookie: target.cookie.as_deref(),
             close,
             threads: self.threads,
             connections: self.connections,
@@ -219,8 +257,8 @@ async fn run_inner(args: &ProxyArgs) -> anyhow::Result<()> {
     let tools = Tools::find()?;
     eprintln!("starting the backend (nginx, a static 1 KiB file)…");
     let backend = Nginx::backend(&tools.nginx).await?;
-    let backend_host = backend.addr().to_string();
-    probe::wait_ok(backend.addr(), &backend_host, BODY_LEN, Duration::from_secs(5))
+    let direct = Target::new(backend.addr(), backend.addr().to_string());
+    probe::wait_ok(&direct, BODY_LEN, Duration::from_secs(5))
         .await
         .context("the nginx backend does not serve its 1 KiB response")?;
     let sse = SseBackend::start().await?;
@@ -228,23 +266,14 @@ async fn run_inner(args: &ProxyArgs) -> anyhow::Result<()> {
 
     if args.wants(Row::Direct) {
         eprintln!("measuring: direct…");
-        measure(
-            args,
-            &tools,
-            "direct",
-            backend.addr(),
-            &backend_host,
-            Ok(()),
-            &mut results,
-        )
-        .await;
+        measure(args, &tools, "direct", &direct, Ok(()), None, &mut results).await;
     }
     if args.wants(Row::Nginx) {
         eprintln!("measuring: nginx hop…");
         match Nginx::hop(&tools.nginx, backend.addr()).await {
             Ok(hop) => {
-                let host = hop.addr().to_string();
-                measure(args, &tools, "nginx hop", hop.addr(), &host, Ok(()), &mut results).await;
+                let target = Target::new(hop.addr(), hop.addr().to_string());
+                measure(args, &tools, "nginx hop", &target, Ok(()), None, &mut results).await;
             }
             Err(e) => results.setup_failed("nginx hop", &e),
         }
@@ -262,17 +291,8 @@ async fn run_inner(args: &ProxyArgs) -> anyhow::Result<()> {
         };
         match started {
             Ok(rathole) => {
-                let host = rathole.addr().to_string();
-                measure(
-                    args,
-                    &tools,
-                    "rathole (TLS)",
-                    rathole.addr(),
-                    &host,
-                    Ok(()),
-                    &mut results,
-                )
-                .await;
+                let target = Target::new(rathole.addr(), rathole.addr().to_string());
+                measure(args, &tools, "rathole (TLS)", &target, Ok(()), None, &mut results).await;
             }
             Err(e) => results.setup_failed("rathole (TLS)", &e),
         }
@@ -285,39 +305,22 @@ async fn run_inner(args: &ProxyArgs) -> anyhow::Result<()> {
             result: direct,
         });
     }
-    if args.wants(Row::Postern) || args.wants(Row::Sse) {
-        eprintln!("starting Postern (service + connector)…");
-        match Postern::start(backend.addr(), sse.addr()).await {
-            Ok(p) => {
-                let tunnel = p.tunnel().clone().map(|_| ());
-                if let Err(e) = &tunnel {
-                    eprintln!("  {e}");
-                }
-                if args.wants(Row::Postern) {
-                    eprintln!("measuring: postern…");
-                    measure(args, &tools, "postern", p.addr(), &p.app_host(), tunnel, &mut results).await;
-                }
-                if args.wants(Row::Sse) {
-                    eprintln!("measuring: SSE first event, through Postern…");
-                    let through = sse_delays(p.addr(), &p.sse_host(), args.sse_requests).await;
-                    results.sse.push(SseMeasurement {
-                        path: "postern",
-                        result: through,
-                    });
-                }
-                p.stop().await;
-            }
-            Err(e) => {
-                if args.wants(Row::Postern) {
-                    results.setup_failed("postern", &e);
-                }
-                if args.wants(Row::Sse) {
-                    results.sse.push(SseMeasurement {
-                        path: "postern",
-                        result: Err(format!("setup failed: {e:#}")),
-                    });
-                }
-            }
+    if args.wants(Row::Postern) || args.wants(Row::SignedIn) || args.wants(Row::Sse) {
+        let directory = Directory::start().await?;
+        for (label, binary) in args.binaries()? {
+            measure_postern(args, &tools, &label, &binary, &directory, backend.addr(), &mut results).await;
+        }
+        if args.wants(Row::Sse) {
+            eprintln!("measuring: SSE first event, through Postern…");
+            let binary = args.postern_binary()?;
+            let through = match Postern::passthrough(&binary, &directory, sse.addr(), Ready::Events).await {
+                Ok(p) => sse_delays(p.target().addr, &p.target().host, args.sse_requests).await,
+                Err(e) => Err(format!("setup failed: {e:#}")),
+            };
+            results.sse.push(SseMeasurement {
+                path: "postern",
+                result: through,
+            });
         }
     }
     drop(sse);
@@ -335,12 +338,13 @@ async fn run_inner(args: &ProxyArgs) -> anyhow::Result<()> {
 }
 
 impl Results {
-    fn setup_failed(&mut self, path: &'static str, e: &anyhow::Error) {
+    fn setup_failed(&mut self, path: &str, e: &anyhow::Error) {
         eprintln!("  {path}: setup failed: {e:#}");
         for close in [false, true] {
             self.rows.push(Measurement {
-                path,
+                path: path.to_owned(),
                 close,
+                cpu_us: None,
                 report: Err("not measured".into()),
                 failed: Some(format!("setup failed: {e:#}")),
             });
@@ -348,16 +352,18 @@ impl Results {
     }
 }
 
-/// Probes `addr` with `Host: host`, warms up, then runs wrk with keep-alive and
-/// with `Connection: close`. A path that does not serve the 1 KiB response is
-/// still loaded, and reported as failed with its errors counted.
+/// Probes `target`, warms up, then runs wrk with keep-alive and with
+/// `Connection: close`. A path that does not serve the 1 KiB response is still
+/// loaded, and reported as failed with its errors counted. With `cpu_of`
+/// (`serve` and the connector) each run also reads their CPU time per
+/// response.
 async fn measure(
     args: &ProxyArgs,
     tools: &Tools,
-    path: &'static str,
-    addr: SocketAddr,
-    host: &str,
+    path: &str,
+    target: &Target,
     ready: Result<(), String>,
+    cpu_of: Option<&[(&'static str, u32)]>,
     results: &mut Results,
 ) {
     // A path known not to be ready gets one probe, not a long wait.
@@ -366,7 +372,7 @@ async fn measure(
     } else {
         Duration::ZERO
     };
-    let probed = probe::wait_ok(addr, host, BODY_LEN, within).await;
+    let probed = probe::wait_ok(target, BODY_LEN, within).await;
     let mut problem = match probed {
         Ok(_) => None,
         Err(e) => {
@@ -386,16 +392,27 @@ async fn measure(
     if args.warmup > 0 && problem.is_none() {
         let warm = Load {
             seconds: args.warmup,
-            ..args.load(addr, Some(host), false)
+            ..args.load(target, false)
         };
         if let Err(e) = wrk::run(&tools.wrk, &warm).await {
             eprintln!("  {path}: warm-up failed: {e:#}");
         }
     }
+    let cpu_now = || -> Option<Vec<f64>> {
+        cpu_of.map(|pids| pids.iter().map(|(_, pid)| cpu_seconds(*pid).unwrap_or(0.0)).collect())
+    };
     for close in [false, true] {
-        let report = wrk::run(&tools.wrk, &args.load(addr, Some(host), close))
+        let cpu_before = cpu_now();
+        let report = wrk::run(&tools.wrk, &args.load(target, close))
             .await
             .map_err(|e| format!("{e:#}"));
+        let cpu_us = match (cpu_before, cpu_now(), &report) {
+            (Some(before), Some(after), Ok(r)) if r.requests > 0 && before.len() == 2 => {
+                let per = |i: usize| (after[i] - before[i]) * 1e6 / r.requests as f64;
+                Some((per(0), per(1)))
+            }
+            _ => None,
+        };
         let failed = match &report {
             Err(e) => Some(e.clone()),
             Ok(r) if problem.is_some() => problem
@@ -412,8 +429,11 @@ async fn measure(
             Ok(_) => None,
         };
         if let Ok(r) = &report {
+            let cpu = cpu_us
+                .map(|(s, c)| format!(", CPU µs/request serve {s:.1} connector {c:.1}"))
+                .unwrap_or_default();
             eprintln!(
-                "  {path}, {}: {:.0}/s, p50 {} ms, p99 {} ms, {} errors",
+                "  {path}, {}: {:.0}/s, p50 {} ms, p99 {} ms, {} errors{cpu}",
                 if close { "Connection: close" } else { "keep-alive" },
                 r.ok_rate(),
                 ms(r.p50),
@@ -422,11 +442,53 @@ async fn measure(
             );
         }
         results.rows.push(Measurement {
-            path,
+            path: path.to_owned(),
             close,
+            cpu_us,
             report,
             failed,
         });
+    }
+}
+
+/// Postern's rows for one binary (`suffix` marks an older one): the
+/// passthrough app, then the signed-in one, each on fresh processes.
+async fn measure_postern(
+    args: &ProxyArgs,
+    tools: &Tools,
+    suffix: &str,
+    binary: &Path,
+    directory: &Directory,
+    backend: SocketAddr,
+    results: &mut Results,
+) {
+    for row in [Row::Postern, Row::SignedIn] {
+        if !args.wants(row) {
+            continue;
+        }
+        let path = match row {
+            Row::SignedIn => format!("postern, signed in{suffix}"),
+            _ => format!("postern{suffix}"),
+        };
+        eprintln!("starting {path} ({})…", binary.display());
+        let started = match row {
+            Row::SignedIn => Postern::signed_in(binary, directory, backend, BODY_LEN).await,
+            _ => Postern::passthrough(binary, directory, backend, Ready::Page(BODY_LEN)).await,
+        };
+        match started {
+            Ok(mut postern) => {
+                eprintln!("measuring: {path}…");
+                let pids = postern.measured_pids();
+                measure(args, tools, &path, postern.target(), Ok(()), Some(&pids), results).await;
+                if let Err(e) = postern.check_alive() {
+                    eprintln!("  {path}: {e:#}");
+                    for m in results.rows.iter_mut().filter(|m| m.path == path) {
+                        m.failed.get_or_insert_with(|| format!("{e:#}"));
+                    }
+                }
+            }
+            Err(e) => results.setup_failed(&path, &e),
+        }
     }
 }
 
@@ -474,10 +536,11 @@ fn render(args: &ProxyArgs, tools: &Tools, results: &Results) -> String {
          `postern-bench proxy --seconds {s} --connections {c}` (release build); load from \
          `wrk -t{t} -c{c} -d{s}s --latency`, keep-alive and with `-H \"Connection: close\"`; \
          backend: nginx serving a static 1 KiB file. Requests/s counts successful (2xx/3xx) \
-         responses only; the last column is that rate relative to the direct row under the same \
-         load in this run. Versions: {versions}.\n\n\
-         | path | load | requests/s | p50 ms | p99 ms | errors | vs direct |\n\
-         |---|---|---|---|---|---|---|\n",
+         responses only; \"vs direct\" is that rate relative to the direct row under the same \
+         load in this run. CPU is the user plus system time `serve` and the connector spent per response \
+         (from `/proc/PID/stat` around the wrk run). Versions: {versions}.\n\n\
+         | path | load | requests/s | p50 ms | p99 ms | errors | vs direct | CPU µs per request (serve / connector) |\n\
+         |---|---|---|---|---|---|---|---|\n",
         s = args.seconds,
         c = args.connections,
         t = args.threads,
@@ -510,12 +573,31 @@ fn render(args: &ProxyArgs, tools: &Tools, results: &Results) -> String {
                 (None, Ok(r), Some(d)) if d > 0.0 => format!("{:.2}×", r.ok_rate() / d),
                 _ => "–".into(),
             };
+            let cpu = m
+                .cpu_us
+                .map(|(s, c)| format!("{s:.1} / {c:.1} ({:.1})", s + c))
+                .unwrap_or_else(|| "–".into());
             let _ = writeln!(
                 out,
-                "| {} | {load} | {rate} | {p50} | {p99} | {errors} | {ratio} |",
+                "| {} | {load} | {rate} | {p50} | {p99} | {errors} | {ratio} | {cpu} |",
                 m.path
             );
         }
+    }
+    let keep_alive_rate = |path: &str| {
+        results
+            .rows
+            .iter()
+            .find(|m| m.path == path && !m.close && m.failed.is_none())
+            .and_then(|m| m.report.as_ref().ok())
+            .map(WrkReport::ok_rate)
+    };
+    if let (Some(signed_in), Some(passthrough)) = (keep_alive_rate("postern, signed in"), keep_alive_rate("postern")) {
+        let _ = writeln!(
+            out,
+            "\nKeep-alive, signed in against passthrough: {:.2}× the requests per second.",
+            signed_in / passthrough
+        );
     }
     if !notes.is_empty() {
         out.push('\n');
@@ -584,16 +666,17 @@ fn render(args: &ProxyArgs, tools: &Tools, results: &Results) -> String {
          ECDSA P-256 certificate for `localhost`, PKCS#12 via openssl) → rathole client → the backend. rathole \
          forwards bytes and opens a data channel per user connection, so with `Connection: close` every request \
          pays a TLS handshake between server and client.\n\
-         - **postern**: wrk (`Host: bench.acme.test:{port}`) → the service's public listener (the front door) → \
-         one of the connector's two mTLS tunnels (HTTP/2 streams over connections the connector dialled out) → \
-         the connector → the backend (pooled keep-alive connections). The service (`postern_testkit::TestService`, \
-         SQLite store) and the connector (registered through the control API, configuration exchange, then \
-         `postern_connector::TunnelPool`, as `postern connector run` does) run inside the harness's process on \
-         its Tokio runtime, the same code as the release binary. The app: external URL \
-         `http://bench.acme.test:{port}/`, preauth `passthrough`, header translation on, link translation off. \
-         With `Connection: close` a user connection costs a TCP handshake; the tunnel is reused.\n\
-         - **SSE**: the same service and connector, a second app `http://sse.acme.test:{port}/` in front of the \
-         SSE backend.\n",
+         - **postern**: wrk (`Host: wiki.acme.test:{port}`) → the service's public listener (the front door, \
+         plain HTTP) → one of the connector's two mTLS tunnels (HTTP/2 streams over connections the connector \
+         dialled out) → the connector → the backend (pooled keep-alive connections). The release `postern` binary \
+         runs as separate `serve` (SQLite store), `agent` (against a fresh slapd) and `connector` processes, on \
+         fresh state for each row. The app: external URL `http://wiki.acme.test:{port}/`, pre-authentication \
+         `passthrough`, header translation on, link translation off. With `Connection: close` a user connection \
+         costs a TCP handshake; the tunnel is reused.\n\
+         - **postern, signed in**: the same, the app with pre-authentication at the STS; a directory user signs in \
+         once through the pages (agent and slapd on the way) and every request carries that session's cookie, \
+         which the front door checks before it forwards the request.\n\
+         - **SSE**: the same processes, passthrough, in front of the SSE backend.\n",
     );
     out
 }

@@ -40,25 +40,51 @@ impl std::fmt::Display for Probe {
     }
 }
 
-fn request(host: &str, close: bool) -> String {
+/// Where a row's requests go: the listener, the `Host` they name, and the
+/// session cookie they carry, if the app wants one.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The listener.
+    pub addr: SocketAddr,
+    /// `Host` of every request.
+    pub host: String,
+    /// `Cookie` of every request (a signed-in session), if any.
+    pub cookie: Option<String>,
+}
+
+impl Target {
+    /// Requests to `addr` naming `host`, without cookies.
+    pub fn new(addr: SocketAddr, host: impl Into<String>) -> Self {
+        Self {
+            addr,
+            host: host.into(),
+            cookie: None,
+        }
+    }
+}
+
+fn request(host: &str, cookie: Option<&str>, close: bool) -> String {
     let connection = if close { "close" } else { "keep-alive" };
-    format!("GET / HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\nConnection: {connection}\r\n\r\n")
+    let cookie = cookie.map(|c| format!("Cookie: {c}\r\n")).unwrap_or_default();
+    format!("GET / HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\n{cookie}Connection: {connection}\r\n\r\n")
 }
 
 fn header_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
-/// `GET /` with `Host: host` and `Connection: close`, read to the end.
-pub async fn get(addr: SocketAddr, host: &str, within: Duration) -> anyhow::Result<Probe> {
-    tokio::time::timeout(within, get_inner(addr, host))
+/// `GET /` to `target` with `Connection: close`, read to the end.
+pub async fn get(target: &Target, within: Duration) -> anyhow::Result<Probe> {
+    tokio::time::timeout(within, get_inner(target))
         .await
-        .with_context(|| format!("no complete answer from {addr} within {within:?}"))?
+        .with_context(|| format!("no complete answer from {} within {within:?}", target.addr))?
 }
 
-async fn get_inner(addr: SocketAddr, host: &str) -> anyhow::Result<Probe> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream.write_all(request(host, true).as_bytes()).await?;
+async fn get_inner(target: &Target) -> anyhow::Result<Probe> {
+    let mut stream = TcpStream::connect(target.addr).await?;
+    stream
+        .write_all(request(&target.host, target.cookie.as_deref(), true).as_bytes())
+        .await?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -106,10 +132,11 @@ async fn get_inner(addr: SocketAddr, host: &str) -> anyhow::Result<Probe> {
 
 /// Retries [`get`] until it returns a 200 with a `len`-byte body, failing at
 /// the deadline with the last answer.
-pub async fn wait_ok(addr: SocketAddr, host: &str, len: usize, within: Duration) -> anyhow::Result<Probe> {
+pub async fn wait_ok(target: &Target, len: usize, within: Duration) -> anyhow::Result<Probe> {
     let deadline = Instant::now() + within;
+    let (addr, host) = (target.addr, &target.host);
     loop {
-        let last = get(addr, host, Duration::from_secs(5)).await;
+        let last = get(target, Duration::from_secs(5)).await;
         match &last {
             Ok(p) if p.is_ok_with(len) => return last,
             _ if Instant::now() >= deadline => {
@@ -134,7 +161,7 @@ pub async fn first_event(addr: SocketAddr, host: &str, within: Duration) -> anyh
 async fn first_event_inner(addr: SocketAddr, host: &str) -> anyhow::Result<Duration> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    stream.write_all(request(host, false).as_bytes()).await?;
+    stream.write_all(request(host, None, false).as_bytes()).await?;
     let sent = Instant::now();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];

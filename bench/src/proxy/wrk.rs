@@ -12,6 +12,8 @@ pub struct Load<'a> {
     pub url: String,
     /// A `Host` header other than the URL's (for name-based routing).
     pub host: Option<&'a str>,
+    /// A `Cookie` header (a signed-in session).
+    pub cookie: Option<&'a str>,
     /// Send `Connection: close`: one TCP connection per request.
     pub close: bool,
     /// wrk threads.
@@ -69,6 +71,9 @@ pub async fn run(program: &Path, load: &Load<'_>) -> anyhow::Result<WrkReport> {
         .arg("--latency");
     if let Some(host) = load.host {
         command.arg("-H").arg(format!("Host: {host}"));
+    }
+    if let Some(cookie) = load.cookie {
+        command.arg("-H").arg(format!("Cookie: {cookie}"));
     }
     if load.close {
         command.arg("-H").arg("Connection: close");

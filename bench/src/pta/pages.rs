@@ -19,7 +19,7 @@ use reqwest::header::{COOKIE, HeaderMap, LOCATION, SET_COOKIE};
 use url::Url;
 
 use super::installation::{APP_HOST, DirectorySide, Installation};
-use crate::procfs::cpu_seconds;
+use crate::procfs::{cpu_seconds, pids_mentioning};
 use crate::report::{Measured, drive};
 
 /// Longest wait for the first sign-in to go through (agent and tunnel up).
@@ -128,6 +128,33 @@ fn action(body: &str) -> Option<String> {
 
 /// One full sign-in from a fresh browser; `Ok` once the app's page arrives.
 pub async fn sign_in(client: &reqwest::Client, app_url: &str, username: &str, password: &str) -> anyhow::Result<()> {
+    let signed_in = sign_in_to(client, app_url, username, password).await?;
+    anyhow::ensure!(
+        signed_in.page.contains("Signed in."),
+        "unexpected page at {}",
+        signed_in.url
+    );
+    Ok(())
+}
+
+/// Where a sign-in ended: the app's first page, and the browser's cookies for it.
+pub struct SignedIn {
+    /// The app's URL the sign-in ended at.
+    pub url: Url,
+    /// The body of the app's page there.
+    pub page: String,
+    /// The `Cookie` header the browser sends to the app from now on.
+    pub cookie: Option<String>,
+}
+
+/// One full sign-in from a fresh browser to `app_url`, whatever the app's page
+/// holds: the first successful answer that is not a sign-in page ends it.
+pub async fn sign_in_to(
+    client: &reqwest::Client,
+    app_url: &str,
+    username: &str,
+    password: &str,
+) -> anyhow::Result<SignedIn> {
     let mut cookies = Cookies::default();
     let mut url = Url::parse(app_url)?;
     let mut form: Option<Vec<(String, String)>> = None;
@@ -159,8 +186,12 @@ pub async fn sign_in(client: &reqwest::Client, app_url: &str, username: &str, pa
         }
         if hidden(&body, "flow").is_none() || hidden(&body, "csrf").is_none() {
             // Not a sign-in page: the app itself.
-            anyhow::ensure!(body.contains("Signed in."), "unexpected page at {url}");
-            return Ok(());
+            let cookie = cookies.header(&url);
+            return Ok(SignedIn {
+                url,
+                page: body,
+                cookie,
+            });
         }
         let mut fields = hidden_fields(&body);
         fields.push(("action".to_owned(), "submit".to_owned()));
@@ -191,21 +222,6 @@ fn resident_mib(pid: u32) -> (f64, f64) {
             .unwrap_or(0.0)
     };
     (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
-}
-
-/// Processes whose command line mentions `marker` (the directory's
-/// processes, started with their state directory on the command line).
-fn pids_mentioning(marker: &Path) -> Vec<u32> {
-    let marker = marker.display().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
-        })
-        .collect()
 }
 
 /// Every measured process: name, pids.
