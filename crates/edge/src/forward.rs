@@ -139,19 +139,32 @@ pub(crate) fn internal_authority(internal_url: &str) -> Option<String> {
     })
 }
 
+/// What the front door works out once per app from its two base URLs, not per
+/// request.
+pub(crate) struct AppUrls {
+    /// The URL translation between them.
+    map: UrlMap,
+    /// `host[:port]` of the internal URL.
+    internal_authority: Option<String>,
+}
+
 impl Edge {
-    /// The app's URL translation (cached while the app is unchanged).
-    fn url_map(&self, app: &App) -> Option<Arc<UrlMap>> {
+    /// The app's URL translation and internal authority (cached while the app
+    /// is unchanged).
+    fn app_urls(&self, app: &App) -> Option<Arc<AppUrls>> {
         let generation = self.store.routing_generation();
         let key = app.id.clone();
-        if let Some(map) = self.url_maps.get(&key, generation) {
-            return Some(map);
+        if let Some(urls) = self.url_maps.get(&key, generation) {
+            return Some(urls);
         }
         match UrlMap::new(&app.external_url(), &app.internal_url) {
             Ok(map) => {
-                let map = Arc::new(map);
-                self.url_maps.put(key, map.clone(), generation);
-                Some(map)
+                let urls = Arc::new(AppUrls {
+                    map,
+                    internal_authority: internal_authority(&app.internal_url),
+                });
+                self.url_maps.put(key, urls.clone(), generation);
+                Some(urls)
             }
             Err(e) => {
                 tracing::warn!(app = %app.name, error = %e, "app URLs cannot be translated");
@@ -280,10 +293,11 @@ impl Edge {
             request_id,
         };
         self.backend_request_headers(app, access, &sent_as, &mut headers).await;
-        let map = (app.translate_headers || app.translate_links)
-            .then(|| self.url_map(app))
+        let urls = (app.translate_headers || app.translate_links)
+            .then(|| self.app_urls(app))
             .flatten();
-        let authority = backend_authority(app, map.as_deref(), &mut headers, &original_host);
+        let map = urls.as_ref().map(|u| &u.map);
+        let authority = backend_authority(app, urls.as_deref(), &mut headers, &original_host);
         let Some(uri) = backend_uri(&authority, path, parts.uri.query()) else {
             return pages::error(
                 StatusCode::BAD_REQUEST,
@@ -315,14 +329,14 @@ impl Edge {
         let upgraded = head.headers.remove(UPGRADED_HEADER).is_some();
         clean_response_headers(&mut head.headers);
         if app.translate_headers
-            && let Some(map) = &map
+            && let Some(map) = map
         {
             postern_translate::translate_response_headers(map, &mut head.headers);
         }
         if let (true, Some(protocol), Some(on_upgrade), Some(tx)) = (upgraded, upgrade, on_upgrade, client_bytes) {
             return switch_protocols(head, body, &protocol, on_upgrade, tx, record);
         }
-        let body = user_response_body(app, map.as_deref(), &mut head.headers, body);
+        let body = user_response_body(app, map, &mut head.headers, body);
         if let Some(v) = header_value(request_id) {
             head.headers.insert("x-request-id", v);
         }
@@ -440,11 +454,13 @@ fn forwarded_for(headers: &mut HeaderMap, client: &ClientInfo) -> String {
 /// translates headers (whose request headers are translated here too), else the
 /// host the client asked for. Asks for an uncompressed body when links are
 /// translated.
-fn backend_authority(app: &App, map: Option<&UrlMap>, headers: &mut HeaderMap, original_host: &str) -> String {
-    let authority = match (map, app.translate_headers) {
-        (Some(map), true) => {
-            postern_translate::translate_request_headers(map, headers);
-            internal_authority(&app.internal_url).unwrap_or_else(|| app.external_host.clone())
+fn backend_authority(app: &App, urls: Option<&AppUrls>, headers: &mut HeaderMap, original_host: &str) -> String {
+    let authority = match (urls, app.translate_headers) {
+        (Some(urls), true) => {
+            postern_translate::translate_request_headers(&urls.map, headers);
+            urls.internal_authority
+                .clone()
+                .unwrap_or_else(|| app.external_host.clone())
         }
         _ => original_host.to_owned(),
     };

@@ -41,7 +41,6 @@ use postern_store::cache::{ReadCache, TIME_TO_LIVE};
 use postern_store::{Preauth, Store};
 use postern_sts::Sts;
 use postern_time::UnixTime;
-use postern_translate::UrlMap;
 use postern_tunnel::TunnelRegistry;
 
 pub use access_log::TARGET as ACCESS_LOG_TARGET;
@@ -137,7 +136,7 @@ pub struct Edge {
     cookies: cookies::CookieKeys,
     apps: routing::AppDirectory,
     access: ReadCache<(String, String), preauth::AccessDecision>,
-    url_maps: ReadCache<String, Arc<UrlMap>>,
+    url_maps: ReadCache<String, Arc<forward::AppUrls>>,
     host_refusals: ReadCache<String, Option<postern_store::HostRefusal>>,
     assertions: Mutex<HashMap<(String, String), (String, UnixTime)>>,
     rate_limits: RateLimits,

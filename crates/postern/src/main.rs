@@ -92,6 +92,8 @@ fn main() -> ExitCode {
             Command::Release { command } => release::run(command),
         }
     });
+    // Log lines still buffered go before the final error, if any.
+    logging::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
