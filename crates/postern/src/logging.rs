@@ -2,8 +2,10 @@
 //! standard error.
 //!
 //! On a terminal every line is written as it is made. Otherwise (a file, a
-//! pipe, journald) lines collect in a buffer that a thread of its own writes
-//! out at most [`FLUSH_AFTER`] after its first line, or at once when it holds
+//! pipe, journald) a line after a quiet spell ([`FLUSH_AFTER`] without a
+//! write) is written at once, and lines that follow it closer than that
+//! collect in a buffer that a thread of its own writes out at most
+//! [`FLUSH_AFTER`] after the first of them, or at once when it holds
 //! [`FLUSH_AT`] bytes; [`flush`] writes what is left before the process ends.
 //! Under load that is one `write` for many lines instead of one per line (a
 //! proxied request logs a line in `serve` and one in the connector), as
@@ -111,9 +113,16 @@ impl Write for LineWriter<'_> {
 /// Where a batch of lines goes.
 type Sink = Box<dyn Fn(&[u8]) + Send + Sync>;
 
+/// Lines not written yet, and when the last batch was.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    last_write: Option<std::time::Instant>,
+}
+
 /// Log lines waiting to be written to standard error.
 struct LineBuffer {
-    pending: Mutex<Vec<u8>>,
+    pending: Mutex<Pending>,
     /// Signalled when `pending` stops being empty.
     not_empty: Condvar,
     /// Held while a batch is taken and written, so batches keep their order.
@@ -144,7 +153,7 @@ impl LineBuffer {
 
     fn new(sink: Sink) -> Self {
         Self {
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(Pending::default()),
             not_empty: Condvar::new(),
             output: Mutex::new(()),
             sink,
@@ -152,15 +161,18 @@ impl LineBuffer {
     }
 
     fn push(&self, bytes: &[u8]) {
-        let full = {
+        let at_once = {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            if pending.is_empty() {
+            let was_empty = pending.bytes.is_empty();
+            let quiet = was_empty && pending.last_write.is_none_or(|at| at.elapsed() >= FLUSH_AFTER);
+            pending.bytes.extend_from_slice(bytes);
+            let at_once = quiet || pending.bytes.len() >= FLUSH_AT;
+            if was_empty && !at_once {
                 self.not_empty.notify_one();
             }
-            pending.extend_from_slice(bytes);
-            pending.len() >= FLUSH_AT
+            at_once
         };
-        if full {
+        if at_once {
             self.flush();
         }
     }
@@ -168,7 +180,11 @@ impl LineBuffer {
     /// Takes what is pending and writes it out.
     fn flush(&self) {
         let _output = self.output.lock().unwrap_or_else(PoisonError::into_inner);
-        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        let batch = {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            pending.last_write = Some(std::time::Instant::now());
+            std::mem::take(&mut pending.bytes)
+        };
         if !batch.is_empty() {
             (self.sink)(&batch);
         }
@@ -180,7 +196,7 @@ impl LineBuffer {
                 let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
                 let _waited = self
                     .not_empty
-                    .wait_while(pending, |p| p.is_empty())
+                    .wait_while(pending, |p| p.bytes.is_empty())
                     .unwrap_or_else(PoisonError::into_inner);
             }
             std::thread::sleep(FLUSH_AFTER);
@@ -202,25 +218,36 @@ mod tests {
     }
 
     #[test]
-    fn lines_wait_until_flushed_then_go_out_once_in_order() {
+    fn a_line_after_quiet_goes_at_once_and_the_next_ones_wait_for_the_flush() {
         let (buffer, batches) = collecting();
         buffer.push(b"one\n");
+        assert_eq!(
+            *batches.lock().unwrap(),
+            vec![b"one\n".to_vec()],
+            "the first line goes at once"
+        );
         buffer.push(b"two\n");
-        assert!(batches.lock().unwrap().is_empty(), "short lines wait for the flush");
+        buffer.push(b"three\n");
+        assert_eq!(batches.lock().unwrap().len(), 1, "lines close behind it wait");
         buffer.flush();
         buffer.flush();
-        assert_eq!(*batches.lock().unwrap(), vec![b"one\ntwo\n".to_vec()]);
+        assert_eq!(
+            *batches.lock().unwrap(),
+            vec![b"one\n".to_vec(), b"two\nthree\n".to_vec()],
+            "in order, each once"
+        );
     }
 
     #[test]
     fn a_full_buffer_is_written_by_the_thread_that_filled_it() {
         let (buffer, batches) = collecting();
+        buffer.push(b"quiet\n");
         buffer.push(b"first\n");
         buffer.push(&vec![b'x'; FLUSH_AT]);
         let batches = batches.lock().unwrap();
-        assert_eq!(batches.len(), 1);
-        assert!(batches[0].starts_with(b"first\nxxx"));
-        assert_eq!(batches[0].len(), 6 + FLUSH_AT);
+        assert_eq!(batches.len(), 2);
+        assert!(batches[1].starts_with(b"first\nxxx"));
+        assert_eq!(batches[1].len(), 6 + FLUSH_AT);
     }
 
     #[test]
@@ -232,12 +259,13 @@ mod tests {
         })));
         let flusher = buffer.clone();
         std::thread::spawn(move || flusher.flush_forever());
+        buffer.push(b"early\n");
         buffer.push(b"late\n");
         let deadline = std::time::Instant::now() + FLUSH_AFTER * 50;
-        while batches.lock().unwrap().is_empty() {
+        while batches.lock().unwrap().len() < b"early\nlate\n".len() {
             assert!(std::time::Instant::now() < deadline, "never flushed");
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(*batches.lock().unwrap(), b"late\n");
+        assert_eq!(*batches.lock().unwrap(), b"early\nlate\n");
     }
 }
