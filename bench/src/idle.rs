@@ -44,7 +44,7 @@ use tokio::net::TcpStream;
 use crate::procfs::resident_kib;
 use crate::proxy::children::{OwnBackendArgs, find_program, spawn_own_backend};
 use crate::proxy::wrk::{self, Load, WrkReport};
-use crate::pta::installation::{AppSide, DirectorySide, Installation};
+use crate::pta::installation::{AppSide, DirectorySide, Installation, slapd_agent_config};
 use crate::report::{ms, publish};
 
 /// Connection attempts in flight at once while opening the idle connections.
@@ -168,10 +168,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     ));
 
     let slapd = Slapd::start().await.context("starting slapd for the agent")?;
-    let mut ldap = slapd.config();
-    ldap.user_filter = Some("(&(objectClass=inetOrgPerson)(mail={username}))".into());
-    ldap.attributes.upn = Some("mail".into());
-    ldap.pool_size = Some(4);
+    let ldap = slapd_agent_config(&slapd, 4);
     let directory = DirectorySide {
         domain: "example.com",
         config: &ldap,

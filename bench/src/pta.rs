@@ -97,10 +97,7 @@ async fn target(kind: &str) -> anyhow::Result<Target> {
         "openldap" => {
             let slapd = Slapd::start().await?;
             let usernames = add_bench_users(&slapd).await?;
-            let mut config = slapd.config();
-            config.user_filter = Some("(&(objectClass=inetOrgPerson)(mail={username}))".into());
-            config.attributes.upn = Some("mail".into());
-            config.pool_size = Some(4);
+            let config = installation::slapd_agent_config(&slapd, 4);
             Target {
                 name: "OpenLDAP (slapd 2.5, mdb, ppolicy)",
                 domain: "example.com",

@@ -42,7 +42,7 @@ use tokio::net::TcpStream;
 use crate::procfs::{cpu_seconds, resident_kib};
 use crate::proxy::children::{OwnBackendArgs, find_program, spawn_own_backend};
 use crate::proxy::nginx::Nginx;
-use crate::pta::installation::{AppSide, DirectorySide, Installation};
+use crate::pta::installation::{AppSide, DirectorySide, Installation, slapd_agent_config};
 use crate::report::publish;
 
 /// The backend's static buffer: every download is cut from it.
@@ -157,9 +157,7 @@ pub async fn run(args: StreamArgs) -> anyhow::Result<()> {
     }
 
     let slapd = Slapd::start().await.context("starting slapd for the agent")?;
-    let mut ldap = slapd.config();
-    ldap.user_filter = Some("(&(objectClass=inetOrgPerson)(mail={username}))".into());
-    ldap.pool_size = Some(1);
+    let ldap = slapd_agent_config(&slapd, 1);
     let directory = DirectorySide {
         domain: "example.com",
         config: &ldap,

@@ -16,7 +16,7 @@ use postern_directory::testing::{SLAPD_PASSWORD, Slapd};
 use postern_store::Preauth;
 
 use super::probe::{self, Target};
-use crate::pta::installation::{APP_HOST, AppSide, DirectorySide, Installation};
+use crate::pta::installation::{APP_HOST, AppSide, DirectorySide, Installation, slapd_agent_config};
 use crate::pta::pages::sign_in_to;
 
 /// Longest wait for the app to answer through the connector after start-up.
@@ -38,10 +38,7 @@ impl Directory {
     /// Starts slapd with its test users.
     pub async fn start() -> anyhow::Result<Self> {
         let slapd = Slapd::start().await.context("starting slapd for the agent")?;
-        let mut config = slapd.config();
-        config.user_filter = Some("(&(objectClass=inetOrgPerson)(mail={username}))".into());
-        config.attributes.upn = Some("mail".into());
-        config.pool_size = Some(1);
+        let config = slapd_agent_config(&slapd, 1);
         Ok(Self {
             config,
             users: vec![USER.to_owned()],

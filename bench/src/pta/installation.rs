@@ -35,6 +35,17 @@ const AGENT_RSA_BITS: u32 = 3072;
 /// How long the processes get to come up.
 const START_WITHIN: Duration = Duration::from_secs(30);
 
+/// The agent's back end for the benchmark's slapd: users found by their mail
+/// address (their sign-in name) with it as the UPN, over `pool_size`
+/// connections.
+pub fn slapd_agent_config(slapd: &postern_directory::testing::Slapd, pool_size: usize) -> LdapConfig {
+    let mut config = slapd.config();
+    config.user_filter = Some("(&(objectClass=inetOrgPerson)(mail={username}))".into());
+    config.attributes.upn = Some("mail".into());
+    config.pool_size = Some(pool_size);
+    config
+}
+
 /// The running processes; stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Installation {
     /// `postern serve`.
