@@ -32,7 +32,10 @@ pub struct BackendOptions {
     pub connect_timeout: Duration,
     /// An idle pooled backend connection is closed after this long. Default 90 s.
     pub pool_idle_timeout: Duration,
-    /// Idle connections kept per backend host. Default 32.
+    /// Idle connections kept per backend host. Default 128: with more requests
+    /// in flight to one backend than this, every answer beyond it closes its
+    /// connection and the next request opens a new one (with 32 and 50 in
+    /// flight, 160 new connections a second under steady load).
     pub pool_max_idle_per_host: usize,
     /// Trust anchors for backend certificates besides the system's (an internal
     /// CA). Default none.
@@ -44,7 +47,7 @@ impl Default for BackendOptions {
         Self {
             connect_timeout: Duration::from_secs(10),
             pool_idle_timeout: Duration::from_secs(90),
-            pool_max_idle_per_host: 32,
+            pool_max_idle_per_host: 128,
             extra_roots: Vec::new(),
         }
     }

@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use postern_netio::ReadAhead;
 use postern_proto::tunnel::{TUNNEL_UPGRADE, connector_tunnel_path};
 use postern_proto::{ErrorBody, PROTOCOL_VERSION};
 use rustls_pki_types::ServerName;
@@ -107,10 +108,13 @@ pub(crate) async fn dial(
     .map_err(|e| TunnelError::Transport(format!("connecting to {where_}: {e}")))?;
     let _ = tcp.set_nodelay(true);
     let tls = tokio_rustls::TlsConnector::from(endpoint.tls.clone());
-    let tls = tokio::time::timeout(deadlines.tls, tls.connect(target.server_name.clone(), tcp))
-        .await
-        .map_err(|_| TunnelError::Transport(format!("TLS handshake with {where_} timed out")))?
-        .map_err(|e| TunnelError::Transport(format!("TLS handshake with {where_}: {}", chain(&e))))?;
+    let tls = tokio::time::timeout(
+        deadlines.tls,
+        tls.connect(target.server_name.clone(), ReadAhead::new(tcp)),
+    )
+    .await
+    .map_err(|_| TunnelError::Transport(format!("TLS handshake with {where_} timed out")))?
+    .map_err(|e| TunnelError::Transport(format!("TLS handshake with {where_}: {}", chain(&e))))?;
 
     let deadline = Instant::now() + deadlines.upgrade;
     let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tls))

@@ -3,17 +3,16 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use postern_netio::{ReadObserver, ReadsObserved};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use crate::TunnelError;
@@ -26,6 +25,9 @@ use crate::forward;
 const MAX_WINDOW: u32 = (1 << 31) - 1;
 /// Smallest window accepted in the options (the protocol's default).
 const MIN_WINDOW: u32 = 65_535;
+/// Smallest and largest `SETTINGS_MAX_FRAME_SIZE` the protocol allows.
+const MIN_FRAME: u32 = 16 * 1024;
+const MAX_FRAME: u32 = (1 << 24) - 1;
 
 /// HTTP/2 settings and deadlines of one tunnel connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +47,11 @@ pub struct TunnelOptions {
     pub stream_window: u32,
     /// Flow-control window of the whole connection, in bytes. Default 2 MiB.
     pub connection_window: u32,
+    /// Largest HTTP/2 frame the service may send (a request body's bytes come
+    /// in frames of up to this size), between 16 KiB and 16 MiB. Default 64 KiB:
+    /// a quarter of the frames of HTTP/2's default 16 KiB for a large upload,
+    /// while a frame of another stream waits behind one at most that long.
+    pub max_frame_size: u32,
     /// Largest request head the service may send, in bytes. Default 64 KiB.
     pub max_header_list_size: u32,
     /// Response bytes buffered per stream before the backend is read no further.
@@ -63,6 +70,7 @@ impl Default for TunnelOptions {
             max_concurrent_streams: 8192,
             stream_window: 256 * 1024,
             connection_window: 2 * 1024 * 1024,
+            max_frame_size: 64 * 1024,
             max_header_list_size: 64 * 1024,
             max_send_buf_size: 256 * 1024,
             drain_grace: Duration::from_secs(30),
@@ -87,6 +95,9 @@ impl TunnelOptions {
             if !(MIN_WINDOW..=MAX_WINDOW).contains(&w) {
                 problems.push(format!("{name} must be between {MIN_WINDOW} and {MAX_WINDOW}"));
             }
+        }
+        if !(MIN_FRAME..=MAX_FRAME).contains(&self.max_frame_size) {
+            problems.push(format!("max_frame_size must be between {MIN_FRAME} and {MAX_FRAME}"));
         }
         if self.max_header_list_size < 1024 || self.max_send_buf_size < 1024 {
             problems.push("max_header_list_size and max_send_buf_size must be at least 1 KiB".to_owned());
@@ -125,10 +136,7 @@ where
 {
     options.validate()?;
     let activity = Arc::new(Activity::new());
-    let io = Watched {
-        inner: io,
-        activity: activity.clone(),
-    };
+    let io = ReadsObserved::new(io, activity.clone());
     let service = service_fn(move |req: hyper::Request<Incoming>| {
         let table = apps.borrow().clone();
         let backends = backends.clone();
@@ -143,6 +151,7 @@ where
         .initial_stream_window_size(options.stream_window)
         .initial_connection_window_size(options.connection_window)
         .adaptive_window(false)
+        .max_frame_size(options.max_frame_size)
         .max_header_list_size(options.max_header_list_size)
         .max_send_buf_size(options.max_send_buf_size)
         .auto_date_header(false);
@@ -201,46 +210,10 @@ impl Activity {
     }
 }
 
-/// The tunnel connection, noting each read.
-struct Watched<IO> {
-    inner: IO,
-    activity: Arc<Activity>,
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
-        }
-        polled
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+/// The tunnel connection notes each read (`postern_netio::ReadsObserved`).
+impl ReadObserver for Activity {
+    fn bytes_read(&self) {
+        self.touch();
     }
 }
 
@@ -255,11 +228,16 @@ mod tests {
             keep_alive_interval: Duration::ZERO,
             max_concurrent_streams: 0,
             stream_window: 10,
+            max_frame_size: 1 << 24,
             ..TunnelOptions::default()
         };
         let Err(TunnelError::Config(text)) = bad.validate() else {
             unreachable!("bad options were accepted")
         };
-        assert_eq!(text.matches(';').count(), 2, "{text}");
+        assert_eq!(text.matches(';').count(), 3, "{text}");
+        assert!(
+            text.contains("max_frame_size must be between 16384 and 16777215"),
+            "{text}"
+        );
     }
 }
