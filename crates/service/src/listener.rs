@@ -20,6 +20,7 @@ use hyper_util::service::TowerToHyperService;
 use ipnet::IpNet;
 use postern_control::PeerCertificate;
 use postern_edge::{ClientInfo, Edge, Routing};
+use postern_netio::{ReadAhead, ReadsObserved};
 use postern_sts::ClientIp;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -28,12 +29,16 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use self::deadlines::{ConnectionActivity, ObservedIo, Overstay, TrackedBody, Verdict};
+use self::deadlines::{ConnectionActivity, Overstay, TrackedBody, Verdict};
 use self::per_client::ConnectionsPerClient;
 use crate::config::Limits;
 
 /// Most concurrent HTTP/2 streams per client connection.
 const MAX_H2_STREAMS: u32 = 256;
+
+/// At shutdown, how long a connection whose request may be on its way (see
+/// `ConnectionActivity::request_arriving`) is read before it is closed.
+const ARRIVING_REQUEST_WAIT: Duration = Duration::from_millis(500);
 
 /// Where requests come from, as far as the service can tell.
 #[derive(Clone, Debug)]
@@ -125,52 +130,46 @@ impl Listener {
             addressing: self.addressing.clone(),
             tls: tls.is_some(),
         };
+        let admission = Admission {
+            permits,
+            per_client,
+            handlers,
+            tls,
+            limits: self.limits.clone(),
+            addressing: self.addressing.clone(),
+            drain_signal,
+        };
         loop {
             let accepted = tokio::select! {
                 a = self.tcp.accept() => a,
                 _ = shutdown.changed() => break,
             };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
+            match accepted {
+                Ok((stream, peer)) => admission.admit(stream, peer),
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
                 }
-            };
-            let accepted_at = Instant::now();
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                tracing::debug!(%peer, "connection limit reached; connection closed");
-                drop(stream);
-                continue;
-            };
-            let client_place = match &per_client {
-                Some(counts) if !self.addressing.trusted(peer.ip()) => match counts.try_open(peer.ip()) {
-                    Some(place) => Some(place),
-                    None => {
-                        tracing::debug!(%peer, "connections per client address reached; connection closed");
-                        drop(stream);
-                        continue;
-                    }
-                },
-                _ => None,
-            };
-            let _ = stream.set_nodelay(true);
-            let connection = Connection {
-                peer,
-                activity: ConnectionActivity::new(accepted_at, &self.limits),
-                handlers: handlers.clone(),
-                limits: self.limits.clone(),
-                shutdown: drain_signal.clone(),
-            };
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                connection.serve(stream, tls).await;
-                drop((permit, client_place));
-            });
+            }
         }
-        drop(self.tcp);
+        // Connections the kernel has completed but nobody accepted yet would be
+        // reset when the socket closes: they are taken and served like the
+        // others (their first request is answered, then they close).
+        match self.tcp.into_std() {
+            Ok(tcp) => {
+                let _ = tcp.set_nonblocking(true);
+                while let Ok((stream, peer)) = tcp.accept() {
+                    let _ = stream.set_nonblocking(true);
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => admission.admit(stream, peer),
+                        Err(e) => tracing::debug!(%peer, error = %e, "connection accepted at shutdown not served"),
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "listening socket not drained at shutdown"),
+        }
+        let Admission { drain_signal, .. } = admission;
         drop(drain_signal);
         let _ = draining.send(true);
         if tokio::time::timeout(self.limits.shutdown_grace, draining.closed())
@@ -179,6 +178,54 @@ impl Listener {
         {
             tracing::warn!("connections still open after the shutdown grace period; closing them");
         }
+    }
+}
+
+/// What taking one accepted connection on needs: the limits it must fit in and
+/// what serves it.
+struct Admission {
+    permits: Arc<Semaphore>,
+    per_client: Option<Arc<ConnectionsPerClient>>,
+    handlers: Handlers,
+    tls: Option<Arc<TlsAcceptor>>,
+    limits: Limits,
+    addressing: ClientAddressing,
+    /// Every connection holds a receiver; see [`Listener::serve`].
+    drain_signal: watch::Receiver<bool>,
+}
+
+impl Admission {
+    /// Serves `stream` on a task of its own, or closes it at once when the
+    /// connection limits are reached.
+    fn admit(&self, stream: TcpStream, peer: SocketAddr) {
+        let accepted_at = Instant::now();
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "connection limit reached; connection closed");
+            return;
+        };
+        let client_place = match &self.per_client {
+            Some(counts) if !self.addressing.trusted(peer.ip()) => match counts.try_open(peer.ip()) {
+                Some(place) => Some(place),
+                None => {
+                    tracing::debug!(%peer, "connections per client address reached; connection closed");
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = Connection {
+            peer,
+            activity: ConnectionActivity::new(accepted_at, &self.limits),
+            handlers: self.handlers.clone(),
+            limits: self.limits.clone(),
+            shutdown: self.drain_signal.clone(),
+        };
+        let tls = self.tls.clone();
+        tokio::spawn(async move {
+            connection.serve(stream, tls).await;
+            drop((permit, client_place));
+        });
     }
 }
 
@@ -310,6 +357,9 @@ impl Connection {
             return self.serve_http(stream, None).await;
         };
         let peer = self.peer;
+        // rustls reads 4 KiB at a time; `ReadAhead` turns a bulk upload's or a
+        // tunnel's many small reads into few system calls.
+        let stream = ReadAhead::new(stream);
         let handshake = tokio::time::timeout_at(self.activity.first_head_deadline(), acceptor.accept(stream)).await;
         let tls_stream = match handshake {
             Ok(Ok(s)) => s,
@@ -340,7 +390,7 @@ impl Connection {
         let peer = self.peer;
         let builder = http_builder();
         let service = connection_service(self.handlers.clone(), peer, client_cert, self.activity.clone());
-        let io = TokioIo::new(ObservedIo::new(io, self.activity.clone()));
+        let io = TokioIo::new(ReadsObserved::new(io, self.activity.clone()));
         let conn = builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(conn);
         let close_within = loop {
@@ -358,7 +408,20 @@ impl Connection {
             };
             tokio::select! {
                 result = conn.as_mut() => return log_end(peer, result),
-                _ = self.shutdown.changed() => break self.limits.shutdown_grace,
+                _ = self.shutdown.changed() => {
+                    // A request on its way (a connection accepted moments ago,
+                    // or the next request's first bytes read) would be reset by
+                    // a close now: it gets a moment to arrive and is answered,
+                    // then the connection closes.
+                    let until = Instant::now() + ARRIVING_REQUEST_WAIT.min(self.limits.shutdown_grace);
+                    while self.activity.request_arriving() && Instant::now() < until {
+                        tokio::select! {
+                            result = conn.as_mut() => return log_end(peer, result),
+                            () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                        }
+                    }
+                    break self.limits.shutdown_grace;
+                }
                 () = tokio::time::sleep_until(recheck_at) => {}
             }
         };
@@ -380,7 +443,103 @@ fn log_end(peer: SocketAddr, result: Result<(), Box<dyn std::error::Error + Send
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+
+    /// A plain listener on `tcp` whose app answers `GET /hello` with "hello".
+    fn hello_listener(tcp: TcpListener) -> (Listener, Router) {
+        let listener = Listener {
+            tcp,
+            tls: None,
+            limits: Limits {
+                shutdown_grace: Duration::from_secs(5),
+                ..Limits::default()
+            },
+            addressing: ClientAddressing::new(Vec::new()),
+            edge: None,
+        };
+        (
+            listener,
+            Router::new().route("/hello", axum::routing::get(|| async { "hello" })),
+        )
+    }
+
+    /// Reads `client` to its end: a whole "hello" answer, then the close.
+    async fn assert_answered_then_closed(client: &mut TcpStream, which: &str) {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            matches!(read, Ok(Ok(_))) && answer.starts_with("HTTP/1.1 200") && answer.ends_with("hello"),
+            "{which}: {read:?}, {answer:?}"
+        );
+    }
+
+    /// Connections that reach the listening socket as the service shuts down,
+    /// accepted by the kernel but not yet by the service, are answered and
+    /// then closed, not reset (a SIGTERM restart must fail no request that
+    /// reached the old process).
+    #[tokio::test]
+    async fn connections_waiting_at_shutdown_are_answered() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = tcp.local_addr().expect("address");
+        // Queued in the kernel: nothing accepts them before the shutdown.
+        let mut clients = Vec::new();
+        for _ in 0..16 {
+            let mut client = TcpStream::connect(addr).await.expect("connect");
+            client
+                .write_all(b"GET /hello HTTP/1.1\r\nHost: service.test\r\n\r\n")
+                .await
+                .expect("request");
+            clients.push(client);
+        }
+        let (listener, app) = hello_listener(tcp);
+        let (stop, stopped) = watch::channel(false);
+        stop.send(true).expect("the listener holds a receiver");
+        let serving = tokio::spawn(listener.serve(app, stopped));
+        for (i, mut client) in clients.into_iter().enumerate() {
+            assert_answered_then_closed(&mut client, &format!("connection {i}")).await;
+        }
+        tokio::time::timeout(Duration::from_secs(5), serving)
+            .await
+            .expect("the listener stops once its connections are done")
+            .expect("the listener did not panic");
+    }
+
+    /// A connection accepted before the shutdown whose request comes a moment
+    /// after it is answered, not closed under the request; an idle keep-alive
+    /// connection that was answered before closes at once.
+    #[tokio::test]
+    async fn a_request_on_its_way_at_shutdown_is_answered() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = tcp.local_addr().expect("address");
+        let (listener, app) = hello_listener(tcp);
+        let (stop, stopped) = watch::channel(false);
+        let serving = tokio::spawn(listener.serve(app, stopped));
+        let request = b"GET /hello HTTP/1.1\r\nHost: service.test\r\n\r\n";
+        let mut answered = TcpStream::connect(addr).await.expect("connect");
+        answered.write_all(request).await.expect("request");
+        let mut head = [0u8; 15];
+        answered.read_exact(&mut head).await.expect("answer");
+        assert_eq!(&head, b"HTTP/1.1 200 OK");
+        let mut fresh = TcpStream::connect(addr).await.expect("connect");
+        // Ordering only: the service accepts the connection, then shuts down,
+        // then the request is sent.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.send(true).expect("the listener holds a receiver");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        fresh.write_all(request).await.expect("request");
+        assert_answered_then_closed(&mut fresh, "the fresh connection").await;
+        // The answered connection was idle at the shutdown: closed already.
+        let mut rest = Vec::new();
+        let idle = tokio::time::timeout(Duration::from_secs(1), answered.read_to_end(&mut rest)).await;
+        assert!(matches!(idle, Ok(Ok(_))), "the idle connection stayed open: {idle:?}");
+        tokio::time::timeout(Duration::from_secs(5), serving)
+            .await
+            .expect("the listener stops once its connections are done")
+            .expect("the listener did not panic");
+    }
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {

@@ -15,7 +15,6 @@
 //! [`ConnectionActivity`]; the supervisor asks it for a [`Verdict`] whenever the
 //! next deadline comes.
 
-use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,7 +22,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::{Body as HttpBody, Bytes, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use crate::config::Limits;
@@ -150,6 +148,15 @@ impl ConnectionActivity {
         }
     }
 
+    /// Whether a request may be on its way with nothing in flight: no request
+    /// head yet on a new connection (its bytes may be unread in the socket), or
+    /// the first bytes of the next one read. Closing such a connection at
+    /// shutdown would reset the request instead of answering it.
+    pub(crate) fn request_arriving(&self) -> bool {
+        let state = self.state();
+        state.in_flight == 0 && (state.heads == 0 || state.head_started.is_some())
+    }
+
     /// Whether the connection has overstayed at `now`, or when to ask again.
     pub(crate) fn verdict(&self, now: Instant) -> Verdict {
         let state = self.state();
@@ -219,53 +226,11 @@ impl HttpBody for TrackedBody {
     }
 }
 
-/// A client stream that tells the connection's activity when bytes arrive.
-pub(crate) struct ObservedIo<S> {
-    inner: S,
-    activity: Arc<ConnectionActivity>,
-}
-
-impl<S> ObservedIo<S> {
-    /// Wraps `inner`.
-    pub(crate) fn new(inner: S, activity: Arc<ConnectionActivity>) -> Self {
-        Self { inner, activity }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for ObservedIo<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.bytes_read_at(Instant::now());
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for ObservedIo<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+/// A client stream tells the connection's activity when bytes arrive
+/// (`postern_netio::ReadsObserved`).
+impl postern_netio::ReadObserver for ConnectionActivity {
+    fn bytes_read(&self) {
+        self.bytes_read_at(Instant::now());
     }
 }
 
@@ -286,6 +251,23 @@ mod tests {
     fn request(activity: &Arc<ConnectionActivity>, http2: bool, at: Instant) {
         std::mem::forget(activity.request_started(http2));
         activity.request_finished_at(at);
+    }
+
+    #[test]
+    fn a_request_is_arriving_until_its_head_and_again_with_the_next_bytes() {
+        let opened = Instant::now();
+        let activity = ConnectionActivity::new(opened, &limits());
+        assert!(
+            activity.request_arriving(),
+            "a new connection may hold an unread request"
+        );
+        let in_flight = activity.request_started(false);
+        assert!(!activity.request_arriving(), "in flight: the request is being answered");
+        std::mem::forget(in_flight);
+        activity.request_finished_at(opened + Duration::from_secs(1));
+        assert!(!activity.request_arriving(), "idle with nothing read: may be closed");
+        activity.bytes_read_at(opened + Duration::from_secs(2));
+        assert!(activity.request_arriving(), "the next request's first bytes were read");
     }
 
     #[test]
