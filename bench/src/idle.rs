@@ -41,7 +41,7 @@ use postern_store::Preauth;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::procfs::resident_kib;
+use crate::procfs::{anonymous_kib, resident_kib};
 use crate::proxy::children::{OwnBackendArgs, find_program, spawn_own_backend};
 use crate::proxy::wrk::{self, Load, WrkReport};
 use crate::pta::installation::{AppSide, DirectorySide, Installation, slapd_agent_config};
@@ -120,6 +120,8 @@ struct Phase {
     failed: usize,
     first_error: Option<String>,
     idle: Resident,
+    /// The processes' own part of `idle` (`RssAnon`).
+    idle_anonymous: Resident,
     before: Resident,
     after: Resident,
     load_alone: WrkReport,
@@ -226,6 +228,7 @@ async fn measure_phase(
     wait_ready(&mut installation, addr, &host).await?;
     let pids = Pids::of(&installation);
     let idle = pids.settled().await;
+    let idle_anonymous = pids.anonymous();
 
     let load = Load {
         url: format!("http://{addr}/"),
@@ -273,6 +276,7 @@ async fn measure_phase(
         failed,
         first_error,
         idle,
+        idle_anonymous,
         before,
         after,
         load_alone,
@@ -294,6 +298,15 @@ impl Pids {
             serve: installation.serve.id(),
             agent: installation.agent.id(),
             connector: installation.connector.id(),
+        }
+    }
+
+    /// Each process's `RssAnon` now.
+    fn anonymous(&self) -> Resident {
+        Resident {
+            serve: anonymous_kib(self.serve),
+            agent: anonymous_kib(self.agent),
+            connector: anonymous_kib(self.connector),
         }
     }
 
@@ -675,7 +688,9 @@ fn render(args: &IdleArgs, runs: &[BinaryRun]) -> String {
          `postern-bench idle --connections {n} --seconds {s}{before}` (release build): the `postern` binary as \
          `serve`, `agent` (against a fresh slapd) and `connector` processes, an app with pre-authentication \
          `passthrough` in front of a hyper backend (a 1 KiB page; WebSocket handshakes answered `101`, then an \
-         echo). Idle resident memory (`VmRSS`) once start-up has settled. Then {n} idle WebSockets through the \
+         echo). Idle resident memory (`VmRSS`) once start-up has settled, and the part of it that is the \
+         process's own (`RssAnon`: heap and stacks; the rest is pages of the binary and libc, held by the page \
+         cache and shared by the three processes). Then {n} idle WebSockets through the \
          front door (plain HTTP, the `Upgrade: websocket` handshake, then nothing), and on fresh processes {n} \
          idle HTTP/1.1 keep-alive connections that each made one request: KiB per connection is the growth of \
          `VmRSS` over the connections opened, each figure taken once memory has settled. Active load: \
@@ -701,6 +716,10 @@ fn render(args: &IdleArgs, runs: &[BinaryRun]) -> String {
         ("`serve` idle, MiB", |r| mib(r.websockets.idle.serve)),
         ("`connector` idle, MiB", |r| mib(r.websockets.idle.connector)),
         ("`agent` idle, MiB", |r| mib(r.websockets.idle.agent)),
+        ("of which its own (`RssAnon`), MiB: serve / connector / agent", |r| {
+            let own = &r.websockets.idle_anonymous;
+            format!("{} / {} / {}", mib(own.serve), mib(own.connector), mib(own.agent))
+        }),
         ("idle WebSockets open", |r| opened(&r.websockets)),
         ("`serve` KiB per idle WebSocket", |r| {
             kib_per(r.websockets.per_connection(|m| m.serve))

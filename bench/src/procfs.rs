@@ -7,12 +7,24 @@ use anyhow::Context;
 
 /// `VmRSS` of `pid`, KiB (0 if it cannot be read).
 pub fn resident_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// `RssAnon` of `pid`, KiB: the resident memory that is the process's own
+/// (heap, stacks), without the pages of its binary and libraries, which the
+/// page cache holds and processes of the same binary share.
+pub fn anonymous_kib(pid: u32) -> u64 {
+    status_kib(pid, "RssAnon:")
+}
+
+/// A `kB` figure of `/proc/PID/status` (0 if it cannot be read).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
