@@ -40,6 +40,11 @@ const MAX_H2_STREAMS: u32 = 256;
 /// `ConnectionActivity::request_arriving`) is read before it is closed.
 const ARRIVING_REQUEST_WAIT: Duration = Duration::from_millis(500);
 
+/// At shutdown, the most connections taken from the listening socket's backlog
+/// before it closes (Linux caps a backlog at `net.core.somaxconn`, 4096 by
+/// default).
+const SHUTDOWN_ACCEPT_MAX: usize = 4096;
+
 /// Where requests come from, as far as the service can tell.
 #[derive(Clone, Debug)]
 pub(crate) struct ClientAddressing {
@@ -155,11 +160,13 @@ impl Listener {
         }
         // Connections the kernel has completed but nobody accepted yet would be
         // reset when the socket closes: they are taken and served like the
-        // others (their first request is answered, then they close).
+        // others (their first request is answered, then they close). At most a
+        // full backlog's worth: clients that keep connecting cannot hold the
+        // socket open.
         match self.tcp.into_std() {
             Ok(tcp) => {
                 let _ = tcp.set_nonblocking(true);
-                while let Ok((stream, peer)) = tcp.accept() {
+                for (stream, peer) in std::iter::from_fn(|| tcp.accept().ok()).take(SHUTDOWN_ACCEPT_MAX) {
                     let _ = stream.set_nonblocking(true);
                     match TcpStream::from_std(stream) {
                         Ok(stream) => admission.admit(stream, peer),
