@@ -360,9 +360,17 @@ impl Connection {
     /// Completes the TLS handshake, if any, within the first request's deadline,
     /// then serves HTTP.
     async fn serve(self, stream: TcpStream, tls: Option<Arc<TlsAcceptor>>) {
-        let Some(acceptor) = tls else {
-            return self.serve_http(stream, None).await;
-        };
+        match tls {
+            None => self.serve_http(stream, None).await,
+            // Boxed: a task is as large as its future's largest state, and a
+            // plain connection's task would otherwise carry room for the TLS
+            // handshake and the TLS connection for as long as it lives.
+            Some(acceptor) => Box::pin(self.serve_tls(stream, acceptor)).await,
+        }
+    }
+
+    /// [`Connection::serve`] over TLS.
+    async fn serve_tls(self, stream: TcpStream, acceptor: Arc<TlsAcceptor>) {
         let peer = self.peer;
         // rustls reads 4 KiB at a time; `ReadAhead` turns a bulk upload's or a
         // tunnel's many small reads into few system calls.
