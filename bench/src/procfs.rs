@@ -56,18 +56,44 @@ fn clock_ticks_per_second() -> u64 {
 }
 
 /// Processes whose command line mentions `marker` (the directory's
-/// processes, started with their state directory on the command line).
-pub fn pids_mentioning(marker: &Path) -> Vec<u32> {
+/// processes, started with their state directory on the command line), and
+/// every process descended from one of them: Samba's processes set their own
+/// titles, so they are found through the watchdog that started them.
+pub fn processes_under(marker: &Path) -> Vec<u32> {
     let marker = marker.display().to_string();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
-        })
-        .collect()
+    let mut found = std::collections::BTreeSet::new();
+    let mut parents = Vec::new();
+    for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        if std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker)) {
+            found.insert(pid);
+        }
+        if let Some(ppid) = parent_of(pid) {
+            parents.push((pid, ppid));
+        }
+    }
+    // Descendants, one generation per pass.
+    loop {
+        let before = found.len();
+        for (pid, ppid) in &parents {
+            if found.contains(ppid) {
+                found.insert(*pid);
+            }
+        }
+        if found.len() == before {
+            return found.into_iter().collect();
+        }
+    }
+}
+
+/// The parent process of `pid`, from `/proc/PID/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from after its ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Pins every thread of `pid` to the CPUs `cpus` (a list as `taskset` takes

@@ -36,7 +36,7 @@ use postern_sts::{ClientIp, PasswordVerdict};
 use postern_testkit::TestService;
 use postern_uplink::{Credential, RegisterOptions, StateDir, register};
 
-use crate::procfs::{cpu_seconds, pids_mentioning, pin};
+use crate::procfs::{cpu_seconds, pin, processes_under};
 use crate::report::{Measured, drive, ms, write_section};
 
 /// Flags of `postern-bench pta`.
@@ -112,12 +112,14 @@ async fn target(kind: &str) -> anyhow::Result<Target> {
         }
         "samba" => {
             let samba = SambaAd::start().await?;
+            let names: Vec<String> = (0..BENCH_USERS).map(|n| format!("bench-{n}")).collect();
+            samba.add_users(&names)?;
             let config = samba.config();
             let url = config.urls.first().cloned().unwrap_or_default();
             Target {
                 name: "Active Directory (Samba 4.17 AD DC)",
                 domain: "example.test",
-                usernames: vec!["alice@example.test".into(), "wendy@example.test".into()],
+                usernames: names.iter().map(|n| format!("{n}@example.test")).collect(),
                 password: SAMBA_PASSWORD,
                 bind_as: "alice@EXAMPLE.TEST".into(),
                 url,
@@ -130,7 +132,7 @@ async fn target(kind: &str) -> anyhow::Result<Target> {
     })
 }
 
-/// Users the benchmark adds to slapd: as many as sign-ins in flight at most, so
+/// Users the benchmark adds to the directory: as many as sign-ins in flight at most, so
 /// that no two at once are for one account (the service checks one password
 /// of an account at a time and answers the others `Busy`).
 const BENCH_USERS: usize = 64;
@@ -350,7 +352,7 @@ fn pin_directory(t: &Target, args: &PtaArgs, cores: usize) -> anyhow::Result<Opt
         return Ok(None);
     }
     let last = cores - 1;
-    let directory = pids_mentioning(&t.marker);
+    let directory = processes_under(&t.marker);
     anyhow::ensure!(!directory.is_empty(), "no directory process found to pin");
     for pid in directory {
         pin(pid, &last.to_string())?;

@@ -19,7 +19,7 @@ use reqwest::header::{COOKIE, HeaderMap, LOCATION, SET_COOKIE};
 use url::Url;
 
 use super::installation::{APP_HOST, DirectorySide, Installation};
-use crate::procfs::{cpu_seconds, pids_mentioning};
+use crate::procfs::{cpu_seconds, processes_under};
 use crate::report::{Measured, drive};
 
 /// Longest wait for the first sign-in to go through (agent and tunnel up).
@@ -232,7 +232,7 @@ fn processes(installation: &Installation, directory_marker: Option<&Path>) -> Ve
         .map(|(name, pid)| (name.to_owned(), vec![pid]))
         .collect();
     if let Some(marker) = directory_marker {
-        all.push(("directory".into(), pids_mentioning(marker)));
+        all.push(("directory".into(), processes_under(marker)));
     }
     all.push(("harness (load, backend)".into(), vec![std::process::id()]));
     all
