@@ -378,7 +378,7 @@ impl Store {
         ))
         .bind(tenant_id)
         .bind(client_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()?;
         let app = row.as_ref().map(app_from_row).transpose()?;
@@ -395,7 +395,7 @@ impl Store {
         ))
         .bind(tenant_id)
         .bind(id)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .db()?;
         app_from_row(&row)
@@ -409,7 +409,7 @@ impl Store {
             " FROM apps WHERE tenant_id = $1 ORDER BY name"
         ))
         .bind(tenant_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()?;
         rows.iter().map(app_from_row).collect()
@@ -422,7 +422,7 @@ impl Store {
             app_columns!(),
             " FROM apps ORDER BY tenant_id, name"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()?;
         rows.iter().map(app_from_row).collect()
@@ -436,7 +436,7 @@ impl Store {
             " FROM apps WHERE external_host = $1"
         ))
         .bind(host)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()?;
         let mut apps = rows.iter().map(app_from_row).collect::<Result<Vec<_>, _>>()?;
@@ -453,7 +453,7 @@ impl Store {
         ))
         .bind(tenant_id)
         .bind(group_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()?;
         rows.iter().map(app_from_row).collect()
@@ -507,7 +507,7 @@ impl Store {
         .bind(app_id)
         .bind(kind.as_str())
         .bind(principal_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .db()?;
         if exists == 0 {
@@ -515,7 +515,7 @@ impl Store {
                 .bind(app_id)
                 .bind(kind.as_str())
                 .bind(principal_id)
-                .execute(&self.pool)
+                .execute(&self.db)
                 .await
                 .db()?;
         }
@@ -537,7 +537,7 @@ impl Store {
                 .bind(app_id)
                 .bind(kind.as_str())
                 .bind(principal_id)
-                .execute(&self.pool)
+                .execute(&self.db)
                 .await
                 .db()?;
         if done.rows_affected() == 0 {
@@ -557,7 +557,7 @@ impl Store {
             "SELECT principal_kind, principal_id FROM app_assignments WHERE app_id = $1 ORDER BY principal_kind, principal_id",
         )
         .bind(app_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()?;
         Ok(rows
@@ -591,7 +591,7 @@ impl Store {
         )
         .bind(app_id)
         .bind(user_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .db()?;
         self.reads.assigned.put(key, n > 0, generation);
@@ -608,7 +608,7 @@ impl Store {
              WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at DESC, kid",
         )
         .bind(not_retired_before)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()
     }

@@ -243,7 +243,7 @@ impl Store {
         .bind(tenant_id)
         .bind(after)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()
     }
@@ -260,7 +260,7 @@ impl Store {
             )
             .bind(expected_seq)
             .bind(VERIFY_PAGE)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.db)
             .await
             .db()?;
             let Some(last) = page.last() else { break };

@@ -126,7 +126,7 @@ impl Store {
         ))
         .bind(tenant_id)
         .bind(client_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .db()?;
         let client = client_from_row(&row)?;
@@ -142,7 +142,7 @@ impl Store {
             " FROM oauth_clients WHERE tenant_id = $1 ORDER BY client_id"
         ))
         .bind(tenant_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()?;
         rows.iter().map(client_from_row).collect()

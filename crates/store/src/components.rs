@@ -199,7 +199,7 @@ impl Store {
             "SELECT kind, cert_pem, key_sealed, crl_number, created_at FROM certificate_authorities WHERE kind = $1",
         )
         .bind(kind)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()
     }
@@ -221,7 +221,7 @@ impl Store {
         .bind(cert_pem)
         .bind(key_sealed)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         Ok(())
@@ -256,7 +256,7 @@ impl Store {
         )
         .bind(ca_kind)
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()
     }
@@ -283,7 +283,7 @@ impl Store {
         .bind(description)
         .bind(flag(is_default))
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .map_err(|e| match StoreError::from_sqlx(e) {
             StoreError::Conflict(_) => StoreError::Conflict(format!("connector group {name} exists")),
@@ -301,7 +301,7 @@ impl Store {
         ))
         .bind(tenant_id)
         .bind(id)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .db()
     }
@@ -315,7 +315,7 @@ impl Store {
         ))
         .bind(tenant_id)
         .bind(name)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .db()
     }
@@ -328,7 +328,7 @@ impl Store {
             " FROM connector_groups WHERE tenant_id = $1 ORDER BY name"
         ))
         .bind(tenant_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()
     }
@@ -341,7 +341,7 @@ impl Store {
             " FROM connector_groups WHERE tenant_id = $1 AND is_default = 1 ORDER BY created_at LIMIT 1"
         ))
         .bind(tenant_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()?;
         match found {
@@ -372,7 +372,7 @@ impl Store {
         }
         let members: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM components WHERE group_id = $1")
             .bind(id)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db)
             .await
             .db()?;
         if members > 0 {
@@ -384,7 +384,7 @@ impl Store {
         sqlx::query("DELETE FROM connector_groups WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .db()?;
         self.announce(crate::Revocation::GroupDeleted {
@@ -403,7 +403,7 @@ impl Store {
         )
         .bind(tenant_id)
         .bind(group_id)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         if done.rows_affected() == 0 {
@@ -426,7 +426,7 @@ impl Store {
             .bind(group_id)
             .bind(tenant_id)
             .bind(component_id)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .db()?;
         if let Some(old) = c.group_id.as_deref().filter(|old| *old != group_id) {
@@ -467,7 +467,7 @@ impl Store {
         .bind(&c.version)
         .bind(&c.registered_by)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         self.component(&c.tenant_id, &c.id).await
@@ -482,7 +482,7 @@ impl Store {
         ))
         .bind(tenant_id)
         .bind(id)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .db()
     }
@@ -496,7 +496,7 @@ impl Store {
         ))
         .bind(tenant_id)
         .bind(kind.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()
     }
@@ -514,7 +514,7 @@ impl Store {
             " FROM components WHERE serial = $1"
         ))
         .bind(serial)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()?;
         if let Some(c) = current {
@@ -527,7 +527,7 @@ impl Store {
         ))
         .bind(serial)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()?;
         Ok(previous.map(|c| (c, SerialStatus::Previous)))
@@ -554,7 +554,7 @@ impl Store {
                 .bind(ip)
                 .bind(id),
         }
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         Ok(())
@@ -646,7 +646,7 @@ impl Store {
             " FROM components WHERE previous_serial IS NOT NULL AND previous_valid_until <= $1"
         ))
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()?;
         let mut n = 0;
@@ -740,7 +740,7 @@ impl Store {
             " FROM components WHERE not_after <= $1"
         ))
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()
     }
@@ -772,7 +772,7 @@ impl Store {
         .bind(now)
         .bind(expires_at)
         .bind(uses)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         Ok(())
@@ -791,7 +791,7 @@ impl Store {
         )
         .bind(token_digest)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()
     }
@@ -882,7 +882,7 @@ impl Store {
             .bind(tenant_id)
             .bind(kind.as_str())
             .bind(component_id)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .db()?;
         Ok(())

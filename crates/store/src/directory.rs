@@ -246,7 +246,7 @@ impl Store {
     ) -> Result<Domain, StoreError> {
         let _changed = self.routing_change();
         let name = name.trim().to_lowercase();
-        if let Some(other) = overlapping_verified(&self.pool, tenant_id, &name).await? {
+        if let Some(other) = overlapping_verified(&self.db, tenant_id, &name).await? {
             return Err(StoreError::Conflict(overlap_message(&name, &other)));
         }
         sqlx::query(
@@ -257,7 +257,7 @@ impl Store {
         .bind(&name)
         .bind(verification_token)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .map_err(|e| match StoreError::from_sqlx(e) {
             StoreError::Conflict(_) => StoreError::Conflict(format!("{name} is already a domain of this tenant")),
@@ -275,7 +275,7 @@ impl Store {
         ))
         .bind(tenant_id)
         .bind(name)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .db()
     }
@@ -288,7 +288,7 @@ impl Store {
             " FROM domains WHERE tenant_id = $1 ORDER BY name"
         ))
         .bind(tenant_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()
     }
@@ -327,7 +327,7 @@ impl Store {
             .bind(mode.as_str())
             .bind(tenant_id)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .db()?;
         not_found_if_none(done.rows_affected())
@@ -339,7 +339,7 @@ impl Store {
         let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND username LIKE $2")
             .bind(tenant_id)
             .bind(format!("%@{}", name.replace(['%', '_'], "")))
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db)
             .await
             .db()?;
         if users > 0 {
@@ -347,7 +347,7 @@ impl Store {
         }
         let apps: Vec<(String, String)> = sqlx::query_as("SELECT name, external_host FROM apps WHERE tenant_id = $1")
             .bind(tenant_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.db)
             .await
             .db()?;
         let under: Vec<String> = apps
@@ -367,7 +367,7 @@ impl Store {
         let done = sqlx::query("DELETE FROM domains WHERE tenant_id = $1 AND name = $2")
             .bind(tenant_id)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .db()?;
         not_found_if_none(done.rows_affected())
@@ -392,7 +392,7 @@ impl Store {
         ))
         .bind(tenant_id)
         .bind(id)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .db()
     }
@@ -406,7 +406,7 @@ impl Store {
         ))
         .bind(tenant_id)
         .bind(normalize_username(username))
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .db()
     }
@@ -419,7 +419,7 @@ impl Store {
             " FROM users WHERE tenant_id = $1 ORDER BY username"
         ))
         .bind(tenant_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()
     }
@@ -488,7 +488,7 @@ impl Store {
         .bind(now)
         .bind(tenant_id)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         not_found_if_none(done.rows_affected())
@@ -514,7 +514,7 @@ impl Store {
         .bind(tenant_id)
         .bind(id)
         .bind(old)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         Ok(done.rows_affected() == 1)
@@ -599,7 +599,7 @@ impl Store {
         )
         .bind(step)
         .bind(user_id)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         Ok(done.rows_affected() == 1)
@@ -619,7 +619,7 @@ impl Store {
         .bind(now)
         .bind(user_id)
         .bind(code_digest)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         Ok(done.rows_affected() == 1)
@@ -629,7 +629,7 @@ impl Store {
     pub async fn recovery_codes_left(&self, user_id: &str) -> Result<i64, StoreError> {
         sqlx::query_scalar("SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL")
             .bind(user_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db)
             .await
             .db()
     }
@@ -709,7 +709,7 @@ impl Store {
         .bind(name)
         .bind(description)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .map_err(StoreError::from_sqlx);
         match inserted {
@@ -733,7 +733,7 @@ impl Store {
         ))
         .bind(tenant_id)
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()?;
         match existing {
@@ -765,7 +765,7 @@ impl Store {
         ))
         .bind(tenant_id)
         .bind(external_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()?;
         let existing = match by_external {
@@ -803,7 +803,7 @@ impl Store {
                 .bind(now)
                 .bind(tenant_id)
                 .bind(&u.id)
-                .execute(&self.pool)
+                .execute(&self.db)
                 .await
                 .db()?;
                 self.user(tenant_id, &u.id).await
@@ -832,7 +832,7 @@ impl Store {
              WHERE m.user_id = $1 AND g.source = 'directory'",
         )
         .bind(user_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()?;
         let mut sorted_current = current_names;
@@ -852,7 +852,7 @@ impl Store {
                 sqlx::query_scalar("SELECT id FROM groups WHERE tenant_id = $1 AND name = $2 AND source = 'directory'")
                     .bind(tenant_id)
                     .bind(name)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.db)
                     .await
                     .db()?;
             let id = match found {
@@ -867,7 +867,7 @@ impl Store {
                     .bind(tenant_id)
                     .bind(name)
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(&self.db)
                     .await
                     .map_err(StoreError::from_sqlx);
                     match inserted {
@@ -879,7 +879,7 @@ impl Store {
                             )
                             .bind(tenant_id)
                             .bind(name)
-                            .fetch_optional(&self.pool)
+                            .fetch_optional(&self.db)
                             .await
                             .db()?;
                             match again {
@@ -901,14 +901,14 @@ impl Store {
              WHERE m.user_id = $1 AND g.source = 'directory'",
         )
         .bind(user_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()?;
         for gone in current.iter().filter(|g| !wanted.contains(g)) {
             sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
                 .bind(gone)
                 .bind(user_id)
-                .execute(&self.pool)
+                .execute(&self.db)
                 .await
                 .db()?;
         }
@@ -938,7 +938,7 @@ impl Store {
         .bind(name)
         .bind(description)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .map_err(|e| match StoreError::from_sqlx(e) {
             StoreError::Conflict(_) => StoreError::Conflict(format!("group {name} exists")),
@@ -956,7 +956,7 @@ impl Store {
         ))
         .bind(tenant_id)
         .bind(id)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .db()
     }
@@ -969,7 +969,7 @@ impl Store {
             " FROM groups WHERE tenant_id = $1 ORDER BY name"
         ))
         .bind(tenant_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()
     }
@@ -1007,7 +1007,7 @@ impl Store {
         sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(group_id)
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .db()?;
         Ok(())
@@ -1020,7 +1020,7 @@ impl Store {
         let done = sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
             .bind(group_id)
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .db()?;
         not_found_if_none(done.rows_affected())
@@ -1036,7 +1036,7 @@ impl Store {
              ORDER BY username"
         ))
         .bind(group_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()
     }
@@ -1058,7 +1058,7 @@ impl Store {
         ))
         .bind(tenant_id)
         .bind(user_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()?;
         self.reads.user_groups.put(key, groups.clone(), generation);

@@ -67,7 +67,7 @@ impl Store {
             sqlx::query_as("SELECT position FROM export_cursors WHERE sink = $1 AND stream = $2")
                 .bind(sink)
                 .bind(stream.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.db)
                 .await
                 .db()?;
         Ok(position.map_or(0, |(p,)| p))
@@ -91,7 +91,7 @@ impl Store {
         .bind(sink)
         .bind(stream.as_str())
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         let moved = sqlx::query(
@@ -103,7 +103,7 @@ impl Store {
         .bind(sink)
         .bind(stream.as_str())
         .bind(from)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?
         .rows_affected();
@@ -121,7 +121,7 @@ impl Store {
         )
         .bind(after)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()
     }
@@ -137,7 +137,7 @@ impl Store {
         )
         .bind(after)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()
     }

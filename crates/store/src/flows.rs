@@ -39,7 +39,7 @@ impl Store {
         .bind(data)
         .bind(now)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         Ok(())
@@ -54,7 +54,7 @@ impl Store {
         .bind(id_digest)
         .bind(tenant_id)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .db()
     }
@@ -64,7 +64,7 @@ impl Store {
         let done = sqlx::query("UPDATE signin_flows SET data = $1 WHERE id_digest = $2")
             .bind(data)
             .bind(id_digest)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .db()?;
         if done.rows_affected() == 0 {
@@ -77,7 +77,7 @@ impl Store {
     pub async fn delete_flow(&self, id_digest: &[u8]) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM signin_flows WHERE id_digest = $1")
             .bind(id_digest)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .db()?;
         Ok(())

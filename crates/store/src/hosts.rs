@@ -238,7 +238,7 @@ impl Store {
     pub async fn host_owner(&self, host_name: &str) -> Result<Option<String>, StoreError> {
         sqlx::query_scalar("SELECT tenant_id FROM app_hosts WHERE host = $1")
             .bind(host_name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.db)
             .await
             .db()
     }
@@ -249,12 +249,12 @@ impl Store {
     pub async fn claim_hosts_of_existing_apps(&self) -> Result<(), StoreError> {
         let rows: Vec<(String, String, i64)> =
             sqlx::query_as("SELECT external_host, tenant_id, created_at FROM apps ORDER BY created_at, id")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.db)
                 .await
                 .db()?;
         for (host, tenant_id, created_at) in rows {
             let name = host_name(&host).trim_end_matches('.').to_owned();
-            claim_host(&self.pool, &name, &tenant_id, UnixTime::from_secs(created_at)).await?;
+            claim_host(&self.db, &name, &tenant_id, UnixTime::from_secs(created_at)).await?;
         }
         Ok(())
     }

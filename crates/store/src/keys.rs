@@ -82,7 +82,7 @@ impl Store {
             " FROM signing_keys WHERE retired_at IS NULL \
              ORDER BY created_at DESC, kid LIMIT 1"
         ))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()
     }
@@ -97,7 +97,7 @@ impl Store {
              ORDER BY created_at DESC, kid"
         ))
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()
     }

@@ -17,6 +17,7 @@ pub mod cache;
 mod changes;
 mod clients;
 mod components;
+mod db;
 mod directory;
 mod error;
 mod export;
@@ -85,7 +86,10 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 /// Connection and migration handle to the service's database.
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// For transactions, migrations and tests (see [`db`]).
     pool: AnyPool,
+    /// For single statements: `query.fetch_one(&self.db)`.
+    db: db::Db,
     backend: Backend,
     /// Woken whenever a connector group's configuration version changes in this
     /// process (other instances are seen by polling).
@@ -238,21 +242,26 @@ impl Store {
             pool_options = pool_options.test_before_acquire(false);
             pool_options = pool_options.after_connect(|conn, _meta| {
                 Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; \
-                         PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;",
-                    )
-                    .await?;
+                    conn.execute(db::SQLITE_PRAGMAS).await?;
                     Ok(())
                 })
             });
         }
         let pool = pool_options
-            .connect_with(connect_options)
+            .connect_with(connect_options.clone())
             .await
             .map_err(StoreError::from_sqlx)?;
+        let db = match backend {
+            Backend::Sqlite => db::Db::Sqlite(db::SqliteConnections::new(
+                connect_options,
+                options.max_connections,
+                options.acquire_timeout,
+            )),
+            Backend::Postgres => db::Db::Pool(pool.clone()),
+        };
         let store = Self {
             pool,
+            db,
             backend,
             config_changed: std::sync::Arc::new(tokio::sync::Notify::new()),
             routing_generation: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -329,7 +338,7 @@ impl Store {
     /// Checks that the database answers, for readiness probes.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .map_err(StoreError::from_sqlx)?;
         Ok(())
@@ -337,6 +346,7 @@ impl Store {
 
     /// Closes all connections, waiting for checked-out ones to come back.
     pub async fn close(&self) {
+        self.db.close().await;
         self.pool.close().await;
     }
 
@@ -348,7 +358,7 @@ impl Store {
             sqlx::query("INSERT INTO spent_credentials (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
                 .bind(jti)
                 .bind(expires_at)
-                .execute(&self.pool)
+                .execute(&self.db)
                 .await
                 .map_err(StoreError::from_sqlx)?;
         Ok(done.rows_affected() == 1)
@@ -370,7 +380,7 @@ impl Store {
         ] {
             removed += sqlx::query(sql)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.db)
                 .await
                 .map_err(StoreError::from_sqlx)?
                 .rows_affected();

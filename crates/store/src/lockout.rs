@@ -142,7 +142,7 @@ impl Store {
         .bind(network)
         .bind(tenant_id)
         .bind(account)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()?;
         let mut context = LockoutContext {
@@ -183,7 +183,7 @@ impl Store {
         .bind(tenant_id)
         .bind(account)
         .bind(location.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()?;
         Ok(row.unwrap_or(LockoutState::CLEAN))
@@ -208,7 +208,7 @@ impl Store {
         .bind(tenant_id)
         .bind(account)
         .bind(location.as_str())
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         if updated.rows_affected() == 0 {
@@ -223,7 +223,7 @@ impl Store {
             .bind(state.lockout_count)
             .bind(state.locked_until)
             .bind(state.last_failure_at)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await;
             match inserted.map_err(StoreError::from_sqlx) {
                 Ok(_) => {}
@@ -262,7 +262,7 @@ impl Store {
         .bind(&key.account)
         .bind(key.location.as_str())
         .bind(lapses_at)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         if inserted.rows_affected() == 1 {
@@ -303,7 +303,7 @@ impl Store {
         .bind(&key.account)
         .bind(key.location.as_str())
         .bind(rules.threshold.max(1))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()
     }
@@ -339,7 +339,7 @@ impl Store {
             .bind(&key.tenant_id)
             .bind(&key.account)
             .bind(key.location.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.db)
             .await
             .db()?;
         // A failure that does not lock leaves at least one failure counted.
@@ -358,7 +358,7 @@ impl Store {
         .bind(&key.tenant_id)
         .bind(&key.account)
         .bind(key.location.as_str())
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         Ok(())
@@ -374,7 +374,7 @@ impl Store {
         .bind(&key.tenant_id)
         .bind(&key.account)
         .bind(key.location.as_str())
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         Ok(())
@@ -393,7 +393,7 @@ impl Store {
         sqlx::query_scalar("SELECT last_seen_at FROM familiar_networks WHERE user_id = $1 AND network = $2")
             .bind(user_id)
             .bind(network)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.db)
             .await
             .db()
     }
@@ -404,7 +404,7 @@ impl Store {
             .bind(now)
             .bind(user_id)
             .bind(network)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .db()?;
         if updated.rows_affected() == 0 {
@@ -413,7 +413,7 @@ impl Store {
                     .bind(user_id)
                     .bind(network)
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(&self.db)
                     .await
                     .map_err(StoreError::from_sqlx);
             match inserted {

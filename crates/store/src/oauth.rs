@@ -223,7 +223,7 @@ impl Store {
         .bind(&code.family_id)
         .bind(now)
         .bind(code.expires_at)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         Ok(())
@@ -247,7 +247,7 @@ impl Store {
         .bind(now)
         .bind(code_digest)
         .bind(tenant_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()?;
         if let Some(code) = claimed {
@@ -260,7 +260,7 @@ impl Store {
         ))
         .bind(code_digest)
         .bind(tenant_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()?;
         match used {
@@ -298,7 +298,7 @@ impl Store {
         .bind(now)
         .bind(token.expires_at)
         .bind(token.family_expires_at)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         Ok(())
@@ -331,7 +331,7 @@ impl Store {
         .bind(digest)
         .bind(tenant_id)
         .bind(client_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()?;
         let Some(row) = row else {
@@ -435,7 +435,7 @@ impl Store {
         sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
             .bind(now)
             .bind(family_id)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .db()?;
         Ok(())
@@ -456,7 +456,7 @@ impl Store {
         .bind(token_digest)
         .bind(tenant_id)
         .bind(client_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()?;
         if let Some(family) = family {
@@ -485,7 +485,7 @@ impl Store {
         .bind(code.requested_from)
         .bind(now)
         .bind(code.expires_at)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         Ok(())
@@ -507,7 +507,7 @@ impl Store {
         .bind(user_code_digest)
         .bind(tenant_id)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .db()
     }
@@ -521,7 +521,7 @@ impl Store {
         ))
         .bind(device_code_digest)
         .bind(tenant_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .db()
     }
@@ -551,7 +551,7 @@ impl Store {
             .bind(device_code_digest)
             .bind(now),
         }
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         Ok(done.rows_affected() == 1)
@@ -568,7 +568,7 @@ impl Store {
             .bind(now)
             .bind(interval_secs)
             .bind(device_code_digest)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .db()?;
         Ok(())
@@ -580,7 +580,7 @@ impl Store {
             "UPDATE device_codes SET status = 'consumed' WHERE device_code_digest = $1 AND status = 'approved'",
         )
         .bind(device_code_digest)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         Ok(done.rows_affected() == 1)

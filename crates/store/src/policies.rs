@@ -108,7 +108,7 @@ impl Store {
         .bind(state.as_str())
         .bind(rules_json(rules)?)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .map_err(named("policy", name))?;
         self.policy(tenant_id, &id).await
@@ -119,7 +119,7 @@ impl Store {
         let row = sqlx::query("SELECT id, name, state, rules FROM access_policies WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db)
             .await
             .db()?;
         policy_from_row(&row)
@@ -130,7 +130,7 @@ impl Store {
         let rows =
             sqlx::query("SELECT id, name, state, rules FROM access_policies WHERE tenant_id = $1 ORDER BY name, id")
                 .bind(tenant_id)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.db)
                 .await
                 .db()?;
         rows.iter().map(policy_from_row).collect()
@@ -157,7 +157,7 @@ impl Store {
         .bind(now)
         .bind(tenant_id)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .map_err(named("policy", name))?;
         if done.rows_affected() == 0 {
@@ -172,7 +172,7 @@ impl Store {
         let done = sqlx::query("DELETE FROM access_policies WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .db()?;
         if done.rows_affected() == 0 {
@@ -201,7 +201,7 @@ impl Store {
         .bind(ranges_text(location))
         .bind(flag(location.trusted))
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .map_err(named("location", &location.name))?;
         self.location(tenant_id, &id).await
@@ -212,7 +212,7 @@ impl Store {
         let row = sqlx::query("SELECT id, name, ranges, trusted FROM named_locations WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db)
             .await
             .db()?;
         location_from_row(&row)
@@ -223,7 +223,7 @@ impl Store {
         let rows =
             sqlx::query("SELECT id, name, ranges, trusted FROM named_locations WHERE tenant_id = $1 ORDER BY name, id")
                 .bind(tenant_id)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.db)
                 .await
                 .db()?;
         rows.iter().map(location_from_row).collect()
@@ -247,7 +247,7 @@ impl Store {
         .bind(now)
         .bind(tenant_id)
         .bind(&location.id)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .map_err(named("location", &location.name))?;
         if done.rows_affected() == 0 {
@@ -282,7 +282,7 @@ impl Store {
         let done = sqlx::query("DELETE FROM named_locations WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .db()?;
         if done.rows_affected() == 0 {
@@ -337,7 +337,7 @@ impl Store {
         )
         .bind(tenant_id)
         .bind(user_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()?;
         let Some(row) = row else {
@@ -359,7 +359,7 @@ impl Store {
         let done = sqlx::query("DELETE FROM user_risk WHERE tenant_id = $1 AND user_id = $2")
             .bind(tenant_id)
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .db()?;
         Ok(done.rows_affected() > 0)
@@ -379,7 +379,7 @@ impl Store {
         .bind(tenant_id)
         .bind(since)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()?;
         rows.iter()
@@ -398,7 +398,7 @@ impl Store {
             "SELECT ip, at FROM signin_log WHERE user_id = $1 AND outcome = 'success' ORDER BY at DESC LIMIT 1",
         )
         .bind(user_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()?;
         row.map(|r| Ok((r.try_get("ip").db()?, r.try_get("at").db()?)))
@@ -410,7 +410,7 @@ impl Store {
         sqlx::query_scalar("SELECT COUNT(*) FROM familiar_networks WHERE user_id = $1 AND last_seen_at >= $2")
             .bind(user_id)
             .bind(since)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db)
             .await
             .db()
     }

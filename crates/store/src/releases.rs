@@ -150,7 +150,7 @@ impl Store {
         .bind(&r.notes_url)
         .bind(&r.created_by)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .map_err(|e| match StoreError::from_sqlx(e) {
             StoreError::Conflict(_) => {
@@ -165,7 +165,7 @@ impl Store {
     pub async fn release(&self, id: &str) -> Result<Release, StoreError> {
         sqlx::query_as::<_, Release>(concat!("SELECT ", release_columns!(), " FROM releases WHERE id = $1"))
             .bind(id)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db)
             .await
             .db()
     }
@@ -177,7 +177,7 @@ impl Store {
             release_columns!(),
             " FROM releases ORDER BY created_at DESC, version DESC"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()
     }
@@ -213,7 +213,7 @@ impl Store {
         let row: (i64, Option<i64>) =
             sqlx::query_as("SELECT COUNT(*), MAX(seq) FROM release_chunks WHERE release_id = $1")
                 .bind(release_id)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.db)
                 .await
                 .db()?;
         Ok(row)
@@ -225,7 +225,7 @@ impl Store {
             sqlx::query_as("SELECT data FROM release_chunks WHERE release_id = $1 AND seq = $2")
                 .bind(release_id)
                 .bind(seq)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.db)
                 .await
                 .db()?;
         Ok(row.map(|(d,)| d))
@@ -235,7 +235,7 @@ impl Store {
     pub async fn mark_release_ready(&self, id: &str) -> Result<(), StoreError> {
         let done = sqlx::query("UPDATE releases SET ready = 1 WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .db()?;
         if done.rows_affected() == 0 {
@@ -275,7 +275,7 @@ impl Store {
             "SELECT tenant_id, channel, pinned_version, paused, updated_at FROM update_policies WHERE tenant_id = $1",
         )
         .bind(tenant_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()?;
         Ok(stored.unwrap_or(UpdatePolicy {
@@ -387,7 +387,7 @@ impl Store {
         .bind(tenant_id)
         .bind(scope)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()?;
         Ok(row.map(|(c,)| c))
@@ -409,7 +409,7 @@ impl Store {
         .bind(component_id)
         .bind(release_id)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()?;
         Ok(row.is_some())
@@ -420,7 +420,7 @@ impl Store {
         sqlx::query("DELETE FROM update_leases WHERE tenant_id = $1 AND component_id = $2")
             .bind(tenant_id)
             .bind(component_id)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .db()?;
         Ok(())
@@ -460,7 +460,7 @@ impl Store {
         .bind(from_version)
         .bind(to_version)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         self.component_update(&id).await
@@ -473,7 +473,7 @@ impl Store {
             " FROM component_updates WHERE id = $1"
         ))
         .bind(id)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .db()
     }
@@ -493,7 +493,7 @@ impl Store {
         ))
         .bind(tenant_id)
         .bind(component_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .db()
     }
@@ -522,7 +522,7 @@ impl Store {
         .bind(tenant_id)
         .bind(component_id)
         .bind(release_id)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         Ok(done.rows_affected() > 0)
@@ -547,7 +547,7 @@ impl Store {
         .bind(tenant_id)
         .bind(component_id)
         .bind(version)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         if done.rows_affected() == 0 {
@@ -582,7 +582,7 @@ impl Store {
             .bind(tenant_id)
             .bind(limit),
         }
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()
     }
@@ -596,7 +596,7 @@ impl Store {
         )
         .bind(tenant_id)
         .bind(component_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()?;
         Ok(rows.into_iter().map(|(r,)| r).collect())
@@ -606,7 +606,7 @@ impl Store {
     /// version, over every tenant.
     pub async fn component_versions(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         sqlx::query_as("SELECT kind, version, COUNT(*) FROM components GROUP BY kind, version ORDER BY kind, version")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.db)
             .await
             .db()
     }

@@ -12,7 +12,7 @@ impl Store {
         let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM role_assignments WHERE user_id = $1 AND role = $2")
             .bind(user_id)
             .bind(role.as_str())
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db)
             .await
             .db()?;
         if held == 0 {
@@ -20,7 +20,7 @@ impl Store {
                 .bind(user_id)
                 .bind(role.as_str())
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.db)
                 .await
                 .db()?;
         }
@@ -56,7 +56,7 @@ impl Store {
         let names: Vec<String> =
             sqlx::query_scalar("SELECT role FROM role_assignments WHERE user_id = $1 ORDER BY role")
                 .bind(user_id)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.db)
                 .await
                 .db()?;
         names
@@ -74,7 +74,7 @@ impl Store {
         )
         .bind(tenant_id)
         .bind(role.as_str())
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .db()
     }

@@ -60,7 +60,7 @@ impl Store {
         .bind(amr)
         .bind(now)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         Ok(Session {
@@ -91,7 +91,7 @@ impl Store {
         .bind(id_digest)
         .bind(tenant_id)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .db()
     }
@@ -107,7 +107,7 @@ impl Store {
         .bind(id)
         .bind(tenant_id)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .db()
     }
@@ -118,7 +118,7 @@ impl Store {
             .bind(now)
             .bind(amr)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .db()?;
         Ok(())

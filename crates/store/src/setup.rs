@@ -17,7 +17,7 @@ impl Store {
             .bind(code_digest)
             .bind(now)
             .bind(expires_at)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .db()?;
         Ok(())
@@ -31,7 +31,7 @@ impl Store {
         )
         .bind(code_digest)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .db()?;
         Ok(n > 0)

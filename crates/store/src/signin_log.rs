@@ -46,7 +46,7 @@ impl Store {
         .bind(&event.ip)
         .bind(event.outcome.as_str())
         .bind(&event.detail)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         Ok(())
@@ -61,7 +61,7 @@ impl Store {
         .bind(tenant_id)
         .bind(since)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .db()
     }

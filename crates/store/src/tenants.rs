@@ -170,7 +170,7 @@ impl Store {
     /// Whether any tenant exists (false means the service awaits first-run setup).
     pub async fn has_tenants(&self) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tenants")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db)
             .await
             .db()?;
         Ok(n > 0)
@@ -186,7 +186,7 @@ impl Store {
         let tenant =
             sqlx::query_as::<_, Tenant>(concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE name = $1"))
                 .bind(name)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.db)
                 .await
                 .db()?;
         self.tenants.put(key, tenant.clone(), generation);
@@ -202,7 +202,7 @@ impl Store {
         }
         let tenant = sqlx::query_as::<_, Tenant>(concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE id = $1"))
             .bind(id)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db)
             .await
             .db()?;
         self.tenants.put(key, tenant.clone(), generation);
@@ -212,7 +212,7 @@ impl Store {
     /// All tenants, by name.
     pub async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         sqlx::query_as::<_, Tenant>(concat!("SELECT ", tenant_columns!(), " FROM tenants ORDER BY name"))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.db)
             .await
             .db()
     }
@@ -228,7 +228,7 @@ impl Store {
         .bind(settings.lockout_seconds)
         .bind(flag(settings.require_mfa))
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         if done.rows_affected() == 0 {
@@ -249,7 +249,7 @@ impl Store {
         .bind(limits.rate_limit_burst)
         .bind(limits.max_pending_signins)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .db()?;
         if done.rows_affected() == 0 {

@@ -199,7 +199,7 @@ impl Sts {
             }
         };
         let attempt = match self.check_lockout(tenant, username, user.as_ref(), ip).await? {
-            LockoutDecision::Proceed(a) => a,
+            LockoutDecision::Proceed(a) => *a,
             LockoutDecision::Locked { .. } => return Ok(PasswordVerdict::LockedOut),
             LockoutDecision::Busy => return Ok(PasswordVerdict::Busy),
         };

@@ -75,8 +75,8 @@ impl std::fmt::Debug for SmartLockout {
 #[derive(Debug)]
 pub enum LockoutDecision {
     /// The password may be checked; report the outcome with
-    /// [`Sts::record_attempt`].
-    Proceed(Attempt),
+    /// [`Sts::record_attempt`]. (Boxed: it holds a handle to the store.)
+    Proceed(Box<Attempt>),
     /// Refused without checking the password.
     Locked {
         /// When the account unlocks for this location class.
@@ -271,7 +271,7 @@ impl Sts {
                 LockoutDecision::Busy
             });
         }
-        Ok(LockoutDecision::Proceed(Attempt {
+        Ok(LockoutDecision::Proceed(Box::new(Attempt {
             memory_key: format!("{}\u{0}{}\u{0}{}", tenant.id, account, location.as_str()),
             reservation: Reservation {
                 store: self.store.clone(),
@@ -282,7 +282,7 @@ impl Sts {
             },
             location,
             network_seen,
-        }))
+        })))
     }
 
     /// Records the outcome of a permitted attempt, settling its reservation.

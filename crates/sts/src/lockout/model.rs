@@ -236,7 +236,7 @@ async fn run_case(bench: &Bench, threshold: i64, period: i64, steps: &[Step]) ->
                     Check::Wrong(_) => AttemptOutcome::Failure { password: &password },
                     Check::Inconclusive => AttemptOutcome::Inconclusive,
                 };
-                let locked = bench.sts.record_attempt(&tenant, attempt, outcome).await.unwrap();
+                let locked = bench.sts.record_attempt(&tenant, *attempt, outcome).await.unwrap();
                 Expected::Proceeds(locked.map(UnixTime::secs))
             }
         };
