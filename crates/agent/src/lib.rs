@@ -55,6 +55,7 @@ pub mod config;
 pub mod decrypt;
 pub mod queue;
 mod renewal;
+mod results;
 mod session;
 mod status;
 mod worker;
@@ -273,6 +274,7 @@ impl Agent {
             limiter: Arc::new(Limiter::new()),
             clock: ServiceClock::new(clock.clone()),
             cancel: CancellationToken::new(),
+            results: results::ResultsChannel::default(),
         });
         let tracker = TaskTracker::new();
         let mut runner = Runner {
@@ -346,6 +348,8 @@ impl Stops<'_> {
 /// A credential for the queue, and what came with it.
 struct QueueCredential {
     path: String,
+    /// The two-way queue, when the service has one.
+    duplex_path: Option<String>,
     secret: SecretString,
     refresh_at: Instant,
     silence: Duration,
@@ -447,10 +451,31 @@ impl Runner {
             },
         };
 
-        let response = match stops
-            .until(session.client.agent_queue(&cred.path, &cred.secret))
-            .await?
-        {
+        let opened = match &cred.duplex_path {
+            Some(duplex_path) => {
+                let (body, drained) = self.shared.results.open();
+                let opened = stops
+                    .until(session.client.agent_duplex_queue(duplex_path, &cred.secret, body))
+                    .await?;
+                opened.map(|response| {
+                    // Both directions on one request need HTTP/2; on another
+                    // version the results are posted.
+                    let duplex = response.version() == reqwest::Version::HTTP_2;
+                    if !duplex {
+                        self.shared.results.close();
+                    }
+                    (response, duplex.then_some(drained))
+                })
+            }
+            None => stops
+                .until(session.client.agent_queue(&cred.path, &cred.secret))
+                .await?
+                .map(|response| (response, None)),
+        };
+        if opened.is_err() {
+            self.shared.results.close();
+        }
+        let (response, drained) = match opened {
             Ok(r) => r,
             Err(UplinkError::Refused { status: 401, .. }) => {
                 tracing::info!("the queue refused the credential; bootstrapping again");
@@ -476,16 +501,25 @@ impl Runner {
                 handle(shared, tracker, &session, frame);
                 Flow::Continue
             });
+            let mut reading = std::pin::pin!(reading);
             let renewed = &mut self.renewed;
-            stops
+            let left = stops
                 .until(async {
                     tokio::select! {
-                        end = reading => Leave::Stream(end),
+                        end = &mut reading => Leave::Stream(end),
                         () = tokio::time::sleep_until(cred.refresh_at) => Leave::Refresh,
                         () = changed(renewed) => Leave::Renewed,
                     }
                 })
-                .await?
+                .await;
+            // Leaving: results from now on are posted, and those already on the
+            // two-way queue are sent before its response (still held by
+            // `reading`) is dropped, which would cut the request off.
+            shared.results.close();
+            if let Some(drained) = drained {
+                drained.wait(results::DRAIN_WAIT).await;
+            }
+            left?
         };
         let stable = connected_at.elapsed() >= self.options.stable_after;
         if stable {
@@ -566,6 +600,7 @@ impl Runner {
         });
         Ok(QueueCredential {
             path: answer.queue_path,
+            duplex_path: answer.duplex_queue_path,
             secret: SecretString::new(answer.queue_credential),
             refresh_at: Instant::now() + refresh_in,
             silence: Duration::from_secs(answer.heartbeat_secs.clamp(1, 600) * 3),

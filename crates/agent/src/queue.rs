@@ -12,87 +12,10 @@ use futures_util::{Stream, StreamExt};
 use postern_proto::relay::QueueFrame;
 use tokio::time::Instant;
 
-/// Longest line accepted on the queue stream, newline excluded.
-pub const MAX_LINE: usize = 64 * 1024;
+pub use postern_proto::lines::{LineDecoder, LineTooLong, MAX_LINE};
 
-/// One line of the stream, decoded.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Decoded {
-    /// A frame.
-    Frame(QueueFrame),
-    /// A line that is not a frame; skipped. Holds a description of the JSON error
-    /// (its category and position, never the line's content).
-    Skipped(String),
-}
-
-/// A line longer than [`MAX_LINE`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("a queue line is longer than {MAX_LINE} bytes")]
-pub struct LineTooLong;
-
-/// Splits chunks into lines and lines into frames.
-#[derive(Debug)]
-pub struct LineDecoder {
-    partial: Vec<u8>,
-    max_line: usize,
-}
-
-impl Default for LineDecoder {
-    fn default() -> Self {
-        Self::new(MAX_LINE)
-    }
-}
-
-impl LineDecoder {
-    /// A decoder refusing lines longer than `max_line` bytes.
-    pub fn new(max_line: usize) -> Self {
-        Self {
-            partial: Vec::new(),
-            max_line,
-        }
-    }
-
-    /// Feeds one chunk; appends every line it completes to `out`. Blank lines are
-    /// ignored; a trailing `\r` is dropped.
-    pub fn push(&mut self, mut chunk: &[u8], out: &mut Vec<Decoded>) -> Result<(), LineTooLong> {
-        while let Some(end) = chunk.iter().position(|b| *b == b'\n') {
-            let (head, rest) = chunk.split_at(end);
-            chunk = rest.get(1..).unwrap_or_default();
-            if self.partial.len() + head.len() > self.max_line {
-                return Err(LineTooLong);
-            }
-            if self.partial.is_empty() {
-                decode_line(head, out);
-            } else {
-                self.partial.extend_from_slice(head);
-                let line = std::mem::take(&mut self.partial);
-                decode_line(&line, out);
-            }
-        }
-        if self.partial.len() + chunk.len() > self.max_line {
-            return Err(LineTooLong);
-        }
-        self.partial.extend_from_slice(chunk);
-        Ok(())
-    }
-}
-
-fn decode_line(line: &[u8], out: &mut Vec<Decoded>) {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.iter().all(u8::is_ascii_whitespace) {
-        return;
-    }
-    out.push(match serde_json::from_slice::<QueueFrame>(line) {
-        Ok(frame) => Decoded::Frame(frame),
-        Err(e) => Decoded::Skipped(format!(
-            "{:?} error at line {} column {} of a {}-byte line",
-            e.classify(),
-            e.line(),
-            e.column(),
-            line.len()
-        )),
-    });
-}
+/// One line of the queue stream, decoded.
+pub type Decoded = postern_proto::lines::Decoded<QueueFrame>;
 
 /// Why a queue stream ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -227,7 +150,7 @@ mod tests {
         }
         // An unfinished line is held, not decoded.
         let mut d = LineDecoder::default();
-        let mut out = Vec::new();
+        let mut out: Vec<Decoded> = Vec::new();
         d.push(b"{\"type\":\"heartbeat\",\"at\":1}", &mut out).unwrap();
         assert!(out.is_empty());
         d.push(b"\n", &mut out).unwrap();
@@ -253,7 +176,7 @@ mod tests {
     #[test]
     fn over_long_lines_are_refused_wherever_they_are_split() {
         let mut d = LineDecoder::new(16);
-        let mut out = Vec::new();
+        let mut out: Vec<Decoded> = Vec::new();
         assert_eq!(d.push(&[b'x'; 17], &mut out), Err(LineTooLong));
         let mut d = LineDecoder::new(16);
         d.push(&[b'x'; 10], &mut out).unwrap();

@@ -86,6 +86,7 @@ pub struct AgentStats {
     pub(crate) decrypt_failed: AtomicU64,
     pub(crate) late: AtomicU64,
     pub(crate) results_posted: AtomicU64,
+    pub(crate) results_streamed: AtomicU64,
     pub(crate) results_refused: AtomicU64,
     pub(crate) results_failed: AtomicU64,
     in_flight: AtomicUsize,
@@ -117,8 +118,10 @@ pub struct StatsSnapshot {
     pub decrypt_failed: u64,
     /// Validations that finished after the deadline (not reported).
     pub late: u64,
-    /// Results the service accepted.
+    /// Results the service accepted, each posted on its own.
     pub results_posted: u64,
+    /// Results sent on the two-way queue (the service answers none of them).
+    pub results_streamed: u64,
     /// Results the service refused (request no longer pending, ...).
     pub results_refused: u64,
     /// Results that could not be delivered.
@@ -187,6 +190,7 @@ impl AgentStats {
             decrypt_failed: get(&self.decrypt_failed),
             late: get(&self.late),
             results_posted: get(&self.results_posted),
+            results_streamed: get(&self.results_streamed),
             results_refused: get(&self.results_refused),
             results_failed: get(&self.results_failed),
             in_flight: self.in_flight.load(Ordering::SeqCst),

@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     pub clock: ServiceClock,
     /// Cancelled when the drain grace period is over.
     pub cancel: CancellationToken,
+    /// The open two-way queue's body, if any: results go there first.
+    pub results: crate::results::ResultsChannel,
 }
 
 /// The service's clock as seen from here: the local clock plus the offset the last
@@ -277,6 +279,9 @@ pub(crate) async fn decline(shared: Arc<Shared>, request_id: String) {
         outcome: ValidationOutcome::Declined,
         account: None,
     };
+    if shared.results.send(&request_id, &result) {
+        return;
+    }
     let session = shared.session.borrow().clone();
     match tokio::time::timeout(DECLINE_TIMEOUT, session.client.agent_result(&request_id, &result)).await {
         Ok(Ok(())) => {}
@@ -297,9 +302,14 @@ fn no_longer_pending(e: &UplinkError) -> bool {
     )
 }
 
-/// Posts the result with the current session's client (after a renewal the old
-/// certificate no longer works), retrying a failed connection while time is left.
+/// Sends the result on the open two-way queue, or else posts it with the
+/// current session's client (after a renewal the old certificate no longer
+/// works), retrying a failed connection while time is left.
 async fn report(shared: &Shared, job: &Job, result: &ValidationResult, deadline: Instant) {
+    if shared.results.send(&job.request_id, result) {
+        AgentStats::count(&shared.stats.results_streamed);
+        return;
+    }
     let mut pause = POST_RETRY_PAUSE;
     for attempt in 1..=POST_ATTEMPTS {
         let session = shared.session.borrow().clone();

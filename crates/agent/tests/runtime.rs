@@ -169,6 +169,8 @@ async fn bootstrap(
         expires_at,
         heartbeat_secs: knobs.heartbeat_secs,
         max_in_flight: knobs.max_in_flight,
+        // An older service: results come back one `POST` each.
+        duplex_queue_path: None,
     })
     .into_response()
 }

@@ -227,6 +227,17 @@ impl Control {
             .with_state(self.clone())
     }
 
+    /// The two-way agent queue, served on the control listener beside
+    /// [`Control::mtls_router`] with the same identity check but without its
+    /// limit on a request body's total size: this body lasts as long as the
+    /// queue and is read one bounded line at a time.
+    pub fn duplex_queue_router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/v1/t/{tenant}/agent/queue/duplex", post(relay::duplex_queue))
+            .layer(from_fn_with_state(self.clone(), identity::identify))
+            .with_state(self.clone())
+    }
+
     /// Periodic upkeep: ends renewal grace periods and removes components whose
     /// certificate has expired (PTA-7). Returns how many components were removed.
     pub async fn maintain(&self) -> Result<u64, ControlError> {

@@ -14,7 +14,11 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use postern_proto::relay::{BootstrapResponse, QueueFrame, ValidationResult, agent_queue_path};
+use futures_util::StreamExt;
+use postern_proto::lines::{Decoded, LineDecoder};
+use postern_proto::relay::{
+    BootstrapResponse, QueueFrame, QueueResult, ValidationResult, agent_duplex_queue_path, agent_queue_path,
+};
 use postern_proto::{ComponentKind, PROTOCOL_VERSION, check_protocol};
 use postern_relay::{ResultRejected, Subscription};
 use postern_time::UnixTime;
@@ -48,6 +52,7 @@ pub(crate) async fn bootstrap(
         expires_at: expires_at.secs(),
         heartbeat_secs: HEARTBEAT.as_secs(),
         max_in_flight: MAX_IN_FLIGHT,
+        duplex_queue_path: Some(agent_duplex_queue_path(&identity.tenant_id)),
     }))
 }
 
@@ -68,6 +73,17 @@ struct StreamState {
     expires_at: UnixTime,
     heartbeat: tokio::time::Interval,
     done: bool,
+    /// The two-way queue's reader of results: it ends with the stream.
+    results: Option<AbortOnDrop>,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn frame(f: &QueueFrame) -> Option<Bytes> {
@@ -125,9 +141,39 @@ pub(crate) async fn queue(
     Extension(identity): Extension<ComponentIdentity>,
     headers: HeaderMap,
 ) -> Result<Response, ControlError> {
-    require_tenant(&identity, &tenant)?;
+    let state = open_queue(&control, &tenant, identity, &headers).await?;
+    Ok(respond(state))
+}
+
+/// `POST /v1/t/{tenant}/agent/queue/duplex`: the queue as for `GET`, and the
+/// request's body carries the agent's results back, newline-delimited
+/// [`QueueResult`]s, read for as long as the queue stream lasts. A result so
+/// costs no request and no identity check of its own: the certificate was
+/// checked when the queue opened, and the queue ends at once when the agent is
+/// removed (`crate::revocation`), ending this body's reader with it.
+pub(crate) async fn duplex_queue(
+    State(control): State<Arc<Control>>,
+    Path(tenant): Path<String>,
+    Extension(identity): Extension<ComponentIdentity>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ControlError> {
+    let mut state = open_queue(&control, &tenant, identity, &headers).await?;
+    let reader = tokio::spawn(read_results(control.clone(), state.identity.clone(), body));
+    state.results = Some(AbortOnDrop(reader.abort_handle()));
+    Ok(respond(state))
+}
+
+/// Checks the caller and its credential and subscribes it to its tenant's queue.
+async fn open_queue(
+    control: &Arc<Control>,
+    tenant: &str,
+    identity: ComponentIdentity,
+    headers: &HeaderMap,
+) -> Result<StreamState, ControlError> {
+    require_tenant(&identity, tenant)?;
     require_kind(&identity, ComponentKind::Agent)?;
-    let token = bearer(&headers)
+    let token = bearer(headers)
         .ok_or_else(|| ControlError::Unauthenticated("the queue credential is missing; bootstrap first".into()))?;
     let claims = control.sts.verify_queue_credential(token).await?.map_err(|e| {
         ControlError::Unauthenticated(format!("the queue credential was refused ({e}); bootstrap again"))
@@ -140,7 +186,7 @@ pub(crate) async fn queue(
     let subscription = control.relay.subscribe(&identity.tenant_id, &identity.component_id);
     // A removal committed since the identity check found no subscription to
     // close: look once more now that there is one.
-    if still_trusted(&control, &identity, None).await == Some(false) {
+    if still_trusted(control, &identity, None).await == Some(false) {
         return Err(ControlError::Revoked(
             "this agent is no longer registered (removed, re-registered or renewed); register it again".into(),
         ));
@@ -148,16 +194,21 @@ pub(crate) async fn queue(
     tracing::info!(agent = %identity.component_id, "agent attached to its tenant's queue");
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let state = StreamState {
+    Ok(StreamState {
         control: control.clone(),
         subscription,
         identity,
         expires_at: UnixTime::from_secs(claims.exp),
         heartbeat,
         done: false,
-    };
+        results: None,
+    })
+}
+
+/// The queue stream as a response.
+fn respond(state: StreamState) -> Response {
     let stream = futures_util::stream::unfold(state, next_line);
-    Ok((
+    (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, "application/x-ndjson"),
@@ -165,7 +216,60 @@ pub(crate) async fn queue(
         ],
         Body::from_stream(stream),
     )
-        .into_response())
+        .into_response()
+}
+
+/// Reads results from a two-way queue's request body until it ends (or the
+/// queue stream ends and aborts this). Memory is bounded by one line
+/// ([`postern_proto::lines::MAX_LINE`]); a longer line ends the reading (the
+/// agent's later results then go by `POST`). A line that is not a result is
+/// skipped.
+async fn read_results(control: Arc<Control>, identity: ComponentIdentity, body: Body) {
+    let agent = &identity.component_id;
+    let mut chunks = body.into_data_stream();
+    let mut decoder = LineDecoder::default();
+    let mut lines: Vec<Decoded<QueueResult>> = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                tracing::debug!(%agent, error = %e, "the agent's results stream broke");
+                return;
+            }
+        };
+        if let Err(e) = decoder.push(&chunk, &mut lines) {
+            tracing::warn!(%agent, error = %e, "the agent's results stream is not read further");
+            return;
+        }
+        for line in lines.drain(..) {
+            match line {
+                Decoded::Frame(answer) => deliver(&control, &identity, answer).await,
+                Decoded::Skipped(why) => tracing::warn!(%agent, why, "skipped a results line that is not a result"),
+            }
+        }
+    }
+}
+
+/// Hands one streamed result to the relay, as [`result`] does for a posted one.
+async fn deliver(control: &Control, identity: &ComponentIdentity, answer: QueueResult) {
+    let QueueResult { request_id, result } = answer;
+    if let Err(e) = check_protocol(result.protocol) {
+        tracing::warn!(agent = %identity.component_id, request = %request_id, error = %e, "result refused");
+        return;
+    }
+    match control
+        .relay
+        .deliver_result(&identity.tenant_id, &identity.component_id, &request_id, result)
+        .await
+    {
+        Ok(()) => {}
+        Err(e @ ResultRejected::Unknown) => {
+            tracing::debug!(agent = %identity.component_id, request = %request_id, error = %e, "result for no pending request");
+        }
+        Err(e) => {
+            tracing::warn!(agent = %identity.component_id, request = %request_id, error = %e, "result refused");
+        }
+    }
 }
 
 /// `POST /v1/t/{tenant}/agent/results/{request_id}`.

@@ -7,6 +7,7 @@
 
 pub mod control;
 pub mod headers;
+pub mod lines;
 pub mod registration;
 pub mod relay;
 pub mod tunnel;

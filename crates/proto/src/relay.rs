@@ -17,6 +17,13 @@ pub fn agent_queue_path(tenant_id: &str) -> String {
     format!("/v1/t/{tenant_id}/agent/queue")
 }
 
+/// Path of the two-way queue: a `POST` whose response is the queue stream, as
+/// for [`agent_queue_path`], and whose request body carries the agent's results
+/// back as newline-delimited [`QueueResult`]s (HTTP/2 only).
+pub fn agent_duplex_queue_path(tenant_id: &str) -> String {
+    format!("/v1/t/{tenant_id}/agent/queue/duplex")
+}
+
 /// Path where an agent returns the result of a validation request.
 pub fn agent_result_path(tenant_id: &str, request_id: &str) -> String {
     format!("/v1/t/{tenant_id}/agent/results/{request_id}")
@@ -46,6 +53,12 @@ pub struct BootstrapResponse {
     pub heartbeat_secs: u64,
     /// Validation requests the agent should work on at once, at most.
     pub max_in_flight: u32,
+    /// Path of the two-way queue ([`agent_duplex_queue_path`]), same
+    /// credential, when the service has one; an agent that uses it sends its
+    /// results on the queue's own request instead of one `POST` each. Absent
+    /// from older services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplex_queue_path: Option<String>,
 }
 
 impl std::fmt::Debug for BootstrapResponse {
@@ -144,6 +157,16 @@ impl ValidationOutcome {
     }
 }
 
+/// One line of the two-way queue's request body: the result of one request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueResult {
+    /// The request answered.
+    pub request_id: String,
+    /// The answer, as it would be posted to the request's own path.
+    pub result: ValidationResult,
+}
+
 /// `POST /v1/t/{tenant}/agent/results/{id}` body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -213,7 +236,37 @@ mod tests {
             expires_at: 0,
             heartbeat_secs: 15,
             max_in_flight: 8,
+            duplex_queue_path: None,
         };
         assert!(!format!("{b:?}").contains("secret-credential"));
+        // An older service's answer (no two-way queue) still decodes, and an
+        // older agent reads a newer answer (unknown fields are ignored).
+        let old = serde_json::to_string(&b).unwrap();
+        assert!(!old.contains("duplex"));
+        assert_eq!(serde_json::from_str::<BootstrapResponse>(&old).unwrap(), b);
+        let newer = BootstrapResponse {
+            duplex_queue_path: Some(agent_duplex_queue_path("t")),
+            ..b
+        };
+        let line = serde_json::to_string(&newer).unwrap();
+        assert!(
+            line.contains(r#""duplex_queue_path":"/v1/t/t/agent/queue/duplex""#),
+            "{line}"
+        );
+        // A result line names its request and carries the posted body as it is.
+        let result = QueueResult {
+            request_id: "r1".into(),
+            result: ValidationResult {
+                protocol: 1,
+                outcome: ValidationOutcome::WrongCredentials,
+                account: None,
+            },
+        };
+        let line = serde_json::to_string(&result).unwrap();
+        assert_eq!(
+            line,
+            r#"{"request_id":"r1","result":{"protocol":1,"outcome":"wrong_credentials","account":null}}"#
+        );
+        assert_eq!(serde_json::from_str::<QueueResult>(&line).unwrap(), result);
     }
 }

@@ -98,11 +98,13 @@ pub(crate) fn app(
 }
 
 /// The control listener's application: the mTLS API with the same limits and
-/// request logs.
+/// request logs (the two-way agent queue's body, read a bounded line at a
+/// time for as long as the queue lasts, has no total limit).
 pub(crate) fn control_app(control: &Arc<Control>, config: &Config) -> Router {
     control
         .mtls_router()
         .layer(RequestBodyLimitLayer::new(config.limits.max_body_bytes))
+        .merge(control.duplex_queue_router())
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
             tracing::info_span!("control", method = %request.method(), path = %request.uri().path())
         }))

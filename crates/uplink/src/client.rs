@@ -310,14 +310,48 @@ impl ControlClient {
         queue_path: &str,
         credential: &SecretString,
     ) -> Result<reqwest::Response, UplinkError> {
-        if !queue_path.starts_with('/') || queue_path.starts_with("//") {
+        let request = self.http.get(self.queue_url(queue_path)?);
+        self.open_queue(request, credential).await
+    }
+
+    /// Opens the two-way queue (`duplex_path`, from [`Self::agent_bootstrap`]): as
+    /// [`Self::agent_queue`], and `results` is sent as the request's body for as
+    /// long as the queue lasts (newline-delimited
+    /// [`postern_proto::relay::QueueResult`]s). Returns when the response head
+    /// has arrived; on a connection that is not HTTP/2 the caller should end
+    /// `results` and post its results instead.
+    pub async fn agent_duplex_queue(
+        &self,
+        duplex_path: &str,
+        credential: &SecretString,
+        results: reqwest::Body,
+    ) -> Result<reqwest::Response, UplinkError> {
+        let request = self
+            .http
+            .post(self.queue_url(duplex_path)?)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+            .body(results);
+        self.open_queue(request, credential).await
+    }
+
+    /// The URL of a queue path the service named, if it is a path on the
+    /// control endpoint.
+    fn queue_url(&self, path: &str) -> Result<String, UplinkError> {
+        if !path.starts_with('/') || path.starts_with("//") {
             return Err(UplinkError::Transport(
                 "the service named a queue that is not a path on the control endpoint".into(),
             ));
         }
-        let send = self
-            .http
-            .get(self.url(queue_path))
+        Ok(self.url(path))
+    }
+
+    /// Sends a queue's request and waits for its response head.
+    async fn open_queue(
+        &self,
+        request: reqwest::RequestBuilder,
+        credential: &SecretString,
+    ) -> Result<reqwest::Response, UplinkError> {
+        let send = request
             .bearer_auth(credential.expose())
             .header(reqwest::header::ACCEPT, "application/x-ndjson")
             .send();

@@ -12,7 +12,7 @@ use postern_directory::{Directory, LdapDirectory};
 use postern_keyring::SecretString;
 use postern_pki::KeyAlg;
 use postern_proto::ComponentKind;
-use postern_proto::relay::{ValidationOutcome, ValidationResult};
+use postern_proto::relay::{ValidationOutcome, ValidationRequest, ValidationResult};
 use postern_store::{DomainAuthMode, Tenant, UserSource};
 use postern_sts::{ClientIp, DirectoryProblem, PasswordVerdict};
 use postern_testkit::{Browser, Pkce, TenantFixture, TestService};
@@ -115,24 +115,7 @@ impl Pta {
             .into_iter()
             .next()
             .unwrap();
-        let token = self
-            .svc
-            .registration_token(tenant, &admin, ComponentKind::Agent, name)
-            .await
-            .unwrap();
-        let state = StateDir::new(self.dir.path().join(name));
-        let options = RegisterOptions {
-            server_url: self.svc.url(),
-            kind: ComponentKind::Agent,
-            credential: Credential::AccessToken(SecretString::from(token.as_str())),
-            name: name.into(),
-            version: "test".into(),
-            group: None,
-            tenant: None,
-            key_alg: KeyAlg::Rsa(2048),
-            server_ca_pem: None,
-        };
-        register(&options, &state).await.unwrap();
+        let state = self.register_agent(tenant, &admin, name).await;
         let agent = Agent::new(state.clone(), self.svc.shared_clock(), directory)
             .unwrap()
             .with_options(agent_options);
@@ -159,6 +142,40 @@ impl Pta {
 
     pub(crate) async fn agent(&self, name: &str, directory: Arc<dyn Directory>) -> RunningAgent {
         self.agent_for(&self.t.tenant, name, directory).await
+    }
+
+    /// Registers an agent named `name` for `tenant`; returns its state.
+    async fn register_agent(&self, tenant: &Tenant, admin: &postern_store::User, name: &str) -> StateDir {
+        let token = self
+            .svc
+            .registration_token(tenant, admin, ComponentKind::Agent, name)
+            .await
+            .unwrap();
+        let state = StateDir::new(self.dir.path().join(name));
+        let options = RegisterOptions {
+            server_url: self.svc.url(),
+            kind: ComponentKind::Agent,
+            credential: Credential::AccessToken(SecretString::from(token.as_str())),
+            name: name.into(),
+            version: "test".into(),
+            group: None,
+            tenant: None,
+            key_alg: KeyAlg::Rsa(2048),
+            server_ca_pem: None,
+        };
+        register(&options, &state).await.unwrap();
+        state
+    }
+
+    /// An agent registered for the test to play by hand: its client and the
+    /// key its passwords are encrypted to.
+    async fn raw_agent(&self, name: &str) -> (ControlClient, postern_agent::decrypt::AgentKey) {
+        let state = self.register_agent(&self.t.tenant, &self.t.admin, name).await;
+        let client = ControlClient::load(state.clone(), self.svc.shared_clock()).unwrap();
+        let key_pem = std::fs::read_to_string(state.path().join("key.pem")).unwrap();
+        let key = postern_pki::ComponentKey::from_pkcs8_pem(&key_pem).unwrap();
+        let agent_key = postern_agent::decrypt::AgentKey::from_component_key(&key).unwrap();
+        (client, agent_key)
     }
 
     async fn check(&self, username: &str, password: &str) -> PasswordVerdict {
@@ -275,6 +292,9 @@ async fn openldap_sign_ins_through_an_agent() {
         "{snapshot:?}"
     );
     assert_eq!(snapshot.decrypt_failed, 0);
+    // Every answer went back on the two-way queue, none by a request of its own.
+    assert!(snapshot.results_streamed >= 2, "{snapshot:?}");
+    assert_eq!(snapshot.results_posted, 0, "{snapshot:?}");
 }
 
 #[tokio::test]
@@ -494,29 +514,7 @@ async fn tenants_never_see_each_others_requests_and_forged_results_are_refused()
 #[tokio::test]
 async fn a_raw_agent_sees_only_ciphertexts_and_answers_once() {
     let p = Pta::new("example.com").await;
-    let state = StateDir::new(p.dir.path().join("raw"));
-    let token = p
-        .svc
-        .registration_token(&p.t.tenant, &p.t.admin, ComponentKind::Agent, "raw")
-        .await
-        .unwrap();
-    register(
-        &RegisterOptions {
-            server_url: p.svc.url(),
-            kind: ComponentKind::Agent,
-            credential: Credential::AccessToken(SecretString::from(token.as_str())),
-            name: "raw".into(),
-            version: "test".into(),
-            group: None,
-            tenant: None,
-            key_alg: KeyAlg::Rsa(2048),
-            server_ca_pem: None,
-        },
-        &state,
-    )
-    .await
-    .unwrap();
-    let client = ControlClient::load(state.clone(), p.svc.shared_clock()).unwrap();
+    let (client, agent_key) = p.raw_agent("raw").await;
     let boot = client.agent_bootstrap().await.unwrap();
     let credential = SecretString::from(boot.queue_credential.as_str());
     let mut response = client.agent_queue(&boot.queue_path, &credential).await.unwrap();
@@ -551,16 +549,7 @@ async fn a_raw_agent_sees_only_ciphertexts_and_answers_once() {
     assert_eq!(request.username, "zoe@example.com");
     assert_eq!(request.ciphertexts.len(), 1, "one ciphertext per registered agent key");
     // Our key opens it with the request's label, and only with it.
-    let key_pem = std::fs::read_to_string(state.path().join("key.pem")).unwrap();
-    let key = postern_pki::ComponentKey::from_pkcs8_pem(&key_pem).unwrap();
-    let agent_key = postern_agent::decrypt::AgentKey::from_component_key(&key).unwrap();
-    let clear = agent_key
-        .decrypt(
-            &request.tenant_id,
-            &request.request_id,
-            &request.ciphertexts[0].ciphertext,
-        )
-        .unwrap();
+    let clear = open_password(&agent_key, &request);
     assert_eq!(clear.expose(), PASSWORD);
     assert!(
         agent_key
@@ -588,6 +577,138 @@ async fn a_raw_agent_sees_only_ciphertexts_and_answers_once() {
         matches!(verdict, PasswordVerdict::WrongCredentials { .. }),
         "{verdict:?}"
     );
+}
+
+/// The test plays an agent on the two-way queue: the password arrives on the
+/// response, the answer goes back on the same request's body. A line that is
+/// not a result is skipped without ending the reading, a second answer to the
+/// same request changes nothing, and removing the agent ends the queue.
+#[tokio::test]
+async fn a_raw_agent_answers_on_the_two_way_queue() {
+    let p = Pta::new("example.com").await;
+    let (client, agent_key) = p.raw_agent("raw-duplex").await;
+    let boot = client.agent_bootstrap().await.unwrap();
+    let duplex_path = boot
+        .duplex_queue_path
+        .clone()
+        .expect("the service offers the two-way queue");
+    assert_eq!(
+        duplex_path,
+        postern_proto::relay::agent_duplex_queue_path(&p.t.tenant.id)
+    );
+    let credential = SecretString::from(boot.queue_credential.as_str());
+    let (lines, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    }));
+    let mut response = client
+        .agent_duplex_queue(&duplex_path, &credential, body)
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+
+    let mut buffered = Vec::new();
+    let mut next_request = async || loop {
+        if let Some(end) = buffered.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buffered.drain(..=end).collect();
+            if let Ok(postern_proto::relay::QueueFrame::Validate(r)) = serde_json::from_slice(&line) {
+                return r;
+            }
+            continue;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+            .await
+            .expect("a frame within 10 s")
+            .unwrap()
+            .expect("the queue is still open");
+        buffered.extend_from_slice(&chunk);
+    };
+    let line = |request_id: &str, outcome: ValidationOutcome| {
+        let answer = postern_proto::relay::QueueResult {
+            request_id: request_id.into(),
+            result: ValidationResult {
+                protocol: postern_proto::PROTOCOL_VERSION,
+                outcome,
+                account: None,
+            },
+        };
+        bytes::Bytes::from(serde_json::to_string(&answer).unwrap() + "\n")
+    };
+
+    const PASSWORD: &str = "Unique-Password-For-The-Two-Way-Queue";
+    let sign_in = |user: &'static str| {
+        let sts = p.svc.sts().clone();
+        let tenant = p.t.tenant.clone();
+        tokio::spawn(async move {
+            sts.check_password(&tenant, user, &SecretString::from(PASSWORD), ip())
+                .await
+                .unwrap()
+        })
+    };
+    let first = sign_in("zoe@example.com");
+    let request = next_request().await;
+    let clear = open_password(&agent_key, &request);
+    assert_eq!(clear.expose(), PASSWORD);
+    // Garbage first (skipped, the reading goes on), then an answer split across
+    // two writes, then a second answer to the same request (ignored).
+    lines.send(bytes::Bytes::from_static(b"not a result\n")).await.unwrap();
+    let answer = line(&request.request_id, ValidationOutcome::WrongCredentials);
+    let (head, tail) = answer.split_at(10);
+    lines.send(bytes::Bytes::copy_from_slice(head)).await.unwrap();
+    lines.send(bytes::Bytes::copy_from_slice(tail)).await.unwrap();
+    lines
+        .send(line(&request.request_id, ValidationOutcome::Success))
+        .await
+        .unwrap();
+    let verdict = tokio::time::timeout(Duration::from_secs(5), first)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(verdict, PasswordVerdict::WrongCredentials { .. }),
+        "{verdict:?}"
+    );
+
+    // The next sign-in is answered on the same request, too.
+    let second = sign_in("yves@example.com");
+    let request = next_request().await;
+    lines
+        .send(line(&request.request_id, ValidationOutcome::AccountDisabled))
+        .await
+        .unwrap();
+    let verdict = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_directory(verdict, DirectoryProblem::AccountDisabled);
+
+    // Removing the agent ends its queue: the response ends and what it writes
+    // after that reaches nobody.
+    p.svc
+        .store()
+        .delete_component(&p.t.tenant.id, &client.enrolment().component_id, "test", p.svc.now())
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match response.chunk().await {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the two-way queue outlived the agent's removal");
+}
+
+/// The password of `request`, opened with the agent's key.
+fn open_password(key: &postern_agent::decrypt::AgentKey, request: &ValidationRequest) -> SecretString {
+    key.decrypt(
+        &request.tenant_id,
+        &request.request_id,
+        &request.ciphertexts[0].ciphertext,
+    )
+    .unwrap()
 }
 
 /// A directory whose server accepts connections and never answers: a

@@ -1,0 +1,162 @@
+//! Results on the two-way queue: while the queue is open as a `POST` whose body
+//! the agent keeps writing (HTTP/2), each result is one line of that body
+//! ([`QueueResult`]) instead of a request of its own. A result that finds no
+//! open queue, or the line full, is posted as before (`worker::report`).
+//!
+//! When the agent leaves a queue it opened (to refresh its credential, after a
+//! renewal, at shutdown) it ends the body and waits a moment for the lines
+//! already queued to be sent before it drops the connection's response, so a
+//! result on its way is not cut off.
+
+use std::convert::Infallible;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use postern_proto::relay::{QueueResult, ValidationResult};
+use tokio::sync::{mpsc, oneshot};
+
+/// Result lines that may wait to be sent; beyond that results are posted.
+const QUEUED_RESULTS: usize = 256;
+/// How long leaving a queue waits for the results already queued to be sent.
+pub(crate) const DRAIN_WAIT: Duration = Duration::from_secs(2);
+
+/// Where results go while a two-way queue is open.
+#[derive(Default)]
+pub(crate) struct ResultsChannel {
+    open: Mutex<Option<mpsc::Sender<Bytes>>>,
+}
+
+/// Resolves when the body of a two-way queue has ended: every line queued was
+/// handed to the connection, or the connection dropped the body.
+pub(crate) struct Drained(oneshot::Receiver<()>);
+
+impl Drained {
+    /// Waits for the end of the body, at most `wait`.
+    pub async fn wait(self, wait: Duration) {
+        let _ = tokio::time::timeout(wait, self.0).await;
+    }
+}
+
+impl ResultsChannel {
+    /// A new body for a two-way queue; results go to it from now on (until
+    /// [`Self::close`]).
+    pub fn open(&self) -> (reqwest::Body, Drained) {
+        let (sender, receiver) = mpsc::channel::<Bytes>(QUEUED_RESULTS);
+        let (ended, drained) = oneshot::channel();
+        let lines = futures_util::stream::unfold((receiver, Some(ended)), |(mut receiver, mut ended)| async move {
+            match receiver.recv().await {
+                Some(line) => Some((Ok::<_, Infallible>(line), (receiver, ended))),
+                None => {
+                    if let Some(ended) = ended.take() {
+                        let _ = ended.send(());
+                    }
+                    None
+                }
+            }
+        });
+        if let Ok(mut open) = self.open.lock() {
+            *open = Some(sender);
+        }
+        (reqwest::Body::wrap_stream(lines), Drained(drained))
+    }
+
+    /// Results are posted from now on; the open body ends once what it holds
+    /// has been sent.
+    pub fn close(&self) {
+        if let Ok(mut open) = self.open.lock() {
+            *open = None;
+        }
+    }
+
+    /// Queues the result of `request_id` on the open queue. False when no queue
+    /// is open or its line is full (then the caller posts it).
+    pub fn send(&self, request_id: &str, result: &ValidationResult) -> bool {
+        let Ok(open) = self.open.lock() else {
+            return false;
+        };
+        let Some(sender) = open.as_ref() else {
+            return false;
+        };
+        let line = QueueResult {
+            request_id: request_id.to_owned(),
+            result: result.clone(),
+        };
+        let Ok(mut bytes) = serde_json::to_vec(&line) else {
+            return false;
+        };
+        bytes.push(b'\n');
+        sender.try_send(Bytes::from(bytes)).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+    use http_body_util::BodyExt;
+    use postern_proto::PROTOCOL_VERSION;
+    use postern_proto::relay::ValidationOutcome;
+
+    use super::*;
+
+    fn result() -> ValidationResult {
+        ValidationResult {
+            protocol: PROTOCOL_VERSION,
+            outcome: ValidationOutcome::WrongCredentials,
+            account: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn results_become_lines_of_the_open_body_and_closing_ends_it() {
+        let channel = ResultsChannel::default();
+        assert!(!channel.send("r0", &result()), "no queue open: the caller posts");
+        let (body, drained) = channel.open();
+        assert!(channel.send("r1", &result()));
+        assert!(channel.send("r2", &result()));
+        channel.close();
+        assert!(!channel.send("r3", &result()), "closed: the caller posts");
+        let mut frames = body.into_data_stream();
+        let mut text = Vec::new();
+        while let Some(chunk) = frames.next().await {
+            text.extend_from_slice(&chunk.unwrap());
+        }
+        let lines: Vec<QueueResult> = String::from_utf8(text)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let ids: Vec<_> = lines.iter().map(|l| l.request_id.as_str()).collect();
+        assert_eq!(ids, ["r1", "r2"]);
+        assert_eq!(lines[0].result, result());
+        tokio::time::timeout(Duration::from_secs(1), drained.wait(Duration::from_secs(5)))
+            .await
+            .expect("the body ended, so draining is over");
+    }
+
+    #[tokio::test]
+    async fn a_full_line_sends_the_rest_by_post_and_a_new_queue_replaces_the_old() {
+        let channel = ResultsChannel::default();
+        let (_unread, _) = channel.open();
+        for n in 0..QUEUED_RESULTS {
+            assert!(channel.send(&format!("r{n}"), &result()));
+        }
+        assert!(!channel.send("one-too-many", &result()));
+        let (body, _) = channel.open();
+        assert!(channel.send("on-the-new-queue", &result()));
+        channel.close();
+        let text = body.collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&text).contains("on-the-new-queue"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn draining_waits_no_longer_than_asked() {
+        let channel = ResultsChannel::default();
+        let (_body_never_read, drained) = channel.open();
+        assert!(channel.send("r1", &result()));
+        channel.close();
+        let started = tokio::time::Instant::now();
+        drained.wait(DRAIN_WAIT).await;
+        assert_eq!(started.elapsed(), DRAIN_WAIT);
+    }
+}
