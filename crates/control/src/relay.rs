@@ -219,16 +219,24 @@ fn respond(state: StreamState) -> Response {
         .into_response()
 }
 
+/// Lines on a two-way queue that are not results, or results refused (another
+/// agent's request, another protocol), after which its body is not read
+/// further: an agent that sends them is broken or hostile, and each is a
+/// warning in the log.
+const BAD_RESULT_LINES: u32 = 32;
+
 /// Reads results from a two-way queue's request body until it ends (or the
 /// queue stream ends and aborts this). Memory is bounded by one line
-/// ([`postern_proto::lines::MAX_LINE`]); a longer line ends the reading (the
-/// agent's later results then go by `POST`). A line that is not a result is
-/// skipped.
+/// ([`postern_proto::lines::MAX_LINE`]). A line that is not a result is
+/// skipped; a longer line, or [`BAD_RESULT_LINES`] lines skipped or refused,
+/// end the reading (the agent's later results then go by `POST`, which it
+/// falls back to when its line fills).
 async fn read_results(control: Arc<Control>, identity: ComponentIdentity, body: Body) {
     let agent = &identity.component_id;
     let mut chunks = body.into_data_stream();
     let mut decoder = LineDecoder::default();
     let mut lines: Vec<Decoded<QueueResult>> = Vec::new();
+    let mut bad = 0;
     while let Some(chunk) = chunks.next().await {
         let chunk = match chunk {
             Ok(chunk) => chunk,
@@ -242,32 +250,46 @@ async fn read_results(control: Arc<Control>, identity: ComponentIdentity, body: 
             return;
         }
         for line in lines.drain(..) {
-            match line {
+            let accepted = match line {
                 Decoded::Frame(answer) => deliver(&control, &identity, answer).await,
-                Decoded::Skipped(why) => tracing::warn!(%agent, why, "skipped a results line that is not a result"),
+                Decoded::Skipped(why) => {
+                    tracing::warn!(%agent, why, "skipped a results line that is not a result");
+                    false
+                }
+            };
+            if !accepted {
+                bad += 1;
+                if bad >= BAD_RESULT_LINES {
+                    tracing::warn!(%agent, lines = bad, "the agent's results stream is not read further: too many lines were not results it may give");
+                    return;
+                }
             }
         }
     }
 }
 
 /// Hands one streamed result to the relay, as [`result`] does for a posted one.
-async fn deliver(control: &Control, identity: &ComponentIdentity, answer: QueueResult) {
+/// False when it is refused (a result for a request that is no longer
+/// pending is not: that is a late answer after failover).
+async fn deliver(control: &Control, identity: &ComponentIdentity, answer: QueueResult) -> bool {
     let QueueResult { request_id, result } = answer;
     if let Err(e) = check_protocol(result.protocol) {
         tracing::warn!(agent = %identity.component_id, request = %request_id, error = %e, "result refused");
-        return;
+        return false;
     }
     match control
         .relay
         .deliver_result(&identity.tenant_id, &identity.component_id, &request_id, result)
         .await
     {
-        Ok(()) => {}
+        Ok(()) => true,
         Err(e @ ResultRejected::Unknown) => {
             tracing::debug!(agent = %identity.component_id, request = %request_id, error = %e, "result for no pending request");
+            true
         }
         Err(e) => {
             tracing::warn!(agent = %identity.component_id, request = %request_id, error = %e, "result refused");
+            false
         }
     }
 }

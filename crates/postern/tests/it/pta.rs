@@ -581,8 +581,9 @@ async fn a_raw_agent_sees_only_ciphertexts_and_answers_once() {
 
 /// The test plays an agent on the two-way queue: the password arrives on the
 /// response, the answer goes back on the same request's body. A line that is
-/// not a result is skipped without ending the reading, a second answer to the
-/// same request changes nothing, and removing the agent ends the queue.
+/// not a result is skipped without ending the reading (a flood of them does
+/// end it), a second answer to the same request changes nothing, and removing
+/// the agent ends the queue.
 #[tokio::test]
 async fn a_raw_agent_answers_on_the_two_way_queue() {
     let p = Pta::new("example.com").await;
@@ -681,6 +682,38 @@ async fn a_raw_agent_answers_on_the_two_way_queue() {
         .unwrap()
         .unwrap();
     assert_directory(verdict, DirectoryProblem::AccountDisabled);
+
+    // A flood of lines that are not results ends the reading of the body (each
+    // would be a warning in the log): the next answer on it reaches nobody, the
+    // same answer posted on its own does.
+    for _ in 0..40 {
+        lines
+            .send(bytes::Bytes::from_static(b"{\"not\":\"a result\"}\n"))
+            .await
+            .unwrap();
+    }
+    let third = sign_in("xena@example.com");
+    let request = next_request().await;
+    lines
+        .send(line(&request.request_id, ValidationOutcome::WrongCredentials))
+        .await
+        .unwrap();
+    let mut third = std::pin::pin!(third);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), &mut third).await.is_err(),
+        "an answer after the flood was still read"
+    );
+    let answer = ValidationResult {
+        protocol: postern_proto::PROTOCOL_VERSION,
+        outcome: ValidationOutcome::AccountLocked,
+        account: None,
+    };
+    client.agent_result(&request.request_id, &answer).await.unwrap();
+    let verdict = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_directory(verdict, DirectoryProblem::AccountLocked);
 
     // Removing the agent ends its queue: the response ends and what it writes
     // after that reaches nobody.
