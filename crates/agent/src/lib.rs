@@ -453,18 +453,16 @@ impl Runner {
 
         let opened = match &cred.duplex_path {
             Some(duplex_path) => {
-                let (body, drained) = self.shared.results.open();
+                let (body, new) = results::new_body();
                 let opened = stops
                     .until(session.client.agent_duplex_queue(duplex_path, &cred.secret, body))
                     .await?;
+                // Both directions on one request need HTTP/2; on another version
+                // the body ends here (`new` dropped) and results are posted.
                 opened.map(|response| {
-                    // Both directions on one request need HTTP/2; on another
-                    // version the results are posted.
-                    let duplex = response.version() == reqwest::Version::HTTP_2;
-                    if !duplex {
-                        self.shared.results.close();
-                    }
-                    (response, duplex.then_some(drained))
+                    let drained =
+                        (response.version() == reqwest::Version::HTTP_2).then(|| self.shared.results.attach(new));
+                    (response, drained)
                 })
             }
             None => stops
@@ -472,9 +470,6 @@ impl Runner {
                 .await?
                 .map(|response| (response, None)),
         };
-        if opened.is_err() {
-            self.shared.results.close();
-        }
         let (response, drained) = match opened {
             Ok(r) => r,
             Err(UplinkError::Refused { status: 401, .. }) => {

@@ -38,27 +38,43 @@ impl Drained {
     }
 }
 
-impl ResultsChannel {
-    /// A new body for a two-way queue; results go to it from now on (until
-    /// [`Self::close`]).
-    pub fn open(&self) -> (reqwest::Body, Drained) {
-        let (sender, receiver) = mpsc::channel::<Bytes>(QUEUED_RESULTS);
-        let (ended, drained) = oneshot::channel();
-        let lines = futures_util::stream::unfold((receiver, Some(ended)), |(mut receiver, mut ended)| async move {
-            match receiver.recv().await {
-                Some(line) => Some((Ok::<_, Infallible>(line), (receiver, ended))),
-                None => {
-                    if let Some(ended) = ended.take() {
-                        let _ = ended.send(());
-                    }
-                    None
+/// The body of a two-way queue being opened, not yet taking results.
+pub(crate) struct NewBody {
+    sender: mpsc::Sender<Bytes>,
+    drained: Drained,
+}
+
+/// A body for a two-way queue. Dropping the [`NewBody`] ends it; attaching it
+/// ([`ResultsChannel::attach`]) sends results on it.
+pub(crate) fn new_body() -> (reqwest::Body, NewBody) {
+    let (sender, receiver) = mpsc::channel::<Bytes>(QUEUED_RESULTS);
+    let (ended, drained) = oneshot::channel();
+    let lines = futures_util::stream::unfold((receiver, Some(ended)), |(mut receiver, mut ended)| async move {
+        match receiver.recv().await {
+            Some(line) => Some((Ok::<_, Infallible>(line), (receiver, ended))),
+            None => {
+                if let Some(ended) = ended.take() {
+                    let _ = ended.send(());
                 }
+                None
             }
-        });
-        if let Ok(mut open) = self.open.lock() {
-            *open = Some(sender);
         }
-        (reqwest::Body::wrap_stream(lines), Drained(drained))
+    });
+    let new = NewBody {
+        sender,
+        drained: Drained(drained),
+    };
+    (reqwest::Body::wrap_stream(lines), new)
+}
+
+impl ResultsChannel {
+    /// Results go to `body` from now on (until [`Self::close`]), in place of
+    /// any body attached before.
+    pub fn attach(&self, body: NewBody) -> Drained {
+        if let Ok(mut open) = self.open.lock() {
+            *open = Some(body.sender);
+        }
+        body.drained
     }
 
     /// Results are posted from now on; the open body ends once what it holds
@@ -111,7 +127,9 @@ mod tests {
     async fn results_become_lines_of_the_open_body_and_closing_ends_it() {
         let channel = ResultsChannel::default();
         assert!(!channel.send("r0", &result()), "no queue open: the caller posts");
-        let (body, drained) = channel.open();
+        let (body, new) = new_body();
+        assert!(!channel.send("r0", &result()), "not attached yet: the caller posts");
+        let drained = channel.attach(new);
         assert!(channel.send("r1", &result()));
         assert!(channel.send("r2", &result()));
         channel.close();
@@ -137,22 +155,37 @@ mod tests {
     #[tokio::test]
     async fn a_full_line_sends_the_rest_by_post_and_a_new_queue_replaces_the_old() {
         let channel = ResultsChannel::default();
-        let (_unread, _) = channel.open();
+        let (_unread, new) = new_body();
+        let _drained = channel.attach(new);
         for n in 0..QUEUED_RESULTS {
             assert!(channel.send(&format!("r{n}"), &result()));
         }
         assert!(!channel.send("one-too-many", &result()));
-        let (body, _) = channel.open();
+        let (body, new) = new_body();
+        let _drained = channel.attach(new);
         assert!(channel.send("on-the-new-queue", &result()));
         channel.close();
         let text = body.collect().await.unwrap().to_bytes();
         assert!(String::from_utf8_lossy(&text).contains("on-the-new-queue"));
     }
 
+    #[tokio::test]
+    async fn a_body_never_attached_ends_when_dropped() {
+        let (body, new) = new_body();
+        drop(new);
+        let text = tokio::time::timeout(Duration::from_secs(1), body.collect())
+            .await
+            .expect("the body ends")
+            .unwrap()
+            .to_bytes();
+        assert!(text.is_empty());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn draining_waits_no_longer_than_asked() {
         let channel = ResultsChannel::default();
-        let (_body_never_read, drained) = channel.open();
+        let (_body_never_read, new) = new_body();
+        let drained = channel.attach(new);
         assert!(channel.send("r1", &result()));
         channel.close();
         let started = tokio::time::Instant::now();
