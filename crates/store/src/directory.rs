@@ -835,6 +835,22 @@ impl Store {
         .fetch_all(&self.db)
         .await
         .db()?;
+        self.set_directory_groups_known(tenant_id, user_id, names, current_names, now)
+            .await
+    }
+
+    /// [`Store::set_directory_groups`] for a user whose directory groups were
+    /// read a moment ago (`current_names`, as [`Store::lockout_context`] gives
+    /// them): nothing is written, and nothing read, when they are the same as
+    /// `names`. A change is applied against the memberships as they are then.
+    pub async fn set_directory_groups_known(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        names: &[String],
+        current_names: Vec<String>,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
         let mut sorted_current = current_names;
         sorted_current.sort();
         let mut sorted_wanted: Vec<String> = names.to_vec();

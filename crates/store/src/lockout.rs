@@ -61,7 +61,7 @@ impl LockoutState {
 }
 
 /// What smart lockout needs before a password is checked, read at once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LockoutContext {
     /// When the user last signed in successfully from the network, if ever.
     pub network_seen: Option<UnixTime>,
@@ -69,6 +69,11 @@ pub struct LockoutContext {
     pub familiar: LockoutState,
     /// The account's counters from anywhere else.
     pub unfamiliar: LockoutState,
+    /// The names of the user's groups from the directory (none without a
+    /// user), so that a pass-through sign-in can tell whether the directory's
+    /// answer changes them without reading them again
+    /// ([`Store::set_directory_groups_known`]).
+    pub directory_groups: Vec<String>,
 }
 
 /// Whose counters: one account (the normalized sign-in name, existing or not) of a
@@ -121,8 +126,9 @@ fn doubling_factor(max_doublings: u32) -> String {
 
 impl Store {
     /// The account's counters for both classes of location and, for an existing
-    /// user, when they last signed in from `network`: one round trip, as every
-    /// sign-in asks for them before its password is checked.
+    /// user, when they last signed in from `network` and their groups from the
+    /// directory: one round trip, as every sign-in asks for them before its
+    /// password is checked.
     pub async fn lockout_context(
         &self,
         tenant_id: &str,
@@ -135,7 +141,10 @@ impl Store {
              0 AS last_failure_at FROM familiar_networks WHERE user_id = $1 AND network = $2 \
              UNION ALL \
              SELECT location, failures, lockout_count, locked_until, last_failure_at FROM lockouts \
-             WHERE tenant_id = $3 AND account = $4",
+             WHERE tenant_id = $3 AND account = $4 \
+             UNION ALL \
+             SELECT 'group:' || g.name, 0, 0, 0, 0 FROM group_members m JOIN groups g ON g.id = m.group_id \
+             WHERE m.user_id = $1 AND g.tenant_id = $3 AND g.source = 'directory'",
         )
         // User IDs are never empty: no user, no network row.
         .bind(user_id.unwrap_or(""))
@@ -149,9 +158,14 @@ impl Store {
             network_seen: None,
             familiar: LockoutState::CLEAN,
             unfamiliar: LockoutState::CLEAN,
+            directory_groups: Vec::new(),
         };
         for row in rows {
             let kind: String = row.try_get(0).db()?;
+            if let Some(group) = kind.strip_prefix("group:") {
+                context.directory_groups.push(group.to_owned());
+                continue;
+            }
             let number = |i: usize| -> Result<i64, StoreError> { row.try_get::<i64, _>(i).db() };
             let state = LockoutState {
                 failures: number(1)?,

@@ -1074,6 +1074,7 @@ async fn lockout_counters(backend: Backend) {
             network_seen: Some(at(20)),
             familiar,
             unfamiliar: st,
+            directory_groups: Vec::new(),
         }
     );
     let elsewhere = store
@@ -1091,6 +1092,7 @@ async fn lockout_counters(backend: Backend) {
             network_seen: None,
             familiar: LockoutState::CLEAN,
             unfamiliar: LockoutState::CLEAN,
+            directory_groups: Vec::new(),
         }
     );
     let other_tenant = store
@@ -2063,6 +2065,28 @@ async fn directory_accounts_are_provisioned_just_in_time(backend: Backend) {
     assert_eq!(
         names(store.user_groups(&a.id, &u.id).await.unwrap()),
         vec!["Admins", "Staff", "cloud-only"]
+    );
+    // The lockout context carries the directory groups (not the cloud ones),
+    // and a sign-in that read them there applies a change without reading again.
+    let mut read_with_counters = store
+        .lockout_context(&a.id, &u.username, Some(&u.id), "10.0.0.0/24")
+        .await
+        .unwrap()
+        .directory_groups;
+    read_with_counters.sort();
+    assert_eq!(read_with_counters, vec!["Admins", "Staff"]);
+    let nobody = store
+        .lockout_context(&a.id, "nobody@a.test", None, "10.0.0.0/24")
+        .await
+        .unwrap();
+    assert!(nobody.directory_groups.is_empty());
+    store
+        .set_directory_groups_known(&a.id, &u.id, &["Staff".into()], read_with_counters, at(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        names(store.user_groups(&a.id, &u.id).await.unwrap()),
+        vec!["Staff", "cloud-only"]
     );
     store
         .set_directory_groups(&a.id, &u.id, &["Staff".into()], at(1))

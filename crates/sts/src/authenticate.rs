@@ -211,7 +211,7 @@ impl Sts {
         match self.ask_agents(tenant, username, password).await? {
             Ok((ValidationOutcome::Success, Some(account))) => {
                 let user = self
-                    .provision_directory_user(tenant, username, &account, user.as_ref())
+                    .provision_directory_user(tenant, username, &account, user.as_ref(), &attempt)
                     .await?;
                 self.record_attempt(tenant, attempt, AttemptOutcome::Success { user_id: &user.id, ip })
                     .await?;
@@ -452,6 +452,7 @@ impl Sts {
         typed: &str,
         account: &AccountAttributes,
         known: Option<&User>,
+        attempt: &Attempt,
     ) -> Result<User, StsError> {
         let now = self.now();
         let upn = postern_store::normalize_username(&account.upn);
@@ -485,9 +486,20 @@ impl Sts {
                     .await?
             }
         };
-        self.store
-            .set_directory_groups(&tenant.id, &user.id, &account.groups, now)
-            .await?;
+        // The groups read with the lockout counters, when this is the user they
+        // were read for: one query fewer for a returning user.
+        match attempt.directory_groups_of(&user.id) {
+            Some(current) => {
+                self.store
+                    .set_directory_groups_known(&tenant.id, &user.id, &account.groups, current.to_vec(), now)
+                    .await?
+            }
+            None => {
+                self.store
+                    .set_directory_groups(&tenant.id, &user.id, &account.groups, now)
+                    .await?
+            }
+        }
         Ok(user)
     }
 }

@@ -95,6 +95,20 @@ pub struct Attempt {
     memory_key: String,
     location: LocationClass,
     network_seen: Option<UnixTime>,
+    /// The user the attempt was checked for, and their groups from the
+    /// directory as read with the counters.
+    directory_groups: Option<(String, Vec<String>)>,
+}
+
+impl Attempt {
+    /// The directory groups of `user_id` as read when the attempt began, if it
+    /// began for that user.
+    pub(crate) fn directory_groups_of(&self, user_id: &str) -> Option<&[String]> {
+        self.directory_groups
+            .as_ref()
+            .filter(|(id, _)| id == user_id)
+            .map(|(_, groups)| groups.as_slice())
+    }
 }
 
 /// A reservation held in the database; given back when dropped unsettled,
@@ -231,10 +245,11 @@ impl Sts {
         ip: ClientIp,
     ) -> Result<LockoutDecision, StsError> {
         let now = self.now();
-        let context = self
+        let mut context = self
             .store
             .lockout_context(&tenant.id, account, user.map(|u| u.id.as_str()), &ip.network())
             .await?;
+        let directory_groups = user.map(|u| (u.id.clone(), std::mem::take(&mut context.directory_groups)));
         let network_seen = context.network_seen;
         let location = match network_seen {
             Some(seen) if seen > now - FAMILIAR_FOR => LocationClass::Familiar,
@@ -282,6 +297,7 @@ impl Sts {
             },
             location,
             network_seen,
+            directory_groups,
         })))
     }
 
