@@ -73,6 +73,10 @@ struct Knobs {
     renew: bool,
     /// Answer bootstrap as for a removed agent.
     revoked: bool,
+    /// Offer the two-way queue (results on the queue's request body).
+    duplex: bool,
+    /// Speak HTTP/1.1 only (ALPN).
+    http1_only: bool,
 }
 
 impl Default for Knobs {
@@ -86,6 +90,8 @@ impl Default for Knobs {
             close_streams: false,
             renew: false,
             revoked: false,
+            duplex: false,
+            http1_only: false,
         }
     }
 }
@@ -106,6 +112,8 @@ struct Posted {
     request_id: String,
     result: ValidationResult,
     key_id: Option<String>,
+    /// Came on the two-way queue's body rather than a request of its own.
+    streamed: bool,
 }
 
 struct ServiceState {
@@ -169,8 +177,10 @@ async fn bootstrap(
         expires_at,
         heartbeat_secs: knobs.heartbeat_secs,
         max_in_flight: knobs.max_in_flight,
-        // An older service: results come back one `POST` each.
-        duplex_queue_path: None,
+        // Unless told otherwise, an older service: results come back one `POST` each.
+        duplex_queue_path: knobs
+            .duplex
+            .then(|| postern_proto::relay::agent_duplex_queue_path(TENANT)),
     })
     .into_response()
 }
@@ -257,12 +267,45 @@ async fn result(
             request_id,
             result,
             key_id: peer.key_id,
+            streamed: false,
         })
         .unwrap();
     if gone {
         return error(StatusCode::CONFLICT, "not_pending");
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// The two-way queue: the queue as for `GET`, and the results read from the
+/// request's body.
+async fn duplex_queue(
+    State(s): State<Arc<ServiceState>>,
+    Path(tenant): Path<String>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let (results, key_id) = (s.results.clone(), peer.key_id.clone());
+    tokio::spawn(async move {
+        let mut chunks = body.into_data_stream();
+        let mut decoder = postern_proto::lines::LineDecoder::default();
+        let mut lines: Vec<postern_proto::lines::Decoded<postern_proto::relay::QueueResult>> = Vec::new();
+        while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut chunks).await {
+            decoder.push(&chunk, &mut lines).unwrap();
+            for line in lines.drain(..) {
+                let postern_proto::lines::Decoded::Frame(answer) = line else {
+                    panic!("the agent sent a line that is not a result: {line:?}");
+                };
+                let _ = results.send(Posted {
+                    request_id: answer.request_id,
+                    result: answer.result,
+                    key_id: key_id.clone(),
+                    streamed: true,
+                });
+            }
+        }
+    });
+    queue(State(s), Path(tenant), Extension(peer), headers).await
 }
 
 async fn renewal_check(State(s): State<Arc<ServiceState>>) -> Json<RenewalCheck> {
@@ -311,7 +354,11 @@ impl FakeService {
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.to_vec())),
             )
             .unwrap();
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        tls.alpn_protocols = if knobs.http1_only {
+            vec![b"http/1.1".to_vec()]
+        } else {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        };
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
 
         let (results_tx, results) = mpsc::unbounded_channel();
@@ -327,6 +374,7 @@ impl FakeService {
         let app = Router::new()
             .route("/v1/t/{tenant}/agent/bootstrap", post(bootstrap))
             .route("/v1/t/{tenant}/agent/queue", axum::routing::get(queue))
+            .route("/v1/t/{tenant}/agent/queue/duplex", post(duplex_queue))
             .route("/v1/t/{tenant}/agent/results/{id}", post(result))
             .route("/v1/t/{tenant}/agent/renewal", post(renewal_check))
             .route("/v1/t/{tenant}/agent/renew", post(renew))
@@ -1020,6 +1068,44 @@ async fn shutdown_lets_work_in_flight_finish() {
     agent.stop().await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
     s.svc.no_more_results().await;
+}
+
+/// Offered the two-way queue over HTTP/2, the agent sends its results on the
+/// queue's own request body; over HTTP/1.1 it posts them, offered or not.
+#[tokio::test]
+async fn results_go_on_the_two_way_queue_over_http2_only() {
+    for (http1_only, streamed) in [(false, true), (true, false)] {
+        let mut s = setup(Knobs {
+            duplex: true,
+            http1_only,
+            ..Knobs::default()
+        })
+        .await;
+        let mut agent = s.start(s.local_file(), fast());
+        agent.connected(1).await;
+        let q = s.svc.queue(1).await;
+        q.frames.send(s.request("w1", "alice", ALICE_PASSWORD)).unwrap();
+        q.frames.send(s.request("w2", "bob", "nope-nope")).unwrap();
+        let mut got = [s.svc.next_result().await, s.svc.next_result().await];
+        got.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+        assert_eq!(
+            got.iter()
+                .map(|p| (p.request_id.as_str(), p.result.outcome, p.streamed))
+                .collect::<Vec<_>>(),
+            vec![
+                ("w1", ValidationOutcome::Success, streamed),
+                ("w2", ValidationOutcome::WrongCredentials, streamed),
+            ],
+            "HTTP/1.1 only: {http1_only}"
+        );
+        let (on_queue, posted) = if streamed { (2, 0) } else { (0, 2) };
+        agent
+            .stats_until("the results counted where they went", |st| {
+                (st.results_streamed, st.results_posted) == (on_queue, posted)
+            })
+            .await;
+        agent.stop().await.unwrap();
+    }
 }
 
 /// Validations per second through the whole agent (queue, RSA decryption, result
