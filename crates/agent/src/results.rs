@@ -85,24 +85,28 @@ impl ResultsChannel {
         }
     }
 
-    /// Queues the result of `request_id` on the open queue. False when no queue
-    /// is open or its line is full (then the caller posts it).
-    pub fn send(&self, request_id: &str, result: &ValidationResult) -> bool {
+    /// Queues the result of `request_id` on the open queue, or gives it back
+    /// when no queue is open or its line is full (then the caller posts it).
+    #[expect(
+        clippy::result_large_err,
+        reason = "the result is handed back by move to be posted, once per sign-in"
+    )]
+    pub fn send(&self, request_id: &str, result: ValidationResult) -> Result<(), ValidationResult> {
         let Ok(open) = self.open.lock() else {
-            return false;
+            return Err(result);
         };
         let Some(sender) = open.as_ref() else {
-            return false;
+            return Err(result);
         };
         let line = QueueResult {
             request_id: request_id.to_owned(),
-            result: result.clone(),
+            result,
         };
         let Ok(mut bytes) = serde_json::to_vec(&line) else {
-            return false;
+            return Err(line.result);
         };
         bytes.push(b'\n');
-        sender.try_send(Bytes::from(bytes)).is_ok()
+        sender.try_send(Bytes::from(bytes)).map_err(|_| line.result)
     }
 }
 
@@ -126,14 +130,21 @@ mod tests {
     #[tokio::test]
     async fn results_become_lines_of_the_open_body_and_closing_ends_it() {
         let channel = ResultsChannel::default();
-        assert!(!channel.send("r0", &result()), "no queue open: the caller posts");
+        assert!(channel.send("r0", result()).is_err(), "no queue open: the caller posts");
         let (body, new) = new_body();
-        assert!(!channel.send("r0", &result()), "not attached yet: the caller posts");
+        assert!(
+            channel.send("r0", result()).is_err(),
+            "not attached yet: the caller posts"
+        );
         let drained = channel.attach(new);
-        assert!(channel.send("r1", &result()));
-        assert!(channel.send("r2", &result()));
+        assert!(channel.send("r1", result()).is_ok());
+        assert!(channel.send("r2", result()).is_ok());
         channel.close();
-        assert!(!channel.send("r3", &result()), "closed: the caller posts");
+        assert_eq!(
+            channel.send("r3", result()),
+            Err(result()),
+            "closed: the caller posts, with the result given back"
+        );
         let mut frames = body.into_data_stream();
         let mut text = Vec::new();
         while let Some(chunk) = frames.next().await {
@@ -158,12 +169,12 @@ mod tests {
         let (_unread, new) = new_body();
         let _drained = channel.attach(new);
         for n in 0..QUEUED_RESULTS {
-            assert!(channel.send(&format!("r{n}"), &result()));
+            assert!(channel.send(&format!("r{n}"), result()).is_ok());
         }
-        assert!(!channel.send("one-too-many", &result()));
+        assert!(channel.send("one-too-many", result()).is_err());
         let (body, new) = new_body();
         let _drained = channel.attach(new);
-        assert!(channel.send("on-the-new-queue", &result()));
+        assert!(channel.send("on-the-new-queue", result()).is_ok());
         channel.close();
         let text = body.collect().await.unwrap().to_bytes();
         assert!(String::from_utf8_lossy(&text).contains("on-the-new-queue"));
@@ -186,7 +197,7 @@ mod tests {
         let channel = ResultsChannel::default();
         let (_body_never_read, new) = new_body();
         let drained = channel.attach(new);
-        assert!(channel.send("r1", &result()));
+        assert!(channel.send("r1", result()).is_ok());
         channel.close();
         let started = tokio::time::Instant::now();
         drained.wait(DRAIN_WAIT).await;

@@ -236,7 +236,7 @@ async fn work(shared: &Shared, job: &Job) {
     tracing::debug!(request = %job.request_id, username = %job.username, outcome = outcome.kind(), "validated");
     let result = to_result(outcome);
     shared.stats.validated(result.outcome);
-    report(shared, job, &result, deadline).await;
+    report(shared, job, result, deadline).await;
 }
 
 /// The wire form of a directory's answer.
@@ -279,9 +279,9 @@ pub(crate) async fn decline(shared: Arc<Shared>, request_id: String) {
         outcome: ValidationOutcome::Declined,
         account: None,
     };
-    if shared.results.send(&request_id, &result) {
+    let Err(result) = shared.results.send(&request_id, result) else {
         return;
-    }
+    };
     let session = shared.session.borrow().clone();
     match tokio::time::timeout(DECLINE_TIMEOUT, session.client.agent_result(&request_id, &result)).await {
         Ok(Ok(())) => {}
@@ -305,15 +305,15 @@ fn no_longer_pending(e: &UplinkError) -> bool {
 /// Sends the result on the open two-way queue, or else posts it with the
 /// current session's client (after a renewal the old certificate no longer
 /// works), retrying a failed connection while time is left.
-async fn report(shared: &Shared, job: &Job, result: &ValidationResult, deadline: Instant) {
-    if shared.results.send(&job.request_id, result) {
+async fn report(shared: &Shared, job: &Job, result: ValidationResult, deadline: Instant) {
+    let Err(result) = shared.results.send(&job.request_id, result) else {
         AgentStats::count(&shared.stats.results_streamed);
         return;
-    }
+    };
     let mut pause = POST_RETRY_PAUSE;
     for attempt in 1..=POST_ATTEMPTS {
         let session = shared.session.borrow().clone();
-        let sent = tokio::time::timeout_at(deadline, session.client.agent_result(&job.request_id, result)).await;
+        let sent = tokio::time::timeout_at(deadline, session.client.agent_result(&job.request_id, &result)).await;
         match sent {
             Ok(Ok(())) => {
                 AgentStats::count(&shared.stats.results_posted);
