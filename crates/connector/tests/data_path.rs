@@ -782,15 +782,21 @@ async fn backend_failures_get_their_codes() {
         "{took:?}"
     );
 
-    // A body that breaks off resets the stream: never a clean, short end.
-    let response = tunnel
-        .send(request("truncated", "/").body(empty()).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.headers().get(ERROR_HEADER).is_none());
-    let collected = within("truncated body", response.into_body().collect()).await;
-    assert!(collected.is_err(), "a truncated body must reset the stream");
+    // A body that breaks off resets the stream: never a clean, short end. The
+    // backend's whole answer is small, so the break may come before the head
+    // has gone out (the stream is reset at once) or after it (the body is).
+    match tunnel.send(request("truncated", "/").body(empty()).unwrap()).await {
+        Ok(response) => {
+            assert_eq!(response.status(), StatusCode::OK);
+            assert!(response.headers().get(ERROR_HEADER).is_none());
+            let collected = within("truncated body", response.into_body().collect()).await;
+            assert!(collected.is_err(), "a truncated body must reset the stream");
+        }
+        Err(e) => assert!(
+            e.to_string().contains("stream error") || format!("{e:?}").contains("Reset"),
+            "a truncated body must reset the stream, not fail otherwise: {e:?}"
+        ),
+    }
     // The tunnel itself is fine.
     assert_eq!(h.status.borrow().up, 1);
     let response = tunnel
