@@ -511,10 +511,23 @@ impl Runner {
             // two-way queue are sent before its response (still held by
             // `reading`) is dropped, which would cut the request off.
             shared.results.close();
-            if let Some(drained) = drained {
-                drained.wait(results::DRAIN_WAIT).await;
+            let drained = match drained {
+                Some(drained) => drained.wait(results::DRAIN_WAIT).await,
+                None => true,
+            };
+            let left = left?;
+            // The service answers none of the lines: when the queue broke, or
+            // its body was not sent in time, those of the last seconds are
+            // posted again.
+            if drained && !matches!(left, Leave::Stream(_)) {
+                shared.results.confirm();
+            } else {
+                let again = shared.results.take_unconfirmed();
+                if !again.is_empty() {
+                    tracker.spawn(worker::post_again(shared.clone(), again));
+                }
             }
-            left?
+            left
         };
         let stable = connected_at.elapsed() >= self.options.stable_after;
         if stable {

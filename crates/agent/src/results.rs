@@ -7,7 +7,17 @@
 //! renewal, at shutdown) it ends the body and waits a moment for the lines
 //! already queued to be sent before it drops the connection's response, so a
 //! result on its way is not cut off.
+//!
+//! The service answers none of the lines, so a queue that breaks (the
+//! connection lost, the service restarting, the body not drained in time) may
+//! have taken results with it. The agent keeps the lines of the last few
+//! seconds and, after such an end, posts them again
+//! ([`ResultsChannel::take_unconfirmed`]); the service takes each result once,
+//! so one it did read is refused as no longer pending, and one it did not
+//! reaches the sign-in waiting for it instead of that sign-in waiting for its
+//! attempt to time out.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -15,16 +25,27 @@ use std::time::Duration;
 use bytes::Bytes;
 use postern_proto::relay::{QueueResult, ValidationResult};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 /// Result lines that may wait to be sent; beyond that results are posted.
 const QUEUED_RESULTS: usize = 256;
 /// How long leaving a queue waits for the results already queued to be sent.
 pub(crate) const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
+/// Result lines kept after they were queued, to be posted again if the queue
+/// breaks; the oldest go first.
+const UNCONFIRMED_RESULTS: usize = 512;
+/// How long a line is kept to be posted again: what the connection may still
+/// hold when it breaks, and within the service's attempt timeout, after which
+/// the service has given the request to another agent anyway.
+pub(crate) const UNCONFIRMED_FOR: Duration = Duration::from_secs(3);
+
 /// Where results go while a two-way queue is open.
 #[derive(Default)]
 pub(crate) struct ResultsChannel {
     open: Mutex<Option<mpsc::Sender<Bytes>>>,
+    /// Lines queued lately, as (when, request ID, the line).
+    unconfirmed: Mutex<VecDeque<(Instant, String, Bytes)>>,
 }
 
 /// Resolves when the body of a two-way queue has ended: every line queued was
@@ -32,9 +53,9 @@ pub(crate) struct ResultsChannel {
 pub(crate) struct Drained(oneshot::Receiver<()>);
 
 impl Drained {
-    /// Waits for the end of the body, at most `wait`.
-    pub async fn wait(self, wait: Duration) {
-        let _ = tokio::time::timeout(wait, self.0).await;
+    /// Waits for the end of the body, at most `wait`; whether it ended.
+    pub async fn wait(self, wait: Duration) -> bool {
+        tokio::time::timeout(wait, self.0).await.is_ok()
     }
 }
 
@@ -106,7 +127,44 @@ impl ResultsChannel {
             return Err(line.result);
         };
         bytes.push(b'\n');
-        sender.try_send(Bytes::from(bytes)).map_err(|_| line.result)
+        let bytes = Bytes::from(bytes);
+        sender.try_send(bytes.clone()).map_err(|_| line.result)?;
+        if let Ok(mut kept) = self.unconfirmed.lock() {
+            let now = Instant::now();
+            while kept.len() >= UNCONFIRMED_RESULTS
+                || kept
+                    .front()
+                    .is_some_and(|(at, _, _)| now.duration_since(*at) > UNCONFIRMED_FOR)
+            {
+                kept.pop_front();
+            }
+            kept.push_back((now, line.request_id, bytes));
+        }
+        Ok(())
+    }
+
+    /// The results queued in the last [`UNCONFIRMED_FOR`] (at most
+    /// [`UNCONFIRMED_RESULTS`]), oldest first, for a queue that broke: to be
+    /// posted again. Forgets every line kept.
+    pub fn take_unconfirmed(&self) -> Vec<(String, ValidationResult)> {
+        let Ok(mut kept) = self.unconfirmed.lock() else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        kept.drain(..)
+            .filter(|(at, _, _)| now.duration_since(*at) <= UNCONFIRMED_FOR)
+            .filter_map(|(_, request_id, line)| {
+                let line: QueueResult = serde_json::from_slice(&line).ok()?;
+                Some((request_id, line.result))
+            })
+            .collect()
+    }
+
+    /// Forgets the lines kept: the queue they went on ended cleanly.
+    pub fn confirm(&self) {
+        if let Ok(mut kept) = self.unconfirmed.lock() {
+            kept.clear();
+        }
     }
 }
 
@@ -200,7 +258,44 @@ mod tests {
         assert!(channel.send("r1", result()).is_ok());
         channel.close();
         let started = tokio::time::Instant::now();
-        drained.wait(DRAIN_WAIT).await;
+        assert!(!drained.wait(DRAIN_WAIT).await, "never read, so never drained");
         assert_eq!(started.elapsed(), DRAIN_WAIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lines_of_the_last_seconds_are_kept_to_be_posted_again() {
+        let channel = ResultsChannel::default();
+        let (body, new) = new_body();
+        let _drained = channel.attach(new);
+        // The connection takes the lines as they come.
+        tokio::spawn(async move {
+            let mut frames = body.into_data_stream();
+            while frames.next().await.is_some() {}
+        });
+        assert!(channel.send("old", result()).is_ok());
+        tokio::time::advance(UNCONFIRMED_FOR + Duration::from_millis(1)).await;
+        for n in 0..UNCONFIRMED_RESULTS + 2 {
+            assert!(channel.send(&format!("r{n}"), result()).is_ok());
+            tokio::task::yield_now().await;
+        }
+        let again = channel.take_unconfirmed();
+        assert_eq!(again.len(), UNCONFIRMED_RESULTS, "at most this many, the newest");
+        assert_eq!(again[0].0, "r2", "the oldest went first");
+        assert_eq!(again.last().unwrap().0, format!("r{}", UNCONFIRMED_RESULTS + 1));
+        assert!(again.iter().all(|(_, r)| *r == result()), "each with its result");
+        assert!(channel.take_unconfirmed().is_empty(), "taken once");
+
+        assert!(channel.send("confirmed", result()).is_ok());
+        channel.confirm();
+        assert!(channel.take_unconfirmed().is_empty(), "a clean end forgets them");
+        assert!(channel.send("aged", result()).is_ok());
+        tokio::time::advance(UNCONFIRMED_FOR + Duration::from_millis(1)).await;
+        assert!(
+            channel.take_unconfirmed().is_empty(),
+            "past the window the service has moved the request on"
+        );
+        channel.close();
+        assert!(channel.send("posted", result()).is_err());
+        assert!(channel.take_unconfirmed().is_empty(), "posted results are not kept");
     }
 }

@@ -89,6 +89,7 @@ pub struct AgentStats {
     pub(crate) results_streamed: AtomicU64,
     pub(crate) results_refused: AtomicU64,
     pub(crate) results_failed: AtomicU64,
+    pub(crate) results_resent: AtomicU64,
     in_flight: AtomicUsize,
     peak_in_flight: AtomicUsize,
 }
@@ -126,6 +127,10 @@ pub struct StatsSnapshot {
     pub results_refused: u64,
     /// Results that could not be delivered.
     pub results_failed: u64,
+    /// Results sent on a two-way queue that broke soon after, which the service
+    /// then accepted when posted again (so the queue had lost them); also
+    /// counted in `results_posted`.
+    pub results_resent: u64,
     /// Validations running now.
     pub in_flight: usize,
     /// Most validations that ran at once.
@@ -193,6 +198,7 @@ impl AgentStats {
             results_streamed: get(&self.results_streamed),
             results_refused: get(&self.results_refused),
             results_failed: get(&self.results_failed),
+            results_resent: get(&self.results_resent),
             in_flight: self.in_flight.load(Ordering::SeqCst),
             peak_in_flight: self.peak_in_flight.load(Ordering::SeqCst),
         }

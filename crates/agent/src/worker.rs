@@ -290,6 +290,39 @@ pub(crate) async fn decline(shared: Arc<Shared>, request_id: String) {
     }
 }
 
+/// How long posting one result again may take.
+const POST_AGAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Posts again the results a broken two-way queue may have lost
+/// ([`crate::results::ResultsChannel::take_unconfirmed`]), one after another,
+/// each once. The service refuses those it did read (no longer pending), which
+/// is the usual answer and logged at debug only; the first one the service
+/// cannot be reached for ends the lot, as its own attempt timeouts then move
+/// the requests on.
+pub(crate) async fn post_again(shared: Arc<Shared>, results: Vec<(String, ValidationResult)>) {
+    let count = results.len();
+    tracing::debug!(count, "posting again the results of a queue that broke");
+    for (request_id, result) in results {
+        let session = shared.session.borrow().clone();
+        let sent = tokio::time::timeout(POST_AGAIN_TIMEOUT, session.client.agent_result(&request_id, &result)).await;
+        match sent {
+            Ok(Ok(())) => {
+                AgentStats::count(&shared.stats.results_resent);
+                AgentStats::count(&shared.stats.results_posted);
+            }
+            Ok(Err(e)) if no_longer_pending(&e) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(request = %request_id, error = %e, "could not post the result again");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(request = %request_id, "posting the result again took too long");
+                return;
+            }
+        }
+    }
+}
+
 /// Whether the service refused a result because the request is no longer waiting for
 /// one (answered by another agent, timed out, unknown).
 fn no_longer_pending(e: &UplinkError) -> bool {

@@ -77,6 +77,9 @@ struct Knobs {
     duplex: bool,
     /// Speak HTTP/1.1 only (ALPN).
     http1_only: bool,
+    /// Read the two-way queue's result lines without taking them, and end the
+    /// queue at the first one (a service that restarted, a connection lost).
+    lose_streamed: bool,
 }
 
 impl Default for Knobs {
@@ -92,6 +95,7 @@ impl Default for Knobs {
             revoked: false,
             duplex: false,
             http1_only: false,
+            lose_streamed: false,
         }
     }
 }
@@ -285,7 +289,7 @@ async fn duplex_queue(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let (results, key_id) = (s.results.clone(), peer.key_id.clone());
+    let (results, key_id, state) = (s.results.clone(), peer.key_id.clone(), s.clone());
     tokio::spawn(async move {
         let mut chunks = body.into_data_stream();
         let mut decoder = postern_proto::lines::LineDecoder::default();
@@ -296,6 +300,15 @@ async fn duplex_queue(
                 let postern_proto::lines::Decoded::Frame(answer) = line else {
                     panic!("the agent sent a line that is not a result: {line:?}");
                 };
+                if state.knobs.lock().unwrap().lose_streamed {
+                    // Every queue stream ends: nothing else holds its sender.
+                    state.queues.send_modify(|queues| {
+                        for queue in queues.iter_mut() {
+                            queue.frames = mpsc::unbounded_channel().0;
+                        }
+                    });
+                    continue;
+                }
                 let _ = results.send(Posted {
                     request_id: answer.request_id,
                     result: answer.result,
@@ -1105,7 +1118,40 @@ async fn results_go_on_the_two_way_queue_over_http2_only() {
             })
             .await;
         agent.stop().await.unwrap();
+        s.svc.no_more_results().await;
     }
+}
+
+/// The service answers no line of the two-way queue, so a queue that ends
+/// after the agent sent a result may have lost it: the agent posts the results
+/// of the last seconds again (fails without the posting again: the result
+/// never arrives).
+#[tokio::test]
+async fn results_on_a_queue_that_ended_are_posted_again() {
+    let mut s = setup(Knobs {
+        duplex: true,
+        heartbeats: false,
+        lose_streamed: true,
+        ..Knobs::default()
+    })
+    .await;
+    let mut agent = s.start(s.local_file(), fast());
+    agent.connected(1).await;
+    let q = s.svc.queue(1).await;
+    q.frames.send(s.request("lost-1", "alice", ALICE_PASSWORD)).unwrap();
+    let again = s.svc.next_result().await;
+    assert_eq!(
+        (again.request_id.as_str(), again.result.outcome, again.streamed),
+        ("lost-1", ValidationOutcome::Success, false),
+        "posted once the queue had ended"
+    );
+    agent
+        .stats_until("counted as sent on the queue, then posted again", |st| {
+            (st.results_streamed, st.results_resent, st.results_posted) == (1, 1, 1)
+        })
+        .await;
+    s.svc.no_more_results().await;
+    agent.stop().await.unwrap();
 }
 
 /// Validations per second through the whole agent (queue, RSA decryption, result
