@@ -35,10 +35,19 @@ use crate::config::Limits;
 
 /// Most concurrent HTTP/2 streams per client connection.
 const MAX_H2_STREAMS: u32 = 256;
+/// Largest request head hyper buffers on an HTTP/1 connection.
+const MAX_H1_BUFFER: usize = 64 * 1024;
+/// Largest header list of an HTTP/2 request.
+const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
+/// How often an idle HTTP/2 connection is pinged.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// At shutdown, how long a connection whose request may be on its way (see
 /// `ConnectionActivity::request_arriving`) is read before it is closed.
 const ARRIVING_REQUEST_WAIT: Duration = Duration::from_millis(500);
+/// How long a plain connection whose first bytes could still be HTTP/1 or
+/// HTTP/2 waits before it looks again.
+const PEEK_AGAIN_AFTER: Duration = Duration::from_millis(5);
 
 /// At shutdown, the most connections taken from the listening socket's backlog
 /// before it closes (Linux caps a backlog at `net.core.somaxconn`, 4096 by
@@ -327,23 +336,140 @@ fn client_info<B>(handlers: &Handlers, peer: IpAddr, request: &Request<B>) -> Cl
     }
 }
 
-/// The HTTP server settings of one connection.
-fn http_builder() -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// Which HTTP a connection speaks, when known before hyper reads from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+    /// Not known (TLS without ALPN): hyper-util reads the first bytes to tell.
+    /// That costs a connection's whole life a read buffer of twice the size,
+    /// as the bytes read to tell are handed back to hyper's buffer first.
+    Detect,
+}
+
+impl Protocol {
+    /// What the client chose in the TLS handshake (ALPN).
+    fn negotiated(alpn: Option<&[u8]>) -> Self {
+        match alpn {
+            Some(b"h2") => Protocol::Http2,
+            Some(b"http/1.1") => Protocol::Http1,
+            _ => Protocol::Detect,
+        }
+    }
+
+    /// What the first bytes of a plain connection say: HTTP/2 with prior
+    /// knowledge starts with its preface, `PRI * HTTP/2.0`, and no HTTP/1
+    /// request starts with `PRI `. `None` while the bytes so far could be
+    /// either.
+    fn from_first_bytes(first: &[u8]) -> Option<Self> {
+        const PREFACE_START: &[u8] = b"PRI ";
+        let seen = first.len().min(PREFACE_START.len());
+        if first[..seen] != PREFACE_START[..seen] {
+            Some(Protocol::Http1)
+        } else if seen == PREFACE_START.len() {
+            Some(Protocol::Http2)
+        } else {
+            None
+        }
+    }
+}
+
+/// The HTTP/1 settings of a connection.
+fn http1_builder() -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         // Request-head deadlines are the connection's own (see `deadlines`):
         // hyper's would run while a keep-alive connection is idle too.
         .header_read_timeout(None)
-        .max_buf_size(64 * 1024);
+        .max_buf_size(MAX_H1_BUFFER);
+    builder
+}
+
+/// The HTTP/2 settings of a connection.
+fn http2_builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_H2_STREAMS)
+        .max_header_list_size(MAX_H2_HEADER_LIST)
+        .keep_alive_interval(H2_KEEP_ALIVE);
+    builder
+}
+
+/// The same settings, for a connection whose protocol is read from its first
+/// bytes ([`Protocol::Detect`]).
+fn detecting_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(MAX_H1_BUFFER);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_H2_STREAMS)
-        .max_header_list_size(64 * 1024)
-        .keep_alive_interval(Duration::from_secs(30));
+        .max_header_list_size(MAX_H2_HEADER_LIST)
+        .keep_alive_interval(H2_KEEP_ALIVE);
     builder
+}
+
+/// A connection being served: done when the connection is, and asked to
+/// close once its requests in flight are answered.
+trait Served: Future<Output = Result<(), Self::Error>> {
+    type Error: Into<Box<dyn std::error::Error + Send + Sync>>;
+
+    /// HTTP/1.1 closes between requests, HTTP/2 sends GOAWAY.
+    fn shut_gracefully(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, B> Served for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Error = hyper::Error;
+
+    fn shut_gracefully(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Served for hyper::server::conn::http2::Connection<I, S, TokioExecutor>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    type Error = hyper::Error;
+
+    fn shut_gracefully(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Served for auto::UpgradeableConnection<'_, I, S, TokioExecutor>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = axum::http::Response<B>>,
+    S::Future: 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    TokioExecutor: hyper_util::server::conn::auto::HttpServerConnExec<S::Future, B>,
+{
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn shut_gracefully(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
 }
 
 /// One accepted connection and what serving it needs.
@@ -361,7 +487,11 @@ impl Connection {
     /// then serves HTTP.
     async fn serve(self, stream: TcpStream, tls: Option<Arc<TlsAcceptor>>) {
         match tls {
-            None => self.serve_http(stream, None).await,
+            None => {
+                if let Some(protocol) = self.plain_protocol(&stream).await {
+                    self.serve_http(stream, None, protocol).await;
+                }
+            }
             // Boxed: a task is as large as its future's largest state, and a
             // plain connection's task would otherwise carry room for the TLS
             // handshake and the TLS connection for as long as it lives.
@@ -393,20 +523,91 @@ impl Connection {
             .peer_certificates()
             .and_then(|chain| chain.first())
             .map(|c| PeerCertificate(Arc::new(c.clone().into_owned())));
-        self.serve_http(tls_stream, client_cert).await;
+        let protocol = Protocol::negotiated(tls_stream.get_ref().1.alpn_protocol());
+        self.serve_http(tls_stream, client_cert, protocol).await;
+    }
+
+    /// Which HTTP a plain connection speaks, from its first bytes, peeked (not
+    /// read) so that hyper reads them into its own buffer. `None` when the
+    /// connection should close unserved: the client left, or sent nothing
+    /// within the header timeout (at shutdown: within a moment).
+    async fn plain_protocol(&self, stream: &TcpStream) -> Option<Protocol> {
+        let peer = self.peer;
+        let mut shutdown = self.shutdown.clone();
+        let mut shutting_down = *shutdown.borrow();
+        let arriving_wait = ARRIVING_REQUEST_WAIT.min(self.limits.shutdown_grace);
+        let mut deadline = self.activity.first_head_deadline();
+        if shutting_down {
+            deadline = deadline.min(Instant::now() + arriving_wait);
+        }
+        let mut first = [0u8; 4];
+        loop {
+            let peeked = tokio::select! {
+                peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first)) => peeked,
+                changed = shutdown.changed(), if !shutting_down => {
+                    // As for a connection served: a request on its way gets a
+                    // moment to arrive (see `serve_http`).
+                    shutting_down = true;
+                    if changed.is_ok() {
+                        deadline = deadline.min(Instant::now() + arriving_wait);
+                    }
+                    continue;
+                }
+            };
+            match peeked {
+                Ok(Ok(0)) => return None,
+                Ok(Ok(n)) => match Protocol::from_first_bytes(&first[..n]) {
+                    Some(protocol) => return Some(protocol),
+                    // `PR` and no more yet: a peek would return at once with the
+                    // same bytes, so wait a little before the next.
+                    None if Instant::now() < deadline => tokio::time::sleep(PEEK_AGAIN_AFTER).await,
+                    None => return None,
+                },
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "connection failed before its first request");
+                    return None;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "{}", Overstay::NoRequestHead.describe());
+                    return None;
+                }
+            }
+        }
     }
 
     /// Serves HTTP on `io` until the client leaves, the connection overstays a
     /// deadline, or the service shuts down.
-    async fn serve_http<T>(mut self, io: T, client_cert: Option<PeerCertificate>)
+    async fn serve_http<T>(self, io: T, client_cert: Option<PeerCertificate>, protocol: Protocol)
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let peer = self.peer;
-        let builder = http_builder();
-        let service = connection_service(self.handlers.clone(), peer, client_cert, self.activity.clone());
+        let service = connection_service(self.handlers.clone(), self.peer, client_cert, self.activity.clone());
         let io = TokioIo::new(ReadsObserved::new(io, self.activity.clone()));
-        let conn = builder.serve_connection_with_upgrades(io, service);
+        // The task holds the largest of these states for the connection's
+        // life: the common one (HTTP/1, most users' connections) inline, the
+        // larger HTTP/2 and detecting ones boxed.
+        match protocol {
+            Protocol::Http1 => {
+                self.drive(http1_builder().serve_connection(io, service).with_upgrades())
+                    .await;
+            }
+            Protocol::Http2 => {
+                Box::pin(self.drive(http2_builder().serve_connection(io, service))).await;
+            }
+            Protocol::Detect => {
+                Box::pin(async move {
+                    let builder = detecting_builder();
+                    self.drive(builder.serve_connection_with_upgrades(io, service)).await;
+                })
+                .await;
+            }
+        }
+    }
+
+    /// Drives `conn` until it ends, overstays a deadline, or the service shuts
+    /// down.
+    async fn drive<C: Served>(mut self, conn: C) {
+        let peer = self.peer;
         tokio::pin!(conn);
         let close_within = loop {
             let recheck_at = match self.activity.verdict(Instant::now()) {
@@ -442,7 +643,7 @@ impl Connection {
         };
         // Idle or shutting down: HTTP/1.1 closes between requests, HTTP/2 sends
         // GOAWAY; requests in flight finish.
-        conn.as_mut().graceful_shutdown();
+        conn.as_mut().shut_gracefully();
         match tokio::time::timeout(close_within, conn).await {
             Ok(result) => log_end(peer, result),
             Err(_) => tracing::debug!(%peer, "connection did not close in time; closed"),
@@ -450,8 +651,9 @@ impl Connection {
     }
 }
 
-fn log_end(peer: SocketAddr, result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+fn log_end<E: Into<Box<dyn std::error::Error + Send + Sync>>>(peer: SocketAddr, result: Result<(), E>) {
     if let Err(e) = result {
+        let e: Box<dyn std::error::Error + Send + Sync> = e.into();
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
@@ -553,6 +755,77 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), serving)
             .await
             .expect("the listener stops once its connections are done")
+            .expect("the listener did not panic");
+    }
+
+    #[test]
+    fn the_protocol_is_told_by_alpn_or_the_first_bytes() {
+        assert_eq!(Protocol::negotiated(Some(b"h2")), Protocol::Http2);
+        assert_eq!(Protocol::negotiated(Some(b"http/1.1")), Protocol::Http1);
+        assert_eq!(Protocol::negotiated(None), Protocol::Detect);
+        assert_eq!(Protocol::negotiated(Some(b"h3")), Protocol::Detect);
+        for http1 in [
+            &b"GET / HTTP/1.1"[..],
+            b"POST",
+            b"PUT ",
+            b"PATCH",
+            b"PRIX",
+            b"X",
+            b"\x16\x03\x01",
+        ] {
+            assert_eq!(Protocol::from_first_bytes(http1), Some(Protocol::Http1), "{http1:?}");
+        }
+        assert_eq!(
+            Protocol::from_first_bytes(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            Some(Protocol::Http2)
+        );
+        assert_eq!(Protocol::from_first_bytes(b"PRI "), Some(Protocol::Http2));
+        for undecided in [&b""[..], b"P", b"PR", b"PRI"] {
+            assert_eq!(Protocol::from_first_bytes(undecided), None, "{undecided:?}");
+        }
+    }
+
+    /// A plain connection whose first bytes could begin HTTP/2's preface is
+    /// served once the next bytes tell; one that sends nothing and leaves is
+    /// let go.
+    #[tokio::test]
+    async fn first_bytes_that_could_be_either_protocol_wait_for_more() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = tcp.local_addr().expect("address");
+        let (listener, app) = hello_listener(tcp);
+        let (stop, stopped) = watch::channel(false);
+        let serving = tokio::spawn(listener.serve(app, stopped));
+        drop(TcpStream::connect(addr).await.expect("connect"));
+        for (first, rest) in [("P", "RI"), ("PR", "I")] {
+            let mut client = TcpStream::connect(addr).await.expect("connect");
+            client.write_all(first.as_bytes()).await.expect("first bytes");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // `PRI` as an HTTP/1 method: the bytes after it tell.
+            client
+                .write_all(format!("{rest}X /hello HTTP/1.1\r\nHost: service.test\r\n\r\n").as_bytes())
+                .await
+                .expect("the rest");
+            let mut head = [0u8; 12];
+            tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut head))
+                .await
+                .expect("answered in time")
+                .expect("answered");
+            assert!(
+                head.starts_with(b"HTTP/1.1 "),
+                "{first}: {:?}",
+                String::from_utf8_lossy(&head)
+            );
+        }
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        client
+            .write_all(b"GET /hello HTTP/1.1\r\nHost: service.test\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("request");
+        assert_answered_then_closed(&mut client, "a plain HTTP/1.1 request").await;
+        stop.send(true).expect("the listener holds a receiver");
+        tokio::time::timeout(Duration::from_secs(5), serving)
+            .await
+            .expect("the listener stops")
             .expect("the listener did not panic");
     }
 
