@@ -46,8 +46,9 @@ const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// `ConnectionActivity::request_arriving`) is read before it is closed.
 const ARRIVING_REQUEST_WAIT: Duration = Duration::from_millis(500);
 /// How long a plain connection whose first bytes could still be HTTP/1 or
-/// HTTP/2 waits before it looks again.
+/// HTTP/2 waits before it looks again: at first, and at most (the wait doubles).
 const PEEK_AGAIN_AFTER: Duration = Duration::from_millis(5);
+const PEEK_AGAIN_AT_MOST: Duration = Duration::from_millis(250);
 
 /// At shutdown, the most connections taken from the listening socket's backlog
 /// before it closes (Linux caps a backlog at `net.core.somaxconn`, 4096 by
@@ -541,6 +542,7 @@ impl Connection {
             deadline = deadline.min(Instant::now() + arriving_wait);
         }
         let mut first = [0u8; 4];
+        let mut pause = PEEK_AGAIN_AFTER;
         loop {
             let peeked = tokio::select! {
                 peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first)) => peeked,
@@ -559,8 +561,12 @@ impl Connection {
                 Ok(Ok(n)) => match Protocol::from_first_bytes(&first[..n]) {
                     Some(protocol) => return Some(protocol),
                     // `PR` and no more yet: a peek would return at once with the
-                    // same bytes, so wait a little before the next.
-                    None if Instant::now() < deadline => tokio::time::sleep(PEEK_AGAIN_AFTER).await,
+                    // same bytes, so wait before the next, longer each time (a
+                    // client that stalls there costs a few wake-ups a second).
+                    None if Instant::now() < deadline => {
+                        tokio::time::sleep_until(deadline.min(Instant::now() + pause)).await;
+                        pause = (pause * 2).min(PEEK_AGAIN_AT_MOST);
+                    }
                     None => return None,
                 },
                 Ok(Err(e)) => {
@@ -822,6 +828,41 @@ mod tests {
             .await
             .expect("request");
         assert_answered_then_closed(&mut client, "a plain HTTP/1.1 request").await;
+        stop.send(true).expect("the listener holds a receiver");
+        tokio::time::timeout(Duration::from_secs(5), serving)
+            .await
+            .expect("the listener stops")
+            .expect("the listener did not panic");
+    }
+
+    /// A client that sends the start of HTTP/2's preface and stalls is closed
+    /// at the header timeout, as one that sends nothing.
+    #[tokio::test]
+    async fn a_client_stalled_on_the_first_bytes_is_closed_at_the_header_timeout() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = tcp.local_addr().expect("address");
+        let (mut listener, app) = hello_listener(tcp);
+        listener.limits.header_timeout = Duration::from_millis(300);
+        let (stop, stopped) = watch::channel(false);
+        let serving = tokio::spawn(listener.serve(app, stopped));
+        for first in [&b"PR"[..], b""] {
+            let mut client = TcpStream::connect(addr).await.expect("connect");
+            client.write_all(first).await.expect("first bytes");
+            let started = Instant::now();
+            let mut rest = Vec::new();
+            let closed = tokio::time::timeout(Duration::from_secs(3), client.read_to_end(&mut rest)).await;
+            // Closed with the client's bytes unread: a reset, or the end.
+            let ended = match &closed {
+                Ok(Ok(0)) => true,
+                Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                _ => false,
+            };
+            assert!(ended, "{first:?}: {closed:?}");
+            assert!(
+                started.elapsed() >= Duration::from_millis(250),
+                "{first:?}: not before the timeout"
+            );
+        }
         stop.send(true).expect("the listener holds a receiver");
         tokio::time::timeout(Duration::from_secs(5), serving)
             .await
