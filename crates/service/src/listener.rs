@@ -251,6 +251,11 @@ impl Admission {
 /// for app hosts to the front door (outside the service routes' body limit and
 /// request timeout: app traffic streams and may last). Each request is in flight
 /// for the connection's deadlines until its response body is done.
+///
+/// Each request's future is boxed: hyper keeps a connection's request future
+/// in an allocation of that future's size for the connection's whole life, so
+/// an unboxed future (the front door's, several KiB) would be held by every
+/// idle keep-alive connection; boxed, it is held only while a request runs.
 fn connection_service(
     handlers: Handlers,
     peer: SocketAddr,
@@ -261,7 +266,7 @@ fn connection_service(
         Request<Incoming>,
         Response = axum::response::Response,
         Error = std::convert::Infallible,
-        Future = impl Send,
+        Future = RequestFuture,
     > + Clone,
 > {
     TowerToHyperService::new(tower::service_fn(move |mut request: Request<Incoming>| {
@@ -272,12 +277,17 @@ fn connection_service(
             request.extensions_mut().insert(cert.clone());
         }
         let handlers = handlers.clone();
-        async move {
+        let future: RequestFuture = Box::pin(async move {
             let response = route_request(handlers, peer, ip, request).await;
             Ok(response.map(|body| axum::body::Body::new(TrackedBody::new(body, in_flight))))
-        }
+        });
+        future
     }))
 }
+
+/// One request's answer on its way, boxed (see [`connection_service`]).
+type RequestFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send>>;
 
 /// Sends a request to the front door or the service's routes. On the public
 /// listener the client address `ip` must be within its rate (else 429), and the
