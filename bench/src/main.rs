@@ -70,6 +70,11 @@ enum Bench {
     StreamBackend(proxy::children::OwnBackendArgs),
 }
 
+/// The `postern` binary's allocator, so that the rows measured in this
+/// process (the `pta` end-to-end row) run Postern's code as it ships.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
