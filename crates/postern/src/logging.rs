@@ -1,5 +1,5 @@
-//! Structured logs: `RUST_LOG` filters (default `info`), pretty or JSON lines on
-//! standard error.
+//! Structured logs: `RUST_LOG` filters (default `info`), text lines (see
+//! [`crate::log_line`]) or JSON lines on standard error.
 //!
 //! On a terminal every line is written as it is made. Otherwise (a file, a
 //! pipe, journald) a line after a quiet spell ([`FLUSH_AFTER`] without a
@@ -45,7 +45,7 @@ pub fn init(json: bool) {
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {
-        builder.try_init()
+        builder.event_format(crate::log_line::PlainLines::default()).try_init()
     };
     crate::open_files::log();
 }

@@ -3,6 +3,7 @@
 mod admin;
 mod component;
 mod demo;
+mod log_line;
 mod logging;
 mod open_files;
 mod release;
