@@ -457,6 +457,12 @@ async fn spawn_http(tls: Option<Arc<rustls::ServerConfig>>) -> HttpBackend {
 
 /// A backend that reads the request head and answers with `answer`, then closes.
 async fn spawn_raw(answer: &'static [u8]) -> SocketAddr {
+    spawn_paced(vec![answer], Duration::ZERO).await
+}
+
+/// A backend that reads the request head and answers with `parts`, `pause`
+/// apart, then closes.
+async fn spawn_paced(parts: Vec<&'static [u8]>, pause: Duration) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -464,6 +470,7 @@ async fn spawn_raw(answer: &'static [u8]) -> SocketAddr {
             let Ok((mut tcp, _)) = listener.accept().await else {
                 return;
             };
+            let parts = parts.clone();
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -473,7 +480,14 @@ async fn spawn_raw(answer: &'static [u8]) -> SocketAddr {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = tcp.write_all(answer).await;
+                for (i, part) in parts.iter().enumerate() {
+                    if i > 0 {
+                        tokio::time::sleep(pause).await; // a backend pausing mid-answer, on purpose
+                    }
+                    if tcp.write_all(part).await.is_err() {
+                        return;
+                    }
+                }
                 let _ = tcp.shutdown().await;
             });
         }
@@ -902,6 +916,58 @@ async fn a_large_body_streams_through_with_bounded_memory() {
     assert_eq!(digest.finish().as_ref(), sent.as_slice(), "SHA-256 of what came back");
     let grown = peak_rss().saturating_sub(before);
     assert!(grown < 64 * 1024 * 1024, "peak memory grew by {} MiB", grown >> 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_of_a_known_length_arrive_whole_and_as_they_come() {
+    let body: Vec<u8> = (0..4000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let whole: &'static [u8] = format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: 4000\r\n\r\n{}",
+        String::from_utf8(body.clone()).unwrap()
+    )
+    .into_bytes()
+    .leak();
+    let whole = spawn_raw(whole).await;
+    // The body's first half, then a pause, then the rest: what came first is
+    // passed on at once, not held back until the length is complete.
+    let paced = spawn_paced(
+        vec![b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhello", b" world"],
+        Duration::from_millis(600),
+    )
+    .await;
+    let apps = [
+        app("whole", format!("http://{whole}/"), true, 5),
+        app("paced", format!("http://{paced}/"), true, 5),
+    ];
+    let mut h = start(&apps, quick(), BackendOptions::default()).await;
+    let tunnel = h.svc.next_tunnel().await;
+
+    let response = tunnel.send(request("whole", "/").body(empty()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(response.headers(), "content-length"), "4000");
+    let got = within("the body", response.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(got, body);
+
+    let asked = Instant::now();
+    let response = tunnel.send(request("paced", "/").body(empty()).unwrap()).await.unwrap();
+    let head_after = asked.elapsed();
+    assert!(
+        head_after < Duration::from_millis(450),
+        "the head waited for the slow body: {head_after:?}"
+    );
+    let mut got = response.into_body();
+    let first = within("the first part", got.frame()).await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "hello");
+    assert!(
+        asked.elapsed() < Duration::from_millis(450),
+        "the first part waited for the rest"
+    );
+    let rest = within("the rest", got.collect()).await.unwrap().to_bytes();
+    assert_eq!(rest, " world");
+    assert!(asked.elapsed() >= Duration::from_millis(600));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
