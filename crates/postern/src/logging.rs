@@ -1,5 +1,5 @@
-//! Structured logs: `RUST_LOG` filters (default `info`), text lines (see
-//! [`crate::log_line`]) or JSON lines on standard error.
+//! Structured logs: `RUST_LOG` filters (default `info`), text or JSON lines
+//! (see [`crate::log_line`]) on standard error.
 //!
 //! On a terminal every line is written as it is made. Otherwise (a file, a
 //! pipe, journald) a line after a quiet spell ([`FLUSH_AFTER`] without a
@@ -43,9 +43,13 @@ pub fn init(json: bool) {
         .with_ansi(terminal)
         .with_writer(writer);
     let _ = if json {
-        builder.json().flatten_event(true).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .event_format(crate::log_line::json_lines())
+            .try_init()
     } else {
-        builder.event_format(crate::log_line::PlainLines::default()).try_init()
+        builder.event_format(crate::log_line::plain_lines()).try_init()
     };
     crate::open_files::log();
 }
