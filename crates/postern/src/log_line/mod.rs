@@ -56,6 +56,9 @@ where
     }
 }
 
+/// The most of a line's buffer kept for the next line, in bytes.
+const KEPT_CAPACITY: usize = 16 * 1024;
+
 thread_local! {
     /// The line being made (reused: no allocation per line once it has grown).
     static LINE: RefCell<String> = const { RefCell::new(String::new()) };
@@ -94,7 +97,12 @@ where
         line.clear();
         #[allow(clippy::disallowed_methods)] // a log line's time is the wall clock's, as the default formatter's
         let now = SystemTime::now();
-        write_line(&mut line, event, now).then(|| writer.write_str(&line))
+        let written = write_line(&mut line, event, now).then(|| writer.write_str(&line));
+        if line.capacity() > KEPT_CAPACITY {
+            // An unusually long line's buffer is not kept for every later one.
+            *line = String::new();
+        }
+        written
     });
     #[cfg(test)]
     if written.is_some() {
