@@ -166,6 +166,7 @@ mod tests {
         assert!(fast[1].contains(r#""shown":"a \"b\"\u0001""#), "{}", fast[1]);
         assert!(fast[6].contains(r#""message":"an \u001b[31mANSI"#), "{}", fast[6]);
         assert!(fast[12].contains(r#""error":"disk full""#), "{}", fast[12]);
-        assert!(fast[13].contains(r#""span":{"#), "{}", fast[13]);
+        assert!(fast[13].contains(r#""log.kind":"dotted","after":2"#), "{}", fast[13]);
+        assert!(fast[14].contains(r#""span":{"#), "{}", fast[14]);
     }
 }

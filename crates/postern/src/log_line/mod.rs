@@ -11,10 +11,11 @@
 //! and the date and time to the second are formatted once per second and
 //! thread.
 //!
-//! Lines that need more (colours on a terminal, an event inside a span, an
-//! error value with its sources, a float, an event converted from the `log`
-//! crate) are left to the default formatter, so log consumers (a SIEM
-//! parsing the access log) see one format whichever path wrote the line.
+//! Lines that need more (colours on a terminal, an event inside a span or
+//! converted from the `log` crate; in text an error value with its sources
+//! or a field named `log.…`, in JSON a float) are left to the default
+//! formatter, so log consumers (a SIEM parsing the access log) see one
+//! format whichever path wrote the line.
 
 mod json;
 mod text;
@@ -221,7 +222,7 @@ mod testing {
     }
 
     /// Events logged by [`log_all`].
-    pub(super) const LOGGED: usize = 14;
+    pub(super) const LOGGED: usize = 15;
 
     /// Logs a range of events: plain ones of every kind of value, and the
     /// kinds the fast path hands over. The order is what the tests index.
@@ -268,6 +269,8 @@ mod testing {
         let e = std::io::Error::other("disk full");
         tracing::warn!(error = &e as &(dyn std::error::Error + 'static), "an error value");
         // 13
+        tracing::info!(log.kind = "dotted", after = 2u64, "a field named like the log crate's");
+        // 14
         let span = tracing::info_span!("request", method = "GET");
         let _entered = span.enter();
         tracing::info!(inside = 1u64, "inside a span");

@@ -71,8 +71,12 @@ struct Fields<'a> {
 impl Fields<'_> {
     /// The separator and `name=` (without a raw identifier's `r#`).
     fn name(&mut self, field: &Field) {
-        self.pad();
         let name = field.name();
+        if name.starts_with("log.") {
+            // Left out by the default formatter (the `log` crate's metadata).
+            self.unsupported = true;
+        }
+        self.pad();
         self.line.push_str(name.strip_prefix("r#").unwrap_or(name));
         self.line.push('=');
     }
@@ -174,8 +178,8 @@ mod tests {
         let (fast, by_fast_path) = fast_lines(|| capture(|b| Box::new(b.event_format(plain_lines()).finish())));
         assert_eq!(
             by_fast_path,
-            LOGGED - 2,
-            "all but the error value's and the span's line"
+            LOGGED - 3,
+            "all but the error value's, the `log.` field's and the span's line"
         );
         assert_eq!(default.len(), LOGGED, "{default:#?}");
         assert_eq!(fast.len(), default.len(), "{fast:#?}");
@@ -200,6 +204,11 @@ mod tests {
             fast[6]
         );
         assert!(fast[12].contains("error=disk full"), "{}", fast[12]);
-        assert!(fast[13].contains("request{method=\"GET\"}: "), "{}", fast[13]);
+        assert!(
+            fast[13].ends_with("a field named like the log crate's after=2"),
+            "{}",
+            fast[13]
+        );
+        assert!(fast[14].contains("request{method=\"GET\"}: "), "{}", fast[14]);
     }
 }
