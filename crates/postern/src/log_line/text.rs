@@ -134,9 +134,13 @@ impl Visit for Fields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if field.name() == "message" {
             self.pad();
-            let mut message = String::new();
-            let _ = write!(message, "{value:?}");
-            push_escaped(self.line, &message);
+            // Written in place; taken out and escaped only when it needs it.
+            let start = self.line.len();
+            let _ = write!(self.line, "{value:?}");
+            if self.line[start..].chars().any(terminal_control) {
+                let message = self.line.split_off(start);
+                push_escaped(self.line, &message);
+            }
             return;
         }
         self.name(field);
@@ -148,6 +152,10 @@ impl Visit for Fields<'_> {
 /// as the default formatter writes it (it must not be able to forge lines or
 /// move the cursor on whoever reads the log).
 fn push_escaped(line: &mut String, message: &str) {
+    if !message.chars().any(terminal_control) {
+        line.push_str(message);
+        return;
+    }
     for ch in message.chars() {
         match ch {
             '\x1b' => line.push_str("\\x1b"),
@@ -161,6 +169,11 @@ fn push_escaped(line: &mut String, message: &str) {
             ch => line.push(ch),
         }
     }
+}
+
+/// A character [`push_escaped`] writes as an escape.
+fn terminal_control(ch: char) -> bool {
+    matches!(ch, '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}')
 }
 
 #[cfg(test)]
