@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use postern_netio::{ReadObserver, ReadsObserved};
+use postern_netio::{BatchedWrites, ReadObserver, ReadsObserved};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
@@ -136,7 +136,8 @@ where
 {
     options.validate()?;
     let activity = Arc::new(Activity::new());
-    let io = ReadsObserved::new(io, activity.clone());
+    // Answers finished in one turn of the scheduler leave in one write.
+    let io = BatchedWrites::new(ReadsObserved::new(io, activity.clone()));
     let service = service_fn(move |req: hyper::Request<Incoming>| {
         let table = apps.borrow().clone();
         let backends = backends.clone();

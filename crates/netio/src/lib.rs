@@ -1,5 +1,5 @@
 //! Socket wrappers shared by the service and its on-prem components:
-//! [`ReadAhead`] and [`ReadsObserved`].
+//! [`ReadAhead`], [`ReadsObserved`] and [`BatchedWrites`].
 //!
 //! [`ReadAhead`] goes between a TCP socket and the TLS layer above it. rustls
 //! asks its transport for at most 4 KiB per read (and sizes its buffer up one
@@ -9,6 +9,10 @@
 //! to [`READ_AHEAD_CHUNK`] bytes at once and hands them out as asked, and it
 //! holds no buffer while the socket has nothing to read, so ten thousand idle
 //! connections cost nothing extra.
+
+mod batched;
+
+pub use batched::{BATCH_DIRECT, BATCH_LIMIT, BatchedWrites};
 
 use std::io;
 use std::pin::Pin;
