@@ -187,7 +187,9 @@ async fn forward_stream(
         }
     };
     match parts.headers.get(UPGRADE_HEADER).cloned() {
-        Some(protocol) => forward_upgrade(&app, &backends, head, protocol, body, deadline, ids).await,
+        // Boxed: upgrades are rare, and their state would otherwise make every
+        // stream's future (moved into its task) larger.
+        Some(protocol) => Box::pin(forward_upgrade(&app, &backends, head, protocol, body, deadline, ids)).await,
         None => forward_plain(&app, &backends, head, body.boxed_unsync(), deadline, ids).await,
     }
 }
