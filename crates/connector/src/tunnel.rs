@@ -43,9 +43,13 @@ pub struct TunnelOptions {
     /// 8192 (16,384 with the connector's two tunnels).
     pub max_concurrent_streams: u32,
     /// Flow-control window per stream, in bytes: how much of a request body may be
-    /// in flight towards a backend that has not read it yet. Default 256 KiB.
+    /// in flight towards a backend that has not read it yet. Default 1 MiB, as
+    /// the service's for responses (with 256 KiB, a 1 GiB upload on loopback
+    /// waited for window updates: 0.85× the rate).
     pub stream_window: u32,
-    /// Flow-control window of the whole connection, in bytes. Default 2 MiB.
+    /// Flow-control window of the whole connection, in bytes: what a tunnel
+    /// holds at most of request bodies the backends have not taken. Default
+    /// 8 MiB, as the service's.
     pub connection_window: u32,
     /// Largest HTTP/2 frame the service may send (a request body's bytes come
     /// in frames of up to this size), between 16 KiB and 16 MiB. Default 64 KiB:
@@ -68,8 +72,8 @@ impl Default for TunnelOptions {
             keep_alive_interval: Duration::from_secs(20),
             keep_alive_timeout: Duration::from_secs(10),
             max_concurrent_streams: 8192,
-            stream_window: 256 * 1024,
-            connection_window: 2 * 1024 * 1024,
+            stream_window: 1024 * 1024,
+            connection_window: 8 * 1024 * 1024,
             max_frame_size: 64 * 1024,
             max_header_list_size: 64 * 1024,
             max_send_buf_size: 256 * 1024,
