@@ -43,9 +43,9 @@ pub struct TunnelOptions {
     /// 8192 (16,384 with the connector's two tunnels).
     pub max_concurrent_streams: u32,
     /// Flow-control window per stream, in bytes: how much of a request body may be
-    /// in flight towards a backend that has not read it yet. Default 1 MiB, as
-    /// the service's for responses (with 256 KiB, a 1 GiB upload on loopback
-    /// waited for window updates: 0.85× the rate).
+    /// in flight towards a backend that has not read it yet. Default 4 MiB, as
+    /// the service's for responses: a 1 GiB upload on loopback waited for
+    /// window updates with less (0.85× the rate with 1 MiB, 0.73× with 256 KiB).
     pub stream_window: u32,
     /// Flow-control window of the whole connection, in bytes: what a tunnel
     /// holds at most of request bodies the backends have not taken. Default
@@ -72,7 +72,7 @@ impl Default for TunnelOptions {
             keep_alive_interval: Duration::from_secs(20),
             keep_alive_timeout: Duration::from_secs(10),
             max_concurrent_streams: 8192,
-            stream_window: 1024 * 1024,
+            stream_window: 4 * 1024 * 1024,
             connection_window: 8 * 1024 * 1024,
             max_frame_size: 64 * 1024,
             max_header_list_size: 64 * 1024,

@@ -95,8 +95,10 @@ pub struct TunnelOptions {
     /// Most tunnels one connector group may hold (all its connectors together).
     pub max_tunnels_per_group: usize,
     /// HTTP/2 stream window: what one response may have in flight unread.
+    /// Default 4 MiB (a large download waited for window updates with 1 MiB).
     pub stream_window: u32,
-    /// HTTP/2 connection window: what one tunnel may have in flight unread.
+    /// HTTP/2 connection window: what one tunnel may have in flight unread,
+    /// all its responses together. Default 8 MiB.
     pub connection_window: u32,
     /// Largest HTTP/2 frame a connector may send (a response body's bytes come
     /// in frames of up to this size); a value outside HTTP/2's range (16 KiB to
@@ -118,7 +120,7 @@ impl Default for TunnelOptions {
             keep_alive_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             max_tunnels_per_group: 256,
-            stream_window: 1024 * 1024,
+            stream_window: 4 * 1024 * 1024,
             connection_window: 8 * 1024 * 1024,
             max_frame_size: 64 * 1024,
             attach_wait: Duration::from_secs(3),
