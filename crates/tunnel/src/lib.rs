@@ -95,7 +95,8 @@ pub struct TunnelOptions {
     /// Most tunnels one connector group may hold (all its connectors together).
     pub max_tunnels_per_group: usize,
     /// HTTP/2 stream window: what one response may have in flight unread.
-    /// Default 4 MiB (a large download waited for window updates with 1 MiB).
+    /// Default 4 MiB (1 GiB down on loopback 1.09× the rate of 1 MiB, and
+    /// less CPU per byte: fewer window updates).
     pub stream_window: u32,
     /// HTTP/2 connection window: what one tunnel may have in flight unread,
     /// all its responses together. Default 8 MiB.
