@@ -12,6 +12,9 @@ use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use postern_netio::{BatchedWrites, ReadObserver, ReadsObserved};
+use postern_proto::tunnel::{
+    DEFAULT_CONNECTION_WINDOW, DEFAULT_MAX_FRAME_SIZE, DEFAULT_STREAM_WINDOW, MAX_FRAME_SIZE, MIN_FRAME_SIZE,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
@@ -25,9 +28,6 @@ use crate::forward;
 const MAX_WINDOW: u32 = (1 << 31) - 1;
 /// Smallest window accepted in the options (the protocol's default).
 const MIN_WINDOW: u32 = 65_535;
-/// Smallest and largest `SETTINGS_MAX_FRAME_SIZE` the protocol allows.
-const MIN_FRAME: u32 = 16 * 1024;
-const MAX_FRAME: u32 = (1 << 24) - 1;
 
 /// HTTP/2 settings and deadlines of one tunnel connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,9 +74,9 @@ impl Default for TunnelOptions {
             keep_alive_interval: Duration::from_secs(20),
             keep_alive_timeout: Duration::from_secs(10),
             max_concurrent_streams: 8192,
-            stream_window: 4 * 1024 * 1024,
-            connection_window: 8 * 1024 * 1024,
-            max_frame_size: 256 * 1024,
+            stream_window: DEFAULT_STREAM_WINDOW,
+            connection_window: DEFAULT_CONNECTION_WINDOW,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             max_header_list_size: 64 * 1024,
             max_send_buf_size: 256 * 1024,
             drain_grace: Duration::from_secs(30),
@@ -102,8 +102,10 @@ impl TunnelOptions {
                 problems.push(format!("{name} must be between {MIN_WINDOW} and {MAX_WINDOW}"));
             }
         }
-        if !(MIN_FRAME..=MAX_FRAME).contains(&self.max_frame_size) {
-            problems.push(format!("max_frame_size must be between {MIN_FRAME} and {MAX_FRAME}"));
+        if !(MIN_FRAME_SIZE..=MAX_FRAME_SIZE).contains(&self.max_frame_size) {
+            problems.push(format!(
+                "max_frame_size must be between {MIN_FRAME_SIZE} and {MAX_FRAME_SIZE}"
+            ));
         }
         if self.max_header_list_size < 1024 || self.max_send_buf_size < 1024 {
             problems.push("max_header_list_size and max_send_buf_size must be at least 1 KiB".to_owned());

@@ -55,6 +55,24 @@ pub const PROTOCOL_HEADER: &str = "x-postern-protocol";
 /// `Upgrade` token of the tunnel.
 pub const TUNNEL_UPGRADE: &str = "postern-tunnel/1";
 
+/// HTTP/2 flow-control window per stream that both ends of a tunnel grant by
+/// default: what one body (a response to the service, a request body to the
+/// connector) may have in flight unread. 4 MiB: with 1 MiB a 1 GiB transfer
+/// on loopback waited for window updates (`docs/benchmarks.md`).
+pub const DEFAULT_STREAM_WINDOW: u32 = 4 * 1024 * 1024;
+/// HTTP/2 flow-control window of a whole tunnel connection both ends grant by
+/// default: what all of a tunnel's bodies together may have in flight unread.
+pub const DEFAULT_CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+/// Largest HTTP/2 frame both ends of a tunnel accept by default. 256 KiB: a
+/// large transfer in a sixteenth of the frames of HTTP/2's default, while a
+/// frame of another stream waits behind one about a quarter of a millisecond
+/// at 1 GB/s.
+pub const DEFAULT_MAX_FRAME_SIZE: u32 = 256 * 1024;
+/// Smallest `SETTINGS_MAX_FRAME_SIZE` HTTP/2 allows.
+pub const MIN_FRAME_SIZE: u32 = 16 * 1024;
+/// Largest `SETTINGS_MAX_FRAME_SIZE` HTTP/2 allows.
+pub const MAX_FRAME_SIZE: u32 = (1 << 24) - 1;
+
 /// Request header: the app the request is for (its ID).
 pub const APP_HEADER: &str = "x-postern-app";
 /// Request header: the request's ID (also sent to the backend, for correlation).

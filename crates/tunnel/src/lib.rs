@@ -35,6 +35,9 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use postern_proto::tunnel::{
+    DEFAULT_CONNECTION_WINDOW, DEFAULT_MAX_FRAME_SIZE, DEFAULT_STREAM_WINDOW, MAX_FRAME_SIZE, MIN_FRAME_SIZE,
+};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
@@ -79,10 +82,6 @@ enum NotSent {
     Failed(SendError),
 }
 
-/// Smallest and largest `SETTINGS_MAX_FRAME_SIZE` HTTP/2 allows.
-const MIN_FRAME_SIZE: u32 = 16 * 1024;
-const MAX_FRAME_SIZE: u32 = (1 << 24) - 1;
-
 /// Knobs of the tunnels.
 #[derive(Clone, Debug)]
 pub struct TunnelOptions {
@@ -123,9 +122,9 @@ impl Default for TunnelOptions {
             keep_alive_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             max_tunnels_per_group: 256,
-            stream_window: 4 * 1024 * 1024,
-            connection_window: 8 * 1024 * 1024,
-            max_frame_size: 256 * 1024,
+            stream_window: DEFAULT_STREAM_WINDOW,
+            connection_window: DEFAULT_CONNECTION_WINDOW,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             attach_wait: Duration::from_secs(3),
         }
     }
