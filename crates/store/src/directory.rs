@@ -2,9 +2,10 @@
 
 pub use postern_model::{DomainAuthMode, UserSource};
 use postern_time::UnixTime;
-use sqlx::{Any, Transaction};
+use sqlx::{Any, FromRow as _, Row as _, Transaction};
 
 use crate::error::SqlxResultExt;
+use crate::lockout::{LockoutContext, lockout_state_of};
 use crate::roles::{ensure_global_admin_remains, lock_tenant};
 use crate::{DbFlag, Store, StoreError, flag, new_id};
 
@@ -409,6 +410,70 @@ impl Store {
         .fetch_one(&self.db)
         .await
         .db()
+    }
+
+    /// The user with this sign-in name in this tenant, if any, and the smart-lockout
+    /// context of `account` (that name as the password check counts it) from
+    /// `network`, read in one statement: what every password check reads before
+    /// it starts, as [`Store::user_by_username`] and [`Store::lockout_context`]
+    /// would in two.
+    pub async fn user_with_lockout_context(
+        &self,
+        tenant_id: &str,
+        username: &str,
+        account: &str,
+        network: &str,
+    ) -> Result<(Option<User>, LockoutContext), StoreError> {
+        // One row per membership of the user (at least one): the user's columns
+        // and the counters repeat, a directory group's name differs. Every join
+        // is on a key or an index, and the anchor gives a row without a user.
+        let rows = sqlx::query(concat!(
+            "SELECT u.*, f.last_seen_at AS network_seen, \
+             lf.failures AS familiar_failures, lf.lockout_count AS familiar_lockout_count, \
+             lf.locked_until AS familiar_locked_until, lf.last_failure_at AS familiar_last_failure_at, \
+             lu.failures AS unfamiliar_failures, lu.lockout_count AS unfamiliar_lockout_count, \
+             lu.locked_until AS unfamiliar_locked_until, lu.last_failure_at AS unfamiliar_last_failure_at, \
+             g.name AS directory_group \
+             FROM (SELECT 1 AS anchor) a \
+             LEFT JOIN (SELECT ",
+            user_columns!(),
+            " FROM users WHERE tenant_id = $1 AND username = $2) u ON 1 = 1 \
+             LEFT JOIN familiar_networks f ON f.user_id = u.id AND f.network = $3 \
+             LEFT JOIN lockouts lf ON lf.tenant_id = $1 AND lf.account = $4 AND lf.location = 'familiar' \
+             LEFT JOIN lockouts lu ON lu.tenant_id = $1 AND lu.account = $4 AND lu.location = 'unfamiliar' \
+             LEFT JOIN group_members m ON m.user_id = u.id \
+             LEFT JOIN groups g ON g.id = m.group_id AND g.tenant_id = $1 AND g.source = 'directory'"
+        ))
+        .bind(tenant_id)
+        .bind(normalize_username(username))
+        .bind(network)
+        .bind(account)
+        .fetch_all(&self.db)
+        .await
+        .db()?;
+        let Some(first) = rows.first() else {
+            return Err(StoreError::Corrupt("the sign-in read returned no row".into()));
+        };
+        let user_id: Option<String> = first.try_get("id").db()?;
+        let user = match user_id {
+            Some(_) => Some(User::from_row(first).db()?),
+            None => None,
+        };
+        let mut context = LockoutContext {
+            network_seen: first
+                .try_get::<Option<i64>, _>("network_seen")
+                .db()?
+                .map(UnixTime::from_secs),
+            familiar: lockout_state_of(first, "familiar")?,
+            unfamiliar: lockout_state_of(first, "unfamiliar")?,
+            directory_groups: Vec::new(),
+        };
+        for row in &rows {
+            if let Some(group) = row.try_get::<Option<String>, _>("directory_group").db()? {
+                context.directory_groups.push(group);
+            }
+        }
+        Ok((user, context))
     }
 
     /// The users of a tenant, by name.

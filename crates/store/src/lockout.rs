@@ -124,6 +124,24 @@ fn doubling_factor(max_doublings: u32) -> String {
     sql
 }
 
+/// The counters of one class of location from a row whose columns are named
+/// `{class}_failures`, `{class}_lockout_count`, `{class}_locked_until` and
+/// `{class}_last_failure_at` (all NULL without a row of counters: clean).
+pub(crate) fn lockout_state_of(row: &sqlx::any::AnyRow, class: &str) -> Result<LockoutState, StoreError> {
+    let number = |column: &str| -> Result<Option<i64>, StoreError> {
+        row.try_get::<Option<i64>, _>(format!("{class}_{column}").as_str()).db()
+    };
+    let Some(failures) = number("failures")? else {
+        return Ok(LockoutState::CLEAN);
+    };
+    Ok(LockoutState {
+        failures,
+        lockout_count: number("lockout_count")?.unwrap_or(0),
+        locked_until: UnixTime::from_secs(number("locked_until")?.unwrap_or(0)),
+        last_failure_at: UnixTime::from_secs(number("last_failure_at")?.unwrap_or(0)),
+    })
+}
+
 impl Store {
     /// The account's counters for both classes of location and, for an existing
     /// user, when they last signed in from `network` and their groups from the

@@ -66,6 +66,7 @@ on_both!(
     sessions_end_with_their_tokens,
     signing_key_rotation,
     lockout_counters,
+    password_check_reads_account_and_lockout_together,
     lockout_reservations_hold_under_concurrency,
     audit_chain_detects_tampering,
     audit_appends_at_once_all_land,
@@ -1100,6 +1101,133 @@ async fn lockout_counters(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(other_tenant.unfamiliar, LockoutState::CLEAN, "counters are per tenant");
+}
+
+/// What a password check reads before it starts, in one statement: the
+/// account by its (normalized) name, and the smart-lockout context the two
+/// reads it replaces gave, for an account with and without groups, counters,
+/// a familiar network; for a name with no account; and in another tenant.
+async fn password_check_reads_account_and_lockout_together(backend: Backend) {
+    let (_db, store) = store(backend).await;
+    let (a, _) = tenant_with_admin(&store, "a", "a.test").await;
+    let other_tenant = tenant_with_admin(&store, "b", "b.test").await.0;
+    let alice = store
+        .upsert_directory_user(&a.id, "guid-7", "alice@a.test", "Alice", None, at(3))
+        .await
+        .unwrap();
+    let network = "10.0.0.0/24";
+    let clean = LockoutContext {
+        network_seen: None,
+        familiar: LockoutState::CLEAN,
+        unfamiliar: LockoutState::CLEAN,
+        directory_groups: Vec::new(),
+    };
+    let two_reads = |username: &'static str, user_id: Option<String>| {
+        let store = store.clone();
+        let tenant = a.id.clone();
+        async move {
+            let user = match store.user_by_username(&tenant, username).await {
+                Ok(u) => Some(u),
+                Err(StoreError::NotFound) => None,
+                Err(e) => panic!("{e}"),
+            };
+            let mut context = store
+                .lockout_context(&tenant, username, user_id.as_deref(), network)
+                .await
+                .unwrap();
+            context.directory_groups.sort();
+            (user, context)
+        }
+    };
+    let one_read = |tenant: String, username: &'static str| {
+        let store = store.clone();
+        async move {
+            let (user, mut context) = store
+                .user_with_lockout_context(&tenant, username, username, network)
+                .await
+                .unwrap();
+            context.directory_groups.sort();
+            (user, context)
+        }
+    };
+
+    // An account with nothing else: one row, clean counters.
+    let (user, context) = one_read(a.id.clone(), "alice@a.test").await;
+    assert_eq!(user.as_ref(), Some(&alice), "every column of the account");
+    assert_eq!(context, clean);
+    assert_eq!((user, context), two_reads("alice@a.test", Some(alice.id.clone())).await);
+
+    // Counters of both classes, a familiar network, directory groups and a
+    // cloud group (not among the directory's): the same as the two reads.
+    let familiar = LockoutState {
+        failures: 1,
+        lockout_count: 0,
+        locked_until: at(0),
+        last_failure_at: at(5),
+    };
+    let unfamiliar = LockoutState {
+        failures: 2,
+        lockout_count: 1,
+        locked_until: at(60),
+        last_failure_at: at(7),
+    };
+    for (class, state) in [
+        (LocationClass::Familiar, &familiar),
+        (LocationClass::Unfamiliar, &unfamiliar),
+    ] {
+        store
+            .put_lockout_state(&a.id, "alice@a.test", class, state)
+            .await
+            .unwrap();
+    }
+    store.remember_network(&alice.id, network, at(20)).await.unwrap();
+    store
+        .set_directory_groups(&a.id, &alice.id, &["Staff".into(), "Admins".into()], T0)
+        .await
+        .unwrap();
+    let cloud = store.create_group(&a.id, "cloud-only", "", T0).await.unwrap();
+    store.add_member(&a.id, &cloud.id, &alice.id).await.unwrap();
+    let (user, context) = one_read(a.id.clone(), "alice@a.test").await;
+    assert_eq!(user.as_ref(), Some(&alice));
+    assert_eq!(
+        context,
+        LockoutContext {
+            network_seen: Some(at(20)),
+            familiar,
+            unfamiliar,
+            directory_groups: vec!["Admins".into(), "Staff".into()],
+        },
+        "one row per membership, each group once, the cloud group left out"
+    );
+    assert_eq!((user, context), two_reads("alice@a.test", Some(alice.id.clone())).await);
+    // The name as typed is normalized for the account, as by `user_by_username`.
+    let (typed, _) = store
+        .user_with_lockout_context(&a.id, "Alice@A.test", "alice@a.test", network)
+        .await
+        .unwrap();
+    assert_eq!(typed.as_ref(), Some(&alice));
+
+    // A name without an account still has counters (unknown names are counted
+    // like real ones), and no network or groups.
+    store
+        .put_lockout_state(&a.id, "ghost@a.test", LocationClass::Unfamiliar, &unfamiliar)
+        .await
+        .unwrap();
+    let (user, context) = one_read(a.id.clone(), "ghost@a.test").await;
+    assert_eq!(user, None);
+    assert_eq!(
+        context,
+        LockoutContext {
+            unfamiliar,
+            ..clean.clone()
+        }
+    );
+    assert_eq!((user, context), two_reads("ghost@a.test", None).await);
+
+    // Another tenant sees neither the account nor its counters.
+    let (user, context) = one_read(other_tenant.id.clone(), "alice@a.test").await;
+    assert_eq!(user, None);
+    assert_eq!(context, clean);
 }
 
 /// Smart lockout's reservations (PTA-9): a burst of concurrent attempts is granted

@@ -24,7 +24,7 @@ use postern_keyring::SecretString;
 use postern_proto::ComponentKind;
 use postern_proto::relay::{AccountAttributes, AgentCiphertext, ValidationOutcome, ValidationRequest, oaep_label};
 use postern_relay::{Deadlines, RelayError};
-use postern_store::{DomainAuthMode, StoreError, Tenant, User, UserSource};
+use postern_store::{DomainAuthMode, LockoutContext, StoreError, Tenant, User, UserSource};
 
 use crate::Sts;
 use crate::client_ip::ClientIp;
@@ -166,21 +166,34 @@ impl Sts {
         password: &SecretString,
         ip: ClientIp,
     ) -> Result<PasswordVerdict, StsError> {
-        let user = match self.store.user_by_username(&tenant.id, username).await {
-            Ok(u) => Some(u),
-            Err(StoreError::NotFound) => None,
-            Err(e) => return Err(e.into()),
-        };
-        self.check_password_of(tenant, username, user, password, ip).await
+        let (user, lockout) = self.account_with_lockout(tenant, username, ip).await?;
+        self.check_password_of(tenant, username, user, lockout, password, ip)
+            .await
+    }
+
+    /// The account named `username` (normalized), if any, and its smart-lockout
+    /// context from `ip`, in one read: what [`Sts::check_password_of`] needs.
+    pub(crate) async fn account_with_lockout(
+        &self,
+        tenant: &Tenant,
+        username: &str,
+        ip: ClientIp,
+    ) -> Result<(Option<User>, LockoutContext), StsError> {
+        Ok(self
+            .store
+            .user_with_lockout_context(&tenant.id, username, username, &ip.network())
+            .await?)
     }
 
     /// [`Sts::check_password`] for the account `user` that this request has
-    /// just found by `username` (or none such), not read again.
+    /// just found by `username` (or none such) and its smart-lockout context
+    /// read with it ([`Sts::account_with_lockout`]), neither read again.
     pub(crate) async fn check_password_of(
         &self,
         tenant: &Tenant,
         username: &str,
         user: Option<User>,
+        lockout: LockoutContext,
         password: &SecretString,
         ip: ClientIp,
     ) -> Result<PasswordVerdict, StsError> {
@@ -198,7 +211,10 @@ impl Sts {
                 Err(_) => return Ok(PasswordVerdict::HashingBusy),
             }
         };
-        let attempt = match self.check_lockout(tenant, username, user.as_ref(), ip).await? {
+        let attempt = match self
+            .check_lockout(tenant, username, user.as_ref(), ip, Some(lockout))
+            .await?
+        {
             LockoutDecision::Proceed(a) => *a,
             LockoutDecision::Locked { .. } => return Ok(PasswordVerdict::LockedOut),
             LockoutDecision::Busy => return Ok(PasswordVerdict::Busy),

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use postern_policy::{ClientKind, Decision, NamedLocation, Policy, RiskAssessment, Subject};
-use postern_store::{App, SigninEvent, SigninOutcome, StoreError, Tenant, User};
+use postern_store::{App, SigninEvent, SigninOutcome, Tenant, User};
 use serde::Serialize;
 
 use crate::Sts;
@@ -232,15 +232,6 @@ impl Sts {
             SigninOutcome::Interrupted
         } else {
             SigninOutcome::Success
-        }
-    }
-
-    /// The account named `username` in the tenant, if there is one.
-    pub(crate) async fn account_named(&self, tenant: &Tenant, username: &str) -> Result<Option<User>, StsError> {
-        match self.store.user_by_username(&tenant.id, username).await {
-            Ok(u) => Ok(Some(u)),
-            Err(StoreError::NotFound) => Ok(None),
-            Err(e) => Err(e.into()),
         }
     }
 }

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use aws_lc_rs::hmac;
 use postern_keyring::SecretString;
-use postern_store::{LocationClass, LockoutKey, LockoutReservation, LockoutRules, Store, Tenant, User};
+use postern_store::{LocationClass, LockoutContext, LockoutKey, LockoutReservation, LockoutRules, Store, Tenant, User};
 use postern_time::{SharedClock, UnixTime};
 
 use crate::Sts;
@@ -236,19 +236,26 @@ impl SmartLockout {
 impl Sts {
     /// Decides whether a password may be checked for `account` (the normalized
     /// sign-in name) from `ip`, and if so reserves the attempt. `user` is the
-    /// account if it exists.
+    /// account if it exists; `known` its lockout context if the caller read it
+    /// with the account ([`Store::user_with_lockout_context`]), else it is read
+    /// here.
     pub async fn check_lockout(
         &self,
         tenant: &Tenant,
         account: &str,
         user: Option<&User>,
         ip: ClientIp,
+        known: Option<LockoutContext>,
     ) -> Result<LockoutDecision, StsError> {
         let now = self.now();
-        let mut context = self
-            .store
-            .lockout_context(&tenant.id, account, user.map(|u| u.id.as_str()), &ip.network())
-            .await?;
+        let mut context = match known {
+            Some(context) => context,
+            None => {
+                self.store
+                    .lockout_context(&tenant.id, account, user.map(|u| u.id.as_str()), &ip.network())
+                    .await?
+            }
+        };
         let directory_groups = user.map(|u| (u.id.clone(), std::mem::take(&mut context.directory_groups)));
         let network_seen = context.network_seen;
         let location = match network_seen {

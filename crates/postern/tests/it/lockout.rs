@@ -321,7 +321,7 @@ async fn reservations_of_dead_requests_do_not_hold_the_account() {
     let tenant = svc.store().tenant_by_name("acme").await.unwrap();
     let sts = svc.sts();
     let ip = ClientIp("203.0.113.5".parse().unwrap());
-    let reserve = || sts.check_lockout(&tenant, "bob@acme.test", None, ip);
+    let reserve = || sts.check_lockout(&tenant, "bob@acme.test", None, ip, None);
 
     let first = reserve().await.unwrap();
     let second = reserve().await.unwrap();

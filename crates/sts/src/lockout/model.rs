@@ -220,7 +220,7 @@ async fn run_case(bench: &Bench, threshold: i64, period: i64, steps: &[Step]) ->
         let ip = ClientIp(NETWORKS[network]);
         let decision = bench
             .sts
-            .check_lockout(&tenant, &account, Some(&user), ip)
+            .check_lockout(&tenant, &account, Some(&user), ip, None)
             .await
             .unwrap();
         let actual = match decision {

@@ -405,7 +405,9 @@ impl Step<'_> {
         }
         // Policies first: a blocked network, user or app never reaches a
         // password check (argon2) or an agent.
-        let claimed = self.sts.account_named(self.tenant, &username).await?;
+        // The account and its lockout counters in one read; the counters are
+        // used only if the policies let the password be checked.
+        let (claimed, lockout) = self.sts.account_with_lockout(self.tenant, &username, self.ip).await?;
         flow.risk = None;
         let before = self.evaluate(flow, &username, claimed.as_ref()).await?;
         if before.decision.blocked() {
@@ -416,7 +418,14 @@ impl Step<'_> {
         flow.risk = Some(before.risk.clone());
         let verdict = self
             .sts
-            .check_password_of(self.tenant, &username, claimed.clone(), &form.password, self.ip)
+            .check_password_of(
+                self.tenant,
+                &username,
+                claimed.clone(),
+                lockout,
+                &form.password,
+                self.ip,
+            )
             .await?;
         let user = match verdict {
             PasswordVerdict::Valid(user) => user,
