@@ -5,7 +5,7 @@ use postern_time::UnixTime;
 use sqlx::{Any, FromRow as _, Row as _, Transaction};
 
 use crate::error::SqlxResultExt;
-use crate::lockout::{LockoutContext, lockout_state_of};
+use crate::lockout::{LocationClass, LockoutContext, lockout_state_of};
 use crate::roles::{ensure_global_admin_remains, lock_tenant};
 use crate::{DbFlag, Store, StoreError, flag, new_id};
 
@@ -413,7 +413,7 @@ impl Store {
     }
 
     /// The user with this sign-in name in this tenant, if any, and the smart-lockout
-    /// context of `account` (that name as the password check counts it) from
+    /// context of the name (as given: the account smart lockout counts) from
     /// `network`, read in one statement: what every password check reads before
     /// it starts, as [`Store::user_by_username`] and [`Store::lockout_context`]
     /// would in two.
@@ -421,7 +421,6 @@ impl Store {
         &self,
         tenant_id: &str,
         username: &str,
-        account: &str,
         network: &str,
     ) -> Result<(Option<User>, LockoutContext), StoreError> {
         // One row per membership of the user (at least one): the user's columns
@@ -447,7 +446,7 @@ impl Store {
         .bind(tenant_id)
         .bind(normalize_username(username))
         .bind(network)
-        .bind(account)
+        .bind(username)
         .fetch_all(&self.db)
         .await
         .db()?;
@@ -464,8 +463,8 @@ impl Store {
                 .try_get::<Option<i64>, _>("network_seen")
                 .db()?
                 .map(UnixTime::from_secs),
-            familiar: lockout_state_of(first, "familiar")?,
-            unfamiliar: lockout_state_of(first, "unfamiliar")?,
+            familiar: lockout_state_of(first, LocationClass::Familiar)?,
+            unfamiliar: lockout_state_of(first, LocationClass::Unfamiliar)?,
             directory_groups: Vec::new(),
         };
         for row in &rows {

@@ -124,21 +124,34 @@ fn doubling_factor(max_doublings: u32) -> String {
     sql
 }
 
-/// The counters of one class of location from a row whose columns are named
-/// `{class}_failures`, `{class}_lockout_count`, `{class}_locked_until` and
-/// `{class}_last_failure_at` (all NULL without a row of counters: clean).
-pub(crate) fn lockout_state_of(row: &sqlx::any::AnyRow, class: &str) -> Result<LockoutState, StoreError> {
-    let number = |column: &str| -> Result<Option<i64>, StoreError> {
-        row.try_get::<Option<i64>, _>(format!("{class}_{column}").as_str()).db()
+/// The counters of `class` from a row of [`Store::user_with_lockout_context`],
+/// whose columns for them are named `{class}_failures`, `{class}_lockout_count`,
+/// `{class}_locked_until` and `{class}_last_failure_at` (all NULL without a
+/// row of counters: clean).
+pub(crate) fn lockout_state_of(row: &sqlx::any::AnyRow, class: LocationClass) -> Result<LockoutState, StoreError> {
+    let [failures, lockout_count, locked_until, last_failure_at] = match class {
+        LocationClass::Familiar => [
+            "familiar_failures",
+            "familiar_lockout_count",
+            "familiar_locked_until",
+            "familiar_last_failure_at",
+        ],
+        LocationClass::Unfamiliar => [
+            "unfamiliar_failures",
+            "unfamiliar_lockout_count",
+            "unfamiliar_locked_until",
+            "unfamiliar_last_failure_at",
+        ],
     };
-    let Some(failures) = number("failures")? else {
+    let number = |column: &str| -> Result<Option<i64>, StoreError> { row.try_get::<Option<i64>, _>(column).db() };
+    let Some(failures) = number(failures)? else {
         return Ok(LockoutState::CLEAN);
     };
     Ok(LockoutState {
         failures,
-        lockout_count: number("lockout_count")?.unwrap_or(0),
-        locked_until: UnixTime::from_secs(number("locked_until")?.unwrap_or(0)),
-        last_failure_at: UnixTime::from_secs(number("last_failure_at")?.unwrap_or(0)),
+        lockout_count: number(lockout_count)?.unwrap_or(0),
+        locked_until: UnixTime::from_secs(number(locked_until)?.unwrap_or(0)),
+        last_failure_at: UnixTime::from_secs(number(last_failure_at)?.unwrap_or(0)),
     })
 }
 

@@ -1143,7 +1143,7 @@ async fn password_check_reads_account_and_lockout_together(backend: Backend) {
         let store = store.clone();
         async move {
             let (user, mut context) = store
-                .user_with_lockout_context(&tenant, username, username, network)
+                .user_with_lockout_context(&tenant, username, network)
                 .await
                 .unwrap();
             context.directory_groups.sort();
@@ -1202,7 +1202,7 @@ async fn password_check_reads_account_and_lockout_together(backend: Backend) {
     assert_eq!((user, context), two_reads("alice@a.test", Some(alice.id.clone())).await);
     // The name as typed is normalized for the account, as by `user_by_username`.
     let (typed, _) = store
-        .user_with_lockout_context(&a.id, "Alice@A.test", "alice@a.test", network)
+        .user_with_lockout_context(&a.id, "Alice@A.test", network)
         .await
         .unwrap();
     assert_eq!(typed.as_ref(), Some(&alice));

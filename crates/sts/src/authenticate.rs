@@ -181,7 +181,7 @@ impl Sts {
     ) -> Result<(Option<User>, LockoutContext), StsError> {
         Ok(self
             .store
-            .user_with_lockout_context(&tenant.id, username, username, &ip.network())
+            .user_with_lockout_context(&tenant.id, username, &ip.network())
             .await?)
     }
 
