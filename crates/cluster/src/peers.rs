@@ -25,7 +25,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use postern_tunnel::{BoxError, BoxFuture, PeerRoute, SendError, TunnelBody, TunnelRegistry, TunnelResponseBody};
+use postern_tunnel::{
+    BoxError, BoxFuture, PeerRoute, ResponseBodyError, SendError, TunnelBody, TunnelRegistry, TunnelResponseBody,
+};
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -99,7 +101,7 @@ pub(crate) fn tls_configs(
 }
 
 /// A forwarded response's body, or the peer's own short answer.
-type PeerBody = UnsyncBoxBody<Bytes, hyper::Error>;
+type PeerBody = UnsyncBoxBody<Bytes, ResponseBodyError>;
 
 fn refusal(status: StatusCode, why: &'static str) -> Response<PeerBody> {
     let mut response = Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());

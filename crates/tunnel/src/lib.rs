@@ -33,19 +33,25 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioIo;
 use postern_proto::tunnel::{
     DEFAULT_CONNECTION_WINDOW, DEFAULT_MAX_FRAME_SIZE, DEFAULT_STREAM_WINDOW, MAX_FRAME_SIZE, MIN_FRAME_SIZE,
 };
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
+mod client;
+
+use client::{Client, Failure, ResponseBody, Settings};
+
 /// Error type of bodies sent through a tunnel.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request body sent through a tunnel.
 pub type TunnelBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Largest response head a connector may send (HPACK-decoded size).
+const MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
 
 /// A boxed future of a [`PeerRoute`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -168,7 +174,7 @@ type GroupKey = (String, String);
 struct Tunnel {
     id: u64,
     connector_id: String,
-    sender: SendRequest<TunnelBody>,
+    client: Client,
     in_flight: Arc<AtomicUsize>,
     driver: AbortHandle,
 }
@@ -233,7 +239,7 @@ impl TunnelRegistry {
             .map(|((tenant_id, group_id), tunnels)| HeldGroup {
                 tenant_id: tenant_id.clone(),
                 group_id: group_id.clone(),
-                tunnels: tunnels.iter().filter(|t| !t.sender.is_closed()).count(),
+                tunnels: tunnels.iter().filter(|t| !t.client.is_closed()).count(),
             })
             .filter(|g| g.tunnels > 0)
             .collect();
@@ -260,20 +266,19 @@ impl TunnelRegistry {
             return Err(AttachError::TooMany(held));
         }
         let o = &self.options;
-        let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .keep_alive_interval(o.keep_alive_interval)
-            .keep_alive_timeout(o.keep_alive_timeout)
-            .keep_alive_while_idle(true)
-            .initial_stream_window_size(o.stream_window)
-            .initial_connection_window_size(o.connection_window)
-            .max_frame_size(o.max_frame_size.clamp(MIN_FRAME_SIZE, MAX_FRAME_SIZE))
-            .max_header_list_size(64 * 1024);
-        let (sender, connection) = tokio::time::timeout(o.handshake_timeout, builder.handshake(io))
-            .await
-            .map_err(|_| AttachError::Handshake(format!("no HTTP/2 preface within {:?}", o.handshake_timeout)))?
-            .map_err(|e| AttachError::Handshake(e.to_string()))?;
+        let settings = Settings {
+            stream_window: o.stream_window,
+            connection_window: o.connection_window,
+            max_frame_size: o.max_frame_size.clamp(MIN_FRAME_SIZE, MAX_FRAME_SIZE),
+            max_header_list_size: MAX_HEADER_LIST_SIZE,
+            keep_alive_interval: o.keep_alive_interval,
+            keep_alive_timeout: o.keep_alive_timeout,
+        };
+        let (client, connection) =
+            tokio::time::timeout(o.handshake_timeout, Client::handshake(TokioIo::new(io), &settings))
+                .await
+                .map_err(|_| AttachError::Handshake(format!("no HTTP/2 preface within {:?}", o.handshake_timeout)))?
+                .map_err(|e| AttachError::Handshake(e.to_string()))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let registry: Weak<Self> = Arc::downgrade(self);
         let driver_key = key.clone();
@@ -290,7 +295,7 @@ impl TunnelRegistry {
         let tunnel = Arc::new(Tunnel {
             id,
             connector_id: connector_id.to_owned(),
-            sender,
+            client,
             in_flight: Arc::new(AtomicUsize::new(0)),
             driver: driver.abort_handle(),
         });
@@ -354,27 +359,24 @@ impl TunnelRegistry {
                 return Err(NotSent::Unsent(Box::new(request)));
             };
             tried.push(tunnel.id);
-            let mut sender = tunnel.sender.clone();
-            if sender.is_closed() {
+            if tunnel.client.is_closed() {
                 self.remove(&key, tunnel.id);
                 continue;
             }
             let busy = Busy::new(tunnel.in_flight.clone());
-            match sender.try_send_request(request).await {
+            match tunnel.client.send(request).await {
                 Ok(response) => {
                     return Ok(response.map(|body| TunnelResponseBody {
-                        inner: body,
+                        inner: Inner::Tunnel(body),
                         connector_id: tunnel.connector_id.clone(),
                         _busy: Some(busy),
                     }));
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(back) => {
-                        tracing::debug!(tunnel = tunnel.id, "tunnel not ready; trying another");
-                        request = back;
-                    }
-                    None => return Err(NotSent::Failed(SendError::Failed(e.into_error().to_string()))),
-                },
+                Err(Failure::Unsent(back)) => {
+                    tracing::debug!(tunnel = tunnel.id, "tunnel closed; trying another");
+                    request = *back;
+                }
+                Err(Failure::Failed(e)) => return Err(NotSent::Failed(SendError::Failed(e.to_string()))),
             }
         }
     }
@@ -444,7 +446,7 @@ impl TunnelRegistry {
             .get(&key)
             .map(|all| {
                 all.iter()
-                    .filter(|t| !t.sender.is_closed())
+                    .filter(|t| !t.client.is_closed())
                     .map(|t| TunnelInfo {
                         id: t.id,
                         connector_id: t.connector_id.clone(),
@@ -521,7 +523,7 @@ impl TunnelRegistry {
         groups
             .get(key)?
             .iter()
-            .filter(|t| !tried.contains(&t.id) && !t.sender.is_closed())
+            .filter(|t| !tried.contains(&t.id) && !t.client.is_closed())
             .min_by_key(|t| t.in_flight.load(Ordering::Relaxed))
             .cloned()
     }
@@ -558,16 +560,35 @@ impl Drop for Busy {
 /// A response body from a tunnel; its tunnel counts it as in flight until it is
 /// dropped.
 pub struct TunnelResponseBody {
-    inner: Incoming,
+    inner: Inner,
     connector_id: String,
     _busy: Option<Busy>,
+}
+
+/// Why a response body from a tunnel stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseBodyError {
+    /// The tunnel's stream failed (reset, or the tunnel closed).
+    #[error(transparent)]
+    Tunnel(#[from] h2::Error),
+    /// The peer instance's connection failed.
+    #[error(transparent)]
+    Forwarded(#[from] hyper::Error),
+}
+
+/// Where a response body's bytes come from.
+enum Inner {
+    /// A stream of one of this instance's tunnels.
+    Tunnel(ResponseBody),
+    /// A peer instance's answer.
+    Forwarded(Incoming),
 }
 
 impl TunnelResponseBody {
     /// A response a peer instance forwarded from its tunnel to `connector_id`.
     pub fn forwarded(inner: Incoming, connector_id: String) -> Self {
         Self {
-            inner,
+            inner: Inner::Forwarded(inner),
             connector_id,
             _busy: None,
         }
@@ -587,21 +608,30 @@ impl std::fmt::Debug for TunnelResponseBody {
 
 impl Body for TunnelResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ResponseBodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        match &mut self.inner {
+            Inner::Tunnel(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Inner::Forwarded(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Tunnel(body) => body.is_end_stream(),
+            Inner::Forwarded(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Tunnel(body) => body.size_hint(),
+            Inner::Forwarded(body) => body.size_hint(),
+        }
     }
 }
 
@@ -610,7 +640,7 @@ mod tests {
     use std::collections::HashMap;
 
     use http_body_util::{BodyExt, Empty, Full};
-    use hyper_util::rt::TokioIo;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
     use tokio::sync::oneshot;
 
     use super::*;
@@ -655,6 +685,196 @@ mod tests {
             .await
             .expect("the connector's connection ends at once")
             .unwrap();
+    }
+
+    /// A request body of `chunks` chunks of 64 KiB (chunk `i` filled with
+    /// byte `i`), then the trailer `x-chunks`.
+    struct Chunks {
+        next: usize,
+        chunks: usize,
+    }
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            let i = self.next;
+            self.next += 1;
+            Poll::Ready(if i < self.chunks {
+                #[allow(clippy::cast_possible_truncation)]
+                Some(Ok(Frame::data(Bytes::from(vec![i as u8; 64 * 1024]))))
+            } else if i == self.chunks {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("x-chunks", self.chunks.into());
+                Some(Ok(Frame::trailers(trailers)))
+            } else {
+                None
+            })
+        }
+    }
+
+    /// A request body that never sends anything, nor ends.
+    struct NeverEnds;
+
+    impl Body for NeverEnds {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Pending
+        }
+    }
+
+    /// A connector answering `POST /echo` with what it received (length, a
+    /// checksum, the `x-chunks` trailer), `GET /big` with 3 MiB, and leaving
+    /// `POST /hang` unanswered while it reads the body: `hung` hears how
+    /// reading that body ended.
+    fn echoing_connector(hung: tokio::sync::mpsc::Sender<Result<usize, String>>) -> TokioIo<tokio::io::DuplexStream> {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let hung = hung.clone();
+                async move {
+                    let path = req.uri().path().to_owned();
+                    match path.as_str() {
+                        "/big" => {
+                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(vec![7u8; 3 << 20]))))
+                        }
+                        "/hang" => {
+                            let mut body = req.into_body();
+                            let mut read = 0;
+                            let ended = loop {
+                                match body.frame().await {
+                                    Some(Ok(f)) => read += f.into_data().map_or(0, |d| d.len()),
+                                    Some(Err(e)) => break Err(e.to_string()),
+                                    None => break Ok(read),
+                                }
+                            };
+                            let _ = hung.send(ended).await;
+                            std::future::pending().await
+                        }
+                        _ => {
+                            let collected = req.into_body().collect().await.unwrap();
+                            let chunks = collected
+                                .trailers()
+                                .and_then(|t| t.get("x-chunks"))
+                                .map(|v| v.to_str().unwrap().to_owned())
+                                .unwrap_or_default();
+                            let data = collected.to_bytes();
+                            let sum: u64 = data.iter().map(|&b| u64::from(b)).sum();
+                            let answer = format!("{} {sum} {chunks}", data.len());
+                            Ok(Response::new(Full::new(Bytes::from(answer))))
+                        }
+                    }
+                }
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(theirs), service)
+                .await;
+        });
+        TokioIo::new(ours)
+    }
+
+    /// Bodies both ways larger than every window: the request's arrives whole,
+    /// in order, with its trailers; the response's streams back whole with its
+    /// length known.
+    #[tokio::test]
+    async fn bodies_larger_than_the_windows_cross_whole_both_ways() {
+        let registry = TunnelRegistry::new(TunnelOptions {
+            stream_window: 65_535,
+            connection_window: 65_535,
+            ..TunnelOptions::default()
+        });
+        let (hung, _) = tokio::sync::mpsc::channel(1);
+        registry
+            .attach("t1", "g1", "c1", echoing_connector(hung))
+            .await
+            .unwrap();
+
+        let chunks = 80; // 5 MiB
+        let upload = Request::post("http://app/echo")
+            .body(Chunks { next: 0, chunks }.boxed_unsync())
+            .unwrap();
+        let answer = registry.send("t1", "g1", upload).await.unwrap();
+        let answer = answer.into_body().collect().await.unwrap().to_bytes();
+        let sum: u64 = (0..chunks as u64).map(|i| (i % 256) * 64 * 1024).sum();
+        assert_eq!(
+            std::str::from_utf8(&answer).unwrap(),
+            format!("{} {sum} {chunks}", chunks * 64 * 1024)
+        );
+
+        let big = Request::get("http://app/big")
+            .body(Empty::new().map_err(|never| match never {}).boxed_unsync())
+            .unwrap();
+        let response = registry.send("t1", "g1", big).await.unwrap();
+        assert_eq!(
+            response.body().size_hint().exact(),
+            Some(3 << 20),
+            "the length is known"
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), 3 << 20);
+        assert!(body.iter().all(|&b| b == 7));
+    }
+
+    /// A request given up before its answer came (the user went away) resets
+    /// its stream: the connector's read of its body fails instead of waiting
+    /// on, and the tunnel no longer counts it.
+    #[tokio::test]
+    async fn a_request_given_up_before_its_answer_resets_its_stream() {
+        let registry = TunnelRegistry::new(TunnelOptions::default());
+        let (hung_tx, mut hung) = tokio::sync::mpsc::channel(1);
+        registry
+            .attach("t1", "g1", "c1", echoing_connector(hung_tx))
+            .await
+            .unwrap();
+        let request = Request::post("http://app/hang").body(NeverEnds.boxed_unsync()).unwrap();
+        let given_up = tokio::time::timeout(Duration::from_millis(200), registry.send("t1", "g1", request)).await;
+        assert!(given_up.is_err(), "the connector never answers");
+        let ended = tokio::time::timeout(Duration::from_secs(2), hung.recv())
+            .await
+            .expect("the connector hears of it")
+            .unwrap();
+        assert!(ended.is_err(), "the body was cut off, not ended: {ended:?}");
+        assert_eq!(registry.tunnels("t1", "g1")[0].in_flight, 0);
+    }
+
+    /// A connector that stops answering (its end no longer reads, the socket
+    /// stays open) loses its tunnel once a ping goes unanswered.
+    #[tokio::test]
+    async fn a_tunnel_whose_connector_stops_answering_pings_closes() {
+        let registry = TunnelRegistry::new(TunnelOptions {
+            keep_alive_interval: Duration::from_millis(50),
+            keep_alive_timeout: Duration::from_millis(100),
+            ..TunnelOptions::default()
+        });
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let connector = tokio::spawn(async move {
+            let mut connection = h2::server::handshake(theirs).await.unwrap();
+            // Answers pings while it runs, then stops reading.
+            tokio::select! {
+                _ = connection.accept() => {}
+                _ = stopped => {}
+            }
+            std::future::pending::<()>().await;
+            drop(connection);
+        });
+        registry.attach("t1", "g1", "c1", TokioIo::new(ours)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            registry.tunnels("t1", "g1").len(),
+            1,
+            "pings answered: the tunnel stays"
+        );
+        let _ = stop.send(());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !registry.tunnels("t1", "g1").is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "the silent tunnel is closed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        connector.abort();
     }
 
     #[tokio::test]
