@@ -23,6 +23,7 @@ mod proxy;
 mod pta;
 mod report;
 mod stream;
+mod tunnel;
 
 use clap::{Parser, Subcommand};
 
@@ -68,6 +69,9 @@ enum Bench {
     /// The backend of `stream`, which starts it as a child process.
     #[command(hide = true)]
     StreamBackend(proxy::children::OwnBackendArgs),
+    /// The service's tunnel client alone: CPU per request of Postern's HTTP/2
+    /// client beside hyper's, over an in-memory pipe, alternating in one run.
+    Tunnel(tunnel::TunnelArgs),
 }
 
 /// The `postern` binary's allocator, so that the rows measured in this
@@ -78,14 +82,18 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    // Quiet unless asked: `RUST_LOG=sqlx::query=debug` counts the statements
-    // of the in-process service (the `pta` end-to-end row).
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    // Always a subscriber, as in the `postern` binary (warnings only unless
+    // `RUST_LOG` says more; `RUST_LOG=sqlx::query=debug` counts the statements
+    // of the in-process service in the `pta` end-to-end row). Without one,
+    // `tracing` hands every span's enter and exit to the `log` crate instead,
+    // a cost the product never pays (a tenth of the instructions of the
+    // `tunnel` benchmark).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         match cli.bench {
@@ -96,6 +104,7 @@ fn main() -> anyhow::Result<()> {
             Bench::IdleBackend(args) => idle::serve_backend(args).await,
             Bench::Stream(args) => stream::run(args).await,
             Bench::StreamBackend(args) => stream::serve_backend(args).await,
+            Bench::Tunnel(args) => tunnel::run(args).await,
         }
     })
 }
