@@ -59,9 +59,12 @@ impl Default for BackendOptions {
 #[derive(Clone, Debug)]
 pub struct Backends(Arc<Clients>);
 
+/// The two pooled clients behind [`Backends`].
 #[derive(Debug)]
 struct Clients {
+    /// Checks backend certificates (system anchors plus `extra_roots`).
     verified: BackendClient,
+    /// Accepts any backend certificate, for apps with `validate_backend_tls` off.
     unverified: BackendClient,
 }
 

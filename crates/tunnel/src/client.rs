@@ -44,11 +44,17 @@ const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 /// HTTP/2 settings of one tunnel's client.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
+    /// What one response may have in flight unread.
     pub(crate) stream_window: u32,
+    /// What all the tunnel's responses together may have in flight unread.
     pub(crate) connection_window: u32,
+    /// Largest frame the connector may send (within HTTP/2's bounds).
     pub(crate) max_frame_size: u32,
+    /// Largest response head the connector may send, decoded.
     pub(crate) max_header_list_size: u32,
+    /// How often the connector is pinged.
     pub(crate) keep_alive_interval: Duration,
+    /// How long a ping may go unanswered before the tunnel ends.
     pub(crate) keep_alive_timeout: Duration,
 }
 
