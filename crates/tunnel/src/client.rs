@@ -21,7 +21,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_LENGTH, HeaderName, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -141,8 +141,11 @@ impl Client {
             return Err(Failure::Unsent(Box::new(request)));
         }
         let (head, body) = request.into_parts();
+        // The callers have removed hop-by-hop headers already (the front door
+        // with `postern_proto::headers::strip_hop_by_hop`; a peer's request
+        // arrives over HTTP/2, which has none); one that slipped through makes
+        // h2 refuse the request as malformed, so it never crosses.
         let mut head = Request::from_parts(head, ());
-        strip_connection_headers(head.headers_mut());
         if let Some(len) = body.size_hint().exact()
             && (len != 0 || method_has_payload(head.method()))
             && !head.headers().contains_key(CONTENT_LENGTH)
@@ -364,28 +367,6 @@ impl Body for ResponseBody {
     }
 }
 
-/// Headers that name a property of one HTTP/1.1 connection, illegal in
-/// HTTP/2 (RFC 9113, 8.2.2); `TE` is allowed only as `trailers`.
-fn strip_connection_headers(headers: &mut HeaderMap) {
-    if let Some(connection) = headers.remove(CONNECTION)
-        && let Ok(names) = connection.to_str()
-    {
-        for name in names.split(',') {
-            if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
-                headers.remove(name);
-            }
-        }
-    }
-    for name in ["keep-alive", "proxy-connection"] {
-        headers.remove(name);
-    }
-    headers.remove(TRANSFER_ENCODING);
-    headers.remove(UPGRADE);
-    if headers.get(TE).is_some_and(|te| te != "trailers") {
-        headers.remove(TE);
-    }
-}
-
 /// Methods whose request body has a meaning, so a `Content-Length: 0` is
 /// worth sending.
 fn method_has_payload(method: &Method) -> bool {
@@ -405,26 +386,6 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn connection_headers_go_and_the_headers_they_name_with_them() {
-        let mut headers = HeaderMap::new();
-        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-hop"));
-        headers.insert("x-hop", HeaderValue::from_static("1"));
-        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert(TE, HeaderValue::from_static("gzip"));
-        headers.insert("x-kept", HeaderValue::from_static("1"));
-        strip_connection_headers(&mut headers);
-        assert_eq!(headers.len(), 1, "{headers:?}");
-        assert!(headers.contains_key("x-kept"));
-
-        let mut trailers = HeaderMap::new();
-        trailers.insert(TE, HeaderValue::from_static("trailers"));
-        strip_connection_headers(&mut trailers);
-        assert_eq!(trailers.get(TE).unwrap(), "trailers", "TE: trailers is allowed");
-    }
 
     #[test]
     fn content_length_is_read_only_when_unambiguous() {

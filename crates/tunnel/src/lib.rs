@@ -818,17 +818,48 @@ mod tests {
         assert!(body.iter().all(|&b| b == 7));
     }
 
+    /// A registry with one tunnel of t1/g1 to an [`echoing_connector`], and
+    /// what that connector hears of `POST /hang` bodies.
+    async fn echoing_tunnel() -> (Arc<TunnelRegistry>, tokio::sync::mpsc::Receiver<Result<usize, String>>) {
+        let registry = TunnelRegistry::new(TunnelOptions::default());
+        let (hung_tx, hung) = tokio::sync::mpsc::channel(1);
+        registry
+            .attach("t1", "g1", "c1", echoing_connector(hung_tx))
+            .await
+            .unwrap();
+        (registry, hung)
+    }
+
+    /// A request still carrying a connection-specific header (which the
+    /// front door strips before the tunnel) is refused, never sent: the
+    /// connector does not see it, and the tunnel stays usable.
+    #[tokio::test]
+    async fn a_request_with_a_hop_by_hop_header_never_crosses() {
+        let (registry, mut hung) = echoing_tunnel().await;
+        let mut request = Request::post("http://app/hang").body(NeverEnds.boxed_unsync()).unwrap();
+        request
+            .headers_mut()
+            .insert(http::header::CONNECTION, http::HeaderValue::from_static("x-hop"));
+        let refused = tokio::time::timeout(Duration::from_secs(2), registry.send("t1", "g1", request))
+            .await
+            .expect("refused at once, not sent");
+        assert!(matches!(refused, Err(SendError::Failed(_))));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), hung.recv())
+                .await
+                .is_err(),
+            "the connector never saw the request"
+        );
+        let ok = registry.send("t1", "g1", get()).await.unwrap();
+        assert_eq!(ok.status(), 200);
+    }
+
     /// A request given up before its answer came (the user went away) resets
     /// its stream: the connector's read of its body fails instead of waiting
     /// on, and the tunnel no longer counts it.
     #[tokio::test]
     async fn a_request_given_up_before_its_answer_resets_its_stream() {
-        let registry = TunnelRegistry::new(TunnelOptions::default());
-        let (hung_tx, mut hung) = tokio::sync::mpsc::channel(1);
-        registry
-            .attach("t1", "g1", "c1", echoing_connector(hung_tx))
-            .await
-            .unwrap();
+        let (registry, mut hung) = echoing_tunnel().await;
         let request = Request::post("http://app/hang").body(NeverEnds.boxed_unsync()).unwrap();
         let given_up = tokio::time::timeout(Duration::from_millis(200), registry.send("t1", "g1", request)).await;
         assert!(given_up.is_err(), "the connector never answers");
