@@ -17,6 +17,7 @@
 //! that file.
 
 mod cluster;
+mod connector;
 mod idle;
 mod procfs;
 mod proxy;
@@ -72,6 +73,10 @@ enum Bench {
     /// The service's tunnel client alone: CPU per request of Postern's HTTP/2
     /// client beside hyper's, over an in-memory pipe, alternating in one run.
     Tunnel(tunnel::TunnelArgs),
+    /// The connector's side of a request alone: CPU per request of its tunnel
+    /// server and backend connections between an in-memory tunnel and a
+    /// loopback backend, on one thread.
+    Connector(connector::ConnectorArgs),
 }
 
 /// The `postern` binary's allocator, so that the rows measured in this
@@ -105,6 +110,7 @@ fn main() -> anyhow::Result<()> {
             Bench::Stream(args) => stream::run(args).await,
             Bench::StreamBackend(args) => stream::serve_backend(args).await,
             Bench::Tunnel(args) => tunnel::run(args).await,
+            Bench::Connector(args) => connector::run(args).await,
         }
     })
 }

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Uri;
-use http::uri::{Authority, Scheme};
+use http::uri::Authority;
 use postern_proto::control::AppRef;
+
+use crate::backend::Origin;
 
 /// Longest backend timeout accepted from the configuration.
 const MAX_BACKEND_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -16,15 +18,13 @@ const MAX_BACKEND_TIMEOUT: Duration = Duration::from_secs(3600);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct App {
     id: String,
-    scheme: Scheme,
-    /// Host and port the connector connects to.
-    authority: Authority,
+    /// Where the connector connects, and how: the key of its pooled connections.
+    origin: Origin,
     /// The internal URL's path without its trailing `/` (empty for the root).
     base_path: String,
     /// `Host` for a stream that names no authority: the internal host (and port
     /// when not the scheme's default).
     default_host: String,
-    validate_tls: bool,
     timeout: Duration,
 }
 
@@ -35,9 +35,9 @@ impl App {
     /// fragment.
     pub fn parse(app: &AppRef, default_timeout: Duration) -> Result<Self, String> {
         let url = url::Url::parse(&app.internal_url).map_err(|e| format!("not a URL: {e}"))?;
-        let scheme = match url.scheme() {
-            "http" => Scheme::HTTP,
-            "https" => Scheme::HTTPS,
+        let https = match url.scheme() {
+            "http" => false,
+            "https" => true,
             other => return Err(format!("scheme {other:?} is neither http nor https")),
         };
         let host = url.host_str().filter(|h| !h.is_empty()).ok_or("no host")?;
@@ -59,11 +59,13 @@ impl App {
         };
         Ok(Self {
             id: app.id.clone(),
-            scheme,
-            authority,
+            origin: Origin {
+                https,
+                authority,
+                verified: app.validate_backend_tls,
+            },
             base_path: url.path().trim_end_matches('/').to_owned(),
             default_host,
-            validate_tls: app.validate_backend_tls,
             timeout: timeout.min(MAX_BACKEND_TIMEOUT),
         })
     }
@@ -75,7 +77,12 @@ impl App {
 
     /// Whether the backend's certificate is verified.
     pub fn validate_tls(&self) -> bool {
-        self.validate_tls
+        self.origin.verified
+    }
+
+    /// Where and how the connector connects to the backend.
+    pub(crate) fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     /// Time the backend has to send its response head.
@@ -88,15 +95,14 @@ impl App {
         &self.default_host
     }
 
-    /// The backend URI for a tunnel `:path` (origin form, starting with `/`): the
-    /// internal base path followed by it. `None` when the path is not origin form.
-    pub fn backend_uri(&self, path_and_query: &str) -> Option<Uri> {
+    /// The backend request's target for a tunnel `:path` (both in origin form,
+    /// starting with `/`): the internal base path followed by it. `None` when
+    /// the path is not origin form.
+    pub fn backend_target(&self, path_and_query: &str) -> Option<Uri> {
         if !path_and_query.starts_with('/') {
             return None;
         }
         Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
             .path_and_query(format!("{}{path_and_query}", self.base_path))
             .build()
             .ok()
@@ -173,26 +179,26 @@ mod tests {
     #[test]
     fn path_is_appended_to_the_base_path() {
         let wiki = App::parse(&app("w", "http://wiki.corp:8080/app/", 5), Duration::from_secs(30)).unwrap();
-        assert_eq!(
-            wiki.backend_uri("/a?b").unwrap().to_string(),
-            "http://wiki.corp:8080/app/a?b"
-        );
-        assert_eq!(wiki.backend_uri("/").unwrap().to_string(), "http://wiki.corp:8080/app/");
-        assert_eq!(wiki.backend_uri("a"), None);
-        assert_eq!(wiki.backend_uri("http://evil/"), None);
+        assert_eq!(wiki.backend_target("/a?b").unwrap().to_string(), "/app/a?b");
+        assert_eq!(wiki.backend_target("/").unwrap().to_string(), "/app/");
+        assert_eq!(wiki.backend_target("a"), None);
+        assert_eq!(wiki.backend_target("http://evil/"), None);
+        assert_eq!(wiki.backend_target("//evil/x").unwrap().to_string(), "/app//evil/x");
+        assert!(!wiki.origin().https);
+        assert_eq!(wiki.origin().authority, "wiki.corp:8080");
         assert_eq!(wiki.default_host(), "wiki.corp:8080");
         assert_eq!(wiki.timeout(), Duration::from_secs(5));
 
         let root = App::parse(&app("r", "https://intra", 0), Duration::from_secs(30)).unwrap();
-        assert_eq!(
-            root.backend_uri("/x/y?z=1").unwrap().to_string(),
-            "https://intra:443/x/y?z=1"
-        );
+        assert_eq!(root.backend_target("/x/y?z=1").unwrap().to_string(), "/x/y?z=1");
+        assert!(root.origin().https);
+        assert_eq!(root.origin().authority, "intra:443");
         assert_eq!(root.default_host(), "intra");
         assert_eq!(root.timeout(), Duration::from_secs(30), "zero means the default");
 
         let v6 = App::parse(&app("6", "http://[::1]:81/base", 1), Duration::from_secs(1)).unwrap();
-        assert_eq!(v6.backend_uri("/p").unwrap().to_string(), "http://[::1]:81/base/p");
+        assert_eq!(v6.backend_target("/p").unwrap().to_string(), "/base/p");
+        assert_eq!(v6.origin().authority, "[::1]:81");
     }
 
     #[test]

@@ -1,41 +1,53 @@
-//! HTTP clients towards the internal apps: pooled HTTP/1.1 over TCP or TLS, one
-//! client that verifies backend certificates and one that does not (for apps whose
-//! `validate_backend_tls` is off), and the mapping of their failures to
-//! [`BackendError`] codes.
+//! HTTP/1.1 towards the internal apps: connections over TCP or TLS, opened on
+//! demand and kept for the next request to the same backend
+//! ([`connections`]), the backend certificate checks (the system's anchors
+//! plus the configured ones, or none for apps whose `validate_backend_tls` is
+//! off), and the mapping of failures to [`BackendError`] codes.
+//!
+//! A request is sent from the stream's own task: a connection is taken from
+//! the idle ones (or opened), the request written, the response head awaited;
+//! the connection goes back when the response body has been read to its end
+//! (a task drives each connection; nothing is spawned per request).
+
+mod connections;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use postern_proto::tunnel::BackendError;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use connections::IdleConnections;
+pub(crate) use connections::{Origin, PooledBody, Sender};
 
 use crate::TunnelError;
+use crate::error::chain;
 
 /// Body of a request to a backend: the stream's own body, or empty.
 pub(crate) type BackendBody = UnsyncBoxBody<Bytes, hyper::Error>;
-type BackendClient = Client<HttpsConnector<HttpConnector>, BackendBody>;
 
 /// How the connector talks to backends.
 #[derive(Clone, Debug)]
 pub struct BackendOptions {
-    /// Deadline of the TCP connection to a backend (a miss is
-    /// `backend_unreachable`). Default 10 s.
+    /// Deadline of the TCP connection to a backend, and then of the TLS
+    /// handshake for `https` (a miss is `backend_unreachable`). Default 10 s.
     pub connect_timeout: Duration,
-    /// An idle pooled backend connection is closed after this long. Default 90 s.
+    /// An idle backend connection is closed after this long. Default 90 s.
     pub pool_idle_timeout: Duration,
-    /// Idle connections kept per backend host. Default 128: with more requests
-    /// in flight to one backend than this, every answer beyond it closes its
-    /// connection and the next request opens a new one (with 32 and 50 in
-    /// flight, 160 new connections a second under steady load).
+    /// Idle connections kept per backend (scheme, host and port). Default 128:
+    /// with more requests in flight to one backend than this, every answer
+    /// beyond it closes its connection and the next request opens a new one.
     pub pool_max_idle_per_host: usize,
     /// Trust anchors for backend certificates besides the system's (an internal
     /// CA). Default none.
@@ -53,25 +65,50 @@ impl Default for BackendOptions {
     }
 }
 
-/// The backend clients, shared by all tunnels (cheap to clone: one pointer,
-/// so that every stream's future carries 8 bytes of it, not the clients'
-/// several hundred).
+/// The connector's way to its backends, shared by all tunnels (cheap to clone:
+/// one pointer, so that every stream's future carries 8 bytes of it).
 #[derive(Clone, Debug)]
-pub struct Backends(Arc<Clients>);
+pub struct Backends(Arc<Shared>);
 
-/// The two pooled clients behind [`Backends`].
-#[derive(Debug)]
-struct Clients {
+/// What [`Backends`] holds.
+struct Shared {
     /// Checks backend certificates (system anchors plus `extra_roots`).
-    verified: BackendClient,
+    verified: TlsConnector,
     /// Accepts any backend certificate, for apps with `validate_backend_tls` off.
-    unverified: BackendClient,
+    unverified: TlsConnector,
+    connect_timeout: Duration,
+    idle: IdleConnections,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("idle", &self.idle)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a backend gave no response: the code for the stream and what the log
+/// line says.
+#[derive(Debug)]
+pub(crate) struct BackendFailure {
+    /// The tunnel's error code.
+    pub(crate) code: BackendError,
+    /// The cause, for the log (never sent to the user).
+    pub(crate) detail: String,
+}
+
+impl BackendFailure {
+    fn new(code: BackendError, detail: String) -> Self {
+        Self { code, detail }
+    }
 }
 
 impl Backends {
-    /// Builds the clients: TLS certificates of backends are checked against the
-    /// system's trust anchors plus `extra_roots`, except for apps that turn
-    /// validation off.
+    /// Builds the TLS configurations: certificates of backends are checked
+    /// against the system's trust anchors plus `extra_roots`, except for apps
+    /// that turn validation off.
     pub fn new(options: &BackendOptions) -> Result<Self, TunnelError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = RootCertStore::empty();
@@ -99,39 +136,152 @@ impl Backends {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyServerCert { provider }))
             .with_no_client_auth();
-        Ok(Self(Arc::new(Clients {
-            verified: client(verified, options),
-            unverified: client(unverified, options),
+        Ok(Self(Arc::new(Shared {
+            verified: TlsConnector::from(Arc::new(verified)),
+            unverified: TlsConnector::from(Arc::new(unverified)),
+            connect_timeout: options.connect_timeout,
+            idle: IdleConnections::new(options.pool_max_idle_per_host, options.pool_idle_timeout),
         })))
     }
 
-    /// The client for an app.
-    pub(crate) fn client(&self, validate_tls: bool) -> &BackendClient {
-        if validate_tls {
+    /// Sends `request` (origin-form target, `Host` set) to `origin` and waits
+    /// for the response head; the connection goes back to the idle ones when
+    /// the response's body has been read to its end.
+    pub(crate) async fn send(
+        &self,
+        origin: &Origin,
+        request: Request<BackendBody>,
+    ) -> Result<Response<PooledBody>, BackendFailure> {
+        // Boxed: the exchange's state lives only until the response head, and
+        // inline it would enlarge every stream's task for the stream's whole
+        // life (an idle WebSocket's too).
+        let (response, sender) = Box::pin(self.exchange(origin, request)).await?;
+        Ok(self.0.idle.wrap(response, sender, origin))
+    }
+
+    /// Sends an upgrade request: as [`Backends::send`], but the connection is
+    /// never reused; the caller keeps `Sender` until the upgrade is done.
+    pub(crate) async fn send_upgrade(
+        &self,
+        origin: &Origin,
+        request: Request<BackendBody>,
+    ) -> Result<(Response<Incoming>, Sender), BackendFailure> {
+        self.exchange(origin, request).await
+    }
+
+    /// One request on an idle connection, or on a new one when none is ready
+    /// or the idle one turned out closed before the request went out.
+    async fn exchange(
+        &self,
+        origin: &Origin,
+        mut request: Request<BackendBody>,
+    ) -> Result<(Response<Incoming>, Sender), BackendFailure> {
+        if let Some(mut sender) = self.0.idle.take(origin) {
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, sender)),
+                Err(mut e) => match e.take_message() {
+                    // The connection was closed before the request left: it
+                    // never reached the backend, so it may go on a new one.
+                    Some(unsent) => {
+                        tracing::debug!(backend = %origin.authority, error = %chain(e.error()), "idle backend connection was closed; opening another");
+                        request = unsent;
+                    }
+                    None => return Err(http_failure(&e.into_error())),
+                },
+            }
+        }
+        // Boxed: a new connection is the rare case, and its state (the TLS
+        // handshake's among it) need not be carried by every exchange.
+        let mut sender = Box::pin(self.connect(origin)).await?;
+        match sender.send_request(request).await {
+            Ok(response) => Ok((response, sender)),
+            Err(e) => Err(http_failure(&e)),
+        }
+    }
+
+    /// Opens a connection: TCP within the connect timeout, then TLS for
+    /// `https` within it again, then HTTP/1.1 with a task of its own that drives it.
+    async fn connect(&self, origin: &Origin) -> Result<Sender, BackendFailure> {
+        let host = origin.host();
+        let port = origin
+            .authority
+            .port_u16()
+            .unwrap_or(if origin.https { 443 } else { 80 });
+        let tcp = match tokio::time::timeout(self.0.connect_timeout, connect_tcp(host, port)).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(BackendFailure::new(
+                    BackendError::Unreachable,
+                    format!("no TCP connection within {:?}", self.0.connect_timeout),
+                ));
+            }
+        };
+        if !origin.https {
+            return handshake(tcp).await;
+        }
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| BackendFailure::new(BackendError::Tls, format!("not a TLS server name: {e}")))?;
+        let connector = if origin.verified {
             &self.0.verified
         } else {
             &self.0.unverified
+        };
+        match tokio::time::timeout(self.0.connect_timeout, connector.connect(name, tcp)).await {
+            Ok(Ok(tls)) => handshake(tls).await,
+            Err(_) => Err(BackendFailure::new(
+                BackendError::Unreachable,
+                format!("no TLS handshake within {:?}", self.0.connect_timeout),
+            )),
+            Ok(Err(e)) => {
+                let code = if wraps_tls_error(&e) {
+                    BackendError::Tls
+                } else {
+                    BackendError::Unreachable
+                };
+                Err(BackendFailure::new(code, format!("TLS handshake: {}", chain(&e))))
+            }
         }
     }
 }
 
-/// One pooled client: HTTP/1.1 only, so that `Host` stays the header the backend
-/// reads and upgrades work on any backend connection.
-fn client(tls: rustls::ClientConfig, options: &BackendOptions) -> BackendClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(options.connect_timeout));
-    let https = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(options.pool_idle_timeout)
-        .pool_max_idle_per_host(options.pool_max_idle_per_host)
-        .build(https)
+/// A TCP connection to the first of the host's addresses that answers.
+async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, BackendFailure> {
+    let unreachable = |what: String| BackendFailure::new(BackendError::Unreachable, what);
+    let addresses = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| unreachable(format!("resolving {host}: {e}")))?;
+    let mut last = None;
+    for address in addresses {
+        match TcpStream::connect(address).await {
+            Ok(tcp) => {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set on a backend connection");
+                }
+                return Ok(tcp);
+            }
+            Err(e) => last = Some(format!("connecting to {address}: {e}")),
+        }
+    }
+    Err(unreachable(last.unwrap_or_else(|| format!("{host} has no address"))))
+}
+
+/// HTTP/1.1 on a new connection; its task runs until the connection ends (or
+/// hands it over to an upgrade).
+async fn handshake<IO>(io: IO) -> Result<Sender, BackendFailure>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| http_failure(&e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!(error = %chain(&e), "backend connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 /// Accepts any backend certificate, for apps whose `validate_backend_tls` is off
@@ -179,40 +329,40 @@ impl ServerCertVerifier for AnyServerCert {
     }
 }
 
-/// Why a backend request produced no response.
-pub(crate) fn classify(e: &hyper_util::client::legacy::Error) -> BackendError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    // Connection refused, DNS failure, connect timeout, or the connection lost
-    // before a response: unreachable. Otherwise the backend spoke, but not HTTP.
-    let mut unreachable = e.is_connect();
+/// Why an exchange on an open connection produced no response: a TLS error
+/// (`backend_tls`), the connection broke or closed before a response
+/// (`backend_unreachable`), or the backend spoke, but not HTTP
+/// (`backend_protocol`).
+fn http_failure(e: &hyper::Error) -> BackendFailure {
+    let detail = chain(e);
+    if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+        return BackendFailure::new(BackendError::Protocol, detail);
+    }
+    let mut unreachable = e.is_incomplete_message() || e.is_closed() || e.is_canceled();
+    let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if s.is::<rustls::Error>() {
-            return BackendError::Tls;
+            return BackendFailure::new(BackendError::Tls, detail);
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if wraps_tls_error(io) {
-                return BackendError::Tls;
+                return BackendFailure::new(BackendError::Tls, detail);
             }
             unreachable = true;
         }
-        if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
-                return BackendError::Protocol;
-            }
-            unreachable |= h.is_incomplete_message() || h.is_closed() || h.is_canceled();
-        }
         source = s.source();
     }
-    if unreachable {
+    let code = if unreachable {
         BackendError::Unreachable
     } else {
         BackendError::Protocol
-    }
+    };
+    BackendFailure::new(code, detail)
 }
 
 /// Whether an I/O error carries a TLS error. `io::Error::source` skips the error it
-/// wraps, and the TLS connector wraps the handshake's `io::Error` in another one,
-/// so look inside by hand.
+/// wraps, and the TLS connector may wrap the handshake's `io::Error` in another
+/// one, so look inside by hand.
 fn wraps_tls_error(mut io: &std::io::Error) -> bool {
     for _ in 0..8 {
         let Some(inner) = io.get_ref() else { return false };
@@ -225,4 +375,153 @@ fn wraps_tls_error(mut io: &std::io::Error) -> bool {
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use http_body_util::{BodyExt, Empty};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio::sync::{mpsc, oneshot};
+
+    use super::*;
+
+    fn get() -> Request<BackendBody> {
+        Request::builder()
+            .uri("/")
+            .header("host", "backend")
+            .body(Empty::new().map_err(|never| match never {}).boxed_unsync())
+            .unwrap()
+    }
+
+    /// A backend that answers every request on a connection with `ok`; the
+    /// first connection is closed (without a word) when told to, after its
+    /// first answer. Reports each connection it accepts.
+    async fn backend(
+        close_first: oneshot::Receiver<()>,
+        closed: oneshot::Sender<()>,
+    ) -> (u16, mpsc::UnboundedReceiver<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (accepted_tx, accepted) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut close_first = Some((close_first, closed));
+            loop {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                accepted_tx.send(()).unwrap();
+                let close = close_first.take();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        let mut head = Vec::new();
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match tcp.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await
+                            .unwrap();
+                        if let Some((when, closed)) = close {
+                            when.await.unwrap();
+                            drop(tcp);
+                            closed.send(()).unwrap();
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    /// On one thread, the connection's task cannot notice the backend's close
+    /// before the request is handed to it: it finds the connection closed
+    /// with the request unsent, and the request goes on a new connection.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_request_handed_to_a_connection_the_backend_closed_goes_on_a_new_one() {
+        let (close, when) = oneshot::channel();
+        let (closed_tx, closed) = oneshot::channel();
+        let (port, mut accepted) = backend(when, closed_tx).await;
+        let backends = Backends::new(&BackendOptions::default()).unwrap();
+        let origin = Origin {
+            https: false,
+            authority: format!("127.0.0.1:{port}").parse().unwrap(),
+            verified: true,
+        };
+        let response = backends.send(&origin, get()).await.unwrap();
+        assert_eq!(&response.into_body().collect().await.unwrap().to_bytes()[..], b"ok");
+        accepted.recv().await.unwrap();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        close.send(()).unwrap();
+        closed.await.unwrap();
+        // The backend has closed; the connection's task has not run since.
+        let response = backends.send(&origin, get()).await.unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
+        assert_eq!(&response.into_body().collect().await.unwrap().to_bytes()[..], b"ok");
+        assert!(accepted.try_recv().is_ok(), "the request went on a second connection");
+    }
+
+    #[tokio::test]
+    async fn failures_get_their_codes() {
+        let backends = Backends::new(&BackendOptions {
+            connect_timeout: Duration::from_millis(300),
+            ..BackendOptions::default()
+        })
+        .unwrap();
+        let refused = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let origin = |authority: String, https: bool| Origin {
+            https,
+            authority: authority.parse().unwrap(),
+            verified: true,
+        };
+        let failure = backends
+            .send(&origin(refused.to_string(), false), get())
+            .await
+            .unwrap_err();
+        assert_eq!(failure.code, BackendError::Unreachable, "{}", failure.detail);
+        assert!(failure.detail.contains("connecting to 127.0.0.1"), "{}", failure.detail);
+        let failure = backends
+            .send(&origin("no-such-host.invalid:80".into(), false), get())
+            .await
+            .unwrap_err();
+        assert_eq!(failure.code, BackendError::Unreachable, "{}", failure.detail);
+
+        // A plain-HTTP server asked for TLS: it answers the greeting with a
+        // page, and the handshake fails as TLS.
+        let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = plain.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut tcp, _) = plain.accept().await.unwrap();
+            let _ = tcp
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                .await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let failure = backends
+            .send(&origin(format!("127.0.0.1:{port}"), true), get())
+            .await
+            .unwrap_err();
+        assert_eq!(failure.code, BackendError::Tls, "{}", failure.detail);
+
+        // One that says nothing at all: the handshake's deadline.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (_tcp, _) = silent.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let asked = tokio::time::Instant::now();
+        let failure = backends
+            .send(&origin(format!("127.0.0.1:{port}"), true), get())
+            .await
+            .unwrap_err();
+        assert_eq!(failure.code, BackendError::Unreachable, "{}", failure.detail);
+        assert!(failure.detail.contains("no TLS handshake within"), "{}", failure.detail);
+        assert!(asked.elapsed() < Duration::from_secs(2));
+    }
 }

@@ -2,6 +2,7 @@
 //! for HTTP/1.1, both bodies streamed frame by frame, failures answered with the
 //! tunnel's error codes, upgrades turned into a byte copy.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::apps::{App, AppTable};
-use crate::backend::{BackendBody, Backends, classify};
+use crate::backend::{BackendBody, BackendFailure, Backends};
 use crate::error::chain;
 
 /// An error inside a response body (the stream is then reset).
@@ -233,7 +234,7 @@ pub(crate) fn backend_head(app: &App, parts: &http::request::Parts) -> Result<He
     if !stays_under_base(path) {
         return Err(HeadRefused::LeavesBase);
     }
-    let uri = app.backend_uri(path).ok_or(HeadRefused::NotOriginForm)?;
+    let uri = app.backend_target(path).ok_or(HeadRefused::NotOriginForm)?;
     let host = parts.uri.authority().map_or(app.default_host(), |a| a.as_str());
     let host = HeaderValue::from_str(host).map_err(|_| HeadRefused::BadAuthority)?;
     let mut headers = backend_headers(&parts.headers);
@@ -250,7 +251,7 @@ pub(crate) fn backend_head(app: &App, parts: &http::request::Parts) -> Result<He
 pub(crate) struct Head {
     /// The method, as the stream had it.
     pub(crate) method: http::Method,
-    /// Absolute URI of the backend resource.
+    /// The request target, in origin form (path and query).
     pub(crate) uri: Uri,
     /// What the backend gets.
     pub(crate) headers: HeaderMap,
@@ -291,21 +292,19 @@ fn backend_headers(from: &HeaderMap) -> HeaderMap {
     headers
 }
 
-/// Sends the request and waits for the response head until `deadline`.
-async fn send(
+/// Waits for `exchange` (a request sent, its response head awaited) until
+/// `deadline`; a failure is logged and becomes its code.
+async fn answer<T>(
     app: &App,
-    backends: &Backends,
-    request: Request<BackendBody>,
+    exchange: impl Future<Output = Result<T, BackendFailure>>,
     deadline: Instant,
     ids: &Ids,
-) -> Result<Response<Incoming>, BackendError> {
-    let client = backends.client(app.validate_tls());
-    match tokio::time::timeout_at(deadline, client.request(request)).await {
+) -> Result<T, BackendError> {
+    match tokio::time::timeout_at(deadline, exchange).await {
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(e)) => {
-            let kind = classify(&e);
-            tracing::warn!(app = %ids.app, request_id = %ids.request, error = %chain(&e), code = kind.as_str(), "backend gave no response");
-            Err(kind)
+        Ok(Err(failure)) => {
+            tracing::warn!(app = %ids.app, request_id = %ids.request, error = %failure.detail, code = failure.code.as_str(), "backend gave no response");
+            Err(failure.code)
         }
         Err(_) => {
             tracing::warn!(app = %ids.app, request_id = %ids.request, timeout = ?app.timeout(), "backend did not answer in time");
@@ -322,7 +321,8 @@ async fn forward_plain(
     deadline: Instant,
     ids: &Ids,
 ) -> Response<TunnelBody> {
-    match send(app, backends, head.into_request(body), deadline, ids).await {
+    let exchange = backends.send(app.origin(), head.into_request(body));
+    match answer(app, exchange, deadline, ids).await {
         Ok(response) => relay(response, ids),
         Err(e) => backend_error(e),
     }
@@ -331,7 +331,10 @@ async fn forward_plain(
 /// The backend's response on the stream, its body passed on frame by frame as it
 /// comes (so server-sent events arrive one by one). A body that breaks off
 /// becomes an error, which resets the stream.
-fn relay(response: Response<Incoming>, ids: &Ids) -> Response<TunnelBody> {
+fn relay<B>(response: Response<B>, ids: &Ids) -> Response<TunnelBody>
+where
+    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+{
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_2;
@@ -363,7 +366,9 @@ async fn forward_upgrade(
     head.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     head.headers.insert(UPGRADE, protocol);
     let empty = Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync();
-    let mut response = match send(app, backends, head.into_request(empty), deadline, ids).await {
+    let exchange = backends.send_upgrade(app.origin(), head.into_request(empty));
+    // The connection's sending half is kept until the upgrade is done.
+    let (mut response, _connection) = match answer(app, exchange, deadline, ids).await {
         Ok(r) => r,
         Err(e) => return backend_error(e),
     };
@@ -529,7 +534,7 @@ mod tests {
             request.into_parts().0
         };
         let head = backend_head(&app, &parts("/x?y=1")).unwrap();
-        assert_eq!(head.uri.to_string(), "http://wiki.corp.local:8080/app/x?y=1");
+        assert_eq!(head.uri.to_string(), "/app/x?y=1");
         assert_eq!(head.headers[HOST], "wiki.corp.local:8080");
         assert_eq!(head.headers[COOKIE], "a=1");
         let head = backend_head(&app, &parts("https://wiki.acme.test/x")).unwrap();

@@ -8,7 +8,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -495,6 +495,28 @@ async fn spawn_paced(parts: Vec<&'static [u8]>, pause: Duration) -> SocketAddr {
     addr
 }
 
+/// A hyper backend that answers `ok` and counts the connections it accepted.
+async fn spawn_counting() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service =
+                    service_fn(|_req: Request<Incoming>| async { Ok::<_, Infallible>(Response::new(full("ok"))) });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
 /// A WebSocket echo server.
 async fn spawn_websocket() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -818,6 +840,57 @@ async fn backend_failures_get_their_codes() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_connections_are_kept_and_one_the_backend_closed_costs_no_request() {
+    let (kept, accepted) = spawn_counting().await;
+    // Answers one request per connection, then closes it without saying so
+    // (as a backend whose keep-alive timeout ran out just then would).
+    let closing = spawn_raw(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+    let apps = [
+        app("kept", format!("http://{kept}/"), true, 5),
+        app("closing", format!("http://{closing}/"), true, 5),
+    ];
+    let mut h = start(&apps, quick(), BackendOptions::default()).await;
+    let tunnel = h.svc.next_tunnel().await;
+    h.wait_status("tunnel up", |s| s.up == 1).await;
+
+    for _ in 0..20 {
+        let response = tunnel.send(request("kept", "/").body(empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(text(response).await, "ok");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one connection for requests one after another"
+    );
+
+    // Eight at once, twice: at most eight connections in all.
+    for _ in 0..2 {
+        let answers =
+            futures_util::future::join_all((0..8).map(|_| tunnel.send(request("kept", "/").body(empty()).unwrap())))
+                .await;
+        for response in answers {
+            assert_eq!(text(response.unwrap()).await, "ok");
+        }
+    }
+    let opened = accepted.load(Ordering::SeqCst);
+    assert!(
+        (1..=8).contains(&opened),
+        "{opened} connections for eight requests at a time"
+    );
+
+    for i in 0..30 {
+        let response = tunnel
+            .send(request("closing", "/").body(empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "request {i}");
+        assert!(response.headers().get(ERROR_HEADER).is_none(), "request {i}");
+        assert_eq!(text(response).await, "ok", "request {i}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
