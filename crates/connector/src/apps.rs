@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Uri;
-use http::uri::Authority;
+use http::uri::{Authority, PathAndQuery};
 use postern_proto::control::AppRef;
 
 use crate::backend::Origin;
@@ -96,16 +96,21 @@ impl App {
     }
 
     /// The backend request's target for a tunnel `:path` (both in origin form,
-    /// starting with `/`): the internal base path followed by it. `None` when
-    /// the path is not origin form.
-    pub fn backend_target(&self, path_and_query: &str) -> Option<Uri> {
-        if !path_and_query.starts_with('/') {
+    /// starting with `/`): the internal base path followed by it (the path
+    /// itself, not a copy, when the base is the root). `None` when the path is
+    /// not origin form.
+    pub fn backend_target(&self, path_and_query: &PathAndQuery) -> Option<Uri> {
+        if !path_and_query.as_str().starts_with('/') {
             return None;
         }
-        Uri::builder()
-            .path_and_query(format!("{}{path_and_query}", self.base_path))
-            .build()
-            .ok()
+        let target = if self.base_path.is_empty() {
+            path_and_query.clone()
+        } else {
+            PathAndQuery::from_maybe_shared(format!("{}{path_and_query}", self.base_path)).ok()?
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query = Some(target);
+        Uri::from_parts(parts).ok()
     }
 }
 
@@ -176,28 +181,36 @@ mod tests {
         }
     }
 
+    fn target(app: &App, path: &str) -> Option<String> {
+        // Some strings are no path at all (`http::uri::PathAndQuery` refuses them).
+        let path: PathAndQuery = path.parse().ok()?;
+        app.backend_target(&path).map(|uri| uri.to_string())
+    }
+
     #[test]
     fn path_is_appended_to_the_base_path() {
         let wiki = App::parse(&app("w", "http://wiki.corp:8080/app/", 5), Duration::from_secs(30)).unwrap();
-        assert_eq!(wiki.backend_target("/a?b").unwrap().to_string(), "/app/a?b");
-        assert_eq!(wiki.backend_target("/").unwrap().to_string(), "/app/");
-        assert_eq!(wiki.backend_target("a"), None);
-        assert_eq!(wiki.backend_target("http://evil/"), None);
-        assert_eq!(wiki.backend_target("//evil/x").unwrap().to_string(), "/app//evil/x");
+        assert_eq!(target(&wiki, "/a?b").unwrap(), "/app/a?b");
+        assert_eq!(target(&wiki, "/").unwrap(), "/app/");
+        assert_eq!(target(&wiki, "a"), None);
+        assert_eq!(target(&wiki, "http://evil/"), None);
+        assert_eq!(target(&wiki, "//evil/x").unwrap(), "/app//evil/x");
         assert!(!wiki.origin().https);
         assert_eq!(wiki.origin().authority, "wiki.corp:8080");
         assert_eq!(wiki.default_host(), "wiki.corp:8080");
         assert_eq!(wiki.timeout(), Duration::from_secs(5));
 
         let root = App::parse(&app("r", "https://intra", 0), Duration::from_secs(30)).unwrap();
-        assert_eq!(root.backend_target("/x/y?z=1").unwrap().to_string(), "/x/y?z=1");
+        assert_eq!(target(&root, "/x/y?z=1").unwrap(), "/x/y?z=1");
+        assert_eq!(target(&root, "//evil/x").unwrap(), "//evil/x");
+        assert_eq!(target(&root, "a"), None);
         assert!(root.origin().https);
         assert_eq!(root.origin().authority, "intra:443");
         assert_eq!(root.default_host(), "intra");
         assert_eq!(root.timeout(), Duration::from_secs(30), "zero means the default");
 
         let v6 = App::parse(&app("6", "http://[::1]:81/base", 1), Duration::from_secs(1)).unwrap();
-        assert_eq!(v6.backend_target("/p").unwrap().to_string(), "/base/p");
+        assert_eq!(target(&v6, "/p").unwrap(), "/base/p");
         assert_eq!(v6.origin().authority, "[::1]:81");
     }
 

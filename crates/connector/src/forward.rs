@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, UPGRADE};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
@@ -112,6 +113,11 @@ fn backend_error(e: BackendError) -> Response<TunnelBody> {
 /// or before a `;` parameter. The query is not looked at.
 fn stays_under_base(path_and_query: &str) -> bool {
     let path = path_and_query.split(['?', '#']).next().unwrap_or("");
+    // A dot segment needs a `.`, spelled as it is or `%2e`: a path with
+    // neither (most paths) has none, and needs no copies to tell.
+    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+        return true;
+    }
     let lower = path.to_ascii_lowercase().replace("%2e", ".");
     let unified = lower.replace("%2f", "/").replace("%5c", "/").replace('\\', "/");
     !unified.split('/').any(|segment| {
@@ -230,8 +236,9 @@ impl HeadRefused {
 /// app's internal base (refused if it could leave it), `Host` from the stream's
 /// authority or the internal host, end-to-end headers only.
 pub(crate) fn backend_head(app: &App, parts: &http::request::Parts) -> Result<Head, HeadRefused> {
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    if !stays_under_base(path) {
+    let root = PathAndQuery::from_static("/");
+    let path = parts.uri.path_and_query().unwrap_or(&root);
+    if !stays_under_base(path.as_str()) {
         return Err(HeadRefused::LeavesBase);
     }
     let uri = app.backend_target(path).ok_or(HeadRefused::NotOriginForm)?;

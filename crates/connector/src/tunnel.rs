@@ -146,10 +146,17 @@ where
     let activity = Arc::new(Activity::new());
     // Answers finished in one turn of the scheduler leave in one write.
     let io = BatchedWrites::new(ReadsObserved::new(io, activity.clone()));
+    // Each stream's answer is worked out in a future of its own allocation:
+    // hyper spawns a task per stream that holds the stream's future and then
+    // its response body, in one allocation the size of the larger of the two
+    // for the stream's whole life. Boxed, the future (a few KiB: the request
+    // head, the backend exchange) is freed once the answer's head is out, so
+    // a long response or an open WebSocket holds only its body, and the
+    // task's spawn copies a pointer instead of the future.
     let service = service_fn(move |req: hyper::Request<Incoming>| {
         let table = apps.borrow().clone();
         let backends = backends.clone();
-        async move { Ok::<_, Infallible>(forward::handle(req, table, backends).await) }
+        Box::pin(async move { Ok::<_, Infallible>(forward::handle(req, table, backends).await) })
     });
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
