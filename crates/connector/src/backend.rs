@@ -11,6 +11,7 @@
 
 mod connections;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -207,7 +208,8 @@ impl Backends {
             .authority
             .port_u16()
             .unwrap_or(if origin.https { 443 } else { 80 });
-        let tcp = match tokio::time::timeout(self.0.connect_timeout, connect_tcp(host, port)).await {
+        let budget = self.0.connect_timeout;
+        let tcp = match tokio::time::timeout(budget, connect_tcp(host, port, budget)).await {
             Ok(Ok(tcp)) => tcp,
             Ok(Err(e)) => return Err(e),
             Err(_) => {
@@ -246,24 +248,42 @@ impl Backends {
 }
 
 /// A TCP connection to the first of the host's addresses that answers.
-async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, BackendFailure> {
-    let unreachable = |what: String| BackendFailure::new(BackendError::Unreachable, what);
-    let addresses = tokio::net::lookup_host((host, port))
+async fn connect_tcp(host: &str, port: u16, budget: Duration) -> Result<TcpStream, BackendFailure> {
+    let deadline = tokio::time::Instant::now() + budget;
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| unreachable(format!("resolving {host}: {e}")))?;
-    let mut last = None;
-    for address in addresses {
-        match TcpStream::connect(address).await {
-            Ok(tcp) => {
+        .map_err(|e| BackendFailure::new(BackendError::Unreachable, format!("resolving {host}: {e}")))?
+        .collect();
+    if addresses.is_empty() {
+        return Err(BackendFailure::new(
+            BackendError::Unreachable,
+            format!("{host} has no address"),
+        ));
+    }
+    connect_any(&addresses, deadline).await
+}
+
+/// A TCP connection to the first of `addresses` that answers. Each address
+/// gets an even share of the time left until `deadline`, so that one that
+/// never answers (an IPv6 address without a route, say) leaves time for the
+/// next.
+async fn connect_any(addresses: &[SocketAddr], deadline: tokio::time::Instant) -> Result<TcpStream, BackendFailure> {
+    let mut last = String::from("no address to connect to");
+    for (i, address) in addresses.iter().enumerate() {
+        let left = u32::try_from(addresses.len() - i).unwrap_or(u32::MAX);
+        let share = deadline.saturating_duration_since(tokio::time::Instant::now()) / left;
+        match tokio::time::timeout(share, TcpStream::connect(address)).await {
+            Ok(Ok(tcp)) => {
                 if let Err(e) = tcp.set_nodelay(true) {
                     tracing::debug!(error = %e, "TCP_NODELAY not set on a backend connection");
                 }
                 return Ok(tcp);
             }
-            Err(e) => last = Some(format!("connecting to {address}: {e}")),
+            Ok(Err(e)) => last = format!("connecting to {address}: {e}"),
+            Err(_) => last = format!("connecting to {address}: no answer within {share:?}"),
         }
     }
-    Err(unreachable(last.unwrap_or_else(|| format!("{host} has no address"))))
+    Err(BackendFailure::new(BackendError::Unreachable, last))
 }
 
 /// HTTP/1.1 on a new connection; its task runs until the connection ends (or
@@ -523,5 +543,44 @@ mod tests {
         assert_eq!(failure.code, BackendError::Unreachable, "{}", failure.detail);
         assert!(failure.detail.contains("no TLS handshake within"), "{}", failure.detail);
         assert!(asked.elapsed() < Duration::from_secs(2));
+    }
+
+    /// An address that never answers (a listener whose queue is full drops
+    /// the handshake) takes only its share of the time: the next address
+    /// still gets a connection within the deadline.
+    #[tokio::test]
+    async fn an_address_that_never_answers_leaves_time_for_the_next() {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let full = socket.listen(1).unwrap();
+        let silent = full.local_addr().unwrap();
+        // Fill its queue (never accepted); a handshake beyond it gets no answer.
+        let mut queued = Vec::new();
+        for _ in 0..3 {
+            if let Ok(Ok(tcp)) = tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(silent)).await {
+                queued.push(tcp);
+            }
+        }
+        let hangs = tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(silent)).await;
+        assert!(hangs.is_err(), "the full listener answered: {hangs:?}");
+
+        let good = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let started = tokio::time::Instant::now();
+        let tcp = connect_any(&[silent, good.local_addr().unwrap()], started + Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(tcp.peer_addr().unwrap(), good.local_addr().unwrap());
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_millis(1900),
+            "{took:?}"
+        );
+
+        let failure = connect_any(&[silent], tokio::time::Instant::now() + Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert_eq!(failure.code, BackendError::Unreachable);
+        assert!(failure.detail.contains("no answer within"), "{}", failure.detail);
+        drop(queued);
     }
 }
