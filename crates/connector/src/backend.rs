@@ -34,9 +34,10 @@ pub(crate) use connections::{Origin, PooledBody, Sender};
 
 use crate::TunnelError;
 use crate::error::chain;
+use crate::forward::BoxError;
 
 /// Body of a request to a backend: the stream's own body, or empty.
-pub(crate) type BackendBody = UnsyncBoxBody<Bytes, hyper::Error>;
+pub(crate) type BackendBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// How the connector talks to backends.
 #[derive(Clone, Debug)]

@@ -12,13 +12,14 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 pub(crate) use postern_proto::headers::{is_hop_by_hop, strip_hop_by_hop};
 use postern_proto::tunnel::{
     APP_HEADER, BackendError, ERROR_HEADER, REQUEST_ID_HEADER, UPGRADE_HEADER, UPGRADED_HEADER,
 };
 use postern_proto::upgrade::UpgradeReadBuffer;
+use postern_tunnel::streams::RecvBody;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -137,7 +138,7 @@ struct Ids {
 /// (the front door's, so the service's access log line and this one can be
 /// matched), method, path (without the query), status, the tunnel error code
 /// if the backend gave no answer, and the time to the head.
-pub(crate) async fn handle(req: Request<Incoming>, apps: Arc<AppTable>, backends: Backends) -> Response<TunnelBody> {
+pub(crate) async fn handle(req: Request<RecvBody>, apps: Arc<AppTable>, backends: Backends) -> Response<TunnelBody> {
     let started = Instant::now();
     let header = |name: &str| {
         req.headers()
@@ -174,7 +175,7 @@ pub(crate) async fn handle(req: Request<Incoming>, apps: Arc<AppTable>, backends
 
 /// Sends one tunnel stream to its app's backend.
 async fn forward_stream(
-    req: Request<Incoming>,
+    req: Request<RecvBody>,
     apps: Arc<AppTable>,
     backends: Backends,
     ids: &Ids,
@@ -197,7 +198,10 @@ async fn forward_stream(
         // Boxed: upgrades are rare, and their state would otherwise make every
         // stream's future (moved into its task) larger.
         Some(protocol) => Box::pin(forward_upgrade(&app, &backends, head, protocol, body, deadline, ids)).await,
-        None => forward_plain(&app, &backends, head, body.boxed_unsync(), deadline, ids).await,
+        None => {
+            let body = body.map_err(BoxError::from).boxed_unsync();
+            forward_plain(&app, &backends, head, body, deadline, ids).await
+        }
     }
 }
 
@@ -365,7 +369,7 @@ async fn forward_upgrade(
     backends: &Backends,
     mut head: Head,
     protocol: HeaderValue,
-    body: Incoming,
+    body: RecvBody,
     deadline: Instant,
     ids: &Ids,
 ) -> Response<TunnelBody> {
@@ -411,7 +415,7 @@ async fn forward_upgrade(
 /// Copies the stream's request body to the upgraded backend connection; the
 /// backend's pace holds the stream back through flow control. Ends the backend's
 /// write side when the stream's body ends or is reset.
-async fn copy_to_backend(mut body: Incoming, mut to: impl AsyncWrite + Unpin) {
+async fn copy_to_backend(mut body: RecvBody, mut to: impl AsyncWrite + Unpin) {
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { break };
         if let Ok(data) = frame.into_data()

@@ -1,16 +1,18 @@
-//! The HTTP/2 server that runs on an upgraded tunnel connection: the service is
-//! the client and opens one stream per user request.
+//! The HTTP/2 server that runs on an upgraded tunnel connection, on `h2`
+//! directly: the service is the client and opens one stream per user request,
+//! each served in a task of its own ([`stream`]).
+//!
+//! (hyper's HTTP/2 server did the same with a layer of its own between: its
+//! connection and stream state machines, a body type of its own wrapping
+//! `h2`'s, and the executor's boxing per stream. The connection loop here
+//! accepts streams, pings the service and drains; nothing else.)
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
-use hyper::server::conn::http2;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use bytes::Bytes;
 use postern_netio::{BatchedWrites, ReadObserver, ReadsObserved};
 use postern_proto::tunnel::{
     DEFAULT_CONNECTION_WINDOW, DEFAULT_MAX_FRAME_SIZE, DEFAULT_STREAM_WINDOW, MAX_FRAME_SIZE, MIN_FRAME_SIZE,
@@ -22,12 +24,16 @@ use crate::TunnelError;
 use crate::apps::AppTable;
 use crate::backend::Backends;
 use crate::error::chain;
-use crate::forward;
+
+mod stream;
 
 /// Largest HTTP/2 window the protocol allows.
 const MAX_WINDOW: u32 = (1 << 31) - 1;
 /// Smallest window accepted in the options (the protocol's default).
 const MIN_WINDOW: u32 = 65_535;
+/// Most local stream errors (resets sent for malformed frames of the service)
+/// before the connection is ended (as hyper's server had it).
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// HTTP/2 settings and deadlines of one tunnel connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,42 +152,40 @@ where
     let activity = Arc::new(Activity::new());
     // Answers finished in one turn of the scheduler leave in one write.
     let io = BatchedWrites::new(ReadsObserved::new(io, activity.clone()));
-    // Each stream's answer is worked out in a future of its own allocation:
-    // hyper spawns a task per stream that holds the stream's future and then
-    // its response body, in one allocation the size of the larger of the two
-    // for the stream's whole life. Boxed, the future (a few KiB: the request
-    // head, the backend exchange) is freed once the answer's head is out, so
-    // a long response or an open WebSocket holds only its body, and the
-    // task's spawn copies a pointer instead of the future.
-    let service = service_fn(move |req: hyper::Request<Incoming>| {
-        let table = apps.borrow().clone();
-        let backends = backends.clone();
-        Box::pin(async move { Ok::<_, Infallible>(forward::handle(req, table, backends).await) })
-    });
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .keep_alive_interval(options.keep_alive_interval)
-        .keep_alive_timeout(options.keep_alive_timeout)
-        .max_concurrent_streams(options.max_concurrent_streams)
-        .initial_stream_window_size(options.stream_window)
+    let handshake = h2::server::Builder::new()
+        .initial_window_size(options.stream_window)
         .initial_connection_window_size(options.connection_window)
-        .adaptive_window(false)
         .max_frame_size(options.max_frame_size)
         .max_header_list_size(options.max_header_list_size)
-        .max_send_buf_size(options.max_send_buf_size)
-        .auto_date_header(false);
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
+        .max_concurrent_streams(options.max_concurrent_streams)
+        .max_send_buffer_size(options.max_send_buf_size)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+        .handshake::<_, Bytes>(io);
+    let silence = options.silence_limit();
+    let mut connection = match tokio::time::timeout(silence, handshake).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(e)) => return Err(TunnelError::Transport(chain(&e))),
+        Err(_) => {
+            return Err(TunnelError::Transport(format!(
+                "no HTTP/2 preface from the service within {silence:?}"
+            )));
+        }
+    };
+    let keep_alive = keep_alive(connection.ping_pong(), options);
+    tokio::pin!(keep_alive);
     tokio::pin!(drain);
 
-    let silence = options.silence_limit();
     let mut check = tokio::time::interval((silence / 4).max(Duration::from_millis(50)));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            r = conn.as_mut() => return r.map_err(|e| TunnelError::Transport(chain(&e))),
+            accepted = connection.accept() => match accepted {
+                Some(Ok((request, respond))) => spawn_stream(request, respond, &apps, &backends),
+                Some(Err(e)) => return Err(TunnelError::Transport(chain(&e))),
+                None => return Ok(()),
+            },
             () = &mut drain => break,
+            e = &mut keep_alive => return Err(e),
             _ = check.tick() => {
                 if activity.silent_for() > silence {
                     return Err(TunnelError::Transport(format!(
@@ -191,14 +195,56 @@ where
             }
         }
     }
-    conn.as_mut().graceful_shutdown();
-    match tokio::time::timeout(options.drain_grace, conn.as_mut()).await {
-        Ok(r) => r.map_err(|e| TunnelError::Transport(chain(&e))),
+    connection.graceful_shutdown();
+    // Streams opened before the GOAWAY are still served; the connection ends
+    // once every stream is done.
+    let finish = async {
+        while let Some(accepted) = connection.accept().await {
+            let (request, respond) = accepted.map_err(|e| TunnelError::Transport(chain(&e)))?;
+            spawn_stream(request, respond, &apps, &backends);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(options.drain_grace, finish).await {
+        Ok(r) => r,
         Err(_) => {
             tracing::warn!(grace = ?options.drain_grace, "drain grace period over; closing the tunnel with requests in flight");
             Ok(())
         }
     }
+}
+
+/// Pings the service every keep-alive interval; resolves with the error that
+/// ends the tunnel when a ping goes unanswered for the keep-alive timeout.
+async fn keep_alive(ping_pong: Option<h2::PingPong>, options: &TunnelOptions) -> TunnelError {
+    let Some(mut ping_pong) = ping_pong else {
+        return std::future::pending().await;
+    };
+    let (interval, timeout) = (options.keep_alive_interval, options.keep_alive_timeout);
+    loop {
+        tokio::time::sleep(interval).await;
+        match tokio::time::timeout(timeout, ping_pong.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            // The connection itself reports its error.
+            Ok(Err(_)) => return std::future::pending().await,
+            Err(_) => {
+                return TunnelError::Transport(format!(
+                    "keep-alive ping not answered within {timeout:?}: the tunnel is dead"
+                ));
+            }
+        }
+    }
+}
+
+/// Serves one stream in a task of its own, with the app table current now.
+fn spawn_stream(
+    request: http::Request<h2::RecvStream>,
+    respond: h2::server::SendResponse<Bytes>,
+    apps: &watch::Receiver<Arc<AppTable>>,
+    backends: &Backends,
+) {
+    let table = apps.borrow().clone();
+    tokio::spawn(stream::serve(request, respond, table, backends.clone()));
 }
 
 /// When bytes last came from the service.

@@ -842,6 +842,50 @@ async fn backend_failures_get_their_codes() {
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
 }
 
+/// A backend that reads a request head and never answers; sends on `closed`
+/// when the connector closes the connection.
+async fn spawn_silent() -> (SocketAddr, mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed_tx, closed) = mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                // Read until the end of file: the head, then nothing more.
+                while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+                let _ = closed_tx.send(()).await;
+            });
+        }
+    });
+    (addr, closed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_service_gives_up_is_given_up_towards_the_backend() {
+    let (silent, mut closed) = spawn_silent().await;
+    let apps = [app("silent", format!("http://{silent}/"), true, 60)];
+    let mut h = start(&apps, quick(), BackendOptions::default()).await;
+    let tunnel = h.svc.next_tunnel().await;
+    h.wait_status("tunnel up", |s| s.up == 1).await;
+
+    // The service stops waiting (its user went away): the stream is reset.
+    let mut sender = tunnel.sender.clone();
+    within("stream slot", sender.ready()).await.unwrap();
+    let waiting = sender.send_request(request("silent", "/report").body(empty()).unwrap());
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), waiting).await;
+    assert!(gave_up.is_err(), "the silent backend answered");
+
+    // The connector drops the exchange with it, long before the app's 60 s.
+    within("the backend connection closed", closed.recv()).await.unwrap();
+    // The tunnel goes on.
+    assert_eq!(h.status.borrow().up, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_connections_are_kept_and_one_the_backend_closed_costs_no_request() {
     let (kept, accepted) = spawn_counting().await;

@@ -17,17 +17,17 @@ use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
-use http::{HeaderMap, HeaderValue, Method, Request, Response};
-use hyper::body::{Body, Frame, SizeHint};
+use http::{HeaderValue, Method, Request, Response};
+use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
 use crate::TunnelBody;
+use crate::streams::{RecvBody, send_body};
 
 /// Most bytes of request bodies the client buffers per tunnel beyond what the
 /// connector's windows admit (hyper's default).
@@ -135,7 +135,7 @@ impl Client {
     /// Sends `request` and waits for the response's head. A request body is
     /// copied into the stream by a task of its own; dropping the returned
     /// future before the head came resets the stream.
-    pub(crate) async fn send(&self, request: Request<TunnelBody>) -> Result<Response<ResponseBody>, Failure> {
+    pub(crate) async fn send(&self, request: Request<TunnelBody>) -> Result<Response<RecvBody>, Failure> {
         let mut sender = self.sender.clone();
         if poll_fn(|cx| sender.poll_ready(cx)).await.is_err() {
             return Err(Failure::Unsent(Box::new(request)));
@@ -164,12 +164,9 @@ impl Client {
         if let Some(mut cancel) = cancel {
             cancel.disarm();
         }
-        let content_length = content_length(response.headers());
-        Ok(response.map(|recv| ResponseBody {
-            recv,
-            content_length,
-            data_done: false,
-        }))
+        let (parts, recv) = response.into_parts();
+        let body = RecvBody::new(recv, &parts.headers);
+        Ok(Response::from_parts(parts, body))
     }
 }
 
@@ -239,68 +236,9 @@ impl Drop for CancelOnDrop {
 
 /// Copies a request body into its stream, under the connector's flow control,
 /// until it ends, the connector resets the stream, or the caller cancels.
-async fn copy_body(mut body: TunnelBody, mut stream: h2::SendStream<Bytes>, canceled: oneshot::Receiver<()>) {
+async fn copy_body(body: TunnelBody, stream: h2::SendStream<Bytes>, canceled: oneshot::Receiver<()>) {
     let mut cancel = Cancel(Some(canceled));
-    loop {
-        // Wait for room for at least one byte before reading more of the
-        // body, so that what is buffered stays bounded by the window.
-        stream.reserve_capacity(1);
-        while stream.capacity() == 0 {
-            let room = tokio::select! {
-                room = poll_fn(|cx| stream.poll_capacity(cx)) => room,
-                () = cancel.requested() => {
-                    stream.send_reset(h2::Reason::CANCEL);
-                    return;
-                }
-            };
-            match room {
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "tunnel request body: stream closed");
-                    return;
-                }
-                None => return,
-            }
-        }
-        let frame = tokio::select! {
-            frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)) => frame,
-            reason = poll_fn(|cx| stream.poll_reset(cx)) => {
-                tracing::debug!(reason = ?reason.ok(), "tunnel request body: the connector reset the stream");
-                return;
-            }
-            () = cancel.requested() => {
-                stream.send_reset(h2::Reason::CANCEL);
-                return;
-            }
-        };
-        let sent = match frame {
-            None => stream.send_data(Bytes::new(), true),
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    let end = body.is_end_stream();
-                    let sent = stream.send_data(data, end);
-                    if end || sent.is_err() {
-                        sent
-                    } else {
-                        continue;
-                    }
-                }
-                Err(frame) => match frame.into_trailers() {
-                    Ok(trailers) => stream.send_trailers(trailers),
-                    Err(_) => continue,
-                },
-            },
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "tunnel request body failed");
-                stream.send_reset(h2::Reason::INTERNAL_ERROR);
-                return;
-            }
-        };
-        if let Err(e) = sent {
-            tracing::debug!(error = %e, "tunnel request body: send failed");
-        }
-        return;
-    }
+    send_body(body, stream, cancel.requested()).await;
 }
 
 /// The body copy's end of [`CancelOnDrop`].
@@ -320,82 +258,8 @@ impl Cancel {
     }
 }
 
-/// A response body read from the tunnel; what is read is handed back to the
-/// stream's window at once.
-pub(crate) struct ResponseBody {
-    recv: h2::RecvStream,
-    /// What `Content-Length` said is left, when it said.
-    content_length: Option<u64>,
-    data_done: bool,
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        let this = &mut *self;
-        if !this.data_done {
-            match ready!(this.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    let _ = this.recv.flow_control().release_capacity(data.len());
-                    if let Some(left) = &mut this.content_length {
-                        *left = left.saturating_sub(data.len() as u64);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                // RST_STREAM with NO_ERROR: the connector answered early;
-                // the body ends, it has not failed (RFC 9113, 8.1).
-                Some(Err(e)) if e.reason() == Some(h2::Reason::NO_ERROR) => return Poll::Ready(None),
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => this.data_done = true,
-            }
-        }
-        match ready!(this.recv.poll_trailers(cx)) {
-            Ok(trailers) => Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t)))),
-            Err(e) if e.reason() == Some(h2::Reason::NO_ERROR) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(e))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.content_length.map_or_else(SizeHint::default, SizeHint::with_exact)
-    }
-}
-
 /// Methods whose request body has a meaning, so a `Content-Length: 0` is
 /// worth sending.
 fn method_has_payload(method: &Method) -> bool {
     matches!(*method, Method::POST | Method::PUT | Method::PATCH)
-}
-
-/// The response's `Content-Length`, when it has exactly one valid one.
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let mut values = headers.get_all(CONTENT_LENGTH).iter();
-    let first = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    first.to_str().ok()?.trim().parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_length_is_read_only_when_unambiguous() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(content_length(&headers), None);
-        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("1024"));
-        assert_eq!(content_length(&headers), Some(1024));
-        headers.append(CONTENT_LENGTH, HeaderValue::from_static("1024"));
-        assert_eq!(content_length(&headers), None);
-        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("-1"));
-        assert_eq!(content_length(&headers), None);
-    }
 }

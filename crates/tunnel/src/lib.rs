@@ -41,8 +41,10 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 mod client;
+pub mod streams;
 
-use client::{Client, Failure, ResponseBody, Settings};
+use client::{Client, Failure, Settings};
+use streams::RecvBody;
 
 /// Error type of bodies sent through a tunnel.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -579,7 +581,7 @@ pub enum ResponseBodyError {
 /// Where a response body's bytes come from.
 enum Inner {
     /// A stream of one of this instance's tunnels.
-    Tunnel(ResponseBody),
+    Tunnel(RecvBody),
     /// A peer instance's answer.
     Forwarded(Incoming),
 }
