@@ -34,6 +34,7 @@ use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
+use postern_netio::BatchedWrites;
 use postern_proto::tunnel::{
     DEFAULT_CONNECTION_WINDOW, DEFAULT_MAX_FRAME_SIZE, DEFAULT_STREAM_WINDOW, MAX_FRAME_SIZE, MIN_FRAME_SIZE,
 };
@@ -276,11 +277,13 @@ impl TunnelRegistry {
             keep_alive_interval: o.keep_alive_interval,
             keep_alive_timeout: o.keep_alive_timeout,
         };
-        let (client, connection) =
-            tokio::time::timeout(o.handshake_timeout, Client::handshake(TokioIo::new(io), &settings))
-                .await
-                .map_err(|_| AttachError::Handshake(format!("no HTTP/2 preface within {:?}", o.handshake_timeout)))?
-                .map_err(|e| AttachError::Handshake(e.to_string()))?;
+        let (client, connection) = tokio::time::timeout(
+            o.handshake_timeout,
+            Client::handshake(BatchedWrites::new(TokioIo::new(io)), &settings),
+        )
+        .await
+        .map_err(|_| AttachError::Handshake(format!("no HTTP/2 preface within {:?}", o.handshake_timeout)))?
+        .map_err(|e| AttachError::Handshake(e.to_string()))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let registry: Weak<Self> = Arc::downgrade(self);
         let driver_key = key.clone();
@@ -854,6 +857,84 @@ mod tests {
         );
         let ok = registry.send("t1", "g1", get()).await.unwrap();
         assert_eq!(ok.status(), 200);
+    }
+
+    /// The service's end of a tunnel that counts its writes to the connector.
+    struct CountedWrites {
+        inner: tokio::io::DuplexStream,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl tokio::io::AsyncRead for CountedWrites {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for CountedWrites {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            Pin::new(&mut self.inner).poll_write(cx, data)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// Requests from many tasks at once (users' requests from their own
+    /// connections) leave in a few writes, not one each: on the runtime a
+    /// request's task wakes the connection's task, which runs next and would
+    /// flush that one request's head alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn requests_from_many_tasks_leave_together() {
+        let registry = TunnelRegistry::new(TunnelOptions::default());
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(theirs), service)
+                .await;
+        });
+        let writes = Arc::new(AtomicUsize::new(0));
+        let counted = CountedWrites {
+            inner: ours,
+            writes: writes.clone(),
+        };
+        registry.attach("t1", "g1", "c1", TokioIo::new(counted)).await.unwrap();
+        // Settled: the handshake and the settings' acknowledgement are out.
+        registry.send("t1", "g1", get()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        let before = writes.load(Ordering::SeqCst);
+        let (go_tx, go) = watch::channel(false);
+        let requests: Vec<_> = (0..50)
+            .map(|_| {
+                let registry = registry.clone();
+                let mut go = go.clone();
+                tokio::spawn(async move {
+                    let _ = go.wait_for(|&go| go).await;
+                    registry.send("t1", "g1", get()).await.map(|r| r.status())
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        go_tx.send_replace(true);
+        for request in requests {
+            assert_eq!(request.await.unwrap().unwrap(), 200);
+        }
+        let sent = writes.load(Ordering::SeqCst) - before;
+        assert!(sent <= 10, "50 requests took {sent} writes");
     }
 
     /// A request given up before its answer came (the user went away) resets
