@@ -657,15 +657,20 @@ mod tests {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         let (ended_tx, ended) = oneshot::channel();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(|_req| async {
-                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-            });
-            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(theirs), service)
-                .await;
+            answer_ok(theirs).await;
             let _ = ended_tx.send(());
         });
         (TokioIo::new(ours), ended)
+    }
+
+    /// Answers every stream on `io` with `ok` until the connection ends.
+    async fn answer_ok(io: tokio::io::DuplexStream) {
+        let service = hyper::service::service_fn(|_req| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+        });
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(io), service)
+            .await;
     }
 
     fn get() -> Request<TunnelBody> {
@@ -898,14 +903,7 @@ mod tests {
     async fn requests_from_many_tasks_leave_together() {
         let registry = TunnelRegistry::new(TunnelOptions::default());
         let (ours, theirs) = tokio::io::duplex(1 << 20);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(|_req| async {
-                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-            });
-            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(theirs), service)
-                .await;
-        });
+        tokio::spawn(answer_ok(theirs));
         let writes = Arc::new(AtomicUsize::new(0));
         let counted = CountedWrites {
             inner: ours,
