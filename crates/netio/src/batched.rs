@@ -17,6 +17,14 @@ pub const BATCH_DIRECT: usize = 16 * 1024;
 /// The most [`BatchedWrites`] gathers before it writes.
 pub const BATCH_LIMIT: usize = 64 * 1024;
 
+/// Put-offs in a row that gathered nothing more before flushes go out at
+/// once for a while.
+const UNPAID_LIMIT: u8 = 2;
+
+/// Flushes written at once after [`UNPAID_LIMIT`] put-offs that gathered
+/// nothing; then a put-off is tried again.
+const AT_ONCE_AFTER_UNPAID: u8 = 16;
+
 /// A stream whose small writes are gathered and sent in one write to `inner`.
 ///
 /// An HTTP/2 connection flushes after every response whose body is more than a
@@ -29,7 +37,9 @@ pub const BATCH_LIMIT: usize = 64 * 1024;
 /// The answers those tasks produce meanwhile join the batch; the next flush
 /// after that wake writes all of it. The wait is one turn of the scheduler,
 /// never a timer, and a batch is written at once when it reaches
-/// [`BATCH_LIMIT`] or on shutdown.
+/// [`BATCH_LIMIT`] or on shutdown. When two put-offs in a row gathered
+/// nothing more (one writer alone, such as the window updates a bulk
+/// transfer's receiver sends), the next 16 flushes are written at once.
 ///
 /// A write of [`BATCH_DIRECT`] bytes or more (a bulk transfer's frames) goes
 /// straight through after what is gathered, with no copy. Nothing is held
@@ -47,6 +57,12 @@ pub struct BatchedWrites<S> {
     put_off: Option<Arc<TurnPassed>>,
     /// The turn has passed: write everything on the next flush.
     due: bool,
+    /// What was gathered when the flush was put off.
+    gathered_at_put_off: usize,
+    /// Put-offs in a row during which nothing joined the batch.
+    unpaid: u8,
+    /// Flushes still to be written at once, without a put-off.
+    at_once: u8,
 }
 
 impl<S> BatchedWrites<S> {
@@ -57,6 +73,9 @@ impl<S> BatchedWrites<S> {
             gathered: BytesMut::new(),
             put_off: None,
             due: false,
+            gathered_at_put_off: 0,
+            unpaid: 0,
+            at_once: 0,
         }
     }
 
@@ -90,6 +109,23 @@ impl<S: AsyncWrite + Unpin> BatchedWrites<S> {
         self.put_off = None;
         self.due = false;
         Poll::Ready(Ok(()))
+    }
+
+    /// Notes whether the put-off that just ended gathered anything more; after
+    /// [`UNPAID_LIMIT`] in a row that did not, the next [`AT_ONCE_AFTER_UNPAID`]
+    /// flushes are written at once (a stream with one writer, such as the window
+    /// updates of a bulk transfer, gains nothing from waiting and would only
+    /// delay its peer).
+    fn count_put_off(&mut self) {
+        if self.gathered.len() > self.gathered_at_put_off {
+            self.unpaid = 0;
+            return;
+        }
+        self.unpaid += 1;
+        if self.unpaid >= UNPAID_LIMIT {
+            self.unpaid = 0;
+            self.at_once = AT_ONCE_AFTER_UNPAID;
+        }
     }
 
     /// Takes `len` more bytes into the batch, writing the batch first if they
@@ -143,12 +179,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<S> {
         let this = self.get_mut();
         if !this.gathered.is_empty() && !this.due {
             match &this.put_off {
+                None if this.at_once > 0 => this.at_once -= 1,
                 None => {
                     this.put_off = Some(put_off_one_turn(cx.waker()));
+                    this.gathered_at_put_off = this.gathered.len();
                     return Poll::Ready(Ok(()));
                 }
                 Some(turn) if !turn.passed.load(Ordering::Acquire) => return Poll::Ready(Ok(())),
-                Some(_) => this.due = true,
+                Some(_) => {
+                    this.due = true;
+                    this.count_put_off();
+                }
             }
         }
         std::task::ready!(this.poll_write_gathered(cx))?;
@@ -263,6 +304,42 @@ mod tests {
         for (i, chunk) in got.chunks(1000).enumerate() {
             assert!(chunk.iter().all(|b| usize::from(*b) == i), "bytes out of order");
         }
+    }
+
+    #[tokio::test]
+    async fn a_lone_writer_stops_waiting_after_two_put_offs_that_gained_nothing() {
+        let (mut peer, near) = tokio::io::duplex(1 << 20);
+        let mut batched = counted(near);
+        // Two batches of one write each: put off, and nothing joined them.
+        for _ in 0..UNPAID_LIMIT {
+            batched.write_all(b"update").await.expect("write");
+            batched.flush().await.expect("flush");
+            assert_eq!(batched.gathered(), 6, "put off");
+            tokio::task::yield_now().await;
+            batched.flush().await.expect("flush");
+            assert_eq!(batched.gathered(), 0);
+        }
+        // Now flushes go at once, for a while.
+        for _ in 0..AT_ONCE_AFTER_UNPAID {
+            batched.write_all(b"update").await.expect("write");
+            batched.flush().await.expect("flush");
+            assert_eq!(batched.gathered(), 0, "waited again too soon");
+        }
+        // Then a put-off is tried again; one that gains keeps them coming.
+        batched.write_all(b"update").await.expect("write");
+        batched.flush().await.expect("flush");
+        assert_eq!(batched.gathered(), 6, "never put off again");
+        batched.write_all(b"answer").await.expect("write");
+        tokio::task::yield_now().await;
+        batched.flush().await.expect("flush");
+        batched.write_all(b"update").await.expect("write");
+        batched.flush().await.expect("flush");
+        assert_eq!(batched.gathered(), 6, "a put-off that paid stopped the next");
+        batched.shutdown().await.expect("shutdown");
+        let expected = 2 + AT_ONCE_AFTER_UNPAID as usize + 3;
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got.len(), expected * 6);
     }
 
     #[tokio::test]
