@@ -38,7 +38,7 @@ const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 /// HTTP/2 settings and deadlines of one tunnel connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TunnelOptions {
-    /// Ping the service after this long without traffic from it. Default 20 s.
+    /// Ping the service at this interval. Default 20 s.
     pub keep_alive_interval: Duration,
     /// A ping unanswered this long ends the tunnel (it is redialled). A tunnel
     /// with no traffic at all from the service for interval + timeout + 1 s is

@@ -46,9 +46,10 @@ pub(super) async fn serve(
         }
         Ok(_) => {}
         Err(e) => {
-            // Only a head h2 finds malformed fails here (the answers are built
-            // without connection-specific headers) or a stream already gone.
-            tracing::warn!(error = %e, "the answer's head could not be sent; resetting the stream");
+            // A stream the service reset just now (its user went away), or a
+            // head h2 finds malformed (the answers are built without
+            // connection-specific headers, so none is expected).
+            tracing::debug!(error = %e, "the answer's head could not be sent; resetting the stream");
             respond.send_reset(h2::Reason::INTERNAL_ERROR);
         }
     }
