@@ -74,7 +74,7 @@ pub struct StreamArgs {
     #[arg(long)]
     before: Option<PathBuf>,
     /// Measure only Postern's rows, for iterating (the ratios need the
-    /// direct row: they show as NaN).
+    /// direct row: they show as "–").
     #[arg(long, conflicts_with = "write")]
     only_postern: bool,
     /// Write the results into this Markdown file's `stream` section.
@@ -392,12 +392,12 @@ fn render(args: &StreamArgs, rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.0} | {:.2}× | {:.2}× | {cpu} | {rss} |",
+            "| {} | {:.0} | {:.0} | {} | {} | {cpu} | {rss} |",
             row.label,
             rate(row.down),
             rate(row.up),
-            direct.0 / row.down,
-            direct.1 / row.up,
+            ratio(direct.0, row.down),
+            ratio(direct.1, row.up),
         );
     }
     let _ = writeln!(
@@ -417,6 +417,16 @@ fn render(args: &StreamArgs, rows: &[Row]) -> String {
         SAMPLE_EVERY.as_millis()
     );
     out
+}
+
+/// A transfer's time against the direct row's as "0.25×" (its rate
+/// relative to direct), or "–" when there is no direct row.
+fn ratio(direct_seconds: f64, seconds: f64) -> String {
+    if direct_seconds.is_nan() {
+        "–".to_owned()
+    } else {
+        format!("{:.2}×", direct_seconds / seconds)
+    }
 }
 
 fn human_bytes(bytes: u64) -> String {
@@ -481,5 +491,16 @@ async fn answer(request: Request<Incoming>) -> Result<Response<BoxBody>, Infalli
             Ok(plain(StatusCode::OK, format!("{received}\n")))
         }
         _ => Ok(plain(StatusCode::NOT_FOUND, "download or upload\n".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_need_the_direct_row() {
+        assert_eq!(ratio(1.0, 4.0), "0.25×");
+        assert_eq!(ratio(f64::NAN, 4.0), "–");
     }
 }
