@@ -75,7 +75,7 @@ impl Body for RecvBody {
 }
 
 /// `Content-Length`, when `headers` have exactly one valid one.
-pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+fn content_length(headers: &HeaderMap) -> Option<u64> {
     let mut values = headers.get_all(CONTENT_LENGTH).iter();
     let first = values.next()?;
     if values.next().is_some() {
@@ -84,25 +84,13 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
     first.to_str().ok()?.trim().parse().ok()
 }
 
-/// How a body copy into a stream ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Copied {
-    /// The body went whole, trailers included, and the stream is ended.
-    Whole,
-    /// The peer reset the stream (or the connection ended) first.
-    PeerGone,
-    /// `stop` resolved first: the stream was reset with `CANCEL`.
-    Stopped,
-    /// The body failed: the stream was reset with `INTERNAL_ERROR`, never
-    /// ended as if complete.
-    BodyFailed,
-}
-
 /// Copies `body` into `stream` until it ends, the peer resets the stream, or
 /// `stop` resolves. At most one frame of the body is read ahead of the
 /// peer's window: the copy waits for room in the window before it reads more,
-/// so what is buffered stays bounded whatever the body's size.
-pub async fn send_body<B>(body: B, mut stream: h2::SendStream<Bytes>, stop: impl Future<Output = ()>) -> Copied
+/// so what is buffered stays bounded whatever the body's size. A body that
+/// fails resets the stream with `INTERNAL_ERROR`, never ends it as if
+/// complete; `stop` resets it with `CANCEL`.
+pub async fn send_body<B>(body: B, mut stream: h2::SendStream<Bytes>, stop: impl Future<Output = ()>)
 where
     B: Body<Data = Bytes>,
     B::Error: std::fmt::Display,
@@ -116,27 +104,27 @@ where
                 room = poll_fn(|cx| stream.poll_capacity(cx)) => room,
                 () = &mut stop => {
                     stream.send_reset(h2::Reason::CANCEL);
-                    return Copied::Stopped;
+                    return;
                 }
             };
             match room {
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "tunnel stream closed while its body was sent");
-                    return Copied::PeerGone;
+                    return;
                 }
-                None => return Copied::PeerGone,
+                None => return,
             }
         }
         let frame = tokio::select! {
             frame = poll_fn(|cx| body.as_mut().poll_frame(cx)) => frame,
             reason = poll_fn(|cx| stream.poll_reset(cx)) => {
                 tracing::debug!(reason = ?reason.ok(), "the peer reset the tunnel stream");
-                return Copied::PeerGone;
+                return;
             }
             () = &mut stop => {
                 stream.send_reset(h2::Reason::CANCEL);
-                return Copied::Stopped;
+                return;
             }
         };
         let sent = match frame {
@@ -158,16 +146,13 @@ where
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "body failed; resetting its tunnel stream");
                 stream.send_reset(h2::Reason::INTERNAL_ERROR);
-                return Copied::BodyFailed;
+                return;
             }
         };
-        return match sent {
-            Ok(()) => Copied::Whole,
-            Err(e) => {
-                tracing::debug!(error = %e, "tunnel stream closed while its body was sent");
-                Copied::PeerGone
-            }
-        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "tunnel stream closed while its body was sent");
+        }
+        return;
     }
 }
 
