@@ -39,7 +39,9 @@ const AT_ONCE_AFTER_UNPAID: u8 = 16;
 /// never a timer, and a batch is written at once when it reaches
 /// [`BATCH_LIMIT`] or on shutdown. When two put-offs in a row gathered
 /// nothing more (one writer alone, such as the window updates a bulk
-/// transfer's receiver sends), the next 16 flushes are written at once.
+/// transfer's receiver sends), the next 16 flushes are written at once, unless
+/// two of them come within one turn (a burst of writers: then the batch waits
+/// again at once).
 ///
 /// A write of [`BATCH_DIRECT`] bytes or more (a bulk transfer's frames) goes
 /// straight through after what is gathered, with no copy. Nothing is held
@@ -63,6 +65,10 @@ pub struct BatchedWrites<S> {
     unpaid: u8,
     /// Flushes still to be written at once, without a put-off.
     at_once: u8,
+    /// Set by a flush written at once: fires once the runtime has run its
+    /// other ready tasks. A second flush before then is a burst of writers,
+    /// and ends the flushes at once.
+    written_at_once: Option<Arc<TurnPassed>>,
 }
 
 impl<S> BatchedWrites<S> {
@@ -76,6 +82,7 @@ impl<S> BatchedWrites<S> {
             gathered_at_put_off: 0,
             unpaid: 0,
             at_once: 0,
+            written_at_once: None,
         }
     }
 
@@ -126,6 +133,14 @@ impl<S: AsyncWrite + Unpin> BatchedWrites<S> {
             self.unpaid = 0;
             self.at_once = AT_ONCE_AFTER_UNPAID;
         }
+    }
+
+    /// Whether the last flush written at once was in this same turn of the
+    /// scheduler: other writers are at work, and waiting pays again.
+    fn burst(&self) -> bool {
+        self.written_at_once
+            .as_ref()
+            .is_some_and(|turn| !turn.passed.load(Ordering::Acquire))
     }
 
     /// Takes `len` more bytes into the batch, writing the batch first if they
@@ -179,8 +194,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<S> {
         let this = self.get_mut();
         if !this.gathered.is_empty() && !this.due {
             match &this.put_off {
-                None if this.at_once > 0 => this.at_once -= 1,
+                None if this.at_once > 0 && !this.burst() => {
+                    this.at_once -= 1;
+                    this.written_at_once = Some(put_off_one_turn(Waker::noop()));
+                }
                 None => {
+                    this.at_once = 0;
                     this.put_off = Some(put_off_one_turn(cx.waker()));
                     this.gathered_at_put_off = this.gathered.len();
                     return Poll::Ready(Ok(()));
@@ -319,12 +338,14 @@ mod tests {
             batched.flush().await.expect("flush");
             assert_eq!(batched.gathered(), 0);
         }
-        // Now flushes go at once, for a while.
+        // Now flushes go at once, for a while (a lone writer's, a turn apart).
         for _ in 0..AT_ONCE_AFTER_UNPAID {
+            tokio::task::yield_now().await;
             batched.write_all(b"update").await.expect("write");
             batched.flush().await.expect("flush");
             assert_eq!(batched.gathered(), 0, "waited again too soon");
         }
+        tokio::task::yield_now().await;
         // Then a put-off is tried again; one that gains keeps them coming.
         batched.write_all(b"update").await.expect("write");
         batched.flush().await.expect("flush");
@@ -340,6 +361,25 @@ mod tests {
         let mut got = Vec::new();
         peer.read_to_end(&mut got).await.expect("read");
         assert_eq!(got.len(), expected * 6);
+    }
+
+    #[tokio::test]
+    async fn a_burst_ends_the_flushes_at_once() {
+        let (_peer, near) = tokio::io::duplex(1 << 20);
+        let mut batched = counted(near);
+        for _ in 0..UNPAID_LIMIT {
+            batched.write_all(b"update").await.expect("write");
+            batched.flush().await.expect("flush");
+            tokio::task::yield_now().await;
+            batched.flush().await.expect("flush");
+        }
+        // Flushes at once now; two in one turn are a burst: the second waits.
+        batched.write_all(b"request").await.expect("write");
+        batched.flush().await.expect("flush");
+        assert_eq!(batched.gathered(), 0);
+        batched.write_all(b"request").await.expect("write");
+        batched.flush().await.expect("flush");
+        assert_eq!(batched.gathered(), 7, "a burst was written piece by piece");
     }
 
     #[tokio::test]
